@@ -1,0 +1,129 @@
+/**
+ * Loading a config file: YAML or JSON, `${ENV}` substitution in string values, validation against
+ * the schema with every problem reported by key path, relative file paths resolved against the
+ * config file's folder, and the result deeply frozen.
+ */
+import { readFileSync } from 'node:fs';
+import { dirname, isAbsolute, resolve } from 'node:path';
+import { parse as parseYaml } from 'yaml';
+import type { z } from 'zod';
+import { configSchema, type Config } from './schema.js';
+
+export class ConfigError extends Error {
+  readonly problems: readonly string[];
+  constructor(problems: readonly string[]) {
+    super(`invalid configuration:\n  ${problems.join('\n  ')}`);
+    this.name = 'ConfigError';
+    this.problems = problems;
+  }
+}
+
+/** `routes[2].match.path` from ['routes', 2, 'match', 'path']. */
+export function keyPath(path: readonly PropertyKey[]): string {
+  let out = '';
+  for (const p of path) {
+    if (typeof p === 'number') out += `[${p}]`;
+    else out += out === '' ? String(p) : `.${String(p)}`;
+  }
+  return out === '' ? '(root)' : out;
+}
+
+function formatIssues(issues: readonly z.core.$ZodIssue[]): string[] {
+  const out: string[] = [];
+  for (const issue of issues) {
+    if (issue.code === 'unrecognized_keys') {
+      for (const k of issue.keys) out.push(`${keyPath([...issue.path, k])}: unknown key`);
+    } else if (issue.code === 'invalid_union' && 'errors' in issue && issue.errors.length > 0 && issue.message === 'Invalid input') {
+      out.push(`${keyPath(issue.path)}: does not match any allowed form`);
+    } else {
+      out.push(`${keyPath(issue.path)}: ${humanize(issue)}`);
+    }
+  }
+  return out;
+}
+
+function humanize(issue: z.core.$ZodIssue): string {
+  if (issue.code === 'invalid_type') {
+    return issue.message.startsWith('Invalid input: expected') ? `must be ${issue.expected}` : issue.message;
+  }
+  return issue.message;
+}
+
+const ENV_REF = /\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}/g;
+
+/** Replaces `${NAME}` and `${NAME:-default}` in every string; an unset variable without a default is a problem. */
+function substitute(value: unknown, path: PropertyKey[], env: NodeJS.ProcessEnv, problems: string[]): unknown {
+  if (typeof value === 'string') {
+    return value.replace(ENV_REF, (_m, name: string, fallback: string | undefined) => {
+      const v = env[name];
+      if (v !== undefined) return v;
+      if (fallback !== undefined) return fallback;
+      problems.push(`${keyPath(path)}: environment variable ${name} is not set`);
+      return '';
+    });
+  }
+  if (Array.isArray(value)) return value.map((v, i) => substitute(v, [...path, i], env, problems));
+  if (value !== null && typeof value === 'object') {
+    const out: Record<string, unknown> = {};
+    for (const [k, v] of Object.entries(value)) out[k] = substitute(v, [...path, k], env, problems);
+    return out;
+  }
+  return value;
+}
+
+function deepFreeze<T>(value: T): T {
+  if (value !== null && typeof value === 'object' && !Object.isFrozen(value)) {
+    Object.freeze(value);
+    for (const v of Object.values(value)) deepFreeze(v);
+  }
+  return value;
+}
+
+export interface LoadedConfig {
+  readonly config: Config;
+  readonly file: string;
+  readonly folder: string;
+}
+
+/** Parses raw text (YAML is a superset of JSON) and validates it. Throws ConfigError with every problem. */
+export function parseConfigText(text: string, folder: string, env: NodeJS.ProcessEnv = process.env): Config {
+  let raw: unknown;
+  try {
+    raw = parseYaml(text, { prettyErrors: true, uniqueKeys: true, maxAliasCount: 100 });
+  } catch (err) {
+    throw new ConfigError([`(file): ${(err as Error).message.split('\n')[0]}`]);
+  }
+  if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) {
+    throw new ConfigError(['(root): must be a mapping of config keys']);
+  }
+  const problems: string[] = [];
+  const substituted = substitute(raw, [], env, problems);
+  const result = configSchema.safeParse(substituted);
+  if (!result.success) problems.push(...formatIssues(result.error.issues));
+  if (problems.length > 0 || !result.success) throw new ConfigError(problems);
+  return deepFreeze(resolvePaths(result.data, folder));
+}
+
+function resolveIn(folder: string, p: string): string {
+  return isAbsolute(p) ? p : resolve(folder, p);
+}
+
+function resolvePaths(c: Config, folder: string): Config {
+  const out = structuredClone(c);
+  if (out.mission.client) out.mission.client.private_key_file = resolveIn(folder, out.mission.client.private_key_file);
+  if (out.evidence.sink !== 'stdout' && out.evidence.sink !== 'stderr') out.evidence.sink = resolveIn(folder, out.evidence.sink);
+  if (out.evidence.sign) out.evidence.sign.private_key_file = resolveIn(folder, out.evidence.sign.private_key_file);
+  return out;
+}
+
+export function loadConfigFile(file: string, env: NodeJS.ProcessEnv = process.env): LoadedConfig {
+  const abs = resolve(file);
+  let text: string;
+  try {
+    text = readFileSync(abs, 'utf8');
+  } catch (err) {
+    throw new ConfigError([`(file): cannot read ${abs}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`]);
+  }
+  const folder = dirname(abs);
+  return { config: parseConfigText(text, folder, env), file: abs, folder };
+}

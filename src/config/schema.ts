@@ -1,0 +1,292 @@
+/**
+ * The configuration schema (SPEC section 2). Every object is strict: an unknown key is an error with
+ * its key path. Defaults live here and nowhere else. The runtime never reads this raw shape: see
+ * compile.ts for the frozen plan built from it.
+ */
+import { isIP } from 'node:net';
+import { z } from 'zod';
+
+const LOOPBACK_HOSTS = new Set(['localhost', '[::1]', '::1']);
+
+export function isLoopbackHost(hostname: string): boolean {
+  const h = hostname.toLowerCase();
+  if (LOOPBACK_HOSTS.has(h)) return true;
+  return isIP(h) === 4 && h.startsWith('127.');
+}
+
+function parseUrl(value: string): URL | null {
+  try {
+    return new URL(value);
+  } catch {
+    return null;
+  }
+}
+
+/** An absolute http(s) URL. */
+const httpUrl = z.string().refine((v) => {
+  const u = parseUrl(v);
+  return u !== null && (u.protocol === 'http:' || u.protocol === 'https:');
+}, 'must be an absolute http(s) URL');
+
+/** An issuer or authority URL: https, or http on a loopback host only (SPEC section 2). */
+const trustedUrl = z.string().superRefine((v, ctx) => {
+  const u = parseUrl(v);
+  if (u === null || (u.protocol !== 'http:' && u.protocol !== 'https:')) {
+    ctx.addIssue({ code: 'custom', message: 'must be an absolute https URL' });
+  } else if (u.protocol === 'http:' && !isLoopbackHost(u.hostname)) {
+    ctx.addIssue({ code: 'custom', message: 'must use https (http is accepted only on loopback hosts)' });
+  } else if (u.hash !== '') {
+    ctx.addIssue({ code: 'custom', message: 'must not have a fragment' });
+  }
+});
+
+const port = z.number().int().min(0).max(65535);
+const positive = z.number().positive();
+const seconds = z.number().positive().max(86_400 * 365);
+
+const listen = z.strictObject({
+  host: z.string().min(1).default('0.0.0.0'),
+  port: port.default(8080),
+});
+
+const admin = z.strictObject({
+  host: z.string().min(1).default('127.0.0.1'),
+  port: port.default(9090),
+});
+
+const upstream = z.strictObject({
+  url: httpUrl.refine((v) => {
+    const u = parseUrl(v);
+    return u !== null && u.search === '' && u.hash === '';
+  }, 'must not carry a query or fragment'),
+  /** Time to wait for response headers. Streams, once started, never time out. */
+  timeout_s: seconds.default(30),
+  /** Upper bound on concurrent connections to the upstream. */
+  connections: z.number().int().min(1).max(10_000).default(128),
+  keep_alive_timeout_s: seconds.default(4),
+});
+
+/** Limits that protect the process from slow or oversized clients. */
+const limits = z.strictObject({
+  max_header_bytes: z.number().int().min(1024).max(1_048_576).default(16_384),
+  headers_timeout_s: seconds.default(10),
+  /** Whole-request receive timeout (slowloris on bodies). 0 disables. */
+  request_timeout_s: z.number().min(0).max(86_400).default(300),
+  keep_alive_timeout_s: seconds.default(5),
+  max_requests_per_socket: z.number().int().min(0).default(0),
+});
+
+export const ALGORITHMS = ['ES256', 'ES384', 'ES512', 'PS256', 'PS384', 'PS512', 'RS256', 'RS384', 'RS512', 'EdDSA', 'Ed25519'] as const;
+const algorithm = z.enum(ALGORITHMS, { message: `must be one of ${ALGORITHMS.join(', ')} (never none or HS*)` });
+
+const issuer = z.strictObject({
+  issuer: trustedUrl,
+  jwks_uri: trustedUrl.optional(),
+  algorithms: z.array(algorithm).min(1).default(['ES256', 'EdDSA', 'RS256', 'PS256']),
+});
+
+const token = z.strictObject({
+  clock_skew_s: z.number().min(0).max(300).default(30),
+  /** Cache of verified tokens (by the exact compact string), bounded. */
+  cache_max_entries: z.number().int().min(0).default(10_000),
+});
+
+const dpop = z.strictObject({
+  required: z.boolean().default(true),
+  max_age_s: seconds.default(60),
+  clock_skew_s: z.number().min(0).max(300).default(5),
+  nonce: z.boolean().default(false),
+  algorithms: z.array(algorithm).min(1).default(['ES256', 'EdDSA', 'RS256', 'PS256']),
+  /** Rotation period of the stateless nonce key. */
+  nonce_window_s: seconds.default(60),
+  nonce_secret: z.string().min(32).optional(),
+  replay_max_entries: z.number().int().min(1000).default(1_000_000),
+});
+
+const authority = z.strictObject({
+  issuer: trustedUrl,
+  status_endpoint: trustedUrl.optional(),
+  jwks_uri: trustedUrl.optional(),
+  /** Accept seed 002's plain JSON Status response (unsigned) from this authority. Off by default. */
+  accept_json_status: z.boolean().default(false),
+});
+
+const events = z.strictObject({
+  push_path: z.string().startsWith('/', 'must start with "/"').default('/.well-known/ssf/push'),
+  poll: z
+    .strictObject({
+      endpoint: trustedUrl,
+      interval_s: seconds.default(5),
+      max_events: z.number().int().min(1).max(1000).default(100),
+    })
+    .optional(),
+  audience: z.string().min(1).optional(),
+});
+
+const mission = z.strictObject({
+  required: z.boolean().default(true),
+  accept_header_references: z.boolean().default(false),
+  max_stale_s: seconds.default(60),
+  status_timeout_s: seconds.default(2),
+  client: z
+    .strictObject({
+      client_id: z.string().min(1),
+      private_key_file: z.string().min(1),
+    })
+    .optional(),
+  authorities: z.array(authority).default([]),
+  events: events.default({ push_path: '/.well-known/ssf/push' }),
+  cache_max_entries: z.number().int().min(100).default(100_000),
+});
+
+const METHOD = /^[A-Z][A-Z0-9-]*$/;
+const method = z.string().regex(METHOD, 'must be an upper-case HTTP method');
+
+const paramSource = z.union(
+  [
+    z.strictObject({ body: z.string().refine((p) => p === '' || p.startsWith('/'), 'must be a JSON Pointer ("" or starting with "/")') }),
+    z.strictObject({ query: z.string().min(1) }),
+    z.strictObject({ path: z.number().int().min(0) }),
+    z.strictObject({ header: z.string().min(1).regex(/^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/, 'must be a header name') }),
+  ],
+  { message: 'must be exactly one of { body: <JSON Pointer> }, { query: <name> }, { path: <segment index> }, { header: <name> }' },
+);
+
+export const ACTION_CLASSES = [
+  'non_consequential',
+  'consequential_read',
+  'consequential_write',
+  'irreversible_action',
+  'external_commitment',
+  'privileged_administration',
+] as const;
+
+const route = z
+  .strictObject({
+    match: z.strictObject({
+      method: z.union([method, z.array(method).min(1)]).optional(),
+      path: z
+        .string()
+        .startsWith('/', 'must start with "/"')
+        .refine((p) => !p.includes('**') || p === '/**' || (p.endsWith('/**') && !p.slice(0, -3).includes('**')), '"**" is allowed only as the last segment'),
+    }),
+    auth: z.enum(['none', 'required']).default('required'),
+    action: z.string().regex(/^[A-Za-z0-9_.:-]+$/, 'must match [A-Za-z0-9_.:-]+').optional(),
+    action_class: z.enum(ACTION_CLASSES).optional(),
+    params: z.record(z.string().regex(/^[A-Za-z0-9_.-]+$/, 'parameter names must match [A-Za-z0-9_.-]+'), paramSource).optional(),
+  })
+  .superRefine((r, ctx) => {
+    if (r.auth === 'required' && r.action === undefined) {
+      ctx.addIssue({ code: 'custom', path: ['action'], message: 'is required on a route that needs auth' });
+    }
+  });
+
+const mcp = z.strictObject({
+  path: z.string().startsWith('/', 'must start with "/"'),
+  resource: z.string().min(1).optional(),
+  /** tool name -> action name (default: the tool name is the action). */
+  tool_actions: z.record(z.string(), z.string().regex(/^[A-Za-z0-9_.:-]+$/)).default({}),
+  /** tool name -> pinned source_digest ("sha-256:…"). */
+  tool_digests: z.record(z.string(), z.string().regex(/^sha-256:[A-Za-z0-9_-]{43}$/, 'must be "sha-256:" + 43 base64url characters')).default({}),
+});
+
+const idJagPolicy = z.strictObject({
+  issuer: trustedUrl,
+  purposes: z.array(z.string().min(1)).optional(),
+  purpose_kinds: z.array(z.string().min(1)).optional(),
+  act_profiles: z.array(z.string().min(1)).optional(),
+});
+
+const idJag = z.strictObject({
+  token_path: z.string().startsWith('/', 'must start with "/"'),
+  audience: z.string().min(1).optional(),
+  trusted_issuers: z.array(trustedUrl).min(1),
+  max_lifetime_s: seconds.default(300),
+  forbidden_claims: z.array(z.string().min(1)).default([]),
+  policy: z.array(idJagPolicy).default([]),
+});
+
+const evidence = z.strictObject({
+  sink: z.string().min(1).default('stdout'),
+  sign: z
+    .strictObject({
+      private_key_file: z.string().min(1),
+      kid: z.string().min(1).optional(),
+    })
+    .optional(),
+});
+
+const replayStore = z.discriminatedUnion('type', [
+  z.strictObject({ type: z.literal('memory') }),
+  z.strictObject({
+    type: z.literal('redis'),
+    url: z.string().regex(/^rediss?(\+sentinel|\+cluster)?:\/\//, 'must be a redis:// or rediss:// URL'),
+    key_prefix: z.string().default('mgw:'),
+    connect_timeout_ms: z.number().int().positive().default(1000),
+  }),
+]);
+
+const log = z.strictObject({
+  level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+});
+
+export const configSchema = z
+  .strictObject({
+    listen: listen.default({ host: '0.0.0.0', port: 8080 }),
+    admin: admin.default({ host: '127.0.0.1', port: 9090 }),
+    public_base_url: httpUrl.refine((v) => {
+      const u = parseUrl(v);
+      return u !== null && (u.pathname === '/' || u.pathname === '') && u.search === '' && u.hash === '';
+    }, 'must be scheme://host[:port] with no path, query or fragment'),
+    resource: z.string().min(1),
+    upstream,
+    max_body_bytes: z.number().int().min(1).max(1_073_741_824).default(1_048_576),
+    shutdown_grace_s: z.number().min(0).max(3600).default(10),
+    trusted_proxies: z.array(z.string().min(1)).default([]),
+    limits: limits.default({} as never),
+    issuers: z.array(issuer).default([]),
+    token: token.default({} as never),
+    dpop: dpop.default({} as never),
+    mission: mission.default({} as never),
+    routes: z.array(route).default([]),
+    mcp: mcp.optional(),
+    id_jag: idJag.optional(),
+    evidence: evidence.default({ sink: 'stdout' }),
+    replay_store: replayStore.default({ type: 'memory' }),
+    log: log.default({ level: 'info' }),
+  })
+  .superRefine((c, ctx) => {
+    const seen = new Map<string, number>();
+    c.routes.forEach((r, i) => {
+      const methods = r.match.method === undefined ? ['*'] : Array.isArray(r.match.method) ? [...r.match.method].sort() : [r.match.method];
+      const key = `${methods.join(',')} ${r.match.path}`;
+      const first = seen.get(key);
+      if (first !== undefined) {
+        ctx.addIssue({ code: 'custom', path: ['routes', i, 'match'], message: `duplicates routes[${first}].match` });
+      } else {
+        seen.set(key, i);
+      }
+    });
+    const needsAuth = c.routes.some((r) => r.auth === 'required') || c.mcp !== undefined;
+    if (needsAuth && c.issuers.length === 0) {
+      ctx.addIssue({ code: 'custom', path: ['issuers'], message: 'at least one issuer is required when a route needs auth' });
+    }
+    const ids = new Set<string>();
+    c.issuers.forEach((iss, i) => {
+      if (ids.has(iss.issuer)) ctx.addIssue({ code: 'custom', path: ['issuers', i, 'issuer'], message: 'duplicate issuer' });
+      ids.add(iss.issuer);
+    });
+    for (const [i, cidr] of c.trusted_proxies.entries()) {
+      const [addr, bits, extra] = cidr.split('/');
+      const family = isIP(addr ?? '');
+      const max = family === 4 ? 32 : 128;
+      const ok = family !== 0 && extra === undefined && (bits === undefined || (/^\d+$/.test(bits) && Number(bits) <= max));
+      if (!ok) ctx.addIssue({ code: 'custom', path: ['trusted_proxies', i], message: 'must be an IP address or CIDR' });
+    }
+  });
+
+export type ConfigInput = z.input<typeof configSchema>;
+export type Config = z.output<typeof configSchema>;
+export type RouteConfig = Config['routes'][number];
+export type ParamSource = z.output<typeof paramSource>;
+export type ActionClass = (typeof ACTION_CLASSES)[number];

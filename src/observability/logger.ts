@@ -1,0 +1,29 @@
+/**
+ * Operational logs (pino). Secrets never reach a log line: credentials headers are redacted, and
+ * denials log their code and cause, never the token or proof.
+ */
+import { pino, type Logger } from 'pino';
+
+export type { Logger };
+
+export const REDACT_PATHS = [
+  'req.headers.authorization',
+  'req.headers.dpop',
+  'req.headers.cookie',
+  'req.headers["proxy-authorization"]',
+  'headers.authorization',
+  'headers.dpop',
+  'headers.cookie',
+  'token',
+  'proof',
+  'assertion',
+  'client_assertion',
+  'private_key',
+  '*.private_key',
+  '*.d',
+];
+
+export function createLogger(level: string, destination?: NodeJS.WritableStream): Logger {
+  const options = { level, base: { service: 'mission-gateway' }, redact: { paths: REDACT_PATHS, censor: '[redacted]' } };
+  return destination ? pino(options, destination as never) : pino(options, pino.destination({ fd: 2, sync: false }));
+}

@@ -1,0 +1,83 @@
+/**
+ * Prometheus metrics (SPEC section 9). Names are fixed; labels may grow. Every metric is created
+ * once per gateway on its own registry, and hot-path label children are precomputed.
+ */
+import client from 'prom-client';
+import { DENIALS } from '../errors.js';
+
+export type Outcome = string;
+
+export class Metrics {
+  readonly registry = new client.Registry();
+  readonly requests: client.Counter<'decision' | 'reason'>;
+  readonly decisionSeconds: client.Histogram<'kind'>;
+  readonly upstreamSeconds: client.Histogram<never>;
+  readonly missionCache: client.Counter<'result'>;
+  readonly missionStatusRequests: client.Counter<'outcome'>;
+  readonly events: client.Counter<'result'>;
+  readonly jwksRefresh: client.Counter<'issuer' | 'outcome'>;
+  readonly configReloads: client.Counter<'outcome'>;
+  readonly evidenceFailures: client.Counter<never>;
+  readonly evidenceHealthy: client.Gauge<never>;
+  readonly replayStoreErrors: client.Counter<never>;
+  readonly cacheEvictions: client.Counter<'cache'>;
+
+  /** Precomputed `requests_total` children: permit, and deny by reason. */
+  readonly permitChild: client.Counter.Internal<'decision' | 'reason'>;
+  private readonly denyChildren = new Map<string, client.Counter.Internal<'decision' | 'reason'>>();
+  private readonly decisionChildren = new Map<string, client.Histogram.Internal<'kind'>>();
+
+  constructor(options: { defaultMetrics?: boolean } = {}) {
+    const registers = [this.registry];
+    if (options.defaultMetrics !== false) client.collectDefaultMetrics({ register: this.registry });
+    this.requests = new client.Counter({ name: 'mission_gateway_requests_total', help: 'Requests decided, by decision and denial reason', labelNames: ['decision', 'reason'], registers });
+    this.decisionSeconds = new client.Histogram({
+      name: 'mission_gateway_decision_seconds',
+      help: "The gateway's own time per request, upstream excluded",
+      labelNames: ['kind'],
+      buckets: [0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 0.5, 2.5],
+      registers,
+    });
+    this.upstreamSeconds = new client.Histogram({ name: 'mission_gateway_upstream_seconds', help: 'Time to upstream response headers', buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10, 30], registers });
+    this.missionCache = new client.Counter({ name: 'mission_gateway_mission_cache_total', help: 'Mission state cache lookups', labelNames: ['result'], registers });
+    this.missionStatusRequests = new client.Counter({ name: 'mission_gateway_mission_status_requests_total', help: 'Mission Status requests, by outcome', labelNames: ['outcome'], registers });
+    this.events = new client.Counter({ name: 'mission_gateway_events_total', help: 'Mission lifecycle events (SETs), by result', labelNames: ['result'], registers });
+    this.jwksRefresh = new client.Counter({ name: 'mission_gateway_jwks_refresh_total', help: 'Issuer key set fetches, by issuer and outcome', labelNames: ['issuer', 'outcome'], registers });
+    this.configReloads = new client.Counter({ name: 'mission_gateway_config_reloads_total', help: 'Config reloads (SIGHUP), by outcome', labelNames: ['outcome'], registers });
+    this.evidenceFailures = new client.Counter({ name: 'mission_gateway_evidence_write_failures_total', help: 'Evidence records that could not be written', registers });
+    this.evidenceHealthy = new client.Gauge({ name: 'mission_gateway_evidence_sink_up', help: '1 when the evidence sink is writable', registers });
+    this.replayStoreErrors = new client.Counter({ name: 'mission_gateway_replay_store_errors_total', help: 'Replay store operations that failed (requests denied)', registers });
+    this.cacheEvictions = new client.Counter({ name: 'mission_gateway_cache_evictions_total', help: 'Entries evicted from bounded caches', labelNames: ['cache'], registers });
+
+    this.permitChild = this.requests.labels('permit', 'none');
+    for (const spec of Object.values(DENIALS)) {
+      if (spec.reason !== null) this.denyChildren.set(spec.reason, this.requests.labels('deny', spec.reason));
+    }
+    for (const r of ['hit', 'miss', 'stale']) this.missionCache.labels(r);
+    for (const r of ['success', 'failure']) this.configReloads.labels(r);
+    this.evidenceHealthy.set(1);
+  }
+
+  countDecision(decision: 'permit' | 'deny', reason: string | null): void {
+    if (decision === 'permit') {
+      this.permitChild.inc();
+      return;
+    }
+    const key = reason ?? 'none';
+    let child = this.denyChildren.get(key);
+    if (child === undefined) {
+      child = this.requests.labels('deny', key);
+      this.denyChildren.set(key, child);
+    }
+    child.inc();
+  }
+
+  observeDecision(kind: string, seconds: number): void {
+    let child = this.decisionChildren.get(kind);
+    if (child === undefined) {
+      child = this.decisionSeconds.labels(kind);
+      this.decisionChildren.set(kind, child);
+    }
+    child.observe(seconds);
+  }
+}
