@@ -1,0 +1,134 @@
+/**
+ * Header handling for forwarding (SPEC section 6): hop-by-hop headers removed (RFC 9110 section
+ * 7.6.1), credentials and Mission reference headers stripped, identity headers set by the gateway
+ * only (client copies dropped, whatever their case or count), X-Forwarded-* replaced unless a
+ * trusted proxy sent them.
+ */
+import { BlockList, isIP } from 'node:net';
+
+/** Always removed towards the upstream and towards the client. */
+const HOP_BY_HOP = ['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'te', 'trailer', 'upgrade', 'proxy-authenticate', 'proxy-authorization', 'http2-settings', 'host'];
+
+/** Set by the gateway only; a client's copy never reaches the upstream. */
+export const GATEWAY_SET = [
+  'mission-decision',
+  'x-mission-id',
+  'x-mission-issuer',
+  'x-mission-subject',
+  'x-mission-client-id',
+  'x-mission-action',
+  'x-forwarded-for',
+  'x-forwarded-proto',
+  'x-forwarded-host',
+  'forwarded',
+];
+
+/** Credentials and Mission references: consumed by the gateway, never forwarded on protected routes. */
+export const CREDENTIALS = ['authorization', 'dpop', 'aauth-mission', 'mission-reference'];
+
+export class TrustedProxies {
+  private readonly list = new BlockList();
+  readonly empty: boolean;
+
+  constructor(entries: readonly string[]) {
+    this.empty = entries.length === 0;
+    for (const e of entries) {
+      const [addr = '', bits] = e.split('/');
+      const family = isIP(addr) === 6 ? 'ipv6' : 'ipv4';
+      if (bits === undefined) this.list.addAddress(addr, family);
+      else this.list.addSubnet(addr, Number(bits), family);
+    }
+  }
+
+  has(address: string): boolean {
+    if (this.empty || address === '') return false;
+    const plain = address.startsWith('::ffff:') && isIP(address.slice(7)) === 4 ? address.slice(7) : address;
+    return this.list.check(plain, isIP(plain) === 6 ? 'ipv6' : 'ipv4');
+  }
+}
+
+export interface ForwardIdentity {
+  readonly decisionId: string;
+  /** [header name, value] pairs for X-Mission-*; empty on `auth: none` routes. */
+  readonly mission: readonly (readonly [string, string])[];
+}
+
+export interface HeaderPolicy {
+  /** Lower-case names never forwarded for this kind of request. */
+  readonly drop: ReadonlySet<string>;
+  readonly trusted: TrustedProxies;
+  readonly proto: string;
+}
+
+export function makeDropSet(stripCredentials: boolean): ReadonlySet<string> {
+  return new Set([...HOP_BY_HOP, ...GATEWAY_SET, ...(stripCredentials ? CREDENTIALS : [])]);
+}
+
+/**
+ * Builds the flat [name, value, …] header list for the upstream from the client's raw headers.
+ * Names listed in the client's `Connection` header are dropped too.
+ */
+export function upstreamHeaders(
+  rawHeaders: readonly string[],
+  clientIp: string,
+  policy: HeaderPolicy,
+  identity: ForwardIdentity,
+): string[] {
+  const out: string[] = [];
+  let connectionTokens: Set<string> | null = null;
+  let priorFor: string | null = null;
+  let priorProto: string | null = null;
+  let priorHost: string | null = null;
+  let host: string | null = null;
+  for (let i = 0; i < rawHeaders.length; i += 2) {
+    const name = rawHeaders[i]!;
+    const lower = name.toLowerCase();
+    const value = rawHeaders[i + 1]!;
+    if (policy.drop.has(lower)) {
+      if (lower === 'connection') {
+        connectionTokens ??= new Set();
+        for (const t of value.split(',')) connectionTokens.add(t.trim().toLowerCase());
+      } else if (lower === 'host') {
+        host ??= value;
+      } else if (lower === 'x-forwarded-for') {
+        priorFor = priorFor === null ? value : `${priorFor}, ${value}`;
+      } else if (lower === 'x-forwarded-proto') {
+        priorProto ??= value;
+      } else if (lower === 'x-forwarded-host') {
+        priorHost ??= value;
+      }
+      continue;
+    }
+    out.push(name, value);
+  }
+  if (connectionTokens !== null) {
+    for (let i = out.length - 2; i >= 0; i -= 2) {
+      if (connectionTokens.has(out[i]!.toLowerCase())) out.splice(i, 2);
+    }
+  }
+  const trusted = policy.trusted.has(clientIp);
+  out.push('x-forwarded-for', trusted && priorFor !== null ? `${priorFor}, ${clientIp}` : clientIp);
+  out.push('x-forwarded-proto', trusted && priorProto !== null ? priorProto : policy.proto);
+  const fwdHost = trusted && priorHost !== null ? priorHost : host;
+  if (fwdHost !== null) out.push('x-forwarded-host', fwdHost);
+  out.push('mission-decision', identity.decisionId);
+  for (const [k, v] of identity.mission) out.push(k, v);
+  return out;
+}
+
+const RESPONSE_DROP = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'te', 'trailer', 'upgrade', 'proxy-authenticate', 'http2-settings']);
+
+/** Response headers from undici (lower-case keys) minus hop-by-hop ones, as a Node header object. */
+export function clientHeaders(headers: Record<string, string | string[] | undefined>): Record<string, string | string[]> {
+  const out: Record<string, string | string[]> = {};
+  let connectionTokens: string[] | null = null;
+  const conn = headers['connection'];
+  if (conn !== undefined) connectionTokens = (Array.isArray(conn) ? conn.join(',') : conn).split(',').map((t) => t.trim().toLowerCase());
+  for (const name in headers) {
+    const v = headers[name];
+    if (v === undefined || RESPONSE_DROP.has(name)) continue;
+    if (connectionTokens !== null && connectionTokens.includes(name)) continue;
+    out[name] = v;
+  }
+  return out;
+}

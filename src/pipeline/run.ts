@@ -1,0 +1,325 @@
+/**
+ * The request pipeline, top to bottom (SPEC section 1):
+ *
+ *   route → credentials → token → dpop → mission_reference → mission_state
+ *         → parameters → authority → evidence → forward | deny
+ *
+ * Each stage reads the shared RequestContext and either adds its result or throws a Denial. The
+ * order matters where commented. MCP and the ID-JAG guard share the authentication stages and then
+ * hand the request to their own handler.
+ */
+import { randomBytes } from 'node:crypto';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { performance } from 'node:perf_hooks';
+import { findRoute, HIGH_CONSEQUENCE, type CompiledRoute } from '../config/compile.js';
+import { Denial, isDenial } from '../errors.js';
+import type { EvidenceRecord, EvidenceSink } from '../evidence/record.js';
+import { hasBody, readBody } from '../http/body.js';
+import type { ForwardOutcome, Upstream } from '../http/forward.js';
+import { upstreamHeaders, type HeaderPolicy } from '../http/headers.js';
+import { normalizeTarget, pathSegments, PathError } from '../http/path.js';
+import type { Logger } from '../observability/logger.js';
+import type { Metrics } from '../observability/metrics.js';
+import type { RequestContext, Stage, StageName } from './context.js';
+import { writeDenial, type Challenges } from './respond.js';
+
+/** The stages a deployment plugs in (built once per config by gateway.ts). */
+export interface Stages {
+  readonly credentials: Stage;
+  readonly token: Stage;
+  readonly dpop: Stage;
+  readonly missionReference: Stage;
+  readonly missionState: Stage;
+  readonly parameters: Stage;
+  readonly authority: Stage;
+}
+
+/** MCP and ID-JAG take over after authentication; they forward or answer themselves. */
+export interface Handler {
+  handle(ctx: RequestContext, pipeline: Pipeline): Promise<void>;
+}
+
+export interface PipelineDeps {
+  readonly publicBaseUrl: string;
+  readonly resource: string;
+  readonly routes: readonly CompiledRoute[];
+  readonly stages: Stages;
+  readonly upstream: Upstream;
+  readonly evidence: EvidenceSink;
+  readonly metrics: Metrics;
+  readonly logger: Logger;
+  readonly maxBodyBytes: number;
+  readonly challenges: Challenges;
+  readonly headers: { readonly open: HeaderPolicy; readonly protected: HeaderPolicy; readonly passCredentials: HeaderPolicy };
+  readonly mcp: { readonly path: string; readonly resource: string; readonly challenges: Challenges; readonly handler: Handler } | null;
+  readonly idJag: { readonly path: string; readonly handler: Handler } | null;
+}
+
+const HEADER_SAFE = /^[\x20-\x7e]*$/;
+
+function headerSafe(v: string): string {
+  return HEADER_SAFE.test(v) ? v : encodeURIComponent(v);
+}
+
+function newId(): string {
+  return 'dec_' + randomBytes(12).toString('base64url');
+}
+
+export class Pipeline {
+  private readonly authentication: readonly (readonly [StageName, Stage])[];
+  private readonly authorization: readonly (readonly [StageName, Stage])[];
+
+  constructor(readonly deps: PipelineDeps) {
+    const s = deps.stages;
+    this.authentication = [
+      ['credentials', s.credentials],
+      ['token', s.token],
+      // DPoP before the Mission lookup, so a stolen token costs no round-trip to the authority.
+      ['dpop', s.dpop],
+      ['mission_reference', s.missionReference],
+      ['mission_state', s.missionState],
+    ];
+    this.authorization = [
+      ['parameters', s.parameters],
+      ['authority', s.authority],
+    ];
+  }
+
+  /** Entry point for every proxied request. Never throws. */
+  async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const ctx = this.context(req, res);
+    if (ctx === null) return;
+    try {
+      await this.dispatch(ctx);
+    } catch (err) {
+      this.deny(ctx, err);
+    }
+  }
+
+  /** Builds the context, or answers 400 itself when the request target cannot be normalized. */
+  context(req: IncomingMessage, res: ServerResponse): RequestContext | null {
+    const started = performance.now();
+    const id = newId();
+    let path = '/';
+    let search = '';
+    let bad: PathError | null = null;
+    try {
+      ({ path, search } = normalizeTarget(req.url ?? ''));
+    } catch (err) {
+      bad = err as PathError;
+    }
+    const ctx: RequestContext = {
+      id,
+      started,
+      req,
+      res,
+      method: req.method ?? 'GET',
+      path,
+      search,
+      clientIp: req.socket.remoteAddress ?? '',
+      kind: 'route',
+      route: null,
+      audience: this.deps.resource,
+      credentials: null,
+      token: null,
+      proof: null,
+      missionRef: null,
+      mission: null,
+      action: null,
+      params: null,
+      parameterDigest: null,
+      body: null,
+      upstreamStatus: null,
+      dpopNonce: null,
+      stage: 'route',
+    };
+    if (bad !== null) {
+      this.deny(ctx, new Denial('request_malformed', { description: 'the request path is not acceptable', cause: bad }));
+      return null;
+    }
+    return ctx;
+  }
+
+  private async dispatch(ctx: RequestContext): Promise<void> {
+    const d = this.deps;
+    // Fail closed before any work when decision evidence cannot be written.
+    if (!d.evidence.healthy()) throw new Denial('evidence_unavailable');
+
+    // route: which resource, and which rule, this request is for.
+    if (d.idJag !== null && ctx.path === d.idJag.path) {
+      ctx.kind = 'id_jag';
+      return d.idJag.handler.handle(ctx, this);
+    }
+    if (d.mcp !== null && ctx.path === d.mcp.path) {
+      ctx.kind = 'mcp';
+      ctx.audience = d.mcp.resource;
+      await this.authenticate(ctx);
+      return d.mcp.handler.handle(ctx, this);
+    }
+    const route = findRoute(d.routes, ctx.method, pathSegments(ctx.path));
+    if (route === null) throw new Denial('no_route');
+    ctx.route = route;
+    ctx.action = route.action;
+    if (route.auth === 'none') {
+      await this.forward(ctx, { policy: d.headers.open, body: 'stream' });
+      return;
+    }
+
+    await this.authenticate(ctx);
+    if (route.readsBody && hasBody(ctx.req)) {
+      ctx.body = await readBody(ctx.req, d.maxBodyBytes);
+    }
+    await this.authorize(ctx);
+    await this.forward(ctx, { policy: d.headers.protected, body: ctx.body ?? 'stream' });
+  }
+
+  /** credentials → token → dpop → mission_reference → mission_state. Sync stages never await. */
+  async authenticate(ctx: RequestContext): Promise<void> {
+    for (const [name, stage] of this.authentication) {
+      ctx.stage = name;
+      const pending = stage(ctx);
+      if (pending !== undefined) await pending;
+    }
+  }
+
+  /** parameters → authority. */
+  async authorize(ctx: RequestContext): Promise<void> {
+    for (const [name, stage] of this.authorization) {
+      ctx.stage = name;
+      const pending = stage(ctx);
+      if (pending !== undefined) await pending;
+    }
+  }
+
+  /**
+   * evidence → forward. Writes the permit record once the upstream answers (or fails), so the
+   * record carries `upstream_status`.
+   */
+  async forward(ctx: RequestContext, opts: { policy: HeaderPolicy; body: Buffer | 'stream' | null; path?: string }): Promise<ForwardOutcome> {
+    const d = this.deps;
+    ctx.stage = 'forward';
+    const identity = ctx.token === null ? [] : this.identityHeaders(ctx);
+    const headers = upstreamHeaders(ctx.req.rawHeaders, ctx.clientIp, opts.policy, { decisionId: ctx.id, mission: identity });
+    let body: Buffer | IncomingMessage | null;
+    if (opts.body === 'stream') {
+      body = hasBody(ctx.req) ? ctx.req : null;
+    } else {
+      body = opts.body;
+      if (body !== null) setContentLength(headers, body.length);
+    }
+    const decided = performance.now();
+    d.metrics.observeDecision(ctx.kind, (decided - ctx.started) / 1000);
+    const outcome = await d.upstream.forward(
+      {
+        method: ctx.method,
+        path: (opts.path ?? ctx.path) + ctx.search,
+        headers,
+        body,
+        responseHeaders: ctx.dpopNonce === null ? null : { 'dpop-nonce': ctx.dpopNonce },
+      },
+      ctx.res,
+      (status) => {
+        ctx.upstreamStatus = status;
+        d.metrics.upstreamSeconds.observe((performance.now() - decided) / 1000);
+      },
+    );
+    if (outcome.kind === 'error') {
+      const denial = new Denial(outcome.code, { cause: outcome.error });
+      ctx.upstreamStatus = denial.spec.status;
+      writeDenial(ctx.res, denial, ctx.id, null, null);
+      d.logger.warn({ decision_id: ctx.id, err: outcome.error.message, code: (outcome.error as { code?: string }).code }, 'upstream failed');
+    } else if (outcome.kind === 'aborted' && ctx.upstreamStatus === null) {
+      ctx.upstreamStatus = 499;
+    }
+    this.record(ctx, 'permit', null);
+    d.metrics.countDecision('permit', null);
+    return outcome;
+  }
+
+  /** X-Mission-* identity headers (SPEC section 6); values that are not header-safe are percent-encoded. */
+  identityHeaders(ctx: RequestContext): [string, string][] {
+    const out: [string, string][] = [];
+    const m = ctx.mission ?? ctx.missionRef;
+    if (m !== null) {
+      if (m.id !== null) out.push(['x-mission-id', headerSafe(m.id)]);
+      out.push(['x-mission-issuer', headerSafe(m.issuer)]);
+    }
+    if (ctx.token !== null) {
+      out.push(['x-mission-subject', headerSafe(ctx.token.subject)]);
+      out.push(['x-mission-client-id', headerSafe(ctx.token.clientId)]);
+    }
+    if (ctx.action !== null) out.push(['x-mission-action', headerSafe(ctx.action)]);
+    return out;
+  }
+
+  /** deny: writes the SPEC section 5 response and the deny record. Unexpected errors fail closed as 500-free denials. */
+  deny(ctx: RequestContext, err: unknown): void {
+    const d = this.deps;
+    let denial: Denial;
+    if (isDenial(err)) {
+      denial = err;
+    } else {
+      d.logger.error({ decision_id: ctx.id, stage: ctx.stage, err }, 'unexpected error in pipeline; denying');
+      denial = new Denial(ctx.stage === 'mission_state' ? 'state_unavailable' : 'request_malformed', { description: 'the request could not be processed' });
+    }
+    const challenges = ctx.kind === 'mcp' && d.mcp !== null ? d.mcp.challenges : d.challenges;
+    writeDenial(ctx.res, denial, ctx.id, challenges, denial.code === 'dpop_nonce_required' ? ctx.dpopNonce : null);
+    d.metrics.observeDecision(ctx.kind, (performance.now() - ctx.started) / 1000);
+    this.record(ctx, 'deny', denial.spec.reason);
+    d.metrics.countDecision('deny', denial.spec.reason);
+    if (denial.cause !== undefined) d.logger.debug({ decision_id: ctx.id, code: denial.code, cause: String(denial.cause) }, 'denied');
+  }
+
+  /** Builds and writes one evidence record (SPEC section 9). */
+  record(ctx: RequestContext, decision: 'permit' | 'deny', reason: string | null, extra?: Record<string, unknown>): void {
+    const t = ctx.token;
+    const m = ctx.mission;
+    const ref = ctx.missionRef;
+    const record: EvidenceRecord = {
+      evidence_id: 'evd_' + ctx.id.slice(4) + (extra === undefined ? '' : `_${String(extra['call_index'] ?? '')}`),
+      decision_id: ctx.id,
+      decision,
+      denial_reason: reason,
+      evaluated_at: new Date().toISOString(),
+      audience: ctx.audience,
+      method: ctx.method,
+      path: ctx.path,
+      action: ctx.action,
+      subject: t?.subject ?? null,
+      client_id: t?.clientId ?? null,
+      actor: t?.claims['act'] ?? null,
+      token_jti: t?.jti ?? null,
+      jkt: ctx.proof?.jkt ?? t?.jkt ?? null,
+      mission:
+        m !== null
+          ? { id: m.id, issuer: m.issuer, state: m.state, version: m.version, authority_hash: m.authorityHash ?? ref?.authorityHash ?? null, source: m.source }
+          : ref !== null
+            ? { id: ref.id, issuer: ref.issuer, state: null, version: null, authority_hash: ref.authorityHash, source: null }
+            : null,
+      parameter_digest: ctx.parameterDigest,
+      upstream_status: ctx.upstreamStatus,
+      duration_ms: Math.round((performance.now() - ctx.started) * 1000) / 1000,
+      ...extra,
+    };
+    try {
+      this.deps.evidence.write(record);
+    } catch (err) {
+      this.deps.logger.error({ err }, 'evidence write failed');
+    }
+  }
+
+  /** True when this route's class requires state fresh from the authority (no cache). */
+  static needsFreshState(route: CompiledRoute | null): boolean {
+    return route !== null && route.actionClass !== null && HIGH_CONSEQUENCE.has(route.actionClass);
+  }
+}
+
+function setContentLength(headers: string[], length: number): void {
+  for (let i = 0; i < headers.length; i += 2) {
+    if (headers[i]!.toLowerCase() === 'content-length') {
+      headers[i + 1] = String(length);
+      return;
+    }
+  }
+  headers.push('content-length', String(length));
+}
