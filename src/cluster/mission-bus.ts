@@ -1,0 +1,249 @@
+/**
+ * The replica bus: a Mission lifecycle change verified by one replica reaches every replica.
+ *
+ * Backed by one Redis stream rather than plain pub/sub, because a missed revocation is a security
+ * failure: pub/sub drops whatever is published while a subscriber is reconnecting, a stream lets the
+ * reader continue from the last entry it saw. The stream is trimmed (`MAXLEN ~`), so it stays
+ * bounded. A new replica first reads the entries of the last `catchUpMs` (default 60 s, meant to be
+ * `mission.max_stale_s`), so it also knows the recent non-active states it never cached.
+ *
+ * Each entry carries the publishing replica's instance id; a replica ignores its own entries. A
+ * malformed entry is dropped and counted, never delivered.
+ */
+import { randomUUID } from 'node:crypto';
+import { setTimeout as sleep } from 'node:timers/promises';
+import client from 'prom-client';
+import type { Logger } from '../observability/logger.js';
+import type { MissionBus, MissionChange } from '../mission/types.js';
+import { closeRedis, isReady, openRedis, watchConnection, type RedisConnection, type RedisTuning } from './redis-client.js';
+import { parseRedisUrl, type RedisTarget } from './redis-url.js';
+
+/** One replica only: nothing to tell anyone. */
+export class LocalMissionBus implements MissionBus {
+  publish(_change: MissionChange): Promise<void> {
+    return Promise.resolve();
+  }
+  subscribe(_handler: (change: MissionChange) => void): void {}
+  ready(): boolean {
+    return true;
+  }
+  close(): Promise<void> {
+    return Promise.resolve();
+  }
+}
+
+export interface RedisMissionBusOptions extends RedisTuning {
+  readonly url: string | RedisTarget;
+  /** Key prefix (config `replay_store.key_prefix`); the stream is `<prefix>mission-changes`. */
+  readonly keyPrefix?: string;
+  /** This replica's id; entries carrying it are ignored. Default: a random UUID. */
+  readonly instanceId?: string;
+  /** Approximate stream length kept in Redis. Default 10,000 entries. */
+  readonly maxLength?: number;
+  /** How far back a new subscriber reads. Default 60,000 ms. */
+  readonly catchUpMs?: number;
+  /** XREAD BLOCK time; bounds how long close() waits for the reader. Default 5,000 ms. */
+  readonly blockMs?: number;
+  readonly logger?: Logger;
+  /** Registers `mission_gateway_bus_messages_total{result}` here when given. */
+  readonly registry?: client.Registry;
+}
+
+export type BusResult = 'published' | 'publish_failed' | 'delivered' | 'own' | 'malformed' | 'handler_error';
+
+const MAX_MESSAGE_BYTES = 16_384;
+const READ_COUNT = 100;
+
+function isNumberOrNull(v: unknown): v is number | null {
+  return v === null || (typeof v === 'number' && Number.isFinite(v));
+}
+
+/** The MissionChange inside a bus message, or null when anything about it is off. */
+export function parseBusMessage(raw: string): { from: string; change: MissionChange } | null {
+  if (raw.length > MAX_MESSAGE_BYTES) return null;
+  let msg: unknown;
+  try {
+    msg = JSON.parse(raw);
+  } catch {
+    return null;
+  }
+  if (typeof msg !== 'object' || msg === null) return null;
+  const { v, from, change } = msg as Record<string, unknown>;
+  if (v !== 1 || typeof from !== 'string' || typeof change !== 'object' || change === null) return null;
+  const c = change as Record<string, unknown>;
+  if (
+    typeof c.issuer !== 'string' ||
+    typeof c.id !== 'string' ||
+    typeof c.state !== 'string' ||
+    typeof c.version !== 'number' ||
+    !Number.isFinite(c.version) ||
+    !isNumberOrNull(c.suspendUntil) ||
+    !isNumberOrNull(c.expiresAt) ||
+    typeof c.refetch !== 'boolean' ||
+    typeof c.jti !== 'string'
+  ) {
+    return null;
+  }
+  // Rebuilt member by member so that nothing unexpected rides along into the state cache.
+  return {
+    from,
+    change: Object.freeze({
+      issuer: c.issuer,
+      id: c.id,
+      state: c.state,
+      version: c.version,
+      suspendUntil: c.suspendUntil,
+      expiresAt: c.expiresAt,
+      refetch: c.refetch,
+      jti: c.jti,
+    }),
+  };
+}
+
+function counter(registry: client.Registry | undefined): client.Counter<'result'> | undefined {
+  if (registry === undefined) return undefined;
+  const name = 'mission_gateway_bus_messages_total';
+  const existing = registry.getSingleMetric(name);
+  if (existing !== undefined) return existing as client.Counter<'result'>;
+  return new client.Counter({ name, help: 'Replica bus messages, by result', labelNames: ['result'], registers: [registry] });
+}
+
+export class RedisMissionBus implements MissionBus {
+  readonly instanceId: string;
+  readonly stream: string;
+  /** Running totals by result (also in the metric when a registry was given). */
+  readonly counts: Record<BusResult, number> = { published: 0, publish_failed: 0, delivered: 0, own: 0, malformed: 0, handler_error: 0 };
+
+  private readonly writer: RedisConnection;
+  private readonly reader: RedisConnection;
+  private readonly handlers: Array<(change: MissionChange) => void> = [];
+  private readonly maxLength: number;
+  private readonly catchUpMs: number;
+  private readonly blockMs: number;
+  private readonly logger: Logger | undefined;
+  private readonly metric: client.Counter<'result'> | undefined;
+  private readonly stop = new AbortController();
+  private loop: Promise<void> | null = null;
+  private lastId: string | null = null;
+  private reading = false;
+
+  constructor(options: RedisMissionBusOptions) {
+    const target = typeof options.url === 'string' ? parseRedisUrl(options.url) : options.url;
+    this.instanceId = options.instanceId ?? randomUUID();
+    this.stream = `${options.keyPrefix ?? 'mgw:'}mission-changes`;
+    this.maxLength = options.maxLength ?? 10_000;
+    this.catchUpMs = options.catchUpMs ?? 60_000;
+    this.blockMs = options.blockMs ?? 5_000;
+    this.logger = options.logger;
+    this.metric = counter(options.registry);
+    this.writer = openRedis(target, options, { connectionName: 'mgw-bus-publish' });
+    // The reader blocks in XREAD, so it gets no command timeout; a dead socket is caught by the
+    // blocking-command guard (BLOCK time plus a grace) instead.
+    this.reader = openRedis(target, { ...options, commandTimeoutMs: null }, {
+      connectionName: 'mgw-bus-subscribe',
+      blockingTimeout: this.blockMs,
+      blockingTimeoutGrace: 1000,
+    });
+    watchConnection(this.writer, 'bus_publish', this.logger);
+    watchConnection(this.reader, 'bus_subscribe', this.logger);
+  }
+
+  private count(result: BusResult): void {
+    this.counts[result] += 1;
+    this.metric?.labels(result).inc();
+  }
+
+  /** Resolves once Redis has stored the change; rejects (fail closed) when it cannot. */
+  async publish(change: MissionChange): Promise<void> {
+    const message = JSON.stringify({ v: 1, from: this.instanceId, change });
+    try {
+      await this.writer.xadd(this.stream, 'MAXLEN', '~', this.maxLength, '*', 'm', message);
+      this.count('published');
+    } catch (err) {
+      this.count('publish_failed');
+      throw new Error('replica bus unavailable', { cause: err });
+    }
+  }
+
+  subscribe(handler: (change: MissionChange) => void): void {
+    this.handlers.push(handler);
+    this.loop ??= this.run();
+  }
+
+  /** True when both connections are up and, once subscribed, the reader has caught up once. */
+  ready(): boolean {
+    return isReady(this.writer) && isReady(this.reader) && (this.loop === null || this.reading);
+  }
+
+  async close(): Promise<void> {
+    this.stop.abort();
+    // Disconnecting the reader ends a pending XREAD at once.
+    await Promise.all([closeRedis(this.writer), closeRedis(this.reader)]);
+    await this.loop;
+  }
+
+  private async pause(ms: number): Promise<void> {
+    await sleep(ms, undefined, { signal: this.stop.signal }).catch(() => undefined);
+  }
+
+  private async run(): Promise<void> {
+    const signal = this.stop.signal;
+    while (!signal.aborted) {
+      if (!isReady(this.reader)) {
+        this.reading = false;
+        await this.pause(50);
+        continue;
+      }
+      try {
+        if (this.lastId === null) {
+          // Start from Redis's clock, not ours: replicas' clocks may disagree with the server's.
+          const [sec, usec] = await this.reader.time();
+          const nowMs = Number(sec) * 1000 + Math.floor(Number(usec) / 1000);
+          this.lastId = `${Math.max(0, nowMs - this.catchUpMs)}-0`;
+        }
+        const reply = (await this.reader.xread('COUNT', READ_COUNT, 'BLOCK', this.blockMs, 'STREAMS', this.stream, this.lastId)) as
+          | Array<[string, Array<[string, string[]]>]>
+          | null;
+        this.reading = true;
+        if (reply === null) continue;
+        for (const [, entries] of reply) {
+          for (const [id, fields] of entries) {
+            this.lastId = id;
+            this.deliver(fields);
+          }
+        }
+      } catch (err) {
+        if (signal.aborted) break;
+        this.reading = false;
+        this.logger?.debug({ err: { message: (err as Error).message } }, 'replica bus read failed; retrying');
+        await this.pause(100);
+      }
+    }
+  }
+
+  private deliver(fields: readonly string[]): void {
+    let raw: string | undefined;
+    for (let i = 0; i + 1 < fields.length; i += 2) {
+      if (fields[i] === 'm') raw = fields[i + 1];
+    }
+    const parsed = raw === undefined ? null : parseBusMessage(raw);
+    if (parsed === null) {
+      this.count('malformed');
+      this.logger?.warn('replica bus: dropped a malformed message');
+      return;
+    }
+    if (parsed.from === this.instanceId) {
+      this.count('own');
+      return;
+    }
+    this.count('delivered');
+    for (const handler of this.handlers) {
+      try {
+        handler(parsed.change);
+      } catch (err) {
+        this.count('handler_error');
+        this.logger?.error({ err: { message: (err as Error).message } }, 'replica bus handler failed');
+      }
+    }
+  }
+}

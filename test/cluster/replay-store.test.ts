@@ -1,0 +1,176 @@
+import { setTimeout as sleep } from 'node:timers/promises';
+import { Redis } from 'ioredis';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { ReplayStore } from '../../src/auth/types.js';
+import { createReplayStore, RedisReplayStore, ReplayStoreUnavailableError } from '../../src/cluster/index.js';
+import { Metrics } from '../../src/observability/metrics.js';
+import { RedisServer } from './redis-server.js';
+
+async function until(check: () => boolean | Promise<boolean>, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    try {
+      if (await check()) return;
+    } catch {
+      // not yet
+    }
+    await sleep(20);
+  }
+  throw new Error(`condition not met within ${timeoutMs} ms`);
+}
+
+let redis: RedisServer;
+const stores: RedisReplayStore[] = [];
+
+function store(options: Partial<ConstructorParameters<typeof RedisReplayStore>[0]> = {}): RedisReplayStore {
+  const s = new RedisReplayStore({ url: redis.url, keyPrefix: 'test:', maxBackoffMs: 200, ...options });
+  stores.push(s);
+  return s;
+}
+
+beforeAll(async () => {
+  redis = await RedisServer.start();
+});
+
+afterAll(async () => {
+  await Promise.all(stores.map((s) => s.close()));
+  await redis.stop();
+});
+
+describe('RFC 9449 §11.1 / SPEC §8 jti single use across replicas (replay_store: redis)', () => {
+  it('first claim wins, the same key again is a replay', async () => {
+    const s = store();
+    await until(() => s.ready(), 5000);
+    expect(await s.claim('dpop:jkt1:jti-a', 60)).toBe(true);
+    expect(await s.claim('dpop:jkt1:jti-a', 60)).toBe(false);
+    expect(await s.claim('dpop:jkt1:jti-b', 60)).toBe(true);
+  });
+
+  it('writes SET NX EX with the configured prefix and a whole-second TTL rounded up', async () => {
+    const s = store({ keyPrefix: 'pfx:' });
+    await until(() => s.ready(), 5000);
+    expect(await s.claim('idjag:j1', 1.2)).toBe(true);
+    const probe = new Redis(redis.url);
+    try {
+      expect(await probe.get('pfx:r:idjag:j1')).toBe('1');
+      const ttl = await probe.pttl('pfx:r:idjag:j1');
+      expect(ttl).toBeGreaterThan(1000);
+      expect(ttl).toBeLessThanOrEqual(2000);
+    } finally {
+      probe.disconnect();
+    }
+  });
+
+  it('a record expires after its TTL and the key can be claimed again', async () => {
+    const s = store();
+    await until(() => s.ready(), 5000);
+    expect(await s.claim('ttl-key', 1)).toBe(true);
+    expect(await s.claim('ttl-key', 1)).toBe(false);
+    await sleep(1100);
+    expect(await s.claim('ttl-key', 1)).toBe(true);
+  });
+
+  it('an oversized key is stored hashed, still single use', async () => {
+    const s = store();
+    await until(() => s.ready(), 5000);
+    const long = `dpop:${'x'.repeat(5000)}`;
+    expect(s.redisKey(long)).toMatch(/^test:h:[A-Za-z0-9_-]{43}$/);
+    expect(await s.claim(long, 60)).toBe(true);
+    expect(await s.claim(long, 60)).toBe(false);
+  });
+
+  it('two stores (two replicas) share the jti: a proof used on replica A is a replay on replica B', async () => {
+    const a = store();
+    const b = store();
+    await until(() => a.ready() && b.ready(), 5000);
+    expect(await a.claim('dpop:jkt:shared', 60)).toBe(true);
+    expect(await b.claim('dpop:jkt:shared', 60)).toBe(false);
+    // Racing claims: exactly one replica wins each key.
+    const keys = Array.from({ length: 50 }, (_, i) => `race:${i}`);
+    const results = await Promise.all(keys.flatMap((k) => [a.claim(k, 60), b.claim(k, 60)]));
+    for (let i = 0; i < keys.length; i++) {
+      expect([results[2 * i], results[2 * i + 1]].filter(Boolean)).toHaveLength(1);
+    }
+  });
+
+  it('Redis down: claims reject quickly (fail closed), the process stays up; Redis back: claims succeed on the same store', async () => {
+    const metrics = new Metrics({ defaultMetrics: false });
+    const s = store({ metrics, commandTimeoutMs: 300 });
+    await until(() => s.ready(), 5000);
+    expect(await s.claim('before-outage', 60)).toBe(true);
+
+    await redis.kill();
+    await until(() => !s.ready(), 2000);
+    expect(s.ready()).toBe(false);
+    for (let i = 0; i < 5; i++) {
+      const started = performance.now();
+      await expect(s.claim(`during-outage-${i}`, 60)).rejects.toBeInstanceOf(ReplayStoreUnavailableError);
+      expect(performance.now() - started).toBeLessThan(350);
+    }
+    const errors = await metrics.registry.getSingleMetricAsString('mission_gateway_replay_store_errors_total');
+    expect(errors).toMatch(/mission_gateway_replay_store_errors_total 5$/m);
+
+    await redis.start();
+    await until(() => s.ready(), 10_000);
+    expect(await s.claim('after-outage', 60)).toBe(true);
+    expect(await s.claim('after-outage', 60)).toBe(false);
+  });
+
+  it('a Redis that never answers: claim rejects after the command timeout', async () => {
+    // A listener that accepts and never replies stands in for a hung Redis (or a black-holed network).
+    const { createServer } = await import('node:net');
+    const sockets: import('node:net').Socket[] = [];
+    const hung = createServer((socket) => sockets.push(socket));
+    await new Promise<void>((resolve) => hung.listen(0, '127.0.0.1', resolve));
+    const port = (hung.address() as import('node:net').AddressInfo).port;
+    const s = new RedisReplayStore({ url: `redis://127.0.0.1:${port}`, connectTimeoutMs: 300, commandTimeoutMs: 200, maxBackoffMs: 200 });
+    try {
+      const started = performance.now();
+      await expect(s.claim('k', 60)).rejects.toBeInstanceOf(ReplayStoreUnavailableError);
+      expect(performance.now() - started).toBeLessThan(1000);
+      expect(s.ready()).toBe(false);
+    } finally {
+      await s.close();
+      for (const socket of sockets) socket.destroy();
+      hung.close();
+    }
+  });
+
+  it('the error never carries the URL or its password', async () => {
+    const s = new RedisReplayStore({ url: 'redis://gw:hunter2-secret@127.0.0.1:1', connectTimeoutMs: 200, maxBackoffMs: 200 });
+    try {
+      const err = await Promise.resolve(s.claim('k', 60)).catch((e: unknown) => e as Error);
+      expect(err).toBeInstanceOf(ReplayStoreUnavailableError);
+      expect((err as Error).message).toBe('replay store unavailable');
+      expect(JSON.stringify(err)).not.toContain('hunter2');
+    } finally {
+      await s.close();
+    }
+  });
+});
+
+describe('createReplayStore', () => {
+  it('type memory builds the in-process store it is given', async () => {
+    const memory: ReplayStore = { claim: () => true, ready: () => true, close: async () => {} };
+    expect(createReplayStore({ type: 'memory' }, { memory: () => memory })).toBe(memory);
+  });
+
+  it('type redis builds a RedisReplayStore with the configured prefix', async () => {
+    const s = createReplayStore(
+      { type: 'redis', url: redis.url, key_prefix: 'cfg:', connect_timeout_ms: 1000 },
+      {
+        memory: () => {
+          throw new Error('not used');
+        },
+      },
+    );
+    try {
+      expect(s).toBeInstanceOf(RedisReplayStore);
+      expect((s as RedisReplayStore).redisKey('a')).toBe('cfg:r:a');
+      await until(() => s.ready(), 5000);
+      expect(await s.claim('factory', 60)).toBe(true);
+    } finally {
+      await s.close();
+    }
+  });
+});
