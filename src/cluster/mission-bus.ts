@@ -170,7 +170,7 @@ export class RedisMissionBus implements MissionBus {
     this.loop ??= this.run();
   }
 
-  /** True when both connections are up and, once subscribed, the reader has caught up once. */
+  /** True when both connections are up and, once subscribed, the reader has its position in the stream. */
   ready(): boolean {
     return isReady(this.writer) && isReady(this.reader) && (this.loop === null || this.reading);
   }
@@ -201,10 +201,11 @@ export class RedisMissionBus implements MissionBus {
           const nowMs = Number(sec) * 1000 + Math.floor(Number(usec) / 1000);
           this.lastId = `${Math.max(0, nowMs - this.catchUpMs)}-0`;
         }
+        // The position is fixed: every later entry will be read.
+        this.reading = true;
         const reply = (await this.reader.xread('COUNT', READ_COUNT, 'BLOCK', this.blockMs, 'STREAMS', this.stream, this.lastId)) as
           | Array<[string, Array<[string, string[]]>]>
           | null;
-        this.reading = true;
         if (reply === null) continue;
         for (const [, entries] of reply) {
           for (const [id, fields] of entries) {

@@ -84,3 +84,62 @@ export class RedisServer {
     await this.kill();
   }
 }
+
+/**
+ * A TCP proxy in front of a Redis that can be frozen: it keeps the connections open but stops
+ * passing bytes, as a black-holed network or a hung server would.
+ */
+export class FreezableProxy {
+  private frozen = false;
+  private readonly sockets = new Set<import('node:net').Socket>();
+  private constructor(
+    private readonly server: import('node:net').Server,
+    readonly port: number,
+  ) {}
+
+  static async start(targetPort: number): Promise<FreezableProxy> {
+    let proxy: FreezableProxy | undefined;
+    const server = createServer((client) => {
+      const upstream = connect({ host: '127.0.0.1', port: targetPort });
+      for (const s of [client, upstream]) {
+        proxy?.sockets.add(s);
+        s.on('error', () => undefined);
+        s.on('close', () => {
+          proxy?.sockets.delete(s);
+          client.destroy();
+          upstream.destroy();
+        });
+      }
+      client.on('data', (d) => {
+        if (proxy?.frozen !== true) upstream.write(d);
+      });
+      upstream.on('data', (d) => {
+        if (proxy?.frozen !== true) client.write(d);
+      });
+    });
+    server.listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    const address = server.address();
+    if (address === null || typeof address === 'string') throw new Error('no port');
+    proxy = new FreezableProxy(server, address.port);
+    return proxy;
+  }
+
+  get url(): string {
+    return `redis://127.0.0.1:${this.port}`;
+  }
+
+  freeze(): void {
+    this.frozen = true;
+  }
+
+  thaw(): void {
+    this.frozen = false;
+  }
+
+  async close(): Promise<void> {
+    for (const s of this.sockets) s.destroy();
+    this.server.close();
+    await once(this.server, 'close');
+  }
+}

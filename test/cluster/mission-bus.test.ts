@@ -1,0 +1,228 @@
+import { setTimeout as sleep } from 'node:timers/promises';
+import { Redis } from 'ioredis';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createMissionBus, LocalMissionBus, parseBusMessage, RedisMissionBus } from '../../src/cluster/index.js';
+import type { MissionChange } from '../../src/mission/types.js';
+import { Metrics } from '../../src/observability/metrics.js';
+import { RedisServer } from './redis-server.js';
+
+async function until(check: () => boolean | Promise<boolean>, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    try {
+      if (await check()) return;
+    } catch {
+      // not yet
+    }
+    await sleep(20);
+  }
+  throw new Error(`condition not met within ${timeoutMs} ms`);
+}
+
+function change(id: string, state: string, version: number): MissionChange {
+  return { issuer: 'https://as.example.com', id, state, version, suspendUntil: null, expiresAt: null, refetch: false, jti: `set-${id}-${version}` };
+}
+
+let redis: RedisServer;
+const buses: RedisMissionBus[] = [];
+let prefixCounter = 0;
+
+/** Buses of one "fleet" share a prefix; each test gets its own fleet (and stream). */
+function fleet(): (options?: Partial<ConstructorParameters<typeof RedisMissionBus>[0]>) => RedisMissionBus {
+  const keyPrefix = `bus${++prefixCounter}:`;
+  return (options = {}) => {
+    const bus = new RedisMissionBus({ url: redis.url, keyPrefix, maxBackoffMs: 200, blockMs: 1000, ...options });
+    buses.push(bus);
+    return bus;
+  };
+}
+
+function collect(bus: RedisMissionBus): MissionChange[] {
+  const got: MissionChange[] = [];
+  bus.subscribe((c) => got.push(c));
+  return got;
+}
+
+beforeAll(async () => {
+  redis = await RedisServer.start();
+});
+
+afterAll(async () => {
+  await Promise.all(buses.map((b) => b.close()));
+  await redis.stop();
+});
+
+describe('SPEC §3 a lifecycle change reaches every replica (replica bus over Redis)', () => {
+  it('a change published by replica A is delivered to replica B, and A ignores its own', async () => {
+    const bus = fleet();
+    const a = bus({ instanceId: 'replica-a' });
+    const b = bus({ instanceId: 'replica-b' });
+    const gotA = collect(a);
+    const gotB = collect(b);
+    await until(() => a.ready() && b.ready(), 5000);
+
+    const revoked = change('msn_1', 'revoked', 3);
+    await a.publish(revoked);
+    await until(() => gotB.length === 1, 3000);
+    expect(gotB[0]).toEqual(revoked);
+    await sleep(100);
+    expect(gotA).toEqual([]);
+    expect(a.counts.own).toBe(1);
+    expect(b.counts.delivered).toBe(1);
+  });
+
+  it('delivers in publish order, and to every other replica', async () => {
+    const bus = fleet();
+    const a = bus();
+    const b = bus();
+    const c = bus();
+    const gotB = collect(b);
+    const gotC = collect(c);
+    await until(() => a.ready() && b.ready() && c.ready(), 5000);
+    const sent = [change('m', 'suspended', 1), change('m', 'active', 2), change('m', 'revoked', 3)];
+    for (const s of sent) await a.publish(s);
+    await until(() => gotB.length === 3 && gotC.length === 3, 3000);
+    expect(gotB).toEqual(sent);
+    expect(gotC).toEqual(sent);
+  });
+
+  it('a replica that starts later first reads the recent changes (catch-up window)', async () => {
+    const bus = fleet();
+    const a = bus();
+    await until(() => a.ready(), 5000);
+    await a.publish(change('msn_old', 'revoked', 7));
+    const late = bus({ catchUpMs: 60_000 });
+    const got = collect(late);
+    await until(() => got.length === 1, 3000);
+    expect(got[0]?.id).toBe('msn_old');
+
+    const noCatchUp = bus({ catchUpMs: 0 });
+    const none = collect(noCatchUp);
+    await until(() => noCatchUp.ready(), 5000);
+    await sleep(100);
+    expect(none).toEqual([]);
+  });
+
+  it('a change published while the reader is reconnecting is still delivered (stream, not fire-and-forget)', async () => {
+    const bus = fleet();
+    const a = bus();
+    const b = bus();
+    const got = collect(b);
+    await until(() => a.ready() && b.ready(), 5000);
+
+    const admin = new Redis(redis.url);
+    try {
+      // Drop only the reading connections, then publish while they reconnect.
+      const list = (await admin.call('CLIENT', 'LIST')) as string;
+      const readers = list.split('\n').filter((l) => l.includes(' name=mgw-bus-subscribe '));
+      expect(readers.length).toBeGreaterThan(0);
+      for (const line of readers) await admin.call('CLIENT', 'KILL', 'ID', /id=(\d+)/.exec(line)?.[1] ?? '0');
+      await until(() => !b.ready(), 1000);
+      await a.publish(change('msn_gap', 'revoked', 2));
+    } finally {
+      admin.disconnect();
+    }
+    await until(() => got.length === 1, 5000);
+    expect(got[0]?.id).toBe('msn_gap');
+  });
+
+  it('malformed messages are dropped and counted, never delivered', async () => {
+    const bus = fleet();
+    const metrics = new Metrics({ defaultMetrics: false });
+    const b = bus({ registry: metrics.registry });
+    const got = collect(b);
+    await until(() => b.ready(), 5000);
+    const raw = new Redis(redis.url);
+    try {
+      const good = change('msn_ok', 'revoked', 1);
+      const bad = [
+        'not json',
+        JSON.stringify({ v: 1, from: 'x', change: { ...good, version: '1' } }),
+        JSON.stringify({ v: 2, from: 'x', change: good }),
+        JSON.stringify({ v: 1, change: good }),
+        JSON.stringify({ v: 1, from: 'x', change: { ...good, suspendUntil: 'soon' } }),
+        JSON.stringify({ v: 1, from: 'x', change: { ...good, jti: undefined } }),
+        JSON.stringify({ v: 1, from: 'x', change: good, pad: 'x'.repeat(20_000) }),
+      ];
+      for (const m of bad) await raw.xadd(b.stream, '*', 'm', m);
+      await raw.xadd(b.stream, '*', 'other', 'field');
+      await raw.xadd(b.stream, '*', 'm', JSON.stringify({ v: 1, from: 'x', change: { ...good, extra: 'dropped' } }));
+      await until(() => got.length === 1, 3000);
+      expect(got[0]).toEqual(good);
+      expect(b.counts.malformed).toBe(bad.length + 1);
+      const text = await metrics.registry.getSingleMetricAsString('mission_gateway_bus_messages_total');
+      expect(text).toContain(`mission_gateway_bus_messages_total{result="malformed"} ${bad.length + 1}`);
+    } finally {
+      raw.disconnect();
+    }
+  });
+
+  it('a handler that throws does not stop delivery', async () => {
+    const bus = fleet();
+    const a = bus();
+    const b = bus();
+    const got: MissionChange[] = [];
+    b.subscribe(() => {
+      throw new Error('boom');
+    });
+    b.subscribe((c) => got.push(c));
+    await until(() => a.ready() && b.ready(), 5000);
+    await a.publish(change('x', 'revoked', 1));
+    await a.publish(change('y', 'revoked', 1));
+    await until(() => got.length === 2, 3000);
+    expect(b.counts.handler_error).toBe(2);
+  });
+
+  it('Redis down: publish rejects quickly; Redis back: delivery resumes on the same instances', async () => {
+    const bus = fleet();
+    const a = bus({ commandTimeoutMs: 300 });
+    const b = bus();
+    const got = collect(b);
+    await until(() => a.ready() && b.ready(), 5000);
+
+    await redis.kill();
+    await until(() => !a.ready(), 2000);
+    const started = performance.now();
+    await expect(a.publish(change('down', 'revoked', 1))).rejects.toThrow('replica bus unavailable');
+    expect(performance.now() - started).toBeLessThan(350);
+    expect(a.counts.publish_failed).toBe(1);
+
+    await redis.start();
+    await until(() => a.ready() && b.ready(), 10_000);
+    await a.publish(change('back', 'revoked', 2));
+    await until(() => got.some((c) => c.id === 'back'), 5000);
+  });
+});
+
+describe('parseBusMessage', () => {
+  it('accepts the exact shape and rebuilds it', () => {
+    const c = change('m', 'active', 1);
+    expect(parseBusMessage(JSON.stringify({ v: 1, from: 'r', change: { ...c, suspendUntil: 1700000000 } }))).toEqual({
+      from: 'r',
+      change: { ...c, suspendUntil: 1700000000 },
+    });
+  });
+  it.each(['[]', 'null', '1', '{"v":1,"from":"r","change":null}', '{"v":1,"from":"r","change":{"issuer":"i"}}'])('rejects %s', (raw) => {
+    expect(parseBusMessage(raw)).toBeNull();
+  });
+});
+
+describe('createMissionBus', () => {
+  it('type memory: a local no-op bus', async () => {
+    const bus = createMissionBus({ type: 'memory' });
+    expect(bus).toBeInstanceOf(LocalMissionBus);
+    await expect(bus.publish(change('m', 'revoked', 1))).resolves.toBeUndefined();
+    await bus.close();
+  });
+
+  it('type redis: a RedisMissionBus on `<key_prefix>mission-changes`', async () => {
+    const bus = createMissionBus({ type: 'redis', url: redis.url, key_prefix: 'fac:', connect_timeout_ms: 1000 }, { instanceId: 'r1', catchUpMs: 0 });
+    try {
+      expect(bus).toBeInstanceOf(RedisMissionBus);
+      expect((bus as RedisMissionBus).stream).toBe('fac:mission-changes');
+      expect((bus as RedisMissionBus).instanceId).toBe('r1');
+    } finally {
+      await bus.close();
+    }
+  });
+});
