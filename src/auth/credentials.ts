@@ -1,0 +1,70 @@
+/**
+ * Credentials stage: reads `Authorization` (RFC 6750 section 2.1 / RFC 9449 section 7.1) and the
+ * `DPoP` header into `ctx.credentials`.
+ *
+ * Node keeps only the first of several `Authorization` headers and joins several `DPoP` headers,
+ * so both are counted on `req.rawHeaders`: more than one of either is a denial (RFC 9449 section
+ * 4.3 step 1; RFC 6750 section 2 allows one method per request). Tokens in a query string or form
+ * body (RFC 6750 sections 2.2 and 2.3) are not accepted (metadata says `bearer_methods_supported:
+ * ["header"]`).
+ */
+import type { Config } from '../config/schema.js';
+import { Denial } from '../errors.js';
+import type { Credentials, RequestContext, Stage } from '../pipeline/context.js';
+import { MAX_JWS_BYTES } from './jws.js';
+
+/** `scheme SP token68` (RFC 9110 section 11.2, RFC 7235 token68); extra spaces tolerated. */
+const AUTHORIZATION = /^([A-Za-z][A-Za-z0-9!#$%&'*+.^_`|~-]*) +([A-Za-z0-9._~+/-]+=*) *$/;
+const COMPACT_JWS = /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$/;
+
+/** Both header values, each null when absent; throws when one is repeated. */
+function readHeaders(raw: readonly string[]): { authorization: string | null; dpop: string | null } {
+  let authorization: string | null = null;
+  let dpop: string | null = null;
+  let authCount = 0;
+  let dpopCount = 0;
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i]!;
+    if (name.length === 13 && name.toLowerCase() === 'authorization') {
+      authCount++;
+      authorization = raw[i + 1]!;
+    } else if (name.length === 4 && name.toLowerCase() === 'dpop') {
+      dpopCount++;
+      dpop = raw[i + 1]!;
+    }
+  }
+  if (authCount > 1) throw new Denial('token_invalid', { description: 'more than one Authorization header' });
+  if (dpopCount > 1) throw new Denial('dpop_invalid', { description: 'more than one DPoP header' });
+  return { authorization, dpop };
+}
+
+/** Parses credentials from raw headers (exported for the ID-JAG guard and tests). */
+export function parseCredentials(rawHeaders: readonly string[]): Credentials {
+  const { authorization, dpop } = readHeaders(rawHeaders);
+  if (authorization === null || authorization.trim() === '') throw new Denial('token_missing');
+  if (authorization.length > MAX_JWS_BYTES + 16) throw new Denial('token_invalid', { description: 'the access token is too large' });
+  const m = AUTHORIZATION.exec(authorization);
+  if (m === null) {
+    // A lone scheme ("Bearer") or an unknown scheme is "no usable credentials" (RFC 6750 section 3.1).
+    const scheme = authorization.trim().split(/\s+/, 1)[0]!.toLowerCase();
+    if (scheme === 'dpop' || scheme === 'bearer') throw new Denial('token_invalid', { description: 'the Authorization header is malformed' });
+    throw new Denial('token_missing');
+  }
+  const scheme = m[1]!.toLowerCase();
+  if (scheme !== 'dpop' && scheme !== 'bearer') throw new Denial('token_missing');
+  let proof: string | null = null;
+  if (dpop !== null) {
+    const value = dpop.trim();
+    if (value.length === 0 || value.length > MAX_JWS_BYTES || !COMPACT_JWS.test(value)) {
+      throw new Denial('dpop_invalid', { description: 'the DPoP header is not a JWT' });
+    }
+    proof = value;
+  }
+  return { scheme: scheme === 'dpop' ? 'DPoP' : 'Bearer', token: m[2]!, proof };
+}
+
+export function createCredentialsStage(_config: Config): Stage {
+  return function credentials(ctx: RequestContext): void {
+    ctx.credentials = parseCredentials(ctx.req.rawHeaders);
+  };
+}

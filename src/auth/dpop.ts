@@ -1,0 +1,253 @@
+/**
+ * DPoP stage (RFC 9449): proof-of-possession of the key the access token is bound to.
+ *
+ * `verifyDpopProof` performs every step of RFC 9449 section 4.3 (the numbers below are its list),
+ * plus `jti` single use (section 11.1). The cheap checks run before the signature so a junk proof
+ * costs no signature verification; the `jti` is claimed last, so only a fully valid proof takes
+ * a replay-store entry. The proof key is imported once per RFC 7638 thumbprint (bounded LRU):
+ * `createPublicKey` from a JWK is much dearer than the verification itself.
+ */
+import { createPublicKey, type KeyObject } from 'node:crypto';
+import { LRUCache } from 'lru-cache';
+import type { Config } from '../config/schema.js';
+import { Denial } from '../errors.js';
+import { normalizePath, PathError } from '../http/path.js';
+import type { Metrics } from '../observability/metrics.js';
+import type { DpopProof, RequestContext, Stage } from '../pipeline/context.js';
+import { ASYMMETRIC_ALGS, JwsError, keyFitsAlg, numericDate, nowSeconds, parseCompact, publicJwkCore, sha256b64u, systemClock, thumbprintOf, typIs, verifySignature, type Clock } from './jws.js';
+import type { NonceIssuer } from './nonce.js';
+import type { ReplayStore } from './types.js';
+
+/** Proofs are small: a header with a public key (RSA 8192 at most) and a few claims. */
+export const MAX_PROOF_BYTES = 8192;
+
+const DEFAULT_PORTS: Readonly<Record<string, string>> = { http: '80', https: '443' };
+const URI = /^([A-Za-z][A-Za-z0-9+.-]*):\/\/([^/?#]*)([^?#]*)(?:\?[^#]*)?(?:#.*)?$/;
+const PRINTABLE = /^[\x21-\x7e]+$/;
+
+/**
+ * RFC 3986 sections 6.2.2-6.2.3 normalization of an http(s) URI without query and fragment: scheme
+ * and host lowercased, default or empty port dropped, userinfo refused, path normalized exactly as
+ * the gateway normalizes request paths (percent-encoding, dot segments), empty path = "/".
+ * Returns null when it is not an absolute http(s) URI.
+ */
+export function normalizeHtu(value: string): string | null {
+  if (value.length > 4096 || !PRINTABLE.test(value)) return null;
+  const m = URI.exec(value);
+  if (m === null) return null;
+  const scheme = m[1]!.toLowerCase();
+  if (scheme !== 'http' && scheme !== 'https') return null;
+  const authority = m[2]!;
+  if (authority.length === 0 || authority.includes('@')) return null;
+  let host = authority;
+  let port = '';
+  const colon = authority.lastIndexOf(':');
+  if (colon !== -1 && !authority.slice(colon).includes(']')) {
+    host = authority.slice(0, colon);
+    port = authority.slice(colon + 1);
+    if (!/^\d*$/.test(port)) return null;
+    port = port.replace(/^0+(?=\d)/, '');
+  }
+  if (host.length === 0) return null;
+  host = host.toLowerCase();
+  if (port === DEFAULT_PORTS[scheme]) port = '';
+  let path: string;
+  try {
+    path = m[3]! === '' ? '/' : normalizePath(m[3]!);
+  } catch (err) {
+    if (err instanceof PathError) return null;
+    throw err;
+  }
+  return `${scheme}://${host}${port === '' ? '' : ':' + port}${path}`;
+}
+
+export interface VerifyDpopOptions {
+  /** The request method (`htm`, compared exactly). */
+  readonly method: string;
+  /** The expected `htu`, already normalized (see `normalizeHtu`). */
+  readonly htu: string;
+  /** The access token presented with the proof: `ath` must be its hash. Absent at a token endpoint (no `ath`). */
+  readonly accessToken?: string | null;
+  /** `cnf.jkt` the proof key must match; null/undefined: any key. */
+  readonly expectedJkt?: string | null;
+  /** Server nonces; when set, the proof must carry a current one (else dpop_nonce_required). */
+  readonly nonces?: NonceIssuer | null;
+  /** Single-use store; when set, `jti` is claimed under `${jkt}:${jti}`. */
+  readonly replay?: ReplayStore | null;
+  readonly algorithms: ReadonlySet<string> | readonly string[];
+  readonly maxAgeS: number;
+  readonly clockSkewS: number;
+  readonly clock?: Clock;
+  /** Shared KeyObject cache (by thumbprint); a module-level one is used when absent. */
+  readonly keyCache?: ProofKeyCache;
+}
+
+/** Bounded cache of imported proof keys, by RFC 7638 thumbprint. */
+export class ProofKeyCache {
+  private readonly lru: LRUCache<string, KeyObject>;
+  constructor(max = 10_000, onEvict?: () => void) {
+    this.lru = new LRUCache<string, KeyObject>({
+      max,
+      ...(onEvict ? { dispose: (_v: KeyObject, _k: string, reason: LRUCache.DisposeReason) => reason === 'evict' && onEvict() } : {}),
+    });
+  }
+  get(jkt: string): KeyObject | undefined {
+    return this.lru.get(jkt);
+  }
+  set(jkt: string, key: KeyObject): void {
+    this.lru.set(jkt, key);
+  }
+}
+
+const defaultKeyCache = new ProofKeyCache();
+
+function invalid(why: string): never {
+  // `why` is fixed text from this module; never a claim value or the proof.
+  throw new Denial('dpop_invalid', { cause: new Error(why) });
+}
+
+/**
+ * Verifies a DPoP proof (RFC 9449 section 4.3) and returns its thumbprint, `jti` and `iat`.
+ * Throws Denial dpop_invalid, dpop_nonce_required, or replay_store_unavailable. Sync unless the
+ * replay store answers asynchronously.
+ */
+export function verifyDpopProof(proof: string, o: VerifyDpopOptions): DpopProof | Promise<DpopProof> {
+  // Step 2: a well-formed JWT.
+  let parsed;
+  try {
+    parsed = parseCompact(proof, MAX_PROOF_BYTES);
+  } catch (err) {
+    if (err instanceof JwsError) invalid(`malformed: ${err.message}`);
+    throw err;
+  }
+  const { header, payload } = parsed;
+  // Steps 3-5: typ, an asymmetric allowed alg (never none, never HS*).
+  if (!typIs(header.typ, 'dpop+jwt')) invalid('typ');
+  const alg = header.alg;
+  const allowed = o.algorithms instanceof Set ? o.algorithms : new Set(o.algorithms as readonly string[]);
+  if (typeof alg !== 'string' || !ASYMMETRIC_ALGS.has(alg) || !allowed.has(alg)) invalid('alg');
+  // Step 7: a public key, no private member (publicJwkCore refuses `d` and friends).
+  const core = publicJwkCore(header.jwk);
+  if (core === null) invalid('jwk');
+  // Step 3: required claims.
+  const { jti, htm, htu, iat } = payload;
+  if (typeof jti !== 'string' || jti.length === 0 || jti.length > 256) invalid('jti');
+  const iatS = numericDate(iat);
+  if (iatS === undefined) invalid('iat');
+  // Step 8: htm.
+  if (htm !== o.method) invalid('htm');
+  // Step 9: htu, both sides normalized, no query or fragment.
+  if (typeof htu !== 'string' || normalizeHtu(htu) !== o.htu) invalid('htu');
+  // Step 11: iat within max_age_s (and not in the future beyond the skew).
+  const now = nowSeconds(o.clock ?? systemClock);
+  if (iatS > now + o.clockSkewS || iatS < now - o.maxAgeS - o.clockSkewS) invalid('iat window');
+  // Step 12: ath binds the proof to the presented access token.
+  if (o.accessToken != null) {
+    if (payload.ath !== sha256b64u(o.accessToken)) invalid('ath');
+  }
+  // Step 13: the proof key is the key the token is bound to.
+  const jkt = thumbprintOf(core);
+  if (o.expectedJkt != null && jkt !== o.expectedJkt) invalid('jkt');
+  // Step 6: the signature.
+  const cache = o.keyCache ?? defaultKeyCache;
+  let key = cache.get(jkt);
+  if (key === undefined) {
+    try {
+      key = createPublicKey({ key: core.jwk as never, format: 'jwk' });
+    } catch {
+      invalid('jwk import');
+    }
+    cache.set(jkt, key);
+  }
+  if (!keyFitsAlg(alg, key)) invalid('alg does not fit jwk');
+  if (!verifySignature(alg, key, parsed.signingInput, parsed.signature)) invalid('signature');
+  // Step 10: server nonce.
+  if (o.nonces != null && !o.nonces.check(payload.nonce)) {
+    throw new Denial('dpop_nonce_required', { cause: new Error('nonce missing or stale') });
+  }
+  const result: DpopProof = { jkt, jti, iat: iatS };
+  // Section 11.1: single use per key. The entry lives as long as this proof would be accepted.
+  if (o.replay != null) {
+    const ttl = Math.max(1, iatS + o.maxAgeS + o.clockSkewS - now);
+    let claimed: boolean | Promise<boolean>;
+    try {
+      claimed = o.replay.claim(`${jkt}:${jti}`, ttl);
+    } catch (err) {
+      throw new Denial('replay_store_unavailable', { cause: err });
+    }
+    if (claimed instanceof Promise) {
+      return claimed.then(
+        (first) => (first ? result : invalid('replayed')),
+        (err: unknown) => {
+          throw new Denial('replay_store_unavailable', { cause: err });
+        },
+      );
+    }
+    if (!claimed) invalid('replayed');
+  }
+  return result;
+}
+
+export interface DpopStageDeps {
+  readonly config: Config;
+  readonly replay: ReplayStore;
+  readonly nonces: NonceIssuer | null;
+  readonly metrics: Metrics;
+  readonly clock?: Clock;
+}
+
+/**
+ * The DPoP stage. After the token stage: a cnf-bound token must come with the DPoP scheme and a
+ * proof for its key; a Bearer token is accepted only when unbound and `dpop.required` is false;
+ * an unbound token under the DPoP scheme is refused (RFC 9449 section 7.1: the proof would prove
+ * nothing about the token). On success sets `ctx.proof` and, with nonces on, `ctx.dpopNonce`.
+ * A nonce denial also sets `ctx.dpopNonce` so the response carries the fresh `DPoP-Nonce`.
+ */
+export function createDpopStage(deps: DpopStageDeps): Stage {
+  const { config, replay, nonces } = deps;
+  const base = normalizeHtu(config.public_base_url);
+  if (base === null) throw new Error('public_base_url cannot be normalized');
+  const origin = base.replace(/\/$/, '');
+  const algorithms = new Set<string>(config.dpop.algorithms);
+  const keyCache = new ProofKeyCache(10_000, () => deps.metrics.cacheEvictions.labels('dpop_keys').inc());
+  const required = config.dpop.required;
+  const common = { algorithms, maxAgeS: config.dpop.max_age_s, clockSkewS: config.dpop.clock_skew_s, clock: deps.clock ?? systemClock, keyCache, replay, nonces };
+
+  const onFailure = (ctx: RequestContext, err: unknown): never => {
+    if (err instanceof Denial) {
+      if (err.code === 'dpop_nonce_required' && nonces !== null) ctx.dpopNonce = nonces.issue();
+      else if (err.code === 'replay_store_unavailable') deps.metrics.replayStoreErrors.inc();
+    }
+    throw err;
+  };
+  const done = (ctx: RequestContext, p: DpopProof): void => {
+    ctx.proof = p;
+    if (nonces !== null) ctx.dpopNonce = nonces.issue();
+  };
+
+  return function dpop(ctx: RequestContext): void | Promise<void> {
+    const creds = ctx.credentials;
+    const token = ctx.token;
+    if (creds === null || token === null) throw new Denial('token_missing');
+    if (creds.scheme === 'Bearer') {
+      // RFC 9449 section 7.2: a DPoP-bound token is never a bearer token.
+      if (token.jkt !== null) throw new Denial('token_invalid', { description: 'a DPoP-bound token must be presented with the DPoP scheme' });
+      if (required) throw new Denial('token_invalid', { description: 'a DPoP-bound access token is required' });
+      ctx.proof = null;
+      return;
+    }
+    if (token.jkt === null) throw new Denial('token_invalid', { description: 'the access token is not DPoP-bound' });
+    if (creds.proof === null) {
+      if (nonces !== null) ctx.dpopNonce = nonces.issue();
+      throw new Denial('dpop_invalid', { description: 'a DPoP proof is required' });
+    }
+    let result: DpopProof | Promise<DpopProof>;
+    try {
+      result = verifyDpopProof(creds.proof, { ...common, method: ctx.method, htu: origin + ctx.path, accessToken: token.raw, expectedJkt: token.jkt });
+    } catch (err) {
+      return onFailure(ctx, err);
+    }
+    if (result instanceof Promise) return result.then((p) => done(ctx, p), (err: unknown) => onFailure(ctx, err));
+    done(ctx, result);
+  };
+}

@@ -1,0 +1,253 @@
+/**
+ * The synchronous compact-JWS fast path used for access tokens and DPoP proofs.
+ *
+ * ## How tokens and proofs are checked
+ *
+ * Access token (token.ts, RFC 9068 + RFC 8725): the compact string is split by hand, header and
+ * payload are base64url-decoded with Buffer and JSON.parse'd. The header must carry `typ` `at+jwt`
+ * (or `application/at+jwt`) and an `alg` from the issuer's configured list (never `none`, never
+ * HS*); `jku`, `x5u`, `jwk`, `x5c` are ignored, so a token can never name its own key. The
+ * unverified `iss` only selects which configured issuer's key set to look in (an unknown issuer is
+ * rejected before any key lookup); the key comes from that issuer's JWKS (keys.ts), by `kid`. Then
+ * the signature is verified with `crypto.verify` and a cached KeyObject, then the claims: `iss`,
+ * `aud` contains the resource, `exp`/`nbf`/`iat` with bounded skew, `sub`, `client_id`, `jti`.
+ * A verified token is cached by its exact compact string until `exp` (bounded LRU); a hit still
+ * checks `exp`, `nbf`, `aud` and that the signing key is still in the issuer's current key set.
+ *
+ * DPoP proof (dpop.ts, RFC 9449 section 4.3): same parsing; `typ` `dpop+jwt`, an asymmetric
+ * allowed `alg` that fits the embedded public `jwk` (a private member rejects), the RFC 7638
+ * thumbprint computed from the required members only, `htm`, `htu` (RFC 3986 normalized, no query
+ * or fragment), `iat` window, `ath` = SHA-256 of the token, thumbprint = token `cnf.jkt`, the
+ * signature, an optional server nonce, and finally single use of `jti` per thumbprint.
+ *
+ * ## Why the fast path is safe
+ *
+ * - Everything jose would reject we reject: malformed base64url (strict alphabet, no padding),
+ *   non-object JSON, `b64: false`, any `crit`, nested JWTs (`cty: JWT`), `alg: none`/HS*, an
+ *   `alg` that does not fit the key's type/curve/size (ES256 needs P-256, RSA needs >= 2048 bits),
+ *   signatures of the wrong length (ECDSA in IEEE P1363 form, as JWS requires). Size is capped.
+ * - Only public asymmetric KeyObjects are ever used, so an HMAC-with-the-public-key confusion is
+ *   impossible: no code path computes an HMAC over a token.
+ * - KeyObjects imported from a proof's `jwk` are cached by the RFC 7638 thumbprint and imported
+ *   from exactly the thumbprint's members, so the cache maps a thumbprint to the one key it
+ *   denotes (a second JWK with the same thumbprint is the same key).
+ * - The test suite runs the same vectors through jose and through this path (test/auth/jws.test.ts).
+ * - JSON duplicate members resolve to the last one (JSON.parse), which RFC 7515 section 4 allows
+ *   and which is what jose does too, so there is no parser differential with the issuer's library.
+ */
+import { constants, createHash, verify as cryptoVerify, type KeyObject } from 'node:crypto';
+
+/** Upper bound on a compact JWS we will even look at: bounds the parsing work an anonymous client can cause. */
+export const MAX_JWS_BYTES = 16_384;
+
+export class JwsError extends Error {
+  override readonly name = 'JwsError';
+}
+
+export interface ParsedJws {
+  readonly header: Readonly<Record<string, unknown>>;
+  readonly payload: Readonly<Record<string, unknown>>;
+  /** ASCII `header.payload`, the JWS Signing Input. */
+  readonly signingInput: string;
+  readonly signature: Buffer;
+}
+
+const B64URL = /^[A-Za-z0-9_-]+$/;
+
+function decodeSegment(seg: string): Buffer {
+  // Buffer.from(…, 'base64url') silently skips invalid characters: check the alphabet first.
+  // A length of 1 mod 4 can never be produced by base64url encoding.
+  if (!B64URL.test(seg) || seg.length % 4 === 1) throw new JwsError('malformed segment');
+  return Buffer.from(seg, 'base64url');
+}
+
+function decodeJsonObject(seg: string): Record<string, unknown> {
+  let value: unknown;
+  try {
+    value = JSON.parse(decodeSegment(seg).toString('utf8'));
+  } catch {
+    throw new JwsError('malformed JSON');
+  }
+  if (value === null || typeof value !== 'object' || Array.isArray(value)) throw new JwsError('not a JSON object');
+  return value as Record<string, unknown>;
+}
+
+/**
+ * Splits and decodes a compact JWS. Does not verify anything cryptographic. Throws JwsError on
+ * anything malformed, oversized, nested, `b64: false`, or with a `crit` header (we understand no
+ * extension, so RFC 7515 section 4.1.11 requires rejecting it).
+ */
+export function parseCompact(compact: string, maxBytes: number = MAX_JWS_BYTES): ParsedJws {
+  if (typeof compact !== 'string' || compact.length > maxBytes) throw new JwsError('oversized or not a string');
+  const d1 = compact.indexOf('.');
+  const d2 = d1 === -1 ? -1 : compact.indexOf('.', d1 + 1);
+  if (d1 <= 0 || d2 === -1 || compact.indexOf('.', d2 + 1) !== -1) throw new JwsError('not a compact JWS');
+  const header = decodeJsonObject(compact.slice(0, d1));
+  if (header.crit !== undefined) throw new JwsError('unsupported crit');
+  if (header.b64 !== undefined) throw new JwsError('unsupported b64');
+  if (typeof header.cty === 'string' && header.cty.toUpperCase() === 'JWT') throw new JwsError('nested JWT');
+  const payload = decodeJsonObject(compact.slice(d1 + 1, d2));
+  const sigSeg = compact.slice(d2 + 1);
+  if (sigSeg.length === 0) throw new JwsError('empty signature');
+  const signature = decodeSegment(sigSeg);
+  return { header, payload, signingInput: compact.slice(0, d2), signature };
+}
+
+/** Asymmetric JWS algorithms this gateway implements (RFC 7518 / RFC 8037 / RFC 9864 `Ed25519`). */
+export const ASYMMETRIC_ALGS: ReadonlySet<string> = new Set(['ES256', 'ES384', 'ES512', 'PS256', 'PS384', 'PS512', 'RS256', 'RS384', 'RS512', 'EdDSA', 'Ed25519']);
+
+interface AlgSpec {
+  readonly digest: string | null;
+  readonly family: 'ec' | 'rsa' | 'pss' | 'okp';
+  readonly curve?: string;
+  readonly sigLength?: number;
+}
+
+const ALG_SPECS: ReadonlyMap<string, AlgSpec> = new Map<string, AlgSpec>([
+  ['ES256', { digest: 'sha256', family: 'ec', curve: 'prime256v1', sigLength: 64 }],
+  ['ES384', { digest: 'sha384', family: 'ec', curve: 'secp384r1', sigLength: 96 }],
+  ['ES512', { digest: 'sha512', family: 'ec', curve: 'secp521r1', sigLength: 132 }],
+  ['RS256', { digest: 'sha256', family: 'rsa' }],
+  ['RS384', { digest: 'sha384', family: 'rsa' }],
+  ['RS512', { digest: 'sha512', family: 'rsa' }],
+  ['PS256', { digest: 'sha256', family: 'pss' }],
+  ['PS384', { digest: 'sha384', family: 'pss' }],
+  ['PS512', { digest: 'sha512', family: 'pss' }],
+  ['EdDSA', { digest: null, family: 'okp' }],
+  ['Ed25519', { digest: null, family: 'okp', curve: 'ed25519' }],
+]);
+
+const PSS_SALT: Readonly<Record<string, number>> = { sha256: 32, sha384: 48, sha512: 64 };
+
+/** Per-KeyObject description, computed once (asymmetricKeyDetails allocates). */
+interface KeyShape {
+  readonly type: string | undefined;
+  readonly curve: string | undefined;
+  readonly bits: number | undefined;
+}
+const shapes = new WeakMap<KeyObject, KeyShape>();
+
+function shapeOf(key: KeyObject): KeyShape {
+  let s = shapes.get(key);
+  if (s === undefined) {
+    const d = key.asymmetricKeyDetails;
+    s = { type: key.asymmetricKeyType, curve: d?.namedCurve, bits: d?.modulusLength };
+    shapes.set(key, s);
+  }
+  return s;
+}
+
+/** True when `key` is a public key usable with `alg` (type, curve, RSA size >= 2048). */
+export function keyFitsAlg(alg: string, key: KeyObject): boolean {
+  const spec = ALG_SPECS.get(alg);
+  if (spec === undefined || key.type !== 'public') return false;
+  const s = shapeOf(key);
+  switch (spec.family) {
+    case 'ec':
+      return s.type === 'ec' && s.curve === spec.curve;
+    case 'rsa':
+      return s.type === 'rsa' && (s.bits ?? 0) >= 2048;
+    case 'pss':
+      return (s.type === 'rsa' || s.type === 'rsa-pss') && (s.bits ?? 0) >= 2048;
+    case 'okp':
+      return spec.curve === undefined ? s.type === 'ed25519' || s.type === 'ed448' : s.type === spec.curve;
+  }
+}
+
+/**
+ * Verifies a JWS signature synchronously. False on any mismatch (wrong key type for `alg`, wrong
+ * signature length, bad signature); never throws for attacker-controlled input.
+ */
+export function verifySignature(alg: string, key: KeyObject, signingInput: string, signature: Buffer): boolean {
+  const spec = ALG_SPECS.get(alg);
+  if (spec === undefined || !keyFitsAlg(alg, key)) return false;
+  if (spec.sigLength !== undefined && signature.length !== spec.sigLength) return false;
+  const data = Buffer.from(signingInput, 'latin1');
+  try {
+    switch (spec.family) {
+      case 'ec':
+        return cryptoVerify(spec.digest, data, { key, dsaEncoding: 'ieee-p1363' }, signature);
+      case 'rsa':
+        return cryptoVerify(spec.digest, data, { key, padding: constants.RSA_PKCS1_PADDING }, signature);
+      case 'pss':
+        return cryptoVerify(spec.digest, data, { key, padding: constants.RSA_PKCS1_PSS_PADDING, saltLength: PSS_SALT[spec.digest!]! }, signature);
+      case 'okp':
+        return cryptoVerify(null, data, key, signature);
+    }
+  } catch {
+    return false;
+  }
+}
+
+/** `typ` comparison per RFC 8725 section 3.11 / RFC 7515 section 4.1.9: case-insensitive, `application/` optional. */
+export function typIs(typ: unknown, expected: string): boolean {
+  if (typeof typ !== 'string') return false;
+  const t = typ.toLowerCase();
+  return t === expected || t === 'application/' + expected;
+}
+
+/** base64url(SHA-256(ascii)): the DPoP `ath` of an access token (RFC 9449 section 4.2). */
+export function sha256b64u(value: string): string {
+  return createHash('sha256').update(value, 'utf8').digest('base64url');
+}
+
+const PRIVATE_MEMBERS = ['d', 'p', 'q', 'dp', 'dq', 'qi', 'oth', 'k'] as const;
+
+/** The members of a public JWK that define it (RFC 7638 section 3.2), in lexicographic order. */
+export interface PublicJwkCore {
+  /** RFC 7638 canonical JSON (input of the thumbprint), also a lossless cache key. */
+  readonly canonical: string;
+  /** JWK with only the required members, for import. */
+  readonly jwk: Readonly<Record<string, string>>;
+}
+
+function str(v: unknown, max: number): v is string {
+  return typeof v === 'string' && v.length > 0 && v.length <= max && B64URL.test(v);
+}
+
+/**
+ * Validates an embedded public JWK and returns its RFC 7638 required members. Null when it is not
+ * an object, carries a private member, has a symmetric or unknown `kty`, or malformed members.
+ */
+export function publicJwkCore(value: unknown): PublicJwkCore | null {
+  if (value === null || typeof value !== 'object' || Array.isArray(value)) return null;
+  const jwk = value as Record<string, unknown>;
+  for (const m of PRIVATE_MEMBERS) if (jwk[m] !== undefined) return null;
+  switch (jwk.kty) {
+    case 'EC': {
+      const { crv, x, y } = jwk;
+      if ((crv !== 'P-256' && crv !== 'P-384' && crv !== 'P-521') || !str(x, 100) || !str(y, 100)) return null;
+      return { canonical: `{"crv":"${crv}","kty":"EC","x":"${x}","y":"${y}"}`, jwk: { kty: 'EC', crv, x, y } };
+    }
+    case 'OKP': {
+      const { crv, x } = jwk;
+      if ((crv !== 'Ed25519' && crv !== 'Ed448') || !str(x, 100)) return null;
+      return { canonical: `{"crv":"${crv}","kty":"OKP","x":"${x}"}`, jwk: { kty: 'OKP', crv, x } };
+    }
+    case 'RSA': {
+      const { e, n } = jwk;
+      // 8192-bit modulus at most: 1366 base64url characters.
+      if (!str(e, 12) || !str(n, 1366)) return null;
+      return { canonical: `{"e":"${e}","kty":"RSA","n":"${n}"}`, jwk: { kty: 'RSA', e, n } };
+    }
+    default:
+      return null;
+  }
+}
+
+/** RFC 7638 SHA-256 thumbprint of a public JWK core. */
+export function thumbprintOf(core: PublicJwkCore): string {
+  return sha256b64u(core.canonical);
+}
+
+/** Unix seconds from an injectable millisecond clock. */
+export type Clock = () => number;
+export const systemClock: Clock = () => Date.now();
+export function nowSeconds(clock: Clock): number {
+  return Math.floor(clock() / 1000);
+}
+
+/** Returns a finite number claim or undefined. */
+export function numericDate(v: unknown): number | undefined {
+  return typeof v === 'number' && Number.isFinite(v) ? v : undefined;
+}

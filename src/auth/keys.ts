@@ -1,0 +1,371 @@
+/**
+ * Issuer key sets (JWKS) for every trusted issuer: access-token issuers, Mission authorities,
+ * ID-JAG issuers.
+ *
+ * Keys come from the configured `jwks_uri`, else from the issuer's RFC 8414 metadata, else OIDC
+ * discovery. Like jose's `jwks/remote.ts`: one in-flight fetch per issuer (single flight), an
+ * unknown `kid` triggers a refetch only after a cooldown, and a failed fetch keeps the last good
+ * keys. A background refresh (default every 5 minutes) notices keys that leave the set, so verified
+ * tokens cached by token.ts are forgotten (see `isCurrent` and `onKeysChanged`).
+ *
+ * Fetches: undici with connect/header/body timeouts, no redirects at all (a 3xx is a failure), a
+ * response size bound, JSON validation. Discovered `jwks_uri`s must be https (http on loopback).
+ */
+import { createPublicKey, type KeyObject } from 'node:crypto';
+import { request } from 'undici';
+import type { Config } from '../config/schema.js';
+import { isLoopbackHost } from '../config/schema.js';
+import { Denial } from '../errors.js';
+import type { Logger } from '../observability/logger.js';
+import type { Metrics } from '../observability/metrics.js';
+import { keyFitsAlg, systemClock, type Clock } from './jws.js';
+import type { JwsHeader, KeyResolver } from './types.js';
+
+export interface TrustedIssuer {
+  readonly issuer: string;
+  readonly jwks_uri?: string | undefined;
+  readonly algorithms: readonly string[];
+}
+
+export interface IssuerKeysOptions {
+  /** Access-token issuers: `ready()` waits for these. */
+  readonly issuers: Config['issuers'];
+  /** Other trusted issuers (Mission authorities, ID-JAG issuers): resolvable, not needed for readiness. */
+  readonly extraIssuers?: readonly TrustedIssuer[];
+  readonly metrics: Metrics;
+  readonly logger: Logger;
+  readonly fetchTimeoutMs?: number;
+  /** Minimum time between two fetches of one issuer's keys triggered by an unknown `kid`. */
+  readonly cooldownMs?: number;
+  /** Background refresh period; 0 disables. */
+  readonly refreshIntervalMs?: number;
+  readonly maxResponseBytes?: number;
+  readonly clock?: Clock;
+}
+
+interface StoredKey {
+  readonly kid: string | undefined;
+  readonly alg: string | undefined;
+  readonly key: KeyObject;
+}
+
+interface IssuerState {
+  readonly spec: TrustedIssuer;
+  readonly tokenIssuer: boolean;
+  keys: readonly StoredKey[];
+  byKid: Map<string, StoredKey>;
+  current: Set<KeyObject>;
+  loaded: boolean;
+  /** Outcome of the most recent fetch: false while the issuer is unreachable. */
+  lastOk: boolean;
+  lastAttempt: number;
+  inflight: Promise<void> | null;
+  generation: number;
+  metadata: Readonly<Record<string, unknown>> | null;
+  metadataInflight: Promise<Readonly<Record<string, unknown>>> | null;
+}
+
+export type KeysChangedListener = (issuer: string, removed: readonly KeyObject[]) => void;
+
+class FetchError extends Error {
+  override readonly name = 'FetchError';
+}
+
+const MAX_KEYS = 100;
+
+function isTrustedUrl(value: unknown): value is string {
+  if (typeof value !== 'string') return false;
+  try {
+    const u = new URL(value);
+    return u.protocol === 'https:' || (u.protocol === 'http:' && isLoopbackHost(u.hostname));
+  } catch {
+    return false;
+  }
+}
+
+/** RFC 8414 section 3.1: the well-known segment goes between host and path. */
+function rfc8414Url(issuer: string): string {
+  const u = new URL(issuer);
+  const path = u.pathname === '/' ? '' : u.pathname.replace(/\/$/, '');
+  return `${u.origin}/.well-known/oauth-authorization-server${path}`;
+}
+
+/** OIDC Discovery 1.0 section 4: appended to the issuer. */
+function oidcUrl(issuer: string): string {
+  return `${issuer.replace(/\/$/, '')}/.well-known/openid-configuration`;
+}
+
+export class IssuerKeys implements KeyResolver {
+  private readonly states = new Map<string, IssuerState>();
+  private readonly listeners: KeysChangedListener[] = [];
+  private readonly fetchTimeoutMs: number;
+  private readonly cooldownMs: number;
+  private readonly maxResponseBytes: number;
+  private readonly clock: Clock;
+  private readonly metrics: Metrics;
+  private readonly logger: Logger;
+  private readonly timer: NodeJS.Timeout | null;
+  private closed = false;
+
+  constructor(opts: IssuerKeysOptions) {
+    this.fetchTimeoutMs = opts.fetchTimeoutMs ?? 5000;
+    this.cooldownMs = opts.cooldownMs ?? 30_000;
+    this.maxResponseBytes = opts.maxResponseBytes ?? 512 * 1024;
+    this.clock = opts.clock ?? systemClock;
+    this.metrics = opts.metrics;
+    this.logger = opts.logger;
+    const add = (spec: TrustedIssuer, tokenIssuer: boolean): void => {
+      const existing = this.states.get(spec.issuer);
+      if (existing !== undefined) {
+        if (tokenIssuer && !existing.tokenIssuer) this.states.set(spec.issuer, { ...existing, tokenIssuer: true });
+        return;
+      }
+      this.states.set(spec.issuer, {
+        spec,
+        tokenIssuer,
+        keys: [],
+        byKid: new Map(),
+        current: new Set(),
+        loaded: false,
+        lastOk: true,
+        lastAttempt: -Infinity,
+        inflight: null,
+        generation: 0,
+        metadata: null,
+        metadataInflight: null,
+      });
+    };
+    for (const i of opts.issuers) add(i, true);
+    for (const i of opts.extraIssuers ?? []) add(i, false);
+    const every = opts.refreshIntervalMs ?? 300_000;
+    this.timer = every > 0 ? setInterval(() => void this.refreshAll(), every) : null;
+    this.timer?.unref();
+  }
+
+  /** Preloads every issuer's keys. Never throws: failures are logged and counted. */
+  async start(): Promise<void> {
+    await this.refreshAll();
+  }
+
+  private async refreshAll(): Promise<void> {
+    await Promise.all([...this.states.values()].map((s) => this.refresh(s).catch(() => undefined)));
+  }
+
+  ready(): boolean {
+    for (const s of this.states.values()) if (s.tokenIssuer && !s.loaded) return false;
+    return true;
+  }
+
+  /** True when `issuer` is trusted (configured here). */
+  has(issuer: string): boolean {
+    return this.states.has(issuer);
+  }
+
+  /** True while `key` is in `issuer`'s current key set (verified-token caches check this on every hit). */
+  isCurrent(issuer: string, key: KeyObject): boolean {
+    return this.states.get(issuer)?.current.has(key) ?? false;
+  }
+
+  /** Increases every time `issuer`'s key set changes. */
+  generation(issuer: string): number {
+    return this.states.get(issuer)?.generation ?? -1;
+  }
+
+  /** Called with the keys that left an issuer's set after each change. */
+  onKeysChanged(listener: KeysChangedListener): void {
+    this.listeners.push(listener);
+  }
+
+  resolve(issuer: string, header: JwsHeader): KeyObject | Promise<KeyObject> {
+    const s = this.states.get(issuer);
+    if (s === undefined) throw new Denial('token_invalid', { cause: new Error('untrusted issuer') });
+    const alg = typeof header.alg === 'string' ? header.alg : '';
+    const kid = typeof header.kid === 'string' ? header.kid : undefined;
+    const hit = this.pick(s, alg, kid);
+    if (hit !== null) return hit;
+    return this.resolveSlow(s, alg, kid);
+  }
+
+  private async resolveSlow(s: IssuerState, alg: string, kid: string | undefined): Promise<KeyObject> {
+    const now = this.clock();
+    if (s.inflight !== null || now - s.lastAttempt >= this.cooldownMs) {
+      await this.refresh(s).catch(() => undefined);
+      const found = this.pick(s, alg, kid);
+      if (found !== null) return found;
+    }
+    if (!s.lastOk) {
+      throw new Denial('keys_unavailable', { retryAfter: Math.max(1, Math.ceil(this.cooldownMs / 1000)), cause: new Error(`keys of ${s.spec.issuer} unavailable`) });
+    }
+    throw new Denial('token_invalid', { cause: new Error('no matching key') });
+  }
+
+  /** The key for `kid` (or the only fitting key when there is no `kid`), fitting `alg`; else null. */
+  private pick(s: IssuerState, alg: string, kid: string | undefined): KeyObject | null {
+    if (kid !== undefined) {
+      const k = s.byKid.get(kid);
+      return k !== undefined && (k.alg === undefined || k.alg === alg) && keyFitsAlg(alg, k.key) ? k.key : null;
+    }
+    let found: KeyObject | null = null;
+    for (const k of s.keys) {
+      if ((k.alg === undefined || k.alg === alg) && keyFitsAlg(alg, k.key)) {
+        if (found !== null) return null; // ambiguous without a kid
+        found = k.key;
+      }
+    }
+    return found;
+  }
+
+  async metadata(issuer: string): Promise<Readonly<Record<string, unknown>>> {
+    const s = this.states.get(issuer);
+    if (s === undefined) throw new Error('untrusted issuer');
+    if (s.metadata !== null) return s.metadata;
+    if (s.metadataInflight === null) {
+      s.metadataInflight = this.discover(issuer).finally(() => {
+        s.metadataInflight = null;
+      });
+    }
+    const md = await s.metadataInflight;
+    s.metadata = md;
+    return md;
+  }
+
+  private async discover(issuer: string): Promise<Readonly<Record<string, unknown>>> {
+    let lastErr: unknown;
+    for (const url of [rfc8414Url(issuer), oidcUrl(issuer)]) {
+      try {
+        const md = await this.fetchJson(url);
+        // RFC 8414 section 3.3 / OIDC Discovery section 4.3: the document must name this issuer.
+        if (md.issuer !== issuer) throw new FetchError('metadata issuer mismatch');
+        return Object.freeze(md);
+      } catch (err) {
+        lastErr = err;
+      }
+    }
+    throw lastErr instanceof Error ? lastErr : new FetchError('discovery failed');
+  }
+
+  /** Single flight: concurrent callers share one fetch. */
+  private refresh(s: IssuerState): Promise<void> {
+    if (this.closed) return Promise.reject(new FetchError('closed'));
+    if (s.inflight !== null) return s.inflight;
+    s.lastAttempt = this.clock();
+    const p = this.load(s).finally(() => {
+      s.inflight = null;
+    });
+    s.inflight = p;
+    return p;
+  }
+
+  private async load(s: IssuerState): Promise<void> {
+    const issuer = s.spec.issuer;
+    try {
+      let uri = s.spec.jwks_uri;
+      if (uri === undefined) {
+        const md = await this.metadata(issuer);
+        if (!isTrustedUrl(md.jwks_uri)) throw new FetchError('metadata has no usable jwks_uri');
+        uri = md.jwks_uri;
+      }
+      const body = await this.fetchJson(uri);
+      const keys = this.importKeys(body, s.spec.algorithms);
+      this.install(s, keys);
+      s.lastOk = true;
+      s.loaded = true;
+      this.metrics.jwksRefresh.labels(issuer, 'success').inc();
+    } catch (err) {
+      s.lastOk = false;
+      this.metrics.jwksRefresh.labels(issuer, 'failure').inc();
+      this.logger.warn({ issuer, err: (err as Error).message }, 'issuer keys could not be loaded; keeping the last good keys');
+      throw err;
+    }
+  }
+
+  private importKeys(body: Record<string, unknown>, algorithms: readonly string[]): StoredKey[] {
+    const list = body.keys;
+    if (!Array.isArray(list)) throw new FetchError('JWKS has no keys array');
+    const out: StoredKey[] = [];
+    for (const jwk of list.slice(0, MAX_KEYS)) {
+      if (jwk === null || typeof jwk !== 'object' || Array.isArray(jwk)) continue;
+      const j = jwk as Record<string, unknown>;
+      if (j.use !== undefined && j.use !== 'sig') continue;
+      if (j.kty !== 'EC' && j.kty !== 'RSA' && j.kty !== 'OKP') continue; // never `oct`
+      if (j.d !== undefined) continue; // a private key published by mistake is not used
+      if (Array.isArray(j.key_ops) && !j.key_ops.includes('verify')) continue;
+      const alg = typeof j.alg === 'string' ? j.alg : undefined;
+      if (alg !== undefined && !algorithms.includes(alg)) continue;
+      let key: KeyObject;
+      try {
+        const { kty, crv, x, y, n, e } = j;
+        key = createPublicKey({ key: { kty, crv, x, y, n, e } as never, format: 'jwk' });
+      } catch {
+        continue;
+      }
+      if (!algorithms.some((a) => keyFitsAlg(a, key))) continue;
+      out.push({ kid: typeof j.kid === 'string' ? j.kid : undefined, alg, key });
+    }
+    return out;
+  }
+
+  /** Replaces the key set; reuses existing KeyObjects for unchanged keys so caches stay valid. */
+  private install(s: IssuerState, fresh: StoredKey[]): void {
+    const previous = s.keys;
+    const merged = fresh.map((k) => {
+      const same = previous.find((p) => p.kid === k.kid && p.alg === k.alg && p.key.equals(k.key));
+      return same ?? k;
+    });
+    const current = new Set(merged.map((k) => k.key));
+    const removed = previous.filter((p) => !current.has(p.key)).map((p) => p.key);
+    const added = merged.some((k) => !s.current.has(k.key));
+    s.keys = merged;
+    s.byKid = new Map(merged.filter((k) => k.kid !== undefined).map((k) => [k.kid!, k]));
+    s.current = current;
+    if (removed.length > 0 || added) {
+      s.generation++;
+      for (const l of this.listeners) {
+        try {
+          l(s.spec.issuer, removed);
+        } catch (err) {
+          this.logger.error({ err }, 'keys-changed listener failed');
+        }
+      }
+    }
+  }
+
+  private async fetchJson(url: string): Promise<Record<string, unknown>> {
+    if (!isTrustedUrl(url)) throw new FetchError('untrusted URL');
+    const signal = AbortSignal.timeout(this.fetchTimeoutMs);
+    const res = await request(url, {
+      method: 'GET',
+      headers: { accept: 'application/json, application/jwk-set+json' },
+      headersTimeout: this.fetchTimeoutMs,
+      bodyTimeout: this.fetchTimeoutMs,
+      signal,
+    });
+    if (res.statusCode !== 200) {
+      res.body.resume();
+      throw new FetchError(`HTTP ${res.statusCode}`);
+    }
+    const chunks: Buffer[] = [];
+    let size = 0;
+    for await (const chunk of res.body) {
+      size += (chunk as Buffer).length;
+      if (size > this.maxResponseBytes) {
+        res.body.destroy();
+        throw new FetchError('response too large');
+      }
+      chunks.push(chunk as Buffer);
+    }
+    let value: unknown;
+    try {
+      value = JSON.parse(Buffer.concat(chunks).toString('utf8'));
+    } catch {
+      throw new FetchError('response is not JSON');
+    }
+    if (value === null || typeof value !== 'object' || Array.isArray(value)) throw new FetchError('response is not a JSON object');
+    return value as Record<string, unknown>;
+  }
+
+  close(): void {
+    this.closed = true;
+    if (this.timer !== null) clearInterval(this.timer);
+  }
+}

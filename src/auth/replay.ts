@@ -1,0 +1,122 @@
+/**
+ * In-memory single-use store (DPoP `jti` per key thumbprint, ID-JAG `jti`), bounded and lean.
+ *
+ * Layout: a fixed table of 8-slot buckets in three typed arrays (64-bit fingerprint + expiry), so an
+ * entry costs 12 bytes per slot and about 15 bytes per stored entry at the default sizing; no
+ * per-entry objects or strings, nothing for the GC to trace. Every operation is O(1): a key's
+ * fingerprint and two candidate buckets come from one salted SHA-256 (two-choice hashing keeps the
+ * buckets evenly filled, and the per-process random salt means a client cannot aim its own entries
+ * at the buckets of somebody else's proof).
+ *
+ * Expired slots are reused in place. When both candidate buckets are full of live entries, the
+ * entry that expires first is evicted and counted in `mission_gateway_cache_evictions_total
+ * {cache="replay"}`. Evicting an unexpired entry could let that one proof be replayed, so size
+ * `dpop.replay_max_entries` above (peak proofs per second) x (dpop.max_age_s + 2 x clock_skew_s):
+ * with the default 1,000,000 and max_age_s 60 that is about 14,000 proofs per second before any
+ * live entry is evicted. A fingerprint collision (about n^2 / 2^65) would only make a fresh proof
+ * look replayed (fail closed).
+ */
+import { createHash, randomBytes } from 'node:crypto';
+import type { Metrics } from '../observability/metrics.js';
+import { systemClock, type Clock } from './jws.js';
+import type { ReplayStore } from './types.js';
+
+const WAYS = 8;
+
+export interface MemoryReplayStoreOptions {
+  readonly maxEntries?: number;
+  readonly metrics?: Metrics;
+  readonly clock?: Clock;
+}
+
+export class MemoryReplayStore implements ReplayStore {
+  private readonly buckets: number;
+  private readonly hi: Uint32Array;
+  private readonly lo: Uint32Array;
+  /** Expiry in seconds since `epoch`, plus one; 0 = empty slot. */
+  private readonly exp: Uint32Array;
+  private readonly salt: Buffer;
+  private readonly epochMs: number;
+  private readonly clock: Clock;
+  private readonly evictions: { inc(): void } | null;
+  private size = 0;
+
+  constructor(opts: MemoryReplayStoreOptions = {}) {
+    const max = Math.max(1000, Math.floor(opts.maxEntries ?? 1_000_000));
+    // 25% headroom over the configured number of entries.
+    this.buckets = Math.ceil((max * 1.25) / WAYS);
+    const slots = this.buckets * WAYS;
+    this.hi = new Uint32Array(slots);
+    this.lo = new Uint32Array(slots);
+    this.exp = new Uint32Array(slots);
+    this.salt = randomBytes(16);
+    this.clock = opts.clock ?? systemClock;
+    this.epochMs = this.clock();
+    this.evictions = opts.metrics ? opts.metrics.cacheEvictions.labels('replay') : null;
+  }
+
+  /** Bytes held by the table (for the memory benchmark). */
+  get bytes(): number {
+    return this.hi.byteLength + this.lo.byteLength + this.exp.byteLength;
+  }
+
+  /** Live-or-expired occupied slots (expired ones are reused lazily). */
+  get occupied(): number {
+    return this.size;
+  }
+
+  claim(key: string, ttlSeconds: number): boolean {
+    const d = createHash('sha256').update(this.salt).update(key, 'utf8').digest();
+    const hi = d.readUInt32LE(0);
+    const lo = d.readUInt32LE(4);
+    const b1 = (d.readUInt32LE(8) % this.buckets) * WAYS;
+    const b2 = (d.readUInt32LE(12) % this.buckets) * WAYS;
+    // Seconds since epoch + 1 so that 0 stays "empty"; a clock before epoch counts as epoch.
+    const now = Math.max(0, Math.floor((this.clock() - this.epochMs) / 1000)) + 1;
+    const expiry = now + Math.max(1, Math.ceil(ttlSeconds));
+
+    let free1 = -1;
+    let live1 = 0;
+    let free2 = -1;
+    let live2 = 0;
+    let oldest = -1;
+    for (let i = b1; i < b1 + WAYS; i++) {
+      const e = this.exp[i]!;
+      if (e > now) {
+        if (this.hi[i] === hi && this.lo[i] === lo) return false;
+        live1++;
+        if (oldest === -1 || e < this.exp[oldest]!) oldest = i;
+      } else if (free1 === -1) free1 = i;
+    }
+    if (b2 !== b1) {
+      for (let i = b2; i < b2 + WAYS; i++) {
+        const e = this.exp[i]!;
+        if (e > now) {
+          if (this.hi[i] === hi && this.lo[i] === lo) return false;
+          live2++;
+          if (e < this.exp[oldest]!) oldest = i;
+        } else if (free2 === -1) free2 = i;
+      }
+    }
+    let slot: number;
+    if (free1 !== -1 && (free2 === -1 || live1 <= live2)) slot = free1;
+    else if (free2 !== -1) slot = free2;
+    else {
+      slot = oldest;
+      this.evictions?.inc();
+    }
+    if (this.exp[slot] === 0) this.size++;
+    this.hi[slot] = hi;
+    this.lo[slot] = lo;
+    this.exp[slot] = expiry;
+    return true;
+  }
+
+  ready(): boolean {
+    return true;
+  }
+
+  async close(): Promise<void> {
+    // Nothing to release: the table is garbage collected with the store.
+  }
+}
