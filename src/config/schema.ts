@@ -57,7 +57,7 @@ const admin = z.strictObject({
 const upstream = z.strictObject({
   url: httpUrl.refine((v) => {
     const u = parseUrl(v);
-    return u !== null && u.search === '' && u.hash === '';
+    return u === null || (u.search === '' && u.hash === '');
   }, 'must not carry a query or fragment'),
   /** Time to wait for response headers. Streams, once started, never time out. */
   timeout_s: seconds.default(30),
@@ -174,11 +174,6 @@ const route = z
     action: z.string().regex(/^[A-Za-z0-9_.:-]+$/, 'must match [A-Za-z0-9_.:-]+').optional(),
     action_class: z.enum(ACTION_CLASSES).optional(),
     params: z.record(z.string().regex(/^[A-Za-z0-9_.-]+$/, 'parameter names must match [A-Za-z0-9_.-]+'), paramSource).optional(),
-  })
-  .superRefine((r, ctx) => {
-    if (r.auth === 'required' && r.action === undefined) {
-      ctx.addIssue({ code: 'custom', path: ['action'], message: 'is required on a route that needs auth' });
-    }
   });
 
 const mcp = z.strictObject({
@@ -255,35 +250,57 @@ export const configSchema = z
     replay_store: replayStore.default({ type: 'memory' }),
     log: log.default({ level: 'info' }),
   })
-  .superRefine((c, ctx) => {
-    const seen = new Map<string, number>();
-    c.routes.forEach((r, i) => {
-      const methods = r.match.method === undefined ? ['*'] : Array.isArray(r.match.method) ? [...r.match.method].sort() : [r.match.method];
-      const key = `${methods.join(',')} ${r.match.path}`;
+  // Cross-field checks run even when other keys failed, so `check` reports every problem at once.
+  .superRefine((value, ctx) => crossChecks(value as unknown, ctx), { when: () => true });
+
+type Ctx = { addIssue(issue: { code: 'custom'; path: PropertyKey[]; message: string }): void };
+
+function asArray(v: unknown): unknown[] {
+  return Array.isArray(v) ? v : [];
+}
+
+function field(v: unknown, k: string): unknown {
+  return v !== null && typeof v === 'object' ? (v as Record<string, unknown>)[k] : undefined;
+}
+
+function crossChecks(c: unknown, ctx: Ctx): void {
+  const routes = asArray(field(c, 'routes'));
+  const seen = new Map<string, number>();
+  routes.forEach((r, i) => {
+    const m = field(r, 'match');
+    const method = field(m, 'method');
+    const path = field(m, 'path');
+    if (typeof path === 'string') {
+      const methods = method === undefined ? ['*'] : Array.isArray(method) ? [...method].map(String).sort() : [String(method)];
+      const key = `${methods.join(',')} ${path}`;
       const first = seen.get(key);
-      if (first !== undefined) {
-        ctx.addIssue({ code: 'custom', path: ['routes', i, 'match'], message: `duplicates routes[${first}].match` });
-      } else {
-        seen.set(key, i);
-      }
-    });
-    const needsAuth = c.routes.some((r) => r.auth === 'required') || c.mcp !== undefined;
-    if (needsAuth && c.issuers.length === 0) {
-      ctx.addIssue({ code: 'custom', path: ['issuers'], message: 'at least one issuer is required when a route needs auth' });
+      if (first !== undefined) ctx.addIssue({ code: 'custom', path: ['routes', i, 'match'], message: `duplicates routes[${first}].match` });
+      else seen.set(key, i);
     }
-    const ids = new Set<string>();
-    c.issuers.forEach((iss, i) => {
-      if (ids.has(iss.issuer)) ctx.addIssue({ code: 'custom', path: ['issuers', i, 'issuer'], message: 'duplicate issuer' });
-      ids.add(iss.issuer);
-    });
-    for (const [i, cidr] of c.trusted_proxies.entries()) {
-      const [addr, bits, extra] = cidr.split('/');
-      const family = isIP(addr ?? '');
-      const max = family === 4 ? 32 : 128;
-      const ok = family !== 0 && extra === undefined && (bits === undefined || (/^\d+$/.test(bits) && Number(bits) <= max));
-      if (!ok) ctx.addIssue({ code: 'custom', path: ['trusted_proxies', i], message: 'must be an IP address or CIDR' });
+    if (field(r, 'auth') !== 'none' && field(r, 'action') === undefined) {
+      ctx.addIssue({ code: 'custom', path: ['routes', i, 'action'], message: 'is required on a route that needs auth' });
     }
   });
+  const issuers = asArray(field(c, 'issuers'));
+  const needsAuth = routes.some((r) => field(r, 'auth') !== 'none') || field(c, 'mcp') !== undefined;
+  if (needsAuth && issuers.length === 0) {
+    ctx.addIssue({ code: 'custom', path: ['issuers'], message: 'at least one issuer is required when a route needs auth' });
+  }
+  const ids = new Set<unknown>();
+  issuers.forEach((iss, i) => {
+    const id = field(iss, 'issuer');
+    if (ids.has(id)) ctx.addIssue({ code: 'custom', path: ['issuers', i, 'issuer'], message: 'duplicate issuer' });
+    ids.add(id);
+  });
+  asArray(field(c, 'trusted_proxies')).forEach((cidr, i) => {
+    if (typeof cidr !== 'string') return;
+    const [addr, bits, extra] = cidr.split('/');
+    const family = isIP(addr ?? '');
+    const max = family === 4 ? 32 : 128;
+    const ok = family !== 0 && extra === undefined && (bits === undefined || (/^\d+$/.test(bits) && Number(bits) <= max));
+    if (!ok) ctx.addIssue({ code: 'custom', path: ['trusted_proxies', i], message: 'must be an IP address or CIDR' });
+  });
+}
 
 export type ConfigInput = z.input<typeof configSchema>;
 export type Config = z.output<typeof configSchema>;

@@ -23,8 +23,8 @@ export class Metrics {
   readonly cacheEvictions: client.Counter<'cache'>;
 
   /** Precomputed `requests_total` children: permit, and deny by reason. */
-  readonly permitChild: client.Counter.Internal<'decision' | 'reason'>;
-  private readonly denyChildren = new Map<string, client.Counter.Internal<'decision' | 'reason'>>();
+  readonly permitChild: client.Counter.Internal;
+  private readonly denyChildren = new Map<string, client.Counter.Internal>();
   private readonly decisionChildren = new Map<string, client.Histogram.Internal<'kind'>>();
 
   constructor(options: { defaultMetrics?: boolean } = {}) {

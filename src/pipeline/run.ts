@@ -173,6 +173,23 @@ export class Pipeline {
     await this.forward(ctx, { policy: d.headers.protected, body: ctx.body ?? 'stream' });
   }
 
+  /**
+   * The same decision for a WebSocket upgrade (no body is read): returns the header policy for the
+   * tunnel, or throws a Denial.
+   */
+  async admit(ctx: RequestContext): Promise<HeaderPolicy> {
+    const d = this.deps;
+    if (!d.evidence.healthy()) throw new Denial('evidence_unavailable');
+    const route = findRoute(d.routes, ctx.method, pathSegments(ctx.path));
+    if (route === null) throw new Denial('no_route');
+    ctx.route = route;
+    ctx.action = route.action;
+    if (route.auth === 'none') return d.headers.open;
+    await this.authenticate(ctx);
+    await this.authorize(ctx);
+    return d.headers.protected;
+  }
+
   /** credentials → token → dpop → mission_reference → mission_state. Sync stages never await. */
   async authenticate(ctx: RequestContext): Promise<void> {
     for (const [name, stage] of this.authentication) {

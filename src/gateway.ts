@@ -1,0 +1,288 @@
+/**
+ * Builds every part of the gateway from a loaded config and owns start, reload and stop.
+ *
+ * Long-lived parts (metrics, evidence sink, replay store, replica bus) survive a reload; the
+ * runtime (routes, upstream pool, keys, Mission state, stages) is rebuilt from the new config and
+ * swapped in atomically. An invalid new config keeps the old runtime running.
+ */
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo, Socket } from 'node:net';
+import { ServerResponse as NodeServerResponse } from 'node:http';
+import { compileRoutes } from './config/compile.js';
+import { loadConfigFile, type LoadedConfig } from './config/load.js';
+import type { Config } from './config/schema.js';
+import { Upstream } from './http/forward.js';
+import { makeDropSet, TrustedProxies, type HeaderPolicy } from './http/headers.js';
+import { WebSocketTunnel } from './http/upgrade.js';
+import { createLogger, type Logger } from './observability/logger.js';
+import { Metrics } from './observability/metrics.js';
+import { Challenges } from './pipeline/respond.js';
+import { Pipeline } from './pipeline/run.js';
+import { buildLongLivedParts, buildParts, type LongLived, type Parts } from './parts.js';
+
+export interface GatewayOptions {
+  /** Replaces the pino logger (tests). */
+  readonly logger?: Logger;
+  /** Registers process metrics on the gateway's registry (default true). */
+  readonly defaultMetrics?: boolean;
+}
+
+interface Runtime {
+  readonly config: Config;
+  readonly pipeline: Pipeline;
+  readonly parts: Parts;
+  readonly upstream: Upstream;
+  readonly tunnel: WebSocketTunnel;
+  /** Documents served by the gateway itself (no decision record): path → JSON body. */
+  readonly documents: ReadonlyMap<string, string>;
+  readonly pushPath: string | null;
+}
+
+export class Gateway {
+  readonly metrics: Metrics;
+  readonly logger: Logger;
+  private runtime: Runtime;
+  private readonly longLived: LongLived;
+  private proxyServer: Server | null = null;
+  private adminServer: Server | null = null;
+  private draining = false;
+  private file: string | null;
+
+  private constructor(runtime: Runtime, longLived: LongLived, metrics: Metrics, logger: Logger, file: string | null) {
+    this.runtime = runtime;
+    this.longLived = longLived;
+    this.metrics = metrics;
+    this.logger = logger;
+    this.file = file;
+  }
+
+  get config(): Config {
+    return this.runtime.config;
+  }
+
+  /** Builds the gateway from a config (not yet listening). */
+  static async create(loaded: LoadedConfig | { config: Config; file?: string }, options: GatewayOptions = {}): Promise<Gateway> {
+    const config = loaded.config;
+    const logger = options.logger ?? createLogger(config.log.level);
+    const metrics = new Metrics({ defaultMetrics: options.defaultMetrics ?? true });
+    const longLived = await buildLongLivedParts(config, metrics, logger);
+    const runtime = await buildRuntime(config, longLived, metrics, logger);
+    return new Gateway(runtime, longLived, metrics, logger, loaded.file ?? null);
+  }
+
+  /** Starts both listeners; resolves with their URLs. */
+  async listen(): Promise<{ url: string; adminUrl: string }> {
+    const c = this.runtime.config;
+    const proxy = createServer(
+      {
+        maxHeaderSize: c.limits.max_header_bytes,
+        headersTimeout: c.limits.headers_timeout_s * 1000,
+        requestTimeout: c.limits.request_timeout_s * 1000,
+        keepAliveTimeout: c.limits.keep_alive_timeout_s * 1000,
+        requireHostHeader: true,
+        joinDuplicateHeaders: false,
+      },
+      (req, res) => this.onRequest(req, res),
+    );
+    proxy.maxRequestsPerSocket = c.limits.max_requests_per_socket;
+    proxy.on('upgrade', (req: IncomingMessage, socket: Socket, head: Buffer) => this.onUpgrade(req, socket, head));
+    proxy.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => {
+      if (!socket.writable) return socket.destroy();
+      const status = err.code === 'HPE_HEADER_OVERFLOW' ? 431 : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 408 : 400;
+      const body = JSON.stringify({ error: 'invalid_request', error_description: 'malformed HTTP request', denial_reason: 'request_malformed', decision_id: null });
+      socket.end(`HTTP/1.1 ${status} ${status === 431 ? 'Request Header Fields Too Large' : status === 408 ? 'Request Timeout' : 'Bad Request'}\r\ncontent-type: application/json\r\ncontent-length: ${body.length}\r\nconnection: close\r\n\r\n${body}`);
+    });
+    const admin = createServer((req, res) => this.onAdmin(req, res));
+    await Promise.all([listenOn(proxy, c.listen.host, c.listen.port), listenOn(admin, c.admin.host, c.admin.port)]);
+    this.proxyServer = proxy;
+    this.adminServer = admin;
+    this.runtime.parts.start();
+    const url = serverUrl(proxy);
+    const adminUrl = serverUrl(admin);
+    this.logger.info({ url, adminUrl, upstream: c.upstream.url }, 'mission-gateway listening');
+    return { url, adminUrl };
+  }
+
+  private onRequest(req: IncomingMessage, res: ServerResponse): void {
+    const rt = this.runtime;
+    if (this.draining) res.setHeader('connection', 'close');
+    const url = req.url ?? '/';
+    const q = url.indexOf('?');
+    const rawPath = q === -1 ? url : url.slice(0, q);
+    // Documents the gateway serves itself make no decision record (SPEC section 9).
+    if (req.method === 'GET' || req.method === 'HEAD') {
+      const doc = rt.documents.get(rawPath);
+      if (doc !== undefined) {
+        res.writeHead(200, { 'content-type': 'application/json', 'cache-control': 'max-age=300', 'content-length': Buffer.byteLength(doc) });
+        res.end(req.method === 'HEAD' ? undefined : doc);
+        return;
+      }
+    }
+    if (rt.pushPath !== null && rawPath === rt.pushPath) {
+      if (req.method !== 'POST') {
+        res.writeHead(405, { allow: 'POST', 'content-type': 'application/json' });
+        res.end(JSON.stringify({ err: 'invalid_request', description: 'SET push accepts POST only' }));
+        return;
+      }
+      rt.parts.missionStates.handlePush(req, res);
+      return;
+    }
+    void rt.pipeline.handle(req, res);
+  }
+
+  /** WebSocket upgrades: authorized like any request, then tunneled (SPEC section 6). */
+  private onUpgrade(req: IncomingMessage, socket: Socket, head: Buffer): void {
+    const rt = this.runtime;
+    socket.on('error', () => socket.destroy());
+    const res = new NodeServerResponse(req);
+    res.assignSocket(socket);
+    res.shouldKeepAlive = false;
+    void rt.tunnel.handle(rt.pipeline, req, res, socket, head);
+  }
+
+  private onAdmin(req: IncomingMessage, res: ServerResponse): void {
+    const path = (req.url ?? '/').split('?')[0];
+    if (path === '/healthz') {
+      json(res, 200, { status: 'ok' });
+    } else if (path === '/readyz') {
+      const checks = this.readiness();
+      const ready = Object.values(checks).every(Boolean) && !this.draining;
+      json(res, ready ? 200 : 503, { status: ready ? 'ready' : 'not_ready', checks, draining: this.draining });
+    } else if (path === '/metrics') {
+      this.metrics.registry.metrics().then(
+        (text) => {
+          res.writeHead(200, { 'content-type': this.metrics.registry.contentType });
+          res.end(text);
+        },
+        () => json(res, 500, { error: 'metrics unavailable' }),
+      );
+    } else {
+      json(res, 404, { error: 'not_found' });
+    }
+  }
+
+  readiness(): Record<string, boolean> {
+    const p = this.runtime.parts;
+    return {
+      issuer_keys: p.keys.ready(),
+      evidence_sink: this.longLived.evidence.healthy(),
+      mission_events: p.missionStates.ready(),
+      replay_store: this.longLived.replay.ready(),
+    };
+  }
+
+  /**
+   * Reloads the config file (SIGHUP). An invalid file keeps the running config; the outcome is
+   * logged and counted in mission_gateway_config_reloads_total.
+   */
+  async reload(): Promise<boolean> {
+    if (this.file === null) return false;
+    try {
+      const loaded = loadConfigFile(this.file);
+      const next = await buildRuntime(loaded.config, this.longLived, this.metrics, this.logger);
+      const old = this.runtime;
+      this.runtime = next;
+      next.parts.start();
+      this.metrics.configReloads.labels('success').inc();
+      this.logger.info({ file: this.file }, 'config reloaded');
+      if (old.config.listen.port !== loaded.config.listen.port || old.config.admin.port !== loaded.config.admin.port) {
+        this.logger.warn('listen/admin address changes need a restart; kept the current listeners');
+      }
+      // Let requests in flight on the old runtime finish before closing its pools.
+      setTimeout(() => void closeRuntime(old), 30_000).unref();
+      return true;
+    } catch (err) {
+      this.metrics.configReloads.labels('failure').inc();
+      this.logger.error({ file: this.file, problems: (err as { problems?: string[] }).problems ?? String(err) }, 'config reload failed; keeping the running config');
+      return false;
+    }
+  }
+
+  /** Graceful stop: refuse new connections, finish in-flight requests up to the grace period. */
+  async close(graceMs = this.runtime.config.shutdown_grace_s * 1000): Promise<void> {
+    this.draining = true;
+    const proxy = this.proxyServer;
+    const closing = proxy === null ? Promise.resolve() : new Promise<void>((r) => proxy.close(() => r()));
+    proxy?.closeIdleConnections();
+    const timer = new Promise<void>((r) => setTimeout(r, graceMs).unref());
+    await Promise.race([closing, timer]);
+    proxy?.closeAllConnections();
+    await new Promise<void>((r) => (this.adminServer === null ? r() : this.adminServer.close(() => r())));
+    this.adminServer?.closeAllConnections();
+    await closeRuntime(this.runtime);
+    await this.longLived.close();
+  }
+}
+
+async function buildRuntime(config: Config, longLived: LongLived, metrics: Metrics, logger: Logger): Promise<Runtime> {
+  const parts = await buildParts(config, longLived, metrics, logger);
+  const upstream = new Upstream({
+    url: config.upstream.url,
+    timeoutMs: config.upstream.timeout_s * 1000,
+    connections: config.upstream.connections,
+    keepAliveTimeoutMs: config.upstream.keep_alive_timeout_s * 1000,
+  });
+  const trusted = new TrustedProxies(config.trusted_proxies);
+  const proto = new URL(config.public_base_url).protocol.slice(0, -1);
+  const policy = (strip: boolean): HeaderPolicy => ({ drop: makeDropSet(strip), trusted, proto });
+  const algs = config.dpop.algorithms.join(' ');
+  const bearerAllowed = !config.dpop.required;
+  const pipeline = new Pipeline({
+    publicBaseUrl: config.public_base_url.replace(/\/$/, ''),
+    resource: config.resource,
+    routes: compileRoutes(config),
+    stages: parts.stages,
+    upstream,
+    evidence: longLived.evidence,
+    metrics,
+    logger,
+    maxBodyBytes: config.max_body_bytes,
+    challenges: new Challenges({ algs, resourceMetadata: parts.prm.urlFor(config.resource), bearerAllowed }),
+    headers: { open: policy(false), protected: policy(true), passCredentials: policy(false) },
+    mcp:
+      config.mcp === undefined || parts.mcp === null
+        ? null
+        : {
+            path: config.mcp.path,
+            resource: config.mcp.resource ?? config.resource,
+            challenges: new Challenges({ algs, resourceMetadata: parts.prm.urlFor(config.mcp.resource ?? config.resource), bearerAllowed }),
+            handler: parts.mcp,
+          },
+    idJag: config.id_jag === undefined || parts.idJag === null ? null : { path: config.id_jag.token_path, handler: parts.idJag },
+  });
+  return {
+    config,
+    pipeline,
+    parts,
+    upstream,
+    tunnel: new WebSocketTunnel(config.upstream.url, logger),
+    documents: parts.prm.paths,
+    pushPath: config.mission.events.push_path,
+  };
+}
+
+async function closeRuntime(rt: Runtime): Promise<void> {
+  await Promise.allSettled([rt.upstream.close(), rt.parts.close(), rt.tunnel.close()]);
+}
+
+function listenOn(server: Server, host: string, port: number): Promise<void> {
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, host, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+}
+
+function serverUrl(server: Server): string {
+  const a = server.address() as AddressInfo;
+  const host = a.family === 'IPv6' ? `[${a.address}]` : a.address === '0.0.0.0' ? '127.0.0.1' : a.address;
+  return `http://${host}:${a.port}`;
+}
+
+function json(res: ServerResponse, status: number, body: unknown): void {
+  const text = JSON.stringify(body);
+  res.writeHead(status, { 'content-type': 'application/json', 'cache-control': 'no-store', 'content-length': Buffer.byteLength(text) });
+  res.end(text);
+}
