@@ -6,6 +6,7 @@
  *                                    several replicas: DPoP and ID-JAG `jti`s single use across all
  *                                    of them, Mission changes shared through a Redis stream
  */
+import { MemoryReplayStore } from '../auth/replay.js';
 import type { ReplayStore } from '../auth/types.js';
 import type { Config } from '../config/schema.js';
 import type { MissionBus } from '../mission/types.js';
@@ -22,16 +23,21 @@ export type { RedisTuning } from './redis-client.js';
 export type ReplayStoreConfig = Config['replay_store'];
 
 export interface ReplayStoreDeps {
-  /** Builds the in-process store for `type: memory` (src/auth/replay.ts `MemoryReplayStore`). */
-  readonly memory: () => ReplayStore;
+  /** Capacity of the in-process store for `type: memory` (config `dpop.replay_max_entries`). */
+  readonly maxEntries?: number;
   readonly logger?: Logger;
   readonly metrics?: Metrics;
   /** Redis command timeout; default 500 ms. */
   readonly commandTimeoutMs?: number;
 }
 
-export function createReplayStore(config: ReplayStoreConfig, deps: ReplayStoreDeps): ReplayStore {
-  if (config.type === 'memory') return deps.memory();
+export function createReplayStore(config: ReplayStoreConfig, deps: ReplayStoreDeps = {}): ReplayStore {
+  if (config.type === 'memory') {
+    return new MemoryReplayStore({
+      ...(deps.maxEntries !== undefined && { maxEntries: deps.maxEntries }),
+      ...(deps.metrics !== undefined && { metrics: deps.metrics }),
+    });
+  }
   return new RedisReplayStore({
     url: config.url,
     keyPrefix: config.key_prefix,

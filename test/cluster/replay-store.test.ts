@@ -1,7 +1,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { ReplayStore } from '../../src/auth/types.js';
+import { MemoryReplayStore } from '../../src/auth/replay.js';
 import { createReplayStore, RedisReplayStore, ReplayStoreUnavailableError } from '../../src/cluster/index.js';
 import { Metrics } from '../../src/observability/metrics.js';
 import { FreezableProxy, RedisServer } from './redis-server.js';
@@ -148,19 +148,17 @@ describe('RFC 9449 §11.1 / SPEC §8 jti single use across replicas (replay_stor
 });
 
 describe('createReplayStore', () => {
-  it('type memory builds the in-process store it is given', async () => {
-    const memory: ReplayStore = { claim: () => true, ready: () => true, close: async () => {} };
-    expect(createReplayStore({ type: 'memory' }, { memory: () => memory })).toBe(memory);
+  it('type memory builds the in-process MemoryReplayStore', async () => {
+    const s = createReplayStore({ type: 'memory' }, { maxEntries: 1000 });
+    expect(s).toBeInstanceOf(MemoryReplayStore);
+    expect(await s.claim('m', 60)).toBe(true);
+    expect(await s.claim('m', 60)).toBe(false);
+    await s.close();
   });
 
   it('type redis builds a RedisReplayStore with the configured prefix', async () => {
     const s = createReplayStore(
       { type: 'redis', url: redis.url, key_prefix: 'cfg:', connect_timeout_ms: 1000 },
-      {
-        memory: () => {
-          throw new Error('not used');
-        },
-      },
     );
     try {
       expect(s).toBeInstanceOf(RedisReplayStore);
