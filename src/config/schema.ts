@@ -135,7 +135,7 @@ const mission = z.strictObject({
     })
     .optional(),
   authorities: z.array(authority).default([]),
-  events: events.default({ push_path: '/.well-known/ssf/push' }),
+  events: events.prefault({}),
   cache_max_entries: z.number().int().min(100).default(100_000),
 });
 
@@ -227,8 +227,8 @@ const log = z.strictObject({
 
 export const configSchema = z
   .strictObject({
-    listen: listen.default({ host: '0.0.0.0', port: 8080 }),
-    admin: admin.default({ host: '127.0.0.1', port: 9090 }),
+    listen: listen.prefault({}),
+    admin: admin.prefault({}),
     public_base_url: httpUrl.refine((v) => {
       const u = parseUrl(v);
       return u !== null && (u.pathname === '/' || u.pathname === '') && u.search === '' && u.hash === '';
@@ -238,17 +238,17 @@ export const configSchema = z
     max_body_bytes: z.number().int().min(1).max(1_073_741_824).default(1_048_576),
     shutdown_grace_s: z.number().min(0).max(3600).default(10),
     trusted_proxies: z.array(z.string().min(1)).default([]),
-    limits: limits.default({} as never),
+    limits: limits.prefault({}),
     issuers: z.array(issuer).default([]),
-    token: token.default({} as never),
-    dpop: dpop.default({} as never),
-    mission: mission.default({} as never),
+    token: token.prefault({}),
+    dpop: dpop.prefault({}),
+    mission: mission.prefault({}),
     routes: z.array(route).default([]),
     mcp: mcp.optional(),
     id_jag: idJag.optional(),
-    evidence: evidence.default({ sink: 'stdout' }),
-    replay_store: replayStore.default({ type: 'memory' }),
-    log: log.default({ level: 'info' }),
+    evidence: evidence.prefault({}),
+    replay_store: replayStore.prefault({ type: 'memory' }),
+    log: log.prefault({}),
   })
   // Cross-field checks run even when other keys failed, so `check` reports every problem at once.
   .superRefine((value, ctx) => crossChecks(value as unknown, ctx), { when: () => true });

@@ -212,7 +212,10 @@ export class Pipeline {
    * evidence → forward. Writes the permit record once the upstream answers (or fails), so the
    * record carries `upstream_status`.
    */
-  async forward(ctx: RequestContext, opts: { policy: HeaderPolicy; body: Buffer | 'stream' | null; path?: string }): Promise<ForwardOutcome> {
+  async forward(
+    ctx: RequestContext,
+    opts: { policy: HeaderPolicy; body: Buffer | 'stream' | null; path?: string; record?: boolean },
+  ): Promise<ForwardOutcome> {
     const d = this.deps;
     ctx.stage = 'forward';
     const identity = ctx.token === null ? [] : this.identityHeaders(ctx);
@@ -248,8 +251,10 @@ export class Pipeline {
     } else if (outcome.kind === 'aborted' && ctx.upstreamStatus === null) {
       ctx.upstreamStatus = 499;
     }
-    this.record(ctx, 'permit', null);
-    d.metrics.countDecision('permit', null);
+    if (opts.record !== false) {
+      this.record(ctx, 'permit', null);
+      d.metrics.countDecision('permit', null);
+    }
     return outcome;
   }
 
