@@ -1,0 +1,218 @@
+/**
+ * Constraints of a `mission_resource_access` entry (SPEC section 4, mission-contracts section 7),
+ * compiled once per entry into small check functions. A constraint this gateway does not know, or
+ * whose value it cannot read, is `unsupported`: the entry then grants nothing (fail closed).
+ *
+ * Which request parameter each constraint reads (a missing or unreadable parameter fails):
+ *   max_amount {amount, currency}    params `amount` (exact decimal <=) and `currency` (ASCII case-insensitive)
+ *   tenant "t" | ["t", …]            params `tenant`, exactly equal (to one of them)
+ *   recipient_domain "d" | ["d", …]  params `recipient` (an e-mail address or URL, or an array of them):
+ *                                     every host equals a listed domain ignoring case; subdomains do not match
+ *   time_window {not_before?, not_after?}  the decision time, both bounds inclusive (RFC 3339)
+ *   allowed_tools ["t", …]           the MCP tool name (DecisionInput.tool), else params `tool`
+ *   data_classification ["c", …]     params `data_classification` (a string or array): every value listed
+ *   resource_issued_after/_before    params `resource_issued_at` (RFC 3339), both bounds inclusive
+ *   requires_action_approval         false holds; true is unsupported (this gateway cannot obtain a
+ *                                     per-action approval), so such an entry never permits
+ */
+import { domainToASCII } from 'node:url';
+import { compareDecimal, parseAmount, type Decimal } from './decimal.js';
+
+export interface ConstraintInput {
+  readonly params: Readonly<Record<string, unknown>>;
+  /** Decision time, ms since the epoch. */
+  readonly now: number;
+  readonly tool: string | undefined;
+}
+
+export type Check = (input: ConstraintInput) => boolean;
+
+export interface CompiledConstraints {
+  /** Checks in the entry's member order; the first that fails names the violated constraint. */
+  readonly checks: readonly (readonly [name: string, check: Check])[];
+  /** The first constraint that cannot be enforced, or null. */
+  readonly unsupported: string | null;
+}
+
+/** For protected-resource metadata `mission_constraints_supported`. */
+export const SUPPORTED_CONSTRAINTS: readonly string[] = Object.freeze([
+  'max_amount',
+  'tenant',
+  'recipient_domain',
+  'time_window',
+  'allowed_tools',
+  'data_classification',
+  'resource_issued_after',
+  'resource_issued_before',
+  'requires_action_approval',
+]);
+
+const NONE: CompiledConstraints = Object.freeze({ checks: Object.freeze([]), unsupported: null });
+
+function param(params: Readonly<Record<string, unknown>>, name: string): unknown {
+  return Object.hasOwn(params, name) ? params[name] : undefined;
+}
+
+const RFC3339 = /^(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(\.\d{1,9})?([Zz]|([+-])(\d{2}):(\d{2}))$/;
+
+/** RFC 3339 date-time to ms, or null. Rejects impossible dates that Date.parse would roll over. */
+export function parseRfc3339(v: unknown): number | null {
+  if (typeof v !== 'string') return null;
+  const m = RFC3339.exec(v);
+  if (m === null) return null;
+  const [y, mo, d, h, mi, s] = [m[1], m[2], m[3], m[4], m[5], m[6]].map(Number) as [number, number, number, number, number, number];
+  if (mo < 1 || mo > 12 || d < 1 || h > 23 || mi > 59 || s > 59) return null;
+  const day = new Date(Date.UTC(y, mo - 1, d));
+  if (day.getUTCMonth() !== mo - 1) return null;
+  let offset = 0;
+  if (m[9] !== undefined) {
+    const oh = Number(m[10]);
+    const om = Number(m[11]);
+    if (oh > 23 || om > 59) return null;
+    offset = (m[9] === '-' ? -1 : 1) * (oh * 60 + om) * 60_000;
+  }
+  const frac = m[7] === undefined ? 0 : Math.floor(Number(m[7]) * 1000);
+  return Date.UTC(y, mo - 1, d, h, mi, s, frac) - offset;
+}
+
+function stringSet(v: unknown): ReadonlySet<string> | null {
+  const list = typeof v === 'string' ? [v] : v;
+  if (!Array.isArray(list) || list.length === 0) return null;
+  for (const x of list) if (typeof x !== 'string' || x.length === 0) return null;
+  return new Set(list as string[]);
+}
+
+function maxAmount(v: unknown): Check | null {
+  if (v === null || typeof v !== 'object' || Array.isArray(v)) return null;
+  const o = v as Record<string, unknown>;
+  const limit: Decimal | null = parseAmount(o['amount']);
+  const currency = o['currency'];
+  if (limit === null || typeof currency !== 'string' || currency.length === 0) return null;
+  const cur = currency.toLowerCase();
+  return ({ params }) => {
+    const c = param(params, 'currency');
+    if (typeof c !== 'string' || c.toLowerCase() !== cur) return false;
+    const amount = parseAmount(param(params, 'amount'));
+    return amount !== null && compareDecimal(amount, limit) <= 0;
+  };
+}
+
+function tenant(v: unknown): Check | null {
+  const allowed = stringSet(v);
+  if (allowed === null) return null;
+  return ({ params }) => {
+    const t = param(params, 'tenant');
+    return typeof t === 'string' && allowed.has(t);
+  };
+}
+
+const EMAIL = /^[^\s@,;<>()[\]"\\:]+@([A-Za-z0-9.-]+)$/;
+
+/** The host an e-mail address or URL names, lower-cased ASCII, or null for anything else. */
+export function recipientHost(v: string): string | null {
+  if (v.includes('://')) {
+    let url: URL;
+    try {
+      url = new URL(v);
+    } catch {
+      return null;
+    }
+    return url.hostname === '' ? null : url.hostname.toLowerCase();
+  }
+  const m = EMAIL.exec(v);
+  if (m === null) return null;
+  const host = m[1]!.toLowerCase();
+  return host.startsWith('.') || host.endsWith('.') || host.includes('..') ? null : host;
+}
+
+function recipientDomain(v: unknown): Check | null {
+  const raw = stringSet(v);
+  if (raw === null) return null;
+  const domains = new Set<string>();
+  for (const d of raw) {
+    const ascii = domainToASCII(d.toLowerCase());
+    if (ascii === '') return null;
+    domains.add(ascii);
+  }
+  const one = (r: unknown): boolean => {
+    if (typeof r !== 'string') return false;
+    const host = recipientHost(r);
+    return host !== null && domains.has(host);
+  };
+  return ({ params }) => {
+    const r = param(params, 'recipient');
+    if (Array.isArray(r)) return r.length > 0 && r.every(one);
+    return one(r);
+  };
+}
+
+function timeWindow(v: unknown): Check | null {
+  if (v === null || typeof v !== 'object' || Array.isArray(v)) return null;
+  const o = v as Record<string, unknown>;
+  for (const k of Object.keys(o)) if (k !== 'not_before' && k !== 'not_after') return null;
+  const nb = o['not_before'] === undefined ? -Infinity : parseRfc3339(o['not_before']);
+  const na = o['not_after'] === undefined ? Infinity : parseRfc3339(o['not_after']);
+  if (nb === null || na === null || (nb === -Infinity && na === Infinity)) return null;
+  return ({ now }) => now >= nb && now <= na;
+}
+
+function allowedTools(v: unknown): Check | null {
+  if (!Array.isArray(v)) return null;
+  const tools = stringSet(v);
+  if (tools === null) return null;
+  return ({ params, tool }) => {
+    const t = tool ?? param(params, 'tool');
+    return typeof t === 'string' && tools.has(t);
+  };
+}
+
+function dataClassification(v: unknown): Check | null {
+  const allowed = stringSet(v);
+  if (allowed === null) return null;
+  return ({ params }) => {
+    const c = param(params, 'data_classification');
+    if (typeof c === 'string') return allowed.has(c);
+    return Array.isArray(c) && c.length > 0 && c.every((x) => typeof x === 'string' && allowed.has(x));
+  };
+}
+
+function issuedBound(v: unknown, after: boolean): Check | null {
+  const bound = parseRfc3339(v);
+  if (bound === null) return null;
+  return ({ params }) => {
+    const at = parseRfc3339(param(params, 'resource_issued_at'));
+    return at !== null && (after ? at >= bound : at <= bound);
+  };
+}
+
+const ALWAYS: Check = () => true;
+
+function requiresActionApproval(v: unknown): Check | null {
+  return v === false ? ALWAYS : null;
+}
+
+const COMPILERS: ReadonlyMap<string, (v: unknown) => Check | null> = new Map([
+  ['max_amount', maxAmount],
+  ['tenant', tenant],
+  ['recipient_domain', recipientDomain],
+  ['time_window', timeWindow],
+  ['allowed_tools', allowedTools],
+  ['data_classification', dataClassification],
+  ['resource_issued_after', (v: unknown) => issuedBound(v, true)],
+  ['resource_issued_before', (v: unknown) => issuedBound(v, false)],
+  ['requires_action_approval', requiresActionApproval],
+]);
+
+/** Compiles an entry's `constraints` member (absent = no constraints; not an object = unsupported). */
+export function compileConstraints(raw: unknown): CompiledConstraints {
+  if (raw === undefined) return NONE;
+  if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) return { checks: [], unsupported: 'constraints' };
+  const checks: [string, Check][] = [];
+  for (const [name, value] of Object.entries(raw as Record<string, unknown>)) {
+    const compile = COMPILERS.get(name);
+    const check = compile === undefined ? null : compile(value);
+    if (check === null) return { checks: [], unsupported: name };
+    checks.push([name, check]);
+  }
+  return { checks, unsupported: null };
+}

@@ -1,0 +1,72 @@
+/**
+ * Exact, non-negative decimal amounts for `max_amount` (mission-contracts section 7). Amounts are
+ * compared as decimal digit strings, never as floats: `500.000000000000000001` exceeds `500.00`.
+ *
+ * Accepted: a decimal string `0`, `12`, `423.50`, `0.5` (no sign, no exponent, no leading zeros, no
+ * whitespace, at most 64 characters), or a finite, non-negative JSON number (read through its
+ * shortest round-trip form, so `423.5` is exactly 423.5; see params.ts for how a body number that
+ * does not round-trip is refused before it gets here). Everything else is unparseable and a
+ * constraint that needs it fails.
+ */
+
+/** A parsed amount: integer digits without leading zeros ("" for zero), fraction without trailing zeros. */
+export interface Decimal {
+  readonly int: string;
+  readonly frac: string;
+}
+
+const DECIMAL_STRING = /^(0|[1-9][0-9]*)(?:\.([0-9]+))?$/;
+const NUMBER_FORM = /^([0-9]+)(?:\.([0-9]+))?(?:e([+-]?[0-9]+))?$/;
+const MAX_LENGTH = 64;
+
+function make(intDigits: string, fracDigits: string): Decimal {
+  let i = 0;
+  while (i < intDigits.length && intDigits.charCodeAt(i) === 0x30) i++;
+  let j = fracDigits.length;
+  while (j > 0 && fracDigits.charCodeAt(j - 1) === 0x30) j--;
+  return { int: intDigits.slice(i), frac: fracDigits.slice(0, j) };
+}
+
+/** Parses a decimal string amount; null when it is not a plain non-negative decimal. */
+export function parseDecimalString(s: string): Decimal | null {
+  if (s.length === 0 || s.length > MAX_LENGTH) return null;
+  const m = DECIMAL_STRING.exec(s);
+  if (m === null) return null;
+  return make(m[1]!, m[2] ?? '');
+}
+
+/** Parses a JSON number amount through its shortest round-trip form (may carry an exponent). */
+export function parseDecimalNumber(n: number): Decimal | null {
+  if (!Number.isFinite(n) || n < 0 || Object.is(n, -0)) return null;
+  const m = NUMBER_FORM.exec(String(n));
+  if (m === null) return null;
+  const intPart = m[1]!;
+  const fracPart = m[2] ?? '';
+  const exp = m[3] === undefined ? 0 : Number(m[3]);
+  if (exp === 0) return make(intPart, fracPart);
+  const digits = intPart + fracPart;
+  const point = intPart.length + exp; // position of the decimal point within `digits`
+  if (point <= 0) return make('', '0'.repeat(-point) + digits);
+  if (point >= digits.length) return make(digits + '0'.repeat(point - digits.length), '');
+  return make(digits.slice(0, point), digits.slice(point));
+}
+
+/** A string or JSON number amount; null for anything else. */
+export function parseAmount(v: unknown): Decimal | null {
+  if (typeof v === 'string') return parseDecimalString(v);
+  if (typeof v === 'number') return parseDecimalNumber(v);
+  return null;
+}
+
+/** -1, 0 or 1. */
+export function compareDecimal(a: Decimal, b: Decimal): number {
+  if (a.int.length !== b.int.length) return a.int.length < b.int.length ? -1 : 1;
+  if (a.int !== b.int) return a.int < b.int ? -1 : 1;
+  const n = Math.max(a.frac.length, b.frac.length);
+  for (let i = 0; i < n; i++) {
+    const x = i < a.frac.length ? a.frac.charCodeAt(i) : 0x30;
+    const y = i < b.frac.length ? b.frac.charCodeAt(i) : 0x30;
+    if (x !== y) return x < y ? -1 : 1;
+  }
+  return 0;
+}

@@ -1,0 +1,171 @@
+/**
+ * Parameter binding (SPEC section 4): a route's named parameters read from the JSON body (RFC 6901
+ * pointer), the query, a path segment or a header, and their digest
+ * `parameter_digest = "sha-256:" + base64url(SHA-256(JCS(params)))` (RFC 8785).
+ *
+ * Fail closed where the upstream could read the request differently from us: a body that is not
+ * JSON (by media type or by syntax), a duplicate key, a bound number a double cannot hold exactly,
+ * a query parameter given twice, a path segment whose percent-encoding is not UTF-8 — all are
+ * `parameter_unparseable`. An absent parameter is left out; a constraint that needs it then fails.
+ */
+import { createHash } from 'node:crypto';
+import type { IncomingHttpHeaders } from 'node:http';
+import type { CompiledRoute } from '../config/compile.js';
+import { Denial } from '../errors.js';
+import { jcs, parsePointer, resolvePointer, scanJson } from './json.js';
+
+export interface ParamsInput {
+  /** Segments of the normalized path (still percent-encoded). */
+  readonly segments: readonly string[];
+  /** Raw query with its "?", or "". */
+  readonly search: string;
+  readonly headers: IncomingHttpHeaders;
+  readonly body: Buffer | null;
+  readonly contentType?: string | undefined;
+}
+
+type Source =
+  | { readonly kind: 'body'; readonly name: string; readonly pointer: readonly string[] }
+  | { readonly kind: 'query'; readonly name: string; readonly key: string }
+  | { readonly kind: 'path'; readonly name: string; readonly index: number }
+  | { readonly kind: 'header'; readonly name: string; readonly header: string };
+
+interface CompiledParams {
+  readonly sources: readonly Source[];
+  readonly pointers: readonly (readonly string[])[];
+  readonly readsBody: boolean;
+  readonly readsQuery: boolean;
+}
+
+const COMPILED = new WeakMap<CompiledRoute, CompiledParams>();
+
+function compile(route: CompiledRoute): CompiledParams {
+  let c = COMPILED.get(route);
+  if (c !== undefined) return c;
+  const sources: Source[] = [];
+  for (const [name, src] of route.params) {
+    if ('body' in src) sources.push({ kind: 'body', name, pointer: parsePointer(src.body) });
+    else if ('query' in src) sources.push({ kind: 'query', name, key: src.query });
+    else if ('path' in src) sources.push({ kind: 'path', name, index: src.path });
+    else sources.push({ kind: 'header', name, header: src.header.toLowerCase() });
+  }
+  const pointers = sources.flatMap((s) => (s.kind === 'body' ? [s.pointer] : []));
+  c = Object.freeze({ sources: Object.freeze(sources), pointers: Object.freeze(pointers), readsBody: pointers.length > 0, readsQuery: sources.some((s) => s.kind === 'query') });
+  COMPILED.set(route, c);
+  return c;
+}
+
+const unparseable = (description: string, cause?: unknown): Denial =>
+  new Denial('parameter_unparseable', cause === undefined ? { description } : { description, cause });
+
+/** `application/json` or any `+json` media type, parameters ignored. */
+export function isJsonMediaType(contentType: string | undefined): boolean {
+  if (contentType === undefined) return false;
+  const semi = contentType.indexOf(';');
+  const type = (semi === -1 ? contentType : contentType.slice(0, semi)).trim().toLowerCase();
+  return type === 'application/json' || (type.startsWith('application/') && type.endsWith('+json'));
+}
+
+const UTF8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
+
+/**
+ * Parses a JSON body strictly (UTF-8, no BOM, syntax, no duplicate keys, exact numbers at `pointers`
+ * or everywhere with 'all'). Throws Denial('parameter_unparseable'). Exported for the MCP handler,
+ * whose `arguments` are all parameters.
+ */
+export function parseJsonStrict(body: Buffer | string, pointers: readonly (readonly string[])[] | 'all'): unknown {
+  let text: string;
+  try {
+    text = typeof body === 'string' ? body : UTF8.decode(body);
+  } catch (err) {
+    throw unparseable('the request body is not valid UTF-8', err);
+  }
+  if (text.charCodeAt(0) === 0xfeff) throw unparseable('the request body starts with a byte order mark');
+  let doc: unknown;
+  try {
+    doc = JSON.parse(text);
+  } catch (err) {
+    throw unparseable('the request body is not valid JSON', err);
+  }
+  try {
+    scanJson(text, pointers);
+  } catch (err) {
+    throw unparseable('the request body is ambiguous JSON (duplicate key or inexact number)', err);
+  }
+  return doc;
+}
+
+function setParam(out: Record<string, unknown>, name: string, value: unknown): void {
+  // defineProperty: a parameter may be named `__proto__` without touching any prototype.
+  Object.defineProperty(out, name, { value, enumerable: true, writable: true, configurable: true });
+}
+
+/** Reads a route's parameters. Absent ones are left out. Throws Denial('parameter_unparseable'). */
+export function extractParams(route: CompiledRoute, input: ParamsInput): Record<string, unknown> {
+  const c = compile(route);
+  const out: Record<string, unknown> = {};
+  if (c.sources.length === 0) return out;
+
+  let doc: unknown;
+  if (c.readsBody && input.body !== null && input.body.length > 0) {
+    if (!isJsonMediaType(input.contentType)) throw unparseable('the request body must be JSON to read its parameters');
+    doc = parseJsonStrict(input.body, c.pointers);
+  }
+  const query = c.readsQuery && input.search.length > 1 ? new URLSearchParams(input.search.slice(1)) : null;
+
+  for (const s of c.sources) {
+    let value: unknown;
+    switch (s.kind) {
+      case 'body':
+        value = doc === undefined ? undefined : resolvePointer(doc, s.pointer);
+        break;
+      case 'query': {
+        if (query === null) break;
+        const all = query.getAll(s.key);
+        if (all.length > 1) throw unparseable('a query parameter is repeated');
+        value = all[0];
+        break;
+      }
+      case 'path': {
+        const seg = input.segments[s.index];
+        if (seg === undefined) break;
+        try {
+          value = decodeURIComponent(seg);
+        } catch (err) {
+          throw unparseable('a path segment is not valid percent-encoded UTF-8', err);
+        }
+        break;
+      }
+      case 'header': {
+        const h = input.headers[s.header];
+        if (Array.isArray(h)) throw unparseable('a header parameter is repeated');
+        value = h;
+        break;
+      }
+    }
+    if (value !== undefined) setParam(out, s.name, value);
+  }
+  return out;
+}
+
+function digest(value: unknown): string {
+  return 'sha-256:' + createHash('sha256').update(jcs(value), 'utf8').digest('base64url');
+}
+
+/** `"sha-256:" + base64url(SHA-256(JCS(params)))`, no envelope (mission-contracts section 4). */
+export function parameterDigest(params: Readonly<Record<string, unknown>>): string {
+  return digest(params);
+}
+
+/**
+ * `authority_hash` (mission-contracts section 7):
+ * `"sha-256:" + base64url(SHA-256(JCS({"typ":"mission-authority-set","iss":issuer,"value":entries})))`.
+ */
+export function authorityHash(issuer: string, entries: readonly unknown[]): string {
+  return digest({ typ: 'mission-authority-set', iss: issuer, value: entries });
+}
+
+/** Entry digest: the same construction with `typ` `mission-authority-entry`. */
+export function entryDigest(issuer: string, entry: unknown): string {
+  return digest({ typ: 'mission-authority-entry', iss: issuer, value: entry });
+}

@@ -1,0 +1,124 @@
+/**
+ * The `parameters` and `authority` pipeline stages. Both are synchronous and do no I/O: the body
+ * was already read (bounded) by the runner, and everything else they need is on the context.
+ */
+import type { Config } from '../config/schema.js';
+import { Denial, DENIALS } from '../errors.js';
+import { pathSegments } from '../http/path.js';
+import type { AuthorityEntry, RequestContext, Stage } from '../pipeline/context.js';
+import { decide, type DecisionInput } from './decide.js';
+import { authorityHash, extractParams, parameterDigest } from './params.js';
+
+const EMPTY_PARAMS: Readonly<Record<string, unknown>> = Object.freeze({});
+
+/**
+ * parameters: reads the route's named parameters into `ctx.params` and their `parameter_digest`.
+ * A route without params gets `{}` and a null digest. MCP requests set their own (the `arguments`
+ * of each call), so this stage leaves them alone.
+ */
+export function createParametersStage(_deps: { config: Config }): Stage {
+  return (ctx: RequestContext): void => {
+    const route = ctx.route;
+    if (ctx.kind !== 'route' || route === null) return;
+    if (route.params.length === 0) {
+      ctx.params = EMPTY_PARAMS as Record<string, unknown>;
+      ctx.parameterDigest = null;
+      return;
+    }
+    const params = extractParams(route, {
+      segments: pathSegments(ctx.path),
+      search: ctx.search,
+      headers: ctx.req.headers,
+      body: ctx.body,
+      contentType: ctx.req.headers['content-type'],
+    });
+    ctx.params = params;
+    ctx.parameterDigest = parameterDigest(params);
+  };
+}
+
+/** Memo of the Status sets' authority_hash, per (cached, never mutated) entries array. */
+const STATUS_HASHES = new WeakMap<readonly AuthorityEntry[], Map<string, string>>();
+
+function statusSetHash(issuer: string, entries: readonly AuthorityEntry[]): string {
+  let byIssuer = STATUS_HASHES.get(entries);
+  if (byIssuer === undefined) {
+    byIssuer = new Map();
+    STATUS_HASHES.set(entries, byIssuer);
+  }
+  let h = byIssuer.get(issuer);
+  if (h === undefined) {
+    h = authorityHash(issuer, entries);
+    byIssuer.set(issuer, h);
+  }
+  return h;
+}
+
+/**
+ * The token's `authority_hash` against what the Mission Status says (mission-contracts section 7:
+ * never recompute it from the narrowed token, MAY over an independently held full set). The Status
+ * set counts as the full set only when it hashes to the Status's own `authority_hash` (or the
+ * Status names none); a Status set filtered to this audience is not the full set and is not
+ * compared. Returns a description of the mismatch, or null.
+ */
+export function authorityHashMismatch(ctx: Pick<RequestContext, 'mission' | 'missionRef'>): string | null {
+  const tokenHash = ctx.missionRef?.authorityHash ?? null;
+  const m = ctx.mission;
+  if (tokenHash === null || m === null) return null;
+  if (m.authorityHash !== null && m.authorityHash !== tokenHash) {
+    return "the token's authority_hash differs from the Mission's current authority";
+  }
+  if (m.authority !== null) {
+    const computed = statusSetHash(m.issuer, m.authority);
+    const full = m.authorityHash === null || m.authorityHash === computed;
+    if (full && computed !== tokenHash) return "the token's authority_hash does not match the Mission's authority set";
+  }
+  return null;
+}
+
+/**
+ * Decides one action against the context's token and Mission, throwing the Denial on a deny. The
+ * authority stage calls it for routes; the MCP handler calls it per `tools/call` with the tool's
+ * action, its `arguments` as params and the tool name. `origin` is `public_base_url`'s origin.
+ */
+export function authorizeAction(
+  ctx: Pick<RequestContext, 'token' | 'mission' | 'missionRef' | 'audience' | 'path'>,
+  origin: string,
+  action: string | null,
+  params: Readonly<Record<string, unknown>>,
+  tool?: string,
+): void {
+  if (action === null) throw new Denial('out_of_authority', { description: 'the request maps to no action' });
+  const details = ctx.token?.claims['authorization_details'];
+  if (details !== undefined && !Array.isArray(details)) {
+    throw new Denial('out_of_authority', { description: "the token's authorization_details is not an array" });
+  }
+  const mismatch = authorityHashMismatch(ctx);
+  if (mismatch !== null) throw new Denial('out_of_authority', { description: mismatch });
+
+  const input: DecisionInput = {
+    audience: ctx.audience,
+    requestUrl: origin + ctx.path,
+    action,
+    params,
+    tokenEntries: (details as readonly unknown[] | undefined) ?? null,
+    statusEntries: ctx.mission?.authority ?? null,
+    now: Date.now(),
+  };
+  const decision = decide(tool === undefined ? input : { ...input, tool });
+  if (decision.permit) return;
+  const description = DENIALS[decision.code].description;
+  throw new Denial(decision.code, decision.constraint === undefined ? {} : { description: `${description} (${decision.constraint})` });
+}
+
+/**
+ * authority: decides the route's (audience, action, params) against the token's and the Mission's
+ * authority (decide.ts). Throws out_of_authority, parameter_violation or constraint_unsupported;
+ * the constraint's name (never a value) is in the description.
+ */
+export function createAuthorityStage(deps: { config: Config }): Stage {
+  const origin = new URL(deps.config.public_base_url).origin;
+  return (ctx: RequestContext): void => {
+    authorizeAction(ctx, origin, ctx.action, ctx.params ?? EMPTY_PARAMS);
+  };
+}
