@@ -1,0 +1,40 @@
+/** What every handler of the dev authority shares, built once at start. */
+import type { KeyRing } from './keys.js';
+import type { MissionStore } from './missions.js';
+import type { ClientRegistry, ReplayCache } from './proofs.js';
+
+export interface Endpoints {
+  readonly token: string;
+  readonly jwks: string;
+  readonly status: string;
+  readonly ssfPoll: string;
+  readonly ssfConfiguration: string;
+  readonly admin: string;
+}
+
+export interface Settings {
+  readonly maxStaleSeconds: number;
+  readonly tokenTtlSeconds: number;
+  readonly idJagTtlSeconds: number;
+  readonly allowBearer: boolean;
+  readonly dpopMaxAgeSeconds: number;
+  readonly clockSkewSeconds: number;
+  readonly adminToken: string | undefined;
+  readonly pollToken: string | undefined;
+  readonly pushTimeoutMs: number;
+  readonly longPollMs: number;
+}
+
+export interface AuthorityContext {
+  readonly issuer: string;
+  readonly endpoints: Endpoints;
+  readonly settings: Settings;
+  readonly keys: KeyRing;
+  readonly missions: MissionStore;
+  readonly clients: ClientRegistry;
+  readonly replay: ReplayCache;
+  /** Epoch milliseconds; injectable for tests. */
+  readonly now: () => number;
+}
+
+export const nowSeconds = (ctx: AuthorityContext): number => Math.floor(ctx.now() / 1000);
