@@ -46,8 +46,7 @@ export class KeyRing {
   static async create(opts: KeyRingOptions): Promise<KeyRing> {
     const loaded = opts.dir === undefined ? undefined : await loadFirstKey(opts.dir);
     if (loaded !== undefined) return new KeyRing(loaded, opts);
-    const fresh = await newKey();
-    if (opts.dir !== undefined) await saveKey(opts.dir, fresh);
+    const fresh = await newKey(opts.dir);
     return new KeyRing(fresh, opts);
   }
 
@@ -63,12 +62,11 @@ export class KeyRing {
   }
 
   async rotate(): Promise<void> {
-    const next = await newKey();
+    const next = await newKey(this.opts.dir);
     const old = this.current;
     old.dropAt = this.opts.now() + this.opts.retainSeconds * 1000;
     this.retired.unshift(old);
     this.current = next;
-    if (this.opts.dir !== undefined) await saveKey(this.opts.dir, next);
   }
 
   /** Signs `payload` as a compact JWS with the current key; `typ` goes in the protected header. */
@@ -79,9 +77,12 @@ export class KeyRing {
   }
 }
 
-async function newKey(): Promise<SigningKey> {
+/** A fresh key, saved to `dir` when given; the in-memory key is not extractable. */
+async function newKey(dir: string | undefined): Promise<SigningKey> {
   const { privateKey } = await generateKeyPair(SIGNING_ALG, { extractable: true });
-  return fromPrivateJwk(await exportJWK(privateKey));
+  const key = await fromPrivateJwk(await exportJWK(privateKey));
+  if (dir !== undefined) await saveKey(dir, { ...(await exportJWK(privateKey)), kid: key.kid });
+  return key;
 }
 
 async function fromPrivateJwk(jwk: JWK): Promise<SigningKey> {
@@ -113,9 +114,8 @@ async function loadFirstKey(dir: string): Promise<SigningKey | undefined> {
   return fromPrivateJwk(JSON.parse(text) as JWK);
 }
 
-async function saveKey(dir: string, key: SigningKey): Promise<void> {
+async function saveKey(dir: string, jwk: JWK): Promise<void> {
   await mkdir(dir, { recursive: true, mode: 0o700 });
-  const jwk = await exportJWK(key.privateKey);
   const name = `${Date.now().toString().padStart(15, '0')}-${randomBytes(3).toString('hex')}.jwk`;
-  await writeFile(join(dir, name), JSON.stringify({ ...jwk, kid: key.kid }), { mode: 0o600 });
+  await writeFile(join(dir, name), JSON.stringify(jwk), { mode: 0o600 });
 }
