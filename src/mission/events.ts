@@ -1,0 +1,123 @@
+/**
+ * Mission lifecycle events: SETs (RFC 8417) carrying
+ * `https://schemas.karlmcguinness.com/mission/lifecycle-change` (draft-mcguinness-oauth-mission-signals),
+ * delivered by RFC 8935 push or RFC 8936 poll. This module only verifies a SET and reads it into a
+ * MissionChange; applying it is the state cache's job (state.ts).
+ *
+ * Checks: `typ` secevent+jwt, `iss` a trusted Mission issuer, signature from that issuer's keys,
+ * `aud` exactly `mission.events.audience` (default `resource`), `iat`, `jti`, and the event's
+ * Mission issued by the SET's own `iss` (an issuer never speaks for another issuer's Missions).
+ */
+import { decodeJwt, errors as joseErrors, jwtVerify, type JWTPayload } from 'jose';
+import type { KeyResolver } from '../auth/types.js';
+import type { Config } from '../config/schema.js';
+import type { MissionChange } from './types.js';
+import { MAX_ID_LENGTH, MAX_ISSUER_LENGTH } from './reference.js';
+import { timeOf } from './status.js';
+
+export const LIFECYCLE_EVENT = 'https://schemas.karlmcguinness.com/mission/lifecycle-change';
+/** SSF stream verification event: a heartbeat for liveness, nothing to apply. */
+export const SSF_VERIFICATION_EVENT = 'https://schemas.openid.net/secevent/ssf/event-type/verification';
+export const SET_JWT_TYPE = 'secevent+jwt';
+/** SETs are small; anything bigger is refused before parsing. */
+export const MAX_SET_BYTES = 64 * 1024;
+const CLOCK_SKEW_S = 30;
+const MAX_JTI_LENGTH = 256;
+const DEFAULT_ALGORITHMS = ['ES256', 'ES384', 'ES512', 'EdDSA', 'Ed25519', 'PS256', 'PS384', 'PS512', 'RS256', 'RS384', 'RS512'];
+
+/** RFC 8935 section 2.3 error codes. */
+export type SetErrorCode = 'invalid_request' | 'invalid_key' | 'invalid_issuer' | 'invalid_audience' | 'authentication_failed' | 'access_denied';
+
+export class SetRejected extends Error {
+  readonly err: SetErrorCode;
+  constructor(err: SetErrorCode, description: string, cause?: unknown) {
+    super(description, cause === undefined ? undefined : { cause });
+    this.name = 'SetRejected';
+    this.err = err;
+  }
+}
+
+export type VerifiedSet =
+  | { readonly kind: 'lifecycle'; readonly issuer: string; readonly jti: string; readonly change: MissionChange }
+  | { readonly kind: 'heartbeat'; readonly issuer: string; readonly jti: string }
+  | { readonly kind: 'other'; readonly issuer: string; readonly jti: string };
+
+const isObject = (v: unknown): v is Record<string, unknown> => v !== null && typeof v === 'object' && !Array.isArray(v);
+
+export class SetVerifier {
+  private readonly trusted: ReadonlySet<string>;
+  private readonly algorithms: ReadonlyMap<string, string[]>;
+  readonly audience: string;
+
+  constructor(
+    config: Config,
+    trusted: ReadonlySet<string>,
+    private readonly keys: KeyResolver,
+    private readonly now: () => number,
+  ) {
+    this.trusted = trusted;
+    this.algorithms = new Map(config.issuers.map((i) => [i.issuer, [...i.algorithms]]));
+    this.audience = config.mission.events.audience ?? config.resource;
+  }
+
+  /** Verifies one compact SET. Rejects with SetRejected (its `err` is the RFC 8935 code). */
+  async verify(jwt: string): Promise<VerifiedSet> {
+    let unverified: JWTPayload;
+    try {
+      unverified = decodeJwt(jwt);
+    } catch {
+      throw new SetRejected('invalid_request', 'the SET does not parse');
+    }
+    const iss = unverified.iss;
+    if (typeof iss !== 'string' || !this.trusted.has(iss)) throw new SetRejected('invalid_issuer', 'the SET issuer is not trusted');
+
+    let payload: JWTPayload;
+    try {
+      ({ payload } = await jwtVerify(jwt, (header) => this.keys.resolve(iss, header), {
+        typ: SET_JWT_TYPE,
+        algorithms: this.algorithms.get(iss) ?? DEFAULT_ALGORITHMS,
+        issuer: iss,
+        clockTolerance: CLOCK_SKEW_S,
+        currentDate: new Date(this.now()),
+        requiredClaims: ['iat', 'jti'],
+      }));
+    } catch (err) {
+      if (err instanceof joseErrors.JWSSignatureVerificationFailed || err instanceof joseErrors.JOSEAlgNotAllowed || !(err instanceof joseErrors.JOSEError)) {
+        throw new SetRejected('invalid_key', 'the SET signature cannot be verified', err);
+      }
+      throw new SetRejected('invalid_request', 'the SET is not valid', err);
+    }
+    // `aud` exact: the string itself, or an array holding it (RFC 7519 section 4.1.3).
+    const aud = payload.aud;
+    if (!(aud === this.audience || (Array.isArray(aud) && aud.includes(this.audience)))) throw new SetRejected('invalid_audience', 'the SET is not addressed to this resource');
+    const jti = payload.jti;
+    if (typeof jti !== 'string' || jti.length === 0 || jti.length > MAX_JTI_LENGTH) throw new SetRejected('invalid_request', 'the SET jti is invalid');
+    if ((payload.iat ?? 0) > this.now() / 1000 + CLOCK_SKEW_S) throw new SetRejected('invalid_request', 'the SET is issued in the future');
+    const events = payload['events'];
+    if (!isObject(events)) throw new SetRejected('invalid_request', 'the SET carries no events');
+
+    const body = events[LIFECYCLE_EVENT];
+    if (body !== undefined) return { kind: 'lifecycle', issuer: iss, jti, change: readLifecycle(body, iss, jti) };
+    if (events[SSF_VERIFICATION_EVENT] !== undefined) return { kind: 'heartbeat', issuer: iss, jti };
+    return { kind: 'other', issuer: iss, jti };
+  }
+}
+
+/** The lifecycle-change body; unknown members are ignored (signals draft). */
+function readLifecycle(body: unknown, iss: string, jti: string): MissionChange {
+  if (!isObject(body) || !isObject(body['mission'])) throw new SetRejected('invalid_request', 'the lifecycle event carries no mission');
+  const { id, issuer } = body['mission'];
+  if (typeof id !== 'string' || id.length === 0 || id.length > MAX_ID_LENGTH) throw new SetRejected('invalid_request', 'the lifecycle event mission id is invalid');
+  if (typeof issuer !== 'string' || issuer.length > MAX_ISSUER_LENGTH) throw new SetRejected('invalid_request', 'the lifecycle event mission issuer is invalid');
+  if (issuer !== iss) throw new SetRejected('invalid_issuer', "the SET issuer does not govern this Mission");
+  const state = body['state'];
+  if (typeof state !== 'string' || state === '') throw new SetRejected('invalid_request', 'the lifecycle event carries no state');
+  const version = body['version'];
+  if (typeof version !== 'number' || !Number.isSafeInteger(version) || version < 1) throw new SetRejected('invalid_request', 'the lifecycle event version is invalid');
+  const suspendUntil = timeOf(body['suspend_until']);
+  const expiresAt = timeOf(body['expires_at']);
+  if (Number.isNaN(suspendUntil) || Number.isNaN(expiresAt)) throw new SetRejected('invalid_request', 'the lifecycle event carries an invalid timestamp');
+  // We do not track containment versions: any containment_version rematerializes authority via Status.
+  const refetch = body['authority_changed'] === true || body['containment_version'] !== undefined;
+  return { issuer, id, state, version, suspendUntil, expiresAt, refetch, jti };
+}

@@ -1,0 +1,660 @@
+/**
+ * The mission_state stage and the Mission state cache (SPEC section 3).
+ *
+ * Sources of state, in the order they are trusted:
+ *  - a lifecycle event (SET, pushed or polled, or relayed by another replica over the bus) with a
+ *    higher `version` than anything applied: applied synchronously, before the push is answered;
+ *  - a Mission Status response (status.ts), verified;
+ *  - nothing: with no fresh state and the authority unreachable the request is denied
+ *    `mission_state_unavailable` (503). Never fail open.
+ *
+ * Cache lifetime rules (each entry keyed by (issuer, Mission id, audience)):
+ *  - an entry lives until the earliest of: the response's `fresh_until`; query start +
+ *    `mission.max_stale_s`; query start + the issuer's advertised `mission_max_stale_seconds`; the
+ *    `exp` of the token whose request caused the query; for an active Mission its `expires_at`; for a
+ *    suspended one its `suspend_until` (so resumption is re-read, not guessed);
+ *  - no clock-skew grace is added to any state, and nothing extends a lifetime: an event changes the
+ *    state an entry shows but never its deadline; a gap or `authority_changed` ends it at once;
+ *  - a non-active state learned from an event is remembered for `mission.max_stale_s` from its
+ *    arrival, whether or not the Mission was cached, and wins over any Status answer with a version
+ *    that is not higher;
+ *  - stream liveness: once an issuer has pushed SETs (or when RFC 8936 polling is configured), if
+ *    the stream is silent for `mission.max_stale_s`, entries fetched before it fell silent are stale;
+ *  - high-consequence routes (`action_class` in HIGH_CONSEQUENCE) never read the cache.
+ * The cache is an LRU bounded by `mission.cache_max_entries` Missions; evictions are counted.
+ *
+ * A hit is served synchronously (no await, no promise). Concurrent misses for one (Mission,
+ * audience) share one Status request.
+ */
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { LRUCache } from 'lru-cache';
+import { request } from 'undici';
+import type { KeyResolver } from '../auth/types.js';
+import { HIGH_CONSEQUENCE } from '../config/compile.js';
+import type { Config } from '../config/schema.js';
+import { Denial } from '../errors.js';
+import type { Logger } from '../observability/logger.js';
+import type { Metrics } from '../observability/metrics.js';
+import type { AccessToken, MissionReference, MissionView, RequestContext, Stage } from '../pipeline/context.js';
+import { MAX_SET_BYTES, SetRejected, SetVerifier, type SetErrorCode, type VerifiedSet } from './events.js';
+import { isHeaderReference, trustedMissionIssuers } from './reference.js';
+import { MissionStatusClient, StatusUnavailable, type StatusResult } from './status.js';
+import type { MissionBus, MissionChange } from './types.js';
+
+/** Non-active states this gateway knows by name; any other non-active state reports as 'unknown'. */
+const KNOWN_TERMINAL = new Set(['revoked', 'expired', 'completed', 'superseded', 'cascaded', 'terminated']);
+/** Retry-After for a 503 when the authority gave none. */
+const DEFAULT_RETRY_AFTER_S = 5;
+/** Audiences per Mission are the gateway's own resource identifiers: a handful at most. */
+const MAX_AUDIENCES_PER_MISSION = 8;
+const JTI_MEMORY = 100_000;
+const PUBLISH_TIMEOUT_MS = 2_000;
+const SET_CONTENT_TYPE = 'application/secevent+jwt';
+
+/** One audience's cached view of a Mission. */
+interface Entry {
+  /** Served on a hit (source 'cached', or 'event' once an event changed it). */
+  view: MissionView;
+  /** Epoch ms after which the entry is not used. Only ever lowered. */
+  deadline: number;
+  /** Epoch ms when the Status query that produced it started. */
+  readonly fetchedAt: number;
+}
+
+/** Everything known about one Mission. */
+interface MissionRecord {
+  readonly issuer: string;
+  /** Highest version applied from any source, and the state at that version. */
+  version: number | null;
+  state: string | null;
+  /** Epoch ms until which an event-learned non-active state is enforced, whatever is cached. */
+  denyUntil: number;
+  denyView: MissionView | null;
+  readonly entries: Map<string, Entry>;
+}
+
+export type EventResult = 'accepted' | 'gap' | 'duplicate' | 'stale' | 'uncached' | 'heartbeat' | 'ignored' | 'rejected';
+
+export interface MissionStatesDeps {
+  readonly config: Config;
+  readonly keys: KeyResolver;
+  readonly metrics: Metrics;
+  readonly logger: Logger;
+  readonly bus: MissionBus;
+  /** Epoch milliseconds; injectable for tests. */
+  readonly now?: () => number;
+}
+
+export interface LookupOptions {
+  /** The token's `exp` (Unix seconds): a cache entry made for it lives no longer. */
+  readonly tokenExp?: number;
+  /** Skip the cache and ask the authority (high-consequence actions). */
+  readonly fresh?: boolean;
+}
+
+function recordKey(issuer: string, idOrS256: string, aauth: boolean): string {
+  return aauth ? `${issuer}\ns256:${idOrS256}` : `${issuer}\n${idOrS256}`;
+}
+
+const refKey = (ref: MissionReference): string => (ref.id !== null ? recordKey(ref.issuer, ref.id, false) : recordKey(ref.issuer, ref.s256 ?? '', true));
+
+/** Throws the denial for a Mission that is not active (SPEC section 5). `view` is the state established. */
+export function assertMissionActive(view: MissionView, nowMs: number): void {
+  if (view.state === 'active') {
+    // Effectively active only while now < expires_at (the `expired` transition may be lazy).
+    if (view.expiresAt === null || nowMs < view.expiresAt * 1000) return;
+    throw new Denial('mission_terminated', { extra: { mission_status: 'expired' } });
+  }
+  if (view.state === 'suspended') {
+    const retryAfter = view.suspendUntil !== null && view.suspendUntil * 1000 > nowMs ? Math.ceil(view.suspendUntil - nowMs / 1000) : undefined;
+    throw new Denial('mission_suspended', retryAfter === undefined ? {} : { retryAfter });
+  }
+  throw new Denial('mission_terminated', { extra: { mission_status: KNOWN_TERMINAL.has(view.state) ? view.state : 'unknown' } });
+}
+
+/**
+ * MAS mode: a Mission named by a header (or `_meta`) must belong to the token's subject and client,
+ * as the Status response says (`mission.subject.sub`, `mission.client_id`).
+ */
+export function assertMissionJoin(view: MissionView, token: AccessToken | null): void {
+  if (token === null || view.subject === null || view.clientId === null || view.subject !== token.subject || view.clientId !== token.clientId) {
+    throw new Denial('mission_reference_conflict', { description: 'the named Mission does not belong to this subject and client' });
+  }
+}
+
+export class MissionStates {
+  private readonly config: Config;
+  private readonly metrics: Metrics;
+  private readonly logger: Logger;
+  private readonly bus: MissionBus;
+  private readonly now: () => number;
+  private readonly status: MissionStatusClient;
+  private readonly verifier: SetVerifier;
+  private readonly maxStaleMs: number;
+
+  private readonly records: LRUCache<string, MissionRecord>;
+  /** Governance key (issuer, id) -> AAuth record key, learned from Status answers to AAuth queries. */
+  private readonly aliases: LRUCache<string, string>;
+  private readonly seenJti: LRUCache<string, true>;
+  private readonly inflight = new Map<string, Promise<MissionView>>();
+  /** Issuer -> epoch ms until which its Retry-After asks us not to query. */
+  private readonly cooldown = new Map<string, number>();
+  /** Issuer -> epoch ms of the last verified SET pushed by it (stream liveness). */
+  private readonly lastPushed = new Map<string, number>();
+
+  private readonly cacheHit;
+  private readonly cacheMiss;
+  private readonly cacheStale;
+
+  private readonly pollConfig: Config['mission']['events']['poll'];
+  private lastPoll: number | null = null;
+  private readonly pollSince: number;
+  private pollTimer: NodeJS.Timeout | null = null;
+  private pollAbort: AbortController | null = null;
+  private pollAcks: string[] = [];
+  private pollErrs: Record<string, { err: string; description: string }> = {};
+  private closed = false;
+
+  constructor(deps: MissionStatesDeps) {
+    this.config = deps.config;
+    this.metrics = deps.metrics;
+    this.logger = deps.logger;
+    this.bus = deps.bus;
+    this.now = deps.now ?? Date.now;
+    this.maxStaleMs = deps.config.mission.max_stale_s * 1000;
+    this.status = new MissionStatusClient({ config: deps.config, keys: deps.keys, metrics: deps.metrics, logger: deps.logger, now: this.now });
+    this.verifier = new SetVerifier(deps.config, trustedMissionIssuers(deps.config), deps.keys, this.now);
+
+    const max = deps.config.mission.cache_max_entries;
+    const evicted = deps.metrics.cacheEvictions.labels('mission');
+    this.records = new LRUCache<string, MissionRecord>({ max, dispose: (_v, _k, reason) => reason === 'evict' && evicted.inc() });
+    this.aliases = new LRUCache<string, string>({ max });
+    const jtiEvicted = deps.metrics.cacheEvictions.labels('set_jti');
+    this.seenJti = new LRUCache<string, true>({ max: JTI_MEMORY, dispose: (_v, _k, reason) => reason === 'evict' && jtiEvicted.inc() });
+
+    this.cacheHit = deps.metrics.missionCache.labels('hit');
+    this.cacheMiss = deps.metrics.missionCache.labels('miss');
+    this.cacheStale = deps.metrics.missionCache.labels('stale');
+
+    this.pollConfig = deps.config.mission.events.poll;
+    this.pollSince = this.now();
+
+    deps.bus.subscribe((change) => {
+      if (!this.closed) this.metrics.events.labels(`replicated_${this.applyChange(change, true)}`).inc();
+    });
+  }
+
+  // ---- the stage -------------------------------------------------------------------------------
+
+  /** The mission_state stage. Sync on a cache hit; a promise only when the authority is asked. */
+  stage(): Stage {
+    return (ctx: RequestContext): void | Promise<void> => {
+      const ref = ctx.missionRef;
+      if (ref === null) {
+        ctx.mission = null;
+        return;
+      }
+      const actionClass = ctx.route?.actionClass ?? null;
+      const fresh = actionClass !== null && HIGH_CONSEQUENCE.has(actionClass);
+      const tokenExp = ctx.token?.exp;
+      if (!fresh) {
+        const hit = this.cached(ref, ctx.audience);
+        if (hit !== undefined) return this.admit(ctx, ref, hit);
+      }
+      return this.fetch(ref, ctx.audience, tokenExp, fresh).then((view) => this.admit(ctx, ref, view));
+    };
+  }
+
+  private admit(ctx: RequestContext, ref: MissionReference, view: MissionView): void {
+    ctx.mission = view;
+    assertMissionActive(view, this.now());
+    if (isHeaderReference(ref)) assertMissionJoin(view, ctx.token);
+  }
+
+  /**
+   * The Mission's state for `audience` (for the MCP `_meta` and ID-JAG paths). Does not judge it:
+   * use assertMissionActive / assertMissionJoin. Throws/rejects Denial('state_unavailable').
+   */
+  lookup(ref: MissionReference, audience: string, opts: LookupOptions = {}): MissionView | Promise<MissionView> {
+    if (opts.fresh !== true) {
+      const hit = this.cached(ref, audience);
+      if (hit !== undefined) return hit;
+    }
+    return this.fetch(ref, audience, opts.tokenExp, opts.fresh === true);
+  }
+
+  // ---- the cache -------------------------------------------------------------------------------
+
+  /** A usable cached view, or undefined (and the miss/stale counted). Never awaits. */
+  private cached(ref: MissionReference, audience: string): MissionView | undefined {
+    const now = this.now();
+    const rec = this.records.get(refKey(ref));
+    if (rec === undefined) {
+      this.cacheMiss.inc();
+      return undefined;
+    }
+    if (rec.denyView !== null && rec.denyUntil > now) {
+      this.cacheHit.inc();
+      return rec.denyView;
+    }
+    const entry = rec.entries.get(audience);
+    if (entry === undefined) {
+      this.cacheMiss.inc();
+      return undefined;
+    }
+    if (entry.deadline <= now || this.streamSilent(rec.issuer, entry.fetchedAt, now)) {
+      this.cacheStale.inc();
+      return undefined;
+    }
+    this.cacheHit.inc();
+    return entry.view;
+  }
+
+  /** True when the event stream covering `issuer` fell silent after the entry was fetched. */
+  private streamSilent(issuer: string, fetchedAt: number, now: number): boolean {
+    const pushed = this.lastPushed.get(issuer);
+    if (pushed !== undefined) {
+      const silentSince = pushed + this.maxStaleMs;
+      if (silentSince <= now && fetchedAt < silentSince) return true;
+    }
+    if (this.pollConfig !== undefined) {
+      const silentSince = (this.lastPoll ?? this.pollSince) + this.maxStaleMs;
+      if (silentSince <= now && fetchedAt < silentSince) return true;
+    }
+    return false;
+  }
+
+  private fetch(ref: MissionReference, audience: string, tokenExp: number | undefined, fresh: boolean): Promise<MissionView> {
+    const key = `${refKey(ref)}\n${audience}`;
+    if (!fresh) {
+      const pending = this.inflight.get(key);
+      if (pending !== undefined) return pending;
+    }
+    const started = this.now();
+    const until = this.cooldown.get(ref.issuer);
+    if (until !== undefined && until > started) {
+      this.metrics.missionStatusRequests.labels('cooldown').inc();
+      return Promise.reject(this.unavailable(ref, Math.ceil((until - started) / 1000)));
+    }
+    const p = this.status.query(ref, audience).then(
+      (result) => this.store(ref, audience, result, started, tokenExp),
+      (err: unknown) => {
+        const retryAfter = err instanceof StatusUnavailable ? err.retryAfter : undefined;
+        if (retryAfter !== undefined) this.cooldown.set(ref.issuer, this.now() + retryAfter * 1000);
+        // An event already told us the Mission is not active: say so rather than 503.
+        const rec = this.records.peek(refKey(ref));
+        if (rec?.denyView != null && rec.denyUntil > this.now()) return rec.denyView;
+        throw this.unavailable(ref, retryAfter, err);
+      },
+    );
+    if (!fresh) {
+      this.inflight.set(key, p);
+      const clear = (): void => {
+        if (this.inflight.get(key) === p) this.inflight.delete(key);
+      };
+      p.then(clear, clear);
+    }
+    return p;
+  }
+
+  private unavailable(ref: MissionReference, retryAfter: number | undefined, cause?: unknown): Denial {
+    return new Denial('state_unavailable', { retryAfter: retryAfter ?? DEFAULT_RETRY_AFTER_S, cause: cause ?? `authority ${ref.issuer} is cooling down` });
+  }
+
+  private record(key: string, issuer: string): MissionRecord {
+    let rec = this.records.get(key);
+    if (rec === undefined) {
+      rec = { issuer, version: null, state: null, denyUntil: 0, denyView: null, entries: new Map() };
+      this.records.set(key, rec);
+    }
+    return rec;
+  }
+
+  /** Merges a verified Status answer into the record; returns the view for the waiting requests. */
+  private store(ref: MissionReference, audience: string, r: StatusResult, started: number, tokenExp: number | undefined): MissionView {
+    const key = refKey(ref);
+    const rec = this.record(key, ref.issuer);
+    if (ref.s256 !== null && r.id !== null) this.aliases.set(recordKey(r.issuer, r.id, false), key);
+
+    let { state, version, suspendUntil } = r;
+    let source: MissionView['source'] = 'fresh';
+    if (rec.version !== null && version !== null && version < rec.version) {
+      // An event already applied a later version: the answer is behind it (a lagging replica).
+      state = rec.state ?? state;
+      version = rec.version;
+      suspendUntil = rec.denyView?.suspendUntil ?? null;
+      source = 'event';
+    } else if (version !== null) {
+      if (rec.version === null || version > rec.version) {
+        rec.denyUntil = 0;
+        rec.denyView = null;
+      }
+      rec.version = version;
+      rec.state = state;
+    }
+
+    const view: MissionView = {
+      id: r.id,
+      issuer: r.issuer,
+      state,
+      version,
+      authorityHash: r.authorityHash,
+      source,
+      authority: r.authority,
+      expiresAt: r.expiresAt,
+      suspendUntil,
+      subject: r.subject,
+      clientId: r.clientId,
+    };
+
+    let deadline = started + this.maxStaleMs;
+    if (r.freshUntil !== null) deadline = Math.min(deadline, r.freshUntil * 1000);
+    if (r.maxStaleSeconds !== null) deadline = Math.min(deadline, started + r.maxStaleSeconds * 1000);
+    if (tokenExp !== undefined) deadline = Math.min(deadline, tokenExp * 1000);
+    if (state === 'active' && r.expiresAt !== null) deadline = Math.min(deadline, r.expiresAt * 1000);
+    if (state === 'suspended' && suspendUntil !== null) deadline = Math.min(deadline, suspendUntil * 1000);
+
+    if (!rec.entries.has(audience) && rec.entries.size >= MAX_AUDIENCES_PER_MISSION) {
+      const oldest = rec.entries.keys().next().value;
+      if (oldest !== undefined) rec.entries.delete(oldest);
+    }
+    rec.entries.set(audience, { view: source === 'fresh' ? { ...view, source: 'cached' } : view, deadline, fetchedAt: started });
+    return view;
+  }
+
+  // ---- lifecycle changes -----------------------------------------------------------------------
+
+  /**
+   * Applies a verified lifecycle change synchronously. Changes not from the bus are published to
+   * the other replicas (fire and forget; handlePush awaits its own publication).
+   */
+  applyChange(change: MissionChange, fromBus = false): EventResult {
+    const result = this.applyOnce(change);
+    if (!fromBus && result !== 'duplicate') this.publish(change).catch(() => undefined);
+    return result;
+  }
+
+  private applyOnce(change: MissionChange): EventResult {
+    const jtiKey = `${change.issuer}\n${change.jti}`;
+    if (this.seenJti.has(jtiKey)) return 'duplicate';
+    this.seenJti.set(jtiKey, true);
+    return this.applyVersioned(change);
+  }
+
+  private applyVersioned(change: MissionChange): EventResult {
+    const now = this.now();
+    const key = recordKey(change.issuer, change.id, false);
+    const targets: MissionRecord[] = [];
+    const direct = this.records.get(key);
+    if (direct !== undefined) targets.push(direct);
+    const aliasKey = this.aliases.get(key);
+    const aliased = aliasKey === undefined ? undefined : this.records.get(aliasKey);
+    if (aliased !== undefined) targets.push(aliased);
+
+    if (targets.length === 0) {
+      if (change.state === 'active') return 'uncached';
+      // Remember a non-active state even for a Mission we never cached (SPEC section 3).
+      this.applyTo(this.record(key, change.issuer), change, now);
+      return 'uncached';
+    }
+    let result: EventResult = 'stale';
+    for (const rec of targets) {
+      const r = this.applyTo(rec, change, now);
+      if (r !== 'stale') result = r;
+    }
+    return result;
+  }
+
+  private applyTo(rec: MissionRecord, change: MissionChange, now: number): EventResult {
+    // Versions never regress: an event not above the last applied version changes nothing.
+    if (rec.version !== null && change.version <= rec.version) return 'stale';
+    const gap = change.refetch || (rec.version !== null && change.version > rec.version + 1);
+    rec.version = change.version;
+    rec.state = change.state;
+    if (change.state === 'active') {
+      rec.denyUntil = 0;
+      rec.denyView = null;
+    } else {
+      rec.denyUntil = now + this.maxStaleMs;
+      rec.denyView = {
+        id: change.id,
+        issuer: change.issuer,
+        state: change.state,
+        version: change.version,
+        authorityHash: null,
+        source: 'event',
+        authority: null,
+        expiresAt: change.expiresAt,
+        suspendUntil: change.suspendUntil,
+        subject: null,
+        clientId: null,
+      };
+    }
+    for (const entry of rec.entries.values()) {
+      if (gap) {
+        // What happened in between is unknown (or authority narrowed): ask Status again.
+        entry.deadline = Math.min(entry.deadline, now);
+        continue;
+      }
+      entry.view = {
+        ...entry.view,
+        state: change.state,
+        version: change.version,
+        suspendUntil: change.suspendUntil,
+        expiresAt: change.expiresAt ?? entry.view.expiresAt,
+        source: 'event',
+      };
+      if (change.state === 'suspended' && change.suspendUntil !== null) entry.deadline = Math.min(entry.deadline, change.suspendUntil * 1000);
+    }
+    return gap ? 'gap' : 'accepted';
+  }
+
+  private publish(change: MissionChange): Promise<void> {
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error('bus publish timed out')), PUBLISH_TIMEOUT_MS);
+    });
+    return Promise.race([this.bus.publish(change), timeout])
+      .catch((err: unknown) => {
+        this.logger.error({ issuer: change.issuer, mission: change.id, err: err instanceof Error ? err.message : String(err) }, 'mission change not published to replicas');
+        throw err;
+      })
+      .finally(() => clearTimeout(timer));
+  }
+
+  /** Applies one verified SET from push or poll. Sync; returns the metrics result. */
+  private applySet(set: VerifiedSet): EventResult {
+    if (set.kind === 'heartbeat' || set.kind === 'other') {
+      const jtiKey = `${set.issuer}\n${set.jti}`;
+      if (this.seenJti.has(jtiKey)) return 'duplicate';
+      this.seenJti.set(jtiKey, true);
+      return set.kind === 'heartbeat' ? 'heartbeat' : 'ignored';
+    }
+    return this.applyOnce(set.change);
+  }
+
+  // ---- RFC 8935 push ---------------------------------------------------------------------------
+
+  /** RFC 8935 receiver at `mission.events.push_path`. The change is applied before the 202. */
+  handlePush(req: IncomingMessage, res: ServerResponse): void {
+    if (req.method !== 'POST') {
+      req.resume();
+      sendSetError(res, 405, 'invalid_request', 'only POST is accepted', { allow: 'POST' });
+      return;
+    }
+    const type = (req.headers['content-type'] ?? '').split(';')[0]!.trim().toLowerCase();
+    if (type !== SET_CONTENT_TYPE) {
+      req.resume();
+      this.metrics.events.labels('rejected').inc();
+      sendSetError(res, 400, 'invalid_request', `the Content-Type must be ${SET_CONTENT_TYPE}`);
+      return;
+    }
+    const chunks: Buffer[] = [];
+    let size = 0;
+    let tooLarge = false;
+    req.on('data', (chunk: Buffer) => {
+      if (tooLarge) return;
+      size += chunk.length;
+      if (size > MAX_SET_BYTES) {
+        tooLarge = true;
+        chunks.length = 0;
+        this.metrics.events.labels('rejected').inc();
+        sendSetError(res, 400, 'invalid_request', 'the SET is too large', { connection: 'close' });
+        req.resume();
+        return;
+      }
+      chunks.push(chunk);
+    });
+    req.on('error', () => undefined);
+    req.on('end', () => {
+      if (tooLarge) return;
+      this.receive(Buffer.concat(chunks).toString('utf8').trim()).then(
+        (outcome) => {
+          if (outcome.ok) res.writeHead(202, { 'content-length': '0', 'cache-control': 'no-store' }).end();
+          else sendSetError(res, outcome.status, outcome.err, outcome.description);
+        },
+        (err: unknown) => {
+          this.logger.error({ err: err instanceof Error ? err.message : String(err) }, 'SET receiver failed');
+          sendSetError(res, 500, 'invalid_request', 'the SET could not be processed');
+        },
+      );
+    });
+  }
+
+  private async receive(jwt: string): Promise<{ ok: true } | { ok: false; status: number; err: SetErrorCode | 'temporarily_unavailable'; description: string }> {
+    let set: VerifiedSet;
+    try {
+      set = await this.verifier.verify(jwt);
+    } catch (err) {
+      this.metrics.events.labels('rejected').inc();
+      if (err instanceof SetRejected) {
+        this.logger.warn({ err: err.err, reason: err.message }, 'SET rejected');
+        return { ok: false, status: 400, err: err.err, description: err.message };
+      }
+      throw err;
+    }
+    if (this.closed) return { ok: false, status: 503, err: 'temporarily_unavailable', description: 'the receiver is shutting down' };
+    this.lastPushed.set(set.issuer, this.now());
+    const result = this.applySet(set);
+    this.metrics.events.labels(result).inc();
+    if (set.kind === 'lifecycle' && result !== 'duplicate') {
+      try {
+        await this.publish(set.change);
+      } catch {
+        // Other replicas did not hear of it: forget the jti so the transmitter's retry is published.
+        this.seenJti.delete(`${set.issuer}\n${set.jti}`);
+        return { ok: false, status: 503, err: 'temporarily_unavailable', description: 'the event could not be shared with every replica' };
+      }
+    }
+    return { ok: true };
+  }
+
+  // ---- RFC 8936 poll ---------------------------------------------------------------------------
+
+  /** Starts the RFC 8936 poll loop when `mission.events.poll` is configured. */
+  startPolling(): void {
+    if (this.pollConfig === undefined || this.pollTimer !== null || this.closed) return;
+    this.schedulePoll(0);
+  }
+
+  private schedulePoll(delayMs: number): void {
+    if (this.closed) return;
+    this.pollTimer = setTimeout(() => {
+      this.pollOnce().then(
+        (more) => this.schedulePoll(more ? 0 : (this.pollConfig?.interval_s ?? 5) * 1000),
+        () => this.schedulePoll((this.pollConfig?.interval_s ?? 5) * 1000),
+      );
+    }, delayMs);
+    this.pollTimer.unref();
+  }
+
+  /** One poll: sends acks and errors for the previous batch, applies the new one. Returns moreAvailable. */
+  async pollOnce(): Promise<boolean> {
+    const poll = this.pollConfig;
+    if (poll === undefined) return false;
+    const ack = this.pollAcks;
+    const setErrs = this.pollErrs;
+    const body = JSON.stringify({ ack, ...(Object.keys(setErrs).length > 0 ? { setErrs } : {}), maxEvents: poll.max_events, returnImmediately: true });
+    this.pollAbort = new AbortController();
+    const timer = setTimeout(() => this.pollAbort?.abort(), this.config.mission.status_timeout_s * 1000 + 5000);
+    let parsed: { sets: Record<string, unknown>; more: boolean };
+    try {
+      const res = await request(poll.endpoint, {
+        method: 'POST',
+        body,
+        headers: { 'content-type': 'application/json', accept: 'application/json' },
+        signal: this.pollAbort.signal,
+      });
+      const text = await readLimited(res.body, 4 * 1024 * 1024);
+      if (res.statusCode !== 200) throw new Error(`poll answered ${res.statusCode}`);
+      parsed = parsePollResponse(text);
+    } catch (err) {
+      this.metrics.events.labels('poll_failed').inc();
+      this.logger.warn({ err: err instanceof Error ? err.message : String(err) }, 'SET poll failed');
+      throw err;
+    } finally {
+      clearTimeout(timer);
+      this.pollAbort = null;
+    }
+    // The transmitter has our acks now.
+    this.pollAcks = [];
+    this.pollErrs = {};
+    this.lastPoll = this.now();
+    for (const [jti, jwt] of Object.entries(parsed.sets)) {
+      if (typeof jwt !== 'string') {
+        this.pollErrs[jti] = { err: 'invalid_request', description: 'the SET is not a string' };
+        continue;
+      }
+      try {
+        const set = await this.verifier.verify(jwt);
+        const result = this.applySet(set);
+        this.metrics.events.labels(result).inc();
+        if (set.kind === 'lifecycle' && result !== 'duplicate') this.publish(set.change).catch(() => undefined);
+        this.pollAcks.push(jti);
+      } catch (err) {
+        this.metrics.events.labels('rejected').inc();
+        const e = err instanceof SetRejected ? err : new SetRejected('invalid_request', 'the SET could not be processed');
+        this.pollErrs[jti] = { err: e.err, description: e.message };
+      }
+    }
+    return parsed.more;
+  }
+
+  /** False when polling is configured and the last successful poll is older than `max_stale_s`. */
+  ready(): boolean {
+    if (this.pollConfig === undefined) return true;
+    return this.lastPoll !== null && this.now() - this.lastPoll <= this.maxStaleMs;
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    if (this.pollTimer !== null) clearTimeout(this.pollTimer);
+    this.pollAbort?.abort();
+    await this.status.close();
+  }
+}
+
+function sendSetError(res: ServerResponse, status: number, err: string, description: string, headers: Record<string, string> = {}): void {
+  if (res.headersSent) return;
+  const body = JSON.stringify({ err, description });
+  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), 'cache-control': 'no-store', ...headers }).end(body);
+}
+
+async function readLimited(body: AsyncIterable<Buffer>, limit: number): Promise<string> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of body) {
+    size += chunk.length;
+    if (size > limit) throw new Error('poll response too large');
+    chunks.push(chunk);
+  }
+  return Buffer.concat(chunks).toString('utf8');
+}
+
+function parsePollResponse(text: string): { sets: Record<string, unknown>; more: boolean } {
+  const body = JSON.parse(text) as unknown;
+  if (body === null || typeof body !== 'object' || Array.isArray(body)) throw new Error('poll response is not an object');
+  const { sets, moreAvailable } = body as Record<string, unknown>;
+  if (sets !== undefined && (sets === null || typeof sets !== 'object' || Array.isArray(sets))) throw new Error('poll response sets is not an object');
+  return { sets: (sets ?? {}) as Record<string, unknown>, more: moreAvailable === true };
+}
