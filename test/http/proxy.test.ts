@@ -1,0 +1,276 @@
+import { createHash } from 'node:crypto';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { request } from 'undici';
+import { startEcho, startGateway, type TestGateway } from '../helpers/gateway.js';
+import { raw, rawSocket } from '../helpers/http.js';
+
+const ISSUER = 'http://127.0.0.1:1'; // never contacted by these tests
+
+function config(upstream: string, extra = ''): string {
+  return `
+public_base_url: https://api.example.com
+resource: https://api.example.com
+upstream: { url: ${upstream}, timeout_s: 2 }
+trusted_proxies: [10.0.0.0/8]
+issuers: [{ issuer: ${ISSUER} }]
+routes:
+  - match: { path: /public/** }
+    auth: none
+  - match: { method: GET, path: /invoices/* }
+    action: invoices.read
+${extra}`;
+}
+
+describe('SPEC §4/§5/§6: a transparent proxy on auth: none routes', () => {
+  let echo: Awaited<ReturnType<typeof startEcho>>;
+  let gw: TestGateway;
+  beforeAll(async () => {
+    echo = await startEcho();
+    gw = await startGateway(config(echo.url));
+  });
+  afterAll(async () => {
+    await gw.close();
+    await echo.close();
+  });
+
+  it('forwards an auth: none route with the normalized path and the raw query', async () => {
+    const r = await raw(gw.url, { path: '/public/a/./b/../c?x=%2e%2e&y=1' });
+    expect(r.status).toBe(200);
+    expect(r.json()['url']).toBe('/public/a/c?x=%2e%2e&y=1');
+  });
+
+  it('keeps %2F encoded and decodes unreserved characters', async () => {
+    const r = await raw(gw.url, { path: '/public/a%2fb/%7Euser' });
+    expect(r.json()['url']).toBe('/public/a%2Fb/~user');
+  });
+
+  for (const escape of ['/public/../admin', '/public/%2e%2e/admin', '/public/%2E%2E/admin', '/public/.%2e/admin', '//public/../admin']) {
+    it(`denies the escape ${escape} with no_route and never reaches the upstream`, async () => {
+      const before = echo.requests.length;
+      const r = await raw(gw.url, { path: escape });
+      expect(r.status).toBe(403);
+      expect(r.json()).toMatchObject({ error: 'forbidden', denial_reason: 'no_route' });
+      expect(r.headers['mission-decision']).toBe(r.json()['decision_id']);
+      expect(echo.requests.length).toBe(before);
+    });
+  }
+
+  it('answers 400 request_malformed for matrix dot segments and bad escapes', async () => {
+    for (const path of ['/public/..;/admin', '/public/%zz', '/public/a%00']) {
+      const r = await raw(gw.url, { path });
+      expect(r.status).toBe(400);
+      expect(r.json()).toMatchObject({ error: 'invalid_request', denial_reason: 'request_malformed' });
+    }
+  });
+
+  it('denies an unmatched request 403 no_route with the SPEC §5 body and header', async () => {
+    const r = await raw(gw.url, { path: '/nothing-here', method: 'DELETE' });
+    expect(r.status).toBe(403);
+    const body = r.json();
+    expect(Object.keys(body).sort()).toEqual(['decision_id', 'denial_reason', 'error', 'error_description']);
+    expect(body['decision_id']).toMatch(/^dec_/);
+    expect(r.headers['mission-decision']).toBe(body['decision_id']);
+    expect(r.headers['content-type']).toBe('application/json');
+  });
+
+  it('denies a route that needs auth 401 token_missing with the DPoP challenge', async () => {
+    const r = await raw(gw.url, { path: '/invoices/1' });
+    expect(r.status).toBe(401);
+    expect(r.json()).toMatchObject({ error: 'unauthorized', denial_reason: 'token_missing' });
+    const challenge = String(r.headers['www-authenticate']);
+    expect(challenge).toMatch(/^DPoP algs="[^"]+", resource_metadata="https:\/\/api\.example\.com\/\.well-known\/oauth-protected-resource"$/);
+    expect(challenge).not.toContain('error=');
+  });
+
+  it('RFC 9110 §7.6.1: removes hop-by-hop headers, including those named in Connection', async () => {
+    const r = await raw(gw.url, {
+      path: '/public/h',
+      headers: { connection: 'keep-alive, X-Secret-Hop', 'x-secret-hop': '1', 'keep-alive': 'timeout=5', te: 'trailers', 'proxy-authorization': 'Basic x', 'x-kept': 'yes' },
+    });
+    const h = r.json()['headers'] as Record<string, string>;
+    expect(h['x-secret-hop']).toBeUndefined();
+    expect(h['keep-alive']).toBeUndefined();
+    expect(h['te']).toBeUndefined();
+    expect(h['proxy-authorization']).toBeUndefined();
+    expect(h['x-kept']).toBe('yes');
+  });
+
+  it('SPEC §6: drops client copies of gateway-set headers whatever their case, and replaces X-Forwarded-*', async () => {
+    const r = await raw(gw.url, {
+      path: '/public/spoof',
+      headers: { 'X-Mission-Id': 'msn_spoofed', 'x-MISSION-subject': 'admin', 'Mission-Decision': 'dec_fake', 'X-Forwarded-For': '6.6.6.6', 'X-Forwarded-Host': 'evil.example', 'X-Forwarded-Proto': 'http', host: 'api.example.com' },
+    });
+    const h = r.json()['headers'] as Record<string, string>;
+    expect(h['x-mission-id']).toBeUndefined();
+    expect(h['x-mission-subject']).toBeUndefined();
+    expect(h['mission-decision']).toMatch(/^dec_/);
+    expect(h['mission-decision']).not.toBe('dec_fake');
+    expect(h['x-forwarded-for']).toBe('127.0.0.1');
+    expect(h['x-forwarded-proto']).toBe('https');
+    expect(h['x-forwarded-host']).toBe('api.example.com');
+  });
+
+  it('keeps the Authorization header on auth: none routes (forwarded as they are)', async () => {
+    const r = await raw(gw.url, { path: '/public/auth', headers: { authorization: 'Basic dXNlcg==' } });
+    expect((r.json()['headers'] as Record<string, string>)['authorization']).toBe('Basic dXNlcg==');
+  });
+
+  it('refuses a request smuggling attempt (Content-Length with Transfer-Encoding) with 400', async () => {
+    const out = await rawSocket(gw.url, 'POST /public/x HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /admin HTTP/1.1\r\nHost: a\r\n\r\n');
+    expect(out).toMatch(/^HTTP\/1\.1 400/);
+    expect(out).not.toMatch(/200 OK/);
+  });
+
+  it('answers 431 to oversized headers', async () => {
+    const out = await rawSocket(gw.url, `GET /public/x HTTP/1.1\r\nHost: a\r\nX-Big: ${'a'.repeat(40_000)}\r\n\r\n`);
+    expect(out).toMatch(/^HTTP\/1\.1 431/);
+  });
+});
+
+describe('SPEC §6: trusted proxies', () => {
+  it('appends the client address to X-Forwarded-For only for a trusted proxy', async () => {
+    const echo = await startEcho();
+    const gw = await startGateway(config(echo.url).replace('trusted_proxies: [10.0.0.0/8]', 'trusted_proxies: [127.0.0.1]'));
+    try {
+      const r = await raw(gw.url, { path: '/public/x', headers: { 'x-forwarded-for': '203.0.113.7', 'x-forwarded-proto': 'https', 'x-forwarded-host': 'shop.example' } });
+      const h = r.json()['headers'] as Record<string, string>;
+      expect(h['x-forwarded-for']).toBe('203.0.113.7, 127.0.0.1');
+      expect(h['x-forwarded-host']).toBe('shop.example');
+    } finally {
+      await gw.close();
+      await echo.close();
+    }
+  });
+});
+
+describe('streaming both ways without buffering', () => {
+  it('streams a 50 MB upload and a 50 MB download byte-identical', async () => {
+    const size = 50 * 1024 * 1024;
+    const echo = await startEcho((req, res, body) => {
+      if (req.method === 'POST') {
+        res.end(createHash('sha256').update(body).digest('hex'));
+        return;
+      }
+      res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': String(size) });
+      const chunk = Buffer.alloc(1024 * 1024, 7);
+      let sent = 0;
+      const pump = (): void => {
+        while (sent < size) {
+          sent += chunk.length;
+          if (!res.write(chunk)) return void res.once('drain', pump);
+        }
+        res.end();
+      };
+      pump();
+    });
+    const gw = await startGateway(config(echo.url));
+    try {
+      const upload = Buffer.alloc(size, 3);
+      const up = await request(`${gw.url}/public/upload`, { method: 'POST', body: upload });
+      expect(await up.body.text()).toBe(createHash('sha256').update(upload).digest('hex'));
+      const down = await request(`${gw.url}/public/download`);
+      const hash = createHash('sha256');
+      let n = 0;
+      for await (const c of down.body) {
+        n += (c as Buffer).length;
+        hash.update(c as Buffer);
+      }
+      expect(n).toBe(size);
+      expect(hash.digest('hex')).toBe(createHash('sha256').update(Buffer.alloc(size, 7)).digest('hex'));
+    } finally {
+      await gw.close();
+      await echo.close();
+    }
+  }, 60_000);
+
+  it('delivers an SSE stream of 100 events over 10 s event by event, with no timeout cutting it', async () => {
+    const echo = await startEcho((_req, res) => {
+      res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache' });
+      let i = 0;
+      const t = setInterval(() => {
+        res.write(`id: ${i}\ndata: {"n":${i}}\n\n`);
+        if (++i === 100) {
+          clearInterval(t);
+          res.end();
+        }
+      }, 100);
+    });
+    // upstream.timeout_s of 1 s bounds only the wait for headers, never the stream.
+    const gw = await startGateway(config(echo.url).replace('timeout_s: 2', 'timeout_s: 1'));
+    try {
+      const res = await request(`${gw.url}/public/events`);
+      expect(res.headers['content-type']).toBe('text/event-stream');
+      const arrivals: number[] = [];
+      let buf = '';
+      const start = Date.now();
+      for await (const c of res.body) {
+        buf += (c as Buffer).toString();
+        let idx: number;
+        while ((idx = buf.indexOf('\n\n')) !== -1) {
+          buf = buf.slice(idx + 2);
+          arrivals.push(Date.now() - start);
+        }
+      }
+      expect(arrivals.length).toBe(100);
+      // Flowing, not buffered: the first event arrives long before the last.
+      expect(arrivals[0]!).toBeLessThan(1000);
+      expect(arrivals[99]! - arrivals[0]!).toBeGreaterThan(8000);
+    } finally {
+      await gw.close();
+      await echo.close();
+    }
+  }, 30_000);
+});
+
+describe('upstream failures (SPEC §5, after a permit)', () => {
+  it('answers 502 bad_gateway when the upstream is down, with a permit record', async () => {
+    const gw = await startGateway(config('http://127.0.0.1:9'));
+    try {
+      const r = await raw(gw.url, { path: '/public/x' });
+      expect(r.status).toBe(502);
+      expect(r.json()).toMatchObject({ error: 'bad_gateway', denial_reason: null });
+      expect(r.headers['mission-decision']).toBe(r.json()['decision_id']);
+    } finally {
+      await gw.close();
+    }
+  });
+
+  it('answers 504 gateway_timeout when the upstream sends no headers within upstream.timeout_s', async () => {
+    const echo = await startEcho(() => {
+      /* never answers */
+    });
+    const gw = await startGateway(config(echo.url).replace('timeout_s: 2', 'timeout_s: 0.3'));
+    try {
+      const r = await raw(gw.url, { path: '/public/slow' });
+      expect(r.status).toBe(504);
+      expect(r.json()).toMatchObject({ error: 'gateway_timeout', denial_reason: null });
+    } finally {
+      await gw.close();
+      await echo.close();
+    }
+  });
+
+  it('aborts the upstream request when the client disconnects', async () => {
+    let upstreamClosed = false;
+    const echo = await startEcho((_req, res) => {
+      res.writeHead(200, { 'content-type': 'text/plain' });
+      res.write('first');
+      res.on('close', () => {
+        upstreamClosed = true;
+      });
+    });
+    const gw = await startGateway(config(echo.url));
+    try {
+      const ac = new AbortController();
+      const res = await request(`${gw.url}/public/long`, { signal: ac.signal });
+      for await (const _ of res.body) break;
+      ac.abort();
+      const deadline = Date.now() + 3000;
+      while (!upstreamClosed && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+      expect(upstreamClosed).toBe(true);
+    } finally {
+      await gw.close();
+      await echo.close();
+    }
+  });
+});
