@@ -1,0 +1,177 @@
+import { readFileSync } from 'node:fs';
+import { describe, expect, it } from 'vitest';
+import { authorityHash, entryDigest, extractParams, parameterDigest, parseJsonStrict } from '../../src/authority/params.js';
+import { numberIsExact, parsePointer, resolvePointer } from '../../src/authority/json.js';
+import { compileRoutes, type CompiledRoute } from '../../src/config/compile.js';
+import { configSchema } from '../../src/config/schema.js';
+import { isDenial } from '../../src/errors.js';
+
+const vectors = JSON.parse(readFileSync('/work/shared/reference/vectors.json', 'utf8')) as {
+  vectors: { id: string; kind: string; inputs: { iss: string; value: unknown }; expected: string; verified: boolean | null }[];
+};
+
+function route(params: Record<string, unknown>): CompiledRoute {
+  const config = configSchema.parse({
+    public_base_url: 'https://api.example.com',
+    resource: 'https://api.example.com',
+    upstream: { url: 'http://127.0.0.1:3000' },
+    issuers: [{ issuer: 'https://as.example.com' }],
+    routes: [{ match: { method: 'POST', path: '/payments/*' }, action: 'payments.create', params }],
+  });
+  return compileRoutes(config)[0]!;
+}
+
+const payments = route({
+  amount: { body: '/amount' },
+  currency: { body: '/currency' },
+  recipient: { body: '/to/0/email' },
+  tenant: { header: 'X-Tenant' },
+  invoice: { path: 1 },
+  mode: { query: 'mode' },
+});
+
+function extract(body: string | null, over: { search?: string; headers?: Record<string, string | string[]>; segments?: string[]; contentType?: string } = {}): Record<string, unknown> {
+  return extractParams(payments, {
+    segments: over.segments ?? ['payments', 'inv_42'],
+    search: over.search ?? '',
+    headers: over.headers ?? {},
+    body: body === null ? null : Buffer.from(body),
+    contentType: over.contentType ?? 'application/json',
+  });
+}
+
+function denialCode(f: () => unknown): string {
+  try {
+    f();
+  } catch (err) {
+    if (isDenial(err)) return err.code;
+    throw err;
+  }
+  return 'none';
+}
+
+describe('SPEC §4 parameter_digest (RFC 8785 JCS, SHA-256, base64url)', () => {
+  it('mission-contracts §4 verified vector', () => {
+    expect(parameterDigest({ amount_usd: '423.50', source_invoice_id: 'inv_2026Q3_842' })).toBe('sha-256:WPVi6EnQ7H9Fh-qk9ADxmTg8zruOdVUX1esl-v3TfCI');
+  });
+  it('member order does not matter; number form is JCS', () => {
+    expect(parameterDigest({ source_invoice_id: 'inv_2026Q3_842', amount_usd: '423.50' })).toBe('sha-256:WPVi6EnQ7H9Fh-qk9ADxmTg8zruOdVUX1esl-v3TfCI');
+    expect(parameterDigest({ a: 423.5 })).toBe(parameterDigest(JSON.parse('{"a":423.50}') as Record<string, unknown>));
+    expect(parameterDigest({ a: '423.5' })).not.toBe(parameterDigest({ a: 423.5 }));
+  });
+});
+
+describe('mission-contracts §7 authority_hash and entry digests (vectors.json)', () => {
+  for (const v of vectors.vectors.filter((x) => x.kind === 'authority_hash' && x.verified === true)) {
+    it(`${v.id}`, () => {
+      expect(authorityHash(v.inputs.iss, v.inputs.value as unknown[])).toBe(v.expected);
+    });
+  }
+  for (const v of vectors.vectors.filter((x) => x.kind === 'entry_digest' && x.verified === true)) {
+    it(`${v.id}`, () => {
+      expect(entryDigest(v.inputs.iss, v.inputs.value)).toBe(v.expected);
+    });
+  }
+});
+
+describe('SPEC §4 parameter binding', () => {
+  it('reads body (JSON Pointer), header, path segment and query', () => {
+    const p = extract('{"amount":"423.50","currency":"USD","to":[{"email":"a@example.com"}]}', { search: '?mode=fast', headers: { 'x-tenant': 'acme' } });
+    expect(p).toEqual({ amount: '423.50', currency: 'USD', recipient: 'a@example.com', tenant: 'acme', invoice: 'inv_42', mode: 'fast' });
+  });
+
+  it('leaves absent params out', () => {
+    expect(extract('{"amount":1}', { segments: ['payments'] })).toEqual({ amount: 1 });
+    expect(extract(null, { segments: ['payments'] })).toEqual({});
+    expect(extract('', { segments: ['payments'] })).toEqual({});
+  });
+
+  it('decodes percent-encoded path segments; bad UTF-8 is parameter_unparseable', () => {
+    expect(extract(null, { segments: ['payments', 'inv%2F42%20x'] })['invoice']).toBe('inv/42 x');
+    expect(denialCode(() => extract(null, { segments: ['payments', '%FF'] }))).toBe('parameter_unparseable');
+  });
+
+  it('reads the whole body with the pointer ""', () => {
+    const r = route({ all: { body: '' } });
+    expect(extractParams(r, { segments: [], search: '', headers: {}, body: Buffer.from('[1,2]'), contentType: 'application/json' })).toEqual({ all: [1, 2] });
+  });
+
+  it('RFC 6901: ~1 and ~0 escapes, array indexes, "-" and out-of-range are absent', () => {
+    expect(parsePointer('/a~1b/~0c/0')).toEqual(['a/b', '~c', '0']);
+    const doc = { 'a/b': { '~c': ['x'] }, arr: [1, 2] };
+    expect(resolvePointer(doc, parsePointer('/a~1b/~0c/0'))).toBe('x');
+    expect(resolvePointer(doc, ['arr', '-'])).toBeUndefined();
+    expect(resolvePointer(doc, ['arr', '2'])).toBeUndefined();
+    expect(resolvePointer(doc, ['arr', '01'])).toBeUndefined();
+    expect(resolvePointer(doc, ['arr', '1'])).toBe(2);
+  });
+
+  it('never reads through the prototype chain', () => {
+    const r = route({ x: { body: '/constructor' }, y: { body: '/__proto__/polluted' }, z: { body: '/toString' } });
+    const p = extractParams(r, { segments: [], search: '', headers: {}, body: Buffer.from('{"__proto__":{"polluted":true}}'), contentType: 'application/json' });
+    expect(p).toEqual({ y: true });
+    expect(({} as Record<string, unknown>)['polluted']).toBeUndefined();
+  });
+
+  it('a parameter named __proto__ is an own member and touches no prototype', () => {
+    // The config schema already drops such a key; a hand-built route proves extractParams alone is safe.
+    const r: CompiledRoute = { ...route({}), params: [['__proto__', { body: '/a' }]], readsBody: true };
+    const p = extractParams(r, { segments: [], search: '', headers: {}, body: Buffer.from('{"a":{"isAdmin":true}}'), contentType: 'application/json' });
+    expect(Object.getPrototypeOf(p)).toBe(Object.prototype);
+    expect(Object.keys(p)).toEqual(['__proto__']);
+    expect((p as { isAdmin?: boolean }).isAdmin).toBeUndefined();
+  });
+
+  describe('parameter_unparseable (SPEC §5) where the upstream could read the body differently', () => {
+    const cases: [string, string, Record<string, string>?][] = [
+      ['bad JSON', '{"amount":'],
+      ['trailing garbage', '{"amount":1} x'],
+      ['duplicate key', '{"amount":"1","amount":"9000"}'],
+      ['duplicate key via escapes', '{"amount":"1","\\u0061mount":"9000"}'],
+      ['nested duplicate key', '{"to":[{"email":"a","email":"b"}]}'],
+      ['bound number a double cannot hold', '{"amount":500.000000000000000001}'],
+      ['bound big integer', '{"amount":12345678901234567891}'],
+      ['bound negative zero', '{"amount":-0}'],
+      ['not JSON content type', '{"amount":1}', { contentType: 'application/x-www-form-urlencoded' }],
+      ['no content type', '{"amount":1}', { contentType: '' }],
+      ['byte order mark', '\uFEFF{"amount":1}'],
+    ];
+    for (const [name, body, over] of cases) {
+      it(name, () => {
+        expect(denialCode(() => extract(body, over))).toBe('parameter_unparseable');
+      });
+    }
+    it('invalid UTF-8', () => {
+      expect(
+        denialCode(() => extractParams(payments, { segments: [], search: '', headers: {}, body: Buffer.from([0x7b, 0x22, 0xff, 0x22, 0x3a, 0x31, 0x7d]), contentType: 'application/json' })),
+      ).toBe('parameter_unparseable');
+    });
+    it('a repeated query parameter', () => {
+      expect(denialCode(() => extract(null, { search: '?mode=a&mode=b' }))).toBe('parameter_unparseable');
+    });
+    it('a repeated header parameter', () => {
+      expect(denialCode(() => extract(null, { headers: { 'x-tenant': ['a', 'b'] } }))).toBe('parameter_unparseable');
+    });
+  });
+
+  it('accepts exact numbers and inexact numbers outside bound params', () => {
+    expect(extract('{"amount":423.50,"id":12345678901234567891,"to":[]}')).toEqual({ amount: 423.5, invoice: 'inv_42' });
+    expect(extract('{"amount":1e2}')['amount']).toBe(100);
+    expect(extract('{"amount":0.1}', { contentType: 'application/vnd.api+json; charset=utf-8' })['amount']).toBe(0.1);
+  });
+
+  it('numberIsExact reads literals as decimals', () => {
+    for (const ok of ['0', '1', '423.50', '1e2', '1E+2', '0.001', '1e-7', '-5', '123456789012345', '9007199254740991', '0.1']) expect(numberIsExact(ok), ok).toBe(true);
+    for (const bad of ['-0', '500.000000000000000001', '9007199254740993', '1e400', '0.30000000000000000001']) expect(numberIsExact(bad), bad).toBe(false);
+  });
+
+  it('parseJsonStrict with "all" checks every number (MCP arguments)', () => {
+    expect(parseJsonStrict('{"a":{"b":[1,2.5]}}', 'all')).toEqual({ a: { b: [1, 2.5] } });
+    expect(denialCode(() => parseJsonStrict('{"a":{"b":[1,12345678901234567891]}}', 'all'))).toBe('parameter_unparseable');
+  });
+
+  it('a route without params reads nothing', () => {
+    const r = route({});
+    expect(extractParams(r, { segments: [], search: '?a=1', headers: {}, body: Buffer.from('not json'), contentType: 'text/plain' })).toEqual({});
+  });
+});

@@ -1,0 +1,163 @@
+import type { IncomingMessage } from 'node:http';
+import { describe, expect, it } from 'vitest';
+import { authorityHash } from '../../src/authority/params.js';
+import { authorityHashMismatch, createAuthorityStage, createParametersStage } from '../../src/authority/stage.js';
+import { compileRoutes } from '../../src/config/compile.js';
+import { configSchema } from '../../src/config/schema.js';
+import { isDenial, type Denial } from '../../src/errors.js';
+import type { AuthorityEntry, MissionView, RequestContext } from '../../src/pipeline/context.js';
+
+const config = configSchema.parse({
+  public_base_url: 'https://API.example.com:443',
+  resource: 'https://api.example.com',
+  upstream: { url: 'http://127.0.0.1:3000' },
+  issuers: [{ issuer: 'https://as.example.com' }],
+  routes: [
+    { match: { method: 'POST', path: '/payments' }, action: 'payments.create', params: { amount: { body: '/amount' }, currency: { body: '/currency' } } },
+    { match: { path: '/files/**' }, action: 'files.read' },
+  ],
+});
+const routes = compileRoutes(config);
+const ISS = 'https://as.example.com';
+const SET: AuthorityEntry[] = [
+  { type: 'mission_resource_access', resource: 'https://api.example.com', actions: ['payments.create'], constraints: { max_amount: { amount: '500.00', currency: 'USD' } } },
+  { type: 'mission_resource_access', resource: 'https://api.example.com/files', resource_match: 'prefix', actions: ['files.*'] },
+];
+
+function mission(over: Partial<MissionView> = {}): MissionView {
+  return { id: 'msn_1', issuer: ISS, state: 'active', version: 1, authorityHash: null, source: 'cached', authority: SET, expiresAt: null, suspendUntil: null, subject: null, clientId: null, ...over };
+}
+
+function ctx(over: Partial<RequestContext> & { body?: Buffer | null; contentType?: string }): RequestContext {
+  const headers = over.contentType === undefined ? {} : { 'content-type': over.contentType };
+  return {
+    id: 'dec_x',
+    started: 0,
+    req: { headers } as IncomingMessage,
+    res: {} as never,
+    method: 'POST',
+    path: '/payments',
+    search: '',
+    clientIp: '127.0.0.1',
+    kind: 'route',
+    route: routes[0]!,
+    audience: 'https://api.example.com',
+    credentials: null,
+    token: null,
+    proof: null,
+    missionRef: null,
+    mission: mission(),
+    action: 'payments.create',
+    params: null,
+    parameterDigest: null,
+    body: null,
+    upstreamStatus: null,
+    dpopNonce: null,
+    stage: 'parameters',
+    ...over,
+  } as RequestContext;
+}
+
+const params = createParametersStage({ config });
+const authority = createAuthorityStage({ config });
+
+function denial(f: () => void): Denial | null {
+  try {
+    f();
+    return null;
+  } catch (err) {
+    if (isDenial(err)) return err;
+    throw err;
+  }
+}
+
+describe('parameters stage', () => {
+  it('sets params and parameter_digest from the buffered body', () => {
+    const c = ctx({ body: Buffer.from('{"amount":"100.00","currency":"USD","other":1}'), contentType: 'application/json' });
+    params(c);
+    expect(c.params).toEqual({ amount: '100.00', currency: 'USD' });
+    expect(c.parameterDigest).toMatch(/^sha-256:[A-Za-z0-9_-]{43}$/);
+  });
+
+  it('a route without params gets {} and a null digest', () => {
+    const c = ctx({ route: routes[1]!, path: '/files/a', action: 'files.read' });
+    params(c);
+    expect(c.params).toEqual({});
+    expect(c.parameterDigest).toBeNull();
+  });
+
+  it('bad JSON is parameter_unparseable', () => {
+    expect(denial(() => params(ctx({ body: Buffer.from('{'), contentType: 'application/json' })))?.code).toBe('parameter_unparseable');
+  });
+
+  it('leaves MCP requests alone', () => {
+    const c = ctx({ kind: 'mcp', route: null, params: { a: 1 } });
+    params(c);
+    expect(c.params).toEqual({ a: 1 });
+  });
+});
+
+describe('authority stage (SPEC §4, §5)', () => {
+  it('permits within the Mission authority', () => {
+    const c = ctx({ params: { amount: '100.00', currency: 'USD' } });
+    expect(denial(() => authority(c))).toBeNull();
+  });
+
+  it('a constraint failure is parameter_violation naming the constraint, not its value', () => {
+    const d = denial(() => authority(ctx({ params: { amount: '900.00', currency: 'USD' } })));
+    expect(d?.code).toBe('parameter_violation');
+    expect(d?.spec.status).toBe(403);
+    expect(d?.message).toContain('max_amount');
+    expect(d?.message).not.toContain('900');
+  });
+
+  it('prefix entries match public_base_url origin + normalized path', () => {
+    expect(denial(() => authority(ctx({ route: routes[1]!, path: '/files/a/b', action: 'files.read', params: {} })))).toBeNull();
+    expect(denial(() => authority(ctx({ route: routes[1]!, path: '/filesx', action: 'files.read', params: {} })))?.code).toBe('out_of_authority');
+  });
+
+  it('the token side narrows the Status side', () => {
+    const token = { claims: { authorization_details: [{ type: 'mission_resource_access', resource: 'https://api.example.com', actions: ['invoices.read'] }] } } as unknown as RequestContext['token'];
+    expect(denial(() => authority(ctx({ token, params: { amount: '1', currency: 'USD' } })))?.code).toBe('out_of_authority');
+  });
+
+  it('authorization_details that is not an array denies', () => {
+    const token = { claims: { authorization_details: { type: 'mission_resource_access' } } } as unknown as RequestContext['token'];
+    expect(denial(() => authority(ctx({ token, params: { amount: '1', currency: 'USD' } })))?.code).toBe('out_of_authority');
+  });
+
+  it('no action denies', () => {
+    expect(denial(() => authority(ctx({ action: null })))?.code).toBe('out_of_authority');
+  });
+
+  describe('mission-contracts §7 authority_hash: recomputed over the full Status set', () => {
+    const full = authorityHash(ISS, SET);
+    const ref = (h: string | null): RequestContext['missionRef'] => ({ form: 'claim', issuer: ISS, id: 'msn_1', s256: null, authorityHash: h });
+
+    it('matches: permitted', () => {
+      expect(authorityHashMismatch({ missionRef: ref(full), mission: mission() })).toBeNull();
+      expect(authorityHashMismatch({ missionRef: ref(full), mission: mission({ authorityHash: full }) })).toBeNull();
+      expect(denial(() => authority(ctx({ missionRef: ref(full), params: { amount: '1', currency: 'USD' } })))).toBeNull();
+    });
+
+    it('differs from the recomputed full set: out_of_authority', () => {
+      const d = denial(() => authority(ctx({ missionRef: ref('sha-256:l3KvZ4mP5x0wQrR6tY2nD9bM7sX1cF8gH2vJ4kE5pNQ'), params: { amount: '1', currency: 'USD' } })));
+      expect(d?.code).toBe('out_of_authority');
+      expect(d?.message).toContain('authority_hash');
+    });
+
+    it("differs from the Status's declared hash: out_of_authority", () => {
+      expect(authorityHashMismatch({ missionRef: ref('sha-256:old'), mission: mission({ authorityHash: 'sha-256:new', authority: null }) })).not.toBeNull();
+    });
+
+    it('a Status set filtered to this audience (does not hash to the declared value) is not compared', () => {
+      const declared = authorityHash(ISS, [...SET, { type: 'mission_resource_access', resource: 'https://other.example', actions: ['x'] }]);
+      expect(authorityHashMismatch({ missionRef: ref(declared), mission: mission({ authorityHash: declared }) })).toBeNull();
+    });
+
+    it('no token hash, or no Mission state: nothing to compare', () => {
+      expect(authorityHashMismatch({ missionRef: ref(null), mission: mission() })).toBeNull();
+      expect(authorityHashMismatch({ missionRef: ref(full), mission: null })).toBeNull();
+    });
+  });
+});
