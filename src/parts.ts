@@ -2,12 +2,23 @@
  * Wiring: which implementation backs each stage and service, built from the config.
  * gateway.ts owns lifecycles; this file only says what is made of what.
  */
-import type { Config } from './config/schema.js';
-import { Denial } from './errors.js';
-import type { EvidenceRecord, EvidenceSink } from './evidence/record.js';
-import type { KeyResolver, ReplayStore } from './auth/types.js';
-import type { MissionBus } from './mission/types.js';
+import { appendFileSync } from 'node:fs';
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import { createDpopStage } from './auth/dpop.js';
+import { createCredentialsStage } from './auth/credentials.js';
+import { IssuerKeys, type TrustedIssuer } from './auth/keys.js';
+import { NonceIssuer } from './auth/nonce.js';
+import { createProtectedResourceMetadata } from './auth/prm.js';
+import { createTokenStage } from './auth/token.js';
+import type { KeyResolver, ReplayStore } from './auth/types.js';
+import { createAuthorityStage, createParametersStage } from './authority/stage.js';
+import { createMissionBus, createReplayStore } from './cluster/index.js';
+import type { Config } from './config/schema.js';
+import { isDenial } from './errors.js';
+import type { EvidenceRecord, EvidenceSink } from './evidence/record.js';
+import { createMissionReferenceStage } from './mission/reference.js';
+import { MissionStates } from './mission/state.js';
+import type { MissionBus, MissionChange } from './mission/types.js';
 import type { Logger } from './observability/logger.js';
 import type { Metrics } from './observability/metrics.js';
 import type { Stage } from './pipeline/context.js';
@@ -17,6 +28,7 @@ import type { Handler, Stages } from './pipeline/run.js';
 export interface LongLived {
   readonly evidence: EvidenceSink;
   readonly replay: ReplayStore;
+  /** The replica bus; `subscribe` replaces the previous runtime's handler (one consumer at a time). */
   readonly bus: MissionBus;
   close(): Promise<void>;
 }
@@ -29,7 +41,7 @@ export interface MissionService {
 /** Parts rebuilt on every config (re)load. */
 export interface Parts {
   readonly keys: KeyResolver;
-  readonly missionStates: MissionService;
+  readonly missionStates: MissionStates;
   readonly stages: Stages;
   readonly prm: { readonly paths: ReadonlyMap<string, string>; urlFor(resource: string): string };
   readonly mcp: Handler | null;
@@ -38,50 +50,110 @@ export interface Parts {
   close(): Promise<void>;
 }
 
+/** A bus whose single consumer can be swapped on reload (the newest runtime's Mission cache). */
+function switchableBus(inner: MissionBus): MissionBus {
+  let handler: ((change: MissionChange) => void) | null = null;
+  inner.subscribe((change) => handler?.(change));
+  return {
+    publish: (change) => inner.publish(change),
+    subscribe: (h) => {
+      handler = h;
+    },
+    close: () => inner.close(),
+  };
+}
+
 export async function buildLongLivedParts(config: Config, metrics: Metrics, logger: Logger): Promise<LongLived> {
-  void config;
-  void metrics;
-  void logger;
-  const evidence: EvidenceSink = {
+  const evidence: EvidenceSink = temporaryEvidence(config.evidence.sink);
+  const replay = createReplayStore(config.replay_store, { maxEntries: config.dpop.replay_max_entries, logger, metrics });
+  const bus = switchableBus(createMissionBus(config.replay_store, { logger, metrics, catchUpMs: config.mission.max_stale_s * 1000 }));
+  return {
+    evidence,
+    replay,
+    bus,
+    async close() {
+      await Promise.allSettled([evidence.close(), replay.close(), bus.close()]);
+    },
+  };
+}
+
+function temporaryEvidence(sink: string): EvidenceSink {
+  return {
     write(record: EvidenceRecord) {
-      process.stdout.write(JSON.stringify(record) + '\n');
+      const line = JSON.stringify(record) + '\n';
+      if (sink === 'stdout') process.stdout.write(line);
+      else if (sink === 'stderr') process.stderr.write(line);
+      else appendFileSync(sink, line);
     },
     healthy: () => true,
     close: async () => {},
   };
-  const replay: ReplayStore = { claim: () => true, ready: () => true, close: async () => {} };
-  const bus: MissionBus = { publish: async () => {}, subscribe: () => {}, close: async () => {} };
-  return { evidence, replay, bus, close: async () => {} };
+}
+
+/** Issuers whose keys the gateway may need besides token issuers: Mission authorities, ID-JAG issuers. */
+function extraIssuers(config: Config): TrustedIssuer[] {
+  const known = new Set(config.issuers.map((i) => i.issuer));
+  const out: TrustedIssuer[] = [];
+  const add = (issuer: string, jwks?: string): void => {
+    if (known.has(issuer)) return;
+    known.add(issuer);
+    out.push({ issuer, jwks_uri: jwks, algorithms: ['ES256', 'ES384', 'EdDSA', 'RS256', 'PS256'] });
+  };
+  for (const a of config.mission.authorities) add(a.issuer, a.jwks_uri);
+  for (const i of config.id_jag?.trusted_issuers ?? []) add(i);
+  return out;
 }
 
 export async function buildParts(config: Config, longLived: LongLived, metrics: Metrics, logger: Logger): Promise<Parts> {
-  void longLived;
-  void metrics;
-  void logger;
-  const pass: Stage = () => {};
-  const credentials: Stage = (ctx) => {
-    if (ctx.req.headers.authorization === undefined) throw new Denial('token_missing');
-    throw new Denial('token_invalid');
-  };
-  const base = config.public_base_url.replace(/\/$/, '');
-  const urlFor = (resource: string): string => {
-    let suffix = '';
-    try {
-      const p = new URL(resource).pathname;
-      suffix = p === '/' ? '' : p;
-    } catch {
-      suffix = '';
-    }
-    return `${base}/.well-known/oauth-protected-resource${suffix}`;
+  const keys = new IssuerKeys({ issuers: config.issuers, extraIssuers: extraIssuers(config), metrics, logger });
+  const missionStates = new MissionStates({ config, keys, metrics, logger, bus: longLived.bus });
+  const nonces = config.dpop.nonce ? new NonceIssuer({ windowSeconds: config.dpop.nonce_window_s, secret: config.dpop.nonce_secret }) : null;
+  const missionReference = createMissionReferenceStage({ config });
+  const stages: Stages = {
+    credentials: createCredentialsStage(config),
+    token: createTokenStage({ config, keys, metrics, logger }),
+    dpop: createDpopStage({ config, replay: longLived.replay, nonces, metrics }),
+    missionReference: config.mission.accept_header_references ? deferOnMcp(missionReference) : missionReference,
+    missionState: missionStates.stage(),
+    parameters: createParametersStage({ config }),
+    authority: createAuthorityStage({ config }),
   };
   return {
-    keys: { resolve: () => Promise.reject(new Denial('keys_unavailable')), metadata: () => Promise.reject(new Error('no')), ready: () => true },
-    missionStates: { handlePush: (_q, s) => { s.writeHead(400); s.end(); }, ready: () => true },
-    stages: { credentials, token: pass, dpop: pass, missionReference: pass, missionState: pass, parameters: pass, authority: pass },
-    prm: { paths: new Map(), urlFor },
+    keys,
+    missionStates,
+    stages,
+    prm: createProtectedResourceMetadata(config),
     mcp: null,
     idJag: null,
-    start() {},
-    close: async () => {},
+    start() {
+      void keys.start();
+      missionStates.startPolling();
+    },
+    async close() {
+      await Promise.allSettled([missionStates.close(), Promise.resolve(keys.close())]);
+    },
+  };
+}
+
+/**
+ * MAS mode on the MCP path: a token without a Mission reference may name its Mission per call in
+ * `_meta`, so the missing reference is judged per tools/call by the MCP handler, not here.
+ */
+function deferOnMcp(stage: Stage): Stage {
+  return (ctx) => {
+    try {
+      const pending = stage(ctx);
+      if (pending === undefined || ctx.kind !== 'mcp') return pending;
+      return pending.catch((err: unknown) => {
+        if (!(isDenial(err) && err.code === 'mission_claim_missing')) throw err;
+        ctx.missionRef = null;
+      });
+    } catch (err) {
+      if (ctx.kind === 'mcp' && isDenial(err) && err.code === 'mission_claim_missing') {
+        ctx.missionRef = null;
+        return;
+      }
+      throw err;
+    }
   };
 }
