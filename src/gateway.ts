@@ -203,9 +203,13 @@ export class Gateway {
     this.draining = true;
     const proxy = this.proxyServer;
     const closing = proxy === null ? Promise.resolve() : new Promise<void>((r) => proxy.close(() => r()));
+    // Connections go idle as their in-flight requests finish: close them as they do.
     proxy?.closeIdleConnections();
-    const timer = new Promise<void>((r) => setTimeout(r, graceMs).unref());
-    await Promise.race([closing, timer]);
+    const sweep = setInterval(() => proxy?.closeIdleConnections(), 50);
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([closing, new Promise<void>((r) => (timer = setTimeout(r, graceMs)))]);
+    clearInterval(sweep);
+    clearTimeout(timer);
     proxy?.closeAllConnections();
     await new Promise<void>((r) => (this.adminServer === null ? r() : this.adminServer.close(() => r())));
     this.adminServer?.closeAllConnections();

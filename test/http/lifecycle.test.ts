@@ -1,0 +1,218 @@
+/**
+ * The process as an operator runs it: the CLI, `check`, SIGHUP reload, SIGTERM drain, admin
+ * endpoints, WebSocket tunnels.
+ */
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { WebSocket, WebSocketServer } from 'ws';
+import { eventually, listen, startEcho, startGateway } from '../helpers/gateway.js';
+import { raw } from '../helpers/http.js';
+import { createServer } from 'node:http';
+
+const CLI = resolve(__dirname, '../../dist/cli.js');
+
+function cfg(upstream: string, routes = '  - match: { path: /public/** }\n    auth: none'): string {
+  return `listen: { host: 127.0.0.1, port: 0 }
+admin: { host: 127.0.0.1, port: 0 }
+public_base_url: http://localhost:8080
+resource: http://localhost:8080
+upstream: { url: ${upstream}, timeout_s: 5 }
+shutdown_grace_s: 5
+routes:
+${routes}
+log: { level: info }
+`;
+}
+
+/** Starts the CLI and waits for its "listening" log line (on stderr) to learn the ports. */
+async function startCli(file: string): Promise<{ proc: ChildProcess; url: string; adminUrl: string; logs: () => string }> {
+  const proc = spawn(process.execPath, [CLI, '--config', file], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let err = '';
+  proc.stderr!.on('data', (c: Buffer) => (err += c.toString()));
+  proc.stdout!.resume();
+  const line = await eventually(() => err.split('\n').find((l) => l.includes('mission-gateway listening')), 10_000);
+  const { url, adminUrl } = JSON.parse(line) as { url: string; adminUrl: string };
+  return { proc, url, adminUrl, logs: () => err };
+}
+
+const procs: ChildProcess[] = [];
+afterEach(() => {
+  for (const p of procs.splice(0)) p.kill('SIGKILL');
+});
+
+describe('SPEC §2: mission-gateway check', () => {
+  it('exits 0 on the example configs', () => {
+    for (const f of ['config/example.yaml', 'config/minimal.yaml']) {
+      const r = spawnSync(process.execPath, [CLI, 'check', '--config', f], { cwd: resolve(__dirname, '../..'), encoding: 'utf8' });
+      expect(r.stderr).toBe('');
+      expect(r.status).toBe(0);
+    }
+  });
+
+  it('exits 2 and prints every problem with its key path', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'mgw-check-'));
+    const file = join(dir, 'bad.yaml');
+    writeFileSync(
+      file,
+      `public_base_url: https://api.example.com
+resource: https://api.example.com
+upstream: { url: "not a url" }
+unknown_key: 1
+issuers: [{ issuer: http://as.example.com, algorithms: [HS256] }]
+routes:
+  - match: { path: invoices }
+    action: invoices.read
+  - match: { method: GET, path: /a }
+    action: a
+  - match: { method: GET, path: /a }
+    action: b
+  - match: { path: /b }
+dpop: { max_age_s: "sixty" }
+`,
+    );
+    const r = spawnSync(process.execPath, [CLI, 'check', '--config', file], { encoding: 'utf8' });
+    expect(r.status).toBe(2);
+    const lines = r.stderr.trim().split('\n');
+    expect(lines).toEqual(
+      expect.arrayContaining([
+        'unknown_key: unknown key',
+        'upstream.url: must be an absolute http(s) URL',
+        'issuers[0].issuer: must use https (http is accepted only on loopback hosts)',
+        expect.stringMatching(/^issuers\[0\]\.algorithms\[0\]: must be one of/),
+        'routes[0].match.path: must start with "/"',
+        'routes[2].match: duplicates routes[1].match',
+        'routes[3].action: is required on a route that needs auth',
+        'dpop.max_age_s: must be number',
+      ]),
+    );
+  });
+
+  it('substitutes ${ENV} and reports an unset variable', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'mgw-env-'));
+    const file = join(dir, 'env.yaml');
+    writeFileSync(file, 'public_base_url: https://api.example.com\nresource: https://api.example.com\nupstream: { url: "${MGW_TEST_UPSTREAM}" }\n');
+    const unset = spawnSync(process.execPath, [CLI, 'check', '--config', file], { encoding: 'utf8', env: { ...process.env, MGW_TEST_UPSTREAM: undefined } });
+    expect(unset.status).toBe(2);
+    expect(unset.stderr).toContain('upstream.url: environment variable MGW_TEST_UPSTREAM is not set');
+    const set = spawnSync(process.execPath, [CLI, 'check', '--config', file], { encoding: 'utf8', env: { ...process.env, MGW_TEST_UPSTREAM: 'http://127.0.0.1:3000' } });
+    expect(set.status).toBe(0);
+  });
+});
+
+describe('SPEC §2: signals', () => {
+  it('SIGHUP reloads a valid config and keeps the old one when the new one is invalid', async () => {
+    const echo = await startEcho();
+    const dir = mkdtempSync(join(tmpdir(), 'mgw-reload-'));
+    const file = join(dir, 'gw.yaml');
+    writeFileSync(file, cfg(echo.url));
+    const gw = await startCli(file);
+    procs.push(gw.proc);
+    try {
+      expect((await raw(gw.url, { path: '/other/x' })).status).toBe(403);
+      writeFileSync(file, cfg(echo.url, '  - match: { path: /public/** }\n    auth: none\n  - match: { path: /other/** }\n    auth: none'));
+      gw.proc.kill('SIGHUP');
+      await eventually(async () => (await raw(gw.url, { path: '/other/x' })).status === 200);
+      writeFileSync(file, cfg(echo.url) + 'bogus: true\n');
+      gw.proc.kill('SIGHUP');
+      await eventually(() => gw.logs().includes('config reload failed'));
+      expect((await raw(gw.url, { path: '/other/x' })).status).toBe(200);
+      const metrics = (await raw(gw.adminUrl, { path: '/metrics' })).text();
+      expect(metrics).toContain('mission_gateway_config_reloads_total{outcome="success"} 1');
+      expect(metrics).toContain('mission_gateway_config_reloads_total{outcome="failure"} 1');
+    } finally {
+      await echo.close();
+    }
+  });
+
+  it('SIGTERM finishes in-flight requests, then exits 0', async () => {
+    const echo = await startEcho((_req, res) => setTimeout(() => res.end('done'), 700));
+    const dir = mkdtempSync(join(tmpdir(), 'mgw-term-'));
+    const file = join(dir, 'gw.yaml');
+    writeFileSync(file, cfg(echo.url));
+    const gw = await startCli(file);
+    procs.push(gw.proc);
+    try {
+      const inflight = raw(gw.url, { path: '/public/slow' });
+      await new Promise((r) => setTimeout(r, 150));
+      const exited = new Promise<number | null>((r) => gw.proc.once('exit', (code) => r(code)));
+      gw.proc.kill('SIGTERM');
+      const res = await inflight;
+      expect(res.status).toBe(200);
+      expect(res.text()).toBe('done');
+      expect(await exited).toBe(0);
+    } finally {
+      await echo.close();
+    }
+  });
+});
+
+describe('SPEC §2: admin listener', () => {
+  it('serves /healthz, /readyz and /metrics with the SPEC §9 names', async () => {
+    const echo = await startEcho();
+    const gw = await startGateway(`public_base_url: http://localhost:8080\nresource: http://localhost:8080\nupstream: { url: ${echo.url} }\nroutes:\n  - match: { path: /public/** }\n    auth: none\n`);
+    try {
+      await raw(gw.url, { path: '/public/a' });
+      await raw(gw.url, { path: '/nope' });
+      expect((await raw(gw.adminUrl, { path: '/healthz' })).json()).toEqual({ status: 'ok' });
+      const ready = await raw(gw.adminUrl, { path: '/readyz' });
+      expect(ready.status).toBe(200);
+      const m = (await raw(gw.adminUrl, { path: '/metrics' })).text();
+      expect(m).toContain('mission_gateway_requests_total{decision="permit",reason="none"} 1');
+      expect(m).toContain('mission_gateway_requests_total{decision="deny",reason="no_route"} 1');
+      for (const name of [
+        'mission_gateway_decision_seconds',
+        'mission_gateway_upstream_seconds',
+        'mission_gateway_mission_cache_total',
+        'mission_gateway_mission_status_requests_total',
+        'mission_gateway_events_total',
+        'mission_gateway_jwks_refresh_total',
+        'mission_gateway_config_reloads_total',
+      ]) {
+        expect(m).toContain(`# TYPE ${name}`);
+      }
+    } finally {
+      await gw.close();
+      await echo.close();
+    }
+  });
+});
+
+describe('SPEC §6: WebSocket upgrades', () => {
+  it('tunnels a WebSocket echo on an open route and refuses one on an unmatched path', async () => {
+    const server = createServer();
+    const wss = new WebSocketServer({ server });
+    const seen: Record<string, string | string[] | undefined>[] = [];
+    wss.on('connection', (socket, req) => {
+      seen.push(req.headers);
+      socket.on('message', (data) => socket.send(`echo:${data.toString()}`));
+    });
+    const upstream = await listen(server);
+    const gw = await startGateway(`public_base_url: http://localhost:8080\nresource: http://localhost:8080\nupstream: { url: ${upstream} }\nroutes:\n  - match: { path: /ws/** }\n    auth: none\n`);
+    try {
+      const ws = new WebSocket(`${gw.url.replace('http', 'ws')}/ws/chat`, { headers: { 'x-mission-id': 'spoofed' } });
+      const reply = await new Promise<string>((resolve, reject) => {
+        ws.on('open', () => ws.send('hello'));
+        ws.on('message', (d) => resolve(d.toString()));
+        ws.on('error', reject);
+      });
+      expect(reply).toBe('echo:hello');
+      ws.close();
+      expect(seen[0]!['x-mission-id']).toBeUndefined();
+      expect(seen[0]!['mission-decision']).toMatch(/^dec_/);
+
+      const denied = new WebSocket(`${gw.url.replace('http', 'ws')}/admin`);
+      const status = await new Promise<number>((resolve) => {
+        denied.on('unexpected-response', (_req, res) => resolve(res.statusCode ?? 0));
+        denied.on('error', () => resolve(-1));
+      });
+      expect(status).toBe(403);
+    } finally {
+      await gw.close();
+      wss.close();
+      server.close();
+    }
+  });
+});
