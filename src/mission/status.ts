@@ -389,7 +389,9 @@ export class MissionStatusClient {
     return { ...mission, state, authority, maxStaleSeconds: maxStale };
   }
 
+  /** Idempotent. */
   async close(): Promise<void> {
+    if (this.dispatcher.closed || this.dispatcher.destroyed) return;
     await this.dispatcher.close();
   }
 }

@@ -1,0 +1,354 @@
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import type { CompiledRoute } from '../../src/config/compile.js';
+import { MissionStates } from '../../src/mission/state.js';
+import type { MissionChange } from '../../src/mission/types.js';
+import type { MissionReference, RequestContext } from '../../src/pipeline/context.js';
+import { CLIENT_ID, clientKeyFile, context, counter, denialOf, ISSUER, LocalKeys, logger, makeConfig, MISSION_ID, newMetrics, RecordingBus, RESOURCE, signingKey, StatusServer, token } from './helpers.js';
+
+const REF: MissionReference = { form: 'claim', issuer: ISSUER, id: MISSION_ID, s256: null, authorityHash: null };
+const iso = (ms: number): string => new Date(ms).toISOString();
+
+let t: number;
+const now = (): number => t;
+let server: StatusServer;
+let states: MissionStates;
+let metrics: ReturnType<typeof newMetrics>;
+let bus: RecordingBus;
+
+async function setup(mission: Record<string, unknown> = {}): Promise<void> {
+  t = Date.now();
+  const ck = clientKeyFile();
+  const authKey = signingKey();
+  const keys = new LocalKeys().add(ISSUER, authKey);
+  server = await new StatusServer(ISSUER, authKey, ck.publicKey, now).start();
+  server.missions.set(MISSION_ID, { state: 'active', version: 1, expires_at: '2099-12-31T23:59:59Z', fresh_until: null, subject: { sub: 'user_1' }, client_id: 'agent_1' });
+  metrics = newMetrics();
+  bus = new RecordingBus();
+  const config = makeConfig({}, { client: { client_id: CLIENT_ID, private_key_file: ck.file }, authorities: [{ issuer: ISSUER, status_endpoint: server.url }], ...mission });
+  states = new MissionStates({ config, keys, metrics, logger, bus, now });
+}
+
+afterEach(async () => {
+  await states?.close();
+  await server?.close();
+});
+
+function ctxFor(opts: { ref?: MissionReference; exp?: number; route?: Partial<CompiledRoute>; subject?: string } = {}): RequestContext {
+  const ctx = context({ token: token({}, { exp: opts.exp ?? Math.floor(t / 1000) + 3600, subject: opts.subject ?? 'user_1' }), ...(opts.route ? { route: opts.route } : {}) });
+  ctx.missionRef = opts.ref ?? REF;
+  return ctx;
+}
+
+/** Runs the stage; returns the denial code (or null) and whether it completed synchronously. */
+async function check(ctx = ctxFor()): Promise<{ code: string | null; sync: boolean; ctx: RequestContext; retryAfter?: number | undefined; extra?: Record<string, unknown> | undefined }> {
+  let ret: void | Promise<void>;
+  try {
+    ret = states.stage()(ctx);
+  } catch (e) {
+    const d = await denialOf(() => {
+      throw e;
+    });
+    return { code: d!.code, sync: true, ctx, retryAfter: d!.retryAfter, extra: d!.extra };
+  }
+  const sync = ret === undefined;
+  const d = await denialOf(() => ret);
+  return { code: d?.code ?? null, sync, ctx, retryAfter: d?.retryAfter, extra: d?.extra };
+}
+
+const change = (over: Partial<MissionChange>): MissionChange => ({ issuer: ISSUER, id: MISSION_ID, state: 'revoked', version: 2, suspendUntil: null, expiresAt: null, refetch: false, jti: `set_${Math.random()}`, ...over });
+
+describe('SPEC section 3: Mission state from Status, cached', () => {
+  beforeEach(() => setup());
+
+  it('a miss asks the authority (source fresh); a hit is served synchronously (source cached)', async () => {
+    const first = await check();
+    expect(first).toMatchObject({ code: null, sync: false });
+    expect(first.ctx.mission).toMatchObject({ id: MISSION_ID, issuer: ISSUER, state: 'active', version: 1, source: 'fresh', subject: 'user_1', clientId: 'agent_1' });
+    const second = await check();
+    expect(second).toMatchObject({ code: null, sync: true });
+    expect(second.ctx.mission?.source).toBe('cached');
+    expect(server.requests.length).toBe(1);
+    expect(await counter(metrics, 'mission_gateway_mission_cache_total', { result: 'miss' })).toBe(1);
+    expect(await counter(metrics, 'mission_gateway_mission_cache_total', { result: 'hit' })).toBe(1);
+  });
+
+  it('entries are keyed by audience too', async () => {
+    await check();
+    const other = ctxFor();
+    other.audience = 'https://api.example.com/mcp';
+    expect(await check(other)).toMatchObject({ code: null, sync: false });
+    expect(server.requests.map((r) => r.form.get('audience'))).toEqual([RESOURCE, 'https://api.example.com/mcp']);
+  });
+
+  it('lifetime ends at fresh_until', async () => {
+    server.missions.get(MISSION_ID)!.fresh_until = iso(t + 10_000);
+    await check();
+    t += 9_000;
+    expect((await check()).sync).toBe(true);
+    t += 1_000;
+    expect((await check()).sync).toBe(false);
+    expect(server.requests.length).toBe(2);
+    expect(await counter(metrics, 'mission_gateway_mission_cache_total', { result: 'stale' })).toBe(1);
+  });
+
+  it('lifetime ends at mission.max_stale_s, whatever fresh_until says', async () => {
+    server.missions.get(MISSION_ID)!.fresh_until = iso(t + 3_600_000);
+    await check();
+    t += 59_000;
+    expect((await check()).sync).toBe(true);
+    t += 1_000;
+    expect((await check()).sync).toBe(false);
+  });
+
+  it("lifetime ends at the token's exp", async () => {
+    await check(ctxFor({ exp: Math.floor(t / 1000) + 5 }));
+    t += 5_000;
+    expect((await check()).sync).toBe(false);
+  });
+
+  it('a fresh_until in the past serves the request but caches nothing', async () => {
+    server.missions.get(MISSION_ID)!.fresh_until = iso(t - 1_000);
+    expect((await check()).code).toBeNull();
+    expect((await check()).sync).toBe(false);
+    expect(server.requests.length).toBe(2);
+  });
+
+  it('a non-active state is cached no longer than an active one (no extension, no skew)', async () => {
+    server.missions.set(MISSION_ID, { state: 'revoked', version: 3, fresh_until: iso(t + 10_000) });
+    expect((await check()).code).toBe('mission_terminated');
+    t += 10_000;
+    server.missions.set(MISSION_ID, { state: 'revoked', version: 3, fresh_until: iso(t + 10_000) });
+    expect((await check()).sync).toBe(false);
+  });
+
+  it('high-consequence routes always ask the authority, never the cache', async () => {
+    const route = { actionClass: 'irreversible_action' } as Partial<CompiledRoute>;
+    await check();
+    expect((await check(ctxFor({ route }))).sync).toBe(false);
+    expect((await check(ctxFor({ route }))).sync).toBe(false);
+    expect(server.requests.length).toBe(3);
+    expect((await check(ctxFor({ route: { actionClass: 'consequential_read' } as Partial<CompiledRoute> }))).sync).toBe(true);
+  });
+
+  it('the cache is bounded (mission.cache_max_entries) and evictions are counted', async () => {
+    await states.close();
+    await server.close();
+    await setup({ cache_max_entries: 100 });
+    for (let i = 0; i < 101; i++) {
+      server.missions.set(`msn_${i}`, { state: 'active', version: 1 });
+      expect((await check(ctxFor({ ref: { ...REF, id: `msn_${i}` } }))).code).toBeNull();
+    }
+    expect(await counter(metrics, 'mission_gateway_cache_evictions_total', { cache: 'mission' })).toBe(1);
+    expect((await check(ctxFor({ ref: { ...REF, id: 'msn_0' } }))).sync).toBe(false);
+    expect((await check(ctxFor({ ref: { ...REF, id: 'msn_100' } }))).sync).toBe(true);
+  });
+});
+
+describe('SPEC section 5: denials from state', () => {
+  beforeEach(() => setup());
+
+  it.each([['revoked'], ['expired'], ['completed'], ['superseded'], ['cascaded']])('%s -> 403 mission_terminated with mission_status', async (state) => {
+    server.missions.set(MISSION_ID, { state, version: 2 });
+    const r = await check();
+    expect(r.code).toBe('mission_terminated');
+    expect(r.extra).toEqual({ mission_status: state });
+    expect(r.ctx.mission?.state).toBe(state);
+  });
+
+  it('a state this gateway does not know -> mission_status unknown', async () => {
+    server.missions.set(MISSION_ID, { state: 'paused_by_robot', version: 2 });
+    expect((await check()).extra).toEqual({ mission_status: 'unknown' });
+  });
+
+  it('Status 404 -> mission_terminated, mission_status unknown', async () => {
+    server.missions.clear();
+    const r = await check();
+    expect(r).toMatchObject({ code: 'mission_terminated', extra: { mission_status: 'unknown' } });
+  });
+
+  it('suspended -> mission_suspended with Retry-After from suspend_until', async () => {
+    server.missions.set(MISSION_ID, { state: 'suspended', version: 2, suspend_until: iso(t + 120_000) });
+    const r = await check();
+    expect(r.code).toBe('mission_suspended');
+    expect(r.retryAfter).toBe(120);
+  });
+
+  it('active but past expires_at -> mission_terminated expired', async () => {
+    server.missions.set(MISSION_ID, { state: 'active', version: 2, expires_at: iso(t - 1000) });
+    expect(await check()).toMatchObject({ code: 'mission_terminated', extra: { mission_status: 'expired' } });
+  });
+
+  it('MAS mode: a header-named Mission must belong to the token subject and client', async () => {
+    const headerRef: MissionReference = { ...REF, form: 'reference_header' };
+    expect((await check(ctxFor({ ref: headerRef }))).code).toBeNull();
+    expect((await check(ctxFor({ ref: headerRef, subject: 'someone_else' }))).code).toBe('mission_reference_conflict');
+    server.missions.set('msn_nosub', { state: 'active', version: 1 });
+    expect((await check(ctxFor({ ref: { ...headerRef, id: 'msn_nosub' } }))).code).toBe('mission_reference_conflict');
+  });
+});
+
+describe('SPEC section 3: concurrent misses share one Status request', () => {
+  beforeEach(() => setup());
+
+  it('100 concurrent misses -> exactly one Status request (real HTTP server)', async () => {
+    server.delayMs = 50;
+    const results = await Promise.all(Array.from({ length: 100 }, () => check()));
+    expect(results.every((r) => r.code === null)).toBe(true);
+    expect(server.requests.length).toBe(1);
+  });
+});
+
+describe('SPEC section 3: fail closed when the authority is unreachable', () => {
+  beforeEach(() => setup({ status_timeout_s: 0.3 }));
+
+  it('down and nothing fresh -> 503 mission_state_unavailable with Retry-After; recovers when it comes back', async () => {
+    server.down = true;
+    const r = await check();
+    expect(r.code).toBe('state_unavailable');
+    expect(r.retryAfter).toBeGreaterThan(0);
+    expect(await counter(metrics, 'mission_gateway_mission_status_requests_total', { outcome: 'error' })).toBe(1);
+    server.down = false;
+    expect((await check()).code).toBeNull();
+  });
+
+  it('slower than status_timeout_s -> 503', async () => {
+    server.delayMs = 800;
+    expect((await check()).code).toBe('state_unavailable');
+    expect(await counter(metrics, 'mission_gateway_mission_status_requests_total', { outcome: 'timeout' })).toBe(1);
+  });
+
+  it('a response failing verification -> 503 (never fail open)', async () => {
+    server.tamper = (c) => (c['nonce'] = 'replayed');
+    expect((await check()).code).toBe('state_unavailable');
+  });
+
+  it('a cached state past its lifetime is not used when the authority is down', async () => {
+    await check();
+    t += 61_000;
+    server.down = true;
+    expect((await check()).code).toBe('state_unavailable');
+  });
+
+  it("429 Retry-After is honoured: no query until it passes, then the authority is asked again", async () => {
+    server.respond = async () => ({ status: 429, headers: { 'retry-after': '10' }, body: '' });
+    expect(await check()).toMatchObject({ code: 'state_unavailable', retryAfter: 10 });
+    server.respond = null;
+    t += 5_000;
+    expect(await check()).toMatchObject({ code: 'state_unavailable', retryAfter: 5 });
+    expect(server.requests.length).toBe(1);
+    t += 5_000;
+    expect((await check()).code).toBeNull();
+    expect(server.requests.length).toBe(2);
+  });
+});
+
+describe('draft-mcguinness-oauth-mission-signals: applying lifecycle changes', () => {
+  beforeEach(() => setup());
+
+  it('a revoke with a higher version denies the next request synchronously (source event)', async () => {
+    await check();
+    expect(states.applyChange(change({ state: 'revoked', version: 2 }))).toBe('accepted');
+    const r = await check();
+    expect(r).toMatchObject({ code: 'mission_terminated', sync: true, extra: { mission_status: 'revoked' } });
+    expect(r.ctx.mission).toMatchObject({ state: 'revoked', version: 2, source: 'event' });
+    expect(bus.published.length).toBe(1);
+  });
+
+  it('a duplicate jti is accepted once; a version not above the last applied is stale', async () => {
+    await check();
+    const c = change({ state: 'suspended', version: 2 });
+    expect(states.applyChange(c)).toBe('accepted');
+    expect(states.applyChange(c)).toBe('duplicate');
+    expect(states.applyChange(change({ state: 'active', version: 2 }))).toBe('stale');
+    expect(states.applyChange(change({ state: 'active', version: 1 }))).toBe('stale');
+    expect((await check()).code).toBe('mission_suspended');
+  });
+
+  it('suspend then resume (higher version) allows again without asking the authority', async () => {
+    await check();
+    states.applyChange(change({ state: 'suspended', version: 2, suspendUntil: Math.floor(t / 1000) + 30 }));
+    expect(await check()).toMatchObject({ code: 'mission_suspended', retryAfter: 30 });
+    states.applyChange(change({ state: 'active', version: 3 }));
+    expect(await check()).toMatchObject({ code: null, sync: true });
+    expect(server.requests.length).toBe(1);
+  });
+
+  it('an event never extends a lifetime: resume does not keep an expired entry alive', async () => {
+    server.missions.get(MISSION_ID)!.fresh_until = iso(t + 10_000);
+    await check();
+    states.applyChange(change({ state: 'active', version: 2 }));
+    t += 10_000;
+    expect((await check()).sync).toBe(false);
+  });
+
+  it('a version gap refetches Status', async () => {
+    await check();
+    server.missions.get(MISSION_ID)!.version = 5;
+    expect(states.applyChange(change({ state: 'active', version: 5 }))).toBe('gap');
+    const r = await check();
+    expect(r).toMatchObject({ code: null, sync: false });
+    expect(server.requests.length).toBe(2);
+  });
+
+  it('authority_changed refetches Status (and the new authority is used)', async () => {
+    await check();
+    server.missions.get(MISSION_ID)!.version = 2;
+    server.missions.get(MISSION_ID)!.authorization_details = [{ type: 'mission_resource_access', resource: RESOURCE, actions: [] }];
+    expect(states.applyChange(change({ state: 'active', version: 2, refetch: true }))).toBe('gap');
+    const r = await check();
+    expect(r.sync).toBe(false);
+    expect(r.ctx.mission?.authority).toEqual([{ type: 'mission_resource_access', resource: RESOURCE, actions: [] }]);
+  });
+
+  it('a non-active state for an uncached Mission is remembered for max_stale_s', async () => {
+    expect(states.applyChange(change({ state: 'revoked', version: 4 }))).toBe('uncached');
+    expect(await check()).toMatchObject({ code: 'mission_terminated', sync: true });
+    expect(server.requests.length).toBe(0);
+    t += 59_000;
+    expect((await check()).sync).toBe(true);
+    t += 1_000;
+    server.missions.get(MISSION_ID)!.version = 4;
+    server.missions.get(MISSION_ID)!.state = 'revoked';
+    expect(await check()).toMatchObject({ code: 'mission_terminated', sync: false });
+  });
+
+  it('a lagging Status answer (lower version) never regresses an event-applied state', async () => {
+    states.applyChange(change({ state: 'revoked', version: 4 }));
+    t += 61_000;
+    // The authority replica still says active at version 1.
+    const r = await check();
+    expect(r.code).toBe('mission_terminated');
+    expect(r.ctx.mission).toMatchObject({ state: 'revoked', version: 4, source: 'event' });
+  });
+
+  it('an active event for an uncached Mission changes nothing', async () => {
+    expect(states.applyChange(change({ state: 'active', version: 9 }))).toBe('uncached');
+    expect((await check()).sync).toBe(false);
+  });
+
+  it('changes from the bus (other replicas) are applied and not republished', async () => {
+    await check();
+    bus.deliver(change({ state: 'revoked', version: 2 }));
+    expect((await check()).code).toBe('mission_terminated');
+    expect(bus.published.length).toBe(0);
+    expect(await counter(metrics, 'mission_gateway_events_total', { result: 'replicated_accepted' })).toBe(1);
+  });
+
+  it('an event for an AAuth-referenced Mission reaches it through the governance id Status returned', async () => {
+    const S = 'C'.repeat(43);
+    server.missions.set(`s256:${S}`, { state: 'active', version: 1 });
+    const aref: MissionReference = { form: 'aauth_claim', issuer: ISSUER, id: null, s256: S, authorityHash: null };
+    expect((await check(ctxFor({ ref: aref }))).code).toBeNull();
+    states.applyChange(change({ id: 'msn_from_s256', state: 'revoked', version: 2 }));
+    expect((await check(ctxFor({ ref: aref }))).code).toBe('mission_terminated');
+  });
+
+  it('lookup() serves MCP / ID-JAG callers from the same cache', async () => {
+    const v1 = await states.lookup(REF, RESOURCE);
+    expect(v1.state).toBe('active');
+    const v2 = states.lookup(REF, RESOURCE);
+    expect(v2).not.toBeInstanceOf(Promise);
+    await states.lookup(REF, RESOURCE, { fresh: true });
+    expect(server.requests.length).toBe(2);
+  });
+});
