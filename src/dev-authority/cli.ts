@@ -3,13 +3,14 @@
  * manage Missions of a running one through its admin API. Exit codes: 0 ok, 1 the call failed,
  * 2 usage error.
  */
+import { createPublicKey } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
 import type { JSONWebKeySet, JWK } from 'jose';
 
 export const DEV_AUTHORITY_USAGE = `Usage:
   mission-gateway dev-authority [--port n] [--host h] [--issuer url]
-      [--client <client_id>=<public JWK or JWKS file>]... [--receiver <endpoint>=<audience>]...
+      [--client <client_id>=<JWK, JWKS or PEM file>]... [--receiver <endpoint>=<audience>]...
       [--poll-audience <audience>]... [--seed <missions json file>] [--admin-token t] [--poll-token t]
       [--keys-dir dir] [--max-stale s] [--token-ttl s] [--allow-bearer] [--quiet]
   mission-gateway dev-authority mission create --url <authority> --subject s --client-id c
@@ -60,6 +61,13 @@ async function readJsonFile(path: string): Promise<unknown> {
   return JSON.parse(await readFile(path, 'utf8')) as unknown;
 }
 
+/** A client's key file: JWK or JWKS JSON, or a PEM (public, or PKCS#8 private: its public half). */
+async function readKeyFile(path: string): Promise<JWK | JSONWebKeySet> {
+  const text = await readFile(path, 'utf8');
+  if (text.trimStart().startsWith('-----BEGIN')) return createPublicKey(text).export({ format: 'jwk' }) as JWK;
+  return JSON.parse(text) as JWK | JSONWebKeySet;
+}
+
 async function serve(argv: string[]): Promise<number> {
   const { values, positionals } = parseArgs({
     args: argv,
@@ -102,7 +110,7 @@ async function serve(argv: string[]): Promise<number> {
     quiet: values.quiet === true,
   });
   try {
-    for (const [id, file] of clients) dev.registerClient(id, (await readJsonFile(file)) as JWK | JSONWebKeySet);
+    for (const [id, file] of clients) dev.registerClient(id, await readKeyFile(file));
     for (const [endpoint, audience] of receivers) dev.addReceiver({ endpoint, audience });
     const polls = (values['poll-audience'] ?? []).map((a) => dev.addPollAudience(a));
     const created = [];

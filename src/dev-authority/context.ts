@@ -23,6 +23,10 @@ export interface Settings {
   readonly pollToken: string | undefined;
   readonly pushTimeoutMs: number;
   readonly longPollMs: number;
+  /** Serve seed 002's JSON whenever the client accepts it (not only when it accepts nothing else). */
+  readonly preferJsonStatus: boolean;
+  /** Period of SSF verification SETs pushed to receivers as stream liveness; 0 disables. */
+  readonly heartbeatSeconds: number;
 }
 
 export interface AuthorityContext {

@@ -15,7 +15,7 @@ import { missionsApi, type MissionsApi } from './lifecycle.js';
 import { MissionStore } from './missions.js';
 import { ClientRegistry, ReplayCache } from './proofs.js';
 import { router } from './server.js';
-import { Transmitter, type Receiver } from './ssf.js';
+import { Transmitter, type Delivery, type Receiver } from './ssf.js';
 import { statusHandler } from './status.js';
 import { mintAccessToken, tokenHandler, type MissionClaimForm } from './tokens.js';
 
@@ -25,7 +25,7 @@ export type { MissionCreate, MissionResult, MissionsApi, SuspendInput } from './
 export type { Delivery, Receiver } from './ssf.js';
 export type { AuthorityEntry } from './authority.js';
 export { authorityHash } from './authority.js';
-export { LIFECYCLE_EVENT } from './ssf.js';
+export { LIFECYCLE_EVENT, SSF_VERIFICATION_EVENT } from './ssf.js';
 
 export const DEV_WARNING = 'DEVELOPMENT ONLY - never use in production: this Mission Authority issues tokens to any client_id and keeps its keys in memory.';
 
@@ -55,6 +55,10 @@ export interface DevAuthorityOptions {
   /** How long a poll without `returnImmediately` waits for events. Default 5000. */
   longPollMs?: number;
   pushTimeoutMs?: number;
+  /** Answer Mission Status with seed 002's JSON whenever the request's Accept allows it. */
+  preferJsonStatus?: boolean;
+  /** Period of SSF verification SETs pushed to receivers (stream liveness). Default maxStaleSeconds / 2; 0 disables. */
+  heartbeatSeconds?: number;
   /** Interval of the deadline sweep (`expires_at`, `suspend_until`). Default 1000. */
   sweepIntervalMs?: number;
   /** Epoch milliseconds; injectable for tests. */
@@ -90,6 +94,8 @@ export interface DevAuthority {
   /** Opens an RFC 8936 poll queue for `audience`; returns the poll endpoint URL naming it. */
   addPollAudience(audience: string): string;
   rotateKey(): Promise<void>;
+  /** Pushes an SSF verification (liveness) SET to every receiver now; also sent every heartbeatSeconds. */
+  sendHeartbeat(): Promise<Delivery[]>;
   jwks(): { keys: JWK[] };
   /** Mints an access token in-process (no DPoP proof needed), e.g. for a Mission since revoked. */
   issueAccessToken(opts: AccessTokenOptions): Promise<string>;
@@ -138,6 +144,8 @@ export async function startDevAuthority(opts: DevAuthorityOptions = {}): Promise
     pollToken: opts.pollToken,
     pushTimeoutMs: opts.pushTimeoutMs ?? 5000,
     longPollMs: opts.longPollMs ?? 5000,
+    preferJsonStatus: opts.preferJsonStatus ?? false,
+    heartbeatSeconds: opts.heartbeatSeconds ?? Math.max(1, Math.floor((opts.maxStaleSeconds ?? 60) / 2)),
   };
   let keys: KeyRing;
   try {
@@ -190,6 +198,7 @@ export async function startDevAuthority(opts: DevAuthorityOptions = {}): Promise
     addReceiver,
     addPollAudience,
     rotateKey,
+    sendHeartbeat: () => ssf.verify(),
     jwks: () => keys.jwks(),
     issueAccessToken: async (o) => {
       const mission = o.missionId === undefined ? undefined : ctx.missions.get(o.missionId);

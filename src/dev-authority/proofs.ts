@@ -4,10 +4,11 @@
  * keys registered per client. Failures throw ProofError with a generic message; the cause stays
  * out of responses and logs.
  */
+import { createPublicKey, type JsonWebKeyInput, type KeyObject } from 'node:crypto';
 import {
   calculateJwkThumbprint,
-  createLocalJWKSet,
   decodeJwt,
+  decodeProtectedHeader,
   EmbeddedJWK,
   jwtVerify,
   type JSONWebKeySet,
@@ -82,25 +83,37 @@ export const CLIENT_ASSERTION_TYPE = 'urn:ietf:params:oauth:client-assertion-typ
 
 export interface RegisteredClient {
   readonly clientId: string;
-  readonly keys: ReturnType<typeof createLocalJWKSet>;
+  readonly keys: readonly { readonly kid: string | undefined; readonly key: KeyObject }[];
   /** When set, the Mission Status audiences this client may ask about; others answer 404. */
   readonly audiences: ReadonlySet<string> | null;
+}
+
+/**
+ * The public half of a JWK (a private JWK is accepted for convenience: the demo can hand the same
+ * key file to the gateway and to the authority). Symmetric keys are refused.
+ */
+function publicKeyOf(jwk: JWK): { kid: string | undefined; key: KeyObject } {
+  if (jwk.kty === 'oct' || jwk.kty === undefined) throw new ProofError('client keys must be asymmetric');
+  let key: KeyObject;
+  try {
+    key = createPublicKey({ key: jwk as JsonWebKeyInput['key'], format: 'jwk' });
+  } catch (cause) {
+    throw new ProofError('client key cannot be imported', { cause });
+  }
+  return { kid: typeof jwk.kid === 'string' ? jwk.kid : undefined, key };
 }
 
 export class ClientRegistry {
   private readonly clients = new Map<string, RegisteredClient>();
 
-  /** Registers (or replaces) a client's public key(s): a JWK or a JWKS. */
+  /** Registers (or replaces) a client's key(s): a JWK or a JWKS. */
   register(clientId: string, keys: JWK | JSONWebKeySet, audiences?: readonly string[]): void {
     if (clientId.length === 0) throw new ProofError('client_id must be a non-empty string');
-    const set: JSONWebKeySet = 'keys' in keys && Array.isArray(keys.keys) ? keys : { keys: [keys as JWK] };
-    if (set.keys.length === 0) throw new ProofError('no keys');
-    for (const k of set.keys) {
-      if ('d' in k || 'p' in k || 'k' in k) throw new ProofError('client keys must be public keys');
-    }
+    const list = 'keys' in keys && Array.isArray(keys.keys) ? keys.keys : [keys as JWK];
+    if (list.length === 0) throw new ProofError('no keys');
     this.clients.set(clientId, {
       clientId,
-      keys: createLocalJWKSet(set),
+      keys: list.map(publicKeyOf),
       audiences: audiences === undefined ? null : new Set(audiences),
     });
   }
@@ -124,21 +137,33 @@ export class ClientRegistry {
     if (claimedClientId !== undefined && claimedClientId !== iss) throw new ProofError('client_id mismatch');
     const client = this.clients.get(iss);
     if (client === undefined) throw new ProofError('unknown client');
-    let payload: Record<string, unknown>;
+    let kid: unknown;
     try {
-      const r = await jwtVerify(assertion, client.keys, {
-        algorithms: ASYMMETRIC_ALGS,
-        issuer: iss,
-        subject: iss,
-        audience: [...audiences],
-        requiredClaims: ['exp', 'jti'],
-        currentDate: new Date(now()),
-        clockTolerance: 5,
-      });
-      payload = r.payload;
+      kid = decodeProtectedHeader(assertion).kid;
     } catch (cause) {
-      throw new ProofError('client assertion does not verify', { cause });
+      throw new ProofError('client assertion does not parse', { cause });
     }
+    // A registered key without kid matches any assertion kid (and the reverse): dev keys often lack one.
+    const candidates = client.keys.filter((k) => k.kid === undefined || kid === undefined || k.kid === kid);
+    let payload: Record<string, unknown> | undefined;
+    let cause: unknown;
+    for (const { key } of candidates) {
+      try {
+        payload = (await jwtVerify(assertion, key, {
+          algorithms: ASYMMETRIC_ALGS,
+          issuer: iss,
+          subject: iss,
+          audience: [...audiences],
+          requiredClaims: ['exp', 'jti'],
+          currentDate: new Date(now()),
+          clockTolerance: 5,
+        })).payload;
+        break;
+      } catch (e) {
+        cause = e;
+      }
+    }
+    if (payload === undefined) throw new ProofError('client assertion does not verify', { cause });
     const exp = payload['exp'] as number;
     const jti = payload['jti'];
     if (typeof jti !== 'string' || jti.length === 0) throw new ProofError('client assertion jti missing');

@@ -11,11 +11,13 @@ import type { Transition } from './missions.js';
 
 export const LIFECYCLE_EVENT = 'https://schemas.karlmcguinness.com/mission/lifecycle-change';
 export const SET_CONTENT_TYPE = 'application/secevent+jwt';
+export const SSF_VERIFICATION_EVENT = 'https://schemas.openid.net/secevent/ssf/event-type/verification';
 const MAX_QUEUE = 10_000;
 const MAX_EVENTS_PER_POLL = 1_000;
 
 export interface Receiver {
   readonly endpoint: string;
+  /** Expected to be the receiver's resource identifier: SETs carry it as `aud`. */
   readonly audience: string;
   /** Sent verbatim as the push request's Authorization header. */
   readonly authorizationHeader?: string | undefined;
@@ -41,16 +43,35 @@ interface PollQueue {
 const pollError = (status: number, err: string, description: string): HttpError => new HttpError(status, { err, description }, NO_STORE);
 
 export class Transmitter {
-  private readonly receivers: Receiver[] = [];
+  private readonly receivers: (Receiver & { readonly streamId: string })[] = [];
   private readonly queues = new Map<string, PollQueue>();
+  private readonly heartbeat: NodeJS.Timeout | undefined;
   private closed = false;
 
-  constructor(private readonly ctx: AuthorityContext) {}
+  constructor(private readonly ctx: AuthorityContext) {
+    const every = ctx.settings.heartbeatSeconds;
+    if (every > 0) {
+      this.heartbeat = setInterval(() => void this.verify(), every * 1000);
+      this.heartbeat.unref();
+    }
+  }
 
   addReceiver(r: Receiver): void {
     if (!URL.canParse(r.endpoint)) throw new Error('receiver endpoint must be an absolute URL');
     if (r.audience.length === 0) throw new Error('receiver audience is required');
-    this.receivers.push(r);
+    this.receivers.push({ ...r, streamId: `stream_${randomBytes(9).toString('base64url')}` });
+  }
+
+  /**
+   * Pushes an SSF verification SET to every receiver: the stream liveness signal a receiver needs
+   * within `mission_max_stale_seconds` to keep trusting event-maintained state.
+   */
+  async verify(): Promise<Delivery[]> {
+    return Promise.all(this.receivers.map(async (r) => {
+      const jti = `set_${randomBytes(16).toString('base64url')}`;
+      const claims = { iss: this.ctx.issuer, aud: r.audience, iat: nowSeconds(this.ctx), jti, sub_id: { format: 'opaque', id: r.streamId }, events: { [SSF_VERIFICATION_EVENT]: {} } };
+      return this.push(r, { jti, jwt: await this.ctx.keys.sign(claims, 'secevent+jwt') });
+    }));
   }
 
   /** Starts queueing SETs for `audience` (events before this call are not queued). */
@@ -197,6 +218,7 @@ export class Transmitter {
   /** Releases long polls so the server can close. */
   close(): void {
     this.closed = true;
+    clearInterval(this.heartbeat);
     for (const q of this.queues.values()) for (const wake of [...q.waiters]) wake();
   }
 }

@@ -34,7 +34,7 @@ export function statusHandler(ctx: AuthorityContext): (req: IncomingMessage, res
     const allowed = audience === undefined || client.audiences === null || client.audiences.has(audience);
     if (mission === undefined || !allowed) throw statusError(404, 'not_found', 'no such Mission', nonce);
 
-    if (wantsJsonOnly(req.headers.accept)) {
+    if (wantsJson(req.headers.accept, ctx.settings.preferJsonStatus)) {
       sendJson(res, 200, seedShape(ctx, mission, client, audience, nonce), NO_STORE);
       return;
     }
@@ -57,10 +57,11 @@ async function authenticate(ctx: AuthorityContext, form: Map<string, string[]>, 
   }
 }
 
-function wantsJsonOnly(accept: string | undefined): boolean {
+/** The JWT unless the client accepts JSON only, or accepts it at all and the operator prefers it. */
+function wantsJson(accept: string | undefined, prefer: boolean): boolean {
   if (accept === undefined) return false;
   const types = accept.split(',').map((t) => t.split(';')[0]!.trim().toLowerCase());
-  return types.includes('application/json') && !types.includes(STATUS_CONTENT_TYPE);
+  return types.includes('application/json') && (prefer || !types.includes(STATUS_CONTENT_TYPE));
 }
 
 /** `fresh_until` never exceeds iat + mission_max_stale_seconds, nor an active Mission's expiry. */

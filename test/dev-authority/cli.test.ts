@@ -1,10 +1,11 @@
+import { generateKeyPairSync } from 'node:crypto';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { decodeJwt } from 'jose';
 import { devAuthorityCli, type DevAuthority } from '../../src/dev-authority/index.js';
-import { API, clientAssertion, clientKey, ENTRIES, postForm, start } from './helpers.js';
+import { API, clientAssertion, clientKey, ENTRIES, postForm, start, type ClientKey } from './helpers.js';
 
 let dev: DevAuthority;
 beforeAll(async () => {
@@ -55,11 +56,13 @@ describe('mission-gateway dev-authority CLI', () => {
     const dir = mkdtempSync(join(tmpdir(), 'devauth-cli-'));
     const gw = await clientKey();
     writeFileSync(join(dir, 'gw.jwk'), JSON.stringify(gw.publicJwk));
+    const pem = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+    writeFileSync(join(dir, 'gw2.pem'), pem.privateKey.export({ type: 'pkcs8', format: 'pem' }));
     writeFileSync(join(dir, 'seed.json'), JSON.stringify([{ subject: 'seed-user', client_id: 'agent', purpose: 'p', authorization_details: ENTRIES }]));
     let out = '';
     vi.spyOn(process.stdout, 'write').mockImplementation((c: string | Uint8Array) => ((out += String(c)), true));
     vi.spyOn(process.stderr, 'write').mockImplementation(() => true);
-    const running = devAuthorityCli(['--port', '0', '--client', `gw-api=${join(dir, 'gw.jwk')}`, '--seed', join(dir, 'seed.json'), '--max-stale', '20']);
+    const running = devAuthorityCli(['--port', '0', '--client', `gw-api=${join(dir, 'gw.jwk')}`, '--client', `gw-pem=${join(dir, 'gw2.pem')}`, '--seed', join(dir, 'seed.json'), '--max-stale', '20']);
     await expect.poll(() => out.length, { timeout: 5000 }).toBeGreaterThan(0);
     vi.restoreAllMocks();
     const started = JSON.parse(out) as { issuer: string; missions: string[] };
@@ -74,6 +77,15 @@ describe('mission-gateway dev-authority CLI', () => {
     });
     expect(res.status).toBe(200);
     expect(decodeJwt(await res.text())['mission']).toMatchObject({ id: started.missions[0], state: 'active', subject: { sub: 'seed-user' } });
+    const pemKey = { privateKey: pem.privateKey } as unknown as ClientKey;
+    const viaPem = await postForm(status, {
+      client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer',
+      client_assertion: await clientAssertion(pemKey, 'gw-pem', status),
+      mission_id: started.missions[0]!,
+      audience: API,
+      nonce: 'cli-nonce-2',
+    });
+    expect(viaPem.status).toBe(200);
     process.emit('SIGTERM');
     expect(await running).toBe(0);
     await expect(fetch(`${started.issuer}/jwks`)).rejects.toThrow();

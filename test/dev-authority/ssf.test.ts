@@ -2,7 +2,7 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import { createRemoteJWKSet, decodeJwt, jwtVerify, type JWTPayload } from 'jose';
-import { LIFECYCLE_EVENT, type DevAuthority } from '../../src/dev-authority/index.js';
+import { LIFECYCLE_EVENT, SSF_VERIFICATION_EVENT, type DevAuthority } from '../../src/dev-authority/index.js';
 import { API, ENTRIES, newMission, postJson, start } from './helpers.js';
 
 let dev: DevAuthority | undefined;
@@ -105,6 +105,18 @@ describe('SSF transmitter: RFC 8935 push of lifecycle-change SETs', () => {
       expect.objectContaining({ audience: API, status: null, ok: false, err: 'unreachable' }),
     ]);
     expect(decodeJwt(r.got[0]!.set)['aud']).toBe('https://other.example.com');
+  });
+
+  it('SSF verification SETs are pushed as stream liveness, on demand and every heartbeatSeconds', async () => {
+    dev = await start({ heartbeatSeconds: 1 });
+    const r = await startReceiver();
+    dev.addReceiver({ endpoint: r.url, audience: API });
+    const now = await dev.sendHeartbeat();
+    expect(now).toEqual([expect.objectContaining({ ok: true, status: 202 })]);
+    const p = await verifySet(dev, r.got[0]!.set, API);
+    expect(p['events']).toEqual({ [SSF_VERIFICATION_EVENT]: {} });
+    expect(p['sub_id']).toMatchObject({ format: 'opaque' });
+    await expect.poll(() => r.got.length, { timeout: 5000, interval: 100 }).toBeGreaterThanOrEqual(2);
   });
 
   it('deadline transitions (suspend_until reached) are pushed too', async () => {

@@ -122,6 +122,46 @@ describe('Mission Status endpoint (draft-mcguinness-oauth-mission-status)', () =
     expect(decodeJwt(await res.text())['mission']).toMatchObject({ id: missionId, approver: dev.url, s256: m.aauth.s256 });
   });
 
+  it('seed 002 JSON is served for a JWT-preferring Accept only when the authority prefers JSON', async () => {
+    const accept = 'application/mission-status-response+jwt, application/json;q=0.5';
+    const jwt = await query({ mission_id: missionId, audience: API, nonce: 'n7' }, { accept });
+    expect(jwt.headers.get('content-type')).toBe('application/mission-status-response+jwt');
+    const lax = await start({ preferJsonStatus: true });
+    try {
+      lax.registerClient('gw-api', gw.publicJwk);
+      const id = (await lax.missions.create({ subject: 's', client_id: 'c', purpose: 'p', authorization_details: ENTRIES })).id;
+      const url = `${lax.url}/mission/status`;
+      const res = await postForm(url, {
+        client_assertion_type: JWT_BEARER,
+        client_assertion: await clientAssertion(gw, 'gw-api', url),
+        mission_id: id,
+        audience: API,
+        nonce: 'n8',
+      }, { accept });
+      expect(res.headers.get('content-type')).toBe('application/json');
+      expect(await res.json()).toMatchObject({ active: true, nonce: 'n8', mission: { id, state: 'active' } });
+    } finally {
+      await lax.close();
+    }
+  });
+
+  it('client keys: a private JWK registers its public half; a kid-less registered key matches an assertion with kid; symmetric keys are refused', async () => {
+    const { exportJWK, generateKeyPair } = await import('jose');
+    const { privateKey } = await generateKeyPair('ES256', { extractable: true });
+    const priv = await exportJWK(privateKey);
+    const ck = { privateKey, publicJwk: {}, jkt: '' } as ClientKey;
+    dev.registerClient('gw-priv', priv);
+    const res = await query({ mission_id: missionId, audience: API, nonce: 'n9' }, { key: ck, clientId: 'gw-priv' });
+    expect(res.status).toBe(200);
+    const { SignJWT } = await import('jose');
+    const withKid = await new SignJWT({ jti: 'kid-test' })
+      .setProtectedHeader({ alg: 'ES256', kid: 'some-kid' })
+      .setIssuer('gw-priv').setSubject('gw-priv').setAudience(statusUrl).setIssuedAt().setExpirationTime('1m')
+      .sign(privateKey);
+    expect((await query({ mission_id: missionId, audience: API, nonce: 'n10' }, { assertion: withKid })).status).toBe(200);
+    expect(() => dev.registerClient('gw-oct', { kty: 'oct', k: 'c2VjcmV0' })).toThrow();
+  });
+
   it("seed 002: Accept: application/json opts into the JSON shape", async () => {
     const res = await query({ mission_id: missionId, audience: API, nonce: 'n6' }, { accept: 'application/json' });
     expect(res.status).toBe(200);
