@@ -1,0 +1,133 @@
+/**
+ * Reading an MCP Streamable HTTP POST body (JSON-RPC 2.0, one message or a batch) once, strictly,
+ * and sorting its messages into what the gateway gates (`tools/call`), what it filters the answer
+ * of (`tools/list`) and what passes through untouched (everything else: initialize, notifications,
+ * responses to server requests, other methods).
+ *
+ * Fail closed where the upstream could read the bytes differently: the body is strict JSON (UTF-8,
+ * no duplicate key anywhere, exact numbers), and a `tools/call` the gateway cannot answer per call
+ * (no usable `id`) or an ambiguous batch (one `id` used twice by gated messages) refuses the whole
+ * request rather than letting the upstream decide what it meant.
+ */
+import { Denial } from '../errors.js';
+import { parseJsonStrict } from '../authority/params.js';
+import { MCP_META_KEY } from '../mission/reference.js';
+
+export type JsonRpcId = string | number;
+
+/** A `tools/call` request the gateway decides. */
+export interface ToolCallMessage {
+  readonly kind: 'call';
+  /** Position in the batch (0 for a single message). */
+  readonly index: number;
+  readonly id: JsonRpcId;
+  readonly name: string;
+  /** `params.arguments`, or `{}` when absent (no defaults inserted). */
+  readonly args: Record<string, unknown>;
+  /** `params._meta["com.karlmcguinness.mission/reference"]`, undefined when absent. */
+  readonly metaRef: unknown;
+}
+
+/** A `tools/call` with a usable id but params the gateway cannot read: denied per call. */
+export interface InvalidCallMessage {
+  readonly kind: 'invalid_call';
+  readonly index: number;
+  readonly id: JsonRpcId;
+  readonly name: string | null;
+}
+
+/** A `tools/list` request: its response is filtered. */
+export interface ToolListMessage {
+  readonly kind: 'list';
+  readonly index: number;
+  readonly id: JsonRpcId;
+  readonly metaRef: unknown;
+}
+
+export interface OtherMessage {
+  readonly kind: 'other';
+  readonly index: number;
+}
+
+export type McpMessage = ToolCallMessage | InvalidCallMessage | ToolListMessage | OtherMessage;
+
+export interface McpBody {
+  readonly batch: boolean;
+  /** The parsed messages, in order (batch elements, or the single message). */
+  readonly items: readonly unknown[];
+  readonly messages: readonly McpMessage[];
+  /** Counts of gated messages, so the common "nothing to gate" case is one comparison. */
+  readonly calls: number;
+  readonly lists: number;
+}
+
+const malformed = (description: string): Denial => new Denial('request_malformed', { description });
+
+function isObject(v: unknown): v is Record<string, unknown> {
+  return v !== null && typeof v === 'object' && !Array.isArray(v);
+}
+
+function isId(v: unknown): v is JsonRpcId {
+  return typeof v === 'string' || (typeof v === 'number' && Number.isFinite(v));
+}
+
+/** A key that tells the id 1 from the id "1" (JSON-RPC compares ids by type and value). */
+export function idKey(id: JsonRpcId): string {
+  return typeof id === 'number' ? `n:${id}` : `s:${id}`;
+}
+
+function metaRefOf(params: unknown): unknown {
+  if (!isObject(params)) return undefined;
+  const meta = params['_meta'];
+  if (!isObject(meta) || !Object.hasOwn(meta, MCP_META_KEY)) return undefined;
+  return meta[MCP_META_KEY];
+}
+
+function classify(item: unknown, index: number): McpMessage {
+  if (!isObject(item)) return { kind: 'other', index };
+  const method = item['method'];
+  if (method !== 'tools/call' && method !== 'tools/list') return { kind: 'other', index };
+  const id = item['id'];
+  if (method === 'tools/list') {
+    // A tools/list notification has no response to filter.
+    return isId(id) ? { kind: 'list', index, id, metaRef: metaRefOf(item['params']) } : { kind: 'other', index };
+  }
+  // A tools/call without a usable id cannot be answered per call, and must not reach a lax upstream.
+  if (!isId(id)) throw malformed('a tools/call request has no usable id');
+  const params = item['params'];
+  if (!isObject(params)) return { kind: 'invalid_call', index, id, name: null };
+  const name = params['name'];
+  if (typeof name !== 'string' || name.length === 0) return { kind: 'invalid_call', index, id, name: null };
+  const args = params['arguments'];
+  if (args !== undefined && !isObject(args)) return { kind: 'invalid_call', index, id, name };
+  return { kind: 'call', index, id, name, args: args ?? {}, metaRef: metaRefOf(params) };
+}
+
+/**
+ * Parses and classifies a POST body. Throws Denial('parameter_unparseable') for bytes that are not
+ * strict JSON, Denial('request_malformed') for a request the gateway cannot gate unambiguously.
+ */
+export function parseMcpBody(body: Buffer): McpBody {
+  if (body.length === 0) throw new Denial('parameter_unparseable', { description: 'the request body is empty' });
+  const doc = parseJsonStrict(body, 'all');
+  const batch = Array.isArray(doc);
+  const items: readonly unknown[] = batch ? doc : [doc];
+  const messages: McpMessage[] = new Array<McpMessage>(items.length);
+  let calls = 0;
+  let lists = 0;
+  let seen: Set<string> | null = null;
+  for (let i = 0; i < items.length; i++) {
+    const m = classify(items[i], i);
+    messages[i] = m;
+    if (m.kind === 'other') continue;
+    if (m.kind === 'list') lists++;
+    else calls++;
+    if (batch) {
+      seen ??= new Set();
+      const k = idKey(m.id);
+      if (seen.has(k)) throw malformed('a batch uses one id for two gated requests');
+      seen.add(k);
+    }
+  }
+  return { batch, items, messages, calls, lists };
+}

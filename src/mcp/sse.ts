@@ -1,0 +1,158 @@
+/**
+ * Server-Sent Events (WHATWG HTML "server-sent events": lines end in CRLF, LF or CR; a blank line
+ * ends an event) for the MCP response streams the gateway must look into. Bytes are split into
+ * whole events as they arrive, tolerating an event (or a CRLF) split across chunks; each complete
+ * event is released at once, so progress notifications flow unbuffered. Events the gateway does not
+ * change are passed on as their original bytes.
+ */
+
+const LF = 0x0a;
+const CR = 0x0d;
+
+/** Splits a byte stream into complete events (each with its terminating blank line). */
+export class SseSplitter {
+  private pending: Buffer = Buffer.alloc(0);
+  /** Bytes of `pending` already scanned. */
+  private scanned = 0;
+  /** True when the scan position is at the start of a line. */
+  private atLineStart = true;
+
+  /** Feeds a chunk; returns the events it completed, in order. */
+  push(chunk: Buffer): Buffer[] {
+    const buf = this.pending.length === 0 ? chunk : Buffer.concat([this.pending, chunk]);
+    const events: Buffer[] = [];
+    let start = 0;
+    let i = this.scanned;
+    let atLineStart = this.atLineStart;
+    const n = buf.length;
+    while (i < n) {
+      const c = buf[i]!;
+      let end: number;
+      if (c === LF) {
+        end = i + 1;
+      } else if (c === CR) {
+        // A CR as the last byte may be the first half of a CRLF: wait for the next chunk.
+        if (i + 1 === n) break;
+        end = buf[i + 1] === LF ? i + 2 : i + 1;
+      } else {
+        atLineStart = false;
+        i++;
+        continue;
+      }
+      if (atLineStart) {
+        events.push(buf.subarray(start, end));
+        start = end;
+      }
+      atLineStart = true;
+      i = end;
+    }
+    this.pending = start === n ? Buffer.alloc(0) : buf.subarray(start);
+    this.scanned = i - start;
+    this.atLineStart = atLineStart;
+    return events;
+  }
+
+  /** What is left at the end of the stream (an unterminated event), or null. */
+  flush(): Buffer | null {
+    const rest = this.pending;
+    this.pending = Buffer.alloc(0);
+    this.scanned = 0;
+    this.atLineStart = true;
+    return rest.length === 0 ? null : rest;
+  }
+}
+
+export interface SseEvent {
+  /** `event` field, or "message" when absent. */
+  readonly type: string;
+  /** The `data` lines joined with LF, or null when the event has none. */
+  readonly data: string | null;
+  /** The event's lines (without terminators), for rewriting. */
+  readonly lines: readonly string[];
+}
+
+const LINE = /\r\n|\r|\n/;
+
+/** Parses one complete event (as released by SseSplitter). */
+export function parseEvent(raw: Buffer): SseEvent {
+  const lines = raw.toString('utf8').split(LINE);
+  // The split leaves two empty strings for the blank-line terminator.
+  while (lines.length > 0 && lines[lines.length - 1] === '') lines.pop();
+  let type = 'message';
+  let data: string[] | null = null;
+  for (const line of lines) {
+    if (line.startsWith(':')) continue;
+    const colon = line.indexOf(':');
+    const field = colon === -1 ? line : line.slice(0, colon);
+    let value = colon === -1 ? '' : line.slice(colon + 1);
+    if (value.startsWith(' ')) value = value.slice(1);
+    if (field === 'data') (data ??= []).push(value);
+    else if (field === 'event') type = value;
+  }
+  return { type, data: data === null ? null : data.join('\n'), lines };
+}
+
+/** The same event with its data replaced by `json` (one data line, other fields kept in place). */
+export function rewriteEvent(event: SseEvent, json: string): Buffer {
+  const out: string[] = [];
+  let placed = false;
+  for (const line of event.lines) {
+    if (line === 'data' || line.startsWith('data:')) {
+      if (!placed) out.push(`data: ${json}`);
+      placed = true;
+    } else {
+      out.push(line);
+    }
+  }
+  if (!placed) out.push(`data: ${json}`);
+  return Buffer.from(out.join('\n') + '\n\n', 'utf8');
+}
+
+/** One JSON-RPC message as a `message` event. */
+export function messageEvent(message: unknown): Buffer {
+  return Buffer.from(`event: message\ndata: ${JSON.stringify(message)}\n\n`, 'utf8');
+}
+
+/**
+ * A stream rewriter: `rewrite(message)` returns a replacement for a JSON-RPC message, or undefined
+ * to keep the event's original bytes. `active()` false skips parsing altogether (e.g. once every
+ * tools/list answer went by), leaving only the event split.
+ */
+export class SseRewriter {
+  private readonly splitter = new SseSplitter();
+
+  constructor(
+    private readonly rewrite: (message: unknown) => unknown,
+    private readonly active: () => boolean = () => true,
+  ) {}
+
+  /** Returns the bytes to send for this chunk (possibly empty while an event is incomplete). */
+  push(chunk: Buffer): Buffer {
+    const events = this.splitter.push(chunk);
+    if (events.length === 0) return EMPTY;
+    if (events.length === 1) return this.one(events[0]!);
+    return Buffer.concat(events.map((e) => this.one(e)));
+  }
+
+  flush(): Buffer | null {
+    return this.splitter.flush();
+  }
+
+  private one(raw: Buffer): Buffer {
+    if (!this.active()) return raw;
+    const event = parseEvent(raw);
+    if (event.type !== 'message' || event.data === null) return raw;
+    const c = event.data.charCodeAt(0);
+    if (c !== 0x7b && c !== 0x5b) return raw;
+    let message: unknown;
+    try {
+      message = JSON.parse(event.data);
+    } catch {
+      return raw;
+    }
+    const replaced = this.rewrite(message);
+    return replaced === undefined ? raw : rewriteEvent(event, JSON.stringify(replaced));
+  }
+}
+
+const EMPTY = Buffer.alloc(0);

@@ -1,0 +1,183 @@
+/**
+ * Tools: which the Mission lets a client see (`tools/list` filtering, exposure control only: every
+ * call is still decided on its own) and tool binding (mission-capability-binding): a tool whose
+ * definition digest is pinned must be listed with exactly that definition, else it is removed from
+ * the list and calls to it are denied `capability_drift`.
+ *
+ * `source_digest = "sha-256:" + base64url(SHA-256(JCS(tool definition)))`, the single definition
+ * object as the server lists it (vector `source_digest-write_document` in reference/vectors.json).
+ *
+ * Pins come from the config (`mcp.tool_digests`) and from the Mission: an authority entry that
+ * applies to the MCP resource may carry `tool_digests: {"<tool name>": "sha-256:…"}` beside its
+ * `actions` (a member of the entry, not a constraint, so a gateway that does not bind tools still
+ * reads the entry's constraints unchanged). Pins only narrow: every pin naming a tool must match.
+ */
+import { createHash } from 'node:crypto';
+import { LRUCache } from 'lru-cache';
+import { jcs } from '../authority/json.js';
+
+export function sourceDigest(tool: unknown): string {
+  return 'sha-256:' + createHash('sha256').update(jcs(tool), 'utf8').digest('base64url');
+}
+
+/** How many tool names' last-seen digests are remembered. */
+export const OBSERVED_MAX = 4096;
+
+const DIGEST = /^sha-256:[A-Za-z0-9_-]{43}$/;
+
+export type Pins = (name: string) => readonly string[];
+
+const NO_PINS: readonly string[] = Object.freeze([]);
+
+/**
+ * Pins from authority entries that apply to `audience` (exact `resource`, or a prefix resource the
+ * MCP URL starts with). Memoized per entries array (token claims and Mission views are never mutated).
+ */
+export class MissionPins {
+  private readonly memo = new WeakMap<readonly unknown[], ReadonlyMap<string, readonly string[]>>();
+
+  constructor(
+    private readonly audience: string,
+    private readonly url: string,
+  ) {}
+
+  of(entries: readonly unknown[] | null): ReadonlyMap<string, readonly string[]> | null {
+    if (entries === null) return null;
+    let m = this.memo.get(entries);
+    if (m === undefined) {
+      m = this.collect(entries);
+      this.memo.set(entries, m);
+    }
+    return m.size === 0 ? null : m;
+  }
+
+  private collect(entries: readonly unknown[]): ReadonlyMap<string, readonly string[]> {
+    const out = new Map<string, string[]>();
+    for (const e of entries) {
+      if (e === null || typeof e !== 'object' || Array.isArray(e)) continue;
+      const entry = e as Record<string, unknown>;
+      if (entry['type'] !== 'mission_resource_access' || typeof entry['resource'] !== 'string') continue;
+      const r = entry['resource'];
+      const applies = entry['resource_match'] === 'prefix' ? this.url.startsWith(r) : r === this.audience;
+      const pins = entry['tool_digests'];
+      if (!applies || pins === null || typeof pins !== 'object' || Array.isArray(pins)) continue;
+      for (const [name, digest] of Object.entries(pins as Record<string, unknown>)) {
+        // A pin that is not a digest can never match: the tool is then always treated as drifted.
+        const d = typeof digest === 'string' && DIGEST.test(digest) ? digest : 'invalid';
+        const list = out.get(name);
+        if (list === undefined) out.set(name, [d]);
+        else list.push(d);
+      }
+    }
+    return out;
+  }
+}
+
+/** The pins in force for one request: config pins plus those of the token and the Mission. */
+export function combinePins(config: ReadonlyMap<string, string>, ...mission: (ReadonlyMap<string, readonly string[]> | null)[]): Pins {
+  const sources = mission.filter((m): m is ReadonlyMap<string, readonly string[]> => m !== null);
+  if (sources.length === 0) {
+    if (config.size === 0) return () => NO_PINS;
+    return (name) => {
+      const d = config.get(name);
+      return d === undefined ? NO_PINS : [d];
+    };
+  }
+  return (name) => {
+    const out: string[] = [];
+    const d = config.get(name);
+    if (d !== undefined) out.push(d);
+    for (const s of sources) {
+      const l = s.get(name);
+      if (l !== undefined) out.push(...l);
+    }
+    return out;
+  };
+}
+
+/**
+ * Digests of pinned tools as last listed by the upstream (bounded LRU). A call to a pinned tool
+ * whose last-seen definition does not match its pins is `capability_drift`; a later listing with
+ * the pinned definition clears it.
+ */
+export class ObservedTools {
+  private readonly seen: LRUCache<string, string>;
+
+  constructor(max = OBSERVED_MAX) {
+    this.seen = new LRUCache<string, string>({ max });
+  }
+
+  observe(name: string, digest: string): void {
+    this.seen.set(name, digest);
+  }
+
+  /** True when the tool was seen with a definition that does not match every pin. */
+  drifted(name: string, pins: readonly string[]): boolean {
+    if (pins.length === 0) return false;
+    const d = this.seen.get(name);
+    if (d === undefined) return false;
+    for (const p of pins) if (p !== d) return true;
+    return false;
+  }
+
+  get size(): number {
+    return this.seen.size;
+  }
+}
+
+/** Whether a tool may be listed for the request's Mission. */
+export type Visible = (name: string) => boolean;
+
+/**
+ * Filters a `tools/list` result's `tools` array: a tool stays when it is well formed, visible, and
+ * (when pinned) its definition matches its pins. Returns the same array when nothing is removed, so
+ * callers can forward the original bytes.
+ */
+export function filterTools(tools: readonly unknown[], visible: Visible, pins: Pins, observed: ObservedTools): readonly unknown[] {
+  let kept: unknown[] | null = null;
+  for (let i = 0; i < tools.length; i++) {
+    const t = tools[i];
+    let keep = false;
+    if (t !== null && typeof t === 'object' && !Array.isArray(t)) {
+      const name = (t as Record<string, unknown>)['name'];
+      if (typeof name === 'string' && visible(name)) {
+        const p = pins(name);
+        if (p.length === 0) {
+          keep = true;
+        } else {
+          let d: string | null;
+          try {
+            d = sourceDigest(t);
+          } catch {
+            d = null;
+          }
+          if (d !== null) {
+            observed.observe(name, d);
+            keep = !observed.drifted(name, p);
+          }
+        }
+      }
+    }
+    if (keep) {
+      kept?.push(t);
+    } else if (kept === null) {
+      kept = tools.slice(0, i);
+    }
+  }
+  return kept ?? tools;
+}
+
+/**
+ * Filters a JSON-RPC response if it is a tools/list answer: returns the replacement message, or
+ * undefined when it is not one or nothing was removed.
+ */
+export function filterListResponse(message: unknown, visible: Visible, pins: Pins, observed: ObservedTools): unknown {
+  if (message === null || typeof message !== 'object' || Array.isArray(message)) return undefined;
+  const result = (message as Record<string, unknown>)['result'];
+  if (result === null || typeof result !== 'object' || Array.isArray(result)) return undefined;
+  const tools = (result as Record<string, unknown>)['tools'];
+  if (!Array.isArray(tools)) return undefined;
+  const kept = filterTools(tools, visible, pins, observed);
+  if (kept === tools) return undefined;
+  return { ...(message as Record<string, unknown>), result: { ...(result as Record<string, unknown>), tools: kept } };
+}
