@@ -1,0 +1,334 @@
+/**
+ * RFC 8935 push and RFC 8936 poll of Mission lifecycle SETs, on real sockets: the receiver is
+ * MissionStates.handlePush behind a node:http server; the poll transmitter is a node:http server.
+ */
+import { randomUUID } from 'node:crypto';
+import { createServer, type IncomingMessage, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import * as jose from 'jose';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { MissionStates } from '../../src/mission/state.js';
+import type { MissionReference, RequestContext } from '../../src/pipeline/context.js';
+import { raw } from '../helpers/http.js';
+import { CLIENT_ID, clientKeyFile, context, counter, denialOf, ISSUER, lifecycleSet, LocalKeys, logger, makeConfig, MISSION_ID, newMetrics, RecordingBus, RESOURCE, signingKey, StatusServer, token, type SigningKey } from './helpers.js';
+
+const REF: MissionReference = { form: 'claim', issuer: ISSUER, id: MISSION_ID, s256: null, authorityHash: null };
+const PUSH = '/.well-known/ssf/push';
+
+let t: number;
+const now = (): number => t;
+let statusServer: StatusServer;
+let receiver: Server;
+let base: string;
+let states: MissionStates;
+let metrics: ReturnType<typeof newMetrics>;
+let bus: RecordingBus;
+let authKey: SigningKey;
+
+async function setup(mission: Record<string, unknown> = {}, realClock = false): Promise<void> {
+  t = Date.now();
+  const clock = realClock ? Date.now : now;
+  const ck = clientKeyFile();
+  authKey = signingKey();
+  const keys = new LocalKeys().add(ISSUER, authKey).add('https://other-as.example.com', signingKey());
+  statusServer = await new StatusServer(ISSUER, authKey, ck.publicKey, clock).start();
+  statusServer.missions.set(MISSION_ID, { state: 'active', version: 1, fresh_until: null });
+  metrics = newMetrics();
+  bus = new RecordingBus();
+  const config = makeConfig(
+    { issuers: [{ issuer: ISSUER, algorithms: ['ES256'] }, { issuer: 'https://other-as.example.com', algorithms: ['ES256'] }] },
+    { client: { client_id: CLIENT_ID, private_key_file: ck.file }, authorities: [{ issuer: ISSUER, status_endpoint: statusServer.url }], ...mission },
+  );
+  states = new MissionStates({ config, keys, metrics, logger, bus, now: clock });
+  receiver = createServer((req, res) => {
+    if (req.url === PUSH) states.handlePush(req, res);
+    else res.writeHead(404).end();
+  });
+  await new Promise<void>((r) => receiver.listen(0, '127.0.0.1', r));
+  base = `http://127.0.0.1:${(receiver.address() as AddressInfo).port}`;
+}
+
+afterEach(async () => {
+  await states?.close();
+  await statusServer?.close();
+  receiver?.closeAllConnections();
+  await new Promise<void>((r) => (receiver ? receiver.close(() => r()) : r()));
+});
+
+const push = (set: string, contentType = 'application/secevent+jwt') => raw(base, { method: 'POST', path: PUSH, headers: { 'content-type': contentType }, body: set });
+
+function ctx(): RequestContext {
+  const c = context({ token: token({}, { exp: Math.floor(t / 1000) + 3600 }) });
+  c.missionRef = REF;
+  return c;
+}
+
+async function deniedWith(c = ctx()): Promise<string | null> {
+  return (await denialOf(() => states.stage()(c)))?.code ?? null;
+}
+
+describe('RFC 8935 push delivery at mission.events.push_path', () => {
+  beforeEach(() => setup());
+
+  it('a verified revoke is applied before the 202: the next request is denied', async () => {
+    expect(await deniedWith()).toBeNull();
+    const res = await push(await lifecycleSet(authKey, { state: 'revoked', version: 2 }));
+    expect(res.status).toBe(202);
+    expect(res.body.length).toBe(0);
+    expect(await deniedWith()).toBe('mission_terminated');
+    expect(bus.published).toHaveLength(1);
+    expect(await counter(metrics, 'mission_gateway_events_total', { result: 'accepted' })).toBe(1);
+  });
+
+  it('a duplicate jti is 202 and applied once', async () => {
+    await deniedWith();
+    const set = await lifecycleSet(authKey, { state: 'suspended', version: 2, jti: 'set_dup' });
+    expect((await push(set)).status).toBe(202);
+    expect((await push(set)).status).toBe(202);
+    expect(await counter(metrics, 'mission_gateway_events_total', { result: 'duplicate' })).toBe(1);
+    expect(bus.published).toHaveLength(1);
+  });
+
+  it('a stale SET (version not above the last applied) is still 202 and changes nothing', async () => {
+    await deniedWith();
+    expect((await push(await lifecycleSet(authKey, { state: 'suspended', version: 3 }))).status).toBe(202);
+    expect((await push(await lifecycleSet(authKey, { state: 'active', version: 2 }))).status).toBe(202);
+    expect(await deniedWith()).toBe('mission_suspended');
+    expect(await counter(metrics, 'mission_gateway_events_total', { result: 'stale' })).toBe(1);
+  });
+
+  it('events in order: suspend, resume, revoke', async () => {
+    await deniedWith();
+    await push(await lifecycleSet(authKey, { state: 'suspended', version: 2 }));
+    expect(await deniedWith()).toBe('mission_suspended');
+    await push(await lifecycleSet(authKey, { state: 'active', version: 3 }));
+    expect(await deniedWith()).toBeNull();
+    await push(await lifecycleSet(authKey, { state: 'revoked', version: 4 }));
+    expect(await deniedWith()).toBe('mission_terminated');
+    expect(statusServer.requests).toHaveLength(1);
+  });
+
+  it('a SET naming a Mission not in the cache is 202; its non-active state is remembered', async () => {
+    expect((await push(await lifecycleSet(authKey, { state: 'revoked', version: 3 }))).status).toBe(202);
+    expect(await deniedWith()).toBe('mission_terminated');
+    expect(statusServer.requests).toHaveLength(0);
+  });
+
+  it('a gap refetches Status', async () => {
+    await deniedWith();
+    statusServer.missions.get(MISSION_ID)!.version = 7;
+    expect((await push(await lifecycleSet(authKey, { state: 'active', version: 7 }))).status).toBe(202);
+    expect(await deniedWith()).toBeNull();
+    expect(statusServer.requests).toHaveLength(2);
+    expect(await counter(metrics, 'mission_gateway_events_total', { result: 'gap' })).toBe(1);
+  });
+
+  it('authority_changed refetches Status', async () => {
+    await deniedWith();
+    statusServer.missions.get(MISSION_ID)!.version = 2;
+    await push(await lifecycleSet(authKey, { state: 'active', version: 2, extra: { authority_changed: true } }));
+    await deniedWith();
+    expect(statusServer.requests).toHaveLength(2);
+  });
+
+  const rejects: Array<[string, () => Promise<string>, string]> = [
+    ['a bad signature', async () => lifecycleSet(signingKey(authKey.kid), { state: 'revoked', version: 2 }), 'invalid_key'],
+    ['an unknown kid', async () => lifecycleSet(signingKey(), { state: 'revoked', version: 2 }), 'invalid_key'],
+    ['a wrong aud', async () => lifecycleSet(authKey, { state: 'revoked', version: 2, aud: 'https://other.example.com' }), 'invalid_audience'],
+    ['an aud that only prefixes ours', async () => lifecycleSet(authKey, { state: 'revoked', version: 2, aud: `${RESOURCE}/x` }), 'invalid_audience'],
+    ['an untrusted iss', async () => lifecycleSet(authKey, { issuer: 'https://evil.example.com', state: 'revoked', version: 2 }), 'invalid_issuer'],
+    ['an issuer speaking for another issuer\'s Mission', async () => lifecycleSet(authKey, { state: 'revoked', version: 2, missionIssuer: 'https://other-as.example.com' }), 'invalid_issuer'],
+    ['typ JWT', async () => lifecycleSet(authKey, { state: 'revoked', version: 2, header: { typ: 'JWT' } }), 'invalid_request'],
+    ['no version', async () => lifecycleSet(authKey, { state: 'revoked', version: undefined as unknown as number }), 'invalid_request'],
+    ['a version of 0', async () => lifecycleSet(authKey, { state: 'revoked', version: 0 }), 'invalid_request'],
+    ['not a JWT', async () => 'not-a-jwt', 'invalid_request'],
+    [
+      'alg none',
+      async () => {
+        const enc = (o: unknown) => Buffer.from(JSON.stringify(o)).toString('base64url');
+        const payload = jose.decodeJwt(await lifecycleSet(authKey, { state: 'revoked', version: 2 }));
+        return `${enc({ alg: 'none', typ: 'secevent+jwt' })}.${enc(payload)}.`;
+      },
+      'invalid_key',
+    ],
+  ];
+  it.each(rejects)('%s is 400 with RFC 8935 error JSON and changes nothing', async (_name, make, err) => {
+    await deniedWith();
+    const res = await push(await make());
+    expect(res.status).toBe(400);
+    expect(res.headers['content-type']).toBe('application/json');
+    expect(res.json()).toEqual({ err, description: expect.any(String) });
+    expect(await deniedWith()).toBeNull();
+    expect(bus.published).toHaveLength(0);
+    expect(await counter(metrics, 'mission_gateway_events_total', { result: 'rejected' })).toBe(1);
+  });
+
+  it('a wrong Content-Type is 400', async () => {
+    const res = await push(await lifecycleSet(authKey, { state: 'revoked', version: 2 }), 'application/jwt');
+    expect(res.status).toBe(400);
+    expect(res.json()).toMatchObject({ err: 'invalid_request' });
+  });
+
+  it('a body over the SET size bound is 400', async () => {
+    const res = await push('a'.repeat(70 * 1024));
+    expect(res.status).toBe(400);
+    expect(res.json()).toMatchObject({ err: 'invalid_request' });
+  });
+
+  it('GET is refused', async () => {
+    expect((await raw(base, { path: PUSH })).status).toBe(405);
+  });
+
+  it('mission.events.audience replaces resource as the expected aud, exactly', async () => {
+    await states.close();
+    await statusServer.close();
+    receiver.closeAllConnections();
+    await new Promise<void>((r) => receiver.close(() => r()));
+    await setup({ events: { audience: 'urn:example:receiver' } });
+    expect((await push(await lifecycleSet(authKey, { state: 'revoked', version: 2 }))).status).toBe(400);
+    expect((await push(await lifecycleSet(authKey, { state: 'revoked', version: 2, aud: 'urn:example:receiver' }))).status).toBe(202);
+  });
+
+  it('when the bus cannot reach the other replicas, the push is 503 and the retry is published', async () => {
+    await deniedWith();
+    bus.fail = true;
+    const set = await lifecycleSet(authKey, { state: 'revoked', version: 2 });
+    expect((await push(set)).status).toBe(503);
+    // Applied locally all the same (fail closed here).
+    expect(await deniedWith()).toBe('mission_terminated');
+    bus.fail = false;
+    expect((await push(set)).status).toBe(202);
+    expect(bus.published).toHaveLength(1);
+  });
+
+  it('an SSF verification event is a heartbeat (202)', async () => {
+    const jwt = await new jose.SignJWT({ iss: ISSUER, aud: RESOURCE, iat: Math.floor(Date.now() / 1000), jti: randomUUID(), events: { 'https://schemas.openid.net/secevent/ssf/event-type/verification': { state: 'x' } } })
+      .setProtectedHeader({ alg: 'ES256', kid: authKey.kid, typ: 'secevent+jwt' })
+      .sign(authKey.privateKey);
+    expect((await push(jwt)).status).toBe(202);
+    expect(await counter(metrics, 'mission_gateway_events_total', { result: 'heartbeat' })).toBe(1);
+  });
+
+  it('stream liveness: once an issuer pushes, silence past max_stale_s makes older entries stale', async () => {
+    await push(await lifecycleSet(authKey, { id: 'msn_other', state: 'active', version: 1 }));
+    t += 1_000;
+    await deniedWith();
+    t += 30_000;
+    const c1 = ctx();
+    expect(states.stage()(c1)).toBeUndefined(); // still a synchronous hit
+    t += 30_000; // 61 s since the last SET: the stream is silent
+    const c2 = ctx();
+    const r = states.stage()(c2);
+    expect(r).toBeInstanceOf(Promise);
+    await r;
+    expect(statusServer.requests).toHaveLength(2);
+  });
+});
+
+describe('revocation latency bar: push accepted -> first denied request', () => {
+  beforeEach(() => setup({}, true));
+
+  it('p99 < 10 ms (the change is applied synchronously before the 202)', async () => {
+    const samples: number[] = [];
+    for (let i = 0; i < 40; i++) {
+      const id = `msn_lat_${i}`;
+      statusServer.missions.set(id, { state: 'active', version: 1, fresh_until: null });
+      const ref = { ...REF, id };
+      const c = context({ token: token() });
+      c.missionRef = ref;
+      expect(await denialOf(() => states.stage()(c))).toBeNull();
+      const set = await lifecycleSet(authKey, { id, state: 'revoked', version: 2 });
+      const res = await push(set);
+      expect(res.status).toBe(202);
+      const start = performance.now();
+      const c2 = context({ token: token() });
+      c2.missionRef = ref;
+      let code: string | null = null;
+      try {
+        const r = states.stage()(c2);
+        expect(r).toBeUndefined();
+      } catch (e) {
+        code = (e as { code: string }).code;
+      }
+      samples.push(performance.now() - start);
+      expect(code).toBe('mission_terminated');
+    }
+    samples.sort((a, b) => a - b);
+    const p99 = samples[Math.ceil(samples.length * 0.99) - 1]!;
+    expect(p99).toBeLessThan(10);
+  });
+});
+
+describe('RFC 8936 poll delivery (mission.events.poll)', () => {
+  let transmitter: Server;
+  let queue: Map<string, string>;
+  let polls: Array<Record<string, unknown>>;
+  let failPolls: boolean;
+
+  beforeEach(async () => {
+    queue = new Map();
+    polls = [];
+    failPolls = false;
+    transmitter = createServer(async (req: IncomingMessage, res) => {
+      const chunks: Buffer[] = [];
+      for await (const c of req) chunks.push(c as Buffer);
+      const body = JSON.parse(Buffer.concat(chunks).toString('utf8')) as Record<string, unknown>;
+      polls.push(body);
+      if (failPolls) {
+        res.writeHead(500).end();
+        return;
+      }
+      for (const jti of (body['ack'] as string[]) ?? []) queue.delete(jti);
+      for (const jti of Object.keys((body['setErrs'] as Record<string, unknown>) ?? {})) queue.delete(jti);
+      res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ sets: Object.fromEntries(queue), moreAvailable: false }));
+    });
+    await new Promise<void>((r) => transmitter.listen(0, '127.0.0.1', r));
+    const url = `http://127.0.0.1:${(transmitter.address() as AddressInfo).port}/ssf/poll`;
+    await setup({ events: { poll: { endpoint: url, interval_s: 1 } } });
+  });
+
+  afterEach(async () => {
+    transmitter.closeAllConnections();
+    await new Promise<void>((r) => transmitter.close(() => r()));
+  });
+
+  it('applies polled SETs, acknowledges them, reports setErrs for bad ones', async () => {
+    await deniedWith();
+    const good = await lifecycleSet(authKey, { state: 'revoked', version: 2, jti: 'set_good' });
+    const bad = await lifecycleSet(signingKey(), { state: 'active', version: 3, jti: 'set_bad' });
+    queue.set('set_good', good);
+    queue.set('set_bad', bad);
+    expect(states.ready()).toBe(false);
+    await states.pollOnce();
+    expect(states.ready()).toBe(true);
+    expect(await deniedWith()).toBe('mission_terminated');
+    expect(polls[0]).toMatchObject({ ack: [], returnImmediately: true, maxEvents: 100 });
+    await states.pollOnce();
+    expect(polls[1]!['ack']).toEqual(['set_good']);
+    expect(polls[1]!['setErrs']).toEqual({ set_bad: { err: 'invalid_key', description: expect.any(String) } });
+    expect(queue.size).toBe(0);
+  });
+
+  it('ready() is false once the last successful poll is older than max_stale_s; cached states go stale', async () => {
+    await states.pollOnce();
+    await deniedWith();
+    expect(states.ready()).toBe(true);
+    failPolls = true;
+    await expect(states.pollOnce()).rejects.toThrow();
+    t += 60_001;
+    expect(states.ready()).toBe(false);
+    const r = states.stage()(ctx());
+    expect(r).toBeInstanceOf(Promise);
+    await r;
+    expect(statusServer.requests).toHaveLength(2);
+    expect(await counter(metrics, 'mission_gateway_events_total', { result: 'poll_failed' })).toBe(1);
+  });
+
+  it('startPolling runs the loop on its interval', async () => {
+    queue.set('set_loop', await lifecycleSet(authKey, { state: 'revoked', version: 2, jti: 'set_loop' }));
+    states.startPolling();
+    for (let i = 0; i < 50 && (await deniedWith()) !== 'mission_terminated'; i++) await new Promise((r) => setTimeout(r, 20));
+    expect(await deniedWith()).toBe('mission_terminated');
+    await states.close();
+  });
+});
