@@ -89,7 +89,7 @@ not the bind address, limits who else does.
 {{- if .Values.existingConfigMap -}}
 {{- printf "existing:%s" .Values.existingConfigMap | sha256sum -}}
 {{- else -}}
-{{- include "mission-gateway.configYaml" . | sha256sum -}}
+{{- printf "%s\n" (include "mission-gateway.configYaml" .) | sha256sum -}}
 {{- end -}}
 {{- end -}}
 
@@ -220,7 +220,7 @@ their own container:
 - name: mgw-keys-{{ .name }}
   secret:
     secretName: {{ .secretName }}
-    defaultMode: 0440
+    defaultMode: 288 # 0440: read-only for the owner and fsGroup
     {{- with .items }}
     items:
       {{- toYaml . | nindent 6 }}
