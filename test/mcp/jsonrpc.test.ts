@@ -1,0 +1,86 @@
+import { describe, expect, it } from 'vitest';
+import { isDenial } from '../../src/errors.js';
+import { idKey, parseMcpBody } from '../../src/mcp/jsonrpc.js';
+
+const buf = (v: unknown): Buffer => Buffer.from(typeof v === 'string' ? v : JSON.stringify(v));
+
+function denialCode(fn: () => unknown): string | null {
+  try {
+    fn();
+    return null;
+  } catch (err) {
+    return isDenial(err) ? err.code : 'other';
+  }
+}
+
+describe('SPEC section 7: reading MCP JSON-RPC bodies', () => {
+  it('classifies a single tools/call with its name, arguments and _meta reference', () => {
+    const meta = { mission_id: 'msn_1', issuer: 'https://as.example.com' };
+    const b = parseMcpBody(buf({ jsonrpc: '2.0', id: 7, method: 'tools/call', params: { name: 'pay_invoice', arguments: { amount: '10.00' }, _meta: { 'com.karlmcguinness.mission/reference': meta, progressToken: 1 } } }));
+    expect(b.batch).toBe(false);
+    expect(b.calls).toBe(1);
+    expect(b.messages[0]).toEqual({ kind: 'call', index: 0, id: 7, name: 'pay_invoice', args: { amount: '10.00' }, metaRef: meta });
+  });
+
+  it('treats absent arguments as {} (no defaults inserted)', () => {
+    const b = parseMcpBody(buf({ jsonrpc: '2.0', id: 's', method: 'tools/call', params: { name: 'get_invoice' } }));
+    expect(b.messages[0]).toMatchObject({ kind: 'call', args: {}, metaRef: undefined });
+  });
+
+  it('classifies a batch mixing calls, lists, notifications and other requests', () => {
+    const b = parseMcpBody(
+      buf([
+        { jsonrpc: '2.0', id: 1, method: 'tools/list' },
+        { jsonrpc: '2.0', method: 'notifications/initialized' },
+        { jsonrpc: '2.0', id: 2, method: 'tools/call', params: { name: 'a', arguments: {} } },
+        { jsonrpc: '2.0', id: 3, method: 'ping' },
+        { jsonrpc: '2.0', id: 4, result: {} },
+      ]),
+    );
+    expect(b.batch).toBe(true);
+    expect(b.messages.map((m) => m.kind)).toEqual(['list', 'other', 'call', 'other', 'other']);
+    expect([b.calls, b.lists]).toEqual([1, 1]);
+  });
+
+  it('marks a tools/call with unreadable params as invalid_call (denied per call)', () => {
+    for (const params of [undefined, [], { name: 5 }, { name: '' }, { name: 'x', arguments: [1] }, { name: 'x', arguments: 'a' }]) {
+      const b = parseMcpBody(buf({ jsonrpc: '2.0', id: 1, method: 'tools/call', params }));
+      expect(b.messages[0]!.kind).toBe('invalid_call');
+      expect(b.calls).toBe(1);
+    }
+  });
+
+  it('refuses a tools/call without a usable id (it cannot be answered and must not reach the upstream)', () => {
+    expect(denialCode(() => parseMcpBody(buf({ jsonrpc: '2.0', method: 'tools/call', params: { name: 'x' } })))).toBe('request_malformed');
+    expect(denialCode(() => parseMcpBody(buf({ jsonrpc: '2.0', id: null, method: 'tools/call', params: { name: 'x' } })))).toBe('request_malformed');
+    expect(denialCode(() => parseMcpBody(buf([{ jsonrpc: '2.0', id: {}, method: 'tools/call', params: { name: 'x' } }])))).toBe('request_malformed');
+  });
+
+  it('refuses a batch that uses one id for two gated requests, but tells 1 from "1"', () => {
+    const call = (id: unknown) => ({ jsonrpc: '2.0', id, method: 'tools/call', params: { name: 'x' } });
+    expect(denialCode(() => parseMcpBody(buf([call(1), call(1)])))).toBe('request_malformed');
+    expect(parseMcpBody(buf([call(1), call('1')])).calls).toBe(2);
+    expect(idKey(1)).not.toBe(idKey('1'));
+  });
+
+  it('fails closed on bytes the upstream could read differently (SPEC section 5 parameter_unparseable)', () => {
+    expect(denialCode(() => parseMcpBody(Buffer.alloc(0)))).toBe('parameter_unparseable');
+    expect(denialCode(() => parseMcpBody(buf('{"jsonrpc":"2.0",')))).toBe('parameter_unparseable');
+    // duplicate key: JSON.parse keeps the last, other parsers the first
+    expect(denialCode(() => parseMcpBody(buf('{"jsonrpc":"2.0","id":1,"method":"ping","method":"tools/call","params":{"name":"x"}}')))).toBe('parameter_unparseable');
+    expect(denialCode(() => parseMcpBody(buf('{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"pay","arguments":{"amount":500.000000000000000001}}}')))).toBe('parameter_unparseable');
+    expect(denialCode(() => parseMcpBody(Buffer.concat([Buffer.from([0xef, 0xbb, 0xbf]), buf({ id: 1 })])))).toBe('parameter_unparseable');
+    expect(denialCode(() => parseMcpBody(Buffer.from([0x7b, 0xff, 0x7d])))).toBe('parameter_unparseable');
+  });
+
+  it('reads escaped method names as the upstream does', () => {
+    const b = parseMcpBody(buf('{"jsonrpc":"2.0","id":1,"method":"tools\\/c\\u0061ll","params":{"name":"x"}}'));
+    expect(b.messages[0]!.kind).toBe('call');
+  });
+
+  it('passes non-object batch elements and tools/list notifications through untouched', () => {
+    const b = parseMcpBody(buf([1, 'x', null, { jsonrpc: '2.0', method: 'tools/list' }]));
+    expect(b.messages.every((m) => m.kind === 'other')).toBe(true);
+    expect([b.calls, b.lists]).toEqual([0, 0]);
+  });
+});

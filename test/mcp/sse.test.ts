@@ -1,0 +1,98 @@
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import { messageEvent, parseEvent, rewriteEvent, SseRewriter, SseSplitter } from '../../src/mcp/sse.js';
+
+function splitAll(text: string, cuts: number[]): string[] {
+  const s = new SseSplitter();
+  const bytes = Buffer.from(text);
+  const out: string[] = [];
+  let prev = 0;
+  for (const c of [...cuts.filter((c) => c > 0 && c < bytes.length).sort((a, b) => a - b), bytes.length]) {
+    for (const e of s.push(bytes.subarray(prev, c))) out.push(e.toString());
+    prev = c;
+  }
+  const rest = s.flush();
+  if (rest !== null) out.push(rest.toString());
+  return out;
+}
+
+describe('WHATWG server-sent events: splitting a stream into events', () => {
+  it('splits LF, CRLF and CR terminated events', () => {
+    expect(splitAll('data: a\n\ndata: b\r\n\r\ndata: c\r\rdata: d\n\n', [])).toEqual(['data: a\n\n', 'data: b\r\n\r\n', 'data: c\r\r', 'data: d\n\n']);
+  });
+
+  it('keeps an unterminated tail for flush', () => {
+    expect(splitAll('data: a\n\ndata: b\n', [])).toEqual(['data: a\n\n', 'data: b\n']);
+  });
+
+  it('does not end an event on a CR that may be the first half of a CRLF split across chunks', () => {
+    const s = new SseSplitter();
+    expect(s.push(Buffer.from('data: a\r\n\r'))).toEqual([]);
+    expect(s.push(Buffer.from('\nid: 2\r\n')).map(String)).toEqual(['data: a\r\n\r\n']);
+  });
+
+  it('yields the same events however the bytes are cut (property)', () => {
+    const event = fc
+      .array(fc.constantFrom('data: {"a":1}', 'event: message', 'id: 7', ': comment', 'data: x', 'retry: 10'), { minLength: 1, maxLength: 4 })
+      .chain((lines) => fc.constantFrom('\n', '\r\n', '\r').map((eol) => lines.join(eol) + eol + eol));
+    fc.assert(
+      fc.property(fc.array(event, { minLength: 1, maxLength: 6 }), fc.array(fc.nat(400), { maxLength: 12 }), (events, cuts) => {
+        expect(splitAll(events.join(''), cuts)).toEqual(events);
+      }),
+    );
+  });
+
+  it('splits multi-byte UTF-8 across chunks without damage', () => {
+    const text = 'data: {"t":"€ü😀"}\n\n';
+    const out = splitAll(text, [9, 10, 11, 13]);
+    expect(out).toEqual([text]);
+  });
+});
+
+describe('WHATWG server-sent events: parsing and rewriting', () => {
+  it('joins data lines with LF and reads the event type', () => {
+    const e = parseEvent(Buffer.from('event: message\r\nid: 3\r\ndata: {"a":\r\ndata:1}\r\n\r\n'));
+    expect(e.type).toBe('message');
+    expect(e.data).toBe('{"a":\n1}');
+    expect(parseEvent(Buffer.from(': keepalive\n\n')).data).toBeNull();
+    expect(parseEvent(Buffer.from('event: ping\ndata\n\n'))).toMatchObject({ type: 'ping', data: '' });
+  });
+
+  it('keeps id and event fields in place when replacing data', () => {
+    const e = parseEvent(Buffer.from('id: 9\nevent: message\ndata: {"x":\ndata: 1}\n\n'));
+    expect(rewriteEvent(e, '{"y":2}').toString()).toBe('id: 9\nevent: message\ndata: {"y":2}\n\n');
+  });
+
+  it('rewrites only the messages the callback replaces, passing others as their original bytes', () => {
+    const keep = 'event: message\r\ndata: {"jsonrpc":"2.0","method":"notifications/progress","params":{"progress":1}}\r\n\r\n';
+    const change = 'id: 1\ndata: {"jsonrpc":"2.0","id":1,"result":{"tools":[1,2]}}\n\n';
+    const r = new SseRewriter((m) => ((m as { id?: number }).id === 1 ? { jsonrpc: '2.0', id: 1, result: { tools: [] } } : undefined));
+    const a = r.push(Buffer.from(keep + change.slice(0, 10)));
+    const b = r.push(Buffer.from(change.slice(10)));
+    expect(a.toString()).toBe(keep);
+    expect(b.toString()).toBe('id: 1\ndata: {"jsonrpc":"2.0","id":1,"result":{"tools":[]}}\n\n');
+  });
+
+  it('skips parsing when inactive and leaves non-JSON or non-message events alone', () => {
+    let calls = 0;
+    const r = new SseRewriter(
+      () => {
+        calls++;
+        return {};
+      },
+      () => false,
+    );
+    expect(r.push(Buffer.from('data: {"id":1}\n\n')).toString()).toBe('data: {"id":1}\n\n');
+    expect(calls).toBe(0);
+    const r2 = new SseRewriter(() => {
+      calls++;
+      return { replaced: true };
+    });
+    expect(r2.push(Buffer.from('event: other\ndata: {}\n\ndata: not json\n\ndata: {bad\n\n')).toString()).toBe('event: other\ndata: {}\n\ndata: not json\n\ndata: {bad\n\n');
+    expect(calls).toBe(0);
+  });
+
+  it('encodes a message as a message event', () => {
+    expect(messageEvent({ a: 1 }).toString()).toBe('event: message\ndata: {"a":1}\n\n');
+  });
+});
