@@ -1,0 +1,77 @@
+/**
+ * The evidence line format (SPEC section 9), shared by the writer and `verify-evidence`:
+ *
+ *   {<SPEC members in SPEC order>, <extra members>, "sequence": n, "prev_hash": "sha-256:…"|null
+ *    [, "evidence_envelope": {"format": "jws-compact", "value": "<JWS>"}]}\n
+ *
+ * `prev_hash` = "sha-256:" + base64url(SHA-256(previous line's bytes without its newline)). The
+ * optional envelope is the record (everything before it) as a compact JWS over its JCS form
+ * (mission-contracts section 4, "Evidence envelope"); being inside the line, it is covered by the
+ * next line's `prev_hash`, so one chain protects records and signatures alike.
+ */
+import { createHash } from 'node:crypto';
+import type { EvidenceRecord } from './record.js';
+
+export const JWS_TYP = 'application/mission-runtime-evidence+jws';
+export const JWS_CTY = 'application/mission-decision-evidence+json';
+export const ENVELOPE_FORMAT = 'jws-compact';
+
+/** SPEC section 9 order. */
+export const FIXED_MEMBERS = [
+  'evidence_id',
+  'decision_id',
+  'decision',
+  'denial_reason',
+  'evaluated_at',
+  'audience',
+  'method',
+  'path',
+  'action',
+  'subject',
+  'client_id',
+  'actor',
+  'token_jti',
+  'jkt',
+  'mission',
+  'parameter_digest',
+  'upstream_status',
+  'duration_ms',
+] as const;
+
+const MISSION_MEMBERS = ['id', 'issuer', 'state', 'version', 'authority_hash', 'source'] as const;
+
+/** Members the sink sets; a record's own copies are ignored. */
+const SINK_MEMBERS: ReadonlySet<string> = new Set(['sequence', 'prev_hash', 'evidence_envelope', '__proto__']);
+const FIXED_SET: ReadonlySet<string> = new Set(FIXED_MEMBERS);
+
+/** The record as written: fixed members in order (absent = null), extras, then sequence and prev_hash. */
+export function orderRecord(record: EvidenceRecord, sequence: number, prevHash: string | null): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const k of FIXED_MEMBERS) {
+    if (k === 'mission') {
+      const m = record.mission;
+      if (m === null || m === undefined) {
+        out['mission'] = null;
+      } else {
+        const mo: Record<string, unknown> = {};
+        for (const mk of MISSION_MEMBERS) mo[mk] = m[mk] ?? null;
+        out['mission'] = mo;
+      }
+    } else {
+      out[k] = record[k] ?? null;
+    }
+  }
+  for (const k of Object.keys(record)) {
+    if (FIXED_SET.has(k) || SINK_MEMBERS.has(k)) continue;
+    const v = record[k];
+    if (v !== undefined) out[k] = v;
+  }
+  out['sequence'] = sequence;
+  out['prev_hash'] = prevHash;
+  return out;
+}
+
+/** "sha-256:" + base64url(SHA-256(bytes)) of one line without its newline. */
+export function lineHash(line: string | Buffer): string {
+  return 'sha-256:' + createHash('sha256').update(line).digest('base64url');
+}

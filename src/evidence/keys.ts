@@ -1,0 +1,55 @@
+/**
+ * Evidence signing keys (SPEC section 2: a private JWK (JSON) or a PKCS#8 PEM), ES256 only.
+ */
+import { createHash, createPrivateKey, createPublicKey, type KeyObject } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
+
+export interface SigningKey {
+  readonly privateKey: KeyObject;
+  readonly publicKey: KeyObject;
+  readonly kid: string;
+}
+
+function assertP256(key: KeyObject): void {
+  if (key.asymmetricKeyType !== 'ec' || key.asymmetricKeyDetails?.namedCurve !== 'prime256v1') {
+    throw new Error('the evidence signing key must be an EC P-256 key (ES256)');
+  }
+}
+
+/** RFC 7638 thumbprint of a P-256 public key. */
+export function thumbprint(publicKey: KeyObject): string {
+  const jwk = publicKey.export({ format: 'jwk' });
+  const canonical = `{"crv":"${String(jwk.crv)}","kty":"EC","x":"${String(jwk.x)}","y":"${String(jwk.y)}"}`;
+  return createHash('sha256').update(canonical).digest('base64url');
+}
+
+/** Parses key file contents: JSON (a JWK) or PEM. Never echoes the contents in errors. */
+function parseKey(text: string, kind: 'private' | 'public'): { key: KeyObject; kid: string | undefined } {
+  const trimmed = text.trim();
+  try {
+    if (trimmed.startsWith('{')) {
+      const jwk = JSON.parse(trimmed) as Record<string, unknown> & { kid?: unknown; d?: unknown };
+      const kid = typeof jwk.kid === 'string' ? jwk.kid : undefined;
+      if (kind === 'private') return { key: createPrivateKey({ key: jwk as never, format: 'jwk' }), kid };
+      const { d: _d, ...pub } = jwk;
+      return { key: createPublicKey({ key: pub as never, format: 'jwk' }), kid };
+    }
+    return { key: kind === 'private' ? createPrivateKey(trimmed) : createPublicKey(trimmed), kid: undefined };
+  } catch {
+    throw new Error(`the ${kind} key file is not a ${kind} JWK or PEM`);
+  }
+}
+
+export async function loadSigningKey(file: string, kid?: string): Promise<SigningKey> {
+  const { key, kid: jwkKid } = parseKey(await readFile(file, 'utf8'), 'private');
+  assertP256(key);
+  const publicKey = createPublicKey(key);
+  return { privateKey: key, publicKey, kid: kid ?? jwkKid ?? thumbprint(publicKey) };
+}
+
+/** A public key (or the public half of a private one) from a JWK or PEM file, for verification. */
+export async function loadVerificationKey(file: string): Promise<KeyObject> {
+  const { key } = parseKey(await readFile(file, 'utf8'), 'public');
+  assertP256(key);
+  return key;
+}

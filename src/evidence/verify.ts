@@ -1,0 +1,178 @@
+/**
+ * `mission-gateway verify-evidence <file> [--key <public JWK or PEM>]`: checks an evidence file's
+ * chain (every line's `prev_hash` is the hash of the line before, `sequence` counts up by one from
+ * 1) and, with a key, every record's signature; reports the first break. Reads the file as a
+ * stream, so its size does not matter.
+ */
+import { createReadStream } from 'node:fs';
+import { verify as verifySignature, type KeyObject } from 'node:crypto';
+import { jcs } from '../authority/json.js';
+import { ENVELOPE_FORMAT, FIXED_MEMBERS, JWS_TYP, lineHash } from './format.js';
+import { loadVerificationKey } from './keys.js';
+
+export interface EvidenceBreak {
+  /** 1-based line number. */
+  readonly line: number;
+  readonly reason: string;
+}
+
+export interface VerifyResult {
+  /** True when every line is a record, the chain is unbroken and (with a key) every signature verifies. */
+  readonly ok: boolean;
+  /** Lines that parsed as records. */
+  readonly records: number;
+  /** Signatures that verified (0 without a key). */
+  readonly signaturesVerified: number;
+  /** Breaks found (checking continues after the first). */
+  readonly breaks: number;
+  readonly firstBreak?: EvidenceBreak;
+}
+
+export interface VerifyOptions {
+  /** A KeyObject, or a path to a public (or private) JWK or PEM file. Required signatures when given. */
+  readonly publicKey?: KeyObject | string;
+}
+
+const UTF8 = new TextDecoder('utf-8', { fatal: true });
+
+function checkSignature(record: Record<string, unknown>, key: KeyObject): string | null {
+  const env = record['evidence_envelope'] as { format?: unknown; value?: unknown } | undefined;
+  if (env === undefined || env === null) return 'record is not signed';
+  if (env.format !== ENVELOPE_FORMAT || typeof env.value !== 'string') return 'evidence_envelope is not a compact JWS';
+  const parts = env.value.split('.');
+  if (parts.length !== 3) return 'evidence_envelope is not a compact JWS';
+  const [h, p, s] = parts as [string, string, string];
+  let header: { alg?: unknown; typ?: unknown };
+  try {
+    header = JSON.parse(Buffer.from(h, 'base64url').toString('utf8')) as typeof header;
+  } catch {
+    return 'JWS header does not parse';
+  }
+  if (header.alg !== 'ES256' || header.typ !== JWS_TYP) return 'JWS header is not ES256 / ' + JWS_TYP;
+  const { evidence_envelope: _env, ...unsigned } = record;
+  if (Buffer.from(p, 'base64url').toString('utf8') !== jcs(unsigned)) return 'signed payload differs from the record';
+  const ok = verifySignature('sha256', Buffer.from(`${h}.${p}`), { key, dsaEncoding: 'ieee-p1363' }, Buffer.from(s, 'base64url'));
+  return ok ? null : 'signature does not verify';
+}
+
+export async function verifyEvidenceFile(path: string, options: VerifyOptions = {}): Promise<VerifyResult> {
+  const key = typeof options.publicKey === 'string' ? await loadVerificationKey(options.publicKey) : (options.publicKey ?? null);
+  let lineNo = 0;
+  let records = 0;
+  let signaturesVerified = 0;
+  let breaks = 0;
+  let firstBreak: EvidenceBreak | undefined;
+  let prevLine: Buffer | null = null;
+  let prevSequence: number | null = null;
+
+  const broken = (reason: string): void => {
+    breaks++;
+    if (firstBreak === undefined) firstBreak = { line: lineNo, reason };
+  };
+
+  const check = (line: Buffer): void => {
+    lineNo++;
+    const expectedPrev = prevLine === null ? null : lineHash(prevLine);
+    const first = prevLine === null;
+    prevLine = line;
+    let record: Record<string, unknown>;
+    try {
+      const v: unknown = JSON.parse(UTF8.decode(line));
+      if (v === null || typeof v !== 'object' || Array.isArray(v)) throw new Error('not an object');
+      record = v as Record<string, unknown>;
+    } catch {
+      broken(line.length === 0 ? 'empty line' : 'not a JSON record (torn write or edited line)');
+      prevSequence = null;
+      return;
+    }
+    records++;
+    for (const m of FIXED_MEMBERS) {
+      if (!Object.hasOwn(record, m)) {
+        broken(`member "${m}" is missing`);
+        break;
+      }
+    }
+    const seq = record['sequence'];
+    if (typeof seq !== 'number' || !Number.isSafeInteger(seq) || seq < 1) {
+      broken('sequence is not a positive integer');
+    } else if (first && seq !== 1) {
+      broken(`the first record has sequence ${seq}, not 1 (file truncated at the front?)`);
+    } else if (prevSequence !== null && seq !== prevSequence + 1) {
+      broken(`sequence ${seq} follows ${prevSequence} (a record was removed, added or reordered)`);
+    }
+    prevSequence = typeof seq === 'number' ? seq : null;
+    if (record['prev_hash'] !== expectedPrev) {
+      broken(first ? 'the first record has a prev_hash (file truncated at the front?)' : 'prev_hash does not match the previous line');
+    }
+    if (key !== null) {
+      const problem = checkSignature(record, key);
+      if (problem === null) signaturesVerified++;
+      else broken(problem);
+    }
+  };
+
+  let pending: Buffer = Buffer.alloc(0);
+  for await (const chunk of createReadStream(path)) {
+    let buf = pending.length === 0 ? (chunk as Buffer) : Buffer.concat([pending, chunk as Buffer]);
+    let from = 0;
+    for (let nl = buf.indexOf(0x0a); nl !== -1; nl = buf.indexOf(0x0a, from)) {
+      check(buf.subarray(from, nl));
+      from = nl + 1;
+    }
+    buf = buf.subarray(from);
+    pending = Buffer.from(buf);
+  }
+  if (pending.length > 0) {
+    check(pending);
+    // A record is only complete with its newline: the writer was cut off mid-line.
+    broken('the last line has no newline (torn write)');
+  }
+
+  const result = { ok: breaks === 0, records, signaturesVerified, breaks };
+  return firstBreak === undefined ? result : { ...result, firstBreak };
+}
+
+const USAGE = 'usage: mission-gateway verify-evidence <file> [--key <public key: JWK or PEM>]\n';
+
+/** The CLI verb: prints a summary; exit 0 intact, 1 broken, 2 usage or unreadable input. */
+export async function verifyEvidenceCli(argv: string[]): Promise<number> {
+  let file: string | undefined;
+  let keyFile: string | undefined;
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    if (a === '--key') {
+      keyFile = argv[++i];
+      if (keyFile === undefined) {
+        process.stderr.write(USAGE);
+        return 2;
+      }
+    } else if (a === '--help' || a === '-h') {
+      process.stdout.write(USAGE);
+      return 0;
+    } else if (a.startsWith('-') || file !== undefined) {
+      process.stderr.write(USAGE);
+      return 2;
+    } else {
+      file = a;
+    }
+  }
+  if (file === undefined) {
+    process.stderr.write(USAGE);
+    return 2;
+  }
+  let result: VerifyResult;
+  try {
+    result = await verifyEvidenceFile(file, keyFile === undefined ? {} : { publicKey: keyFile });
+  } catch (err) {
+    process.stderr.write(`verify-evidence: ${(err as Error).message}\n`);
+    return 2;
+  }
+  const sigs = keyFile === undefined ? 'signatures not checked (no --key)' : `${result.signaturesVerified} signatures verified`;
+  if (result.ok) {
+    process.stdout.write(`intact: ${result.records} records, chain unbroken, ${sigs}\n`);
+    return 0;
+  }
+  const b = result.firstBreak!;
+  process.stdout.write(`BROKEN at line ${b.line}: ${b.reason}\n${result.records} records read, ${result.breaks} break(s), ${sigs}\n`);
+  return 1;
+}

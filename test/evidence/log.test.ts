@@ -1,0 +1,300 @@
+import { createHash, generateKeyPairSync, type KeyObject } from 'node:crypto';
+import { mkdirSync, mkdtempSync, readFileSync, writeFileSync, appendFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { compactVerify } from 'jose';
+import { pino } from 'pino';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import { jcs } from '../../src/authority/json.js';
+import { FIXED_MEMBERS } from '../../src/evidence/format.js';
+import { EvidenceLog, readChainTail } from '../../src/evidence/log.js';
+import type { EvidenceRecord } from '../../src/evidence/record.js';
+import { verifyEvidenceCli, verifyEvidenceFile } from '../../src/evidence/verify.js';
+import { Metrics } from '../../src/observability/metrics.js';
+
+const logger = pino({ level: 'silent' });
+let dir: string;
+let metrics: Metrics;
+
+beforeEach(() => {
+  dir = mkdtempSync(join(tmpdir(), 'mgw-evidence-'));
+  metrics = new Metrics({ defaultMetrics: false });
+});
+
+function record(n: number, over: Partial<EvidenceRecord> = {}): EvidenceRecord {
+  return {
+    evidence_id: `evd_${n}`,
+    decision_id: `dec_${n}`,
+    decision: n % 2 === 0 ? 'deny' : 'permit',
+    denial_reason: n % 2 === 0 ? 'out_of_authority' : null,
+    evaluated_at: '2026-11-02T08:14:03.000Z',
+    audience: 'https://api.example.com',
+    method: 'POST',
+    path: '/payments',
+    action: 'payments.create',
+    subject: 'user_1',
+    client_id: 'agent',
+    actor: { sub: 'agent' },
+    token_jti: 'at_1',
+    jkt: 'jkt',
+    mission: { id: 'msn_1', issuer: 'https://as.example.com', state: 'active', version: 4, authority_hash: 'sha-256:x', source: 'cached' },
+    parameter_digest: 'sha-256:WPVi6EnQ7H9Fh-qk9ADxmTg8zruOdVUX1esl-v3TfCI',
+    upstream_status: n % 2 === 0 ? null : 201,
+    duration_ms: 0.412,
+    ...over,
+  };
+}
+
+async function writeAll(file: string, records: EvidenceRecord[], sign?: { privateKeyFile: string; kid?: string }): Promise<EvidenceLog> {
+  const log = await EvidenceLog.open({ sink: file, metrics, logger, ...(sign === undefined ? {} : { sign }) });
+  expect(log.healthy()).toBe(true);
+  for (const r of records) log.write(r);
+  await log.close();
+  return log;
+}
+
+const lines = (file: string): string[] => readFileSync(file, 'utf8').split('\n').slice(0, -1);
+const hash = (s: string): string => 'sha-256:' + createHash('sha256').update(s).digest('base64url');
+const gauge = async (): Promise<number> => (await metrics.evidenceHealthy.get()).values[0]!.value;
+const failures = async (): Promise<number> => (await metrics.evidenceFailures.get()).values[0]?.value ?? 0;
+
+describe('SPEC §9 evidence records and chain', () => {
+  it('one JSON line per record, SPEC members in order, sequence from 1, prev_hash over the previous line', async () => {
+    const file = join(dir, 'e.log');
+    await writeAll(file, [record(1), record(2), record(3)]);
+    const ls = lines(file);
+    expect(ls).toHaveLength(3);
+    const parsed = ls.map((l) => JSON.parse(l) as Record<string, unknown>);
+    expect(Object.keys(parsed[0]!)).toEqual([...FIXED_MEMBERS, 'sequence', 'prev_hash']);
+    expect(Object.keys(parsed[0]!['mission'] as object)).toEqual(['id', 'issuer', 'state', 'version', 'authority_hash', 'source']);
+    expect(parsed.map((p) => p['sequence'])).toEqual([1, 2, 3]);
+    expect(parsed[0]!['prev_hash']).toBeNull();
+    expect(parsed[1]!['prev_hash']).toBe(hash(ls[0]!));
+    expect(parsed[2]!['prev_hash']).toBe(hash(ls[1]!));
+    expect(await verifyEvidenceFile(file)).toEqual({ ok: true, records: 3, signaturesVerified: 0, breaks: 0 });
+  });
+
+  it('absent members are null, extra members follow the fixed ones, sink members cannot be forged', async () => {
+    const file = join(dir, 'e.log');
+    const r = { ...record(1), mission: null, actor: undefined, tool: 'send_message', sequence: 99, prev_hash: 'sha-256:forged', evidence_envelope: 'x' } as unknown as EvidenceRecord;
+    await writeAll(file, [r]);
+    const p = JSON.parse(lines(file)[0]!) as Record<string, unknown>;
+    expect(p['mission']).toBeNull();
+    expect(p['actor']).toBeNull();
+    expect(Object.keys(p).slice(-3)).toEqual(['tool', 'sequence', 'prev_hash']);
+    expect(p['sequence']).toBe(1);
+    expect(p['prev_hash']).toBeNull();
+  });
+
+  it('a restarted gateway continues the chain and sequence of an existing file', async () => {
+    const file = join(dir, 'e.log');
+    await writeAll(file, [record(1), record(2)]);
+    await writeAll(file, [record(3), record(4), record(5)]);
+    const parsed = lines(file).map((l) => JSON.parse(l) as { sequence: number });
+    expect(parsed.map((p) => p.sequence)).toEqual([1, 2, 3, 4, 5]);
+    expect((await verifyEvidenceFile(file)).ok).toBe(true);
+  });
+
+  it('continues the chain past a tail longer than one read chunk', async () => {
+    const file = join(dir, 'e.log');
+    await writeAll(file, [record(1, { big: 'x'.repeat(200_000) } as Partial<EvidenceRecord>)]);
+    await writeAll(file, [record(2)]);
+    expect(await verifyEvidenceFile(file)).toMatchObject({ ok: true, records: 2 });
+  });
+
+  it('a torn last line is kept, terminated and chained over; verify-evidence reports it', async () => {
+    const file = join(dir, 'e.log');
+    await writeAll(file, [record(1), record(2)]);
+    appendFileSync(file, '{"evidence_id":"evd_3","decis');
+    expect(await readChainTail(file)).toEqual({ sequence: 2, prevHash: hash('{"evidence_id":"evd_3","decis'), torn: true });
+    await writeAll(file, [record(4)]);
+    const ls = lines(file);
+    expect(ls).toHaveLength(4);
+    expect(ls[2]).toBe('{"evidence_id":"evd_3","decis');
+    const last = JSON.parse(ls[3]!) as { sequence: number; prev_hash: string };
+    expect(last.sequence).toBe(3);
+    expect(last.prev_hash).toBe(hash(ls[2]!));
+    const v = await verifyEvidenceFile(file);
+    expect(v.ok).toBe(false);
+    expect(v.firstBreak).toEqual({ line: 3, reason: 'not a JSON record (torn write or edited line)' });
+    expect(v.breaks).toBe(1);
+  });
+
+  it('writes in call order across many flushes', async () => {
+    const file = join(dir, 'e.log');
+    const log = await EvidenceLog.open({ sink: file, metrics, logger });
+    for (let i = 1; i <= 50; i++) {
+      log.write(record(i));
+      if (i % 7 === 0) await new Promise((r) => setImmediate(r));
+    }
+    await log.close();
+    expect(lines(file).map((l) => (JSON.parse(l) as { evidence_id: string }).evidence_id)).toEqual(Array.from({ length: 50 }, (_, i) => `evd_${i + 1}`));
+    expect((await verifyEvidenceFile(file)).ok).toBe(true);
+  });
+});
+
+describe('verify-evidence detects tampering (SPEC §9 chain)', () => {
+  let file: string;
+  beforeEach(async () => {
+    file = join(dir, 'e.log');
+    await writeAll(file, [1, 2, 3, 4, 5].map((n) => record(n)));
+  });
+  const rewrite = (f: (ls: string[]) => string[]): void => writeFileSync(file, f(lines(file)).join('\n') + '\n');
+
+  it('an edited line breaks at the next line', async () => {
+    rewrite((ls) => ls.map((l, i) => (i === 1 ? l.replace('"deny"', '"permit"') : l)));
+    expect((await verifyEvidenceFile(file)).firstBreak).toEqual({ line: 3, reason: 'prev_hash does not match the previous line' });
+  });
+
+  it('a deleted line breaks where it was', async () => {
+    rewrite((ls) => ls.filter((_, i) => i !== 2));
+    const v = await verifyEvidenceFile(file);
+    expect(v.ok).toBe(false);
+    expect(v.firstBreak?.line).toBe(3);
+    expect(v.firstBreak?.reason).toMatch(/sequence 4 follows 2/);
+  });
+
+  it('reordered lines break', async () => {
+    rewrite((ls) => [ls[0]!, ls[2]!, ls[1]!, ls[3]!, ls[4]!]);
+    expect((await verifyEvidenceFile(file)).firstBreak?.line).toBe(2);
+  });
+
+  it('a removed first line is seen (truncated at the front)', async () => {
+    rewrite((ls) => ls.slice(1));
+    expect((await verifyEvidenceFile(file)).firstBreak?.line).toBe(1);
+  });
+
+  it('an inserted line breaks', async () => {
+    rewrite((ls) => [...ls.slice(0, 2), ls[1]!, ...ls.slice(2)]);
+    expect((await verifyEvidenceFile(file)).firstBreak?.line).toBe(3);
+  });
+
+  it('a blank line breaks', async () => {
+    rewrite((ls) => [...ls.slice(0, 2), '', ...ls.slice(2)]);
+    expect((await verifyEvidenceFile(file)).firstBreak).toEqual({ line: 3, reason: 'empty line' });
+  });
+});
+
+describe('SPEC §9 signed records: compact JWS, ES256, typ application/mission-runtime-evidence+jws', () => {
+  let keyFile: string;
+  let pemFile: string;
+  let pubFile: string;
+  let publicKey: KeyObject;
+  beforeEach(() => {
+    const pair = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+    publicKey = pair.publicKey;
+    keyFile = join(dir, 'ev.jwk');
+    writeFileSync(keyFile, JSON.stringify({ ...pair.privateKey.export({ format: 'jwk' }), kid: 'ev-2026' }));
+    pemFile = join(dir, 'ev.pem');
+    writeFileSync(pemFile, pair.privateKey.export({ format: 'pem', type: 'pkcs8' }));
+    pubFile = join(dir, 'ev.pub.jwk');
+    writeFileSync(pubFile, JSON.stringify(pair.publicKey.export({ format: 'jwk' })));
+  });
+
+  it('each record carries evidence_envelope; an independent verifier (jose) accepts it and its payload is JCS of the record', async () => {
+    const file = join(dir, 'e.log');
+    await writeAll(file, [record(1), record(2)], { privateKeyFile: keyFile });
+    for (const l of lines(file)) {
+      const rec = JSON.parse(l) as Record<string, unknown> & { evidence_envelope: { format: string; value: string } };
+      expect(Object.keys(rec).at(-1)).toBe('evidence_envelope');
+      expect(rec.evidence_envelope.format).toBe('jws-compact');
+      const { payload, protectedHeader } = await compactVerify(rec.evidence_envelope.value, publicKey);
+      expect(protectedHeader).toEqual({ alg: 'ES256', typ: 'application/mission-runtime-evidence+jws', cty: 'application/mission-decision-evidence+json', kid: 'ev-2026' });
+      const { evidence_envelope: _e, ...unsigned } = rec;
+      expect(new TextDecoder().decode(payload)).toBe(jcs(unsigned));
+    }
+    expect(await verifyEvidenceFile(file, { publicKey: pubFile })).toEqual({ ok: true, records: 2, signaturesVerified: 2, breaks: 0 });
+  });
+
+  it('accepts a PKCS#8 PEM key; kid defaults to the RFC 7638 thumbprint', async () => {
+    const file = join(dir, 'e.log');
+    await writeAll(file, [record(1)], { privateKeyFile: pemFile });
+    const rec = JSON.parse(lines(file)[0]!) as { evidence_envelope: { value: string } };
+    const { protectedHeader } = await compactVerify(rec.evidence_envelope.value, publicKey);
+    const jwk = publicKey.export({ format: 'jwk' });
+    const tp = createHash('sha256').update(`{"crv":"P-256","kty":"EC","x":"${jwk.x}","y":"${jwk.y}"}`).digest('base64url');
+    expect(protectedHeader.kid).toBe(tp);
+    expect((await verifyEvidenceFile(file, { publicKey: pemFile })).ok).toBe(true);
+  });
+
+  it('an edited last line (which the chain cannot protect) fails its signature', async () => {
+    const file = join(dir, 'e.log');
+    await writeAll(file, [record(1), record(2)], { privateKeyFile: keyFile });
+    writeFileSync(file, readFileSync(file, 'utf8').replace('"dec_2"', '"dec_9"'));
+    expect((await verifyEvidenceFile(file)).ok).toBe(true); // the chain alone cannot see it
+    expect((await verifyEvidenceFile(file, { publicKey })).firstBreak).toEqual({ line: 2, reason: 'signed payload differs from the record' });
+  });
+
+  it('another key does not verify; an unsigned record is a break when a key is given', async () => {
+    const file = join(dir, 'e.log');
+    await writeAll(file, [record(1)], { privateKeyFile: keyFile });
+    const other = generateKeyPairSync('ec', { namedCurve: 'P-256' }).publicKey;
+    expect((await verifyEvidenceFile(file, { publicKey: other })).firstBreak?.reason).toBe('signature does not verify');
+    const plain = join(dir, 'plain.log');
+    await writeAll(plain, [record(1)]);
+    expect((await verifyEvidenceFile(plain, { publicKey })).firstBreak?.reason).toBe('record is not signed');
+  });
+
+  it('refuses a key that is not P-256', async () => {
+    const rsa = join(dir, 'rsa.pem');
+    writeFileSync(rsa, generateKeyPairSync('rsa', { modulusLength: 2048 }).privateKey.export({ format: 'pem', type: 'pkcs8' }));
+    await expect(EvidenceLog.open({ sink: join(dir, 'e.log'), metrics, logger, sign: { privateKeyFile: rsa } })).rejects.toThrow(/P-256/);
+    const garbage = join(dir, 'garbage.jwk');
+    writeFileSync(garbage, '{"kty":"EC","d":"c2VjcmV0"}');
+    await expect(EvidenceLog.open({ sink: join(dir, 'e.log'), metrics, logger, sign: { privateKeyFile: garbage } })).rejects.toThrow(/not a private JWK or PEM/);
+  });
+});
+
+describe('fail closed when evidence cannot be written (SPEC §2 /readyz, §9)', () => {
+  afterEach(() => vi.useRealTimers());
+
+  it('an unopenable sink starts unhealthy (metric 0) and recovers when it becomes writable', async () => {
+    const sub = join(dir, 'later');
+    const file = join(sub, 'e.log');
+    const log = await EvidenceLog.open({ sink: file, metrics, logger, retryMs: 20 });
+    expect(log.healthy()).toBe(false);
+    expect(await gauge()).toBe(0);
+    log.write(record(1));
+    expect(await failures()).toBe(1);
+    mkdirSync(sub);
+    await vi.waitFor(() => expect(log.healthy()).toBe(true), { timeout: 2000, interval: 10 });
+    expect(await gauge()).toBe(1);
+    log.write(record(2));
+    await log.close();
+    expect(lines(file)).toHaveLength(1);
+    expect((await verifyEvidenceFile(file)).ok).toBe(true);
+  });
+
+  it('a write error (ENOSPC on /dev/full) makes the sink unhealthy and is counted', async () => {
+    const log = await EvidenceLog.open({ sink: '/dev/full', metrics, logger, retryMs: 60_000 });
+    expect(log.healthy()).toBe(true);
+    log.write(record(1));
+    await vi.waitFor(() => expect(log.healthy()).toBe(false), { timeout: 2000, interval: 5 });
+    expect(await gauge()).toBe(0);
+    expect(await failures()).toBeGreaterThanOrEqual(1);
+    await log.close();
+  });
+});
+
+describe('mission-gateway verify-evidence CLI', () => {
+  it('exit 0 intact, 1 broken, 2 usage', async () => {
+    const out: string[] = [];
+    const spy = vi.spyOn(process.stdout, 'write').mockImplementation((s) => (out.push(String(s)), true));
+    const err = vi.spyOn(process.stderr, 'write').mockImplementation(() => true);
+    try {
+      const file = join(dir, 'e.log');
+      await writeAll(file, [record(1), record(2), record(3)]);
+      expect(await verifyEvidenceCli([file])).toBe(0);
+      expect(out.join('')).toMatch(/^intact: 3 records/);
+      writeFileSync(file, lines(file).filter((_, i) => i !== 1).join('\n') + '\n');
+      expect(await verifyEvidenceCli([file])).toBe(1);
+      expect(out.join('')).toMatch(/BROKEN at line 2/);
+      expect(await verifyEvidenceCli([])).toBe(2);
+      expect(await verifyEvidenceCli([file, '--key'])).toBe(2);
+      expect(await verifyEvidenceCli([join(dir, 'missing.log')])).toBe(2);
+    } finally {
+      spy.mockRestore();
+      err.mockRestore();
+    }
+  });
+});
