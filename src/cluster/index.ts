@@ -26,6 +26,7 @@ export interface ReplayStoreDeps {
   /** Capacity of the in-process store for `type: memory` (config `dpop.replay_max_entries`). */
   readonly maxEntries?: number;
   readonly logger?: Logger;
+  /** For the memory store's eviction counter. */
   readonly metrics?: Metrics;
   /** Redis command timeout; default 500 ms. */
   readonly commandTimeoutMs?: number;
@@ -44,7 +45,6 @@ export function createReplayStore(config: ReplayStoreConfig, deps: ReplayStoreDe
     connectTimeoutMs: config.connect_timeout_ms,
     ...(deps.commandTimeoutMs !== undefined && { commandTimeoutMs: deps.commandTimeoutMs }),
     ...(deps.logger !== undefined && { logger: deps.logger }),
-    ...(deps.metrics !== undefined && { metrics: deps.metrics }),
   });
 }
 

@@ -9,7 +9,6 @@
 import { createHash } from 'node:crypto';
 import type { ReplayStore } from '../auth/types.js';
 import type { Logger } from '../observability/logger.js';
-import type { Metrics } from '../observability/metrics.js';
 import { closeRedis, isReady, openRedis, watchConnection, type RedisConnection, type RedisTuning } from './redis-client.js';
 import type { RedisTarget } from './redis-url.js';
 
@@ -19,11 +18,12 @@ export interface RedisReplayStoreOptions extends RedisTuning {
   /** Prepended to every key (config `replay_store.key_prefix`). Default `mgw:`. */
   readonly keyPrefix?: string;
   readonly logger?: Logger;
-  /** Counts failed claims in `mission_gateway_replay_store_errors_total`. */
-  readonly metrics?: Pick<Metrics, 'replayStoreErrors'>;
 }
 
-/** Thrown (as a rejection) when the store cannot answer; the caller must deny. */
+/**
+ * Thrown (as a rejection) when the store cannot answer; the caller denies (`replay_store_unavailable`)
+ * and counts it in `mission_gateway_replay_store_errors_total` (the store does not, to count once).
+ */
 export class ReplayStoreUnavailableError extends Error {
   readonly code = 'replay_store_unavailable';
   constructor(cause: unknown) {
@@ -39,13 +39,11 @@ export class RedisReplayStore implements ReplayStore {
   readonly connection: RedisConnection;
   private readonly rawPrefix: string;
   private readonly hashedPrefix: string;
-  private readonly metrics: Pick<Metrics, 'replayStoreErrors'> | undefined;
 
   constructor(options: RedisReplayStoreOptions) {
     const prefix = options.keyPrefix ?? 'mgw:';
     this.rawPrefix = `${prefix}r:`;
     this.hashedPrefix = `${prefix}h:`;
-    this.metrics = options.metrics;
     this.connection = openRedis(options.url, options, { connectionName: 'mgw-replay' });
     watchConnection(this.connection, 'replay_store', options.logger);
   }
@@ -62,7 +60,6 @@ export class RedisReplayStore implements ReplayStore {
     return this.connection.set(this.redisKey(key), '1', 'EX', ttl, 'NX').then(
       (reply) => reply === 'OK',
       (err: unknown) => {
-        this.metrics?.replayStoreErrors.inc();
         throw new ReplayStoreUnavailableError(err);
       },
     );

@@ -3,7 +3,6 @@ import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { MemoryReplayStore } from '../../src/auth/replay.js';
 import { createReplayStore, RedisReplayStore, ReplayStoreUnavailableError } from '../../src/cluster/index.js';
-import { Metrics } from '../../src/observability/metrics.js';
 import { FreezableProxy, RedisServer } from './redis-server.js';
 
 async function until(check: () => boolean | Promise<boolean>, timeoutMs: number): Promise<void> {
@@ -94,8 +93,7 @@ describe('RFC 9449 §11.1 / SPEC §8 jti single use across replicas (replay_stor
   });
 
   it('Redis down: claims reject quickly (fail closed), the process stays up; Redis back: claims succeed on the same store', async () => {
-    const metrics = new Metrics({ defaultMetrics: false });
-    const s = store({ metrics, commandTimeoutMs: 300 });
+    const s = store({ commandTimeoutMs: 300 });
     await until(() => s.ready(), 5000);
     expect(await s.claim('before-outage', 60)).toBe(true);
 
@@ -107,8 +105,6 @@ describe('RFC 9449 §11.1 / SPEC §8 jti single use across replicas (replay_stor
       await expect(s.claim(`during-outage-${i}`, 60)).rejects.toBeInstanceOf(ReplayStoreUnavailableError);
       expect(performance.now() - started).toBeLessThan(350);
     }
-    const errors = await metrics.registry.getSingleMetricAsString('mission_gateway_replay_store_errors_total');
-    expect(errors).toMatch(/mission_gateway_replay_store_errors_total 5$/m);
 
     await redis.start();
     await until(() => s.ready(), 10_000);
