@@ -1,0 +1,95 @@
+/**
+ * Reading a token request (RFC 6749 section 3.2) as far as the guard needs it: is it a JWT bearer
+ * grant (RFC 7523 section 2.1), and which assertion does it carry?
+ *
+ * The guard must see exactly what the AS will see, or an attacker could show it one grant and the
+ * AS another. So the parameters it decides on (`grant_type`, `assertion`) are refused when they
+ * appear more than once (RFC 6749 section 3.2 forbids it; parsers differ on which copy wins), the
+ * query string counts as well as the body, and a body the guard cannot read as a form (another
+ * media type, a content coding) is refused rather than passed on unseen.
+ */
+import { IdJagRejection, ID_JAG_TYP } from './projection.js';
+
+export const GRANT_JWT_BEARER = 'urn:ietf:params:oauth:grant-type:jwt-bearer';
+
+export type TokenRequest =
+  /** Not a JWT bearer grant (or no grant at all): the guard has no say. */
+  | { readonly kind: 'other' }
+  /** A JWT bearer grant whose assertion is not an ID-JAG (its `typ` differs). */
+  | { readonly kind: 'jwt_bearer' }
+  | { readonly kind: 'id_jag'; readonly assertion: string };
+
+const FORM = 'application/x-www-form-urlencoded';
+
+function malformed(description: string): never {
+  throw new IdJagRejection('request_malformed', description);
+}
+
+/** The media type of a Content-Type value, lower-cased, without parameters. */
+function mediaType(value: string | undefined): string | null {
+  if (value === undefined) return null;
+  const semi = value.indexOf(';');
+  return (semi === -1 ? value : value.slice(0, semi)).trim().toLowerCase();
+}
+
+function collect(into: Map<string, string[]>, params: URLSearchParams): void {
+  for (const [k, v] of params) {
+    if (k !== 'grant_type' && k !== 'assertion') continue;
+    const list = into.get(k);
+    if (list === undefined) into.set(k, [v]);
+    else list.push(v);
+  }
+}
+
+/**
+ * True when the compact JWS/JWE `value` declares `typ: oauth-id-jag+jwt` in its protected header.
+ * Only the header is decoded: the full verification comes later, and anything that does not even
+ * decode is not an ID-JAG (the AS rejects it on its own).
+ */
+export function declaresIdJag(value: string): boolean {
+  const dot = value.indexOf('.');
+  if (dot <= 0 || dot > 4096) return false;
+  let header: unknown;
+  try {
+    header = JSON.parse(Buffer.from(value.slice(0, dot), 'base64url').toString('utf8'));
+  } catch {
+    return false;
+  }
+  if (header === null || typeof header !== 'object' || Array.isArray(header)) return false;
+  const typ = (header as Record<string, unknown>)['typ'];
+  if (typeof typ !== 'string') return false;
+  const t = typ.toLowerCase();
+  return t === ID_JAG_TYP || t === 'application/' + ID_JAG_TYP;
+}
+
+export interface RequestParts {
+  /** Raw query with its "?", or "". */
+  readonly search: string;
+  readonly contentType: string | undefined;
+  readonly contentEncoding: string | undefined;
+  /** The buffered body, or null when the request has none. */
+  readonly body: Buffer | null;
+}
+
+/** Classifies a token request; throws IdJagRejection('request_malformed') when it cannot be read safely. */
+export function classifyTokenRequest(r: RequestParts): TokenRequest {
+  const params = new Map<string, string[]>();
+  if (r.search.length > 1) collect(params, new URLSearchParams(r.search.slice(1)));
+  if (r.body !== null && r.body.length > 0) {
+    if (r.contentEncoding !== undefined && r.contentEncoding.trim().toLowerCase() !== 'identity') {
+      malformed('a token request body must not be content-encoded');
+    }
+    if (mediaType(r.contentType) !== FORM) malformed('a token request body must be application/x-www-form-urlencoded');
+    collect(params, new URLSearchParams(r.body.toString('utf8')));
+  }
+  const grants = params.get('grant_type') ?? [];
+  const assertions = params.get('assertion') ?? [];
+  if (grants.length > 1 || assertions.length > 1) malformed('a token request parameter is repeated');
+  const grant = grants[0];
+  // Compared leniently (case, surrounding space): an AS that is lenient too must never be handed a
+  // JWT bearer grant the guard took for something else.
+  if (grant === undefined || grant.trim().toLowerCase() !== GRANT_JWT_BEARER) return { kind: 'other' };
+  const assertion = assertions[0]?.trim();
+  if (assertion === undefined || !declaresIdJag(assertion)) return { kind: 'jwt_bearer' };
+  return { kind: 'id_jag', assertion };
+}
