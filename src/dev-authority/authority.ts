@@ -22,7 +22,8 @@ export class AuthorityInputError extends Error {
   override readonly name = 'AuthorityInputError';
 }
 
-const ACTION = /^[A-Za-z0-9_.:-]+$/;
+/** An action name, or a family `x.*` (mission-contracts section 7). */
+const ACTION = /^[A-Za-z0-9_.:-]+(?:\.\*)?$/;
 
 /** Validates admin input into entries; throws AuthorityInputError with a generic description. */
 export function parseEntries(input: unknown): AuthorityEntry[] {
