@@ -172,6 +172,6 @@ describe('Mission Status endpoint (draft-mcguinness-oauth-mission-status)', () =
       projection_issuer_authorized: true,
       mission: { id: missionId, origin: dev.url, state: 'active' },
     });
-    expect(body['authority']).toEqual([ENTRIES[0], ENTRIES[1]].map((e) => ({ substrate: 'oauth', type: e.type, authority: e })));
+    expect(body['authority']).toEqual([ENTRIES[0]!, ENTRIES[1]!].map((e) => ({ substrate: 'oauth', type: e.type, authority: e })));
   });
 });
