@@ -38,10 +38,8 @@ export async function newAgent(): Promise<Agent> {
 function signProof(key: CryptoKey, jwk: JWK, htm: string, htu: string, accessToken: string | undefined, extra: Record<string, unknown>): Promise<string> {
   const payload: Record<string, unknown> = { htm, htu, jti: randomUUID(), ...extra };
   if (accessToken !== undefined) payload['ath'] = createHash('sha256').update(accessToken).digest('base64url');
-  return new SignJWT(payload)
-    .setProtectedHeader({ alg: 'ES256', typ: 'dpop+jwt', jwk })
-    .setIssuedAt()
-    .sign(key);
+  const jwt = new SignJWT(payload).setProtectedHeader({ alg: 'ES256', typ: 'dpop+jwt', jwk });
+  return (payload['iat'] === undefined ? jwt.setIssuedAt() : jwt).sign(key);
 }
 
 /** Writes a fresh private JWK for the gateway's Mission Status client and registers it at the authority. */

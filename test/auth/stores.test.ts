@@ -1,0 +1,116 @@
+/**
+ * The replay store, the nonce issuer and protected-resource metadata.
+ */
+import { describe, expect, it } from 'vitest';
+import { NonceIssuer } from '../../src/auth/nonce.js';
+import { createProtectedResourceMetadata, prmPath } from '../../src/auth/prm.js';
+import { MemoryReplayStore } from '../../src/auth/replay.js';
+import { makeConfig, newMetrics } from './helpers.js';
+
+describe('MemoryReplayStore (RFC 9449 §11.1 single use)', () => {
+  it('claims a key once; a second claim within the ttl is a replay', () => {
+    const s = new MemoryReplayStore({ maxEntries: 1000 });
+    expect(s.claim('jkt:a', 60)).toBe(true);
+    expect(s.claim('jkt:a', 60)).toBe(false);
+    expect(s.claim('jkt:b', 60)).toBe(true);
+    expect(s.claim('other:a', 60)).toBe(true);
+  });
+
+  it('an entry expires after its ttl (fake clock) and the slot is reused', () => {
+    let now = 1_000_000;
+    const s = new MemoryReplayStore({ maxEntries: 1000, clock: () => now });
+    expect(s.claim('k', 10)).toBe(true);
+    now += 9_000;
+    expect(s.claim('k', 10)).toBe(false);
+    now += 2_000;
+    expect(s.claim('k', 10)).toBe(true);
+  });
+
+  it('is bounded: past capacity the soonest-expiring entries are evicted and counted', async () => {
+    const metrics = newMetrics();
+    const s = new MemoryReplayStore({ maxEntries: 1000, metrics });
+    const bytes = s.bytes;
+    for (let i = 0; i < 5000; i++) s.claim(`k${i}`, 60 + (i % 7));
+    expect(s.bytes).toBe(bytes);
+    const text = await metrics.registry.getSingleMetricAsString('mission_gateway_cache_evictions_total');
+    const evicted = Number(/cache="replay"} (\d+)/.exec(text)?.[1] ?? 0);
+    expect(evicted).toBeGreaterThan(3000);
+    expect(evicted).toBeLessThan(5000);
+    // The most recent claims are still remembered.
+    expect(s.claim('k4999', 60)).toBe(false);
+  });
+
+  it('no live entry is evicted below the configured size (two-choice buckets)', async () => {
+    const metrics = newMetrics();
+    const s = new MemoryReplayStore({ maxEntries: 100_000, metrics });
+    for (let i = 0; i < 100_000; i++) expect(s.claim(`jkt:${i}`, 60)).toBe(true);
+    const text = await metrics.registry.getSingleMetricAsString('mission_gateway_cache_evictions_total');
+    expect(text).not.toMatch(/cache="replay"} [1-9]/);
+    for (let i = 0; i < 100_000; i += 997) expect(s.claim(`jkt:${i}`, 60)).toBe(false);
+  });
+
+  it('memory: about 15 bytes per entry at the default 1,000,000 entries', () => {
+    const s = new MemoryReplayStore();
+    expect(s.bytes / 1_000_000).toBeLessThan(16);
+  });
+});
+
+describe('NonceIssuer (RFC 9449 §8, stateless)', () => {
+  it('issues one nonce per window; accepts the current and previous window only', () => {
+    let now = 10_000_000;
+    const n = new NonceIssuer({ windowSeconds: 60, clock: () => now });
+    const a = n.issue();
+    expect(n.issue()).toBe(a);
+    expect(n.check(a)).toBe(true);
+    now += 60_000;
+    const b = n.issue();
+    expect(b).not.toBe(a);
+    expect(n.check(a)).toBe(true);
+    expect(n.check(b)).toBe(true);
+    now += 60_000;
+    expect(n.check(a)).toBe(false);
+    expect(n.check(undefined)).toBe(false);
+    expect(n.check('x'.repeat(100))).toBe(false);
+  });
+
+  it('replicas with the same secret accept each other\'s nonces; another secret does not', () => {
+    const secret = 's'.repeat(32);
+    const now = () => 5_000_000;
+    const a = new NonceIssuer({ windowSeconds: 60, secret, clock: now });
+    const b = new NonceIssuer({ windowSeconds: 60, secret, clock: now });
+    const c = new NonceIssuer({ windowSeconds: 60, secret: 't'.repeat(32), clock: now });
+    expect(b.check(a.issue())).toBe(true);
+    expect(c.check(a.issue())).toBe(false);
+  });
+});
+
+describe('RFC 9728 protected-resource metadata', () => {
+  it('RFC 9728 §3.1: one document per resource identifier, at the path-suffixed well-known URL', () => {
+    const config = makeConfig('https://as.example.com', 'https://as.example.com/jwks', {
+      mcp: { path: '/mcp', resource: 'https://api.example.com/mcp' },
+      dpop: { required: true },
+      mission: { required: false },
+    });
+    const prm = createProtectedResourceMetadata(config);
+    expect([...prm.paths.keys()]).toEqual(['/.well-known/oauth-protected-resource', '/.well-known/oauth-protected-resource/mcp']);
+    expect(prm.urlFor('https://api.example.com')).toBe('https://api.example.com/.well-known/oauth-protected-resource');
+    expect(prm.urlFor('https://api.example.com/mcp')).toBe('https://api.example.com/.well-known/oauth-protected-resource/mcp');
+    const doc = JSON.parse(prm.paths.get('/.well-known/oauth-protected-resource/mcp')!);
+    expect(doc).toEqual({
+      resource: 'https://api.example.com/mcp',
+      authorization_servers: ['https://as.example.com'],
+      bearer_methods_supported: ['header'],
+      dpop_signing_alg_values_supported: ['ES256', 'EdDSA', 'RS256', 'PS256'],
+      dpop_bound_access_tokens_required: true,
+      mission_bound_authorization_required: false,
+      mission_constraints_supported: ['max_amount', 'tenant', 'recipient_domain', 'time_window', 'allowed_tools'],
+    });
+    expect(JSON.parse(prm.paths.get('/.well-known/oauth-protected-resource')!).resource).toBe('https://api.example.com');
+  });
+
+  it('prmPath: trailing slash and root', () => {
+    expect(prmPath('https://api.example.com/')).toBe('/.well-known/oauth-protected-resource');
+    expect(prmPath('https://api.example.com/v1/')).toBe('/.well-known/oauth-protected-resource/v1');
+    expect(prmPath('urn:example:api')).toBe('/.well-known/oauth-protected-resource');
+  });
+});

@@ -1,0 +1,83 @@
+import { describe, expect, it } from 'vitest';
+import { IdJagRejection } from '../../src/idjag/projection.js';
+import { classifyTokenRequest, declaresIdJag, GRANT_JWT_BEARER, type RequestParts } from '../../src/idjag/request.js';
+
+const b64 = (v: unknown): string => Buffer.from(JSON.stringify(v)).toString('base64url');
+const jwt = (typ: unknown): string => `${b64({ alg: 'ES256', typ })}.${b64({ iss: 'x' })}.c2ln`;
+const ID_JAG = jwt('oauth-id-jag+jwt');
+const FORM = 'application/x-www-form-urlencoded';
+
+function req(body: string | null, over: Partial<RequestParts> = {}): RequestParts {
+  return { search: '', contentType: FORM, contentEncoding: undefined, body: body === null ? null : Buffer.from(body), ...over };
+}
+
+function malformed(parts: RequestParts): void {
+  try {
+    classifyTokenRequest(parts);
+  } catch (err) {
+    expect(err).toBeInstanceOf(IdJagRejection);
+    expect((err as IdJagRejection).reason).toBe('request_malformed');
+    return;
+  }
+  throw new Error('expected request_malformed');
+}
+
+describe('SPEC section 8: which token requests are ID-JAG grants', () => {
+  it('RFC 7523 section 2.1: a jwt-bearer grant with an oauth-id-jag+jwt assertion is an ID-JAG grant', () => {
+    const r = classifyTokenRequest(req(`grant_type=${encodeURIComponent(GRANT_JWT_BEARER)}&assertion=${ID_JAG}&scope=crm.notes.write`));
+    expect(r).toEqual({ kind: 'id_jag', assertion: ID_JAG });
+  });
+
+  it('typ is compared case-insensitively, with or without application/', () => {
+    expect(declaresIdJag(jwt('application/OAUTH-ID-JAG+JWT'))).toBe(true);
+    expect(declaresIdJag(jwt('Oauth-Id-Jag+Jwt'))).toBe(true);
+  });
+
+  it('a jwt-bearer grant whose assertion has another typ (or none, or does not decode) is not an ID-JAG', () => {
+    for (const assertion of [jwt('JWT'), jwt(undefined), jwt(7), 'not-a-jwt', '', '.x.y', `${b64([1])}.x.y`]) {
+      expect(classifyTokenRequest(req(`grant_type=${GRANT_JWT_BEARER}&assertion=${assertion}`))).toEqual({ kind: 'jwt_bearer' });
+    }
+    expect(classifyTokenRequest(req(`grant_type=${GRANT_JWT_BEARER}`))).toEqual({ kind: 'jwt_bearer' });
+  });
+
+  it('other grants, and requests without a grant, are not the guard’s business', () => {
+    expect(classifyTokenRequest(req('grant_type=client_credentials&scope=a'))).toEqual({ kind: 'other' });
+    expect(classifyTokenRequest(req(`grant_type=authorization_code&assertion=${ID_JAG}`))).toEqual({ kind: 'other' });
+    expect(classifyTokenRequest(req(null))).toEqual({ kind: 'other' });
+    expect(classifyTokenRequest(req('', { contentType: undefined }))).toEqual({ kind: 'other' });
+  });
+
+  it('a grant_type that differs only in case or surrounding space is still a jwt-bearer grant', () => {
+    const upper = encodeURIComponent(` ${GRANT_JWT_BEARER.toUpperCase()} `);
+    expect(classifyTokenRequest(req(`grant_type=${upper}&assertion=${ID_JAG}`))).toEqual({ kind: 'id_jag', assertion: ID_JAG });
+  });
+
+  it('the query string counts as well as the body', () => {
+    const r = classifyTokenRequest(req(null, { search: `?grant_type=${GRANT_JWT_BEARER}&assertion=${ID_JAG}` }));
+    expect(r).toEqual({ kind: 'id_jag', assertion: ID_JAG });
+  });
+
+  it('the media type may carry parameters and any case', () => {
+    const r = classifyTokenRequest(req(`grant_type=${GRANT_JWT_BEARER}&assertion=${ID_JAG}`, { contentType: 'Application/X-WWW-Form-Urlencoded; charset=UTF-8' }));
+    expect(r.kind).toBe('id_jag');
+  });
+});
+
+describe('RFC 6749 section 3.2: a request the guard cannot read as the AS would is refused', () => {
+  it('rejects a repeated grant_type (the guard and the AS could pick different copies)', () => {
+    malformed(req(`grant_type=client_credentials&grant_type=${GRANT_JWT_BEARER}&assertion=${ID_JAG}`));
+  });
+
+  it('rejects a repeated assertion, also across query and body', () => {
+    malformed(req(`grant_type=${GRANT_JWT_BEARER}&assertion=${jwt('JWT')}&assertion=${ID_JAG}`));
+    malformed(req(`grant_type=${GRANT_JWT_BEARER}&assertion=${ID_JAG}`, { search: `?assertion=${jwt('JWT')}` }));
+    malformed(req('grant_type=client_credentials', { search: `?grant_type=${GRANT_JWT_BEARER}` }));
+  });
+
+  it('rejects a body that is not a form (JSON, no content type) or is content-encoded', () => {
+    malformed(req(JSON.stringify({ grant_type: GRANT_JWT_BEARER, assertion: ID_JAG }), { contentType: 'application/json' }));
+    malformed(req(`grant_type=${GRANT_JWT_BEARER}`, { contentType: undefined }));
+    malformed(req(`grant_type=${GRANT_JWT_BEARER}`, { contentEncoding: 'gzip' }));
+    expect(classifyTokenRequest(req('grant_type=client_credentials', { contentEncoding: 'identity' })).kind).toBe('other');
+  });
+});
