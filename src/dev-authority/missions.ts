@@ -106,8 +106,8 @@ export class MissionStore {
     if (input.expiresAt <= nowS) throw new MissionError('invalid_request', 'expires_at must be in the future');
     const id = `msn_${randomBytes(24).toString('base64url')}`;
     const created = iso(nowS);
-    // The AAuth mission blob is modeled as the JCS-free JSON of the approval record; its SHA-256
-    // is the `s256` an AAuth reference carries.
+    // The AAuth mission blob is modeled as the JSON bytes of the approval record; their SHA-256 is
+    // the `s256` an AAuth reference (`mission: {approver, s256}`, `mission_s256`) carries.
     const blob = JSON.stringify({ approver: this.issuer, id, purpose: input.purpose, subject: input.subject, created_at: created });
     const s256 = createHash('sha256').update(blob).digest('base64url');
     const m: Mission = {
