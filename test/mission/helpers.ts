@@ -35,7 +35,7 @@ export interface SigningKey {
   readonly kid: string;
 }
 
-export function signingKey(kid = randomUUID()): SigningKey {
+export function signingKey(kid: string = randomUUID()): SigningKey {
   const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
   return { privateKey, publicKey, kid };
 }
@@ -212,7 +212,7 @@ export function lifecycleSet(
   const id = opts.id ?? MISSION_ID;
   return new jose.SignJWT({
     iss: issuer,
-    aud: opts.aud ?? RESOURCE,
+    aud: (opts.aud ?? RESOURCE) as string | string[],
     iat: opts.iat ?? Math.floor(Date.now() / 1000),
     jti: opts.jti ?? `set_${randomUUID()}`,
     sub_id: { format: 'opaque', id },
