@@ -111,6 +111,14 @@ export function normalizePath(rawPath: string): string {
       if (i === last) trailingSlash = true;
       continue;
     }
+    // An encoded slash or backslash stays encoded, but an upstream that decodes it must not find a
+    // dot segment inside (`..%2Fadmin`): refuse rather than guess how the upstream reads it.
+    if (seg.includes('%2F') || seg.includes('%5C')) {
+      for (const part of seg.split(/%2F|%5C/)) {
+        const head = part.split(';')[0];
+        if (head === '.' || head === '..') throw new PathError('dot segment hidden behind an encoded slash');
+      }
+    }
     const semi = seg.indexOf(';');
     if (semi !== -1) {
       const head = seg.slice(0, semi);

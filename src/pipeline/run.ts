@@ -133,8 +133,10 @@ export class Pipeline {
       dpopNonce: null,
       stage: 'route',
     };
+    // Two Host headers (or any duplicate of a field that must be single) is request smuggling bait.
+    if (bad === null && duplicateHost(req.rawHeaders)) bad = new PathError('duplicate Host header');
     if (bad !== null) {
-      this.deny(ctx, new Denial('request_malformed', { description: 'the request path is not acceptable', cause: bad }));
+      this.deny(ctx, new Denial('request_malformed', { description: 'the request line or headers are not acceptable', cause: bad }));
       return null;
     }
     return ctx;
@@ -334,6 +336,18 @@ export class Pipeline {
   static needsFreshState(route: CompiledRoute | null): boolean {
     return route !== null && route.actionClass !== null && HIGH_CONSEQUENCE.has(route.actionClass);
   }
+}
+
+function duplicateHost(raw: readonly string[]): boolean {
+  let seen = false;
+  for (let i = 0; i < raw.length; i += 2) {
+    const n = raw[i]!;
+    if (n.length === 4 && n.toLowerCase() === 'host') {
+      if (seen) return true;
+      seen = true;
+    }
+  }
+  return false;
 }
 
 function setContentLength(headers: string[], length: number): void {
