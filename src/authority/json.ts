@@ -95,53 +95,64 @@ export function numberIsExact(lit: string): boolean {
 
 interface Frame {
   readonly object: boolean;
+  /** True when a watched pointer runs through this container (or everything is watched). */
+  readonly onPath: boolean;
+  /** True when this container is (inside) a watched value: all of it is a parameter. */
+  readonly inside: boolean;
+  /** Keys seen so far (objects on a watched path only). */
   readonly keys: Set<string> | null;
-  /** Current key (object) or index (array) on the path from the root. */
-  at: string;
+  /** Current key (objects). */
+  key: string;
+  /** Current index (arrays). */
   index: number;
   expectKey: boolean;
 }
 
 /**
- * Scans syntactically valid JSON text: throws JsonStrictError on a duplicate key anywhere, or on a
- * number that is not exact at one of `watch` (parsed pointers; `watch === 'all'` checks every number).
+ * Scans syntactically valid JSON text: throws JsonStrictError on a duplicate key in an object a
+ * watched pointer runs through, or on a number that is not exact at a watched pointer. `watch` are
+ * parsed pointers; 'all' checks every object and number (MCP `arguments`, all of which are
+ * parameters). Members off the watched paths cannot change the decision, so they are not checked.
  */
 export function scanJson(text: string, watch: readonly (readonly string[])[] | 'all'): void {
+  const all = watch === 'all';
   const stack: Frame[] = [];
   const n = text.length;
   for (let i = 0; i < n; i++) {
     const c = text.charCodeAt(i);
     if (c === 0x22) {
-      // string: find its end
-      let j = i + 1;
-      let escaped = false;
-      for (; j < n; j++) {
-        const d = text.charCodeAt(j);
-        if (d === 0x5c) {
-          escaped = true;
-          j++;
-        } else if (d === 0x22) break;
+      // String: jump to the next quote not escaped by an odd run of backslashes.
+      let j = text.indexOf('"', i + 1);
+      for (;;) {
+        let k = j - 1;
+        while (text.charCodeAt(k) === 0x5c) k--;
+        if ((j - 1 - k) % 2 === 0) break;
+        j = text.indexOf('"', j + 1);
       }
       const top = stack[stack.length - 1];
-      if (top !== undefined && top.object && top.expectKey) {
+      if (top !== undefined && top.onPath && top.object && top.expectKey) {
         const raw = text.slice(i + 1, j);
-        const key = escaped ? (JSON.parse(text.slice(i, j + 1)) as string) : raw;
+        const key = raw.includes('\\') ? (JSON.parse(text.slice(i, j + 1)) as string) : raw;
         if (top.keys!.has(key)) throw new JsonStrictError('duplicate object key');
         top.keys!.add(key);
-        top.at = key;
+        top.key = key;
         top.expectKey = false;
       }
       i = j;
     } else if (c === 0x7b || c === 0x5b) {
       const object = c === 0x7b;
-      stack.push({ object, keys: object ? new Set() : null, at: object ? '' : '0', index: 0, expectKey: object });
+      const parent = stack[stack.length - 1];
+      const w = watch as readonly (readonly string[])[];
+      const inside = all || (parent === undefined ? w.some((p) => p.length === 0) : parent.inside || (parent.onPath && watched(stack, w)));
+      const onPath = inside || ((parent === undefined || parent.onPath) && throughWatched(stack, w));
+      stack.push({ object, onPath, inside, keys: object && onPath ? new Set() : null, key: '', index: 0, expectKey: object });
     } else if (c === 0x7d || c === 0x5d) {
       stack.pop();
     } else if (c === 0x2c) {
       const top = stack[stack.length - 1];
-      if (top !== undefined) {
+      if (top !== undefined && top.onPath) {
         if (top.object) top.expectKey = true;
-        else top.at = String(++top.index);
+        else top.index++;
       }
     } else if (c === 0x2d || (c >= 0x30 && c <= 0x39)) {
       let j = i + 1;
@@ -150,7 +161,8 @@ export function scanJson(text: string, watch: readonly (readonly string[])[] | '
         if ((d >= 0x30 && d <= 0x39) || d === 0x2e || d === 0x65 || d === 0x45 || d === 0x2b || d === 0x2d) j++;
         else break;
       }
-      if (watch === 'all' || watched(stack, watch)) {
+      const top = stack[stack.length - 1];
+      if (all || (top === undefined ? watch.length > 0 : top.inside || (top.onPath && watched(stack, watch as readonly (readonly string[])[])))) {
         if (!numberIsExact(text.slice(i, j))) throw new JsonStrictError('number cannot be represented exactly');
       }
       i = j - 1;
@@ -158,11 +170,26 @@ export function scanJson(text: string, watch: readonly (readonly string[])[] | '
   }
 }
 
+function tokenAt(f: Frame): string {
+  return f.object ? f.key : String(f.index);
+}
+
+/** True when some watched pointer continues below the current position (the stack's path). */
+function throughWatched(stack: readonly Frame[], watch: readonly (readonly string[])[]): boolean {
+  for (const p of watch) {
+    if (p.length <= stack.length) continue;
+    let k = 0;
+    while (k < stack.length && p[k] === tokenAt(stack[k]!)) k++;
+    if (k === stack.length) return true;
+  }
+  return false;
+}
+
 function watched(stack: readonly Frame[], watch: readonly (readonly string[])[]): boolean {
   for (const p of watch) {
     if (p.length !== stack.length) continue;
     let k = 0;
-    while (k < p.length && p[k] === stack[k]!.at) k++;
+    while (k < p.length && p[k] === tokenAt(stack[k]!)) k++;
     if (k === p.length) return true;
   }
   return false;

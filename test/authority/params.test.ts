@@ -170,6 +170,17 @@ describe('SPEC §4 parameter binding', () => {
     expect(denialCode(() => parseJsonStrict('{"a":{"b":[1,12345678901234567891]}}', 'all'))).toBe('parameter_unparseable');
   });
 
+  it('checks duplicates and numbers on and below watched values only', () => {
+    // Off the bound paths a duplicate cannot change the decision or the digest.
+    expect(extract('{"amount":"1","meta":{"a":1,"a":2},"big":12345678901234567891}')).toEqual({ amount: '1', invoice: 'inv_42' });
+    const whole = route({ to: { body: '/to' }, all: { body: '' } });
+    const read = (b: string): string =>
+      denialCode(() => extractParams(whole, { segments: [], search: '', headers: {}, body: Buffer.from(b), contentType: 'application/json' }));
+    expect(read('{"to":[{"email":"a","email":"b"}]}')).toBe('parameter_unparseable');
+    expect(read('{"x":{"y":[1,{"z":0.30000000000000000001}]}}')).toBe('parameter_unparseable');
+    expect(read('{"x":{"y":[1,{"z":0.3}]},"to":[{"e":"a"}]}')).toBe('none');
+  });
+
   it('a route without params reads nothing', () => {
     const r = route({});
     expect(extractParams(r, { segments: [], search: '?a=1', headers: {}, body: Buffer.from('not json'), contentType: 'text/plain' })).toEqual({});
