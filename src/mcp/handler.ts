@@ -165,7 +165,11 @@ class McpHandler implements Handler {
     const lists = new Map<string, ListFilter>();
     for (const m of parsed.messages) {
       if (m.kind === 'other') continue;
-      const scope = m.kind === 'invalid_call' ? null : await this.resolve(ctx, m.metaRef, memo);
+      let scope: Scope | Denial | null = null;
+      if (m.kind !== 'invalid_call') {
+        const r = this.resolve(ctx, m.metaRef, memo);
+        scope = r instanceof Promise ? await r : r;
+      }
       if (m.kind === 'list') {
         lists.set(idKey(m.id), isDenial(scope) || scope === null ? { visible: NONE, pins: combinePins(this.configPins) } : this.listFilter(ctx, scope));
       } else if (m.kind === 'invalid_call') {
@@ -235,7 +239,7 @@ class McpHandler implements Handler {
    * subject's Mission); throws for Mission state failures, which deny the whole request at the HTTP
    * level as in SPEC section 5.
    */
-  private async resolve(ctx: RequestContext, metaRef: unknown, memo: Map<string, MissionView | Promise<MissionView>>): Promise<Scope | Denial> {
+  private resolve(ctx: RequestContext, metaRef: unknown, memo: Map<string, MissionView | Promise<MissionView>>): Scope | Denial | Promise<Scope | Denial> {
     const base: Scope = { ref: ctx.missionRef, mission: ctx.mission };
     if (metaRef === undefined) {
       if (ctx.missionRef !== null || !this.required) return base;
@@ -248,14 +252,18 @@ class McpHandler implements Handler {
     if (!this.trusted.has(ref.issuer)) return new Denial('token_invalid', { description: "the Mission's issuer is not trusted" });
 
     const key = `${ref.issuer}\n${ref.id ?? ''}`;
-    let pending = memo.get(key);
-    if (pending === undefined) {
+    let state = memo.get(key);
+    if (state === undefined) {
       const opts = ctx.token === null ? {} : { tokenExp: ctx.token.exp };
       ctx.stage = 'mission_state';
-      pending = this.lookup.lookup(ref, this.audience, opts);
-      memo.set(key, pending);
+      state = this.lookup.lookup(ref, this.audience, opts);
+      memo.set(key, state);
     }
-    const view = await pending;
+    return state instanceof Promise ? state.then((v) => this.admit(ctx, ref, v)) : this.admit(ctx, ref, state);
+  }
+
+  /** Active or throw (HTTP-level denial); joined to the token's subject and client or denied per call. */
+  private admit(ctx: RequestContext, ref: MissionReference, view: MissionView): Scope | Denial {
     assertMissionActive(view, Date.now());
     try {
       assertMissionJoin(view, ctx.token);
