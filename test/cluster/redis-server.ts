@@ -40,10 +40,16 @@ async function pingable(port: number): Promise<boolean> {
 
 export class RedisServer {
   private child: ChildProcess | null = null;
-  private constructor(readonly port: number) {}
+  private constructor(
+    readonly port: number,
+    private readonly extraArgs: readonly string[],
+  ) {}
 
-  static async start(): Promise<RedisServer> {
-    const server = new RedisServer(await freePort());
+  /** `args(port)` may add options (a config file first, for Sentinel) or change the defaults. */
+  static async start(options: { port?: number; args?: (port: number) => { before?: string[]; after?: string[] } } = {}): Promise<RedisServer> {
+    const port = options.port ?? (await freePort());
+    const extra = options.args?.(port) ?? {};
+    const server = new RedisServer(port, [...(extra.before ?? []), '--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--loglevel', 'warning', ...(extra.after ?? [])]);
     await server.start();
     return server;
   }
@@ -54,9 +60,7 @@ export class RedisServer {
 
   async start(): Promise<void> {
     if (this.child !== null) return;
-    const child = spawn('redis-server', ['--port', String(this.port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--loglevel', 'warning'], {
-      stdio: 'ignore',
-    });
+    const child = spawn('redis-server', [...this.extraArgs], { stdio: 'ignore' });
     this.child = child;
     child.once('exit', () => {
       if (this.child === child) this.child = null;
