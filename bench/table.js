@@ -1,0 +1,133 @@
+/** The readable table and the PASS/FAIL bars, computed from a results object (also used by report.js). */
+
+export const FLOOR_RATIO_SCENARIOS = new Set(['h', 'i', 'j', 'k', 'l']);
+
+export function find(out, scenario, workload) {
+  return out.results.find((r) => r.scenario === scenario && r.workload === workload) ?? null;
+}
+
+/** Throughput ratio of a result to another scenario on the same workload. */
+export function ratio(out, r, to) {
+  const b = find(out, to, r.workload);
+  return b === null || b.rps === 0 ? null : r.rps / b.rps;
+}
+
+function bar(id, text, measured, pass, detail) {
+  return { id, text, measured, pass, detail };
+}
+
+/** The bars the product promises, each PASS, FAIL, or null when not measured in this run. */
+export function bars(out) {
+  const list = [];
+  for (const w of ['GET-50', 'POST-50']) {
+    const b = find(out, 'b', w);
+    const c = find(out, 'c', w);
+    const ok = b !== null && c !== null;
+    const r = ok ? c.rps / b.rps : null;
+    list.push(bar(`c-throughput-${w}`, `(c) auth: none >= 0.85 x baseline throughput, ${w}`, r === null ? null : `${r.toFixed(2)}x`, r === null ? null : r >= 0.85));
+    const dp = ok && c.p99ms !== null && b.p99ms !== null ? c.p99ms - b.p99ms : null;
+    list.push(bar(`c-p99-${w}`, `(c) auth: none p99 <= baseline p99 + 1 ms, ${w}`, dp === null ? null : `${dp >= 0 ? '+' : ''}${dp.toFixed(2)} ms`, dp === null ? null : dp <= 1));
+  }
+  for (const w of ['GET-50', 'POST-50']) {
+    const h = find(out, 'h', w);
+    const r = h === null ? null : ratio(out, h, 'f');
+    list.push(bar(`h-floor-${w}`, `(h) token + DPoP >= 0.8 x crypto floor, ${w}`, r === null ? null : `${r.toFixed(2)}x`, r === null ? null : r >= 0.8));
+  }
+  {
+    const i = find(out, 'i', 'POST-50');
+    const r = i === null ? null : ratio(out, i, 'f');
+    list.push(bar('i-floor', '(i) full enforcement >= 0.7 x crypto floor, POST-50', r === null ? null : `${r.toFixed(2)}x`, r === null ? null : r >= 0.7));
+    const i10 = find(out, 'i', 'POST-10');
+    const d = i10?.decisionP99ms ?? null;
+    list.push(bar('i-decision', '(i) full enforcement decision p99 < 1 ms at 10 connections', d === null ? null : `${d.toFixed(3)} ms`, d === null ? null : d < 1));
+  }
+  {
+    const j = find(out, 'j', 'POST-50');
+    const r = j === null ? null : ratio(out, j, 'f');
+    list.push(bar('j-floor', '(j) MCP tools/call full enforcement >= 0.6 x crypto floor, POST-50', r === null ? null : `${r.toFixed(2)}x`, r === null ? null : r >= 0.6));
+  }
+  {
+    const i = find(out, 'i', 'POST-50');
+    const g = find(out, 'g', 'POST-50');
+    const r = i !== null && g !== null && g.rps > 0 ? i.rps / g.rps : null;
+    list.push(bar('i-vs-express', '(i) full enforcement >= 3 x express + express-oauth2-jwt-bearer (g), POST-50', r === null ? null : `${r.toFixed(2)}x`, r === null ? null : r >= 3));
+  }
+  for (const w of ['GET-50', 'POST-50']) {
+    const l = find(out, 'l', w);
+    const r = l === null ? null : ratio(out, l, 'h');
+    list.push(bar(`l-memory-${w}`, `(l) redis replay store >= 0.8 x memory (h), ${w}`, r === null ? null : `${r.toFixed(2)}x`, r === null ? null : r >= 0.8));
+  }
+  return list;
+}
+
+const f = (v, d = 2) => (v === null || v === undefined ? '-' : v.toFixed(d));
+
+/** Rows for the results table: one per scenario x workload. */
+export function rows(out) {
+  const names = new Map(out.scenarios.map((s) => [s.id, s.name]));
+  return out.results.map((r) => {
+    const rb = ratio(out, r, 'b');
+    const rf = FLOOR_RATIO_SCENARIOS.has(r.scenario) ? ratio(out, r, 'f') : null;
+    return {
+      id: r.scenario,
+      name: names.get(r.scenario) ?? r.scenario,
+      workload: r.workload,
+      rps: r.rps.toFixed(0),
+      xBaseline: f(rb),
+      xFloor: f(rf),
+      p50: f(r.p50ms),
+      p99: f(r.p99ms),
+      decisionP99: f(r.decisionP99ms, 3),
+      cpu: f(r.cpuUsPerRequest, 0),
+      rss: f(r.rssMiB, 0),
+      non2xx: r.requests - r.ok,
+    };
+  });
+}
+
+export const COLUMNS = [
+  ['id', 'sc'],
+  ['name', 'scenario'],
+  ['workload', 'workload'],
+  ['rps', 'req/s'],
+  ['xBaseline', 'x base'],
+  ['xFloor', 'x floor'],
+  ['p50', 'p50 ms'],
+  ['p99', 'p99 ms'],
+  ['decisionP99', 'decision p99 ms'],
+  ['cpu', 'cpu us/req'],
+  ['rss', 'RSS MiB'],
+  ['non2xx', 'non-2xx'],
+];
+
+export function printTable(out, log) {
+  const rs = rows(out);
+  const widths = COLUMNS.map(([k, h]) => Math.max(h.length, ...rs.map((r) => String(r[k]).length)));
+  const line = (cells) => cells.map((c, i) => (i <= 2 ? String(c).padEnd(widths[i]) : String(c).padStart(widths[i]))).join('  ');
+  log('');
+  log(line(COLUMNS.map(([, h]) => h)));
+  log(widths.map((w) => '-'.repeat(w)).join('  '));
+  for (const r of rs) log(line(COLUMNS.map(([k]) => r[k])));
+  if (out.skipped.length > 0) {
+    log('\nskipped:');
+    for (const s of out.skipped) log(`  (${s.scenario}) ${s.name}: ${s.reason}`);
+  }
+  if (out.notes.length > 0) {
+    log('\nnotes:');
+    for (const n of out.notes) log(`  ${n}`);
+  }
+  log(`  x base = throughput / baseline (b) on the same workload, same run; x floor = throughput / crypto floor (f).`);
+  log(`  decision p99 = mission_gateway_decision_seconds p99 (gateway's own time, upstream excluded), from /metrics buckets.`);
+  log(`  cpu us/req = server-side process CPU per request (proxy only; redis included for (l)); pinning: ${out.machine.pinning}.`);
+  if (out.revocation) {
+    const r = out.revocation;
+    log(r.error ? `\nrevocation latency: ${r.error}` : `\nrevocation latency (lifecycle SET push -> first denied request, n=${r.n}): p50 ${f(r.p50ms)} ms, p99 ${f(r.p99ms)} ms, max ${f(r.maxMs)} ms; denied ${r.deniedReason}`);
+  }
+  if (out.scale) {
+    log('\nscale:');
+    if (out.scale.error) log(`  ${out.scale.error}`);
+    for (const s of out.scale.items ?? []) log(`  ${s.text}`);
+  }
+  log('\nbars:');
+  for (const b of out.bars) log(`  ${b.pass === null ? 'n/a ' : b.pass ? 'PASS' : 'FAIL'}  ${b.text}${b.measured === null ? ' (not measured in this run)' : `: ${b.measured}`}`);
+}
