@@ -100,6 +100,8 @@ describe('Dockerfile', () => {
     for (const r of only(runtime, 'RUN').map((i) => i.args)) expect(r).not.toMatch(/\bnpm (ci|install|i)\b/);
     for (const c of copies.filter((c) => !c.includes('--from='))) expect(c).not.toMatch(/\b(src|test|node_modules)\b|^\. /);
     expect(copies.some((c) => /--from=build\s+\/app\/dist\b/.test(c))).toBe(true);
+    // package.json carries "type": "module": without it node would load dist/*.js as CommonJS.
+    expect(copies).toContain('package.json ./');
   });
 
   it('runs as a non-root user, set after the last RUN', () => {
