@@ -23,13 +23,15 @@ import { Denial, isDenial } from '../errors.js';
 import { hasBody, readBody } from '../http/body.js';
 import type { Logger } from '../observability/logger.js';
 import type { Metrics } from '../observability/metrics.js';
+import { assertMissionActive } from '../mission/state.js';
 import type { MissionReference, MissionView, RequestContext } from '../pipeline/context.js';
 import type { Handler, Pipeline } from '../pipeline/run.js';
 import { checkProjection, compileRules, IdJagRejection, ID_JAG_TYP, type IdJagReason, type Projection } from './projection.js';
 import { classifyTokenRequest } from './request.js';
 
+/** MissionStates (src/mission/state.ts) as far as the guard needs it. */
 export interface MissionStateLookup {
-  lookup(ref: MissionReference, audience: string, opts: { fresh: boolean; tokenExp: number | null }): MissionView | Promise<MissionView>;
+  lookup(ref: MissionReference, audience: string, opts: { fresh?: boolean; tokenExp?: number }): MissionView | Promise<MissionView>;
 }
 
 export interface IdJagDeps {
@@ -193,7 +195,8 @@ export function createIdJagHandler(deps: IdJagDeps): Handler {
     const looked = missionStates.lookup(ref, rules.audience, { fresh: true, tokenExp: projection.exp });
     const view = looked instanceof Promise ? await looked : looked;
     ctx.mission = view;
-    if (view.state !== 'active') reject('mission_inactive', 'the Mission is not active', { mission_status: view.state });
+    // Throws mission_terminated / mission_suspended Denials, turned into invalid_grant by deny().
+    assertMissionActive(view, clock());
   }
 
   /** Turns a failure into the answer: 400 for what the client can fix, SPEC section 5 for the rest. */
@@ -214,9 +217,9 @@ export function createIdJagHandler(deps: IdJagDeps): Handler {
       pipeline.deny(ctx, err);
       return;
     }
-    writeGrantError(ctx.res, rejection, ctx.id);
     metrics.observeDecision(ctx.kind, (performance.now() - ctx.started) / 1000);
     pipeline.record(ctx, 'deny', rejection.reason, extra);
+    writeGrantError(ctx.res, rejection, ctx.id);
     metrics.countDecision('deny', rejection.reason);
     const cause = err instanceof Error && err.cause !== undefined ? String(err.cause) : undefined;
     logger.debug({ decision_id: ctx.id, denial_reason: rejection.reason, cause }, 'id-jag grant denied');

@@ -1,0 +1,285 @@
+/**
+ * SPEC section 8 end to end: an agent gets an ID-JAG from the dev Mission Authority by token
+ * exchange and presents it as a JWT bearer grant to a real oidc-provider behind the gateway.
+ */
+import { randomUUID } from 'node:crypto';
+import { decodeJwt } from 'jose';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startDevAuthority } from '../../src/dev-authority/index.js';
+import { GRANT_JWT_BEARER } from '../../src/idjag/request.js';
+import { newAgent } from '../helpers/agent.js';
+import { eventually, startEcho } from '../helpers/gateway.js';
+import { BASIC, mintIdJag, presentGrant, startScene, TOKEN_PATH, type GrantResponse, type Scene } from './harness.js';
+
+let s: Scene;
+
+beforeAll(async () => {
+  s = await startScene();
+});
+
+afterAll(async () => {
+  await s?.close();
+});
+
+/** A valid projection's claims for `missionId`, bound to the scene's agent; overrides win. */
+function projection(missionId: string, over: Record<string, unknown> = {}): Record<string, unknown> {
+  const now = Math.floor(Date.now() / 1000);
+  return {
+    iss: s.dev.url,
+    sub: 'user-123',
+    aud: s.asIssuer,
+    client_id: 'agent-1',
+    mission_ref: missionId,
+    purpose: 'https://example.com/purposes/schedule-meeting',
+    iat: now,
+    exp: now + 120,
+    jti: `idjag_${randomUUID()}`,
+    cnf: { jkt: s.agent.jkt },
+    ...over,
+  };
+}
+
+function signed(payload: Record<string, unknown>): Promise<string> {
+  return s.dev.signJwt(payload, 'oauth-id-jag+jwt');
+}
+
+/** Expects an RFC 6749 section 5.2 error that never reached the AS, with its evidence record. */
+async function expectRefused(r: GrantResponse, reason: string, callsBefore: number, error = 'invalid_grant'): Promise<void> {
+  expect(r.status).toBe(400);
+  expect(r.body).toMatchObject({ error, denial_reason: reason });
+  expect(typeof r.body['error_description']).toBe('string');
+  expect(r.headers.get('cache-control')).toBe('no-store');
+  expect(r.headers.get('content-type')).toBe('application/json');
+  const decisionId = r.body['decision_id'];
+  expect(r.headers.get('mission-decision')).toBe(decisionId);
+  expect(s.as.calls.length).toBe(callsBefore);
+  const record = await eventually(() => s.gw.evidence().find((e) => e['decision_id'] === decisionId));
+  expect(record).toMatchObject({ decision: 'deny', denial_reason: reason, path: TOKEN_PATH, audience: s.asIssuer, upstream_status: null });
+}
+
+describe('SPEC section 8: a valid Mission projection gets a token from the downstream AS', () => {
+  it('forwards the grant with Authorization and DPoP intact; the AS binds its token to the proof key', async () => {
+    const { missionId, idJag } = await mintIdJag(s);
+    expect(decodeJwt(idJag)).toMatchObject({ mission_ref: missionId, aud: s.asIssuer, cnf: { jkt: s.agent.jkt } });
+    const before = s.as.calls.length;
+    const r = await presentGrant(s, idJag);
+    expect(r.status).toBe(200);
+    expect(r.body).toMatchObject({ token_type: 'DPoP', scope: 'crm.notes.write' });
+    expect(typeof r.body['access_token']).toBe('string');
+    expect(s.as.calls.length).toBe(before + 1);
+    expect(s.as.calls.at(-1)).toEqual({ assertion: idJag, authorization: BASIC, dpopJkt: s.agent.jkt });
+
+    // A permit record is written once the AS answered; the AS got its decision_id as Mission-Decision.
+    const jti = decodeJwt(idJag).jti;
+    const record = await eventually(() => s.gw.evidence().find((e) => e['token_jti'] === jti));
+    expect(record).toMatchObject({
+      decision: 'permit',
+      denial_reason: null,
+      action: 'id_jag.grant',
+      audience: s.asIssuer,
+      subject: 'user-123',
+      client_id: 'agent-1',
+      token_jti: decodeJwt(idJag).jti,
+      jkt: s.agent.jkt,
+      upstream_status: 200,
+      mission: { id: missionId, issuer: s.dev.url, state: 'active' },
+    });
+    expect(JSON.stringify(record)).not.toContain(idJag.split('.')[2]);
+  });
+});
+
+describe('SPEC section 8 / seed 000: violations get invalid_grant and the AS grant handler is never invoked', () => {
+  it('aud naming another AS', async () => {
+    const { idJag } = await mintIdJag(s, { audience: 'https://calendar-as.example.com' });
+    const before = s.as.calls.length;
+    await expectRefused(await presentGrant(s, idJag), 'id_jag_audience', before);
+  });
+
+  it('aud with two audiences, this AS among them', async () => {
+    const { missionId } = await mintIdJag(s);
+    const before = s.as.calls.length;
+    const idJag = await signed(projection(missionId, { aud: [s.asIssuer, 'https://calendar-as.example.com'] }));
+    await expectRefused(await presentGrant(s, idJag), 'id_jag_audience', before);
+  });
+
+  it('an expired assertion', async () => {
+    const { missionId } = await mintIdJag(s);
+    const now = Math.floor(Date.now() / 1000);
+    const before = s.as.calls.length;
+    const idJag = await signed(projection(missionId, { iat: now - 400, exp: now - 100 }));
+    await expectRefused(await presentGrant(s, idJag), 'id_jag_expired', before);
+  });
+
+  it('a lifetime above id_jag.max_lifetime_s (default 300)', async () => {
+    const { missionId } = await mintIdJag(s);
+    const now = Math.floor(Date.now() / 1000);
+    const before = s.as.calls.length;
+    const idJag = await signed(projection(missionId, { iat: now, exp: now + 3600 }));
+    await expectRefused(await presentGrant(s, idJag), 'id_jag_time_invalid', before);
+  });
+
+  it('a replayed assertion (jti single use), even with a fresh DPoP proof', async () => {
+    const { idJag } = await mintIdJag(s);
+    const before = s.as.calls.length;
+    expect((await presentGrant(s, idJag)).status).toBe(200);
+    await expectRefused(await presentGrant(s, idJag), 'replayed', before + 1);
+  });
+
+  it('client_context present', async () => {
+    const { missionId } = await mintIdJag(s);
+    const before = s.as.calls.length;
+    const idJag = await signed(projection(missionId, { client_context: { purpose: { kind: 'https://example.com/purposes/schedule-meeting' } } }));
+    await expectRefused(await presentGrant(s, idJag), 'id_jag_forbidden_claim', before);
+  });
+
+  it('display and authorization_details present (authority-model internals)', async () => {
+    const { missionId } = await mintIdJag(s);
+    const before = s.as.calls.length;
+    await expectRefused(await presentGrant(s, await signed(projection(missionId, { display: { title: 'Schedule Meeting' } }))), 'id_jag_forbidden_claim', before);
+    const rar = [{ type: 'mission_resource_access', resource: s.asIssuer, actions: ['crm.notes.write'] }];
+    await expectRefused(await presentGrant(s, await signed(projection(missionId, { authorization_details: rar }))), 'id_jag_forbidden_claim', before);
+  });
+
+  it('a minimum claim missing (mission_ref, purpose)', async () => {
+    const { missionId } = await mintIdJag(s);
+    const before = s.as.calls.length;
+    const p = projection(missionId);
+    delete p['mission_ref'];
+    await expectRefused(await presentGrant(s, await signed(p)), 'id_jag_claim_missing', before);
+    const q = projection(missionId);
+    delete q['purpose'];
+    await expectRefused(await presentGrant(s, await signed(q)), 'id_jag_claim_missing', before);
+  });
+
+  it('an untrusted issuer (another authority, valid signature of its own)', async () => {
+    const other = await startDevAuthority({ quiet: true, log: () => undefined });
+    try {
+      const m = await other.missions.create({ subject: 'user-123', client_id: 'agent-1', purpose: 'p', authorization_details: [{ type: 'mission_resource_access', resource: s.asIssuer, actions: ['crm.notes.write'] }] });
+      const idJag = await other.signJwt({ ...projection(m.id), iss: other.url }, 'oauth-id-jag+jwt');
+      const before = s.as.calls.length;
+      await expectRefused(await presentGrant(s, idJag), 'id_jag_untrusted_issuer', before);
+    } finally {
+      await other.close();
+    }
+  });
+
+  it('a forged signature (trusted iss, key not the issuer’s)', async () => {
+    const other = await startDevAuthority({ quiet: true, log: () => undefined });
+    try {
+      const { missionId } = await mintIdJag(s);
+      const idJag = await other.signJwt(projection(missionId), 'oauth-id-jag+jwt');
+      const before = s.as.calls.length;
+      await expectRefused(await presentGrant(s, idJag), 'id_jag_invalid', before);
+    } finally {
+      await other.close();
+    }
+  });
+
+  it('a revoked Mission (the assertion was minted while it was active)', async () => {
+    const { missionId, idJag } = await mintIdJag(s);
+    await s.dev.missions.revoke(missionId);
+    const before = s.as.calls.length;
+    const r = await presentGrant(s, idJag);
+    await expectRefused(r, 'mission_inactive', before);
+    expect(r.body['mission_status']).toBe('revoked');
+  });
+
+  it('a suspended Mission', async () => {
+    const { missionId, idJag } = await mintIdJag(s);
+    await s.dev.missions.suspend(missionId);
+    const before = s.as.calls.length;
+    await expectRefused(await presentGrant(s, idJag), 'mission_inactive', before);
+  });
+
+  it('key mismatch: the DPoP proof is signed by another key than cnf.jkt', async () => {
+    const { idJag } = await mintIdJag(s);
+    const thief = await newAgent();
+    const before = s.as.calls.length;
+    await expectRefused(await presentGrant(s, idJag, { agent: thief }), 'id_jag_key_mismatch', before);
+  });
+
+  it('key mismatch: a key-bound assertion presented without any DPoP proof', async () => {
+    const { idJag } = await mintIdJag(s);
+    const before = s.as.calls.length;
+    await expectRefused(await presentGrant(s, idJag, { proof: null }), 'id_jag_key_mismatch', before);
+  });
+
+  it('RFC 9449 section 5: a DPoP proof for another htu is invalid_dpop_proof', async () => {
+    const { idJag } = await mintIdJag(s);
+    const before = s.as.calls.length;
+    const proof = await s.agent.proof('POST', `${s.asIssuer}/other`);
+    await expectRefused(await presentGrant(s, idJag, { proof }), 'dpop_invalid', before, 'invalid_dpop_proof');
+  });
+
+  it('RFC 6749 section 3.2: a repeated grant_type is invalid_request', async () => {
+    const { idJag } = await mintIdJag(s);
+    const before = s.as.calls.length;
+    const res = await fetch(s.tokenUrl, {
+      method: 'POST',
+      headers: { 'content-type': 'application/x-www-form-urlencoded', authorization: BASIC, dpop: await s.agent.proof('POST', s.tokenUrl) },
+      body: `grant_type=client_credentials&grant_type=${encodeURIComponent(GRANT_JWT_BEARER)}&assertion=${idJag}`,
+    });
+    await expectRefused({ status: res.status, headers: res.headers, body: (await res.json()) as Record<string, unknown> }, 'request_malformed', before, 'invalid_request');
+  });
+});
+
+describe('SPEC section 8: grants that are not ID-JAGs pass through to the AS', () => {
+  it('a jwt-bearer grant whose assertion is not an ID-JAG (typ JWT) reaches the AS grant handler', async () => {
+    const { missionId } = await mintIdJag(s);
+    const plain = await s.dev.signJwt(projection(missionId, { client_context: { x: 1 } }), 'JWT');
+    const before = s.as.calls.length;
+    const records = s.gw.evidence().length;
+    const r = await presentGrant(s, plain);
+    expect(r.status).toBe(200);
+    expect(s.as.calls.length).toBe(before + 1);
+    expect(s.as.calls.at(-1)?.assertion).toBe(plain);
+    const record = await eventually(() => s.gw.evidence()[records]);
+    expect(record).toMatchObject({ decision: 'permit', denial_reason: null, action: null, token_jti: null, upstream_status: 200 });
+  });
+
+  it('a client_credentials grant is answered by the AS itself', async () => {
+    const before = s.as.calls.length;
+    const res = await fetch(s.tokenUrl, {
+      method: 'POST',
+      headers: { 'content-type': 'application/x-www-form-urlencoded', authorization: BASIC },
+      body: 'grant_type=client_credentials',
+    });
+    const body = (await res.json()) as Record<string, unknown>;
+    expect(res.status).toBe(200);
+    expect(body['token_type']).toBe('Bearer');
+    expect(s.as.calls.length).toBe(before);
+  });
+});
+
+describe('SPEC section 8: what the AS receives', () => {
+  it('pass-through and permitted bodies arrive byte-identical, with Authorization and DPoP', async () => {
+    const echo = await startEcho();
+    const scene = await startScene({ upstream: echo.url });
+    try {
+      const odd = 'grant_type=client_credentials&scope=a%20b&x=%F0%9F%98%80&&y=+';
+      const r1 = await fetch(scene.tokenUrl, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded', authorization: BASIC, dpop: 'not-a-proof' }, body: odd });
+      expect(r1.status).toBe(200);
+      const seen1 = echo.requests.at(-1)!;
+      expect(seen1.body.toString('latin1')).toBe(odd);
+      expect(seen1.headers['authorization']).toBe(BASIC);
+      expect(seen1.headers['dpop']).toBe('not-a-proof');
+
+      const { idJag } = await mintIdJag(scene);
+      const proof = await scene.agent.proof('POST', scene.tokenUrl);
+      const body = `grant_type=${encodeURIComponent(GRANT_JWT_BEARER)}&assertion=${idJag}&scope=crm.notes.write`;
+      const r2 = await fetch(scene.tokenUrl, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded', authorization: BASIC, dpop: proof }, body });
+      expect(r2.status).toBe(200);
+      const seen2 = echo.requests.at(-1)!;
+      expect(seen2.url).toBe(TOKEN_PATH);
+      expect(seen2.body.toString('latin1')).toBe(body);
+      expect(seen2.headers['authorization']).toBe(BASIC);
+      expect(seen2.headers['dpop']).toBe(proof);
+      const jti = decodeJwt(idJag).jti;
+      const record = await eventually(() => scene.gw.evidence().find((e) => e['token_jti'] === jti));
+      expect(seen2.headers['mission-decision']).toBe(record['decision_id']);
+    } finally {
+      await scene.close();
+      await echo.close();
+    }
+  });
+});
