@@ -620,6 +620,21 @@ export class MissionStates {
     return parsed.more;
   }
 
+  /**
+   * After a config reload: keeps what the previous instance learned from events (versions applied,
+   * non-active states still remembered, SET jtis seen), so a reload cannot resurrect a revoked
+   * Mission or replay a duplicate. Cached Status answers are not carried over: they are refetched
+   * under the new config.
+   */
+  adopt(previous: MissionStates): void {
+    for (const [key, rec] of previous.records.rentries()) {
+      if (rec.version === null && rec.denyView === null) continue;
+      this.records.set(key, { issuer: rec.issuer, version: rec.version, state: rec.state, denyUntil: rec.denyUntil, denyView: rec.denyView, entries: new Map() });
+    }
+    for (const [k, v] of previous.aliases.rentries()) this.aliases.set(k, v);
+    for (const k of previous.seenJti.rkeys()) this.seenJti.set(k, true);
+  }
+
   /** False when polling is configured and the last successful poll is older than `max_stale_s`. */
   ready(): boolean {
     if (this.pollConfig === undefined) return true;

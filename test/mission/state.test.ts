@@ -352,3 +352,23 @@ describe('draft-mcguinness-oauth-mission-signals: applying lifecycle changes', (
     expect(server.requests.length).toBe(2);
   });
 });
+
+describe('config reload: adopt()', () => {
+  beforeEach(() => setup());
+
+  it('a new instance keeps event-learned states and versions, not cached Status answers', async () => {
+    await check();
+    states.applyChange(change({ id: 'msn_revoked', state: 'revoked', version: 3, jti: 'set_a' }));
+    states.applyChange(change({ state: 'active', version: 2, jti: 'set_b' }));
+    const next = new MissionStates({ config: makeConfig({}, { client: { client_id: CLIENT_ID, private_key_file: clientKeyFile().file }, authorities: [{ issuer: ISSUER, status_endpoint: server.url }] }), keys: new LocalKeys(), metrics: newMetrics(), logger, bus: new RecordingBus(), now });
+    next.adopt(states);
+    const revokedCtx = ctxFor({ ref: { ...REF, id: 'msn_revoked' } });
+    expect(() => next.stage()(revokedCtx)).toThrow(expect.objectContaining({ code: 'mission_terminated' }));
+    expect(next.applyChange(change({ state: 'active', version: 2, jti: 'set_b' }))).toBe('duplicate');
+    expect(next.applyChange(change({ state: 'active', version: 2, jti: 'set_c' }))).toBe('stale');
+    const refetch = next.stage()(ctxFor());
+    expect(refetch).toBeInstanceOf(Promise);
+    await denialOf(() => refetch);
+    await next.close();
+  });
+});
