@@ -2,7 +2,6 @@
  * Wiring: which implementation backs each stage and service, built from the config.
  * gateway.ts owns lifecycles; this file only says what is made of what.
  */
-import { appendFileSync } from 'node:fs';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { createDpopStage } from './auth/dpop.js';
 import { createCredentialsStage } from './auth/credentials.js';
@@ -15,7 +14,10 @@ import { createAuthorityStage, createParametersStage } from './authority/stage.j
 import { createMissionBus, createReplayStore } from './cluster/index.js';
 import type { Config } from './config/schema.js';
 import { isDenial } from './errors.js';
-import type { EvidenceRecord, EvidenceSink } from './evidence/record.js';
+import { EvidenceLog } from './evidence/log.js';
+import type { EvidenceSink } from './evidence/record.js';
+import { createIdJagHandler } from './idjag/guard.js';
+import { createMcpHandler } from './mcp/handler.js';
 import { createMissionReferenceStage } from './mission/reference.js';
 import { MissionStates } from './mission/state.js';
 import type { MissionBus, MissionChange } from './mission/types.js';
@@ -64,7 +66,12 @@ function switchableBus(inner: MissionBus): MissionBus {
 }
 
 export async function buildLongLivedParts(config: Config, metrics: Metrics, logger: Logger): Promise<LongLived> {
-  const evidence: EvidenceSink = temporaryEvidence(config.evidence.sink);
+  const evidence = await EvidenceLog.open({
+    sink: config.evidence.sink,
+    sign: config.evidence.sign === undefined ? undefined : { privateKeyFile: config.evidence.sign.private_key_file, kid: config.evidence.sign.kid },
+    metrics,
+    logger,
+  });
   const replay = createReplayStore(config.replay_store, { maxEntries: config.dpop.replay_max_entries, logger, metrics });
   const bus = switchableBus(createMissionBus(config.replay_store, { logger, metrics, catchUpMs: config.mission.max_stale_s * 1000 }));
   return {
@@ -74,19 +81,6 @@ export async function buildLongLivedParts(config: Config, metrics: Metrics, logg
     async close() {
       await Promise.allSettled([evidence.close(), replay.close(), bus.close()]);
     },
-  };
-}
-
-function temporaryEvidence(sink: string): EvidenceSink {
-  return {
-    write(record: EvidenceRecord) {
-      const line = JSON.stringify(record) + '\n';
-      if (sink === 'stdout') process.stdout.write(line);
-      else if (sink === 'stderr') process.stderr.write(line);
-      else appendFileSync(sink, line);
-    },
-    healthy: () => true,
-    close: async () => {},
   };
 }
 
@@ -123,8 +117,8 @@ export async function buildParts(config: Config, longLived: LongLived, metrics: 
     missionStates,
     stages,
     prm: createProtectedResourceMetadata(config),
-    mcp: null,
-    idJag: null,
+    mcp: config.mcp === undefined ? null : createMcpHandler({ config, missionStates, metrics, logger }),
+    idJag: config.id_jag === undefined ? null : createIdJagHandler({ config, keys, replay: longLived.replay, missionStates, metrics, logger }),
     start() {
       void keys.start();
       missionStates.startPolling();
