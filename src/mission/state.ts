@@ -627,11 +627,15 @@ export class MissionStates {
    * under the new config.
    */
   adopt(previous: MissionStates): void {
-    for (const [key, rec] of previous.records.rentries()) {
+    for (const entry of previous.records.rentries()) {
+      const [key, rec] = entry as [string, MissionRecord];
       if (rec.version === null && rec.denyView === null) continue;
       this.records.set(key, { issuer: rec.issuer, version: rec.version, state: rec.state, denyUntil: rec.denyUntil, denyView: rec.denyView, entries: new Map() });
     }
-    for (const [k, v] of previous.aliases.rentries()) this.aliases.set(k, v);
+    for (const entry of previous.aliases.rentries()) {
+      const [k, v] = entry as [string, string];
+      this.aliases.set(k, v);
+    }
     for (const k of previous.seenJti.rkeys()) this.seenJti.set(k, true);
   }
 
