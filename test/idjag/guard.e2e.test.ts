@@ -283,3 +283,83 @@ describe('SPEC section 8: what the AS receives', () => {
     }
   });
 });
+
+describe('seed 000 local policy and the limits, in config', () => {
+  let r: Scene;
+
+  beforeAll(async () => {
+    r = await startScene({
+      idJag: (dev) =>
+        [
+          '  forbidden_claims: [client_id]',
+          '  policy:',
+          `    - { issuer: "${dev}", purposes: [https://example.com/purposes/schedule-meeting], act_profiles: [ai_agent] }`,
+        ].join('\n'),
+      top: 'max_body_bytes: 2048',
+    });
+  });
+
+  afterAll(async () => {
+    await r?.close();
+  });
+
+  it('id_jag.forbidden_claims adds to the built-in list (the dev authority projects client_id)', async () => {
+    const { idJag } = await mintIdJag(r);
+    const before = r.as.calls.length;
+    const res = await presentGrant(r, idJag);
+    expect(res.status).toBe(400);
+    expect(res.body).toMatchObject({ error: 'invalid_grant', denial_reason: 'id_jag_forbidden_claim' });
+    expect(r.as.calls.length).toBe(before);
+  });
+
+  it('id_jag.policy: a purpose or actor profile outside the issuer’s entry is refused, one inside passes', async () => {
+    const { missionId } = await mintIdJag(r);
+    const now = Math.floor(Date.now() / 1000);
+    const base = { iss: r.dev.url, sub: 'user-123', aud: r.asIssuer, mission_ref: missionId, iat: now, exp: now + 60, cnf: { jkt: r.agent.jkt } };
+    const sign = (extra: Record<string, unknown>): Promise<string> => r.dev.signJwt({ ...base, jti: randomUUID(), ...extra }, 'oauth-id-jag+jwt');
+    const before = r.as.calls.length;
+    const otherPurpose = await presentGrant(r, await sign({ purpose: 'https://example.com/purposes/wire-money' }));
+    expect(otherPurpose.body).toMatchObject({ error: 'invalid_grant', denial_reason: 'id_jag_policy' });
+    const service = await presentGrant(r, await sign({ purpose_kind: 'https://example.com/purposes/schedule-meeting', act: { sub: 'svc', sub_profile: 'service' } }));
+    expect(service.body).toMatchObject({ error: 'invalid_grant', denial_reason: 'id_jag_policy' });
+    expect(r.as.calls.length).toBe(before);
+    const ok = await presentGrant(r, await sign({ purpose: 'https://example.com/purposes/schedule-meeting', act: { sub: 'assistant-agent-v2', sub_profile: 'ai_agent' } }));
+    expect(ok.status).toBe(200);
+    expect(r.as.calls.length).toBe(before + 1);
+  });
+
+  it('SPEC section 5: a token request body above max_body_bytes is 413 and never reaches the AS', async () => {
+    const { idJag } = await mintIdJag(r);
+    const before = r.as.calls.length;
+    const res = await presentGrant(r, idJag, { extra: { padding: 'x'.repeat(4096) } });
+    expect(res.status).toBe(413);
+    expect(res.body).toMatchObject({ error: 'payload_too_large', denial_reason: 'body_too_large' });
+    expect(r.as.calls.length).toBe(before);
+  });
+});
+
+describe('SPEC section 3: Mission state that cannot be established fails closed', () => {
+  it('authority unreachable: 503 mission_state_unavailable and the AS is never called', async () => {
+    const scene = await startScene();
+    let closed = false;
+    try {
+      const first = await mintIdJag(scene);
+      expect((await presentGrant(scene, first.idJag)).status).toBe(200); // issuer keys now cached
+      const { idJag } = await mintIdJag(scene, { missionId: first.missionId });
+      await scene.dev.close();
+      closed = true;
+      const before = scene.as.calls.length;
+      const res = await presentGrant(scene, idJag);
+      expect(res.status).toBe(503);
+      expect(res.body).toMatchObject({ error: 'mission_state_unavailable', denial_reason: 'state_unavailable' });
+      expect(scene.as.calls.length).toBe(before);
+    } finally {
+      if (closed) {
+        await scene.gw.close();
+        await scene.as.close();
+      } else {
+        await scene.close();
+      }
+    }
+  });
+});

@@ -102,8 +102,11 @@ export interface Scene {
   close(): Promise<void>;
 }
 
-/** Starts the three servers. `idJag` is extra YAML under `id_jag:` (indented by the caller). */
-export async function startScene(opts: { idJag?: string; upstream?: string } = {}): Promise<Scene> {
+/**
+ * Starts the three servers. `idJag`: extra YAML under `id_jag:` (indented by the caller), given the
+ * dev authority's URL; `top`: extra top-level YAML.
+ */
+export async function startScene(opts: { idJag?: (devUrl: string) => string; top?: string; upstream?: string } = {}): Promise<Scene> {
   const dev = await startDevAuthority({ quiet: true, log: () => undefined });
   const port = await freePort();
   const asIssuer = `http://127.0.0.1:${port}`;
@@ -120,7 +123,8 @@ export async function startScene(opts: { idJag?: string; upstream?: string } = {
     `id_jag:`,
     `  token_path: ${TOKEN_PATH}`,
     `  trusted_issuers: [${dev.url}]`,
-    ...(opts.idJag === undefined ? [] : [opts.idJag]),
+    ...(opts.idJag === undefined ? [] : [opts.idJag(dev.url)]),
+    ...(opts.top === undefined ? [] : [opts.top]),
   ].join('\n');
   const gw = await startGateway(yaml, { folder });
   wireUntilPartsDoes(gw);
