@@ -7,7 +7,11 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { spawnSync } from 'node:child_process';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { resolve } from 'node:path';
 import { startDevAuthority, type DevAuthority } from '../../src/dev-authority/index.js';
+import { verifyEvidenceFile } from '../../src/evidence/verify.js';
 import { gatewayClientKey, newAgent, type Agent } from '../helpers/agent.js';
 import { startEcho, startGateway, type TestGateway } from '../helpers/gateway.js';
 import { raw } from '../helpers/http.js';
@@ -170,5 +174,23 @@ routes:
     expect(permit['jkt']).toBe(agent.jkt);
     const deny = records.find((r) => r['denial_reason'] === 'parameter_violation')!;
     expect(deny['decision']).toBe('deny');
+  });
+
+  it('SPEC §9: the evidence file is one hash chain (sequence from 1, prev_hash) that verify-evidence accepts, and reports a tampered line', async () => {
+    const records = gw.evidence();
+    records.forEach((r, i) => expect(r['sequence']).toBe(i + 1));
+    expect(records[0]!['prev_hash']).toBeNull();
+    expect(records[1]!['prev_hash']).toMatch(/^sha-256:[A-Za-z0-9_-]{43}$/);
+    expect((await verifyEvidenceFile(gw.evidenceFile)).ok).toBe(true);
+    const cli = resolve(__dirname, '../../dist/cli.js');
+    const ok = spawnSync(process.execPath, [cli, 'verify-evidence', gw.evidenceFile], { encoding: 'utf8' });
+    expect(ok.status).toBe(0);
+    const lines = readFileSync(gw.evidenceFile, 'utf8').split('\n');
+    lines[2] = lines[2]!.replace('"method":"', '"method":"X');
+    const tampered = join(gw.folder, 'tampered.jsonl');
+    writeFileSync(tampered, lines.join('\n'));
+    const bad = spawnSync(process.execPath, [cli, 'verify-evidence', tampered], { encoding: 'utf8' });
+    expect(bad.status).toBe(1);
+    expect(bad.stdout + bad.stderr).toMatch(/line (3|4)/);
   });
 });
