@@ -100,6 +100,11 @@ export async function readChainTail(path: string): Promise<ChainTail> {
   }
 }
 
+// Captured at load: a test that fakes timers later must not stall evidence (or its recovery).
+const defer = globalThis.setImmediate;
+const later = globalThis.setTimeout;
+const cancel = globalThis.clearTimeout;
+
 interface Signer {
   readonly key: SigningKey;
   /** base64url of the protected header, computed once. */
@@ -170,13 +175,13 @@ export class EvidenceLog implements EvidenceSink {
     this.queue.push(record);
     if (!this.scheduled) {
       this.scheduled = true;
-      setImmediate(this.flush);
+      defer(this.flush);
     }
   }
 
   async close(): Promise<void> {
     if (this.closed) return;
-    if (this.retry !== null) clearTimeout(this.retry);
+    if (this.retry !== null) cancel(this.retry);
     this.flush();
     this.closed = true;
     const f = this.file;
@@ -276,7 +281,7 @@ export class EvidenceLog implements EvidenceSink {
     }
     this.stream = null;
     if (this.opts.sink !== 'stdout' && this.opts.sink !== 'stderr' && !this.closed && this.retry === null) {
-      this.retry = setTimeout(() => {
+      this.retry = later(() => {
         this.retry = null;
         void this.openFile();
       }, this.retryMs);

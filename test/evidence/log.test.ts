@@ -298,3 +298,26 @@ describe('mission-gateway verify-evidence CLI', () => {
     }
   });
 });
+
+describe('evidence keeps flowing under fake timers', () => {
+  it('a test that fakes timers after start still gets its records', async () => {
+    const file = join(dir, 'e.log');
+    const log = await EvidenceLog.open({ sink: file, metrics, logger });
+    const realSetTimeout = globalThis.setTimeout;
+    const sleep = (ms: number): Promise<void> => new Promise((r) => realSetTimeout(r, ms));
+    vi.useFakeTimers({ toFake: ['setTimeout', 'setImmediate', 'setInterval'] });
+    try {
+      log.write(record(1));
+      // Poll on the real clock (vi.waitFor would advance the fake one itself).
+      let seen = false;
+      for (let i = 0; i < 200 && !seen; i++) {
+        await sleep(10);
+        seen = readFileSync(file, 'utf8').includes('evd_1');
+      }
+      expect(seen).toBe(true);
+    } finally {
+      vi.useRealTimers();
+    }
+    await log.close();
+  });
+});
