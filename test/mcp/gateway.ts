@@ -10,9 +10,6 @@ import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import type * as jose from 'jose';
 import { startDevAuthority, type DevAuthority } from '../../src/dev-authority/index.js';
-import { createMcpHandler } from '../../src/mcp/index.js';
-import type { Pipeline, PipelineDeps } from '../../src/pipeline/run.js';
-import { Challenges } from '../../src/pipeline/respond.js';
 import { startGateway, type TestGateway } from '../helpers/gateway.js';
 // @ts-expect-error plain JS example without types
 import { startExampleServer } from '../../examples/mcp-server/server.js';
@@ -51,32 +48,7 @@ export function gatewayClientKey(dev: DevAuthority, folder: string, clientId = '
   return file;
 }
 
-/**
- * Starts the gateway from YAML. Until src/parts.ts builds the MCP handler itself, this installs
- * createMcpHandler on the running pipeline, with the gateway's own MissionStates (a no-op once the
- * lead's wiring lands).
- */
+/** Starts the whole gateway from YAML (src/parts.ts builds the MCP handler). */
 export async function mcpGateway(yaml: string, folder: string): Promise<TestGateway> {
-  const gw = await startGateway(yaml, { folder });
-  const rt = (gw.gateway as unknown as { runtime: { pipeline: Pipeline; parts: { missionStates: unknown } } }).runtime;
-  const deps = rt.pipeline.deps as { -readonly [K in keyof PipelineDeps]: PipelineDeps[K] };
-  const config = gw.gateway.config;
-  if (deps.mcp === null && config.mcp !== undefined) {
-    const handler = createMcpHandler({
-      config,
-      missionStates: rt.parts.missionStates as Parameters<typeof createMcpHandler>[0]['missionStates'],
-      metrics: gw.gateway.metrics,
-      logger: gw.gateway.logger,
-    });
-    const resource = config.mcp.resource ?? config.resource;
-    const base = config.public_base_url.replace(/\/$/, '');
-    const suffix = new URL(resource).pathname === '/' ? '' : new URL(resource).pathname;
-    deps.mcp = {
-      path: config.mcp.path,
-      resource,
-      challenges: new Challenges({ algs: config.dpop.algorithms.join(' '), resourceMetadata: `${base}/.well-known/oauth-protected-resource${suffix}`, bearerAllowed: !config.dpop.required }),
-      handler,
-    };
-  }
-  return gw;
+  return startGateway(yaml, { folder });
 }
