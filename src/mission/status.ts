@@ -323,7 +323,8 @@ export class MissionStatusClient {
     }
     if (res.statusCode !== 200) throw new StatusUnavailable('http_error', `the authority answered ${res.statusCode}`);
 
-    if (type === STATUS_CONTENT_TYPE) return { result: await this.verifyJwt(text.trim(), ref, audience, nonce, plan, maxStale), outcome: 'ok' };
+    // Key resolution may fetch the issuer's JWKS: it counts against the same time budget.
+    if (type === STATUS_CONTENT_TYPE) return { result: await bounded(this.verifyJwt(text.trim(), ref, audience, nonce, plan, maxStale), signal), outcome: 'ok' };
     if (type === 'application/json' && plan.acceptJson) return { result: this.readJson(text, ref, nonce, maxStale), outcome: 'ok' };
     throw invalid('unexpected response content type');
   }

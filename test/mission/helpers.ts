@@ -45,6 +45,8 @@ export class LocalKeys implements KeyResolver {
   readonly keys = new Map<string, Map<string, KeyObject>>();
   readonly meta = new Map<string, Record<string, unknown>>();
   metadataCalls = 0;
+  /** When > 0, keys resolve asynchronously after this delay (a JWKS fetch). */
+  resolveDelayMs = 0;
 
   add(issuer: string, key: SigningKey): this {
     let m = this.keys.get(issuer);
@@ -53,10 +55,10 @@ export class LocalKeys implements KeyResolver {
     return this;
   }
 
-  resolve(issuer: string, header: JwsHeader): KeyObject {
+  resolve(issuer: string, header: JwsHeader): KeyObject | Promise<KeyObject> {
     const k = typeof header.kid === 'string' ? this.keys.get(issuer)?.get(header.kid) : undefined;
     if (k === undefined) throw new Denial('token_invalid');
-    return k;
+    return this.resolveDelayMs > 0 ? new Promise((r) => setTimeout(() => r(k), this.resolveDelayMs)) : k;
   }
 
   metadata(issuer: string): Promise<Readonly<Record<string, unknown>>> {

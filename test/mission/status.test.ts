@@ -103,6 +103,14 @@ describe('Mission Status request (draft-mcguinness-oauth-mission-status, SPEC se
     expect(Date.now() - started).toBeLessThan(550);
   });
 
+  it('slow key resolution counts against the same status_timeout_s budget', async () => {
+    await client.close();
+    await server.close();
+    await setup({ timeout: 0.2 });
+    keys.resolveDelayMs = 600;
+    expect((await failure(client.query(REF, RESOURCE))).outcome).toBe('timeout');
+  });
+
   it('a connection failure is unreachable', async () => {
     server.down = true;
     expect((await failure(client.query(REF, RESOURCE))).outcome).toBe('error');
