@@ -18,6 +18,7 @@ import { once } from 'node:events';
 import { createWriteStream, type WriteStream } from 'node:fs';
 import { appendFile, open } from 'node:fs/promises';
 import { sign } from 'node:crypto';
+import type { Writable } from 'node:stream';
 import { jcs } from '../authority/json.js';
 import type { Logger } from '../observability/logger.js';
 import type { Metrics } from '../observability/metrics.js';
@@ -116,7 +117,7 @@ export class EvidenceLog implements EvidenceSink {
   private readonly signer: Signer | null;
   private readonly maxPending: number;
   private readonly retryMs: number;
-  private stream: NodeJS.WritableStream | null = null;
+  private stream: Writable | null = null;
   private file: WriteStream | null = null;
   private sequence = 0;
   private prevHash: string | null = null;
@@ -209,11 +210,11 @@ export class EvidenceLog implements EvidenceSink {
     }
     if (chunk.length === 0) return;
     const ok = stream.write(chunk);
-    if (!ok && this.file !== null && this.file.writableLength > this.maxPending && !this.congested) {
+    if (!ok && stream.writableLength > this.maxPending && !this.congested) {
       this.congested = true;
       this.opts.metrics.evidenceHealthy.set(0);
       this.opts.logger.warn('evidence sink is behind; denying requests until it drains');
-      this.file.once('drain', () => {
+      stream.once('drain', () => {
         this.congested = false;
         if (this.healthy()) this.opts.metrics.evidenceHealthy.set(1);
       });

@@ -265,6 +265,19 @@ describe('fail closed when evidence cannot be written (SPEC §2 /readyz, §9)', 
     expect((await verifyEvidenceFile(file)).ok).toBe(true);
   });
 
+  it('a sink that falls behind reports unhealthy until it drains', async () => {
+    const file = join(dir, 'e.log');
+    const log = await EvidenceLog.open({ sink: file, metrics, logger, maxPendingBytes: 1024 });
+    log.write(record(1, { blob: 'x'.repeat(256 * 1024) } as Partial<EvidenceRecord>));
+    await new Promise((r) => setImmediate(r));
+    expect(log.healthy()).toBe(false);
+    expect(await gauge()).toBe(0);
+    await vi.waitFor(() => expect(log.healthy()).toBe(true), { timeout: 5000, interval: 5 });
+    expect(await gauge()).toBe(1);
+    await log.close();
+    expect((await verifyEvidenceFile(file)).ok).toBe(true);
+  });
+
   it('a write error (ENOSPC on /dev/full) makes the sink unhealthy and is counted', async () => {
     const log = await EvidenceLog.open({ sink: '/dev/full', metrics, logger, retryMs: 60_000 });
     expect(log.healthy()).toBe(true);
