@@ -20,7 +20,8 @@ export interface ProtectedResourceMetadata {
 export function prmPath(resourceId: string): string {
   let path = '';
   try {
-    path = new URL(resourceId).pathname;
+    const u = new URL(resourceId);
+    if (u.protocol === 'https:' || u.protocol === 'http:') path = u.pathname;
   } catch {
     // Not a URL (an opaque identifier): only the root document describes it.
   }
