@@ -1,11 +1,12 @@
 /**
  * Test helpers: real servers on port 0. A gateway is built from YAML exactly as a user writes it.
  */
+import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, existsSync } from 'node:fs';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { pino } from 'pino';
 import { parseConfigText } from '../../src/config/load.js';
 import { Gateway } from '../../src/gateway.js';
@@ -99,4 +100,25 @@ export async function eventually<T>(fn: () => T | Promise<T>, ms = 5000): Promis
     if (Date.now() > end) throw new Error(`condition not met in ${ms} ms${last ? `: ${String(last)}` : ''}`);
     await new Promise((r) => setTimeout(r, 20));
   }
+}
+
+export const CLI = resolve(__dirname, '../../dist/cli.js');
+
+export interface CliGateway {
+  readonly proc: ChildProcess;
+  readonly url: string;
+  readonly adminUrl: string;
+  logs(): string;
+}
+
+/** Starts the compiled CLI as a real process and waits for its "listening" log line (stderr). */
+export async function startCli(file: string): Promise<CliGateway> {
+  const proc = spawn(process.execPath, [CLI, '--config', file], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let err = '';
+  proc.stderr!.on('data', (c: Buffer) => (err += c.toString()));
+  proc.stdout!.resume();
+  const exited = new Promise<never>((_, reject) => proc.once('exit', (code) => reject(new Error(`gateway exited with ${code}: ${err}`))));
+  const line = await Promise.race([eventually(() => err.split('\n').find((l) => l.includes('mission-gateway listening')), 15_000), exited]);
+  const { url, adminUrl } = JSON.parse(line) as { url: string; adminUrl: string };
+  return { proc, url, adminUrl, logs: () => err };
 }

@@ -2,17 +2,16 @@
  * The process as an operator runs it: the CLI, `check`, SIGHUP reload, SIGTERM drain, admin
  * endpoints, WebSocket tunnels.
  */
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { WebSocket, WebSocketServer } from 'ws';
-import { eventually, listen, startEcho, startGateway } from '../helpers/gateway.js';
+import { CLI, eventually, listen, startCli, startEcho, startGateway } from '../helpers/gateway.js';
 import { raw } from '../helpers/http.js';
 import { createServer } from 'node:http';
 
-const CLI = resolve(__dirname, '../../dist/cli.js');
 
 function cfg(upstream: string, routes = '  - match: { path: /public/** }\n    auth: none'): string {
   return `listen: { host: 127.0.0.1, port: 0 }
@@ -25,17 +24,6 @@ routes:
 ${routes}
 log: { level: info }
 `;
-}
-
-/** Starts the CLI and waits for its "listening" log line (on stderr) to learn the ports. */
-async function startCli(file: string): Promise<{ proc: ChildProcess; url: string; adminUrl: string; logs: () => string }> {
-  const proc = spawn(process.execPath, [CLI, '--config', file], { stdio: ['ignore', 'pipe', 'pipe'] });
-  let err = '';
-  proc.stderr!.on('data', (c: Buffer) => (err += c.toString()));
-  proc.stdout!.resume();
-  const line = await eventually(() => err.split('\n').find((l) => l.includes('mission-gateway listening')), 10_000);
-  const { url, adminUrl } = JSON.parse(line) as { url: string; adminUrl: string };
-  return { proc, url, adminUrl, logs: () => err };
 }
 
 const procs: ChildProcess[] = [];
