@@ -363,3 +363,27 @@ describe('SPEC section 3: Mission state that cannot be established fails closed'
     }
   });
 });
+
+describe('fail closed on the replay store; counted in metrics', () => {
+  it('replay store unreachable: 503 replay_store_unavailable, the AS is never called', async () => {
+    const { idJag } = await mintIdJag(s);
+    const store = (s.gw.gateway as unknown as { longLived: { replay: { claim: (key: string, ttl: number) => boolean | Promise<boolean> } } }).longLived.replay;
+    const claim = store.claim;
+    store.claim = () => Promise.reject(new Error('store down'));
+    try {
+      const before = s.as.calls.length;
+      const res = await presentGrant(s, idJag);
+      expect(res.status).toBe(503);
+      expect(res.body).toMatchObject({ error: 'temporarily_unavailable', denial_reason: 'replay_store_unavailable' });
+      expect(s.as.calls.length).toBe(before);
+    } finally {
+      store.claim = claim;
+    }
+  });
+
+  it('SPEC section 9: refusals are counted by denial_reason', async () => {
+    const metrics = await (await fetch(`${s.gw.adminUrl}/metrics`)).text();
+    expect(metrics).toMatch(/mission_gateway_requests_total\{decision="deny",reason="replayed"\} [1-9]/);
+    expect(metrics).toMatch(/mission_gateway_requests_total\{decision="deny",reason="id_jag_audience"\} [1-9]/);
+  });
+});
