@@ -1,0 +1,65 @@
+/** The strict JSON scan (src/authority/json.ts) against generated documents. */
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import { JsonStrictError, numberIsExact, parsePointer, resolvePointer, scanJson } from '../../src/authority/json.js';
+
+const doc = fc.jsonValue({ maxDepth: 4 });
+
+describe('strict JSON scan (fast-check)', () => {
+  it('accepts every JSON.stringify output, compact or indented (no duplicates, exact numbers)', () => {
+    fc.assert(
+      fc.property(doc, fc.constantFrom(undefined, 2, '\t'), (v, indent) => {
+        expect(() => scanJson(JSON.stringify(v, null, indent), 'all')).not.toThrow();
+      }),
+      { numRuns: 500 },
+    );
+  });
+
+  it('finds a duplicate key wherever it is inserted, whatever the strings around it contain', () => {
+    fc.assert(
+      fc.property(fc.dictionary(fc.string(), doc, { minKeys: 1, maxKeys: 5 }), fc.nat(), fc.jsonValue({ maxDepth: 1 }), (obj, k, dupValue) => {
+        const keys = Object.keys(obj);
+        const key = keys[k % keys.length]!;
+        const text = JSON.stringify({ wrap: [obj] }).replace(/\}\]\}$/, () => `,${JSON.stringify(key)}:${JSON.stringify(dupValue)}}]}`);
+        expect(() => scanJson(text, 'all')).toThrow(JsonStrictError);
+        // The pointer through the duplicated object sees it too.
+        expect(() => scanJson(text, [parsePointer('/wrap/0/' + key.replace(/~/g, '~0').replace(/\//g, '~1'))])).toThrow(JsonStrictError);
+      }),
+      { numRuns: 300 },
+    );
+  });
+
+  it('watched pointers resolve to what JSON.parse sees', () => {
+    fc.assert(
+      fc.property(fc.dictionary(fc.string({ maxLength: 6 }), doc, { minKeys: 1, maxKeys: 6 }), fc.nat(), (obj, k) => {
+        const keys = Object.keys(obj);
+        const key = keys[k % keys.length]!;
+        const pointer = parsePointer('/' + key.replace(/~/g, '~0').replace(/\//g, '~1'));
+        const text = JSON.stringify(obj);
+        scanJson(text, [pointer]);
+        expect(resolvePointer(JSON.parse(text), pointer)).toEqual(obj[key]);
+      }),
+      { numRuns: 300 },
+    );
+  });
+
+  it('numberIsExact agrees with a BigInt-free digit comparison for generated decimals', () => {
+    fc.assert(
+      fc.property(fc.stringMatching(/^-?(0|[1-9][0-9]{0,25})(\.[0-9]{1,25})?([eE][+-]?[0-9]{1,2})?$/), (lit) => {
+        const n = Number(lit);
+        // Exact iff the literal and the double's shortest form denote the same decimal.
+        const norm = (s: string): string => {
+          const [mant, exp = '0'] = s.toLowerCase().replace(/^-/, '').split('e');
+          const [i, f = ''] = mant!.split('.');
+          const digits = (i! + f).replace(/^0+/, '');
+          const point = i!.length + Number(exp) - ((i! + f).length - (i! + f).replace(/^0+/, '').length);
+          const trimmed = digits.replace(/0+$/, '');
+          return trimmed === '' ? '0' : `${s.startsWith('-') ? '-' : ''}${trimmed}@${point}`;
+        };
+        const expected = Number.isFinite(n) && !(n === 0 && lit.startsWith('-')) && norm(lit) === norm(String(n));
+        expect(numberIsExact(lit)).toBe(expected);
+      }),
+      { numRuns: 1000 },
+    );
+  });
+});
