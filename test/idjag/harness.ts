@@ -12,9 +12,6 @@ import Provider from 'oidc-provider';
 // The provider's own RFC 9449 check: the AS verifies the proof the gateway let through.
 import validateDpop from 'oidc-provider/lib/helpers/validate_dpop.js';
 import { startDevAuthority, type DevAuthority } from '../../src/dev-authority/index.js';
-import type { KeyResolver, ReplayStore } from '../../src/auth/types.js';
-import type { Config } from '../../src/config/schema.js';
-import { createIdJagHandler, type MissionStateLookup } from '../../src/idjag/guard.js';
 import { GRANT_JWT_BEARER } from '../../src/idjag/request.js';
 import { gatewayClientKey, newAgent, type Agent } from '../helpers/agent.js';
 import { startGateway, type TestGateway } from '../helpers/gateway.js';
@@ -127,7 +124,6 @@ export async function startScene(opts: { idJag?: (devUrl: string) => string; top
     ...(opts.top === undefined ? [] : [opts.top]),
   ].join('\n');
   const gw = await startGateway(yaml, { folder });
-  wireUntilPartsDoes(gw);
   return {
     dev,
     as,
@@ -141,22 +137,6 @@ export async function startScene(opts: { idJag?: (devUrl: string) => string; top
       await dev.close();
     },
   };
-}
-
-/**
- * Until src/parts.ts builds the guard (`idJag: createIdJagHandler(...)`), plug it into the running
- * gateway from the very parts the gateway built (its IssuerKeys, MissionStates, replay store),
- * exactly as parts.ts will. A no-op once the wiring exists.
- */
-function wireUntilPartsDoes(gw: TestGateway): void {
-  const g = gw.gateway as unknown as {
-    runtime: { config: Config; pipeline: { deps: { idJag: unknown } }; parts: { keys: KeyResolver; missionStates: MissionStateLookup; idJag: unknown } };
-    longLived: { replay: ReplayStore };
-  };
-  const rt = g.runtime;
-  if (rt.parts.idJag !== null) return;
-  const handler = createIdJagHandler({ config: rt.config, keys: rt.parts.keys, replay: g.longLived.replay, missionStates: rt.parts.missionStates, metrics: gw.gateway.metrics, logger: gw.gateway.logger });
-  rt.pipeline.deps.idJag = { path: rt.config.id_jag!.token_path, handler };
 }
 
 /** A Mission at the dev authority and an ID-JAG for it, minted by RFC 8693 token exchange. */
