@@ -359,6 +359,9 @@ export class MissionStates {
       if (oldest !== undefined) rec.entries.delete(oldest);
     }
     rec.entries.set(audience, { view: source === 'fresh' ? { ...view, source: 'cached' } : view, deadline, fetchedAt: started });
+    // A remembered event denial outlives any answer that is not strictly newer (including an
+    // unversioned one): fail closed on an inconsistent authority.
+    if (rec.denyView !== null && rec.denyUntil > this.now()) return rec.denyView;
     return view;
   }
 

@@ -372,3 +372,22 @@ describe('config reload: adopt()', () => {
     await next.close();
   });
 });
+
+describe('event denials versus Status answers', () => {
+  beforeEach(() => setup());
+
+  it('a high-consequence request is still denied when Status answers the same version as a revoke event', async () => {
+    states.applyChange(change({ state: 'revoked', version: 1 }));
+    const r = await check(ctxFor({ route: { actionClass: 'external_commitment' } as Partial<CompiledRoute> }));
+    expect(server.requests.length).toBe(1);
+    expect(r.code).toBe('mission_terminated');
+  });
+
+  it('a strictly newer Status answer lifts an event denial', async () => {
+    states.applyChange(change({ state: 'suspended', version: 1 }));
+    server.missions.get(MISSION_ID)!.version = 2;
+    const r = await check(ctxFor({ route: { actionClass: 'external_commitment' } as Partial<CompiledRoute> }));
+    expect(r.code).toBeNull();
+    expect((await check()).code).toBeNull();
+  });
+});
