@@ -177,9 +177,10 @@ export class RedisMissionBus implements MissionBus {
 
   async close(): Promise<void> {
     this.stop.abort();
-    // Disconnecting the reader ends a pending XREAD at once.
-    await Promise.all([closeRedis(this.writer), closeRedis(this.reader)]);
-    await this.loop;
+    // No QUIT on the reader: Redis would answer it only after the pending XREAD BLOCK returns.
+    // Disconnecting ends that XREAD at once.
+    this.reader.disconnect();
+    await Promise.all([closeRedis(this.writer), this.loop]);
   }
 
   private async pause(ms: number): Promise<void> {

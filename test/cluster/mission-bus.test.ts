@@ -226,3 +226,15 @@ describe('createMissionBus', () => {
     }
   });
 });
+
+describe('RedisMissionBus.close', () => {
+  it('returns promptly even while the reader is blocked in XREAD', async () => {
+    const bus = new RedisMissionBus({ url: redis.url, keyPrefix: 'close:', blockMs: 10_000 });
+    bus.subscribe(() => undefined);
+    await until(() => bus.ready(), 5000);
+    await sleep(100); // the reader is now inside XREAD BLOCK 10000
+    const started = performance.now();
+    await bus.close();
+    expect(performance.now() - started).toBeLessThan(1000);
+  });
+});
