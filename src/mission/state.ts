@@ -283,7 +283,7 @@ export class MissionStates {
         if (retryAfter !== undefined) this.cooldown.set(ref.issuer, this.now() + retryAfter * 1000);
         // An event already told us the Mission is not active: say so rather than 503.
         const rec = this.records.peek(refKey(ref));
-        if (rec?.denyView != null && rec.denyUntil > this.now()) return rec.denyView;
+        if (rec !== undefined && rec.denyView !== null && rec.denyUntil > this.now()) return rec.denyView;
         throw this.unavailable(ref, retryAfter, err);
       },
     );
