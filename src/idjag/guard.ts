@@ -72,19 +72,22 @@ function dpopHeader(req: IncomingMessage): string | null {
 }
 
 /** Writes the RFC 6749 section 5.2 error (never cached: section 5.1). */
-function writeGrantError(res: ServerResponse, e: IdJagRejection, decisionId: string): void {
+function writeGrantError(res: ServerResponse, e: IdJagRejection, decisionId: string, retryAfter: number | undefined): void {
   if (res.headersSent) {
     res.end();
     return;
   }
   const body = JSON.stringify({ error: oauthError(e.reason), error_description: e.message, denial_reason: e.reason, decision_id: decisionId, ...e.extra });
-  res.writeHead(400, {
+  const headers: Record<string, string | number> = {
     'content-type': 'application/json',
     'cache-control': 'no-store',
     pragma: 'no-cache',
     'mission-decision': decisionId,
     'content-length': Buffer.byteLength(body),
-  });
+  };
+  // A suspended Mission with a known suspend_until (SPEC section 5).
+  if (retryAfter !== undefined) headers['retry-after'] = retryAfter;
+  res.writeHead(400, headers);
   res.end(body);
 }
 
@@ -219,7 +222,7 @@ export function createIdJagHandler(deps: IdJagDeps): Handler {
     }
     metrics.observeDecision(ctx.kind, (performance.now() - ctx.started) / 1000);
     pipeline.record(ctx, 'deny', rejection.reason, extra);
-    writeGrantError(ctx.res, rejection, ctx.id);
+    writeGrantError(ctx.res, rejection, ctx.id, isDenial(err) ? err.retryAfter : undefined);
     metrics.countDecision('deny', rejection.reason);
     const cause = err instanceof Error && err.cause !== undefined ? String(err.cause) : undefined;
     logger.debug({ decision_id: ctx.id, denial_reason: rejection.reason, cause }, 'id-jag grant denied');

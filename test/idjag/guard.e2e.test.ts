@@ -184,11 +184,14 @@ describe('SPEC section 8 / seed 000: violations get invalid_grant and the AS gra
     expect(r.body['mission_status']).toBe('revoked');
   });
 
-  it('a suspended Mission', async () => {
+  it('a suspended Mission (Retry-After when suspend_until is known)', async () => {
     const { missionId, idJag } = await mintIdJag(s);
-    await s.dev.missions.suspend(missionId);
+    await s.dev.missions.suspend(missionId, { suspend_until: Math.floor(Date.now() / 1000) + 600 });
     const before = s.as.calls.length;
-    await expectRefused(await presentGrant(s, idJag), 'mission_inactive', before);
+    const r = await presentGrant(s, idJag);
+    await expectRefused(r, 'mission_inactive', before);
+    expect(r.body['mission_status']).toBe('suspended');
+    expect(Number(r.headers.get('retry-after'))).toBeGreaterThan(500);
   });
 
   it('key mismatch: the DPoP proof is signed by another key than cnf.jkt', async () => {
