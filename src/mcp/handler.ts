@@ -141,8 +141,13 @@ class McpHandler implements Handler {
       // A resumed stream (Last-Event-ID) may replay a tools/list answer: filter it by its shape.
       if (ctx.method === 'GET' && ctx.req.headers['last-event-id'] !== undefined) {
         const f = this.listFilter(ctx, { ref: ctx.missionRef, mission: ctx.mission });
-        await this.relay(ctx, pipeline, null, [], false, 'shape', f);
-        this.recordRequest(ctx, pipeline);
+        let recorded = false;
+        const record = (): void => {
+          if (!recorded) this.recordRequest(ctx, pipeline);
+          recorded = true;
+        };
+        await this.relay(ctx, pipeline, null, [], false, 'shape', f, record);
+        record();
         return;
       }
       await pipeline.forward(ctx, { policy, body: 'stream' });
@@ -220,13 +225,20 @@ class McpHandler implements Handler {
 
     // Nothing removed: the upstream gets the client's bytes. Otherwise the remaining batch elements.
     const forwardBody = denied === null ? body : Buffer.from(JSON.stringify(forwardItems), 'utf8');
+    // Permit records carry the upstream status, so they are written once it is known.
+    let recorded = false;
+    const record = (): void => {
+      if (recorded) return;
+      recorded = true;
+      for (const c of permitted) this.recordCall(ctx, pipeline, c, 'permit');
+      if (calls.length === 0) this.recordRequest(ctx, pipeline);
+    };
     if (answers.length === 0 && lists.size === 0) {
       await pipeline.forward(ctx, { policy: pipeline.deps.headers.protected, body: forwardBody, record: false });
     } else {
-      await this.relay(ctx, pipeline, forwardBody, answers, parsed.batch, lists, null);
+      await this.relay(ctx, pipeline, forwardBody, answers, parsed.batch, lists, null, record);
     }
-    for (const c of permitted) this.recordCall(ctx, pipeline, c, 'permit');
-    if (calls.length === 0) this.recordRequest(ctx, pipeline);
+    record();
   }
 
   private actionOf(tool: string): string {
@@ -366,6 +378,7 @@ class McpHandler implements Handler {
     batch: boolean,
     lists: ReadonlyMap<string, ListFilter> | 'shape',
     shapeFilter: ListFilter | null,
+    onOutcome: () => void,
   ): Promise<void> {
     const d = pipeline.deps;
     const up = d.upstream;
@@ -403,12 +416,14 @@ class McpHandler implements Handler {
         const code = (err as { code?: string }).code === 'UND_ERR_HEADERS_TIMEOUT' ? 'gateway_timeout' : 'bad_gateway';
         const denial = new Denial(code, { cause: err });
         ctx.upstreamStatus = denial.spec.status;
+        onOutcome();
         writeDenial(res, denial, ctx.id, null, null);
         this.logger.warn({ decision_id: ctx.id, err: (err as Error).message }, 'upstream failed');
         return;
       }
       ctx.upstreamStatus = r.statusCode;
       d.metrics.upstreamSeconds.observe((performance.now() - decided) / 1000);
+      onOutcome();
 
       const rawHeaders = r.headers as Record<string, string | string[] | undefined>;
       const out = clientHeaders(rawHeaders);

@@ -21,7 +21,7 @@ import * as oidc from 'openid-client';
 import Provider from 'oidc-provider';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { DevAuthority } from '../../src/dev-authority/index.js';
-import type { TestGateway } from '../helpers/gateway.js';
+import { eventually, type TestGateway } from '../helpers/gateway.js';
 import { devAuthority, example, freePort, gatewayClientKey, mcpGateway, type Example } from './gateway.js';
 
 const cleanups: (() => Promise<void> | void)[] = [];
@@ -128,7 +128,7 @@ describe('interop: stock MCP SDK client, its own OAuth flow, a real oidc-provide
     expect(first.status).toBe(401);
     expect(first.headers.get('www-authenticate')).toMatch(/^Bearer resource_metadata="http:\/\/127\.0\.0\.1:\d+\/\.well-known\/oauth-protected-resource\/mcp"/);
 
-    const provider = new ClientCredentialsProvider({ clientId: 'agent_1', clientSecret: 'agent-secret-for-tests-only', scope: 'mcp' });
+    const provider = new ClientCredentialsProvider({ clientId: 'agent_1', clientSecret: 'agent-secret-for-tests-only', scope: 'mcp', expectedIssuer: op.issuer });
     const transport = new StreamableHTTPClientTransport(new URL(s.mcpUrl), { authProvider: provider });
     const client = new Client({ name: 'sdk-interop', version: '1.0.0' });
     await client.connect(transport);
@@ -143,7 +143,10 @@ describe('interop: stock MCP SDK client, its own OAuth flow, a real oidc-provide
     expect(over).toMatchObject({ isError: true, structuredContent: { ok: false, denial_reason: 'parameter_violation' } });
     expect(s.upstream.calls.filter((c) => c['tool'] === 'pay_invoice')).toHaveLength(1);
 
-    const records = s.gw.evidence().filter((r) => r['tool'] === 'pay_invoice');
+    const records = await eventually(() => {
+      const r = s.gw.evidence().filter((x) => x['tool'] === 'pay_invoice');
+      return r.length === 2 ? r : null;
+    });
     expect(records.map((r) => [r['decision'], r['denial_reason'], r['client_id']])).toEqual([
       ['permit', null, 'agent_1'],
       ['deny', 'parameter_violation', 'agent_1'],
@@ -190,7 +193,7 @@ describe('interop: openid-client 6 as a DPoP client handling use_dpop_nonce itse
       expect(s.upstream.calls.map((c) => c['tool'])).toEqual(['get_invoice']);
       const nonceDenials = s.gw.evidence().filter((r) => r['denial_reason'] === 'dpop_nonce_required');
       expect(nonceDenials.length).toBeGreaterThanOrEqual(1);
-      const permit = s.gw.evidence().find((r) => r['tool'] === 'get_invoice')!;
+      const permit = await eventually(() => s.gw.evidence().find((r) => r['tool'] === 'get_invoice'));
       expect(permit['jkt']).toMatch(/^[A-Za-z0-9_-]{43}$/);
     });
   }
@@ -205,7 +208,7 @@ describe('interop: openid-client 6 as a DPoP client handling use_dpop_nonce itse
     const revoked = await s.dev.missions.revoke(s.missionId);
     expect(revoked.deliveries.map((d) => d.status)).toEqual([202]);
     await expect(client.callTool({ name: 'get_invoice', arguments: { invoice_id: 'inv_1001' } })).rejects.toThrow(/"denial_reason":"mission_inactive"/);
-    const last = s.gw.evidence().at(-1)!;
+    const last = await eventually(() => s.gw.evidence().find((r) => r['denial_reason'] === 'mission_inactive'));
     expect(last).toMatchObject({ decision: 'deny', denial_reason: 'mission_inactive', mission: { state: 'revoked' } });
     expect(s.upstream.calls.filter((c) => c['tool'] === 'get_invoice')).toHaveLength(1);
   });

@@ -1,0 +1,256 @@
+/**
+ * SPEC sections 3, 6, 7 and 9 on the MCP path of the whole gateway (real stages, real Mission
+ * Status at the development authority), with Bearer tokens minted by the authority
+ * (dpop.required: false) so each test states only what it is about.
+ */
+import { createHash } from 'node:crypto';
+import { mkdtempSync } from 'node:fs';
+import { createServer, type IncomingMessage, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import type { DevAuthority } from '../../src/dev-authority/index.js';
+import { parameterDigest } from '../../src/authority/params.js';
+import { eventually, type TestGateway } from '../helpers/gateway.js';
+import { devAuthority, example, freePort, gatewayClientKey, mcpGateway } from './gateway.js';
+
+const META = 'com.karlmcguinness.mission/reference';
+const cleanups: (() => Promise<void> | void)[] = [];
+afterEach(async () => {
+  for (const c of cleanups.splice(0).reverse()) await c();
+});
+
+interface Setup {
+  dev: DevAuthority;
+  gw: TestGateway;
+  mcpUrl: string;
+  upstreamUrl: string;
+}
+
+async function setup(opts: { upstream?: string; mission?: string; json?: boolean } = {}): Promise<Setup> {
+  const folder = mkdtempSync(join(tmpdir(), 'mgw-mcpgw-'));
+  const dev = await devAuthority();
+  cleanups.push(() => dev.close());
+  let upstreamUrl = opts.upstream;
+  if (upstreamUrl === undefined) {
+    const ex = await example(opts.json ?? true);
+    cleanups.push(() => ex.close());
+    upstreamUrl = new URL(ex.url).origin;
+  }
+  const port = await freePort();
+  const base = `http://127.0.0.1:${port}`;
+  const keyFile = gatewayClientKey(dev, folder);
+  const gw = await mcpGateway(
+    `
+listen: { host: 127.0.0.1, port: ${port} }
+public_base_url: ${base}
+resource: ${base}
+upstream: { url: ${upstreamUrl}, timeout_s: 2 }
+max_body_bytes: 4096
+issuers:
+  - issuer: ${dev.url}
+    algorithms: [ES256]
+dpop: { required: false }
+mission:
+  required: true
+  client: { client_id: gw-mcp, private_key_file: ${keyFile} }
+  ${opts.mission ?? ''}
+routes: []
+mcp: { path: /mcp, resource: ${base}/mcp, tool_actions: { get_invoice: invoices.read } }
+`,
+    folder,
+  );
+  cleanups.push(() => gw.close());
+  return { dev, gw, mcpUrl: `${base}/mcp`, upstreamUrl };
+}
+
+async function mission(s: Setup, authority: Record<string, unknown>[], subject = 'agent_1'): Promise<string> {
+  const m = await s.dev.missions.create({ subject, client_id: 'agent_1', purpose: 'invoices', authorization_details: authority });
+  return m.id;
+}
+
+const post = (url: string, token: string, body: unknown, headers: Record<string, string> = {}) =>
+  fetch(url, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json', accept: 'application/json, text/event-stream', ...headers },
+    body: typeof body === 'string' ? body : JSON.stringify(body),
+  });
+
+/** initialize + initialized through the gateway; returns the session headers for later requests. */
+async function initialize(url: string, token: string): Promise<Record<string, string>> {
+  const res = await post(url, token, { jsonrpc: '2.0', id: 0, method: 'initialize', params: { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 'raw', version: '1' } } });
+  expect(res.status).toBe(200);
+  await res.text();
+  const headers = { 'mcp-session-id': res.headers.get('mcp-session-id')!, 'mcp-protocol-version': '2025-06-18' };
+  expect((await post(url, token, { jsonrpc: '2.0', method: 'notifications/initialized' }, headers)).status).toBe(202);
+  return headers;
+}
+
+const callMsg = (id: number, name: string, args: Record<string, unknown>, meta?: unknown) => ({
+  jsonrpc: '2.0',
+  id,
+  method: 'tools/call',
+  params: { name, arguments: args, ...(meta === undefined ? {} : { _meta: { [META]: meta } }) },
+});
+
+/** An upstream that records what it receives and answers each request with `answer`. */
+async function recorder(answer: (req: IncomingMessage, body: Buffer, res: import('node:http').ServerResponse) => void) {
+  const seen: { headers: IncomingMessage['headers']; body: Buffer }[] = [];
+  const server: Server = createServer((req, res) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () => {
+      const body = Buffer.concat(chunks);
+      seen.push({ headers: req.headers, body });
+      answer(req, body, res);
+    });
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+  cleanups.push(() => new Promise<void>((r) => (server.closeAllConnections(), server.close(() => r()))));
+  return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, seen };
+}
+
+describe('SPEC section 6 on the MCP path: what the upstream receives', () => {
+  it('a permitted call is forwarded byte-identical, credentials stripped, identity headers set', async () => {
+    const up = await recorder((_req, _body, res) => res.writeHead(200, { 'content-type': 'application/json' }).end('{"jsonrpc":"2.0","id":1,"result":{"content":[]}}'));
+    const s = await setup({ upstream: up.url });
+    const id = await mission(s, [{ type: 'mission_resource_access', resource: s.mcpUrl, actions: ['invoices.read'] }]);
+    const token = await s.dev.issueAccessToken({ missionId: id, resource: s.mcpUrl });
+    // Unusual but valid spacing and member order: the upstream must see these exact bytes.
+    const bytes = '{ "params" : {"arguments":{"invoice_id":"inv_1001"},"name":"get_invoice"}, "method":"tools/call","id":1,"jsonrpc":"2.0" }';
+    const res = await post(s.mcpUrl, token, bytes, { 'x-mission-id': 'forged', 'mcp-session-id': 'sess-1', 'mcp-protocol-version': '2025-06-18' });
+    expect(res.status).toBe(200);
+    expect(up.seen).toHaveLength(1);
+    const got = up.seen[0]!;
+    expect(got.body.toString()).toBe(bytes);
+    expect(got.headers['authorization']).toBeUndefined();
+    expect(got.headers['x-mission-id']).toBe(id);
+    expect(got.headers['x-mission-action']).toBe('invoices.read');
+    expect(got.headers['mission-decision']).toMatch(/^dec_/);
+    expect(got.headers['mcp-session-id']).toBe('sess-1');
+    expect(got.headers['mcp-protocol-version']).toBe('2025-06-18');
+    const rec = await eventually(() => s.gw.evidence().find((r) => r['tool'] === 'get_invoice'));
+    expect(rec).toMatchObject({ decision: 'permit', action: 'invoices.read', upstream_status: 200, decision_id: got.headers['mission-decision'], parameter_digest: parameterDigest({ invoice_id: 'inv_1001' }) });
+  });
+
+  it('a batch with a denied call: the upstream gets only the rest; an SSE answer is merged after the gateway\'s events', async () => {
+    const up = await recorder((_req, body, res) => {
+      const msgs = JSON.parse(body.toString()) as { id: number }[];
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      for (const m of msgs) res.write(`event: message\ndata: ${JSON.stringify({ jsonrpc: '2.0', id: m.id, result: { content: [] } })}\n\n`);
+      res.end();
+    });
+    const s = await setup({ upstream: up.url });
+    const id = await mission(s, [{ type: 'mission_resource_access', resource: s.mcpUrl, actions: ['invoices.read'] }]);
+    const token = await s.dev.issueAccessToken({ missionId: id, resource: s.mcpUrl });
+    const res = await post(s.mcpUrl, token, [callMsg(1, 'get_invoice', { invoice_id: 'a' }), callMsg(2, 'pay_invoice', { amount: '1' }), callMsg(3, 'get_invoice', { invoice_id: 'b' })]);
+    expect(res.headers.get('content-type')).toContain('text/event-stream');
+    const text = await res.text();
+    const ids = [...text.matchAll(/"id":(\d)/g)].map((m) => Number(m[1]));
+    expect(ids).toEqual([2, 1, 3]);
+    expect(text).toContain('"denial_reason":"out_of_authority"');
+    expect((JSON.parse(up.seen[0]!.body.toString()) as { id: number }[]).map((m) => m.id)).toEqual([1, 3]);
+    expect(up.seen[0]!.headers['x-mission-action']).toBe('invoices.read');
+  });
+
+  it('tools/list over SSE is filtered even when the upstream cuts events into single bytes', async () => {
+    const list = { jsonrpc: '2.0', id: 9, result: { tools: [{ name: 'get_invoice', inputSchema: { type: 'object' } }, { name: 'pay_invoice', inputSchema: { type: 'object' } }] } };
+    const stream = `event: message\r\ndata: ${JSON.stringify({ jsonrpc: '2.0', method: 'notifications/message', params: { level: 'info', data: 'hi' } })}\r\n\r\nid: 1\r\nevent: message\r\ndata: ${JSON.stringify(list)}\r\n\r\n`;
+    const up = await recorder((_req, _body, res) => {
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      const bytes = Buffer.from(stream);
+      let i = 0;
+      const tick = (): void => {
+        if (i >= bytes.length) return void res.end();
+        res.write(bytes.subarray(i, i + 1));
+        i++;
+        setImmediate(tick);
+      };
+      tick();
+    });
+    const s = await setup({ upstream: up.url });
+    const id = await mission(s, [{ type: 'mission_resource_access', resource: s.mcpUrl, actions: ['invoices.read'] }]);
+    const token = await s.dev.issueAccessToken({ missionId: id, resource: s.mcpUrl });
+    const res = await post(s.mcpUrl, token, { jsonrpc: '2.0', id: 9, method: 'tools/list' });
+    const text = await res.text();
+    expect(text).toContain('notifications/message');
+    expect(text).toContain('"get_invoice"');
+    expect(text).not.toContain('pay_invoice');
+    expect(text).toContain('id: 1\nevent: message\ndata: ');
+  });
+
+  it('upstream unreachable after a permit: 502 bad_gateway, the call\'s record stays a permit with that status', async () => {
+    const port = await freePort();
+    const s = await setup({ upstream: `http://127.0.0.1:${port}` });
+    const id = await mission(s, [{ type: 'mission_resource_access', resource: s.mcpUrl, actions: ['invoices.read'] }]);
+    const token = await s.dev.issueAccessToken({ missionId: id, resource: s.mcpUrl });
+    const res = await post(s.mcpUrl, token, [callMsg(1, 'get_invoice', {}), { jsonrpc: '2.0', id: 2, method: 'tools/list' }]);
+    expect(res.status).toBe(502);
+    expect(await res.json()).toMatchObject({ error: 'bad_gateway', denial_reason: null });
+    expect(await eventually(() => s.gw.evidence().find((r) => r['tool'] === 'get_invoice'))).toMatchObject({ decision: 'permit', upstream_status: 502 });
+  });
+});
+
+describe('SPEC section 3 MAS mode on the MCP path: the Mission named per call in _meta', () => {
+  it('a token without a Mission passes authentication; each call names its Mission; state and subject join come from Mission Status', async () => {
+    const s = await setup({ mission: 'accept_header_references: true' });
+    const entry = { type: 'mission_resource_access', resource: s.mcpUrl, actions: ['invoices.read'] };
+    const mine = await mission(s, [entry]);
+    const theirs = await mission(s, [entry], 'someone_else');
+    const token = await s.dev.issueAccessToken({ clientId: 'agent_1', resource: s.mcpUrl });
+    const ref = (id: string) => ({ mission_id: id, issuer: s.dev.url });
+    const sh = await initialize(s.mcpUrl, token);
+    const call = (body: unknown) => post(s.mcpUrl, token, body, sh);
+
+    const list = await (await call({ jsonrpc: '2.0', id: 1, method: 'tools/list' })).json();
+    expect(list).toMatchObject({ result: { tools: [] } });
+
+    const ok = await (await call(callMsg(2, 'get_invoice', { invoice_id: 'inv_1001' }, ref(mine)))).json();
+    expect(ok).toMatchObject({ id: 2, result: { structuredContent: { vendor: 'Acme Paper' } } });
+    const foreign = await (await call(callMsg(3, 'get_invoice', { invoice_id: 'inv_1001' }, ref(theirs)))).json();
+    expect(foreign).toMatchObject({ id: 3, result: { isError: true, structuredContent: { denial_reason: 'mission_reference_conflict' } } });
+    const none = await (await call(callMsg(4, 'get_invoice', { invoice_id: 'inv_1001' }))).json();
+    expect(none).toMatchObject({ result: { structuredContent: { denial_reason: 'mission_claim_missing' } } });
+
+    await s.dev.missions.revoke(mine);
+    // No event stream here: the cached state lives until its freshness ends, so ask for a new Mission.
+    const other = await mission(s, [entry]);
+    await s.dev.missions.revoke(other);
+    const revoked = await call(callMsg(5, 'get_invoice', { invoice_id: 'inv_1001' }, ref(other)));
+    expect(revoked.status).toBe(403);
+    expect(await revoked.json()).toMatchObject({ error: 'mission_terminated', mission_status: 'revoked' });
+
+    const rec = await eventually(() => s.gw.evidence().find((r) => r['jsonrpc_id'] === 2));
+    expect(rec).toMatchObject({ decision: 'permit', mission: { id: mine, issuer: s.dev.url, state: 'active' } });
+  });
+
+  it('a token that carries a Mission: a _meta reference to another Mission is a per-call conflict', async () => {
+    const s = await setup({ mission: 'accept_header_references: true' });
+    const entry = { type: 'mission_resource_access', resource: s.mcpUrl, actions: ['invoices.read'] };
+    const a = await mission(s, [entry]);
+    const b = await mission(s, [entry]);
+    const token = await s.dev.issueAccessToken({ missionId: a, resource: s.mcpUrl });
+    const sh = await initialize(s.mcpUrl, token);
+    const res = await (await post(s.mcpUrl, token, [callMsg(1, 'get_invoice', { invoice_id: 'inv_1001' }, { mission_id: b, issuer: s.dev.url }), callMsg(2, 'get_invoice', { invoice_id: 'inv_1001' }, { mission_id: a, issuer: s.dev.url })], sh)).json();
+    const byId = new Map((res as { id: number }[]).map((m) => [m.id, m]));
+    expect(byId.get(1)).toMatchObject({ result: { structuredContent: { denial_reason: 'mission_reference_conflict' } } });
+    expect(byId.get(2)).toMatchObject({ result: { structuredContent: { invoice_id: 'inv_1001' } } });
+  });
+});
+
+describe('SPEC section 5 on the MCP path: bodies', () => {
+  it('413 past max_body_bytes, 400 for malformed JSON, before anything reaches the upstream', async () => {
+    const up = await recorder((_req, _b, res) => res.end());
+    const s = await setup({ upstream: up.url });
+    const id = await mission(s, [{ type: 'mission_resource_access', resource: s.mcpUrl, actions: ['invoices.read'] }]);
+    const token = await s.dev.issueAccessToken({ missionId: id, resource: s.mcpUrl });
+    const big = await post(s.mcpUrl, token, callMsg(1, 'get_invoice', { pad: 'x'.repeat(5000) }));
+    expect(big.status).toBe(413);
+    const bad = await post(s.mcpUrl, token, '[{"jsonrpc":"2.0"');
+    expect(bad.status).toBe(400);
+    expect(await bad.json()).toMatchObject({ denial_reason: 'parameter_unparseable' });
+    expect(up.seen).toHaveLength(0);
+    expect(createHash('sha256').update('x').digest('hex')).toHaveLength(64);
+  });
+});
