@@ -4,8 +4,8 @@
  * claims, the minimization rules (what must never cross the domain boundary), the shape of `cnf`,
  * and the local policy of which purposes and actor profiles each trusted issuer may project.
  *
- * Everything is compiled once from the config (`compileRules`); `checkProjection` does no I/O and
- * allocates only the result, so it is unit-tested exhaustively.
+ * Everything is compiled once from the config (`compileRules`); `checkProjection` is a pure function
+ * of the payload, the rules and the time (no I/O), so it is unit-tested exhaustively.
  */
 import type { Config } from '../config/schema.js';
 

@@ -226,6 +226,16 @@ describe('SPEC section 8 / seed 000: violations get invalid_grant and the AS gra
   });
 });
 
+describe('RFC 6749 section 3.2: the token endpoint takes POST', () => {
+  it('an ID-JAG grant in the query of a GET is refused invalid_request, never forwarded', async () => {
+    const { idJag } = await mintIdJag(s);
+    const before = s.as.calls.length;
+    const query = new URLSearchParams({ grant_type: GRANT_JWT_BEARER, assertion: idJag }).toString();
+    const res = await fetch(`${s.tokenUrl}?${query}`, { headers: { authorization: BASIC, dpop: await s.agent.proof('GET', s.tokenUrl) } });
+    await expectRefused({ status: res.status, headers: res.headers, body: (await res.json()) as Record<string, unknown> }, 'request_malformed', before, 'invalid_request');
+  });
+});
+
 describe('SPEC section 8: grants that are not ID-JAGs pass through to the AS', () => {
   it('a jwt-bearer grant whose assertion is not an ID-JAG (typ JWT) reaches the AS grant handler', async () => {
     const { missionId } = await mintIdJag(s);
