@@ -99,7 +99,14 @@ function extraIssuers(config: Config): TrustedIssuer[] {
 }
 
 export async function buildParts(config: Config, longLived: LongLived, metrics: Metrics, logger: Logger): Promise<Parts> {
-  const keys = new IssuerKeys({ issuers: config.issuers, extraIssuers: extraIssuers(config), metrics, logger });
+  const keys = new IssuerKeys({
+    issuers: config.issuers,
+    extraIssuers: extraIssuers(config),
+    metrics,
+    logger,
+    cooldownMs: config.token.jwks_cooldown_s * 1000,
+    refreshIntervalMs: config.token.jwks_refresh_s * 1000,
+  });
   const missionStates = new MissionStates({ config, keys, metrics, logger, bus: longLived.bus });
   const nonces = config.dpop.nonce ? new NonceIssuer({ windowSeconds: config.dpop.nonce_window_s, secret: config.dpop.nonce_secret }) : null;
   const missionReference = createMissionReferenceStage({ config });
@@ -110,7 +117,7 @@ export async function buildParts(config: Config, longLived: LongLived, metrics: 
     missionReference: config.mission.accept_header_references ? deferOnMcp(missionReference) : missionReference,
     missionState: missionStates.stage(),
     parameters: createParametersStage({ config }),
-    authority: createAuthorityStage({ config }),
+    authority: config.mission.required ? createAuthorityStage({ config }) : migrationAuthority(createAuthorityStage({ config })),
   };
   return {
     keys,
@@ -127,6 +134,22 @@ export async function buildParts(config: Config, longLived: LongLived, metrics: 
       await Promise.allSettled([missionStates.close(), Promise.resolve(keys.close())]);
     },
   };
+}
+
+/**
+ * Migration mode (`mission.required: false`): a token that names no Mission and carries no
+ * `mission_resource_access` entries has no Authority Set to evaluate, so only token, DPoP and the
+ * route apply. A token that carries entries, or names a Mission, is always evaluated.
+ */
+function migrationAuthority(stage: Stage): Stage {
+  return (ctx) => {
+    if (ctx.missionRef === null && ctx.mission === null && !hasAuthorityEntries(ctx.token?.claims['authorization_details'])) return;
+    return stage(ctx);
+  };
+}
+
+function hasAuthorityEntries(details: unknown): boolean {
+  return Array.isArray(details) && details.some((d) => d !== null && typeof d === 'object' && (d as { type?: unknown }).type === 'mission_resource_access');
 }
 
 /**

@@ -87,6 +87,10 @@ const issuer = z.strictObject({
 
 const token = z.strictObject({
   clock_skew_s: z.number().min(0).max(300).default(30),
+  /** Minimum time between two JWKS fetches caused by an unknown `kid` (key rotation latency vs fetch flooding). */
+  jwks_cooldown_s: z.number().min(0).max(3600).default(5),
+  /** Background refresh of every issuer's keys. */
+  jwks_refresh_s: z.number().min(0).max(86_400).default(300),
   /** Cache of verified tokens (by the exact compact string), bounded. */
   cache_max_entries: z.number().int().min(0).default(10_000),
 });
