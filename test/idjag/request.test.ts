@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import fc from 'fast-check';
 import { IdJagRejection } from '../../src/idjag/projection.js';
 import { classifyTokenRequest, declaresIdJag, GRANT_JWT_BEARER, type RequestParts } from '../../src/idjag/request.js';
 
@@ -79,5 +80,42 @@ describe('RFC 6749 section 3.2: a request the guard cannot read as the AS would 
     malformed(req(`grant_type=${GRANT_JWT_BEARER}`, { contentType: undefined }));
     malformed(req(`grant_type=${GRANT_JWT_BEARER}`, { contentEncoding: 'gzip' }));
     expect(classifyTokenRequest(req('grant_type=client_credentials', { contentEncoding: 'identity' })).kind).toBe('other');
+  });
+});
+
+describe('property: no parser choice lets an ID-JAG grant past the guard unchecked', () => {
+  const key = fc.constantFrom('grant_type', 'assertion', 'scope', 'client_id');
+  const value = fc.constantFrom(GRANT_JWT_BEARER, ` ${GRANT_JWT_BEARER.toUpperCase()}`, 'client_credentials', ID_JAG, jwt('JWT'), 'x');
+  const pairs = fc.array(fc.tuple(key, value), { maxLength: 6 });
+
+  /** What an AS would see, taking the first or the last copy of each parameter. */
+  function asSees(all: [string, string][], pick: 'first' | 'last'): { grant?: string; assertion?: string } {
+    const seen: Record<string, string> = {};
+    for (const [k, v] of pick === 'first' ? all : [...all].reverse()) if (!(k in seen)) seen[k] = v;
+    return { grant: seen['grant_type'], assertion: seen['assertion'] };
+  }
+
+  it('whenever some AS would read a jwt-bearer grant with an ID-JAG, the guard checks it or refuses the request', () => {
+    fc.assert(
+      fc.property(pairs, pairs, fc.boolean(), (bodyPairs, queryPairs, useQuery) => {
+        const query = useQuery ? queryPairs : [];
+        const body = new URLSearchParams(bodyPairs).toString();
+        const search = query.length === 0 ? '' : '?' + new URLSearchParams(query).toString();
+        let kind: string;
+        try {
+          kind = classifyTokenRequest(req(body, { search })).kind;
+        } catch (err) {
+          expect((err as IdJagRejection).reason).toBe('request_malformed');
+          return;
+        }
+        for (const all of [bodyPairs, [...query, ...bodyPairs], [...bodyPairs, ...query]]) {
+          for (const pick of ['first', 'last'] as const) {
+            const seen = asSees(all, pick);
+            if (seen.grant?.trim().toLowerCase() === GRANT_JWT_BEARER && seen.assertion === ID_JAG) expect(kind).toBe('id_jag');
+          }
+        }
+      }),
+      { numRuns: 2000 },
+    );
   });
 });
