@@ -161,7 +161,7 @@ async function main() {
           const r = await measure(s, server, w);
           results.push(r);
           const bad2xx = r.requests - r.ok;
-          log(`(${s.id}) ${s.name.padEnd(46)} ${w.id.padEnd(9)} ${r.rps.toFixed(0).padStart(7)} req/s  p50 ${fmt(r.p50ms)} ms  p99 ${fmt(r.p99ms)} ms${r.decisionP99ms === null ? '' : `  decision p99 ${fmt(r.decisionP99ms, 3)} ms`}  cpu ${r.cpuUsPerRequest.toFixed(0)} us/req${bad2xx > 0 ? `  NON-2XX ${bad2xx} ${JSON.stringify(r.statusCodes)}` : ''}`);
+          log(`[${Math.round((Date.now() - started) / 1000).toString().padStart(3)}s] (${s.id}) ${s.name.padEnd(46)} ${w.id.padEnd(9)} ${r.rps.toFixed(0).padStart(7)} req/s  p50 ${fmt(r.p50ms)} ms  p99 ${fmt(r.p99ms)} ms${r.decisionP99ms === null ? '' : `  decision p99 ${fmt(r.decisionP99ms, 3)} ms`}  cpu ${r.cpuUsPerRequest.toFixed(0)} us/req${bad2xx > 0 ? `  NON-2XX ${bad2xx} ${JSON.stringify(r.statusCodes)}` : ''}`);
         }
         if (s.id === 'i' && dev !== null && !flag('no-revocation')) {
           revocation = await runRevocation({ dev, server, client, count: 100, log });

@@ -88,6 +88,23 @@ function waitForPort(port, timeoutMs = 10_000) {
   });
 }
 
+/** Waits for /readyz (issuer keys loaded, replay store connected, evidence sink writable). */
+async function untilReady(adminUrl, timeoutMs = 10_000) {
+  const until = Date.now() + timeoutMs;
+  let last = '';
+  while (Date.now() < until) {
+    try {
+      const res = await fetch(`${adminUrl}/readyz`);
+      last = await res.text();
+      if (res.status === 200) return;
+    } catch (err) {
+      last = err.message;
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`the gateway did not become ready: ${last.slice(0, 300)}`);
+}
+
 const has = (cmd) => spawnSync('sh', ['-c', `command -v ${cmd}`]).status === 0;
 
 /** A node server child as a scenario server. */
@@ -99,8 +116,11 @@ async function nodeServer(script, args = []) {
 
 /** A gateway child from a config object; `extraPids` (redis) count towards its CPU. */
 async function gatewayServer(ctx, config, extra = null) {
-  const child = new NodeChild(join(here, 'servers/gateway.js'));
+  // BENCH_GATEWAY_NODE_ARGS="--cpu-prof --cpu-prof-dir=/tmp/prof" profiles the gateway processes.
+  const execArgv = process.env.BENCH_GATEWAY_NODE_ARGS?.split(' ').filter(Boolean) ?? [];
+  const child = new NodeChild(join(here, 'servers/gateway.js'), { execArgv });
   const { url, adminUrl } = await child.request('ready', { config: JSON.stringify(config), folder: ctx.work }, 30_000);
+  await untilReady(adminUrl);
   return {
     url,
     adminUrl,
@@ -293,7 +313,7 @@ export async function buildScenarios(ctx) {
       id: 'b',
       name: 'BASELINE undici pass-through proxy',
       description: 'node:http server + undici Pool dispatch streaming to the same upstream; hop-by-hop headers dropped.',
-      quickWorkloads: ALL,
+      quickWorkloads: ['GET-50', 'POST-10', 'POST-50'],
       start: started(() => nodeServer('undici-proxy.js', [ctx.upstreamUrl])),
       job: (w) => ({ url: url(), ...plain(w) }),
     }),
