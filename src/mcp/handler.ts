@@ -33,6 +33,7 @@ import { writeDenial } from '../pipeline/respond.js';
 import type { Handler, Pipeline } from '../pipeline/run.js';
 import { denialResult, type DenialResult } from './denial.js';
 import { idKey, parseMcpBody, type McpBody, type ToolCallMessage } from './jsonrpc.js';
+import { compileToolParams, toolParams, type ToolParamMap } from './params.js';
 import { messageEvent, SseRewriter } from './sse.js';
 import { combinePins, filterListResponse, MissionPins, ObservedTools, type Pins, type Visible } from './tools.js';
 
@@ -107,6 +108,7 @@ export function createMcpHandler(deps: McpHandlerDeps): Handler {
 
 class McpHandler implements Handler {
   private readonly toolActions: ReadonlyMap<string, string>;
+  private readonly toolParams: ToolParamMap;
   private readonly configPins: ReadonlyMap<string, string>;
   private readonly observed = new ObservedTools();
   private readonly missionPins: MissionPins;
@@ -123,6 +125,8 @@ class McpHandler implements Handler {
     const c = deps.config;
     const mcp = c.mcp;
     this.toolActions = new Map(Object.entries(mcp?.tool_actions ?? {}));
+    // `tool_params` is read when the config schema carries it (see docs/mcp.md).
+    this.toolParams = compileToolParams((mcp as { tool_params?: Record<string, Record<string, string>> } | undefined)?.tool_params);
     this.configPins = new Map(Object.entries(mcp?.tool_digests ?? {}));
     this.origin = new URL(c.public_base_url).origin;
     this.audience = mcp?.resource ?? c.resource;
@@ -299,7 +303,8 @@ class McpHandler implements Handler {
     ctx.stage = 'authority';
     if (this.observed.drifted(call.name, this.pinsFor(ctx, scope)(call.name))) return new Denial('capability_drift');
     try {
-      authorizeAction({ token: ctx.token, mission: scope.mission, missionRef: scope.ref, audience: ctx.audience, path: ctx.path }, this.origin, action, call.args, call.name);
+      const params = toolParams(this.toolParams, call.name, call.args);
+      authorizeAction({ token: ctx.token, mission: scope.mission, missionRef: scope.ref, audience: ctx.audience, path: ctx.path }, this.origin, action, params, call.name);
       return null;
     } catch (err) {
       if (isDenial(err)) return err;

@@ -323,3 +323,17 @@ describe('SPEC section 3 and 7: Mission references in _meta', () => {
     });
   });
 });
+
+describe('SPEC section 4 recipient_domain over a tool whose argument is `to` (mcp.tool_params)', () => {
+  it('maps `to` to `recipient`: an allowed domain passes, another is parameter_violation, a decoy `recipient` argument does not help', async () => {
+    const hh = await startHarness({ json: true, patch: (c) => ({ ...c, mcp: { ...c.mcp!, tool_params: { send_email: { recipient: '/to' } } } as typeof c.mcp }) });
+    h = hh;
+    hh.principals.set('mail', { token: {}, ref: claimRef('m4'), mission: view('m4', [entry(['send_email'], { recipient_domain: 'example.com' })]) });
+    const post = await session(hh.url, 'mail');
+    const email = (id: number, args: Record<string, unknown>) => post(call(id, 'send_email', { subject: 's', body: 'b', ...args }));
+    expect((await messages(await email(1, { to: 'cfo@example.com' })))[0]!['result']).toMatchObject({ structuredContent: { status: 'sent' } });
+    expect((await messages(await email(2, { to: 'cfo@evil.example' })))[0]).toMatchObject({ result: { structuredContent: { denial_reason: 'parameter_violation' } } });
+    expect((await messages(await email(3, { to: 'cfo@evil.example', recipient: 'cfo@example.com' })))[0]).toMatchObject({ result: { structuredContent: { denial_reason: 'parameter_violation' } } });
+    expect(hh.upstreamCalls.filter((c) => c['tool'] === 'send_email').map((c) => c['to'])).toEqual(['cfo@example.com']);
+  });
+});

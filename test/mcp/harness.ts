@@ -63,10 +63,12 @@ export interface Harness {
   close(): Promise<void>;
 }
 
-export async function startHarness(opts: { json?: boolean; mcp?: Record<string, unknown>; mission?: Record<string, unknown>; maxBodyBytes?: number } = {}): Promise<Harness> {
+export async function startHarness(
+  opts: { json?: boolean; mcp?: Record<string, unknown>; mission?: Record<string, unknown>; maxBodyBytes?: number; patch?: (c: Config) => Config } = {},
+): Promise<Harness> {
   const upstreamCalls: Record<string, unknown>[] = [];
   const example = await startExampleServer({ jsonResponse: opts.json ?? false, log: (e: Record<string, unknown>) => upstreamCalls.push(e) });
-  const config: Config = configSchema.parse({
+  const parsed: Config = configSchema.parse({
     public_base_url: BASE,
     resource: BASE,
     upstream: { url: new URL(example.url).origin },
@@ -75,6 +77,7 @@ export async function startHarness(opts: { json?: boolean; mcp?: Record<string, 
     mission: { ...opts.mission },
     max_body_bytes: opts.maxBodyBytes ?? 1_048_576,
   } as ConfigInput);
+  const config = opts.patch === undefined ? parsed : opts.patch(parsed);
 
   const principals = new Map<string, Principal>();
   const missions = new Map<string, MissionView | Error>();
