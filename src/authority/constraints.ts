@@ -34,7 +34,11 @@ export interface CompiledConstraints {
   readonly unsupported: string | null;
 }
 
-/** For protected-resource metadata `mission_constraints_supported`. */
+/**
+ * For protected-resource metadata `mission_constraints_supported`: the constraints this gateway
+ * enforces. `requires_action_approval` is understood (`false` holds) but not listed, since an
+ * entry that requires approval can never be permitted here.
+ */
 export const SUPPORTED_CONSTRAINTS: readonly string[] = Object.freeze([
   'max_amount',
   'tenant',
@@ -44,7 +48,6 @@ export const SUPPORTED_CONSTRAINTS: readonly string[] = Object.freeze([
   'data_classification',
   'resource_issued_after',
   'resource_issued_before',
-  'requires_action_approval',
 ]);
 
 const NONE: CompiledConstraints = Object.freeze({ checks: Object.freeze([]), unsupported: null });
