@@ -25,6 +25,9 @@ const CLOCK_SKEW_S = 30;
 const MAX_JTI_LENGTH = 256;
 const DEFAULT_ALGORITHMS = ['ES256', 'ES384', 'ES512', 'EdDSA', 'Ed25519', 'PS256', 'PS384', 'PS512', 'RS256', 'RS384', 'RS512'];
 
+/** `mission_gateway_events_total{result}` values for one SET or change. */
+export type EventResult = 'accepted' | 'gap' | 'duplicate' | 'stale' | 'uncached' | 'heartbeat' | 'ignored' | 'rejected';
+
 /** RFC 8935 section 2.3 error codes. */
 export type SetErrorCode = 'invalid_request' | 'invalid_key' | 'invalid_issuer' | 'invalid_audience' | 'authentication_failed' | 'access_denied';
 

@@ -28,7 +28,6 @@
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { LRUCache } from 'lru-cache';
-import { request } from 'undici';
 import type { KeyResolver } from '../auth/types.js';
 import { HIGH_CONSEQUENCE } from '../config/compile.js';
 import type { Config } from '../config/schema.js';
@@ -36,7 +35,8 @@ import { Denial } from '../errors.js';
 import type { Logger } from '../observability/logger.js';
 import type { Metrics } from '../observability/metrics.js';
 import type { AccessToken, MissionReference, MissionView, RequestContext, Stage } from '../pipeline/context.js';
-import { MAX_SET_BYTES, SetRejected, SetVerifier, type SetErrorCode, type VerifiedSet } from './events.js';
+import { handleSetPush, SetPoller, type SetSink } from './delivery.js';
+import { SetVerifier, type EventResult, type VerifiedSet } from './events.js';
 import { isHeaderReference, trustedMissionIssuers } from './reference.js';
 import { MissionStatusClient, StatusUnavailable, type StatusResult } from './status.js';
 import type { MissionBus, MissionChange } from './types.js';
@@ -49,7 +49,6 @@ const DEFAULT_RETRY_AFTER_S = 5;
 const MAX_AUDIENCES_PER_MISSION = 8;
 const JTI_MEMORY = 100_000;
 const PUBLISH_TIMEOUT_MS = 2_000;
-const SET_CONTENT_TYPE = 'application/secevent+jwt';
 
 /** One audience's cached view of a Mission. */
 interface Entry {
@@ -72,8 +71,6 @@ interface MissionRecord {
   denyView: MissionView | null;
   readonly entries: Map<string, Entry>;
 }
-
-export type EventResult = 'accepted' | 'gap' | 'duplicate' | 'stale' | 'uncached' | 'heartbeat' | 'ignored' | 'rejected';
 
 export interface MissionStatesDeps {
   readonly config: Config;
@@ -123,7 +120,6 @@ export function assertMissionJoin(view: MissionView, token: AccessToken | null):
 }
 
 export class MissionStates {
-  private readonly config: Config;
   private readonly metrics: Metrics;
   private readonly logger: Logger;
   private readonly bus: MissionBus;
@@ -146,17 +142,12 @@ export class MissionStates {
   private readonly cacheMiss;
   private readonly cacheStale;
 
-  private readonly pollConfig: Config['mission']['events']['poll'];
-  private lastPoll: number | null = null;
+  private readonly sink: SetSink;
+  private readonly poller: SetPoller | null;
   private readonly pollSince: number;
-  private pollTimer: NodeJS.Timeout | null = null;
-  private pollAbort: AbortController | null = null;
-  private pollAcks: string[] = [];
-  private pollErrs: Record<string, { err: string; description: string }> = {};
   private closed = false;
 
   constructor(deps: MissionStatesDeps) {
-    this.config = deps.config;
     this.metrics = deps.metrics;
     this.logger = deps.logger;
     this.bus = deps.bus;
@@ -176,7 +167,18 @@ export class MissionStates {
     this.cacheMiss = deps.metrics.missionCache.labels('miss');
     this.cacheStale = deps.metrics.missionCache.labels('stale');
 
-    this.pollConfig = deps.config.mission.events.poll;
+    this.sink = {
+      apply: (set, via) => {
+        if (via === 'push') this.lastPushed.set(set.issuer, this.now());
+        return this.applySet(set);
+      },
+      publish: (change) => this.publish(change),
+      forget: (set) => this.seenJti.delete(`${set.issuer}\n${set.jti}`),
+      isClosed: () => this.closed,
+    };
+    const poll = deps.config.mission.events.poll;
+    const delivery = { verifier: this.verifier, sink: this.sink, metrics: deps.metrics, logger: deps.logger };
+    this.poller = poll === undefined ? null : new SetPoller(poll, deps.config.mission.status_timeout_s * 1000 + 5000, delivery, this.now);
     this.pollSince = this.now();
 
     deps.bus.subscribe((change) => {
@@ -257,8 +259,8 @@ export class MissionStates {
       const silentSince = pushed + this.maxStaleMs;
       if (silentSince <= now && fetchedAt < silentSince) return true;
     }
-    if (this.pollConfig !== undefined) {
-      const silentSince = (this.lastPoll ?? this.pollSince) + this.maxStaleMs;
+    if (this.poller !== null) {
+      const silentSince = (this.poller.lastSuccess ?? this.pollSince) + this.maxStaleMs;
       if (silentSince <= now && fetchedAt < silentSince) return true;
     }
     return false;
@@ -476,151 +478,21 @@ export class MissionStates {
     return this.applyOnce(set.change);
   }
 
-  // ---- RFC 8935 push ---------------------------------------------------------------------------
+  // ---- delivery (delivery.ts) ------------------------------------------------------------------
 
   /** RFC 8935 receiver at `mission.events.push_path`. The change is applied before the 202. */
   handlePush(req: IncomingMessage, res: ServerResponse): void {
-    if (req.method !== 'POST') {
-      req.resume();
-      sendSetError(res, 405, 'invalid_request', 'only POST is accepted', { allow: 'POST' });
-      return;
-    }
-    const type = (req.headers['content-type'] ?? '').split(';')[0]!.trim().toLowerCase();
-    if (type !== SET_CONTENT_TYPE) {
-      req.resume();
-      this.metrics.events.labels('rejected').inc();
-      sendSetError(res, 400, 'invalid_request', `the Content-Type must be ${SET_CONTENT_TYPE}`);
-      return;
-    }
-    const chunks: Buffer[] = [];
-    let size = 0;
-    let tooLarge = false;
-    req.on('data', (chunk: Buffer) => {
-      if (tooLarge) return;
-      size += chunk.length;
-      if (size > MAX_SET_BYTES) {
-        tooLarge = true;
-        chunks.length = 0;
-        this.metrics.events.labels('rejected').inc();
-        sendSetError(res, 400, 'invalid_request', 'the SET is too large', { connection: 'close' });
-        req.resume();
-        return;
-      }
-      chunks.push(chunk);
-    });
-    req.on('error', () => undefined);
-    req.on('end', () => {
-      if (tooLarge) return;
-      this.receive(Buffer.concat(chunks).toString('utf8').trim()).then(
-        (outcome) => {
-          if (outcome.ok) res.writeHead(202, { 'content-length': '0', 'cache-control': 'no-store' }).end();
-          else sendSetError(res, outcome.status, outcome.err, outcome.description);
-        },
-        (err: unknown) => {
-          this.logger.error({ err: err instanceof Error ? err.message : String(err) }, 'SET receiver failed');
-          sendSetError(res, 500, 'invalid_request', 'the SET could not be processed');
-        },
-      );
-    });
+    handleSetPush(req, res, { verifier: this.verifier, sink: this.sink, metrics: this.metrics, logger: this.logger });
   }
-
-  private async receive(jwt: string): Promise<{ ok: true } | { ok: false; status: number; err: SetErrorCode | 'temporarily_unavailable'; description: string }> {
-    let set: VerifiedSet;
-    try {
-      set = await this.verifier.verify(jwt);
-    } catch (err) {
-      this.metrics.events.labels('rejected').inc();
-      if (err instanceof SetRejected) {
-        this.logger.warn({ err: err.err, reason: err.message }, 'SET rejected');
-        return { ok: false, status: 400, err: err.err, description: err.message };
-      }
-      throw err;
-    }
-    if (this.closed) return { ok: false, status: 503, err: 'temporarily_unavailable', description: 'the receiver is shutting down' };
-    this.lastPushed.set(set.issuer, this.now());
-    const result = this.applySet(set);
-    this.metrics.events.labels(result).inc();
-    if (set.kind === 'lifecycle' && result !== 'duplicate') {
-      try {
-        await this.publish(set.change);
-      } catch {
-        // Other replicas did not hear of it: forget the jti so the transmitter's retry is published.
-        this.seenJti.delete(`${set.issuer}\n${set.jti}`);
-        return { ok: false, status: 503, err: 'temporarily_unavailable', description: 'the event could not be shared with every replica' };
-      }
-    }
-    return { ok: true };
-  }
-
-  // ---- RFC 8936 poll ---------------------------------------------------------------------------
 
   /** Starts the RFC 8936 poll loop when `mission.events.poll` is configured. */
   startPolling(): void {
-    if (this.pollConfig === undefined || this.pollTimer !== null || this.closed) return;
-    this.schedulePoll(0);
+    if (!this.closed) this.poller?.start();
   }
 
-  private schedulePoll(delayMs: number): void {
-    if (this.closed) return;
-    this.pollTimer = setTimeout(() => {
-      this.pollOnce().then(
-        (more) => this.schedulePoll(more ? 0 : (this.pollConfig?.interval_s ?? 5) * 1000),
-        () => this.schedulePoll((this.pollConfig?.interval_s ?? 5) * 1000),
-      );
-    }, delayMs);
-    this.pollTimer.unref();
-  }
-
-  /** One poll: sends acks and errors for the previous batch, applies the new one. Returns moreAvailable. */
-  async pollOnce(): Promise<boolean> {
-    const poll = this.pollConfig;
-    if (poll === undefined) return false;
-    const ack = this.pollAcks;
-    const setErrs = this.pollErrs;
-    const body = JSON.stringify({ ack, ...(Object.keys(setErrs).length > 0 ? { setErrs } : {}), maxEvents: poll.max_events, returnImmediately: true });
-    this.pollAbort = new AbortController();
-    const timer = setTimeout(() => this.pollAbort?.abort(), this.config.mission.status_timeout_s * 1000 + 5000);
-    let parsed: { sets: Record<string, unknown>; more: boolean };
-    try {
-      const res = await request(poll.endpoint, {
-        method: 'POST',
-        body,
-        headers: { 'content-type': 'application/json', accept: 'application/json' },
-        signal: this.pollAbort.signal,
-      });
-      const text = await readLimited(res.body, 4 * 1024 * 1024);
-      if (res.statusCode !== 200) throw new Error(`poll answered ${res.statusCode}`);
-      parsed = parsePollResponse(text);
-    } catch (err) {
-      this.metrics.events.labels('poll_failed').inc();
-      this.logger.warn({ err: err instanceof Error ? err.message : String(err) }, 'SET poll failed');
-      throw err;
-    } finally {
-      clearTimeout(timer);
-      this.pollAbort = null;
-    }
-    // The transmitter has our acks now.
-    this.pollAcks = [];
-    this.pollErrs = {};
-    this.lastPoll = this.now();
-    for (const [jti, jwt] of Object.entries(parsed.sets)) {
-      if (typeof jwt !== 'string') {
-        this.pollErrs[jti] = { err: 'invalid_request', description: 'the SET is not a string' };
-        continue;
-      }
-      try {
-        const set = await this.verifier.verify(jwt);
-        const result = this.applySet(set);
-        this.metrics.events.labels(result).inc();
-        if (set.kind === 'lifecycle' && result !== 'duplicate') this.publish(set.change).catch(() => undefined);
-        this.pollAcks.push(jti);
-      } catch (err) {
-        this.metrics.events.labels('rejected').inc();
-        const e = err instanceof SetRejected ? err : new SetRejected('invalid_request', 'the SET could not be processed');
-        this.pollErrs[jti] = { err: e.err, description: e.message };
-      }
-    }
-    return parsed.more;
+  /** One RFC 8936 poll now (tests, and the loop). Resolves with `moreAvailable`. */
+  pollOnce(): Promise<boolean> {
+    return this.poller === null ? Promise.resolve(false) : this.poller.pollOnce();
   }
 
   /**
@@ -644,39 +516,14 @@ export class MissionStates {
 
   /** False when polling is configured and the last successful poll is older than `max_stale_s`. */
   ready(): boolean {
-    if (this.pollConfig === undefined) return true;
-    return this.lastPoll !== null && this.now() - this.lastPoll <= this.maxStaleMs;
+    if (this.poller === null) return true;
+    const last = this.poller.lastSuccess;
+    return last !== null && this.now() - last <= this.maxStaleMs;
   }
 
   async close(): Promise<void> {
     this.closed = true;
-    if (this.pollTimer !== null) clearTimeout(this.pollTimer);
-    this.pollAbort?.abort();
+    this.poller?.stop();
     await this.status.close();
   }
-}
-
-function sendSetError(res: ServerResponse, status: number, err: string, description: string, headers: Record<string, string> = {}): void {
-  if (res.headersSent) return;
-  const body = JSON.stringify({ err, description });
-  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), 'cache-control': 'no-store', ...headers }).end(body);
-}
-
-async function readLimited(body: AsyncIterable<Buffer>, limit: number): Promise<string> {
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const chunk of body) {
-    size += chunk.length;
-    if (size > limit) throw new Error('poll response too large');
-    chunks.push(chunk);
-  }
-  return Buffer.concat(chunks).toString('utf8');
-}
-
-function parsePollResponse(text: string): { sets: Record<string, unknown>; more: boolean } {
-  const body = JSON.parse(text) as unknown;
-  if (body === null || typeof body !== 'object' || Array.isArray(body)) throw new Error('poll response is not an object');
-  const { sets, moreAvailable } = body as Record<string, unknown>;
-  if (sets !== undefined && (sets === null || typeof sets !== 'object' || Array.isArray(sets))) throw new Error('poll response sets is not an object');
-  return { sets: (sets ?? {}) as Record<string, unknown>, more: moreAvailable === true };
 }

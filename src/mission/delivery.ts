@@ -1,0 +1,224 @@
+/**
+ * SET delivery: the RFC 8935 push receiver and the RFC 8936 poll loop. Both verify each SET
+ * (events.ts) and hand it to a sink (the state cache, state.ts), which applies it synchronously;
+ * only then does the push get its 202, or the poll its acknowledgement.
+ */
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { request } from 'undici';
+import type { Config } from '../config/schema.js';
+import type { Logger } from '../observability/logger.js';
+import type { Metrics } from '../observability/metrics.js';
+import { MAX_SET_BYTES, SetRejected, type EventResult, type SetErrorCode, type SetVerifier, type VerifiedSet } from './events.js';
+import type { MissionChange } from './types.js';
+
+const SET_CONTENT_TYPE = 'application/secevent+jwt';
+const MAX_POLL_RESPONSE_BYTES = 4 * 1024 * 1024;
+
+/** Where verified SETs go. */
+export interface SetSink {
+  /** Applies a verified SET synchronously; returns the metrics result. */
+  apply(set: VerifiedSet, via: 'push' | 'poll'): EventResult;
+  /** Shares a change with the other replicas. */
+  publish(change: MissionChange): Promise<void>;
+  /** Forgets a SET's jti, so that the transmitter's retry is applied and published again. */
+  forget(set: VerifiedSet): void;
+  isClosed(): boolean;
+}
+
+interface DeliveryDeps {
+  readonly verifier: SetVerifier;
+  readonly sink: SetSink;
+  readonly metrics: Metrics;
+  readonly logger: Logger;
+}
+
+type Outcome = { ok: true } | { ok: false; status: number; err: SetErrorCode | 'temporarily_unavailable'; description: string };
+
+function sendSetError(res: ServerResponse, status: number, err: string, description: string, headers: Record<string, string> = {}): void {
+  if (res.headersSent) return;
+  const body = JSON.stringify({ err, description });
+  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), 'cache-control': 'no-store', ...headers }).end(body);
+}
+
+/**
+ * RFC 8935 receiver: POST, `Content-Type: application/secevent+jwt`, a bounded body. 202 (empty)
+ * once the SET is verified, applied and shared with the other replicas; 400 with
+ * `{"err", "description"}` when it is rejected.
+ */
+export function handleSetPush(req: IncomingMessage, res: ServerResponse, deps: DeliveryDeps): void {
+  if (req.method !== 'POST') {
+    req.resume();
+    sendSetError(res, 405, 'invalid_request', 'only POST is accepted', { allow: 'POST' });
+    return;
+  }
+  const type = (req.headers['content-type'] ?? '').split(';')[0]!.trim().toLowerCase();
+  if (type !== SET_CONTENT_TYPE) {
+    req.resume();
+    deps.metrics.events.labels('rejected').inc();
+    sendSetError(res, 400, 'invalid_request', `the Content-Type must be ${SET_CONTENT_TYPE}`);
+    return;
+  }
+  const chunks: Buffer[] = [];
+  let size = 0;
+  let tooLarge = false;
+  req.on('data', (chunk: Buffer) => {
+    if (tooLarge) return;
+    size += chunk.length;
+    if (size > MAX_SET_BYTES) {
+      tooLarge = true;
+      chunks.length = 0;
+      deps.metrics.events.labels('rejected').inc();
+      sendSetError(res, 400, 'invalid_request', 'the SET is too large', { connection: 'close' });
+      return;
+    }
+    chunks.push(chunk);
+  });
+  req.on('error', () => undefined);
+  req.on('end', () => {
+    if (tooLarge) return;
+    receive(Buffer.concat(chunks).toString('utf8').trim(), deps).then(
+      (outcome) => {
+        if (outcome.ok) res.writeHead(202, { 'content-length': '0', 'cache-control': 'no-store' }).end();
+        else sendSetError(res, outcome.status, outcome.err, outcome.description);
+      },
+      (err: unknown) => {
+        deps.logger.error({ err: err instanceof Error ? err.message : String(err) }, 'SET receiver failed');
+        sendSetError(res, 500, 'invalid_request', 'the SET could not be processed');
+      },
+    );
+  });
+}
+
+async function receive(jwt: string, deps: DeliveryDeps): Promise<Outcome> {
+  let set: VerifiedSet;
+  try {
+    set = await deps.verifier.verify(jwt);
+  } catch (err) {
+    deps.metrics.events.labels('rejected').inc();
+    if (err instanceof SetRejected) {
+      deps.logger.warn({ err: err.err, reason: err.message }, 'SET rejected');
+      return { ok: false, status: 400, err: err.err, description: err.message };
+    }
+    throw err;
+  }
+  if (deps.sink.isClosed()) return { ok: false, status: 503, err: 'temporarily_unavailable', description: 'the receiver is shutting down' };
+  const result = deps.sink.apply(set, 'push');
+  deps.metrics.events.labels(result).inc();
+  if (set.kind === 'lifecycle' && result !== 'duplicate') {
+    try {
+      await deps.sink.publish(set.change);
+    } catch {
+      // Applied here, but the other replicas did not hear of it: let the transmitter retry.
+      deps.sink.forget(set);
+      return { ok: false, status: 503, err: 'temporarily_unavailable', description: 'the event could not be shared with every replica' };
+    }
+  }
+  return { ok: true };
+}
+
+/**
+ * RFC 8936 poll loop: every `interval_s` (at once again while `moreAvailable`), POST
+ * `{ack, setErrs, maxEvents, returnImmediately: true}`, apply what comes back, and acknowledge
+ * (or report) each SET in the next request. The request carries no credentials.
+ */
+export class SetPoller {
+  /** Epoch ms of the last successful poll, null before the first. */
+  lastSuccess: number | null = null;
+  private timer: NodeJS.Timeout | null = null;
+  private abort: AbortController | null = null;
+  private acks: string[] = [];
+  private errs: Record<string, { err: string; description: string }> = {};
+  private stopped = false;
+
+  constructor(
+    private readonly poll: NonNullable<Config['mission']['events']['poll']>,
+    private readonly timeoutMs: number,
+    private readonly deps: DeliveryDeps,
+    private readonly now: () => number,
+  ) {}
+
+  start(): void {
+    if (this.timer === null && !this.stopped) this.schedule(0);
+  }
+
+  private schedule(delayMs: number): void {
+    if (this.stopped) return;
+    const interval = this.poll.interval_s * 1000;
+    this.timer = setTimeout(() => {
+      this.pollOnce().then(
+        (more) => this.schedule(more ? 0 : interval),
+        () => this.schedule(interval),
+      );
+    }, delayMs);
+    this.timer.unref();
+  }
+
+  /** One poll. Resolves with `moreAvailable`; rejects when the transmitter cannot be polled. */
+  async pollOnce(): Promise<boolean> {
+    const body = JSON.stringify({ ack: this.acks, ...(Object.keys(this.errs).length > 0 ? { setErrs: this.errs } : {}), maxEvents: this.poll.max_events, returnImmediately: true });
+    const abort = new AbortController();
+    this.abort = abort;
+    const timer = setTimeout(() => abort.abort(), this.timeoutMs);
+    let parsed: { sets: Record<string, unknown>; more: boolean };
+    try {
+      const res = await request(this.poll.endpoint, { method: 'POST', body, headers: { 'content-type': 'application/json', accept: 'application/json' }, signal: abort.signal });
+      const text = await readLimited(res.body, MAX_POLL_RESPONSE_BYTES);
+      if (res.statusCode !== 200) throw new Error(`poll answered ${res.statusCode}`);
+      parsed = parsePollResponse(text);
+    } catch (err) {
+      this.deps.metrics.events.labels('poll_failed').inc();
+      this.deps.logger.warn({ err: err instanceof Error ? err.message : String(err) }, 'SET poll failed');
+      throw err;
+    } finally {
+      clearTimeout(timer);
+      this.abort = null;
+    }
+    // The transmitter has our acknowledgements now.
+    this.acks = [];
+    this.errs = {};
+    this.lastSuccess = this.now();
+    for (const [jti, jwt] of Object.entries(parsed.sets)) {
+      if (typeof jwt !== 'string') {
+        this.errs[jti] = { err: 'invalid_request', description: 'the SET is not a string' };
+        continue;
+      }
+      try {
+        const set = await this.deps.verifier.verify(jwt);
+        const result = this.deps.sink.apply(set, 'poll');
+        this.deps.metrics.events.labels(result).inc();
+        if (set.kind === 'lifecycle' && result !== 'duplicate') this.deps.sink.publish(set.change).catch(() => undefined);
+        this.acks.push(jti);
+      } catch (err) {
+        this.deps.metrics.events.labels('rejected').inc();
+        const e = err instanceof SetRejected ? err : new SetRejected('invalid_request', 'the SET could not be processed');
+        this.errs[jti] = { err: e.err, description: e.message };
+      }
+    }
+    return parsed.more;
+  }
+
+  stop(): void {
+    this.stopped = true;
+    if (this.timer !== null) clearTimeout(this.timer);
+    this.abort?.abort();
+  }
+}
+
+async function readLimited(body: AsyncIterable<Buffer>, limit: number): Promise<string> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of body) {
+    size += chunk.length;
+    if (size > limit) throw new Error('poll response too large');
+    chunks.push(chunk);
+  }
+  return Buffer.concat(chunks).toString('utf8');
+}
+
+function parsePollResponse(text: string): { sets: Record<string, unknown>; more: boolean } {
+  const body = JSON.parse(text) as unknown;
+  if (body === null || typeof body !== 'object' || Array.isArray(body)) throw new Error('poll response is not an object');
+  const { sets, moreAvailable } = body as Record<string, unknown>;
+  if (sets !== undefined && (sets === null || typeof sets !== 'object' || Array.isArray(sets))) throw new Error('poll response sets is not an object');
+  return { sets: (sets ?? {}) as Record<string, unknown>, more: moreAvailable === true };
+}
