@@ -2,6 +2,7 @@
  * The `parameters` and `authority` pipeline stages. Both are synchronous and do no I/O: the body
  * was already read (bounded) by the runner, and everything else they need is on the context.
  */
+import { HIGH_CONSEQUENCE } from '../config/compile.js';
 import type { Config } from '../config/schema.js';
 import { Denial, DENIALS } from '../errors.js';
 import { pathSegments } from '../http/path.js';
@@ -119,6 +120,24 @@ export function authorizeAction(
 export function createAuthorityStage(deps: { config: Config }): Stage {
   const origin = new URL(deps.config.public_base_url).origin;
   return (ctx: RequestContext): void => {
+    const cls = ctx.route?.actionClass ?? null;
+    if (cls !== null && HIGH_CONSEQUENCE.has(cls)) highConsequence(ctx);
     authorizeAction(ctx, origin, ctx.action, ctx.params ?? EMPTY_PARAMS);
   };
+}
+
+/**
+ * High-consequence classes (mission-contracts section 4: irreversible_action, external_commitment,
+ * privileged_administration) need state fresh from the authority, not a cached or event-fed copy,
+ * and a single-use permit: the decision is bound to one DPoP proof, whose `jti` the replay store
+ * accepts once, so the permitted request cannot be replayed. A Bearer request (no proof) could be
+ * repeated indistinguishably, so it is refused.
+ */
+function highConsequence(ctx: RequestContext): void {
+  if (ctx.mission === null || ctx.mission.source !== 'fresh') {
+    throw new Denial('state_unavailable', { description: 'a high-consequence action needs Mission state fresh from the authority', retryAfter: 1 });
+  }
+  if (ctx.proof === null) {
+    throw new Denial('dpop_invalid', { description: 'a high-consequence action needs a DPoP proof' });
+  }
 }

@@ -15,6 +15,7 @@ const config = configSchema.parse({
   routes: [
     { match: { method: 'POST', path: '/payments' }, action: 'payments.create', params: { amount: { body: '/amount' }, currency: { body: '/currency' } } },
     { match: { path: '/files/**' }, action: 'files.read' },
+    { match: { method: 'POST', path: '/wire' }, action: 'payments.create', action_class: 'irreversible_action' },
   ],
 });
 const routes = compileRoutes(config);
@@ -128,6 +129,29 @@ describe('authority stage (SPEC §4, §5)', () => {
 
   it('no action denies', () => {
     expect(denial(() => authority(ctx({ action: null })))?.code).toBe('out_of_authority');
+  });
+
+  describe('mission-contracts §4 high-consequence classes: fresh state, single-use (DPoP-bound) permit', () => {
+    const proof = { jkt: 'k', jti: 'p1', iat: 0 };
+    const wire = (over: Partial<RequestContext>): RequestContext => ctx({ route: routes[2]!, path: '/wire', params: { amount: '1', currency: 'USD' }, proof, ...over });
+    it('fresh state and a proof: decided normally', () => {
+      expect(denial(() => authority(wire({ mission: mission({ source: 'fresh' }) })))).toBeNull();
+      expect(denial(() => authority(wire({ mission: mission({ source: 'fresh' }), params: { amount: '501', currency: 'USD' } })))?.code).toBe('parameter_violation');
+    });
+    it('cached or event-fed state is not enough', () => {
+      for (const source of ['cached', 'event'] as const) {
+        const d = denial(() => authority(wire({ mission: mission({ source }) })));
+        expect(d?.code).toBe('state_unavailable');
+        expect(d?.retryAfter).toBe(1);
+      }
+      expect(denial(() => authority(wire({ mission: null })))?.code).toBe('state_unavailable');
+    });
+    it('no DPoP proof (Bearer): refused', () => {
+      expect(denial(() => authority(wire({ mission: mission({ source: 'fresh' }), proof: null })))?.code).toBe('dpop_invalid');
+    });
+    it('other classes accept cached state', () => {
+      expect(denial(() => authority(ctx({ params: { amount: '1', currency: 'USD' }, proof: null })))).toBeNull();
+    });
   });
 
   describe('mission-contracts §7 authority_hash: recomputed over the full Status set', () => {
