@@ -3,7 +3,6 @@
  * Status at the development authority), with Bearer tokens minted by the authority
  * (dpop.required: false) so each test states only what it is about.
  */
-import { createHash } from 'node:crypto';
 import { mkdtempSync } from 'node:fs';
 import { createServer, type IncomingMessage, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -251,6 +250,104 @@ describe('SPEC section 5 on the MCP path: bodies', () => {
     expect(bad.status).toBe(400);
     expect(await bad.json()).toMatchObject({ denial_reason: 'parameter_unparseable' });
     expect(up.seen).toHaveLength(0);
-    expect(createHash('sha256').update('x').digest('hex')).toHaveLength(64);
+  });
+});
+
+describe('SPEC section 6 and 7: streams the gateway looks into', () => {
+  async function tokenFor(s: Setup): Promise<string> {
+    const id = await mission(s, [{ type: 'mission_resource_access', resource: s.mcpUrl, actions: ['invoices.read'] }]);
+    return s.dev.issueAccessToken({ missionId: id, resource: s.mcpUrl });
+  }
+  const listAnswer = (id: number) => ({ jsonrpc: '2.0', id, result: { tools: [{ name: 'get_invoice' }, { name: 'send_email' }] } });
+
+  it('a resumed GET stream (Last-Event-ID) replaying a tools/list answer is filtered too', async () => {
+    const up = await recorder((req, _b, res) => {
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      res.end(`id: 5\ndata: ${JSON.stringify(listAnswer(3))}\n\n`);
+      expect(req.headers['last-event-id']).toBe('4');
+    });
+    const s = await setup({ upstream: up.url });
+    const token = await tokenFor(s);
+    const res = await fetch(s.mcpUrl, { headers: { authorization: `Bearer ${token}`, accept: 'text/event-stream', 'last-event-id': '4', 'mcp-session-id': 'x' } });
+    const text = await res.text();
+    expect(text).toContain('get_invoice');
+    expect(text).not.toContain('send_email');
+    expect(await eventually(() => s.gw.evidence().find((r) => r['method'] === 'GET'))).toMatchObject({ decision: 'permit', upstream_status: 200 });
+  });
+
+  it('progress notifications flow unbuffered while the gateway rewrites the same stream (batch with tools/list)', async () => {
+    const s = await setup({ json: false });
+    const id = await mission(s, [{ type: 'mission_resource_access', resource: s.mcpUrl, actions: ['export_report'] }]);
+    const token = await s.dev.issueAccessToken({ missionId: id, resource: s.mcpUrl });
+    const sh = await initialize(s.mcpUrl, token);
+    const started = Date.now();
+    const res = await post(
+      s.mcpUrl,
+      token,
+      [
+        { jsonrpc: '2.0', id: 1, method: 'tools/list' },
+        { jsonrpc: '2.0', id: 2, method: 'tools/call', params: { name: 'export_report', arguments: { steps: 3, delay_ms: 300 }, _meta: { progressToken: 'p1' } } },
+      ],
+      sh,
+    );
+    expect(res.headers.get('content-type')).toContain('text/event-stream');
+    const reader = res.body!.getReader();
+    const seen: { at: number; text: string }[] = [];
+    let buf = '';
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      buf += Buffer.from(value).toString();
+      let i: number;
+      while ((i = buf.indexOf('\n\n')) !== -1) {
+        seen.push({ at: Date.now() - started, text: buf.slice(0, i) });
+        buf = buf.slice(i + 2);
+      }
+    }
+    const progress = seen.filter((e) => e.text.includes('notifications/progress'));
+    const result = seen.find((e) => e.text.includes('"id":2'))!;
+    expect(progress).toHaveLength(3);
+    expect(result.at - progress[0]!.at).toBeGreaterThan(400);
+    const list = seen.find((e) => e.text.includes('"id":1'))!;
+    expect(list.text).toContain('export_report');
+    expect(list.text).not.toContain('pay_invoice');
+  });
+
+  it('no upstream headers within upstream.timeout_s: 504 gateway_timeout', async () => {
+    const up = await recorder(() => {});
+    const s = await setup({ upstream: up.url });
+    const token = await tokenFor(s);
+    const res = await post(s.mcpUrl, token, { jsonrpc: '2.0', id: 1, method: 'tools/list' });
+    expect(res.status).toBe(504);
+    expect(await res.json()).toMatchObject({ error: 'gateway_timeout', denial_reason: null });
+  });
+
+  it('a client that goes away mid-stream aborts the upstream request', async () => {
+    let upstreamClosed = false;
+    const up = await recorder((req, _b, res) => {
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      res.write(`data: ${JSON.stringify(listAnswer(1))}\n\n`);
+      const t = setInterval(() => res.write(': keepalive\n\n'), 50);
+      res.on('close', () => {
+        clearInterval(t);
+        upstreamClosed = true;
+      });
+      void req;
+    });
+    const s = await setup({ upstream: up.url });
+    const token = await tokenFor(s);
+    const abort = new AbortController();
+    const res = await fetch(s.mcpUrl, {
+      method: 'POST',
+      signal: abort.signal,
+      headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json', accept: 'application/json, text/event-stream' },
+      body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/list' }),
+    });
+    const reader = res.body!.getReader();
+    const first = Buffer.from((await reader.read()).value!).toString();
+    expect(first).toContain('get_invoice');
+    expect(first).not.toContain('send_email');
+    abort.abort();
+    await eventually(() => upstreamClosed, 3000);
   });
 });
