@@ -109,7 +109,7 @@ interface Frame {
 }
 
 /**
- * Scans syntactically valid JSON text: throws JsonStrictError on a duplicate key in an object a
+ * Scans JSON text that JSON.parse accepted: throws JsonStrictError on a duplicate key in an object a
  * watched pointer runs through, or on a number that is not exact at a watched pointer. `watch` are
  * parsed pointers; 'all' checks every object and number (MCP `arguments`, all of which are
  * parameters). Members off the watched paths cannot change the decision, so they are not checked.
@@ -124,6 +124,7 @@ export function scanJson(text: string, watch: readonly (readonly string[])[] | '
       // String: jump to the next quote not escaped by an odd run of backslashes.
       let j = text.indexOf('"', i + 1);
       for (;;) {
+        if (j === -1) throw new JsonStrictError('unterminated string'); // only on text JSON.parse rejects
         let k = j - 1;
         while (text.charCodeAt(k) === 0x5c) k--;
         if ((j - 1 - k) % 2 === 0) break;

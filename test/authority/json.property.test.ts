@@ -64,3 +64,13 @@ describe('strict JSON scan (fast-check)', () => {
     );
   });
 });
+
+describe('strict JSON scan on text JSON.parse would reject', () => {
+  it('terminates with an error on an unterminated string', () => {
+    expect(() => scanJson('{"a":"x', 'all')).toThrow(JsonStrictError);
+    expect(() => scanJson('{"a\\"', 'all')).toThrow(JsonStrictError);
+  });
+  it('numberIsExact rejects non-finite literals', () => {
+    expect(numberIsExact('1e999')).toBe(false);
+  });
+});
