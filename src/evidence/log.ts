@@ -150,7 +150,7 @@ export class EvidenceLog implements EvidenceSink {
     const log = new EvidenceLog(opts, key);
     if (opts.sink === 'stdout' || opts.sink === 'stderr') {
       const s = opts.sink === 'stdout' ? process.stdout : process.stderr;
-      s.on('error', (err: Error) => log.fail(err, true));
+      s.on('error', (err: Error) => log.fail(err));
       log.stream = s;
       opts.metrics.evidenceHealthy.set(1);
     } else {
@@ -204,12 +204,18 @@ export class EvidenceLog implements EvidenceSink {
       return;
     }
     let chunk = '';
+    let lines = 0;
     for (const r of batch) {
       const line = this.line(r);
-      if (line !== null) chunk += line + '\n';
+      if (line === null) continue;
+      chunk += line + '\n';
+      lines++;
     }
-    if (chunk.length === 0) return;
-    const ok = stream.write(chunk);
+    if (lines === 0) return;
+    // The callback sees this chunk's fate: records lost to a failed write are counted here.
+    const ok = stream.write(chunk, (err) => {
+      if (err) this.opts.metrics.evidenceFailures.inc(lines);
+    });
     if (!ok && stream.writableLength > this.maxPending && !this.congested) {
       this.congested = true;
       this.opts.metrics.evidenceHealthy.set(0);
@@ -252,7 +258,7 @@ export class EvidenceLog implements EvidenceSink {
       }
       const file = createWriteStream(path, { flags: 'a' });
       await once(file, 'open');
-      file.on('error', (err) => this.fail(err, true));
+      file.on('error', (err) => this.fail(err));
       if (this.closed) {
         file.destroy();
         return;
@@ -265,16 +271,15 @@ export class EvidenceLog implements EvidenceSink {
       this.failed = false;
       this.opts.metrics.evidenceHealthy.set(this.congested ? 0 : 1);
     } catch (err) {
-      this.fail(err as Error, false);
+      this.fail(err as Error);
     }
   }
 
-  /** `lostWrite`: a write was in flight (counted as a failed record); false for a failed (re)open. */
-  private fail(err: Error, lostWrite: boolean): void {
+  /** The sink failed (a write error, or a failed (re)open). Lost records are counted where they are lost. */
+  private fail(err: Error): void {
     const first = !this.failed;
     this.failed = true;
     this.opts.metrics.evidenceHealthy.set(0);
-    if (lostWrite) this.opts.metrics.evidenceFailures.inc();
     if (first) this.opts.logger.error({ err: err.message, sink: this.opts.sink }, 'evidence sink cannot be written; denying requests until it recovers');
     if (this.file !== null) {
       this.file.destroy();

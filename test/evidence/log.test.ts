@@ -282,9 +282,13 @@ describe('fail closed when evidence cannot be written (SPEC §2 /readyz, §9)', 
     const log = await EvidenceLog.open({ sink: '/dev/full', metrics, logger, retryMs: 60_000 });
     expect(log.healthy()).toBe(true);
     log.write(record(1));
+    log.write(record(2));
+    log.write(record(3));
     await vi.waitFor(() => expect(log.healthy()).toBe(false), { timeout: 2000, interval: 5 });
     expect(await gauge()).toBe(0);
-    expect(await failures()).toBeGreaterThanOrEqual(1);
+    await vi.waitFor(async () => expect(await failures()).toBe(3), { timeout: 2000, interval: 5 });
+    log.write(record(4));
+    expect(await failures()).toBe(4);
     await log.close();
   });
 });
