@@ -18,6 +18,7 @@ import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { ClientCredentialsProvider } from '@modelcontextprotocol/sdk/client/auth-extensions.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import * as oidc from 'openid-client';
+// @ts-expect-error oidc-provider ships no type declarations
 import Provider from 'oidc-provider';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { DevAuthority } from '../../src/dev-authority/index.js';
@@ -143,10 +144,10 @@ describe('interop: stock MCP SDK client, its own OAuth flow, a real oidc-provide
     expect(over).toMatchObject({ isError: true, structuredContent: { ok: false, denial_reason: 'parameter_violation' } });
     expect(s.upstream.calls.filter((c) => c['tool'] === 'pay_invoice')).toHaveLength(1);
 
-    const records = await eventually(() => {
+    const records = (await eventually(() => {
       const r = s.gw.evidence().filter((x) => x['tool'] === 'pay_invoice');
       return r.length === 2 ? r : null;
-    });
+    }))!;
     expect(records.map((r) => [r['decision'], r['denial_reason'], r['client_id']])).toEqual([
       ['permit', null, 'agent_1'],
       ['deny', 'parameter_violation', 'agent_1'],
@@ -193,7 +194,7 @@ describe('interop: openid-client 6 as a DPoP client handling use_dpop_nonce itse
       expect(s.upstream.calls.map((c) => c['tool'])).toEqual(['get_invoice']);
       const nonceDenials = s.gw.evidence().filter((r) => r['denial_reason'] === 'dpop_nonce_required');
       expect(nonceDenials.length).toBeGreaterThanOrEqual(1);
-      const permit = await eventually(() => s.gw.evidence().find((r) => r['tool'] === 'get_invoice'));
+      const permit = (await eventually(() => s.gw.evidence().find((r) => r['tool'] === 'get_invoice')))!;
       expect(permit['jkt']).toMatch(/^[A-Za-z0-9_-]{43}$/);
     });
   }
