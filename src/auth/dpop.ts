@@ -4,8 +4,8 @@
  * `verifyDpopProof` performs every step of RFC 9449 section 4.3 (the numbers below are its list),
  * plus `jti` single use (section 11.1). The cheap checks run before the signature so a junk proof
  * costs no signature verification; the `jti` is claimed last, so only a fully valid proof takes
- * a replay-store entry. The proof key is imported once per RFC 7638 thumbprint (bounded LRU):
- * `createPublicKey` from a JWK is much dearer than the verification itself.
+ * a replay-store entry. A client's proof header (and so its key) is validated and imported once
+ * (ProofKeyCache): `createPublicKey` from a JWK is much dearer than the verification itself.
  */
 import { createPublicKey, type KeyObject } from 'node:crypto';
 import { LRUCache } from 'lru-cache';
@@ -13,8 +13,25 @@ import type { Config } from '../config/schema.js';
 import { Denial } from '../errors.js';
 import { normalizePath, PathError } from '../http/path.js';
 import type { Metrics } from '../observability/metrics.js';
-import type { DpopProof, RequestContext, Stage } from '../pipeline/context.js';
-import { ASYMMETRIC_ALGS, JwsError, keyFitsAlg, numericDate, nowSeconds, parseCompact, publicJwkCore, sha256b64u, systemClock, thumbprintOf, typIs, verifySignature, type Clock } from './jws.js';
+import type { AccessToken, DpopProof, RequestContext, Stage } from '../pipeline/context.js';
+import {
+  ASYMMETRIC_ALGS,
+  decodeHeader,
+  decodePayload,
+  decodeSignature,
+  JwsError,
+  keyFitsAlg,
+  numericDate,
+  nowSeconds,
+  publicJwkCore,
+  sha256b64u,
+  splitCompact,
+  systemClock,
+  thumbprintOf,
+  typIs,
+  verifySignature,
+  type Clock,
+} from './jws.js';
 import type { NonceIssuer } from './nonce.js';
 import type { ReplayStore } from './types.js';
 
@@ -68,6 +85,8 @@ export interface VerifyDpopOptions {
   readonly htu: string;
   /** The access token presented with the proof: `ath` must be its hash. Absent at a token endpoint (no `ath`). */
   readonly accessToken?: string | null;
+  /** base64url(SHA-256(accessToken)) when the caller has it already. */
+  readonly accessTokenHash?: string;
   /** `cnf.jkt` the proof key must match; null/undefined: any key. */
   readonly expectedJkt?: string | null;
   /** Server nonces; when set, the proof must carry a current one (else dpop_nonce_required). */
@@ -82,20 +101,34 @@ export interface VerifyDpopOptions {
   readonly keyCache?: ProofKeyCache;
 }
 
-/** Bounded cache of imported proof keys, by RFC 7638 thumbprint. */
+/** What a proof's protected header establishes, once its segment has been validated. */
+interface ProofHeader {
+  readonly alg: string;
+  readonly jkt: string;
+  readonly key: KeyObject;
+}
+
+/**
+ * Bounded cache of validated proof headers, keyed by the exact base64url header segment. A client
+ * signs every proof with the same header (`typ`, `alg`, `jwk`), so after its first request the
+ * header is neither decoded nor parsed, the thumbprint is not recomputed and the key is not
+ * imported (`createPublicKey` from a JWK costs more than the verification itself). The segment is
+ * the signed bytes themselves, so equal segments mean equal headers; only headers that passed every
+ * check are cached, and each proof's signature is still verified.
+ */
 export class ProofKeyCache {
-  private readonly lru: LRUCache<string, KeyObject>;
+  private readonly lru: LRUCache<string, ProofHeader>;
   constructor(max = 10_000, onEvict?: () => void) {
-    this.lru = new LRUCache<string, KeyObject>({
+    this.lru = new LRUCache<string, ProofHeader>({
       max,
-      ...(onEvict ? { dispose: (_v: KeyObject, _k: string, reason: LRUCache.DisposeReason) => reason === 'evict' && onEvict() } : {}),
+      ...(onEvict ? { dispose: (_v: ProofHeader, _k: string, reason: LRUCache.DisposeReason) => reason === 'evict' && onEvict() } : {}),
     });
   }
-  get(jkt: string): KeyObject | undefined {
-    return this.lru.get(jkt);
+  get(segment: string): ProofHeader | undefined {
+    return this.lru.get(segment);
   }
-  set(jkt: string, key: KeyObject): void {
-    this.lru.set(jkt, key);
+  set(segment: string, header: ProofHeader): void {
+    this.lru.set(segment, header);
   }
 }
 
@@ -106,29 +139,55 @@ function invalid(why: string): never {
   throw new Denial('dpop_invalid', { cause: new Error(why) });
 }
 
+/** RFC 9449 section 4.3 steps 3-5 and 7 on the header, plus key import. */
+function validateHeader(segment: string, allowed: ReadonlySet<string>): ProofHeader {
+  const header = decodeHeader(segment);
+  // Steps 4-5: typ, an asymmetric allowed alg (never none, never HS*).
+  if (!typIs(header.typ, 'dpop+jwt')) invalid('typ');
+  const alg = header.alg;
+  if (typeof alg !== 'string' || !ASYMMETRIC_ALGS.has(alg) || !allowed.has(alg)) invalid('alg');
+  // Steps 3 and 7: a jwk, public (publicJwkCore refuses `d` and the other private members).
+  const core = publicJwkCore(header.jwk);
+  if (core === null) invalid('jwk');
+  let key: KeyObject;
+  try {
+    key = createPublicKey({ key: core.jwk as never, format: 'jwk' });
+  } catch {
+    invalid('jwk import');
+  }
+  if (!keyFitsAlg(alg, key)) invalid('alg does not fit jwk');
+  return { alg, jkt: thumbprintOf(core), key };
+}
+
 /**
  * Verifies a DPoP proof (RFC 9449 section 4.3) and returns its thumbprint, `jti` and `iat`.
  * Throws Denial dpop_invalid, dpop_nonce_required, or replay_store_unavailable. Sync unless the
  * replay store answers asynchronously.
  */
 export function verifyDpopProof(proof: string, o: VerifyDpopOptions): DpopProof | Promise<DpopProof> {
-  // Step 2: a well-formed JWT.
-  let parsed;
+  const allowed = o.algorithms instanceof Set ? (o.algorithms as ReadonlySet<string>) : new Set(o.algorithms as readonly string[]);
+  const cache = o.keyCache ?? defaultKeyCache;
+  let h: ProofHeader;
+  let payload: Record<string, unknown>;
+  let signature: Buffer;
+  let signingInput: string;
   try {
-    parsed = parseCompact(proof, MAX_PROOF_BYTES);
+    // Step 2: a well-formed JWT.
+    const seg = splitCompact(proof, MAX_PROOF_BYTES);
+    signingInput = seg.signingInput;
+    const cached = cache.get(seg.header);
+    if (cached !== undefined && allowed.has(cached.alg)) {
+      h = cached;
+    } else {
+      h = validateHeader(seg.header, allowed);
+      cache.set(seg.header, h);
+    }
+    payload = decodePayload(seg.payload);
+    signature = decodeSignature(seg.signature);
   } catch (err) {
     if (err instanceof JwsError) invalid(`malformed: ${err.message}`);
     throw err;
   }
-  const { header, payload } = parsed;
-  // Steps 3-5: typ, an asymmetric allowed alg (never none, never HS*).
-  if (!typIs(header.typ, 'dpop+jwt')) invalid('typ');
-  const alg = header.alg;
-  const allowed = o.algorithms instanceof Set ? o.algorithms : new Set(o.algorithms as readonly string[]);
-  if (typeof alg !== 'string' || !ASYMMETRIC_ALGS.has(alg) || !allowed.has(alg)) invalid('alg');
-  // Step 7: a public key, no private member (publicJwkCore refuses `d` and friends).
-  const core = publicJwkCore(header.jwk);
-  if (core === null) invalid('jwk');
   // Step 3: required claims.
   const { jti, htm, htu, iat } = payload;
   if (typeof jti !== 'string' || jti.length === 0 || jti.length > 256) invalid('jti');
@@ -143,24 +202,13 @@ export function verifyDpopProof(proof: string, o: VerifyDpopOptions): DpopProof 
   if (iatS > now + o.clockSkewS || iatS < now - o.maxAgeS - o.clockSkewS) invalid('iat window');
   // Step 12: ath binds the proof to the presented access token.
   if (o.accessToken != null) {
-    if (payload.ath !== sha256b64u(o.accessToken)) invalid('ath');
+    if (payload.ath !== (o.accessTokenHash ?? sha256b64u(o.accessToken))) invalid('ath');
   }
   // Step 13: the proof key is the key the token is bound to.
-  const jkt = thumbprintOf(core);
+  const jkt = h.jkt;
   if (o.expectedJkt != null && jkt !== o.expectedJkt) invalid('jkt');
   // Step 6: the signature.
-  const cache = o.keyCache ?? defaultKeyCache;
-  let key = cache.get(jkt);
-  if (key === undefined) {
-    try {
-      key = createPublicKey({ key: core.jwk as never, format: 'jwk' });
-    } catch {
-      invalid('jwk import');
-    }
-    cache.set(jkt, key);
-  }
-  if (!keyFitsAlg(alg, key)) invalid('alg does not fit jwk');
-  if (!verifySignature(alg, key, parsed.signingInput, parsed.signature)) invalid('signature');
+  if (!verifySignature(h.alg, h.key, signingInput, signature)) invalid('signature');
   // Step 10: server nonce.
   if (o.nonces != null && !o.nonces.check(payload.nonce)) {
     throw new Denial('dpop_nonce_required', { cause: new Error('nonce missing or stale') });
@@ -211,6 +259,9 @@ export function createDpopStage(deps: DpopStageDeps): Stage {
   const algorithms = new Set<string>(config.dpop.algorithms);
   const keyCache = new ProofKeyCache(10_000, () => deps.metrics.cacheEvictions.labels('dpop_keys').inc());
   const required = config.dpop.required;
+  // The token stage hands out the same AccessToken object for every request with that token, so
+  // its `ath` is hashed once.
+  const athOf = new WeakMap<AccessToken, string>();
   const common = { algorithms, maxAgeS: config.dpop.max_age_s, clockSkewS: config.dpop.clock_skew_s, clock: deps.clock ?? systemClock, keyCache, replay, nonces };
 
   const onFailure = (ctx: RequestContext, err: unknown): never => {
@@ -243,7 +294,12 @@ export function createDpopStage(deps: DpopStageDeps): Stage {
     }
     let result: DpopProof | Promise<DpopProof>;
     try {
-      result = verifyDpopProof(creds.proof, { ...common, method: ctx.method, htu: origin + ctx.path, accessToken: token.raw, expectedJkt: token.jkt });
+      let ath = athOf.get(token);
+      if (ath === undefined) {
+        ath = sha256b64u(token.raw);
+        athOf.set(token, ath);
+      }
+      result = verifyDpopProof(creds.proof, { ...common, method: ctx.method, htu: origin + ctx.path, accessToken: token.raw, accessTokenHash: ath, expectedJkt: token.jkt });
     } catch (err) {
       return onFailure(ctx, err);
     }

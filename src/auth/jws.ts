@@ -72,25 +72,55 @@ function decodeJsonObject(seg: string): Record<string, unknown> {
   return value as Record<string, unknown>;
 }
 
-/**
- * Splits and decodes a compact JWS. Does not verify anything cryptographic. Throws JwsError on
- * anything malformed, oversized, nested, `b64: false`, or with a `crit` header (we understand no
- * extension, so RFC 7515 section 4.1.11 requires rejecting it).
- */
-export function parseCompact(compact: string, maxBytes: number = MAX_JWS_BYTES): ParsedJws {
+/** The three segments of a compact JWS, not yet decoded. */
+export interface CompactSegments {
+  readonly header: string;
+  readonly payload: string;
+  readonly signature: string;
+  /** ASCII `header.payload`, the JWS Signing Input. */
+  readonly signingInput: string;
+}
+
+/** Splits a compact JWS into exactly three non-empty segments; throws JwsError otherwise. */
+export function splitCompact(compact: string, maxBytes: number = MAX_JWS_BYTES): CompactSegments {
   if (typeof compact !== 'string' || compact.length > maxBytes) throw new JwsError('oversized or not a string');
   const d1 = compact.indexOf('.');
   const d2 = d1 === -1 ? -1 : compact.indexOf('.', d1 + 1);
   if (d1 <= 0 || d2 === -1 || compact.indexOf('.', d2 + 1) !== -1) throw new JwsError('not a compact JWS');
-  const header = decodeJsonObject(compact.slice(0, d1));
+  if (d2 === d1 + 1 || d2 === compact.length - 1) throw new JwsError('empty segment');
+  return { header: compact.slice(0, d1), payload: compact.slice(d1 + 1, d2), signature: compact.slice(d2 + 1), signingInput: compact.slice(0, d2) };
+}
+
+/**
+ * Decodes a protected header, refusing `crit` (we understand no extension, so RFC 7515 section
+ * 4.1.11 requires rejecting it), `b64` (RFC 7797) and nested JWTs (`cty: JWT`, RFC 8725 section 2.8).
+ */
+export function decodeHeader(seg: string): Record<string, unknown> {
+  const header = decodeJsonObject(seg);
   if (header.crit !== undefined) throw new JwsError('unsupported crit');
   if (header.b64 !== undefined) throw new JwsError('unsupported b64');
   if (typeof header.cty === 'string' && header.cty.toUpperCase() === 'JWT') throw new JwsError('nested JWT');
-  const payload = decodeJsonObject(compact.slice(d1 + 1, d2));
-  const sigSeg = compact.slice(d2 + 1);
-  if (sigSeg.length === 0) throw new JwsError('empty signature');
-  const signature = decodeSegment(sigSeg);
-  return { header, payload, signingInput: compact.slice(0, d2), signature };
+  return header;
+}
+
+/** Decodes a payload that must be a JSON object (RFC 7519 section 7.2 step 10). */
+export function decodePayload(seg: string): Record<string, unknown> {
+  return decodeJsonObject(seg);
+}
+
+export function decodeSignature(seg: string): Buffer {
+  return decodeSegment(seg);
+}
+
+/**
+ * Splits and decodes a compact JWS. Does not verify anything cryptographic. Throws JwsError on
+ * anything malformed, oversized, nested, `b64: false`, or with a `crit` header.
+ */
+export function parseCompact(compact: string, maxBytes: number = MAX_JWS_BYTES): ParsedJws {
+  const seg = splitCompact(compact, maxBytes);
+  const header = decodeHeader(seg.header);
+  const payload = decodePayload(seg.payload);
+  return { header, payload, signingInput: seg.signingInput, signature: decodeSignature(seg.signature) };
 }
 
 /** Asymmetric JWS algorithms this gateway implements (RFC 7518 / RFC 8037 / RFC 9864 `Ed25519`). */
