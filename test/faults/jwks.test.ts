@@ -1,0 +1,101 @@
+/**
+ * SPEC section 5 `keys_unavailable` and the issuer key lifecycle (src/auth/keys.ts): a rotation is
+ * picked up by refetching on an unknown `kid`; tokens signed by the old key keep working while it
+ * stays in the JWKS and stop once it leaves; when the issuer vanishes, known keys keep working
+ * from the last good set and an unknown `kid` is 503 `keys_unavailable`; when it returns, the
+ * gateway recovers without a restart.
+ *
+ * An unknown `kid` refetches at most once per 30 s cooldown (like jose's remote JWKS). The clock
+ * (Date only; real timers) is moved forward past it instead of waiting.
+ */
+import { afterAll, afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import { denialOf, PASS, startFaultTarget, type FaultTarget } from './harness.js';
+
+const COOLDOWN_MS = 30_000;
+
+function kidOf(jwt: string): string {
+  return (JSON.parse(Buffer.from(jwt.split('.')[0]!, 'base64url').toString('utf8')) as { kid: string }).kid;
+}
+
+const skip = (ms: number): void => {
+  vi.setSystemTime(Date.now() + ms);
+};
+
+describe('issuer keys (JWKS) rotating, vanishing and returning', () => {
+  let t: FaultTarget;
+  beforeEach(async () => {
+    // Fake Date before anything captures Date.now, so every party shares the moved clock.
+    vi.useFakeTimers({ toFake: ['Date'], shouldAdvanceTime: true });
+    t = await startFaultTarget({ mission: 'status_timeout_s: 1' });
+    // Let the gateway's start-up key fetch finish.
+    await new Promise((r) => setTimeout(r, 200));
+  });
+  afterEach(async () => {
+    await t?.close();
+    vi.useRealTimers();
+  });
+  afterAll(() => {
+    vi.useRealTimers();
+  });
+
+  it('rotation: a new kid is fetched (after the cooldown); old-key tokens work while the key is published, and fail once it is gone', async () => {
+    const m = await t.mission();
+    const a = m.token;
+    expect((await t.get(a)).status).toBe(200);
+
+    await t.dev.rotateKey();
+    const b = await t.agent.token(t.dev, m.id, 'https://api.example.com');
+    expect(kidOf(b)).not.toBe(kidOf(a));
+    // Inside the cooldown after the start-up fetch the new kid is not fetched yet: 401, not a hang.
+    expect(denialOf(await t.get(b))).toMatchObject({ status: 401, reason: 'token_invalid' });
+
+    skip(COOLDOWN_MS + 1000);
+    const fetches = t.proxy.count('/jwks');
+    expect((await t.get(b)).status).toBe(200);
+    expect(t.proxy.count('/jwks')).toBe(fetches + 1);
+    expect((await t.get(a)).status).toBe(200); // the old key is still in the set
+
+    // The old key leaves the set (the authority stops publishing it); the next fetch drops it.
+    const oldKid = kidOf(a);
+    t.proxy.set('/jwks', { kind: 'rewrite', fn: (body) => JSON.stringify({ keys: (JSON.parse(body) as { keys: { kid: string }[] }).keys.filter((k) => k.kid !== oldKid) }) });
+    await t.dev.rotateKey();
+    const c = await t.agent.token(t.dev, m.id, 'https://api.example.com');
+    skip(COOLDOWN_MS + 1000);
+    expect((await t.get(c)).status).toBe(200);
+    expect(denialOf(await t.get(a))).toMatchObject({ status: 401, error: 'invalid_token', reason: 'token_invalid' });
+    expect((await t.get(b)).status).toBe(200);
+  });
+
+  it('issuer gone: known kid keeps working on last-good keys; unknown kid is 503 keys_unavailable; recovery when it returns', async () => {
+    const m = await t.mission();
+    expect((await t.get(m.token)).status).toBe(200);
+
+    // The JWKS endpoint resets; then the whole issuer refuses connections.
+    t.proxy.set('/jwks', { kind: 'reset' });
+    expect((await t.get(await t.agent.token(t.dev, m.id, 'https://api.example.com'))).status).toBe(200);
+    await t.proxy.down();
+    const sameKid = await t.dev.issueAccessToken({ missionId: m.id, resource: 'https://api.example.com', jkt: t.agent.jkt });
+    expect((await t.get(sameKid)).status).toBe(200);
+
+    // A token signed by the current key but not yet seen (so no verified-token cache entry).
+    const spare = await t.dev.issueAccessToken({ missionId: m.id, resource: 'https://api.example.com', jkt: t.agent.jkt });
+    await t.dev.rotateKey();
+    const newKid = await t.dev.issueAccessToken({ missionId: m.id, resource: 'https://api.example.com', jkt: t.agent.jkt });
+    expect(kidOf(newKid)).not.toBe(kidOf(spare));
+    skip(COOLDOWN_MS + 1000);
+    const denied = await t.get(newKid);
+    expect(denialOf(denied)).toMatchObject({ status: 503, error: 'temporarily_unavailable', reason: 'keys_unavailable' });
+    expect(Number(denialOf(denied).retryAfter)).toBeGreaterThanOrEqual(1);
+    expect(denied.ms).toBeLessThan(6000);
+    // The known kid still verifies from the last good keys (the Mission state is cached and fresh).
+    expect((await t.get(spare)).status).toBe(200);
+    expect((await t.admin('/healthz')).status).toBe(200);
+    expect((await t.admin('/readyz')).json<{ checks: Record<string, boolean> }>().checks['issuer_keys']).toBe(true);
+
+    await t.proxy.up();
+    t.proxy.set('/jwks', PASS);
+    skip(COOLDOWN_MS + 1000);
+    expect((await t.get(newKid)).status).toBe(200);
+    expect((await t.get(sameKid)).status).toBe(200);
+  });
+});
