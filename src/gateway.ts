@@ -181,6 +181,8 @@ export class Gateway {
       const loaded = loadConfigFile(this.file);
       const next = await buildRuntime(loaded.config, this.longLived, this.metrics, this.logger);
       const old = this.runtime;
+      // Keep what events taught the old cache (revocations, seen SET ids) across the reload.
+      next.parts.missionStates.adopt(old.parts.missionStates);
       this.runtime = next;
       next.parts.start();
       this.metrics.configReloads.labels('success').inc();

@@ -300,7 +300,7 @@ export class Pipeline {
     const m = ctx.mission;
     const ref = ctx.missionRef;
     const record: EvidenceRecord = {
-      evidence_id: 'evd_' + ctx.id.slice(4) + (extra === undefined ? '' : `_${String(extra['call_index'] ?? '')}`),
+      evidence_id: 'evd_' + ctx.id.slice(4) + (extra?.['call_index'] === undefined ? '' : `_${String(extra['call_index'])}`),
       decision_id: ctx.id,
       decision,
       denial_reason: reason,
