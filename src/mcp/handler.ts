@@ -32,7 +32,7 @@ import type { MissionReference, MissionView, RequestContext } from '../pipeline/
 import { writeDenial } from '../pipeline/respond.js';
 import type { Handler, Pipeline } from '../pipeline/run.js';
 import { denialResult, type DenialResult } from './denial.js';
-import { idKey, parseMcpBody, type McpBody, type ToolCallMessage } from './jsonrpc.js';
+import { idKey, parseMcpBody, type InvalidCallMessage, type McpBody, type ToolCallMessage } from './jsonrpc.js';
 import { compileToolParams, toolParams, type ToolParamMap } from './params.js';
 import { messageEvent, SseRewriter } from './sse.js';
 import { combinePins, filterListResponse, MissionPins, ObservedTools, type Pins, type Visible } from './tools.js';
@@ -59,7 +59,7 @@ interface Scope {
 }
 
 interface CallState {
-  readonly msg: ToolCallMessage | { readonly kind: 'invalid_call'; readonly index: number; readonly id: string | number; readonly name: string | null };
+  readonly msg: ToolCallMessage | InvalidCallMessage;
   readonly action: string | null;
   readonly args: Record<string, unknown> | null;
   readonly digest: string | null;
@@ -174,25 +174,21 @@ class McpHandler implements Handler {
     const lists = new Map<string, ListFilter>();
     for (const m of parsed.messages) {
       if (m.kind === 'other') continue;
-      let scope: Scope | Denial | null = null;
-      if (m.kind !== 'invalid_call') {
-        const r = this.resolve(ctx, m.metaRef, memo);
-        scope = r instanceof Promise ? await r : r;
-      }
-      if (m.kind === 'list') {
-        lists.set(idKey(m.id), isDenial(scope) || scope === null ? { visible: NONE, pins: combinePins(this.configPins) } : this.listFilter(ctx, scope));
-      } else if (m.kind === 'invalid_call') {
+      if (m.kind === 'invalid_call') {
         const denial = new Denial('parameter_unparseable', { description: 'the tools/call params are not valid' });
         calls.push({ msg: m, action: m.name === null ? null : this.actionOf(m.name), args: null, digest: null, scope: null, denial });
-      } else {
-        const action = this.actionOf(m.name);
-        const digest = parameterDigest(m.args);
-        if (isDenial(scope)) {
-          calls.push({ msg: m, action, args: m.args, digest, scope: null, denial: scope });
-        } else {
-          calls.push({ msg: m, action, args: m.args, digest, scope: scope!, denial: this.decideCall(ctx, m, action, scope!) });
-        }
+        continue;
       }
+      const resolved = this.resolve(ctx, m.metaRef, memo);
+      const scope = resolved instanceof Promise ? await resolved : resolved;
+      if (m.kind === 'list') {
+        lists.set(idKey(m.id), isDenial(scope) ? { visible: NONE, pins: combinePins(this.configPins) } : this.listFilter(ctx, scope));
+        continue;
+      }
+      const action = this.actionOf(m.name);
+      const digest = parameterDigest(m.args);
+      const denial = isDenial(scope) ? scope : this.decideCall(ctx, m, action, scope);
+      calls.push({ msg: m, action, args: m.args, digest, scope: isDenial(scope) ? null : scope, denial });
     }
 
     const answers: DenialResult[] = [];

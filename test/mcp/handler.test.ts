@@ -148,6 +148,15 @@ for (const json of [false, true]) {
       expect(hh.upstreamCalls.filter((c) => c['tool'] !== undefined)).toEqual([]);
     });
 
+    it('a batch of a denied call and a notification: the notification is forwarded (202) and the answer is the denial', async () => {
+      const hh = await harness({ json });
+      const post = await session(hh.url);
+      const res = await post([call(1, 'send_email', { to: 'a', subject: 's', body: 'b' }), { jsonrpc: '2.0', method: 'notifications/roots/list_changed' }]);
+      expect(res.status).toBe(200);
+      const ms = await messages(res);
+      expect(ms).toEqual([expect.objectContaining({ id: 1, result: expect.objectContaining({ isError: true }) })]);
+    });
+
     it('a batch of one permitted call and a notification: forwarded, the answer passes through', async () => {
       const hh = await harness({ json });
       const post = await session(hh.url);
