@@ -254,3 +254,64 @@ export function denialOf(r: RawResponse): { status: number; error: unknown; reas
   const ra = r.headers['retry-after'];
   return { status: r.status, error: body['error'], reason: body['denial_reason'], retryAfter: Array.isArray(ra) ? ra[0] : ra };
 }
+
+/**
+ * A TCP link that can stall: while stalled it holds bytes in both directions and delivers them,
+ * in order, when released (as TCP does across a network stall, or a paused server), so the
+ * protocol on top stays in sync.
+ */
+export class StallableLink {
+  private stalled = false;
+  private readonly held: (() => void)[] = [];
+  private readonly sockets = new Set<import('node:net').Socket>();
+  private constructor(
+    private readonly server: import('node:net').Server,
+    readonly port: number,
+  ) {}
+
+  static async start(targetPort: number): Promise<StallableLink> {
+    const net = await import('node:net');
+    let link: StallableLink | undefined;
+    const server = net.createServer((client) => {
+      const upstream = net.connect({ host: '127.0.0.1', port: targetPort });
+      for (const s of [client, upstream]) {
+        link!.sockets.add(s);
+        s.on('error', () => undefined);
+        s.on('close', () => {
+          link!.sockets.delete(s);
+          client.destroy();
+          upstream.destroy();
+        });
+      }
+      const pipe = (from: import('node:net').Socket, to: import('node:net').Socket): void => {
+        from.on('data', (d: Buffer) => {
+          if (link!.stalled) link!.held.push(() => to.write(d));
+          else to.write(d);
+        });
+      };
+      pipe(client, upstream);
+      pipe(upstream, client);
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    link = new StallableLink(server, (server.address() as AddressInfo).port);
+    return link;
+  }
+
+  get url(): string {
+    return `redis://127.0.0.1:${this.port}`;
+  }
+
+  stall(): void {
+    this.stalled = true;
+  }
+
+  release(): void {
+    this.stalled = false;
+    for (const deliver of this.held.splice(0)) deliver();
+  }
+
+  async close(): Promise<void> {
+    for (const s of this.sockets) s.destroy();
+    await new Promise<void>((r) => this.server.close(() => r()));
+  }
+}
