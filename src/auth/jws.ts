@@ -28,10 +28,17 @@
  *   signatures of the wrong length (ECDSA in IEEE P1363 form, as JWS requires). Size is capped.
  * - Only public asymmetric KeyObjects are ever used, so an HMAC-with-the-public-key confusion is
  *   impossible: no code path computes an HMAC over a token.
- * - KeyObjects imported from a proof's `jwk` are cached by the RFC 7638 thumbprint and imported
- *   from exactly the thumbprint's members, so the cache maps a thumbprint to the one key it
- *   denotes (a second JWK with the same thumbprint is the same key).
- * - The test suite runs the same vectors through jose and through this path (test/auth/jws.test.ts).
+ * - A proof's header is validated once and cached by its exact base64url segment (dpop.ts,
+ *   ProofKeyCache): equal segments are equal signed bytes, so a hit stands for a header that passed
+ *   every check, with its thumbprint and a KeyObject imported from exactly the RFC 7638 members.
+ *   The payload and the signature of every proof are still decoded and verified.
+ * - A verified token is cached by its exact compact string, so a hit is the very token whose
+ *   signature was verified; a hit is dropped as soon as its key leaves the issuer's set.
+ * - Per request that leaves one `crypto.verify` (the proof), a base64url + JSON.parse of the proof
+ *   payload, the `htu` normalization and one replay-store claim: a few microseconds on top of the
+ *   single signature verification.
+ * - The tests run the same inputs through jose and through this path and require the same verdict
+ *   (test/auth/jws.test.ts for signatures, test/auth/token.test.ts for the RFC 9068 profile).
  * - JSON duplicate members resolve to the last one (JSON.parse), which RFC 7515 section 4 allows
  *   and which is what jose does too, so there is no parser differential with the issuer's library.
  */

@@ -53,7 +53,8 @@ interface IssuerState {
   readonly spec: TrustedIssuer;
   readonly tokenIssuer: boolean;
   keys: readonly StoredKey[];
-  byKid: Map<string, StoredKey>;
+  /** Several keys may share a `kid` (e.g. one EC and one RSA key): all are candidates. */
+  byKid: Map<string, StoredKey[]>;
   current: Set<KeyObject>;
   loaded: boolean;
   /** Outcome of the most recent fetch: false while the issuer is unreachable. */
@@ -201,14 +202,12 @@ export class IssuerKeys implements KeyResolver {
 
   /** The key for `kid` (or the only fitting key when there is no `kid`), fitting `alg`; else null. */
   private pick(s: IssuerState, alg: string, kid: string | undefined): KeyObject | null {
-    if (kid !== undefined) {
-      const k = s.byKid.get(kid);
-      return k !== undefined && (k.alg === undefined || k.alg === alg) && keyFitsAlg(alg, k.key) ? k.key : null;
-    }
+    const candidates = kid === undefined ? s.keys : s.byKid.get(kid);
+    if (candidates === undefined) return null;
     let found: KeyObject | null = null;
-    for (const k of s.keys) {
+    for (const k of candidates) {
       if ((k.alg === undefined || k.alg === alg) && keyFitsAlg(alg, k.key)) {
-        if (found !== null) return null; // ambiguous without a kid
+        if (found !== null) return null; // ambiguous: refuse rather than guess
         found = k.key;
       }
     }
@@ -316,7 +315,14 @@ export class IssuerKeys implements KeyResolver {
     const removed = previous.filter((p) => !current.has(p.key)).map((p) => p.key);
     const added = merged.some((k) => !s.current.has(k.key));
     s.keys = merged;
-    s.byKid = new Map(merged.filter((k) => k.kid !== undefined).map((k) => [k.kid!, k]));
+    const byKid = new Map<string, StoredKey[]>();
+    for (const k of merged) {
+      if (k.kid === undefined) continue;
+      const list = byKid.get(k.kid);
+      if (list === undefined) byKid.set(k.kid, [k]);
+      else list.push(k);
+    }
+    s.byKid = byKid;
     s.current = current;
     if (removed.length > 0 || added) {
       s.generation++;

@@ -309,6 +309,15 @@ describe('issuer keys (JWKS)', () => {
     expect(second.keys.ready()).toBe(false);
   });
 
+  it('RFC 7517 §4.5: keys of different types may share a kid; the one fitting alg is used', async () => {
+    const rsa = await makeKey('RS256', 'k1');
+    const { run, keys } = setup();
+    jwks.setKeys(rsa, signing);
+    await keys.start();
+    expect(await outcome(async () => run(await mintToken(signing, issuer)))).toBe('ok');
+    expect(await outcome(async () => run(await mintToken(rsa, issuer)))).toBe('ok');
+  });
+
   it('JWKS entries that are private, symmetric or for encryption are never used', async () => {
     const { run, keys } = setup();
     const priv = await jose.exportJWK(signing.privateKey);
@@ -343,5 +352,51 @@ describe('verifyJwt (reusable)', () => {
     expect(ok.payload.sub).toBe('s');
     expect(await outcome(async () => verifyJwt(await mk(['https://as.example.com', 'x']), opts))).toBe('token_invalid');
     expect(await outcome(async () => verifyJwt(await mk('https://as.example.com'), { ...opts, typ: 'at+jwt' }))).toBe('token_invalid');
+  });
+});
+
+describe('cross-check: the token stage agrees with jose.jwtVerify (RFC 9068 profile)', () => {
+  it('every variant jose accepts the stage accepts, every variant jose rejects the stage rejects', async () => {
+    const { run, keys, config } = setup();
+    await keys.start();
+    const skew = config.token.clock_skew_s;
+    const now = Math.floor(Date.now() / 1000);
+    const other = await makeKey('ES256', 'k1');
+    const variants: Array<[string, Promise<string>]> = [
+      ['valid', mintToken(signing, issuer)],
+      ['typ application/at+jwt', mintToken(signing, issuer, { header: { typ: 'application/at+jwt' } })],
+      ['typ JWT', mintToken(signing, issuer, { header: { typ: 'JWT' } })],
+      ['no typ', mintToken(signing, issuer, { header: { typ: undefined } })],
+      ['aud array', mintToken(signing, issuer, { claims: { aud: ['a', RESOURCE] } })],
+      ['aud other', mintToken(signing, issuer, { claims: { aud: 'https://other' } })],
+      ['expired', mintToken(signing, issuer, { claims: { exp: now - skew - 10 } })],
+      ['exp within skew', mintToken(signing, issuer, { claims: { exp: now - skew + 10 } })],
+      ['nbf future', mintToken(signing, issuer, { claims: { nbf: now + skew + 60 } })],
+      ['nbf within skew', mintToken(signing, issuer, { claims: { nbf: now + skew - 10 } })],
+      ['iat future', mintToken(signing, issuer, { claims: { iat: now + skew + 60 } })],
+      ['iat string', mintToken(signing, issuer, { claims: { iat: String(now) } })],
+      ['wrong issuer', mintToken(signing, 'https://evil.example.com')],
+      ['wrong key', mintToken(other, issuer)],
+      ...['iss', 'exp', 'aud', 'sub', 'client_id', 'iat', 'jti'].map((c): [string, Promise<string>] => [`no ${c}`, mintToken(signing, issuer, { omit: [c] })]),
+    ];
+    const jwksSet = jose.createLocalJWKSet({ keys: jwks.keys });
+    for (const [name, p] of variants) {
+      const t = await p;
+      let viaJose = 'ok';
+      try {
+        await jose.jwtVerify(t, jwksSet, {
+          issuer,
+          audience: RESOURCE,
+          typ: 'at+jwt',
+          algorithms: ['ES256', 'EdDSA', 'RS256', 'PS256'],
+          clockTolerance: skew,
+          maxTokenAge: 86_400,
+          requiredClaims: ['iss', 'exp', 'aud', 'sub', 'client_id', 'iat', 'jti'],
+        });
+      } catch {
+        viaJose = 'token_invalid';
+      }
+      expect([name, await outcome(() => run(t))]).toEqual([name, viaJose]);
+    }
   });
 });
