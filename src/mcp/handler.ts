@@ -91,6 +91,12 @@ function setContentLength(headers: string[], length: number): void {
   headers.push('content-length', String(length));
 }
 
+function dropHeader(headers: string[], name: string): void {
+  for (let i = headers.length - 2; i >= 0; i -= 2) {
+    if (headers[i]!.toLowerCase() === name) headers.splice(i, 2);
+  }
+}
+
 async function readLimited(body: Readable, max: number): Promise<Buffer> {
   const chunks: Buffer[] = [];
   let size = 0;
@@ -390,6 +396,8 @@ class McpHandler implements Handler {
       mission: ctx.token === null ? [] : pipeline.identityHeaders(ctx),
     });
     if (body !== null) setContentLength(headers, body.length);
+    // The answer is read here: ask for it unencoded (a compressed tools/list could not be filtered).
+    dropHeader(headers, 'accept-encoding');
     const decided = performance.now();
     d.metrics.observeDecision(ctx.kind, (decided - ctx.started) / 1000);
 
@@ -431,6 +439,12 @@ class McpHandler implements Handler {
       if (ctx.dpopNonce !== null) out['dpop-nonce'] = ctx.dpopNonce;
       const type = mediaType(rawHeaders);
       const status = r.statusCode;
+      const encoding = rawHeaders['content-encoding'];
+      // An encoded answer cannot be looked into: refuse it rather than pass a list unfiltered.
+      if (encoding !== undefined && encoding !== 'identity') {
+        await r.body.dump().catch(() => {});
+        throw new Error('upstream answer is content-encoded');
+      }
       const ok = status >= 200 && status < 300;
 
       const filterOf = (message: unknown): ListFilter | null => {

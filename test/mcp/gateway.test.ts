@@ -351,3 +351,19 @@ describe('SPEC section 6 and 7: streams the gateway looks into', () => {
     await eventually(() => upstreamClosed, 3000);
   });
 });
+
+describe('SPEC section 7: answers the gateway cannot look into', () => {
+  it('the upstream is asked for an unencoded answer when it must be filtered; an encoded one anyway is 502, never an unfiltered list', async () => {
+    const { gzipSync } = await import('node:zlib');
+    const up = await recorder((_req, _b, res) => {
+      res.writeHead(200, { 'content-type': 'application/json', 'content-encoding': 'gzip' });
+      res.end(gzipSync(JSON.stringify({ jsonrpc: '2.0', id: 1, result: { tools: [{ name: 'send_email' }] } })));
+    });
+    const s = await setup({ upstream: up.url });
+    const id = await mission(s, [{ type: 'mission_resource_access', resource: s.mcpUrl, actions: ['invoices.read'] }]);
+    const token = await s.dev.issueAccessToken({ missionId: id, resource: s.mcpUrl });
+    const res = await post(s.mcpUrl, token, { jsonrpc: '2.0', id: 1, method: 'tools/list' }, { 'accept-encoding': 'gzip' });
+    expect(res.status).toBe(502);
+    expect(up.seen[0]!.headers['accept-encoding']).toBeUndefined();
+  });
+});
