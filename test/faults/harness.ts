@@ -189,19 +189,33 @@ export interface FaultTarget {
  * gateway trusting that issuer. `yaml` is appended to the gateway config (top-level keys such as
  * `replay_store`); `mission` adds keys under `mission:`.
  */
-export async function startFaultTarget(opts: { yaml?: string; mission?: string; dev?: DevAuthorityOptions; folder?: string } = {}): Promise<FaultTarget> {
+export interface FaultTargetOptions {
+  /** Appended to the gateway config (top-level keys). */
+  readonly yaml?: string;
+  /** Added under `mission:`. */
+  readonly mission?: string;
+  readonly dev?: DevAuthorityOptions;
+  readonly folder?: string;
+  /** The upstream's handler (default: echo). */
+  readonly upstream?: Parameters<typeof startEcho>[0];
+  readonly upstreamTimeoutS?: number;
+  /** `evidence.sink` (default: a file in the folder). */
+  readonly evidenceSink?: string;
+}
+
+export async function startFaultTarget(opts: FaultTargetOptions = {}): Promise<FaultTarget> {
   const folder = opts.folder ?? mkdtempSync(join(tmpdir(), 'mgw-fault-'));
   const proxy = await FaultProxy.start();
   const dev = await startDevAuthority({ port: 0, quiet: true, issuer: proxy.url, ...opts.dev });
   proxy.target = `http://127.0.0.1:${dev.port}`;
-  const echo = await startEcho();
+  const echo = await startEcho(opts.upstream);
   const keyFile = await gatewayClientKey(dev, folder);
   const gw = await startGateway(
     `
 public_base_url: ${API}
 resource: ${API}
-upstream: { url: ${echo.url} }
-issuers: [{ issuer: ${proxy.url}, algorithms: [ES256] }]
+upstream: { url: ${echo.url}${opts.upstreamTimeoutS === undefined ? '' : `, timeout_s: ${opts.upstreamTimeoutS}`} }
+issuers: [{ issuer: ${proxy.url}, algorithms: [ES256] }]${opts.evidenceSink === undefined ? '' : `\nevidence: { sink: ${JSON.stringify(opts.evidenceSink)} }`}
 mission:
   client: { client_id: gw-api, private_key_file: ${keyFile} }
 ${(opts.mission ?? '').replace(/^/gm, '  ')}
