@@ -454,9 +454,21 @@ class McpHandler implements Handler {
         if (typeof id !== 'string' && typeof id !== 'number') return null;
         return lists.get(idKey(id)) ?? null;
       };
-      const rewrite = (message: unknown): unknown => {
+      const rewriteOne = (message: unknown): unknown => {
         const f = filterOf(message);
         return f === null ? undefined : filterListResponse(message, f.visible, f.pins, this.observed);
+      };
+      // An SSE event may carry a JSON-RPC batch (protocol 2025-03-26).
+      const rewrite = (message: unknown): unknown => {
+        if (!Array.isArray(message)) return rewriteOne(message);
+        let changed = false;
+        const next = message.map((m) => {
+          const r = rewriteOne(m);
+          if (r === undefined) return m;
+          changed = true;
+          return r;
+        });
+        return changed ? next : undefined;
       };
 
       if (ok && answers.length > 0 && (status === 202 || r.headers['content-length'] === '0')) {
@@ -477,7 +489,7 @@ class McpHandler implements Handler {
             : new SseRewriter(
                 (m) => {
                   const replaced = rewrite(m);
-                  if (pendingLists > 0 && filterOf(m) !== null && isResponse(m)) pendingLists--;
+                  for (const x of Array.isArray(m) ? m : [m]) if (pendingLists > 0 && filterOf(x) !== null && isResponse(x)) pendingLists--;
                   return replaced;
                 },
                 () => pendingLists !== 0,

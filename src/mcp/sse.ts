@@ -73,11 +73,13 @@ export interface SseEvent {
 
 const LINE = /\r\n|\r|\n/;
 
-/** Parses one complete event (as released by SseSplitter). */
+/** Parses one complete event (as released by SseSplitter). `type` is informational. */
 export function parseEvent(raw: Buffer): SseEvent {
   const lines = raw.toString('utf8').split(LINE);
   // The split leaves two empty strings for the blank-line terminator.
   while (lines.length > 0 && lines[lines.length - 1] === '') lines.pop();
+  // A client strips a byte order mark before the first field; so must we, or it would hide a data line.
+  if (lines[0] !== undefined && lines[0].charCodeAt(0) === 0xfeff) lines[0] = lines[0].slice(1);
   let type = 'message';
   let data: string[] | null = null;
   for (const line of lines) {
@@ -141,7 +143,8 @@ export class SseRewriter {
   private one(raw: Buffer): Buffer {
     if (!this.active()) return raw;
     const event = parseEvent(raw);
-    if (event.type !== 'message' || event.data === null) return raw;
+    // Every event type is looked at: a client may act on more than `message` events.
+    if (event.data === null) return raw;
     const c = event.data.charCodeAt(0);
     if (c !== 0x7b && c !== 0x5b) return raw;
     let message: unknown;

@@ -367,3 +367,22 @@ describe('SPEC section 7: answers the gateway cannot look into', () => {
     expect(up.seen[0]!.headers['accept-encoding']).toBeUndefined();
   });
 });
+
+describe('SPEC section 7: tools/list answers hidden in unusual SSE shapes are still filtered', () => {
+  it('a batched answer in one event, a leading BOM, a custom event type', async () => {
+    const answer = (id: number) => ({ jsonrpc: '2.0', id, result: { tools: [{ name: 'get_invoice' }, { name: 'send_email' }] } });
+    const up = await recorder((_req, _b, res) => {
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      res.write(`\ufeffdata: ${JSON.stringify(answer(1))}\n\n`);
+      res.write(`data: ${JSON.stringify([answer(2)])}\n\n`);
+      res.end(`event: custom\ndata: ${JSON.stringify(answer(3))}\n\n`);
+    });
+    const s = await setup({ upstream: up.url });
+    const id = await mission(s, [{ type: 'mission_resource_access', resource: s.mcpUrl, actions: ['invoices.read'] }]);
+    const token = await s.dev.issueAccessToken({ missionId: id, resource: s.mcpUrl });
+    const res = await post(s.mcpUrl, token, [1, 2, 3].map((i) => ({ jsonrpc: '2.0', id: i, method: 'tools/list' })));
+    const text = await res.text();
+    expect(text.match(/get_invoice/g)).toHaveLength(3);
+    expect(text).not.toContain('send_email');
+  });
+});

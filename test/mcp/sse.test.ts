@@ -73,7 +73,11 @@ describe('WHATWG server-sent events: parsing and rewriting', () => {
     expect(b.toString()).toBe('id: 1\ndata: {"jsonrpc":"2.0","id":1,"result":{"tools":[]}}\n\n');
   });
 
-  it('skips parsing when inactive and leaves non-JSON or non-message events alone', () => {
+  it('reads a data line behind a leading byte order mark, as a client would', () => {
+    expect(parseEvent(Buffer.from('\ufeffdata: {"id":1}\n\n')).data).toBe('{"id":1}');
+  });
+
+  it('skips parsing when inactive and leaves events without JSON data alone', () => {
     let calls = 0;
     const r = new SseRewriter(
       () => {
@@ -88,8 +92,9 @@ describe('WHATWG server-sent events: parsing and rewriting', () => {
       calls++;
       return { replaced: true };
     });
-    expect(r2.push(Buffer.from('event: other\ndata: {}\n\ndata: not json\n\ndata: {bad\n\n')).toString()).toBe('event: other\ndata: {}\n\ndata: not json\n\ndata: {bad\n\n');
+    expect(r2.push(Buffer.from(': comment\n\nevent: ping\n\ndata: not json\n\ndata: {bad\n\n')).toString()).toBe(': comment\n\nevent: ping\n\ndata: not json\n\ndata: {bad\n\n');
     expect(calls).toBe(0);
+    expect(r2.push(Buffer.from('event: other\ndata: {}\n\n')).toString()).toBe('event: other\ndata: {"replaced":true}\n\n');
   });
 
   it('encodes a message as a message event', () => {
