@@ -79,6 +79,9 @@ export class Gateway {
         headersTimeout: c.limits.headers_timeout_s * 1000,
         requestTimeout: c.limits.request_timeout_s * 1000,
         keepAliveTimeout: c.limits.keep_alive_timeout_s * 1000,
+        // Node checks these timeouts on this interval (30 s by default): check often enough that
+        // a slowloris connection is cut close to its deadline.
+        connectionsCheckingInterval: Math.min(1000, c.limits.headers_timeout_s * 500),
         requireHostHeader: true,
         joinDuplicateHeaders: false,
       },

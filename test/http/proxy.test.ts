@@ -274,3 +274,78 @@ describe('upstream failures (SPEC §5, after a permit)', () => {
     }
   });
 });
+
+describe('limits that protect the process', () => {
+  it('closes a connection whose request head trickles in past limits.headers_timeout_s (slowloris)', async () => {
+    const echo = await startEcho();
+    const gw = await startGateway(config(echo.url) + '\nlimits: { headers_timeout_s: 1, request_timeout_s: 2 }\n');
+    try {
+      const started = Date.now();
+      const { connect } = await import('node:net');
+      const u = new URL(gw.url);
+      const out = await new Promise<string>((resolve) => {
+        let got = '';
+        const s = connect(Number(u.port), u.hostname, () => s.write('GET /public/a HTTP/1.1\r\nHost: a\r\n'));
+        const drip = setInterval(() => s.writable && s.write('X-Slow: 1\r\n'), 300);
+        s.on('data', (c: Buffer) => (got += c.toString()));
+        s.on('close', () => {
+          clearInterval(drip);
+          resolve(got);
+        });
+        s.on('error', () => undefined);
+      });
+      expect(Date.now() - started).toBeLessThan(5000);
+      expect(out === '' || /^HTTP\/1\.1 408/.test(out)).toBe(true);
+      expect(echo.requests.length).toBe(0);
+    } finally {
+      await gw.close();
+      await echo.close();
+    }
+  });
+
+  it('closes a request whose body trickles in past limits.request_timeout_s', async () => {
+    const echo = await startEcho();
+    const gw = await startGateway(config(echo.url) + '\nlimits: { headers_timeout_s: 1, request_timeout_s: 2 }\n');
+    try {
+      const started = Date.now();
+      const { connect } = await import('node:net');
+      const u = new URL(gw.url);
+      await new Promise<void>((resolve) => {
+        const s = connect(Number(u.port), u.hostname, () => s.write('POST /public/a HTTP/1.1\r\nHost: a\r\nContent-Length: 100000\r\n\r\n'));
+        const drip = setInterval(() => s.writable && s.write('x'), 200);
+        s.on('close', () => {
+          clearInterval(drip);
+          resolve();
+        });
+        s.on('error', () => undefined);
+        s.resume();
+      });
+      expect(Date.now() - started).toBeLessThan(8000);
+    } finally {
+      await gw.close();
+      await echo.close();
+    }
+  });
+
+  it('bounds concurrent upstream connections (upstream.connections)', async () => {
+    let open = 0;
+    let peak = 0;
+    const echo = await startEcho((_req, res) => {
+      open++;
+      peak = Math.max(peak, open);
+      setTimeout(() => {
+        open--;
+        res.end('ok');
+      }, 100);
+    });
+    const gw = await startGateway(config(echo.url).replace('timeout_s: 2', 'timeout_s: 5, connections: 2'));
+    try {
+      const results = await Promise.all(Array.from({ length: 8 }, (_, i) => raw(gw.url, { path: `/public/c${i}` })));
+      expect(results.every((r) => r.status === 200)).toBe(true);
+      expect(peak).toBeLessThanOrEqual(2);
+    } finally {
+      await gw.close();
+      await echo.close();
+    }
+  });
+});
