@@ -8,7 +8,10 @@ import { writeFileSync } from 'node:fs';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
+import { Client } from '@modelcontextprotocol/sdk/client/index.js';
+import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import type * as jose from 'jose';
+import * as oidc from 'openid-client';
 import { startDevAuthority, type DevAuthority } from '../../src/dev-authority/index.js';
 import { startGateway, type TestGateway } from '../helpers/gateway.js';
 // @ts-expect-error plain JS example without types
@@ -51,4 +54,26 @@ export function gatewayClientKey(dev: DevAuthority, folder: string, clientId = '
 /** Starts the whole gateway from YAML (src/parts.ts builds the MCP handler). */
 export async function mcpGateway(yaml: string, folder: string): Promise<TestGateway> {
   return startGateway(yaml, { folder });
+}
+
+/**
+ * The stock SDK client whose requests go through openid-client 6 (a DPoP client): a token from the
+ * authority's token endpoint bound to a fresh key, a proof per request, and a retry on
+ * use_dpop_nonce with the nonce the gateway sent, all done by openid-client.
+ */
+export async function connectWithDpop(authority: string, mcpUrl: string, missionId: string): Promise<{ client: Client; statuses: number[] }> {
+  const config = await oidc.discovery(new URL(authority), 'agent_1', undefined, oidc.None(), { execute: [oidc.allowInsecureRequests] });
+  const DPoP = oidc.getDPoPHandle(config, await oidc.randomDPoPKeyPair('ES256'));
+  const token = await oidc.clientCredentialsGrant(config, { resource: mcpUrl, mission_id: missionId }, { DPoP });
+  if (token.token_type.toLowerCase() !== 'dpop') throw new Error('expected a DPoP-bound token');
+  const statuses: number[] = [];
+  const dpopFetch = async (url: string | URL, init?: RequestInit): Promise<Response> => {
+    const res = await oidc.fetchProtectedResource(config, token.access_token, new URL(url), init?.method ?? 'GET', (init?.body ?? null) as string | null, new Headers(init?.headers), { DPoP });
+    statuses.push(res.status);
+    return res;
+  };
+  const transport = new StreamableHTTPClientTransport(new URL(mcpUrl), { fetch: dpopFetch as typeof fetch });
+  const client = new Client({ name: 'dpop-client', version: '1.0.0' });
+  await client.connect(transport);
+  return { client, statuses };
 }

@@ -17,13 +17,12 @@ import { join } from 'node:path';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { ClientCredentialsProvider } from '@modelcontextprotocol/sdk/client/auth-extensions.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
-import * as oidc from 'openid-client';
 // @ts-expect-error oidc-provider ships no type declarations
 import Provider from 'oidc-provider';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { DevAuthority } from '../../src/dev-authority/index.js';
 import { eventually, type TestGateway } from '../helpers/gateway.js';
-import { devAuthority, example, freePort, gatewayClientKey, mcpGateway, type Example } from './gateway.js';
+import { connectWithDpop, devAuthority, example, freePort, gatewayClientKey, mcpGateway, type Example } from './gateway.js';
 
 const cleanups: (() => Promise<void> | void)[] = [];
 afterEach(async () => {
@@ -158,25 +157,9 @@ describe('interop: stock MCP SDK client, its own OAuth flow, a real oidc-provide
 
 describe('interop: openid-client 6 as a DPoP client handling use_dpop_nonce itself (dpop.required: true, dpop.nonce: true)', () => {
   async function dpopClient(s: Setup) {
-    const config = await oidc.discovery(new URL(s.dev.url), 'agent_1', undefined, oidc.None(), { execute: [oidc.allowInsecureRequests] });
-    const keyPair = await oidc.randomDPoPKeyPair('ES256');
-    const DPoP = oidc.getDPoPHandle(config, keyPair);
-    const token = await oidc.clientCredentialsGrant(config, { resource: s.mcpUrl, mission_id: s.missionId }, { DPoP });
-    expect(token.token_type.toLowerCase()).toBe('dpop');
-    const statuses: number[] = [];
-    // The SDK transport sends its requests through openid-client, which signs a proof for each and
-    // retries once on use_dpop_nonce with the nonce the gateway sent.
-    const dpopFetch = async (url: string | URL, init?: RequestInit): Promise<Response> => {
-      const headers = new Headers(init?.headers);
-      const res = await oidc.fetchProtectedResource(config, token.access_token, new URL(url), init?.method ?? 'GET', (init?.body ?? null) as string | null, headers, { DPoP });
-      statuses.push(res.status);
-      return res;
-    };
-    const transport = new StreamableHTTPClientTransport(new URL(s.mcpUrl), { fetch: dpopFetch as typeof fetch });
-    const client = new Client({ name: 'dpop-interop', version: '1.0.0' });
-    await client.connect(transport);
-    cleanups.push(() => client.close());
-    return { client, statuses, config, token, DPoP };
+    const c = await connectWithDpop(s.dev.url, s.mcpUrl, s.missionId);
+    cleanups.push(() => c.client.close());
+    return c;
   }
 
   for (const json of [false, true]) {
