@@ -58,10 +58,10 @@ describe('docs/mcp.md: config/mcp.yaml protecting the example server', () => {
     await dev.missions.revoke(m.id);
     await expect(client.callTool({ name: 'get_invoice', arguments: { invoice_id: 'inv_1001' } })).rejects.toThrow(/mission_terminated/);
     expect(upstream.calls.map((c) => c['tool'])).toEqual(['get_invoice', 'pay_invoice']);
-    const records = await eventually(() => {
+    const records = (await eventually(() => {
       const r = readFileSync(join(folder, 'evidence-mcp.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
       return r.some((x) => x['denial_reason'] === 'mission_inactive') ? r : null;
-    });
+    }))!;
     expect(records.filter((r) => r['tool'] !== undefined).map((r) => [r['action'], r['decision'], r['denial_reason']])).toEqual([
       ['invoices.read', 'permit', null],
       ['payments.create', 'deny', 'parameter_violation'],
