@@ -51,6 +51,7 @@ interface StoredKey {
 
 interface IssuerState {
   readonly spec: TrustedIssuer;
+  readonly algorithms: ReadonlySet<string>;
   readonly tokenIssuer: boolean;
   keys: readonly StoredKey[];
   /** Several keys may share a `kid` (e.g. one EC and one RSA key): all are candidates. */
@@ -123,6 +124,7 @@ export class IssuerKeys implements KeyResolver {
       }
       this.states.set(spec.issuer, {
         spec,
+        algorithms: new Set(spec.algorithms),
         tokenIssuer,
         keys: [],
         byKid: new Map(),
@@ -181,6 +183,8 @@ export class IssuerKeys implements KeyResolver {
     const s = this.states.get(issuer);
     if (s === undefined) throw new Denial('token_invalid', { cause: new Error('untrusted issuer') });
     const alg = typeof header.alg === 'string' ? header.alg : '';
+    // Only the issuer's configured algorithms ever get a key (RFC 8725 section 3.1).
+    if (!s.algorithms.has(alg)) throw new Denial('token_invalid', { cause: new Error('alg not allowed for issuer') });
     const kid = typeof header.kid === 'string' ? header.kid : undefined;
     const hit = this.pick(s, alg, kid);
     if (hit !== null) return hit;

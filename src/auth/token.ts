@@ -88,6 +88,12 @@ function fail(c: CompiledVerify, why: string): never {
   throw new Denial(c.failWith, { cause: new Error(why) });
 }
 
+/** The resolver's "no such key" becomes the caller's failure code; keys_unavailable stays. */
+function asFailure(c: CompiledVerify, err: unknown): unknown {
+  if (err instanceof Denial && err.code === 'token_invalid' && c.failWith !== 'token_invalid') return new Denial(c.failWith, { cause: err });
+  return err;
+}
+
 export function audienceMatches(aud: unknown, audience: string, exact: boolean): boolean {
   if (typeof aud === 'string') return aud === audience;
   if (!Array.isArray(aud)) return false;
@@ -143,7 +149,17 @@ function verifyCompiled(c: CompiledVerify, compact: string): VerifiedJwt | Promi
   if (typeof iss !== 'string' || (c.issuers !== null && !c.issuers.has(iss))) fail(c, 'untrusted issuer');
   if (c.issuerAlgs !== null && c.issuerAlgs.get(iss)?.has(alg) !== true) fail(c, 'alg not allowed for issuer');
   // Only `alg` and `kid` select the key: `jku`, `x5u`, `jwk`, `x5c` are never read (RFC 8725 section 3.10).
-  const resolved = c.keys.resolve(iss, { alg, kid: header.kid });
+  let resolved: KeyObject | Promise<KeyObject>;
+  try {
+    resolved = c.keys.resolve(iss, { alg, kid: header.kid });
+  } catch (err) {
+    throw asFailure(c, err);
+  }
+  if (resolved instanceof Promise && c.failWith !== 'token_invalid') {
+    resolved = resolved.catch((err: unknown) => {
+      throw asFailure(c, err);
+    });
+  }
   const finish = (key: KeyObject): VerifiedJwt => {
     if (!verifySignature(alg, key, parsed.signingInput, parsed.signature)) fail(c, 'signature');
     checkClaims(c, payload);
@@ -182,6 +198,13 @@ interface CachedToken {
   readonly nbf: number | undefined;
 }
 
+function deepFreeze(value: unknown): void {
+  if (value !== null && typeof value === 'object' && !Object.isFrozen(value)) {
+    Object.freeze(value);
+    for (const v of Object.values(value)) deepFreeze(v);
+  }
+}
+
 const TOKEN_REQUIRED = ['iss', 'exp', 'aud', 'sub', 'client_id', 'iat', 'jti'];
 
 function toAccessToken(raw: string, v: VerifiedJwt): AccessToken {
@@ -195,6 +218,8 @@ function toAccessToken(raw: string, v: VerifiedJwt): AccessToken {
     if (typeof j !== 'string' || j.length === 0) throw new Denial('token_invalid', { cause: new Error('unsupported cnf') });
     jkt = j;
   }
+  // The same object serves every request with this token: nothing downstream may change it.
+  deepFreeze(p);
   return Object.freeze({
     raw,
     issuer: v.issuer,

@@ -336,6 +336,27 @@ describe('issuer keys (JWKS)', () => {
 });
 
 describe('verifyJwt (reusable)', () => {
+  it('failWith replaces token_invalid for every failure, including an unknown kid; the resolver refuses algs outside the issuer list', async () => {
+    const { keys } = setup();
+    await keys.start();
+    const now = Math.floor(Date.now() / 1000);
+    const unknownKid = await makeKey('ES256', 'nope');
+    const t = await new jose.SignJWT({ sub: 's' }).setProtectedHeader({ alg: 'ES256', typ: 'JWT', kid: 'nope' }).setIssuer(issuer).setIssuedAt(now).setExpirationTime(now + 60).sign(unknownKid.privateKey);
+    const opts = { issuer, typ: 'jwt', algorithms: ['ES256'], keys, failWith: 'state_unavailable' as const };
+    expect(await outcome(() => verifyJwt(t, opts))).toBe('state_unavailable');
+    expect(await outcome(() => verifyJwt('junk', opts))).toBe('state_unavailable');
+    expect(await outcome(async () => keys.resolve(issuer, { alg: 'ES512', kid: 'k1' }))).toBe('token_invalid');
+  });
+
+  it('the claims of a verified token are frozen (one object is shared by every request with that token)', async () => {
+    const { run, keys } = setup();
+    await keys.start();
+    const ctx = makeCtx([]);
+    await run(await mintToken(signing, issuer, { jkt: 'abc', claims: { mission: { id: 'm1' } } }), ctx);
+    expect(Object.isFrozen(ctx.token!.claims)).toBe(true);
+    expect(Object.isFrozen(ctx.token!.claims.mission)).toBe(true);
+  });
+
   it('verifies another typ with exact audience (ID-JAG style) and refuses a longer aud array', async () => {
     const { keys } = setup();
     await keys.start();
