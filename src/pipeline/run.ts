@@ -61,8 +61,13 @@ function headerSafe(v: string): string {
   return HEADER_SAFE.test(v) ? v : encodeURIComponent(v);
 }
 
+// decision ids: a random per-process prefix and a counter (unique, cheap; not a secret).
+const ID_PREFIX = 'dec_' + randomBytes(9).toString('base64url');
+let idCounter = 0;
+
 function newId(): string {
-  return 'dec_' + randomBytes(12).toString('base64url');
+  idCounter = (idCounter + 1) % Number.MAX_SAFE_INTEGER;
+  return ID_PREFIX + idCounter.toString(36);
 }
 
 export class Pipeline {
