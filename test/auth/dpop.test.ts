@@ -365,3 +365,31 @@ describe('normalizeHtu', () => {
     }
   });
 });
+
+describe('no secrets in errors (STYLE: generic descriptions, detail without credentials)', () => {
+  it('Denials from every kind of failure never carry the token or the proof in message or cause', async () => {
+    const cases: string[][] = [
+      ['Authorization', `Bearer ${token}`],
+      ['Authorization', `DPoP ${token}`],
+      ['Authorization', `DPoP ${token}x`],
+      await dpopHeaders(token, { htu: 'https://evil.example.com/' }),
+      await dpopHeaders(token, { claims: { ath: 'x' } }),
+      await dpopHeaders(token, {}, await makeKey('ES256')),
+      ['Authorization', `DPoP ${token}`, 'DPoP', 'a.b.c'],
+    ];
+    for (const headers of cases) {
+      let err: unknown;
+      try {
+        await gw.run(headers);
+      } catch (e) {
+        err = e;
+      }
+      expect(err).toBeInstanceOf(Denial);
+      const d = err as Denial;
+      const text = `${d.message} ${String(d.cause)} ${String((d.cause as Error | undefined)?.message)} ${JSON.stringify(d.extra ?? {})}`;
+      const proof = headers[3];
+      expect(text).not.toContain(token.slice(0, 40));
+      if (proof !== undefined && proof.length > 20) expect(text).not.toContain(proof.slice(0, 40));
+    }
+  });
+});
