@@ -148,6 +148,16 @@ for (const json of [false, true]) {
       expect(hh.upstreamCalls.filter((c) => c['tool'] !== undefined)).toEqual([]);
     });
 
+    it('a batch of one allowed and one denied call: one upstream answer (an object, not an array) merged with the denial', async () => {
+      const hh = await harness({ json });
+      const post = await session(hh.url);
+      const res = await post([call(1, 'get_invoice', { invoice_id: 'inv_1001' }), call(2, 'pay_invoice', pay('9999.00'))]);
+      const ms = await messages(res);
+      expect(ms.map((m) => m['id']).sort()).toEqual([1, 2]);
+      expect(ms.find((m) => m['id'] === 2)).toMatchObject({ result: { isError: true } });
+      expect(ms.find((m) => m['id'] === 1)).toMatchObject({ result: { structuredContent: { vendor: 'Acme Paper' } } });
+    });
+
     it('a batch of a denied call and a notification: the notification is forwarded (202) and the answer is the denial', async () => {
       const hh = await harness({ json });
       const post = await session(hh.url);
