@@ -97,7 +97,7 @@ export interface VerifyDpopOptions {
   readonly maxAgeS: number;
   readonly clockSkewS: number;
   readonly clock?: Clock;
-  /** Shared KeyObject cache (by thumbprint); a module-level one is used when absent. */
+  /** Cache of validated proof headers (and their imported keys); a module-level one when absent. */
   readonly keyCache?: ProofKeyCache;
 }
 

@@ -23,6 +23,7 @@ import { systemClock, type Clock } from './jws.js';
 import type { ReplayStore } from './types.js';
 
 const WAYS = 16;
+const MAX_TTL_S = 366 * 86_400;
 
 export interface MemoryReplayStoreOptions {
   readonly maxEntries?: number;
@@ -90,7 +91,10 @@ export class MemoryReplayStore implements ReplayStore {
     const b2 = (Math.imul(lo ^ (hi >>> 7), 0x9e3779b1) >>> 0) % this.buckets * WAYS;
     // Seconds since epoch + 1 so that 0 stays "empty"; a clock before epoch counts as epoch.
     const now = Math.max(0, Math.floor((this.clock() - this.epochMs) / 1000)) + 1;
-    const expiry = now + Math.max(1, Math.ceil(ttlSeconds));
+    // A non-finite ttl would store 0 ("empty") and a huge one would wrap the Uint32: both would
+    // forget the key, so refuse the first and cap the second (one year).
+    if (!Number.isFinite(ttlSeconds)) throw new RangeError('ttl must be a finite number of seconds');
+    const expiry = now + Math.min(MAX_TTL_S, Math.max(1, Math.ceil(ttlSeconds)));
 
     let free1 = -1;
     let live1 = 0;

@@ -26,6 +26,13 @@ describe('MemoryReplayStore (RFC 9449 §11.1 single use)', () => {
     expect(s.claim('k', 10)).toBe(true);
   });
 
+  it('fails closed on a non-finite ttl and caps a huge one instead of wrapping', () => {
+    const s = new MemoryReplayStore({ maxEntries: 1000 });
+    expect(() => s.claim('nan', Number.NaN)).toThrow(RangeError);
+    expect(s.claim('huge', 2 ** 40)).toBe(true);
+    expect(s.claim('huge', 2 ** 40)).toBe(false);
+  });
+
   it('is bounded: past capacity the soonest-expiring entries are evicted and counted', async () => {
     const metrics = newMetrics();
     const s = new MemoryReplayStore({ maxEntries: 1000, metrics });
