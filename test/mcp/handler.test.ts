@@ -356,3 +356,43 @@ describe('SPEC section 4 recipient_domain over a tool whose argument is `to` (mc
     expect(hh.upstreamCalls.filter((c) => c['tool'] === 'send_email').map((c) => c['to'])).toEqual(['cfo@example.com']);
   });
 });
+
+describe('SPEC section 7 batches (property): every request answered exactly once, denied calls never forwarded', () => {
+  it('holds for random batches of allowed calls, denied calls, lists and notifications', async () => {
+    const fc = (await import('fast-check')).default;
+    const hh = await harness({ json: true });
+    const post = await session(hh.url);
+    const kinds = fc.array(fc.constantFrom('read', 'pay_ok', 'pay_over', 'email', 'list', 'note', 'ping'), { minLength: 1, maxLength: 6 });
+    await fc.assert(
+      fc.asyncProperty(kinds, async (ks) => {
+        const before = hh.upstreamCalls.filter((c) => c['tool'] !== undefined).length;
+        const batch = ks.map((k, i) => {
+          const id = i + 1;
+          switch (k) {
+            case 'read':
+              return call(id, 'get_invoice', { invoice_id: 'inv_1001' });
+            case 'pay_ok':
+              return call(id, 'pay_invoice', pay('1.00'));
+            case 'pay_over':
+              return call(id, 'pay_invoice', pay('1000.01'));
+            case 'email':
+              return call(id, 'send_email', { to: 'a@b.example', subject: 's', body: 'b' });
+            case 'list':
+              return { jsonrpc: '2.0', id, method: 'tools/list' };
+            case 'ping':
+              return { jsonrpc: '2.0', id, method: 'ping' };
+            default:
+              return { jsonrpc: '2.0', method: 'notifications/roots/list_changed' };
+          }
+        });
+        const res = await post(batch);
+        const expected = ks.flatMap((k, i) => (k === 'note' ? [] : [i + 1]));
+        const got = res.status === 202 ? [] : (await messages(res)).map((m) => m['id'] as number);
+        expect(got.sort((a, b) => a - b)).toEqual(expected);
+        const forwarded = hh.upstreamCalls.filter((c) => c['tool'] !== undefined).length - before;
+        expect(forwarded).toBe(ks.filter((k) => k === 'read' || k === 'pay_ok').length);
+      }),
+      { numRuns: 25 },
+    );
+  });
+});
