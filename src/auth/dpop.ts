@@ -216,7 +216,8 @@ export function verifyDpopProof(proof: string, o: VerifyDpopOptions): DpopProof 
   const result: DpopProof = { jkt, jti, iat: iatS };
   // Section 11.1: single use per key. The entry lives as long as this proof would be accepted.
   if (o.replay != null) {
-    const ttl = Math.max(1, iatS + o.maxAgeS + o.clockSkewS - now);
+    // `now` is whole seconds (floored): one more second covers the rest of the current one.
+    const ttl = Math.max(1, Math.ceil(iatS + o.maxAgeS + o.clockSkewS - now) + 1);
     let claimed: boolean | Promise<boolean>;
     try {
       claimed = o.replay.claim(`${jkt}:${jti}`, ttl);

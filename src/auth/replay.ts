@@ -94,7 +94,8 @@ export class MemoryReplayStore implements ReplayStore {
     // A non-finite ttl would store 0 ("empty") and a huge one would wrap the Uint32: both would
     // forget the key, so refuse the first and cap the second (one year).
     if (!Number.isFinite(ttlSeconds)) throw new RangeError('ttl must be a finite number of seconds');
-    const expiry = now + Math.min(MAX_TTL_S, Math.max(1, Math.ceil(ttlSeconds)));
+    // One extra second because `now` is whole seconds: the key is kept for at least ttlSeconds.
+    const expiry = now + 1 + Math.min(MAX_TTL_S, Math.max(1, Math.ceil(ttlSeconds)));
 
     let free1 = -1;
     let live1 = 0;

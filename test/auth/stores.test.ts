@@ -26,6 +26,17 @@ describe('MemoryReplayStore (RFC 9449 §11.1 single use)', () => {
     expect(s.claim('k', 10)).toBe(true);
   });
 
+  it('keeps a key for at least ttl seconds even when claimed late in a second', () => {
+    let now = 0;
+    const s = new MemoryReplayStore({ maxEntries: 1000, clock: () => now });
+    now = 10_900;
+    expect(s.claim('late', 10)).toBe(true);
+    now = 20_850; // 9.95 s later: still within the ttl
+    expect(s.claim('late', 10)).toBe(false);
+    now = 40_000;
+    expect(s.claim('late', 10)).toBe(true);
+  });
+
   it('fails closed on a non-finite ttl and caps a huge one instead of wrapping', () => {
     const s = new MemoryReplayStore({ maxEntries: 1000 });
     expect(() => s.claim('nan', Number.NaN)).toThrow(RangeError);
