@@ -278,6 +278,19 @@ describe('RFC 9449 §11.1: replay', () => {
     expect(await code(h)).toBe('dpop_invalid');
   });
 
+  it('a replay at the last instant the proof is still acceptable is refused (fake clock, whole-second edges)', async () => {
+    const T = Math.floor(Date.now() / 1000);
+    let now = T * 1000 + 900;
+    const g = await gateway({}, { clock: () => now, replay: new MemoryReplayStore({ maxEntries: 1000, clock: () => now }) });
+    const h = await dpopHeaders(token, { iat: T });
+    expect(await outcome(() => g.run(h))).toBe('ok');
+    now = (T + 60 + 5) * 1000 + 999; // max_age_s 60 + clock_skew_s 5: the proof's iat is still in the window
+    expect(await outcome(() => g.run(h))).toBe('dpop_invalid');
+    now = (T + 60 + 5 + 1) * 1000; // past the window: refused by iat anyway
+    expect(await outcome(() => g.run(h))).toBe('dpop_invalid');
+    g.close();
+  });
+
   it('replay across keys: jti is scoped by key thumbprint, and a captured proof does not work with another key\'s token', async () => {
     const jti = randomUUID();
     const k2 = await makeKey('ES256');
