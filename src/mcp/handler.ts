@@ -10,32 +10,26 @@
  *     → response: `tools/list` answers filtered (JSON or SSE), the gateway's answers merged in
  *   GET (SSE stream), DELETE (session end) and everything else pass through.
  *
- * The upstream is only read into memory when its answer must be changed: a JSON body that carries a
- * tools/list answer or must be merged with the gateway's answers. SSE is rewritten event by event,
- * so progress notifications flow as they come.
+ * With nothing to change on the way back the pipeline's streaming forwarder carries the request;
+ * otherwise relay.ts does, rewriting only what it must.
  */
-import { once } from 'node:events';
-import { performance } from 'node:perf_hooks';
-import type { Readable } from 'node:stream';
 import { actionVisible } from '../authority/decide.js';
 import { parameterDigest } from '../authority/params.js';
 import { authorityHashMismatch, authorizeAction } from '../authority/stage.js';
 import type { Config } from '../config/schema.js';
 import { Denial, isDenial } from '../errors.js';
 import { readBody } from '../http/body.js';
-import { clientHeaders, upstreamHeaders } from '../http/headers.js';
 import { parseMetaReference, sameMission, trustedMissionIssuers } from '../mission/reference.js';
 import { assertMissionActive, assertMissionJoin } from '../mission/state.js';
 import type { Logger } from '../observability/logger.js';
 import type { Metrics } from '../observability/metrics.js';
 import type { MissionReference, MissionView, RequestContext } from '../pipeline/context.js';
-import { writeDenial } from '../pipeline/respond.js';
 import type { Handler, Pipeline } from '../pipeline/run.js';
 import { denialResult, type DenialResult } from './denial.js';
 import { idKey, parseMcpBody, type InvalidCallMessage, type McpBody, type ToolCallMessage } from './jsonrpc.js';
 import { compileToolParams, toolParams, type ToolParamMap } from './params.js';
-import { messageEvent, SseRewriter } from './sse.js';
-import { combinePins, filterListResponse, MissionPins, ObservedTools, type Pins, type Visible } from './tools.js';
+import { answerDirectly, relay } from './relay.js';
+import { combinePins, ListAnswers, MissionPins, ObservedTools, type ListFilter, type Pins, type Visible } from './tools.js';
 
 /** The part of MissionStates (src/mission/state.ts) this handler uses. */
 export interface MissionLookup {
@@ -48,9 +42,6 @@ export interface McpHandlerDeps {
   readonly metrics: Metrics;
   readonly logger: Logger;
 }
-
-/** Largest upstream JSON answer the gateway will read to filter or merge (fail closed past it). */
-export const MAX_RESPONSE_BYTES = 16 * 1024 * 1024;
 
 /** The Mission one message runs under. */
 interface Scope {
@@ -67,46 +58,7 @@ interface CallState {
   readonly denial: Denial | null;
 }
 
-interface ListFilter {
-  readonly visible: Visible;
-  readonly pins: Pins;
-}
-
 const NONE: Visible = () => false;
-
-function mediaType(headers: Record<string, string | string[] | undefined>): string {
-  const v = headers['content-type'];
-  const s = Array.isArray(v) ? (v[0] ?? '') : (v ?? '');
-  const semi = s.indexOf(';');
-  return (semi === -1 ? s : s.slice(0, semi)).trim().toLowerCase();
-}
-
-function setContentLength(headers: string[], length: number): void {
-  for (let i = 0; i < headers.length; i += 2) {
-    if (headers[i]!.toLowerCase() === 'content-length') {
-      headers[i + 1] = String(length);
-      return;
-    }
-  }
-  headers.push('content-length', String(length));
-}
-
-function dropHeader(headers: string[], name: string): void {
-  for (let i = headers.length - 2; i >= 0; i -= 2) {
-    if (headers[i]!.toLowerCase() === name) headers.splice(i, 2);
-  }
-}
-
-async function readLimited(body: Readable, max: number): Promise<Buffer> {
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const chunk of body as AsyncIterable<Buffer>) {
-    size += chunk.length;
-    if (size > max) throw new Error('upstream answer too large to filter');
-    chunks.push(chunk);
-  }
-  return chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size);
-}
 
 export function createMcpHandler(deps: McpHandlerDeps): Handler {
   return new McpHandler(deps);
@@ -156,7 +108,7 @@ class McpHandler implements Handler {
           if (!recorded) this.recordRequest(ctx, pipeline);
           recorded = true;
         };
-        await this.relay(ctx, pipeline, null, [], false, 'shape', f, record);
+        await relay(ctx, pipeline, { body: null, answers: [], batch: false, lists: new ListAnswers(null, f, this.observed), onOutcome: record }, this.logger);
         record();
         return;
       }
@@ -212,7 +164,7 @@ class McpHandler implements Handler {
 
     const forwardItems = denied === null ? parsed.items : parsed.items.filter((_, i) => !denied.has(i));
     if (forwardItems.length === 0) {
-      this.answer(ctx, pipeline, parsed.batch ? answers : answers[0]);
+      answerDirectly(ctx, pipeline, parsed.batch ? answers : answers[0]);
       return;
     }
 
@@ -242,7 +194,8 @@ class McpHandler implements Handler {
     if (answers.length === 0 && lists.size === 0) {
       await pipeline.forward(ctx, { policy: pipeline.deps.headers.protected, body: forwardBody, record: false });
     } else {
-      await this.relay(ctx, pipeline, forwardBody, answers, parsed.batch, lists, null, record);
+      const listAnswers = lists.size === 0 ? null : new ListAnswers(lists, null, this.observed);
+      await relay(ctx, pipeline, { body: forwardBody, answers, batch: parsed.batch, lists: listAnswers, onOutcome: record }, this.logger);
     }
     record();
   }
@@ -357,222 +310,4 @@ class McpHandler implements Handler {
     pipeline.record(ctx, 'permit', null);
     this.metrics.countDecision('permit', null);
   }
-
-  /** Answers the client without the upstream (every gated message was denied). */
-  private answer(ctx: RequestContext, pipeline: Pipeline, payload: unknown): void {
-    const text = JSON.stringify(payload);
-    const headers: Record<string, string> = {
-      'content-type': 'application/json',
-      'content-length': String(Buffer.byteLength(text)),
-      'mission-decision': ctx.id,
-      'cache-control': 'no-store',
-    };
-    if (ctx.dpopNonce !== null) headers['dpop-nonce'] = ctx.dpopNonce;
-    pipeline.deps.metrics.observeDecision(ctx.kind, (performance.now() - ctx.started) / 1000);
-    ctx.res.writeHead(200, headers);
-    ctx.res.end(text);
-  }
-
-  /**
-   * Sends `body` upstream and relays the answer, filtering tools/list answers (by id, or by shape
-   * for a resumed GET stream) and adding the gateway's answers for denied calls of a batch.
-   */
-  private async relay(
-    ctx: RequestContext,
-    pipeline: Pipeline,
-    body: Buffer | null,
-    answers: readonly DenialResult[],
-    batch: boolean,
-    lists: ReadonlyMap<string, ListFilter> | 'shape',
-    shapeFilter: ListFilter | null,
-    onOutcome: () => void,
-  ): Promise<void> {
-    const d = pipeline.deps;
-    const up = d.upstream;
-    const res = ctx.res;
-    ctx.stage = 'forward';
-    const headers = upstreamHeaders(ctx.req.rawHeaders, ctx.clientIp, d.headers.protected, {
-      decisionId: ctx.id,
-      mission: ctx.token === null ? [] : pipeline.identityHeaders(ctx),
-    });
-    if (body !== null) setContentLength(headers, body.length);
-    // The answer is read here: ask for it unencoded (a compressed tools/list could not be filtered).
-    dropHeader(headers, 'accept-encoding');
-    const decided = performance.now();
-    d.metrics.observeDecision(ctx.kind, (decided - ctx.started) / 1000);
-
-    const abort = new AbortController();
-    const onClose = (): void => {
-      if (!res.writableFinished) abort.abort(new Error('client closed'));
-    };
-    res.once('close', onClose);
-    try {
-      let r;
-      try {
-        r = await up.pool.request({
-          origin: up.origin,
-          method: ctx.method as 'POST',
-          path: up.basePath + ctx.path + ctx.search,
-          headers: ['host', up.host, ...headers],
-          body,
-          signal: abort.signal,
-        });
-      } catch (err) {
-        if (abort.signal.aborted) {
-          ctx.upstreamStatus ??= 499;
-          return;
-        }
-        const code = (err as { code?: string }).code === 'UND_ERR_HEADERS_TIMEOUT' ? 'gateway_timeout' : 'bad_gateway';
-        const denial = new Denial(code, { cause: err });
-        ctx.upstreamStatus = denial.spec.status;
-        onOutcome();
-        writeDenial(res, denial, ctx.id, null, null);
-        this.logger.warn({ decision_id: ctx.id, err: (err as Error).message }, 'upstream failed');
-        return;
-      }
-      ctx.upstreamStatus = r.statusCode;
-      d.metrics.upstreamSeconds.observe((performance.now() - decided) / 1000);
-      onOutcome();
-
-      const rawHeaders = r.headers as Record<string, string | string[] | undefined>;
-      const out = clientHeaders(rawHeaders);
-      if (ctx.dpopNonce !== null) out['dpop-nonce'] = ctx.dpopNonce;
-      const type = mediaType(rawHeaders);
-      const status = r.statusCode;
-      const encoding = rawHeaders['content-encoding'];
-      // An encoded answer cannot be looked into: refuse it rather than pass a list unfiltered.
-      if (encoding !== undefined && encoding !== 'identity') {
-        await r.body.dump().catch(() => {});
-        throw new Error('upstream answer is content-encoded');
-      }
-      const ok = status >= 200 && status < 300;
-
-      const filterOf = (message: unknown): ListFilter | null => {
-        if (lists === 'shape') return shapeFilter;
-        if (message === null || typeof message !== 'object' || Array.isArray(message)) return null;
-        const id = (message as Record<string, unknown>)['id'];
-        if (typeof id !== 'string' && typeof id !== 'number') return null;
-        return lists.get(idKey(id)) ?? null;
-      };
-      const rewriteOne = (message: unknown): unknown => {
-        const f = filterOf(message);
-        return f === null ? undefined : filterListResponse(message, f.visible, f.pins, this.observed);
-      };
-      // An SSE event may carry a JSON-RPC batch (protocol 2025-03-26).
-      const rewrite = (message: unknown): unknown => {
-        if (!Array.isArray(message)) return rewriteOne(message);
-        let changed = false;
-        const next = message.map((m) => {
-          const r = rewriteOne(m);
-          if (r === undefined) return m;
-          changed = true;
-          return r;
-        });
-        return changed ? next : undefined;
-      };
-
-      if (ok && answers.length > 0 && (status === 202 || r.headers['content-length'] === '0')) {
-        // Everything forwarded was a notification or a response: the answers are the whole reply.
-        await r.body.dump();
-        this.answer(ctx, pipeline, answers);
-        return;
-      }
-      if (ok && type === 'application/json') {
-        await this.relayJson(ctx, r.body, status, out, answers, batch, rewrite, lists !== 'shape' && lists.size > 0);
-        return;
-      }
-      if (ok && type === 'text/event-stream') {
-        let pendingLists = lists === 'shape' ? -1 : lists.size;
-        const rewriter =
-          pendingLists === 0
-            ? null
-            : new SseRewriter(
-                (m) => {
-                  const replaced = rewrite(m);
-                  for (const x of Array.isArray(m) ? m : [m]) if (pendingLists > 0 && filterOf(x) !== null && isResponse(x)) pendingLists--;
-                  return replaced;
-                },
-                () => pendingLists !== 0,
-              );
-        delete out['content-length'];
-        res.writeHead(status, out);
-        res.flushHeaders();
-        for (const a of answers) res.write(messageEvent(a));
-        await this.pipe(r.body, res, rewriter, abort.signal);
-        return;
-      }
-      // Errors and other media types pass through as they are.
-      res.writeHead(status, out);
-      res.flushHeaders();
-      await this.pipe(r.body, res, null, abort.signal);
-    } catch (err) {
-      if (!abort.signal.aborted) this.logger.warn({ decision_id: ctx.id, err: (err as Error).message }, 'MCP upstream stream failed');
-      if (!res.headersSent) {
-        const denial = new Denial('bad_gateway', { cause: err });
-        ctx.upstreamStatus = denial.spec.status;
-        writeDenial(res, denial, ctx.id, null, null);
-      } else {
-        res.destroy();
-      }
-    } finally {
-      res.off('close', onClose);
-    }
-  }
-
-  private async relayJson(
-    ctx: RequestContext,
-    upstreamBody: Readable,
-    status: number,
-    out: Record<string, string | string[]>,
-    answers: readonly DenialResult[],
-    batch: boolean,
-    rewrite: (m: unknown) => unknown,
-    mustFilter: boolean,
-  ): Promise<void> {
-    const res = ctx.res;
-    const bytes = await readLimited(upstreamBody, MAX_RESPONSE_BYTES);
-    let doc: unknown;
-    try {
-      doc = JSON.parse(bytes.toString('utf8'));
-    } catch (err) {
-      // An answer we must filter but cannot read is not shown (fail closed); otherwise relay it.
-      if (mustFilter) throw err;
-      res.writeHead(status, out);
-      res.end(bytes);
-      return;
-    }
-    const messages = Array.isArray(doc) ? (doc as unknown[]) : [doc];
-    let changed = false;
-    const next = messages.map((m) => {
-      const r = rewrite(m);
-      if (r === undefined) return m;
-      changed = true;
-      return r;
-    });
-    if (!changed && answers.length === 0) {
-      res.writeHead(status, out);
-      res.end(bytes);
-      return;
-    }
-    const payload = answers.length > 0 || batch ? [...answers, ...next] : Array.isArray(doc) ? next : next[0];
-    const text = JSON.stringify(payload);
-    out['content-length'] = String(Buffer.byteLength(text));
-    res.writeHead(status, out);
-    res.end(text);
-  }
-
-  /** Streams the upstream body to the client with backpressure, through the rewriter when given. */
-  private async pipe(body: Readable, res: RequestContext['res'], rewriter: SseRewriter | null, signal: AbortSignal): Promise<void> {
-    for await (const chunk of body as AsyncIterable<Buffer>) {
-      const outBytes = rewriter === null ? chunk : rewriter.push(chunk);
-      if (outBytes.length > 0 && !res.write(outBytes)) await once(res, 'drain', { signal });
-    }
-    const rest = rewriter?.flush() ?? null;
-    if (rest !== null) res.write(rest);
-    res.end();
-  }
-}
-
-function isResponse(m: unknown): boolean {
-  return m !== null && typeof m === 'object' && !Array.isArray(m) && ('result' in m || 'error' in m);
 }

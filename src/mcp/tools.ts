@@ -15,6 +15,7 @@
 import { createHash } from 'node:crypto';
 import { LRUCache } from 'lru-cache';
 import { jcs } from '../authority/json.js';
+import { idKey } from './jsonrpc.js';
 
 export function sourceDigest(tool: unknown): string {
   return 'sha-256:' + createHash('sha256').update(jcs(tool), 'utf8').digest('base64url');
@@ -180,4 +181,61 @@ export function filterListResponse(message: unknown, visible: Visible, pins: Pin
   const kept = filterTools(tools, visible, pins, observed);
   if (kept === tools) return undefined;
   return { ...(message as Record<string, unknown>), result: { ...(result as Record<string, unknown>), tools: kept } };
+}
+
+/** What one tools/list answer may show. */
+export interface ListFilter {
+  readonly visible: Visible;
+  readonly pins: Pins;
+}
+
+function isResponse(m: unknown): m is Record<string, unknown> {
+  return m !== null && typeof m === 'object' && !Array.isArray(m) && ('result' in m || 'error' in m);
+}
+
+/**
+ * Filters the tools/list answers of one upstream reply: by request id (the lists of a POST), or by
+ * shape (any `result.tools`, for a resumed GET stream whose requests the gateway did not see).
+ */
+export class ListAnswers {
+  /** Answers still to come; -1 when filtering by shape (never done). */
+  private pending: number;
+
+  constructor(
+    private readonly byId: ReadonlyMap<string, ListFilter> | null,
+    private readonly byShape: ListFilter | null,
+    private readonly observed: ObservedTools,
+  ) {
+    this.pending = byId === null ? -1 : byId.size;
+  }
+
+  /** False once every expected answer went by: the rest of a stream passes untouched. */
+  get active(): boolean {
+    return this.pending !== 0;
+  }
+
+  /** A replacement for a message (or a batch of them), or undefined to keep it as it is. */
+  rewrite(message: unknown): unknown {
+    if (!Array.isArray(message)) return this.one(message);
+    let changed = false;
+    const next = message.map((m) => {
+      const r = this.one(m);
+      if (r === undefined) return m;
+      changed = true;
+      return r;
+    });
+    return changed ? next : undefined;
+  }
+
+  private one(message: unknown): unknown {
+    if (!isResponse(message)) return undefined;
+    let f: ListFilter | null = this.byShape;
+    if (this.byId !== null) {
+      const id = message['id'];
+      f = typeof id === 'string' || typeof id === 'number' ? (this.byId.get(idKey(id)) ?? null) : null;
+      if (f === null) return undefined;
+      if (this.pending > 0) this.pending--;
+    }
+    return f === null ? undefined : filterListResponse(message, f.visible, f.pins, this.observed);
+  }
 }

@@ -2,7 +2,8 @@ import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { Denial } from '../../src/errors.js';
 import { denialResult } from '../../src/mcp/denial.js';
-import { combinePins, filterListResponse, filterTools, MissionPins, ObservedTools, sourceDigest } from '../../src/mcp/tools.js';
+import { idKey } from '../../src/mcp/jsonrpc.js';
+import { combinePins, filterListResponse, filterTools, ListAnswers, MissionPins, ObservedTools, sourceDigest } from '../../src/mcp/tools.js';
 
 interface Vector {
   id: string;
@@ -119,5 +120,26 @@ describe('SPEC section 7: the denied-call result', () => {
   it('carries the extra members of the denial (e.g. mission_status)', () => {
     const r = denialResult('a', new Denial('mission_terminated', { extra: { mission_status: 'revoked' } }), 'dec_1');
     expect(r.result.structuredContent).toMatchObject({ denial_reason: 'mission_inactive', mission_status: 'revoked' });
+  });
+});
+
+describe('SPEC section 7: which answers of a reply are tools/list answers', () => {
+  const only = (n: string) => ({ visible: (x: string) => x === n, pins: noPins });
+  const answer = (id: unknown) => ({ jsonrpc: '2.0', id, result: { tools: [tool('a'), tool('b')] } });
+
+  it('by request id: only the listed ids, and inactive once each was seen', () => {
+    const l = new ListAnswers(new Map([[idKey(1), only('a')]]), null, new ObservedTools());
+    expect(l.active).toBe(true);
+    expect(l.rewrite(answer('1'))).toBeUndefined();
+    expect(l.rewrite({ jsonrpc: '2.0', method: 'notifications/progress', params: {} })).toBeUndefined();
+    expect(l.rewrite(answer(1))).toEqual({ jsonrpc: '2.0', id: 1, result: { tools: [tool('a')] } });
+    expect(l.active).toBe(false);
+  });
+
+  it('by shape: any result.tools, never inactive; batches are rewritten element-wise', () => {
+    const l = new ListAnswers(null, only('b'), new ObservedTools());
+    expect(l.rewrite([answer(7), { jsonrpc: '2.0', id: 8, result: {} }])).toEqual([{ jsonrpc: '2.0', id: 7, result: { tools: [tool('b')] } }, { jsonrpc: '2.0', id: 8, result: {} }]);
+    expect(l.active).toBe(true);
+    expect(l.rewrite([{ jsonrpc: '2.0', id: 8, result: {} }])).toBeUndefined();
   });
 });

@@ -1,0 +1,224 @@
+/**
+ * Talking to the upstream MCP server when its answer must be changed on the way back: tools/list
+ * answers filtered, and the gateway's own answers (denied calls of a batch) merged in. Everything
+ * else goes through the pipeline's streaming forwarder untouched; this path exists only for those
+ * requests.
+ *
+ * JSON answers are read into memory (bounded) and rewritten only when something changed; SSE is
+ * rewritten event by event as it arrives (sse.ts), so progress notifications are not held back.
+ * Failures before the answer starts are SPEC section 5 upstream failures (502/504); a stream that
+ * breaks later is cut, so the client sees the break.
+ */
+import { once } from 'node:events';
+import { performance } from 'node:perf_hooks';
+import type { Readable } from 'node:stream';
+import { Denial } from '../errors.js';
+import { clientHeaders, upstreamHeaders } from '../http/headers.js';
+import type { Logger } from '../observability/logger.js';
+import type { RequestContext } from '../pipeline/context.js';
+import { writeDenial } from '../pipeline/respond.js';
+import type { Pipeline } from '../pipeline/run.js';
+import type { DenialResult } from './denial.js';
+import { messageEvent, SseRewriter } from './sse.js';
+import type { ListAnswers } from './tools.js';
+
+/** Largest upstream JSON answer the gateway will read to filter or merge (fail closed past it). */
+export const MAX_RESPONSE_BYTES = 16 * 1024 * 1024;
+
+export interface RelayPlan {
+  /** The body to send (null for GET). */
+  readonly body: Buffer | null;
+  /** The gateway's answers to merge in (denied calls of a batch). */
+  readonly answers: readonly DenialResult[];
+  /** The client sent a batch: the merged reply is an array. */
+  readonly batch: boolean;
+  /** tools/list answers to filter, or null. */
+  readonly lists: ListAnswers | null;
+  /** Called once the upstream's status (or failure) is known, before the body is relayed. */
+  readonly onOutcome: () => void;
+}
+
+/** Answers the client without the upstream (every gated message was denied). */
+export function answerDirectly(ctx: RequestContext, pipeline: Pipeline, payload: unknown): void {
+  const text = JSON.stringify(payload);
+  const headers: Record<string, string> = {
+    'content-type': 'application/json',
+    'content-length': String(Buffer.byteLength(text)),
+    'mission-decision': ctx.id,
+    'cache-control': 'no-store',
+  };
+  if (ctx.dpopNonce !== null) headers['dpop-nonce'] = ctx.dpopNonce;
+  pipeline.deps.metrics.observeDecision(ctx.kind, (performance.now() - ctx.started) / 1000);
+  ctx.res.writeHead(200, headers);
+  ctx.res.end(text);
+}
+
+export async function relay(ctx: RequestContext, pipeline: Pipeline, plan: RelayPlan, logger: Logger): Promise<void> {
+  const d = pipeline.deps;
+  const up = d.upstream;
+  const res = ctx.res;
+  ctx.stage = 'forward';
+  const headers = upstreamHeaders(ctx.req.rawHeaders, ctx.clientIp, d.headers.protected, {
+    decisionId: ctx.id,
+    mission: ctx.token === null ? [] : pipeline.identityHeaders(ctx),
+  });
+  if (plan.body !== null) setHeader(headers, 'content-length', String(plan.body.length));
+  // The answer is read here: ask for it unencoded (a compressed tools/list could not be filtered).
+  dropHeader(headers, 'accept-encoding');
+  const decided = performance.now();
+  d.metrics.observeDecision(ctx.kind, (decided - ctx.started) / 1000);
+
+  const abort = new AbortController();
+  const onClose = (): void => {
+    if (!res.writableFinished) abort.abort(new Error('client closed'));
+  };
+  res.once('close', onClose);
+  try {
+    let r;
+    try {
+      r = await up.pool.request({
+        origin: up.origin,
+        method: ctx.method as 'POST',
+        path: up.basePath + ctx.path + ctx.search,
+        headers: ['host', up.host, ...headers],
+        body: plan.body,
+        signal: abort.signal,
+      });
+    } catch (err) {
+      if (abort.signal.aborted) {
+        ctx.upstreamStatus ??= 499;
+        return;
+      }
+      const code = (err as { code?: string }).code === 'UND_ERR_HEADERS_TIMEOUT' ? 'gateway_timeout' : 'bad_gateway';
+      const denial = new Denial(code, { cause: err });
+      ctx.upstreamStatus = denial.spec.status;
+      plan.onOutcome();
+      writeDenial(res, denial, ctx.id, null, null);
+      logger.warn({ decision_id: ctx.id, err: (err as Error).message }, 'upstream failed');
+      return;
+    }
+    const status = r.statusCode;
+    ctx.upstreamStatus = status;
+    d.metrics.upstreamSeconds.observe((performance.now() - decided) / 1000);
+    plan.onOutcome();
+
+    const raw = r.headers as Record<string, string | string[] | undefined>;
+    const out = clientHeaders(raw);
+    if (ctx.dpopNonce !== null) out['dpop-nonce'] = ctx.dpopNonce;
+    const encoding = raw['content-encoding'];
+    // An encoded answer cannot be looked into: refuse it rather than pass a list unfiltered.
+    if (encoding !== undefined && encoding !== 'identity') {
+      await r.body.dump().catch(() => {});
+      throw new Error('upstream answer is content-encoded');
+    }
+    const ok = status >= 200 && status < 300;
+    const type = mediaType(raw);
+
+    if (ok && plan.answers.length > 0 && (status === 202 || raw['content-length'] === '0')) {
+      // Everything forwarded was a notification or a response: the answers are the whole reply.
+      await r.body.dump();
+      answerDirectly(ctx, pipeline, plan.answers);
+      return;
+    }
+    if (ok && type === 'application/json') {
+      await relayJson(res, r.body, status, out, plan);
+      return;
+    }
+    if (ok && type === 'text/event-stream') {
+      const lists = plan.lists;
+      const rewriter = lists === null ? null : new SseRewriter((m) => lists.rewrite(m), () => lists.active);
+      delete out['content-length'];
+      res.writeHead(status, out);
+      res.flushHeaders();
+      for (const a of plan.answers) res.write(messageEvent(a));
+      await pipe(r.body, res, rewriter, abort.signal);
+      return;
+    }
+    // Errors and other media types pass through as they are.
+    res.writeHead(status, out);
+    res.flushHeaders();
+    await pipe(r.body, res, null, abort.signal);
+  } catch (err) {
+    if (!abort.signal.aborted) logger.warn({ decision_id: ctx.id, err: (err as Error).message }, 'MCP upstream answer failed');
+    if (!res.headersSent) {
+      const denial = new Denial('bad_gateway', { cause: err });
+      ctx.upstreamStatus = denial.spec.status;
+      writeDenial(res, denial, ctx.id, null, null);
+    } else {
+      res.destroy();
+    }
+  } finally {
+    res.off('close', onClose);
+  }
+}
+
+async function relayJson(res: RequestContext['res'], body: Readable, status: number, out: Record<string, string | string[]>, plan: RelayPlan): Promise<void> {
+  const bytes = await readLimited(body, MAX_RESPONSE_BYTES);
+  let doc: unknown;
+  try {
+    doc = JSON.parse(bytes.toString('utf8'));
+  } catch (err) {
+    // An answer that must be filtered but cannot be read is not shown (fail closed).
+    if (plan.lists !== null) throw err;
+    res.writeHead(status, out);
+    res.end(bytes);
+    return;
+  }
+  const replaced = plan.lists?.rewrite(doc);
+  if (replaced === undefined && plan.answers.length === 0) {
+    res.writeHead(status, out);
+    res.end(bytes);
+    return;
+  }
+  const next = replaced ?? doc;
+  const payload = plan.answers.length > 0 || plan.batch ? [...plan.answers, ...(Array.isArray(next) ? next : [next])] : next;
+  const text = JSON.stringify(payload);
+  out['content-length'] = String(Buffer.byteLength(text));
+  res.writeHead(status, out);
+  res.end(text);
+}
+
+/** Streams the upstream body to the client with backpressure, through the rewriter when given. */
+async function pipe(body: Readable, res: RequestContext['res'], rewriter: SseRewriter | null, signal: AbortSignal): Promise<void> {
+  for await (const chunk of body as AsyncIterable<Buffer>) {
+    const bytes = rewriter === null ? chunk : rewriter.push(chunk);
+    if (bytes.length > 0 && !res.write(bytes)) await once(res, 'drain', { signal });
+  }
+  const rest = rewriter?.flush() ?? null;
+  if (rest !== null) res.write(rest);
+  res.end();
+}
+
+function mediaType(headers: Record<string, string | string[] | undefined>): string {
+  const v = headers['content-type'];
+  const s = Array.isArray(v) ? (v[0] ?? '') : (v ?? '');
+  const semi = s.indexOf(';');
+  return (semi === -1 ? s : s.slice(0, semi)).trim().toLowerCase();
+}
+
+function setHeader(headers: string[], name: string, value: string): void {
+  for (let i = 0; i < headers.length; i += 2) {
+    if (headers[i]!.toLowerCase() === name) {
+      headers[i + 1] = value;
+      return;
+    }
+  }
+  headers.push(name, value);
+}
+
+function dropHeader(headers: string[], name: string): void {
+  for (let i = headers.length - 2; i >= 0; i -= 2) {
+    if (headers[i]!.toLowerCase() === name) headers.splice(i, 2);
+  }
+}
+
+async function readLimited(body: Readable, max: number): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of body as AsyncIterable<Buffer>) {
+    size += chunk.length;
+    if (size > max) throw new Error('upstream answer too large to filter');
+    chunks.push(chunk);
+  }
+  return chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size);
+}
