@@ -59,7 +59,7 @@ export class MissionPins {
       const entry = e as Record<string, unknown>;
       if (entry['type'] !== 'mission_resource_access' || typeof entry['resource'] !== 'string') continue;
       const r = entry['resource'];
-      const applies = entry['resource_match'] === 'prefix' ? this.url.startsWith(r) : r === this.audience;
+      const applies = entry['resource_match'] === 'prefix' ? prefixOf(r, this.url) : r === this.audience;
       const pins = entry['tool_digests'];
       if (!applies || pins === null || typeof pins !== 'object' || Array.isArray(pins)) continue;
       for (const [name, digest] of Object.entries(pins as Record<string, unknown>)) {
@@ -72,6 +72,12 @@ export class MissionPins {
     }
     return out;
   }
+}
+
+/** `prefix` is a prefix of `url` ending on a path-segment boundary. */
+function prefixOf(prefix: string, url: string): boolean {
+  if (!url.startsWith(prefix)) return false;
+  return url.length === prefix.length || prefix.endsWith('/') || url.charCodeAt(prefix.length) === 0x2f;
 }
 
 /** The pins in force for one request: config pins plus those of the token and the Mission. */

@@ -83,6 +83,14 @@ describe('mission-capability-binding: pinned tools and capability_drift', () => 
     expect(mission.of(entries)).toBe(m);
   });
 
+  it('reads pins from prefix entries only on a path-segment boundary', () => {
+    const mission = new MissionPins('https://mcp.example.com/mcp', 'https://mcp.example.com/mcp');
+    const pin = (resource: string) => [{ type: 'mission_resource_access', resource, resource_match: 'prefix', actions: ['a'], tool_digests: { a: sourceDigest(tool('a')) } }];
+    expect(mission.of(pin('https://mcp.example.com/'))?.has('a')).toBe(true);
+    expect(mission.of(pin('https://mcp.example.com/mcp'))?.has('a')).toBe(true);
+    expect(mission.of(pin('https://mcp.example.com/mc'))).toBeNull();
+  });
+
   it('treats an invalid pin in a Mission entry as never matching', () => {
     const mission = new MissionPins('https://mcp.example.com/mcp', 'https://mcp.example.com/mcp');
     const m = mission.of([{ type: 'mission_resource_access', resource: 'https://mcp.example.com/mcp', actions: ['a'], tool_digests: { a: 42 } }]);
