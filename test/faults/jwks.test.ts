@@ -9,6 +9,7 @@
  * (Date only; real timers) is moved forward past it instead of waiting.
  */
 import { afterAll, afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import { eventually } from '../helpers/gateway.js';
 import { denialOf, PASS, startFaultTarget, type FaultTarget } from './harness.js';
 
 const COOLDOWN_MS = 30_000;
@@ -97,5 +98,35 @@ describe('issuer keys (JWKS) rotating, vanishing and returning', () => {
     skip(COOLDOWN_MS + 1000);
     expect((await t.get(newKid)).status).toBe(200);
     expect((await t.get(sameKid)).status).toBe(200);
+  });
+
+  it('a Status answer signed by a new key while the JWKS endpoint hangs: 503 state_unavailable within mission.status_timeout_s', async () => {
+    const m = await t.mission();
+    await t.dev.rotateKey(); // Status answers are now signed with a kid the gateway has not seen
+    t.proxy.set('/jwks', { kind: 'hang' });
+    skip(COOLDOWN_MS + 1000);
+    const r = await t.get(m.token);
+    expect(denialOf(r)).toMatchObject({ status: 503, error: 'mission_state_unavailable', reason: 'state_unavailable' });
+    expect(r.ms).toBeLessThan(1000 + 1000); // status_timeout_s: 1, plus slack; not the 5 s key fetch timeout
+    // Recovery: once the hung key fetch gives up (its own 5 s timeout), the next request refetches.
+    t.proxy.set('/jwks', PASS);
+    skip(COOLDOWN_MS + 1000);
+    await eventually(async () => (await t.get(m.token)).status === 200, 8000);
+  });
+
+  it('a token with a new kid while the JWKS endpoint hangs: 503 keys_unavailable within the 5 s key fetch timeout', async () => {
+    const m = await t.mission();
+    expect((await t.get(m.token)).status).toBe(200);
+    await t.dev.rotateKey();
+    const fresh = await t.dev.issueAccessToken({ missionId: m.id, resource: 'https://api.example.com', jkt: t.agent.jkt });
+    t.proxy.set('/jwks', { kind: 'hang' });
+    skip(COOLDOWN_MS + 1000);
+    const r = await t.get(fresh);
+    expect(denialOf(r)).toMatchObject({ status: 503, reason: 'keys_unavailable' });
+    expect(r.ms).toBeLessThan(5000 + 1500);
+    expect((await t.get(m.token)).status).toBe(200); // the known key is unaffected meanwhile
+    t.proxy.set('/jwks', PASS);
+    skip(COOLDOWN_MS + 1000);
+    await eventually(async () => (await t.get(fresh)).status === 200, 3000);
   });
 });
