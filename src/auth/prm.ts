@@ -4,10 +4,10 @@
  * server answers them on the proxy port. The challenge's `resource_metadata` is `urlFor(resource)`.
  */
 import type { Config } from '../config/schema.js';
+import { SUPPORTED_CONSTRAINTS } from '../authority/constraints.js';
 
 export const PRM_WELL_KNOWN = '/.well-known/oauth-protected-resource';
 
-export const MISSION_CONSTRAINTS_SUPPORTED = ['max_amount', 'tenant', 'recipient_domain', 'time_window', 'allowed_tools'] as const;
 
 export interface ProtectedResourceMetadata {
   /** Request path on the proxy port -> JSON body. */
@@ -46,7 +46,7 @@ export function createProtectedResourceMetadata(config: Config): ProtectedResour
         dpop_signing_alg_values_supported: [...config.dpop.algorithms],
         dpop_bound_access_tokens_required: config.dpop.required,
         mission_bound_authorization_required: config.mission.required,
-        mission_constraints_supported: [...MISSION_CONSTRAINTS_SUPPORTED],
+        mission_constraints_supported: [...SUPPORTED_CONSTRAINTS],
       }),
     );
     urls.set(resource, base + path);

@@ -121,7 +121,7 @@ describe('RFC 9728 protected-resource metadata', () => {
       dpop_signing_alg_values_supported: ['ES256', 'EdDSA', 'RS256', 'PS256'],
       dpop_bound_access_tokens_required: true,
       mission_bound_authorization_required: false,
-      mission_constraints_supported: ['max_amount', 'tenant', 'recipient_domain', 'time_window', 'allowed_tools'],
+      mission_constraints_supported: ['max_amount', 'tenant', 'recipient_domain', 'time_window', 'allowed_tools', 'data_classification', 'resource_issued_after', 'resource_issued_before'],
     });
     expect(JSON.parse(prm.paths.get('/.well-known/oauth-protected-resource')!).resource).toBe('https://api.example.com');
   });
