@@ -123,3 +123,27 @@ describe('SPEC §3 an authority asking to back off (503 + Retry-After) is not ha
     expect((await t.get(m.token)).status).toBe(200);
   });
 });
+
+describe('SPEC §3 lifecycle events still apply while Mission Status is failing', () => {
+  let t: FaultTarget;
+  beforeAll(async () => {
+    t = await startFaultTarget({ mission: `status_timeout_s: ${TIMEOUT_S}\nmax_stale_s: 60` });
+    t.dev.addReceiver({ endpoint: `${t.gw.url}/.well-known/ssf/push`, audience: 'https://api.example.com' });
+  });
+  afterAll(async () => {
+    await t?.close();
+  });
+
+  it('a revocation pushed during a Status outage denies the cached Mission at once (403, not 200, not 503)', async () => {
+    const m = await t.mission();
+    expect((await t.get(m.token)).status).toBe(200);
+    t.proxy.set('/mission/status', { kind: 'answer', status: 500 });
+    const r = await t.dev.missions.revoke(m.id);
+    expect(r.deliveries?.every((d) => d.ok)).toBe(true);
+    const denied = await t.get(m.token);
+    expect(denied.status).toBe(403);
+    expect(denied.json()).toMatchObject({ error: 'mission_terminated', denial_reason: 'mission_inactive', mission_status: 'revoked' });
+    t.proxy.set('/mission/status', PASS);
+    expect((await t.get(m.token)).status).toBe(403);
+  });
+});
