@@ -185,6 +185,8 @@ const mcp = z.strictObject({
   resource: z.string().min(1).optional(),
   /** tool name -> action name (default: the tool name is the action). */
   tool_actions: z.record(z.string(), z.string().regex(/^[A-Za-z0-9_.:-]+$/)).default({}),
+  /** tool name -> { parameter name: JSON Pointer into `arguments` } (e.g. send_email: { recipient: /to }). */
+  tool_params: z.record(z.string(), z.record(z.string(), z.string().regex(/^(\/.*)?$/, 'must be a JSON Pointer ("" or starting with "/")'))).default({}),
   /** tool name -> pinned source_digest ("sha-256:…"). */
   tool_digests: z.record(z.string(), z.string().regex(/^sha-256:[A-Za-z0-9_-]{43}$/, 'must be "sha-256:" + 43 base64url characters')).default({}),
 });

@@ -83,8 +83,7 @@ class McpHandler implements Handler {
     const c = deps.config;
     const mcp = c.mcp;
     this.toolActions = new Map(Object.entries(mcp?.tool_actions ?? {}));
-    // `tool_params` is read when the config schema carries it (see docs/mcp.md).
-    this.toolParams = compileToolParams((mcp as { tool_params?: Record<string, Record<string, string>> } | undefined)?.tool_params);
+    this.toolParams = compileToolParams(mcp?.tool_params);
     this.configPins = new Map(Object.entries(mcp?.tool_digests ?? {}));
     this.origin = new URL(c.public_base_url).origin;
     this.audience = mcp?.resource ?? c.resource;
