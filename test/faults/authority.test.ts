@@ -5,6 +5,7 @@
  * by itself, without a restart, when the authority answers properly again.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { eventually } from '../helpers/gateway.js';
 import { breakSignature, denialOf, PASS, startFaultTarget, type Fault, type FaultTarget } from './harness.js';
 
 const TIMEOUT_S = 0.5;
@@ -53,7 +54,11 @@ describe('SPEC §3/§5 Mission authority faults: fail closed, bounded wait, reco
       expect(ok.status).toBe(200);
       expect(t.echo.requests.some((q) => q.headers['x-mission-id'] === m.id)).toBe(true);
 
-      const records = t.gw.evidence().filter((e) => (e['mission'] as { id?: string } | null)?.id === m.id);
+      // Records are written off the response path: wait for the third.
+      const records = await eventually(() => {
+        const mine = t.gw.evidence().filter((e) => (e['mission'] as { id?: string } | null)?.id === m.id);
+        return mine.length >= 3 ? mine : null;
+      });
       expect(records.map((e) => [e['decision'], e['denial_reason']])).toEqual([
         ['deny', 'state_unavailable'],
         ['deny', 'state_unavailable'],
