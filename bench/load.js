@@ -79,3 +79,5 @@ process.once('message', async (job) => {
   }
   process.disconnect();
 });
+// Ask for the job only now that the listener exists (a message sent earlier could be lost).
+process.send({ type: 'hello' });

@@ -31,15 +31,17 @@ const opt = (name, dflt) => {
   return a === undefined ? dflt : a.slice(name.length + 3);
 };
 const QUICK = flag('quick');
-const DURATION = Number(opt('duration', QUICK ? 2 : 5));
+const DURATION = Number(opt('duration', QUICK ? 2 : 3));
 const WARMUP = Number(opt('warmup', QUICK ? 0.5 : 1));
+const ROUNDS = Number(opt('rounds', QUICK ? 1 : 3));
 const ONLY = opt('only', null)?.split(',').map((s) => s.trim());
 const log = (line) => process.stdout.write(`${line}\n`);
 
 async function measure(scenario, server, workload) {
-  const job = { ...scenario.job(workload), connections: workload.connections, durationS: DURATION, warmupS: WARMUP };
+  const job = { ...scenario.job(workload, server), connections: workload.connections, durationS: DURATION, warmupS: WARMUP };
   const load = new NodeChild(join(here, 'load.js'), { core: LOAD_CORE });
   try {
+    await load.request('hello', undefined, 60_000);
     await load.request('warm', job, 120_000);
     const before = await server.stats();
     const metricsBefore = server.adminUrl ? await scrape(server.adminUrl) : null;
@@ -78,6 +80,58 @@ async function measure(scenario, server, workload) {
   } finally {
     await load.stop();
   }
+}
+
+const median = (xs) => {
+  const v = xs.filter((x) => x !== null && x !== undefined).sort((a, b) => a - b);
+  if (v.length === 0) return null;
+  const m = Math.floor(v.length / 2);
+  return v.length % 2 === 1 ? v[m] : (v[m - 1] + v[m]) / 2;
+};
+
+/**
+ * One result per (scenario, workload): medians over rounds, and each ratio as the median of the
+ * per-round ratios (each round's runs against the baseline measured in that same round).
+ */
+function aggregate(raw) {
+  const keyOf = (r) => `${r.scenario} ${r.workload}`;
+  const groups = new Map();
+  for (const r of raw) groups.set(keyOf(r), [...(groups.get(keyOf(r)) ?? []), r]);
+  const sameRound = (to, r) => raw.find((x) => x.scenario === to && x.workload === r.workload && x.round === r.round);
+  const out = [];
+  for (const rs of groups.values()) {
+    const first = rs[0];
+    const ratios = {};
+    for (const to of ['b', 'f', 'g', 'h']) {
+      const v = median(rs.map((r) => {
+        const base = sameRound(to, r);
+        return base === undefined || base.rps === 0 ? null : r.rps / base.rps;
+      }));
+      if (v !== null) ratios[to] = v;
+    }
+    out.push({
+      scenario: first.scenario,
+      workload: first.workload,
+      method: first.method,
+      connections: first.connections,
+      rounds: rs.length,
+      rps: median(rs.map((r) => r.rps)),
+      requests: rs.reduce((a, r) => a + r.requests, 0),
+      ok: rs.reduce((a, r) => a + r.ok, 0),
+      non2xx: rs.reduce((a, r) => a + r.non2xx, 0),
+      errors: rs.reduce((a, r) => a + r.errors, 0),
+      timeouts: rs.reduce((a, r) => a + r.timeouts, 0),
+      p50ms: median(rs.map((r) => r.p50ms)),
+      p99ms: median(rs.map((r) => r.p99ms)),
+      decisionP50ms: median(rs.map((r) => r.decisionP50ms)),
+      decisionP99ms: median(rs.map((r) => r.decisionP99ms)),
+      cpuUsPerRequest: median(rs.map((r) => r.cpuUsPerRequest)),
+      rssMiB: Math.max(...rs.map((r) => r.rssMiB)),
+      ratios,
+      perRound: rs.map((r) => ({ round: r.round, rps: r.rps, p50ms: r.p50ms, p99ms: r.p99ms, decisionP99ms: r.decisionP99ms, cpuUsPerRequest: r.cpuUsPerRequest, statusCodes: r.statusCodes })),
+    });
+  }
+  return out;
 }
 
 async function scrape(adminUrl) {
@@ -127,53 +181,63 @@ async function main() {
 
   const scenarios = await buildScenarios(ctx);
   const skipped = [];
-  const results = [];
   const notes = [];
+  const raw = [];
   let revocation = null;
+  const selected = scenarios.filter((s) => ONLY === undefined || ONLY.includes(s.id) || s.id === 'b' || (s.id === 'f' && ONLY.some((x) => 'hijkl'.includes(x))));
+  const active = [];
   try {
-    for (const s of scenarios) {
-      if (ONLY !== undefined && !ONLY.includes(s.id) && s.id !== 'b' && !(s.id === 'f' && ONLY.some((x) => 'hijkl'.includes(x)))) continue;
-      const why = s.unavailable?.();
-      if (why) {
-        skipped.push({ scenario: s.id, name: s.name, reason: why });
-        log(`(${s.id}) ${s.name}: SKIPPED: ${why}`);
-        continue;
-      }
-      let server;
-      try {
-        server = await s.start();
-      } catch (err) {
-        skipped.push({ scenario: s.id, name: s.name, reason: `failed to start: ${String(err.message).slice(0, 300)}` });
-        log(`(${s.id}) ${s.name}: SKIPPED: failed to start: ${String(err.message).slice(0, 300)}`);
-        continue;
-      }
-      try {
-        const bad = await probe(s, server);
+    // Every server is started (and probed) up front and stays up, idle, while the others are
+    // measured: rounds can then interleave scenarios, so drift in background load hits all alike.
+    await Promise.all(
+      selected.map(async (s) => {
+        const why = s.unavailable?.();
+        if (why) return void skipped.push({ scenario: s.id, name: s.name, reason: why });
+        let server;
+        try {
+          server = await s.start();
+        } catch (err) {
+          return void skipped.push({ scenario: s.id, name: s.name, reason: `failed to start: ${String(err.message).slice(0, 300)}` });
+        }
+        const bad = await probe(s, server).catch((err) => `probe failed: ${err.message}`);
         if (bad !== null) {
           skipped.push({ scenario: s.id, name: s.name, reason: bad });
-          log(`(${s.id}) ${s.name}: SKIPPED: ${bad}`);
-          continue;
+          return void (await server.stop());
         }
         if (s.note) notes.push(`(${s.id}) ${s.note}`);
-        for (const wid of QUICK ? s.quickWorkloads : s.workloads) {
+        active.push({ s, server });
+      }),
+    );
+    for (const sk of skipped) log(`(${sk.scenario}) ${sk.name}: SKIPPED: ${sk.reason}`);
+    active.sort((a, b) => a.s.id.localeCompare(b.s.id));
+    log(`${active.length} scenarios up; ${ROUNDS} round(s)`);
+    ctx.results = raw;
+    for (let round = 0; round < ROUNDS; round++) {
+      for (const wid of Object.keys(WORKLOADS)) {
+        const runnable = active.filter(({ s }) => (QUICK ? s.quickWorkloads : s.workloads).includes(wid));
+        // Rotate the order each round; the baseline and the crypto floor run first so DPoP runs can size their proof pools.
+        const rest = runnable.filter(({ s }) => s.id !== 'b' && s.id !== 'f');
+        const rotated = rest.length === 0 ? [] : [...rest.slice(round % rest.length), ...rest.slice(0, round % rest.length)];
+        const order = [...runnable.filter(({ s }) => s.id === 'b' || s.id === 'f'), ...rotated];
+        for (const { s, server } of order) {
           const w = WORKLOADS[wid];
-          ctx.results = results;
-          const r = await measure(s, server, w);
-          results.push(r);
+          const r = { ...(await measure(s, server, w)), round };
+          raw.push(r);
           const bad2xx = r.requests - r.ok;
-          log(`[${Math.round((Date.now() - started) / 1000).toString().padStart(3)}s] (${s.id}) ${s.name.padEnd(46)} ${w.id.padEnd(9)} ${r.rps.toFixed(0).padStart(7)} req/s  p50 ${fmt(r.p50ms)} ms  p99 ${fmt(r.p99ms)} ms${r.decisionP99ms === null ? '' : `  decision p99 ${fmt(r.decisionP99ms, 3)} ms`}  cpu ${r.cpuUsPerRequest.toFixed(0)} us/req${bad2xx > 0 ? `  NON-2XX ${bad2xx} ${JSON.stringify(r.statusCodes)}` : ''}`);
+          log(`[${Math.round((Date.now() - started) / 1000).toString().padStart(3)}s] r${round + 1} (${s.id}) ${s.name.padEnd(46)} ${w.id.padEnd(8)} ${r.rps.toFixed(0).padStart(7)} req/s  p50 ${fmt(r.p50ms)} ms  p99 ${fmt(r.p99ms)} ms${r.decisionP99ms === null ? '' : `  decision p99 ${fmt(r.decisionP99ms, 3)} ms`}  cpu ${r.cpuUsPerRequest.toFixed(0)} us/req${bad2xx > 0 ? `  NON-2XX ${bad2xx} ${JSON.stringify(r.statusCodes)}` : ''}`);
         }
-        if (s.id === 'i' && dev !== null && !flag('no-revocation')) {
-          revocation = await runRevocation({ dev, server, client, count: 100, log });
-        }
-      } finally {
-        await server.stop();
       }
     }
+    const i = active.find(({ s }) => s.id === 'i');
+    if (i !== undefined && dev !== null && !flag('no-revocation')) {
+      revocation = await runRevocation({ dev, server: i.server, client, count: 100, log });
+    }
   } finally {
+    await Promise.allSettled(active.map(({ server }) => server.stop()));
     await upstream.stop();
     await dev?.close();
   }
+  const results = aggregate(raw);
 
   let scale = null;
   if (!flag('no-scale') && ONLY === undefined) {
@@ -191,10 +255,12 @@ async function main() {
     mode: QUICK ? 'quick' : 'full',
     durationS: DURATION,
     warmupS: WARMUP,
+    rounds: ROUNDS,
     machine: { ...m, loadAverage1mStart: round2(loadBefore), loadAverage1mEnd: round2(loadavg()[0]) },
     public_base_url: PUBLIC,
     scenarios: scenarios.map((s) => ({ id: s.id, name: s.name, description: s.description })),
     results,
+    raw,
     skipped,
     notes,
     revocation,

@@ -118,8 +118,10 @@ async function nodeServer(script, args = []) {
 async function gatewayServer(ctx, config, extra = null) {
   // BENCH_GATEWAY_NODE_ARGS="--cpu-prof --cpu-prof-dir=/tmp/prof" profiles the gateway processes.
   const execArgv = process.env.BENCH_GATEWAY_NODE_ARGS?.split(' ').filter(Boolean) ?? [];
-  const child = new NodeChild(join(here, 'servers/gateway.js'), { execArgv });
-  const { url, adminUrl } = await child.request('ready', { config: JSON.stringify(config), folder: ctx.work }, 30_000);
+  const file = join(ctx.work, `gateway-${randomUUID()}.json`);
+  writeFileSync(file, JSON.stringify(config, null, 2));
+  const child = new NodeChild(join(here, 'servers/gateway.js'), { execArgv, args: [file] });
+  const { url, adminUrl } = await child.request('ready', undefined, 90_000);
   await untilReady(adminUrl);
   return {
     url,
@@ -288,12 +290,10 @@ export async function buildScenarios(ctx) {
 
   const plain = (w) => (w.method === 'GET' ? { method: 'GET', path: GET_PATH } : { method: 'POST', path: POST_PATH, body: POST_BODY });
   const scenario = (s) => ({ workloads: ALL, quickWorkloads: ['GET-50', 'POST-50'], ...s });
-  let current = null;
-  const url = () => current.url;
-  const started = (fn) => async () => (current = await fn());
+  const started = (fn) => fn;
 
-  const fullJob = (token) => (w) => ({
-    url: url(),
+  const fullJob = (token) => (w, srv) => ({
+    url: srv.url,
     method: 'POST',
     path: POST_PATH,
     body: POST_BODY,
@@ -307,7 +307,7 @@ export async function buildScenarios(ctx) {
       name: 'upstream direct',
       description: 'The bench upstream (node:http) with no proxy: the ceiling.',
       start: started(async () => ({ url: ctx.upstreamUrl, adminUrl: null, stats: () => ctx.upstreamStats(), stop: async () => {} })),
-      job: (w) => ({ url: url(), ...plain(w) }),
+      job: (w, srv) => ({ url: srv.url, ...plain(w) }),
     }),
     scenario({
       id: 'b',
@@ -315,21 +315,21 @@ export async function buildScenarios(ctx) {
       description: 'node:http server + undici Pool dispatch streaming to the same upstream; hop-by-hop headers dropped.',
       quickWorkloads: ['GET-50', 'POST-10', 'POST-50'],
       start: started(() => nodeServer('undici-proxy.js', [ctx.upstreamUrl])),
-      job: (w) => ({ url: url(), ...plain(w) }),
+      job: (w, srv) => ({ url: srv.url, ...plain(w) }),
     }),
     scenario({
       id: 'c',
       name: 'mission-gateway, auth: none route',
       description: 'The gateway on a route with `auth: none`: routing, header policy, evidence record (stdout to /dev/null), forwarding.',
       start: started(() => gatewayServer(ctx, gatewayConfig(ctx, { open: true }))),
-      job: (w) => ({ url: url(), ...plain(w) }),
+      job: (w, srv) => ({ url: srv.url, ...plain(w) }),
     }),
     scenario({
       id: 'd',
       name: 'http-proxy-3 minimal proxy',
       description: 'http-proxy-3 `web()` with a keep-alive agent.',
       start: started(() => nodeServer('http-proxy.js', [ctx.upstreamUrl])),
-      job: (w) => ({ url: url(), ...plain(w) }),
+      job: (w, srv) => ({ url: srv.url, ...plain(w) }),
     }),
     scenario({
       id: 'e',
@@ -337,7 +337,7 @@ export async function buildScenarios(ctx) {
       description: 'nginx, one worker, keep-alive upstream, access log off.',
       unavailable: () => (has('nginx') ? null : 'nginx is not installed (install it with `apt-get install -y nginx` to include it)'),
       start: started(() => startNginx(ctx)),
-      job: (w) => ({ url: url(), ...plain(w) }),
+      job: (w, srv) => ({ url: srv.url, ...plain(w) }),
     }),
     scenario({
       id: 'f',
@@ -345,7 +345,7 @@ export async function buildScenarios(ctx) {
       description: 'The baseline plus exactly one synchronous ES256 verification per request (node:crypto verify, cached KeyObject, ieee-p1363), nothing else.',
       quickWorkloads: ['GET-50', 'POST-10', 'POST-50'],
       start: started(() => nodeServer('undici-proxy.js', [ctx.upstreamUrl, '--crypto-floor'])),
-      job: (w) => ({ url: url(), ...plain(w) }),
+      job: (w, srv) => ({ url: srv.url, ...plain(w) }),
     }),
     scenario({
       id: 'g',
@@ -354,13 +354,13 @@ export async function buildScenarios(ctx) {
       note: 'express-oauth2-jwt-bearer keeps no jti replay record: a replayed DPoP proof is accepted, so it does less work than (h).',
       unavailable: devMissing,
       start: started(() => nodeServer('express-jwt.js', [ctx.upstreamUrl, dev.url, dev.endpoints.jwks, PUBLIC])),
-      job: (w) => {
+      job: (w, srv) => {
         const p = plain(w);
         return {
-          url: url(),
+          url: srv.url,
           ...p,
           headers: { authorization: `DPoP ${ctx.plainToken}` },
-          dpop: { privateJwk: ctx.client.privateJwk, htu: `${url()}${p.path}`, token: ctx.plainToken, count: proofCount(ctx, w) },
+          dpop: { privateJwk: ctx.client.privateJwk, htu: `${srv.url}${p.path}`, token: ctx.plainToken, count: proofCount(ctx, w) },
         };
       },
     }),
@@ -370,10 +370,10 @@ export async function buildScenarios(ctx) {
       description: 'RFC 9068 token (cached after first verification) + a fresh DPoP proof per request (ES256 verify, htm/htu/ath/cnf.jkt, jti replay record in memory); action checked against the token authorization_details; no Mission.',
       unavailable: devMissing,
       start: started(() => gatewayServer(ctx, gatewayConfig(ctx, {}))),
-      job: (w) => {
+      job: (w, srv) => {
         const p = plain(w);
         return {
-          url: url(),
+          url: srv.url,
           ...p,
           headers: { authorization: `DPoP ${ctx.plainToken}` },
           dpop: { privateJwk: ctx.client.privateJwk, htu: `${PUBLIC}${p.path}`, token: ctx.plainToken, count: proofCount(ctx, w) },
@@ -388,7 +388,7 @@ export async function buildScenarios(ctx) {
       quickWorkloads: POSTS,
       unavailable: devMissing,
       start: started(() => gatewayServer(ctx, gatewayConfig(ctx, { mission: true, params: true, evidenceFile: join(ctx.work, `evidence-i-${Date.now()}.jsonl`) }))),
-      job: (w) => fullJob(ctx.missionToken)(w),
+      job: (w, srv) => fullJob(ctx.missionToken)(w, srv),
     }),
     scenario({
       id: 'j',
@@ -398,8 +398,8 @@ export async function buildScenarios(ctx) {
       quickWorkloads: ['POST-50'],
       unavailable: devMissing,
       start: started(() => gatewayServer(ctx, gatewayConfig(ctx, { mission: true, params: true, mcp: true, evidenceFile: join(ctx.work, `evidence-j-${Date.now()}.jsonl`) }))),
-      job: (w) => ({
-        ...fullJob(ctx.missionToken)(w),
+      job: (w, srv) => ({
+        ...fullJob(ctx.missionToken)(w, srv),
         path: MCP_PATH,
         body: MCP_BODY,
         headers: { authorization: `DPoP ${ctx.missionToken}`, accept: 'application/json, text/event-stream', 'mcp-protocol-version': '2025-06-18' },
@@ -415,7 +415,7 @@ export async function buildScenarios(ctx) {
       quickWorkloads: ['POST-50'],
       unavailable: devMissing,
       start: started(() => gatewayServer(ctx, gatewayConfig(ctx, { mission: true, params: true, sign: true, evidenceFile: join(ctx.work, `evidence-k-${Date.now()}.jsonl`) }))),
-      job: (w) => fullJob(ctx.missionToken)(w),
+      job: (w, srv) => fullJob(ctx.missionToken)(w, srv),
     }),
     scenario({
       id: 'l',
@@ -431,10 +431,10 @@ export async function buildScenarios(ctx) {
           throw err;
         }
       }),
-      job: (w) => {
+      job: (w, srv) => {
         const p = plain(w);
         return {
-          url: url(),
+          url: srv.url,
           ...p,
           headers: { authorization: `DPoP ${ctx.plainToken}` },
           dpop: { privateJwk: ctx.client.privateJwk, htu: `${PUBLIC}${p.path}`, token: ctx.plainToken, count: proofCount(ctx, w) },
@@ -451,7 +451,7 @@ export async function buildScenarios(ctx) {
  */
 export async function probe(s, server) {
   const w = WORKLOADS[(s.quickWorkloads ?? s.workloads)[0]];
-  const job = s.job(w);
+  const job = s.job(w, server);
   const headers = { ...job.headers };
   if (job.body !== undefined) headers['content-type'] = 'application/json';
   if (job.dpop !== undefined) {

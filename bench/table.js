@@ -8,6 +8,8 @@ export function find(out, scenario, workload) {
 
 /** Throughput ratio of a result to another scenario on the same workload. */
 export function ratio(out, r, to) {
+  // Median of per-round ratios when the run had rounds (see aggregate() in run.js).
+  if (r.ratios?.[to] !== undefined) return r.ratios[to];
   const b = find(out, to, r.workload);
   return b === null || b.rps === 0 ? null : r.rps / b.rps;
 }
@@ -49,7 +51,7 @@ export function bars(out) {
   {
     const i = find(out, 'i', 'POST-50');
     const g = find(out, 'g', 'POST-50');
-    const r = i !== null && g !== null && g.rps > 0 ? i.rps / g.rps : null;
+    const r = i !== null && g !== null ? ratio(out, i, 'g') : null;
     list.push(bar('i-vs-express', '(i) full enforcement >= 3 x express + express-oauth2-jwt-bearer (g), POST-50', r === null ? null : `${r.toFixed(2)}x`, r === null ? null : r >= 3));
   }
   for (const w of ['GET-50', 'POST-50']) {
@@ -81,6 +83,7 @@ export function rows(out) {
       cpu: f(r.cpuUsPerRequest, 0),
       rss: f(r.rssMiB, 0),
       non2xx: r.requests - r.ok,
+      rounds: r.rounds ?? 1,
     };
   });
 }

@@ -22,8 +22,12 @@ app.use(async (req, res) => {
   const headers = {};
   for (const [k, v] of Object.entries(req.headers)) if (!HOP.has(k)) headers[k] = v;
   const hasBody = req.headers['content-length'] !== undefined || req.headers['transfer-encoding'] !== undefined;
+  const ac = new AbortController();
+  res.once('close', () => {
+    if (!res.writableFinished) ac.abort();
+  });
   try {
-    const up = await pool.request({ method: req.method, path: req.originalUrl, headers, body: hasBody ? req : null });
+    const up = await pool.request({ method: req.method, path: req.originalUrl, headers, body: hasBody ? req : null, signal: ac.signal });
     const out = {};
     for (const [k, v] of Object.entries(up.headers)) if (!HOP.has(k)) out[k] = v;
     res.writeHead(up.statusCode, out);

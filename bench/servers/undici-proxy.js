@@ -41,10 +41,18 @@ const server = createServer({ keepAliveTimeout: 60_000 }, (req, res) => {
     return;
   }
   const hasBody = req.headers['content-length'] !== undefined || req.headers['transfer-encoding'] !== undefined;
+  let abort = null;
+  let done = false;
+  // A client that goes away aborts the upstream request (else a half-sent body holds the connection).
+  res.once('close', () => {
+    if (!done && abort !== null) abort(new Error('client went away'));
+  });
   pool.dispatch(
     { method: req.method, path: req.url, headers: headersOf(req), body: hasBody ? req : null },
     {
-      onConnect() {},
+      onConnect(a) {
+        abort = a;
+      },
       onHeaders(status, rawHeaders, resume) {
         const h = [];
         for (let i = 0; i < rawHeaders.length; i += 2) {
@@ -59,9 +67,11 @@ const server = createServer({ keepAliveTimeout: 60_000 }, (req, res) => {
         return res.write(chunk);
       },
       onComplete() {
+        done = true;
         res.end();
       },
       onError() {
+        done = true;
         if (!res.headersSent) res.writeHead(502);
         res.end();
       },
