@@ -55,10 +55,9 @@ describe('SPEC §3/§5 Mission authority faults: fail closed, bounded wait, reco
       expect(t.echo.requests.some((q) => q.headers['x-mission-id'] === m.id)).toBe(true);
 
       // Records are written off the response path: wait for the third.
-      const records = await eventually(() => {
-        const mine = t.gw.evidence().filter((e) => (e['mission'] as { id?: string } | null)?.id === m.id);
-        return mine.length >= 3 ? mine : null;
-      });
+      const mine = (): Record<string, unknown>[] => t.gw.evidence().filter((e) => (e['mission'] as { id?: string } | null)?.id === m.id);
+      await eventually(() => mine().length >= 3);
+      const records = mine();
       expect(records.map((e) => [e['decision'], e['denial_reason']])).toEqual([
         ['deny', 'state_unavailable'],
         ['deny', 'state_unavailable'],
