@@ -32,6 +32,8 @@ function caller(req) {
   for (const k of ['mission-decision', 'x-mission-id', 'x-mission-subject', 'x-mission-client-id', 'x-mission-action']) {
     if (typeof h[k] === 'string') out[k] = h[k];
   }
+  // Never echo a credential, only whether one arrived (behind the gateway it never should).
+  if (h.authorization !== undefined || h.dpop !== undefined) out.credentials = 'received';
   return out;
 }
 

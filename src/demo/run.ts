@@ -11,6 +11,7 @@
  *   npm run demo              run the story and exit (1 when a step does not go as expected)
  *   npm run demo -- --keep    run the story, then keep everything running with the URLs printed
  */
+import { readFileSync } from 'node:fs';
 import { DEV_WARNING } from '../dev-authority/index.js';
 import { verifyEvidenceFile } from '../evidence/verify.js';
 import { DemoAgent, type Reply } from './agent.js';
@@ -69,7 +70,13 @@ async function story(s: Stack): Promise<void> {
 
   heading('Calls to the HTTP API through the gateway');
   expect('GET', '/public/status', await agent.call(api, 'GET', '/public/status'), { allow: true }, 'route with auth: none');
-  expect('GET', '/invoices/inv_1001', await agent.call(api, 'GET', '/invoices/inv_1001', { token: t }), { allow: true }, 'invoices.read');
+  const first = await agent.call(api, 'GET', '/invoices/inv_1001', { token: t });
+  expect('GET', '/invoices/inv_1001', first, { allow: true }, 'invoices.read');
+  const seen = (first.json?.['caller'] ?? {}) as Record<string, string>;
+  if (seen['credentials'] !== undefined) {
+    surprises++;
+    out(`   ${c.bold(c.yellow('UNEXPECTED'))} the API received the agent's credentials`);
+  } else say(`the API saw no token and no proof, only who is calling and why: ${Object.entries(seen).map(([k, v]) => `${k}: ${v}`).join(', ')}`);
   expect('GET', '/invoices/inv_1001 (no token)', await agent.call(api, 'GET', '/invoices/inv_1001'), { allow: false, reason: 'token_missing' });
   expect('GET', '/admin/users', await agent.call(api, 'GET', '/admin/users', { token: t }), { allow: false, reason: 'no_route' });
   expect('DELETE', '/invoices/inv_1001', await agent.call(api, 'DELETE', '/invoices/inv_1001', { token: t }), { allow: false, reason: 'out_of_authority' }, 'invoices.delete is not in the Mission');
@@ -125,6 +132,20 @@ async function story(s: Stack): Promise<void> {
       ? c.green(`intact: ${v.records} records, chain unbroken, ${v.signaturesVerified} signatures verified`)
       : c.red(`BROKEN at line ${v.firstBreak?.line ?? '?'}: ${v.firstBreak?.reason ?? '?'}`);
     out(`   ${v.ok ? c.green('OK   ') : c.red('FAIL ')}  ${name.padEnd(12)} ${text}`);
+  }
+  const last = lastRecord(s.apiGateway.evidenceFile);
+  if (last !== null) {
+    const mission = (last['mission'] ?? {}) as Record<string, unknown>;
+    say(`last API record: #${String(last['sequence'])} ${String(last['decision'])} ${String(last['denial_reason'])} ${String(last['method'])} ${String(last['path'])}, mission state ${String(mission['state'])} (source ${String(mission['source'])}), prev_hash ${String(last['prev_hash']).slice(0, 20)}…, signed (${String((last['evidence_envelope'] as { format?: unknown } | undefined)?.format ?? 'no')})`);
+  }
+}
+
+function lastRecord(file: string): Record<string, unknown> | null {
+  try {
+    const lines = readFileSync(file, 'utf8').trimEnd().split('\n');
+    return JSON.parse(lines.at(-1) ?? '') as Record<string, unknown>;
+  } catch {
+    return null;
   }
 }
 

@@ -44,6 +44,8 @@ describe('npm run demo', () => {
     // Allowed calls, with the gateway's decision id.
     expect(line(/ALLOW\s+GET\s+\/public\/status\s+200/)).toContain('permit');
     expect(line(/ALLOW\s+GET\s+\/invoices\/inv_1001\s+200\s+permit/)).toContain('invoices.read');
+    // SPEC section 6: the upstream gets identity headers, never the credentials.
+    expect(line(/the API saw no token and no proof/)).toContain('x-mission-action: invoices.read');
     // Denials with their SPEC section 5 error / denial_reason.
     expect(line(/DENY\s+GET\s+\/invoices\/inv_1001 \(no token\)\s+401/)).toContain('unauthorized / token_missing');
     expect(line(/DENY\s+GET\s+\/admin\/users\s+403/)).toContain('forbidden / no_route');
