@@ -192,7 +192,7 @@ export interface FaultTarget {
 export interface FaultTargetOptions {
   /** Appended to the gateway config (top-level keys). */
   readonly yaml?: string;
-  /** Added under `mission:`. */
+  /** Added under `mission:`. In it and in `yaml`, `{{issuer}}` is replaced by the issuer (proxy) URL. */
   readonly mission?: string;
   readonly dev?: DevAuthorityOptions;
   readonly folder?: string;
@@ -218,11 +218,11 @@ upstream: { url: ${echo.url}${opts.upstreamTimeoutS === undefined ? '' : `, time
 issuers: [{ issuer: ${proxy.url}, algorithms: [ES256] }]${opts.evidenceSink === undefined ? '' : `\nevidence: { sink: ${JSON.stringify(opts.evidenceSink)} }`}
 mission:
   client: { client_id: gw-api, private_key_file: ${keyFile} }
-${(opts.mission ?? '').replace(/^/gm, '  ')}
+${(opts.mission ?? '').replace(/^/gm, '  ').replaceAll('{{issuer}}', proxy.url)}
 routes:
   - match: { method: GET, path: /invoices/* }
     action: invoices.read
-${opts.yaml ?? ''}`,
+${(opts.yaml ?? '').replaceAll('{{issuer}}', proxy.url)}`,
     { folder },
   );
   const agent = await newAgent();
