@@ -201,6 +201,8 @@ export interface FaultTargetOptions {
   readonly upstreamTimeoutS?: number;
   /** `evidence.sink` (default: a file in the folder). */
   readonly evidenceSink?: string;
+  /** Called once the proxy and authority run, before the gateway starts (e.g. to set faults for start-up). */
+  readonly beforeGateway?: (proxy: FaultProxy) => void;
 }
 
 export async function startFaultTarget(opts: FaultTargetOptions = {}): Promise<FaultTarget> {
@@ -210,6 +212,7 @@ export async function startFaultTarget(opts: FaultTargetOptions = {}): Promise<F
   proxy.target = `http://127.0.0.1:${dev.port}`;
   const echo = await startEcho(opts.upstream);
   const keyFile = await gatewayClientKey(dev, folder);
+  opts.beforeGateway?.(proxy);
   const gw = await startGateway(
     `
 public_base_url: ${API}
