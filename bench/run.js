@@ -6,9 +6,11 @@
  * (autocannon) in a child pinned to core 1, when taskset exists.
  *
  *   npm run bench -- --quick            short runs, the workloads the bars need (< 2 min)
- *   npm run bench                        every scenario x {GET 200 B, POST 1 KiB} x {10, 50} connections
+ *   npm run bench                        every scenario x {GET 200 B, POST 1 KiB} x {10, 50} connections,
+ *                                        3 interleaved rounds (about 11 minutes)
  *   npm run bench -- --only=b,c          a subset of scenarios (the baseline is always run)
- *   npm run bench -- --duration=3 --warmup=1 --no-scale --no-revocation
+ *   npm run bench -- --duration=3 --warmup=1 --rounds=3 --no-scale --no-revocation
+ *   BENCH_GATEWAY_NODE_ARGS="--cpu-prof --cpu-prof-dir=/tmp/prof" profiles the gateway processes
  *
  * Requires a build (`npm run build`): it runs the compiled dist/ code.
  */
@@ -32,7 +34,7 @@ const opt = (name, dflt) => {
 };
 const QUICK = flag('quick');
 const DURATION = Number(opt('duration', QUICK ? 2 : 3));
-const WARMUP = Number(opt('warmup', QUICK ? 0.5 : 1));
+const WARMUP = Number(opt('warmup', QUICK ? 0.5 : 0.75));
 const ROUNDS = Number(opt('rounds', QUICK ? 1 : 3));
 const ONLY = opt('only', null)?.split(',').map((s) => s.trim());
 const log = (line) => process.stdout.write(`${line}\n`);

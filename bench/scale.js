@@ -18,7 +18,8 @@ function mem() {
   globalThis.gc();
   globalThis.gc();
   const m = process.memoryUsage();
-  return { heap: m.heapUsed, external: m.external + m.arrayBuffers, rss: m.rss };
+  // `external` already includes `arrayBuffers` (typed arrays such as the replay table).
+  return { heap: m.heapUsed, external: m.external, rss: m.rss };
 }
 
 const perEntry = (before, after, n) => ({

@@ -65,9 +65,12 @@ export function bars(out) {
 const f = (v, d = 2) => (v === null || v === undefined ? '-' : v.toFixed(d));
 
 /** Rows for the results table: one per scenario x workload. */
+const WORKLOAD_ORDER = ['GET-10', 'GET-50', 'POST-10', 'POST-50'];
+
 export function rows(out) {
   const names = new Map(out.scenarios.map((s) => [s.id, s.name]));
-  return out.results.map((r) => {
+  const sorted = [...out.results].sort((a, b) => WORKLOAD_ORDER.indexOf(a.workload) - WORKLOAD_ORDER.indexOf(b.workload) || a.scenario.localeCompare(b.scenario));
+  return sorted.map((r) => {
     const rb = ratio(out, r, 'b');
     const rf = FLOOR_RATIO_SCENARIOS.has(r.scenario) ? ratio(out, r, 'f') : null;
     return {
