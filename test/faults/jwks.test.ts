@@ -130,3 +130,33 @@ describe('issuer keys (JWKS) rotating, vanishing and returning', () => {
     await eventually(async () => (await t.get(fresh)).status === 200, 3000);
   });
 });
+
+describe('issuer unreachable when the gateway starts', () => {
+  let t: FaultTarget;
+  beforeEach(async () => {
+    vi.useFakeTimers({ toFake: ['Date'], shouldAdvanceTime: true });
+    t = await startFaultTarget({
+      beforeGateway: (p) => {
+        p.set('/.well-known', { kind: 'answer', status: 500 });
+        p.set('/jwks', { kind: 'answer', status: 500 });
+      },
+    });
+  });
+  afterEach(async () => {
+    await t?.close();
+    vi.useRealTimers();
+  });
+
+  it('not ready, tokens 503 keys_unavailable (not 401); once the issuer is back, the first request after the cooldown loads the keys', async () => {
+    const m = await t.mission();
+    await eventually(async () => (await t.admin('/readyz')).json<{ checks: Record<string, boolean> }>().checks['issuer_keys'] === false);
+    expect((await t.admin('/readyz')).status).toBe(503);
+    const r = await t.get(m.token);
+    expect(denialOf(r)).toMatchObject({ status: 503, reason: 'keys_unavailable' });
+
+    t.proxy.clear();
+    skip(COOLDOWN_MS + 1000);
+    expect((await t.get(m.token)).status).toBe(200);
+    expect((await t.admin('/readyz')).status).toBe(200);
+  });
+});
