@@ -100,6 +100,30 @@ describe('issuer keys (JWKS) rotating, vanishing and returning', () => {
     expect((await t.get(sameKid)).status).toBe(200);
   });
 
+  it('JWKS answering garbage (HTML, truncated JSON, wrong shapes): the fetch counts as failed, a new kid is 503 keys_unavailable, recovery', async () => {
+    const m = await t.mission();
+    expect((await t.get(m.token)).status).toBe(200);
+    await t.dev.rotateKey();
+    const fresh = await t.dev.issueAccessToken({ missionId: m.id, resource: 'https://api.example.com', jkt: t.agent.jkt });
+    const garbage: [string, string][] = [
+      ['text/html', '<html>maintenance</html>'],
+      ['application/json', '{"keys":[{"kty":"EC"'],
+      ['application/json', '[]'],
+      ['application/json', '{"keys":"none"}'],
+    ];
+    for (const [type, body] of garbage) {
+      t.proxy.set('/jwks', { kind: 'answer', status: 200, headers: { 'content-type': type }, body });
+      skip(COOLDOWN_MS + 1000);
+      expect(denialOf(await t.get(fresh)), body).toMatchObject({ status: 503, reason: 'keys_unavailable' });
+      // The failed fetch is counted, and the set it would have replaced is kept (see 'issuer gone').
+      const metrics = (await t.admin('/metrics')).text();
+      expect(metrics).toMatch(/mission_gateway_jwks_refresh_total\{[^}]*outcome="failure"[^}]*\} [1-9]/);
+    }
+    t.proxy.set('/jwks', PASS);
+    skip(COOLDOWN_MS + 1000);
+    expect((await t.get(fresh)).status).toBe(200);
+  });
+
   it('a Status answer signed by a new key while the JWKS endpoint hangs: 503 state_unavailable within mission.status_timeout_s', async () => {
     const m = await t.mission();
     await t.dev.rotateKey(); // Status answers are now signed with a kid the gateway has not seen
