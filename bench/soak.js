@@ -166,6 +166,7 @@ log: { level: warn }
   );
   const gwLog = [];
   const child = spawn(process.execPath, [CLI, '--config', join(folder, 'gateway.yaml')], { stdio: ['ignore', 'pipe', 'pipe'] });
+  gatewayChild = child;
   for (const s of [child.stdout, child.stderr]) s.on('data', (d) => gwLog.push(d.toString()) > 200 && gwLog.shift());
   let childExit = null;
   child.on('exit', (code, signal) => (childExit = { code, signal }));
@@ -360,7 +361,11 @@ function round(x) {
   return Math.round(x * 10) / 10;
 }
 
+/** The gateway child, so that a failed run does not leave it running. */
+let gatewayChild = null;
+
 main().catch((err) => {
   process.stderr.write(`soak failed: ${err?.stack ?? err}\n`);
+  if (gatewayChild !== null && gatewayChild.exitCode === null) gatewayChild.kill('SIGKILL');
   process.exit(1);
 });
