@@ -1,12 +1,16 @@
 /**
  * mission-gateway (compiled dist/) in its own process. The config file (JSON, written by the
  * runner so that it can point at upstreams and authorities started on port 0) is argv[2].
+ * BENCH_GATEWAY_DIST=/path/to/other/dist benchmarks another build (e.g. a branch) instead.
  */
 import { readFileSync } from 'node:fs';
-import { dirname } from 'node:path';
-import { Gateway } from '../../dist/gateway.js';
-import { parseConfigText } from '../../dist/config/load.js';
+import { dirname, resolve } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { serveStats } from '../lib/proc.js';
+
+const dist = resolve(process.env.BENCH_GATEWAY_DIST ?? resolve(dirname(fileURLToPath(import.meta.url)), '../../dist'));
+const { Gateway } = await import(pathToFileURL(`${dist}/gateway.js`).href);
+const { parseConfigText } = await import(pathToFileURL(`${dist}/config/load.js`).href);
 
 const file = process.argv[2];
 try {
