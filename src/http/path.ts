@@ -95,6 +95,8 @@ export function normalizeTarget(target: string): RequestTarget {
   return { path: normalizePath(rawPath), search };
 }
 
+const MATRIX = /;|%3B/;
+
 const SIMPLE_PATH = /^(?:\/[A-Za-z0-9_~-][A-Za-z0-9._~-]*)*\/?$/;
 
 export function normalizePath(rawPath: string): string {
@@ -115,11 +117,12 @@ export function normalizePath(rawPath: string): string {
     // dot segment inside (`..%2Fadmin`): refuse rather than guess how the upstream reads it.
     if (seg.includes('%2F') || seg.includes('%5C')) {
       for (const part of seg.split(/%2F|%5C/)) {
-        const head = part.split(';')[0];
+        const head = part.split(MATRIX)[0];
         if (head === '.' || head === '..') throw new PathError('dot segment hidden behind an encoded slash');
       }
     }
-    const semi = seg.indexOf(';');
+    // A matrix parameter, literal or encoded (`..;x`, `..%3B`), must not hide a dot segment.
+    const semi = seg.search(MATRIX);
     if (semi !== -1) {
       const head = seg.slice(0, semi);
       if (head === '.' || head === '..') throw new PathError('dot segment with matrix parameters');

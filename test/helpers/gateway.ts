@@ -87,13 +87,13 @@ export async function startGateway(yaml: string, opts: { folder?: string; env?: 
 }
 
 /** Waits until `fn` returns a truthy value (polling), or fails after `ms`. */
-export async function eventually<T>(fn: () => T | Promise<T>, ms = 5000): Promise<T> {
+export async function eventually<T>(fn: () => T | Promise<T>, ms = 5000): Promise<NonNullable<T>> {
   const end = Date.now() + ms;
   let last: unknown;
   for (;;) {
     try {
       const v = await fn();
-      if (v) return v;
+      if (v) return v as NonNullable<T>;
     } catch (err) {
       last = err;
     }
@@ -118,7 +118,8 @@ export async function startCli(file: string): Promise<CliGateway> {
   proc.stderr!.on('data', (c: Buffer) => (err += c.toString()));
   proc.stdout!.resume();
   const exited = new Promise<never>((_, reject) => proc.once('exit', (code) => reject(new Error(`gateway exited with ${code}: ${err}`))));
-  const line = await Promise.race([eventually(() => err.split('\n').find((l) => l.includes('mission-gateway listening')), 15_000), exited]);
+  const listening = (): string | undefined => err.split('\n').find((l) => l.includes('mission-gateway listening'));
+  const line = await Promise.race([eventually(listening, 15_000), exited]);
   const { url, adminUrl } = JSON.parse(line) as { url: string; adminUrl: string };
   return { proc, url, adminUrl, logs: () => err };
 }

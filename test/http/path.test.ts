@@ -39,7 +39,7 @@ describe('RFC 3986 §6.2.2 / §5.2.4 path normalization', () => {
     expect(normalizeTarget('http://evil.example/a/../admin?q')).toEqual({ path: '/admin', search: '?q' });
   });
 
-  for (const bad of ['/public/..%2Fadmin', '/public/..%5cadmin', '/public/..\\admin', '/a/x%2F..%2F..', '/a%zz', '/a%0', '/a%00b', '/..;/admin', '/public/..;x=1/admin', '/.;/a', '/a\u0001b']) {
+  for (const bad of ['/public/..%3B/admin', '/public/..%3bx=1/admin', '/public/.%3B/admin', '/a%2F..%3B/b', '/public/..%2Fadmin', '/public/..%5cadmin', '/public/..\\admin', '/a/x%2F..%2F..', '/a%zz', '/a%0', '/a%00b', '/..;/admin', '/public/..;x=1/admin', '/.;/a', '/a\u0001b']) {
     it(`refuses ${JSON.stringify(bad)}`, () => {
       expect(() => normalizePath(bad)).toThrow(PathError);
     });

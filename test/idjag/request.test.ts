@@ -89,7 +89,7 @@ describe('property: no parser choice lets an ID-JAG grant past the guard uncheck
   const pairs = fc.array(fc.tuple(key, value), { maxLength: 6 });
 
   /** What an AS would see, taking the first or the last copy of each parameter. */
-  function asSees(all: [string, string][], pick: 'first' | 'last'): { grant?: string; assertion?: string } {
+  function asSees(all: [string, string][], pick: 'first' | 'last'): { grant: string | undefined; assertion: string | undefined } {
     const seen: Record<string, string> = {};
     for (const [k, v] of pick === 'first' ? all : [...all].reverse()) if (!(k in seen)) seen[k] = v;
     return { grant: seen['grant_type'], assertion: seen['assertion'] };

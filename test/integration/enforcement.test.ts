@@ -78,7 +78,7 @@ routes:
     dev.addReceiver({ endpoint: `${gw.url}/.well-known/ssf/push`, audience: API });
     agent = await newAgent();
     const m = await dev.missions.create({ subject: 'user_1', client_id: 'agent-1', purpose: 'reconcile', authorization_details: ENTRIES });
-    missionId = (m as { id: string }).id ?? (m as { mission: { id: string } }).mission.id;
+    missionId = (m as unknown as { id: string }).id;
     token = await agent.token(dev, missionId, API);
   });
 

@@ -17,7 +17,6 @@ import { join } from 'node:path';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { ClientCredentialsProvider } from '@modelcontextprotocol/sdk/client/auth-extensions.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
-// @ts-expect-error oidc-provider ships no type declarations
 import Provider from 'oidc-provider';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { DevAuthority } from '../../src/dev-authority/index.js';

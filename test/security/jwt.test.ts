@@ -140,7 +140,7 @@ describe('RFC 7515 §4.1.11 / RFC 9068 §2.1: header and payload shape', () => {
 
   it('missing required claims are refused, one at a time', async () => {
     for (const k of ['iss', 'exp', 'aud', 'sub', 'client_id', 'iat', 'jti']) {
-      const c = { ...claims, jti: randomUUID() };
+      const c: Record<string, unknown> = { ...claims, jti: randomUUID() };
       delete c[k];
       await expectInvalid(await t.dev.signJwt(c, 'at+jwt'));
     }
