@@ -9,56 +9,109 @@
 const LF = 0x0a;
 const CR = 0x0d;
 
-/** Splits a byte stream into complete events (each with its terminating blank line). */
-export class SseSplitter {
-  private pending: Buffer = Buffer.alloc(0);
-  /** Bytes of `pending` already scanned. */
-  private scanned = 0;
-  /** True when the scan position is at the start of a line. */
-  private atLineStart = true;
+/**
+ * Largest unfinished event held while waiting for its blank line, the same bound as an upstream JSON
+ * answer (MAX_RESPONSE_BYTES in relay.ts, not imported from there: relay.ts imports this module).
+ */
+export const MAX_EVENT_BYTES = 16 * 1024 * 1024;
 
-  /** Feeds a chunk; returns the events it completed, in order. */
+/**
+ * Splits a byte stream into complete events (each with its terminating blank line). Only each new
+ * chunk is scanned and the unfinished event is kept as a list of chunks, joined once when it ends,
+ * so a large event costs linear time whatever the chunk size.
+ */
+export class SseSplitter {
+  /** The unfinished event, as pieces of the chunks it arrived in. */
+  private parts: Buffer[] = [];
+  private partsLength = 0;
+  /** True when the scan position is at the start of a line (before `crPending`'s CR, if any). */
+  private atLineStart = true;
+  /** The last chunk ended in a CR that may be the first half of a CRLF split across chunks. */
+  private crPending = false;
+
+  /** `maxEventBytes`: past this many unfinished bytes `push` throws (the stream must be cut). */
+  constructor(private readonly maxEventBytes: number = MAX_EVENT_BYTES) {}
+
+  /** Feeds a chunk; returns the events it completed, in order. Throws when an event grows too large. */
   push(chunk: Buffer): Buffer[] {
-    const buf = this.pending.length === 0 ? chunk : Buffer.concat([this.pending, chunk]);
     const events: Buffer[] = [];
+    const n = chunk.length;
+    if (n === 0) return events;
     let start = 0;
-    let i = this.scanned;
+    let i = 0;
     let atLineStart = this.atLineStart;
-    const n = buf.length;
+    if (this.crPending) {
+      // The CR ended its line; a LF right after it belongs to the same line end.
+      this.crPending = false;
+      i = chunk[0] === LF ? 1 : 0;
+      if (atLineStart) {
+        events.push(this.take(chunk, i));
+        start = i;
+      }
+      atLineStart = true;
+    }
     while (i < n) {
-      const c = buf[i]!;
+      const c = chunk[i]!;
       let end: number;
       if (c === LF) {
         end = i + 1;
       } else if (c === CR) {
-        // A CR as the last byte may be the first half of a CRLF: wait for the next chunk.
-        if (i + 1 === n) break;
-        end = buf[i + 1] === LF ? i + 2 : i + 1;
+        if (i + 1 === n) {
+          this.crPending = true;
+          break;
+        }
+        end = chunk[i + 1] === LF ? i + 2 : i + 1;
       } else {
         atLineStart = false;
         i++;
         continue;
       }
       if (atLineStart) {
-        events.push(buf.subarray(start, end));
+        events.push(start === 0 ? this.take(chunk, end) : chunk.subarray(start, end));
         start = end;
       }
       atLineStart = true;
       i = end;
     }
-    this.pending = start === n ? Buffer.alloc(0) : buf.subarray(start);
-    this.scanned = i - start;
     this.atLineStart = atLineStart;
+    if (start < n) {
+      this.parts.push(start === 0 ? chunk : chunk.subarray(start));
+      this.partsLength += n - start;
+      if (this.partsLength > this.maxEventBytes) {
+        this.reset();
+        throw new Error(`SSE event larger than ${this.maxEventBytes} bytes`);
+      }
+    }
     return events;
   }
 
   /** What is left at the end of the stream (an unterminated event), or null. */
   flush(): Buffer | null {
-    const rest = this.pending;
-    this.pending = Buffer.alloc(0);
-    this.scanned = 0;
+    const rest = this.partsLength === 0 ? null : this.join(null, 0);
+    this.reset();
+    return rest;
+  }
+
+  /** The event ending at `end` in `chunk`: the held parts plus the chunk's head, joined once. */
+  private take(chunk: Buffer, end: number): Buffer {
+    if (this.partsLength === 0) return chunk.subarray(0, end);
+    const event = this.join(chunk, end);
+    this.parts = [];
+    this.partsLength = 0;
+    return event;
+  }
+
+  private join(chunk: Buffer | null, end: number): Buffer {
+    if (chunk !== null && end > 0) this.parts.push(chunk.subarray(0, end));
+    const parts = this.parts;
+    return parts.length === 1 ? parts[0]! : Buffer.concat(parts, this.partsLength + end);
+  }
+
+  private reset(): void {
+    this.parts = [];
+    this.partsLength = 0;
     this.atLineStart = true;
-    return rest.length === 0 ? null : rest;
+    this.crPending = false;
   }
 }
 

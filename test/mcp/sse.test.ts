@@ -1,6 +1,7 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { messageEvent, parseEvent, rewriteEvent, SseRewriter, SseSplitter } from '../../src/mcp/sse.js';
+import { MAX_RESPONSE_BYTES } from '../../src/mcp/relay.js';
+import { MAX_EVENT_BYTES, messageEvent, parseEvent, rewriteEvent, SseRewriter, SseSplitter } from '../../src/mcp/sse.js';
 
 function splitAll(text: string, cuts: number[]): string[] {
   const s = new SseSplitter();
@@ -40,6 +41,44 @@ describe('WHATWG server-sent events: splitting a stream into events', () => {
         expect(splitAll(events.join(''), cuts)).toEqual(events);
       }),
     );
+  });
+
+  it('SPEC §7: a 16 MiB SSE event in 16 KiB chunks is split in linear time (each byte copied at most once)', () => {
+    const big = Buffer.from('data: ' + 'x'.repeat(16 * 1024 * 1024) + '\n\n');
+    // Counting the bytes joined rather than timing the loop: the machine is shared, a count is not.
+    // A plain wrapper, not a vi spy: a spy would keep every joined buffer alive.
+    const concat = Buffer.concat;
+    let copied = 0;
+    Buffer.concat = (list: readonly Uint8Array[], totalLength?: number): Buffer => {
+      const joined = concat(list, totalLength);
+      copied += joined.length;
+      return joined;
+    };
+    try {
+      const s = new SseSplitter();
+      const events: Buffer[] = [];
+      for (let i = 0; i < big.length; i += 16384) events.push(...s.push(big.subarray(i, i + 16384)));
+      expect(events.length).toBe(1);
+      expect(events[0]!.equals(big)).toBe(true);
+      expect(copied).toBeLessThanOrEqual(big.length);
+    } finally {
+      Buffer.concat = concat;
+    }
+  });
+
+  it('SPEC §7: an event that never ends is refused once its unfinished bytes pass the bound', () => {
+    expect(MAX_EVENT_BYTES).toBe(MAX_RESPONSE_BYTES);
+    const s = new SseSplitter();
+    const chunk = Buffer.alloc(64 * 1024, 0x78);
+    s.push(Buffer.from('data: '));
+    for (let sent = 6; sent + chunk.length <= MAX_EVENT_BYTES; sent += chunk.length) s.push(chunk);
+    expect(() => s.push(chunk)).toThrow(/SSE event/);
+    const small = new SseSplitter(16);
+    expect(small.push(Buffer.from('data: 0123456789'))).toEqual([]);
+    expect(() => small.push(Buffer.from('\r'))).toThrow(/SSE event/);
+    // A finished event is released, not counted against the bound.
+    const ok = new SseSplitter(16);
+    expect(ok.push(Buffer.from('data: 0123456789abc\n\n')).map(String)).toEqual(['data: 0123456789abc\n\n']);
   });
 
   it('splits multi-byte UTF-8 across chunks without damage', () => {
