@@ -6,7 +6,9 @@
  * discovery. Like jose's `jwks/remote.ts`: one in-flight fetch per issuer (single flight), an
  * unknown `kid` triggers a refetch only after a cooldown, and a failed fetch keeps the last good
  * keys. A background refresh (default every 5 minutes) notices keys that leave the set, so verified
- * tokens cached by token.ts are forgotten (see `isCurrent` and `onKeysChanged`).
+ * tokens cached by token.ts are forgotten (see `isCurrent` and `onKeysChanged`). An issuer whose
+ * keys never loaded is retried on its own, on a backoff, so a gateway started while its issuer was
+ * down becomes ready soon after the issuer returns, without waiting for traffic.
  *
  * Fetches: undici with connect/header/body timeouts, no redirects at all (a 3xx is a failure), a
  * response size bound, JSON validation. Discovered `jwks_uri`s must be https (http on loopback).
@@ -65,6 +67,10 @@ interface IssuerState {
   generation: number;
   metadata: Readonly<Record<string, unknown>> | null;
   metadataInflight: Promise<Readonly<Record<string, unknown>>> | null;
+  /** Pending retry while the keys never loaded (unref'd). */
+  retryTimer: NodeJS.Timeout | null;
+  /** Next retry delay; reset once the keys load. */
+  retryDelayMs: number;
 }
 
 export type KeysChangedListener = (issuer: string, removed: readonly KeyObject[]) => void;
@@ -74,6 +80,8 @@ class FetchError extends Error {
 }
 
 const MAX_KEYS = 100;
+const RETRY_FIRST_MS = 500;
+const RETRY_MAX_MS = 30_000;
 
 function isTrustedUrl(value: unknown): value is string {
   if (typeof value !== 'string') return false;
@@ -102,6 +110,7 @@ export class IssuerKeys implements KeyResolver {
   private readonly listeners: KeysChangedListener[] = [];
   private readonly fetchTimeoutMs: number;
   private readonly cooldownMs: number;
+  private readonly retryMaxMs: number;
   private readonly maxResponseBytes: number;
   private readonly clock: Clock;
   private readonly metrics: Metrics;
@@ -112,6 +121,8 @@ export class IssuerKeys implements KeyResolver {
   constructor(opts: IssuerKeysOptions) {
     this.fetchTimeoutMs = opts.fetchTimeoutMs ?? 5000;
     this.cooldownMs = opts.cooldownMs ?? 30_000;
+    // A never-loaded issuer is retried no more often than a request could trigger a fetch, within bounds.
+    this.retryMaxMs = Math.min(RETRY_MAX_MS, Math.max(RETRY_FIRST_MS, this.cooldownMs));
     this.maxResponseBytes = opts.maxResponseBytes ?? 512 * 1024;
     this.clock = opts.clock ?? systemClock;
     this.metrics = opts.metrics;
@@ -136,6 +147,8 @@ export class IssuerKeys implements KeyResolver {
         generation: 0,
         metadata: null,
         metadataInflight: null,
+        retryTimer: null,
+        retryDelayMs: RETRY_FIRST_MS,
       });
     };
     for (const i of opts.issuers) add(i, true);
@@ -273,13 +286,35 @@ export class IssuerKeys implements KeyResolver {
       this.install(s, keys);
       s.lastOk = true;
       s.loaded = true;
+      this.cancelRetry(s);
+      s.retryDelayMs = RETRY_FIRST_MS;
       this.metrics.jwksRefresh.labels(issuer, 'success').inc();
     } catch (err) {
       s.lastOk = false;
       this.metrics.jwksRefresh.labels(issuer, 'failure').inc();
       this.logger.warn({ issuer, err: (err as Error).message }, 'issuer keys could not be loaded; keeping the last good keys');
+      if (!s.loaded) this.scheduleRetry(s);
       throw err;
     }
+  }
+
+  /** Loaded issuers wait for the periodic refresh; one that never loaded would otherwise stay not ready. */
+  private scheduleRetry(s: IssuerState): void {
+    if (this.closed || s.retryTimer !== null) return;
+    const delay = s.retryDelayMs;
+    s.retryDelayMs = Math.min(delay * 2, this.retryMaxMs);
+    s.retryTimer = setTimeout(() => {
+      s.retryTimer = null;
+      // A failure schedules the next retry from load().
+      this.refresh(s).catch(() => undefined);
+    }, delay);
+    s.retryTimer.unref();
+  }
+
+  private cancelRetry(s: IssuerState): void {
+    if (s.retryTimer === null) return;
+    clearTimeout(s.retryTimer);
+    s.retryTimer = null;
   }
 
   private importKeys(body: Record<string, unknown>, algorithms: readonly string[]): StoredKey[] {
@@ -377,5 +412,6 @@ export class IssuerKeys implements KeyResolver {
   close(): void {
     this.closed = true;
     if (this.timer !== null) clearInterval(this.timer);
+    for (const s of this.states.values()) this.cancelRetry(s);
   }
 }

@@ -421,3 +421,33 @@ describe('cross-check: the token stage agrees with jose.jwtVerify (RFC 9068 prof
     }
   });
 });
+
+describe('issuer keys: start-up retry of a never-loaded issuer', () => {
+  it('keys that fail to load at start are retried on a backoff until they load, with no request', async () => {
+    const { keys } = setup({ cooldownMs: 30_000 });
+    jwks.down = true;
+    jwks.requests = 0;
+    await keys.start();
+    expect(keys.ready()).toBe(false);
+    // Retries ~0.5 s and ~1.5 s after start (500 ms doubling): at 1 s exactly one followed the start-up fetch.
+    await new Promise((r) => setTimeout(r, 1000));
+    expect(jwks.requests).toBe(2);
+    jwks.down = false;
+    const end = Date.now() + 3000;
+    while (!keys.ready() && Date.now() < end) await new Promise((r) => setTimeout(r, 50));
+    expect(keys.ready()).toBe(true);
+    const after = jwks.requests;
+    await new Promise((r) => setTimeout(r, 1200));
+    expect(jwks.requests).toBe(after); // loaded: the retries stopped
+  });
+
+  it('no retry fetch happens after close()', async () => {
+    const { keys } = setup({ cooldownMs: 30_000 });
+    jwks.down = true;
+    await keys.start();
+    jwks.requests = 0;
+    keys.close();
+    await new Promise((r) => setTimeout(r, 800));
+    expect(jwks.requests).toBe(0);
+  });
+});
