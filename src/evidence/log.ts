@@ -11,6 +11,10 @@
  *   healthy() false (the pipeline then denies `evidence_unavailable`, /readyz fails,
  *   `mission_gateway_evidence_sink_up` is 0). A file sink is reopened every `retryMs` and recovers
  *   once the file is writable again, continuing the chain from what actually reached the file.
+ *   An open file is not proof of a writable one (/dev/full, a full disk that left no torn line):
+ *   the records of failed writes (up to MAX_UNWRITTEN) are kept and written again on reopen, and
+ *   only that write succeeding makes the sink healthy. Records already in the file (a write that
+ *   failed part-way) are recognised by the tail's `evidence_id` and not written twice.
  *   stdout/stderr do not recover (a closed pipe stays closed).
  * - One writer per file: two gateways appending to the same file would interleave two chains.
  */
@@ -45,17 +49,27 @@ export interface ChainTail {
   readonly prevHash: string | null;
   /** True when the file does not end with a newline (a torn last write). */
   readonly torn: boolean;
+  /** `evidence_id` of the last readable record (the one `sequence` comes from), or null. */
+  readonly evidenceId: string | null;
 }
 
-function sequenceOf(line: Buffer): number | null {
+interface Readable {
+  readonly sequence: number;
+  readonly evidenceId: string | null;
+}
+
+function readableOf(line: Buffer): Readable | null {
   try {
-    const v = JSON.parse(line.toString('utf8')) as { sequence?: unknown } | null;
+    const v = JSON.parse(line.toString('utf8')) as { sequence?: unknown; evidence_id?: unknown } | null;
     const s = v?.sequence;
-    return typeof s === 'number' && Number.isSafeInteger(s) && s >= 1 ? s : null;
+    if (typeof s !== 'number' || !Number.isSafeInteger(s) || s < 1) return null;
+    return { sequence: s, evidenceId: typeof v?.evidence_id === 'string' ? v.evidence_id : null };
   } catch {
     return null;
   }
 }
+
+const EMPTY_TAIL: ChainTail = { sequence: 0, prevHash: null, torn: false, evidenceId: null };
 
 /** Reads the end of an evidence file to continue its chain: last line's hash, last readable sequence. */
 export async function readChainTail(path: string): Promise<ChainTail> {
@@ -63,12 +77,12 @@ export async function readChainTail(path: string): Promise<ChainTail> {
   try {
     fh = await open(path, 'r');
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return { sequence: 0, prevHash: null, torn: false };
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return EMPTY_TAIL;
     throw err;
   }
   try {
     const { size } = await fh.stat();
-    if (size === 0) return { sequence: 0, prevHash: null, torn: false };
+    if (size === 0) return EMPTY_TAIL;
     for (let chunk = 64 * 1024; ; chunk *= 4) {
       const start = Math.max(0, size - chunk);
       const buf = Buffer.alloc(size - start);
@@ -89,12 +103,12 @@ export async function readChainTail(path: string): Promise<ChainTail> {
       const last = lines[lines.length - 1];
       if (last === undefined) {
         if (start > 0) continue;
-        return { sequence: 0, prevHash: null, torn };
+        return { ...EMPTY_TAIL, torn };
       }
-      let sequence: number | null = null;
-      for (let i = lines.length - 1; i >= 0 && sequence === null; i--) sequence = sequenceOf(lines[i]!);
-      if (sequence === null && start > 0) continue;
-      return { sequence: sequence ?? 0, prevHash: lineHash(last), torn };
+      let readable: Readable | null = null;
+      for (let i = lines.length - 1; i >= 0 && readable === null; i--) readable = readableOf(lines[i]!);
+      if (readable === null && start > 0) continue;
+      return { sequence: readable?.sequence ?? 0, prevHash: lineHash(last), torn, evidenceId: readable?.evidenceId ?? null };
     }
   } finally {
     await fh.close();
@@ -105,6 +119,9 @@ export async function readChainTail(path: string): Promise<ChainTail> {
 const defer = globalThis.setImmediate;
 const later = globalThis.setTimeout;
 const cancel = globalThis.clearTimeout;
+
+/** Records of failed writes kept for the reopened file; beyond this they are lost (and counted). */
+export const MAX_UNWRITTEN = 1000;
 
 interface Signer {
   readonly key: SigningKey;
@@ -122,6 +139,8 @@ export class EvidenceLog implements EvidenceSink {
   private sequence = 0;
   private prevHash: string | null = null;
   private queue: EvidenceRecord[] = [];
+  /** Records whose write failed, oldest first, to be written when the file is reopened. */
+  private unwritten: EvidenceRecord[] = [];
   private scheduled = false;
   private failed = false;
   private congested = false;
@@ -191,6 +210,7 @@ export class EvidenceLog implements EvidenceSink {
     if (f !== null && !f.destroyed) {
       await new Promise<void>((resolve) => f.end(() => resolve()));
     }
+    this.unwritten = [];
   }
 
   private readonly flush = (): void => {
@@ -200,21 +220,16 @@ export class EvidenceLog implements EvidenceSink {
     this.queue = [];
     const stream = this.stream;
     if (stream === null || this.failed) {
-      this.opts.metrics.evidenceFailures.inc(batch.length);
+      // Queued while healthy: their requests were admitted, so they are kept like a failed write.
+      this.keepUnwritten(batch);
       return;
     }
-    let chunk = '';
-    let lines = 0;
-    for (const r of batch) {
-      const line = this.line(r);
-      if (line === null) continue;
-      chunk += line + '\n';
-      lines++;
-    }
-    if (lines === 0) return;
-    // The callback sees this chunk's fate: records lost to a failed write are counted here.
+    const { chunk, written } = this.lines(batch);
+    if (written.length === 0) return;
+    // The callback sees this chunk's fate: records of a failed write are counted here (they missed
+    // their moment even if the reopened file gets them) and kept for the reopen.
     const ok = stream.write(chunk, (err) => {
-      if (err) this.opts.metrics.evidenceFailures.inc(lines);
+      if (err) this.keepUnwritten(written);
     });
     if (!ok && stream.writableLength > this.maxPending && !this.congested) {
       this.congested = true;
@@ -226,6 +241,27 @@ export class EvidenceLog implements EvidenceSink {
       });
     }
   };
+
+  /** The lines of `records` in order, and the records that have one. */
+  private lines(records: readonly EvidenceRecord[]): { chunk: string; written: EvidenceRecord[] } {
+    let chunk = '';
+    const written: EvidenceRecord[] = [];
+    for (const r of records) {
+      const line = this.line(r);
+      if (line === null) continue;
+      chunk += line + '\n';
+      written.push(r);
+    }
+    return { chunk, written };
+  }
+
+  private keepUnwritten(records: readonly EvidenceRecord[]): void {
+    this.opts.metrics.evidenceFailures.inc(records.length);
+    if (this.opts.sink === 'stdout' || this.opts.sink === 'stderr') return; // never reopened
+    const room = MAX_UNWRITTEN - this.unwritten.length;
+    if (room <= 0) return;
+    this.unwritten.push(...(records.length <= room ? records : records.slice(0, room)));
+  }
 
   /** Serializes, signs and chains one record; null (and counted) when it has no JSON form. */
   private line(record: EvidenceRecord): string | null {
@@ -258,7 +294,10 @@ export class EvidenceLog implements EvidenceSink {
       }
       const file = createWriteStream(path, { flags: 'a' });
       await once(file, 'open');
-      file.on('error', (err) => this.fail(err));
+      // A stream replaced by a later reopen must not fail its successor.
+      file.on('error', (err) => {
+        if (this.file === file) this.fail(err);
+      });
       if (this.closed) {
         file.destroy();
         return;
@@ -266,6 +305,11 @@ export class EvidenceLog implements EvidenceSink {
       this.sequence = tail.sequence;
       this.prevHash = tail.prevHash;
       this.file = file;
+      if (this.unwritten.length > 0) {
+        // Proves the file writable before any request is admitted again.
+        await this.writeUnwritten(file, tail.evidenceId);
+        if (this.closed || this.file !== file) return;
+      }
       this.stream = file;
       if (this.failed) this.opts.logger.info({ sink: path }, 'evidence sink recovered');
       this.failed = false;
@@ -273,6 +317,21 @@ export class EvidenceLog implements EvidenceSink {
     } catch (err) {
       this.fail(err as Error);
     }
+  }
+
+  /** Writes the kept records after the tail, skipping those a part-failed write already put there. */
+  private async writeUnwritten(file: WriteStream, tailEvidenceId: string | null): Promise<void> {
+    let from = 0;
+    if (tailEvidenceId !== null) {
+      const i = this.unwritten.findIndex((r) => r.evidence_id === tailEvidenceId);
+      if (i !== -1) from = i + 1;
+    }
+    const pending = this.unwritten;
+    const { chunk } = this.lines(from === 0 ? pending : pending.slice(from));
+    if (chunk !== '') {
+      await new Promise<void>((resolve, reject) => file.write(chunk, (err) => (err ? reject(err) : resolve())));
+    }
+    this.unwritten = [];
   }
 
   /** The sink failed (a write error, or a failed (re)open). Lost records are counted where they are lost. */

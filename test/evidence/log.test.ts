@@ -1,5 +1,5 @@
 import { createHash, generateKeyPairSync, type KeyObject } from 'node:crypto';
-import { mkdirSync, mkdtempSync, readFileSync, writeFileSync, appendFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, renameSync, symlinkSync, writeFileSync, appendFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { compactVerify } from 'jose';
@@ -106,7 +106,7 @@ describe('SPEC §9 evidence records and chain', () => {
     const file = join(dir, 'e.log');
     await writeAll(file, [record(1), record(2)]);
     appendFileSync(file, '{"evidence_id":"evd_3","decis');
-    expect(await readChainTail(file)).toEqual({ sequence: 2, prevHash: hash('{"evidence_id":"evd_3","decis'), torn: true });
+    expect(await readChainTail(file)).toEqual({ sequence: 2, prevHash: hash('{"evidence_id":"evd_3","decis'), torn: true, evidenceId: 'evd_2' });
     await writeAll(file, [record(4)]);
     const ls = lines(file);
     expect(ls).toHaveLength(4);
@@ -290,6 +290,71 @@ describe('fail closed when evidence cannot be written (SPEC §2 /readyz, §9)', 
     log.write(record(4));
     expect(await failures()).toBe(4);
     await log.close();
+  });
+});
+
+describe('a reopened file is proven writable before requests are admitted (SPEC §9 fail closed)', () => {
+  // The sink path is a symlink to /dev/full (opens fine, every write ENOSPC); swapping it for a
+  // regular file is a disk that got space back.
+  function fullDisk(): string {
+    const file = join(dir, 'e.log');
+    symlinkSync('/dev/full', file);
+    return file;
+  }
+  function freeDisk(file: string, content = ''): void {
+    writeFileSync(file + '.new', content);
+    renameSync(file + '.new', file);
+  }
+  async function failedWith(file: string, n: number): Promise<EvidenceLog> {
+    const log = await EvidenceLog.open({ sink: file, metrics, logger, retryMs: 20 });
+    for (let i = 1; i <= n; i++) log.write(record(i));
+    await vi.waitFor(() => expect(log.healthy()).toBe(false), { timeout: 2000, interval: 5 });
+    return log;
+  }
+
+  it('stays unhealthy across reopen attempts while every write fails; the failed records are counted once', async () => {
+    const file = fullDisk();
+    const log = await failedWith(file, 3);
+    const until = Date.now() + 300; // 15 reopen attempts
+    while (Date.now() < until) {
+      expect(log.healthy()).toBe(false);
+      await new Promise((r) => setTimeout(r, 5));
+    }
+    expect(await gauge()).toBe(0);
+    expect(await failures()).toBe(3);
+    await log.close();
+  });
+
+  it('once writable, the records of the failed write are written first, in order, then the chain goes on', async () => {
+    const file = fullDisk();
+    const log = await failedWith(file, 3);
+    await new Promise((r) => setTimeout(r, 60));
+    freeDisk(file);
+    await vi.waitFor(() => expect(log.healthy()).toBe(true), { timeout: 2000, interval: 5 });
+    expect(await gauge()).toBe(1);
+    log.write(record(4));
+    await log.close();
+    const parsed = lines(file).map((l) => JSON.parse(l) as { evidence_id: string; sequence: number });
+    expect(parsed.map((p) => [p.evidence_id, p.sequence])).toEqual([['evd_1', 1], ['evd_2', 2], ['evd_3', 3], ['evd_4', 4]]);
+    expect(await verifyEvidenceFile(file)).toMatchObject({ ok: true, records: 4 });
+  });
+
+  it('records a part-failed write already put in the file are not written twice', async () => {
+    const file = fullDisk();
+    const log = await failedWith(file, 3);
+    // What a write that hit ENOSPC part-way leaves: evd_1 whole, evd_2 torn.
+    const first = JSON.stringify({ ...record(1), sequence: 1, prev_hash: null });
+    freeDisk(file, first + '\n{"evidence_id":"evd_2","dec');
+    await vi.waitFor(() => expect(log.healthy()).toBe(true), { timeout: 2000, interval: 5 });
+    await log.close();
+    const ls = lines(file);
+    expect(ls).toHaveLength(4);
+    expect(ls[1]).toBe('{"evidence_id":"evd_2","dec');
+    const ids = [ls[0]!, ls[2]!, ls[3]!].map((l) => (JSON.parse(l) as { evidence_id: string }).evidence_id);
+    expect(ids).toEqual(['evd_1', 'evd_2', 'evd_3']);
+    const v = await verifyEvidenceFile(file);
+    expect(v.breaks).toBe(1); // the torn line, visible
+    expect(v.firstBreak?.line).toBe(2);
   });
 });
 
