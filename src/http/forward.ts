@@ -90,8 +90,10 @@ export class Upstream {
           if (req.responseHeaders !== null) Object.assign(out, req.responseHeaders);
           try {
             res.writeHead(statusCode, statusMessage || undefined, out);
-            // Flush headers now: SSE and long polls must reach the client before the first byte.
-            res.flushHeaders();
+            // A response without a length may be a stream (SSE, long poll) whose first byte comes
+            // much later: its headers must reach the client now. A sized one goes out with its body
+            // in one write.
+            if (headers['content-length'] === undefined) res.flushHeaders();
           } catch (err) {
             c.abort(err as Error);
             return;
