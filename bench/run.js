@@ -104,12 +104,19 @@ function aggregate(raw) {
   for (const rs of groups.values()) {
     const first = rs[0];
     const ratios = {};
+    const ratioRanges = {};
     for (const to of ['b', 'f', 'g', 'h']) {
-      const v = median(rs.map((r) => {
-        const base = sameRound(to, r);
-        return base === undefined || base.rps === 0 ? null : r.rps / base.rps;
-      }));
-      if (v !== null) ratios[to] = v;
+      const perRound = rs
+        .map((r) => {
+          const base = sameRound(to, r);
+          return base === undefined || base.rps === 0 ? null : r.rps / base.rps;
+        })
+        .filter((v) => v !== null);
+      const v = median(perRound);
+      if (v !== null) {
+        ratios[to] = v;
+        ratioRanges[to] = [Math.min(...perRound), Math.max(...perRound)];
+      }
     }
     out.push({
       scenario: first.scenario,
@@ -130,6 +137,7 @@ function aggregate(raw) {
       cpuUsPerRequest: median(rs.map((r) => r.cpuUsPerRequest)),
       rssMiB: Math.max(...rs.map((r) => r.rssMiB)),
       ratios,
+      ratioRanges,
       perRound: rs.map((r) => ({ round: r.round, rps: r.rps, p50ms: r.p50ms, p99ms: r.p99ms, decisionP99ms: r.decisionP99ms, cpuUsPerRequest: r.cpuUsPerRequest, statusCodes: r.statusCodes })),
     });
   }

@@ -67,7 +67,14 @@ const f = (v, d = 2) => (v === null || v === undefined ? '-' : v.toFixed(d));
 /** Rows for the results table: one per scenario x workload. */
 const WORKLOAD_ORDER = ['GET-10', 'GET-50', 'POST-10', 'POST-50'];
 
-export function rows(out) {
+/** `0.87` or, with several rounds, `0.87 (0.80-0.92)`: the median and range of per-round ratios. */
+function withRange(r, to, v, ranges) {
+  const range = r.ratioRanges?.[to];
+  if (!ranges || v === null || range === undefined || (r.rounds ?? 1) < 2) return f(v);
+  return `${f(v)} (${f(range[0])}-${f(range[1])})`;
+}
+
+export function rows(out, { ranges = false } = {}) {
   const names = new Map(out.scenarios.map((s) => [s.id, s.name]));
   const sorted = [...out.results].sort((a, b) => WORKLOAD_ORDER.indexOf(a.workload) - WORKLOAD_ORDER.indexOf(b.workload) || a.scenario.localeCompare(b.scenario));
   return sorted.map((r) => {
@@ -78,8 +85,8 @@ export function rows(out) {
       name: names.get(r.scenario) ?? r.scenario,
       workload: r.workload,
       rps: r.rps.toFixed(0),
-      xBaseline: f(rb),
-      xFloor: f(rf),
+      xBaseline: withRange(r, 'b', rb, ranges),
+      xFloor: rf === null ? '-' : withRange(r, 'f', rf, ranges),
       p50: f(r.p50ms),
       p99: f(r.p99ms),
       decisionP99: f(r.decisionP99ms, 3),
