@@ -65,7 +65,7 @@ function barChart({ title, subtitle, groups, series, unit, reference = null }) {
 }
 
 const scenarioName = new Map(out.scenarios.map((s) => [s.id, s.name]));
-const measuredIds = [...new Set(out.results.map((r) => r.scenario))];
+const measuredIds = [...new Set(out.results.map((r) => r.scenario))].sort();
 
 const throughputSvg = barChart({
   title: 'Throughput relative to the baseline proxy (same run, 50 connections)',
@@ -136,7 +136,7 @@ p(`| memory | ${m.memoryGiB} GiB |`);
 p(`| node | ${m.node} (${m.platform}) |`);
 p(`| taskset | ${m.taskset ? 'yes' : 'no'}: ${m.pinning} |`);
 p(`| load average (1 min) at start / end | ${f(m.loadAverage1mStart)} / ${f(m.loadAverage1mEnd)} |`);
-p(`| run | ${out.mode}, ${out.durationS} s per measurement after ${out.warmupS} s warm-up, ${out.timestamp}, ${out.elapsedS} s in all |`);
+p(`| run | ${out.mode}, ${out.rounds ?? 1} round(s) of ${out.durationS} s per measurement after ${out.warmupS} s warm-up, ${out.timestamp}, ${out.elapsedS} s in all |`);
 p();
 if ((m.loadAverage1mStart ?? 0) > m.cores || (m.loadAverage1mEnd ?? 0) > m.cores) {
   p(`> **This run was made on a busy machine** (load average above the number of cores): other processes`);
