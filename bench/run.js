@@ -14,7 +14,7 @@
  *
  * Requires a build (`npm run build`): it runs the compiled dist/ code.
  */
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, tmpdir, totalmem } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -246,6 +246,8 @@ async function main() {
     await Promise.allSettled(active.map(({ server }) => server.stop()));
     await upstream.stop();
     await dev?.close();
+    // Keys, gateway configs and evidence files of this run.
+    rmSync(work, { recursive: true, force: true });
   }
   const results = aggregate(raw);
 
