@@ -284,9 +284,10 @@ async function main() {
   mkdirSync(dir, { recursive: true });
   const stamp = out.timestamp.replace(/[:.]/g, '-');
   writeFileSync(join(dir, `${stamp}.json`), `${JSON.stringify(out, null, 2)}\n`);
-  writeFileSync(join(dir, 'latest.json'), `${JSON.stringify(out, null, 2)}\n`);
+  // Only a run of every scenario replaces latest.json, which docs/benchmarks.md is generated from.
+  if (ONLY === undefined) writeFileSync(join(dir, 'latest.json'), `${JSON.stringify(out, null, 2)}\n`);
   printTable(out, log);
-  log(`\nresults: bench/results/${stamp}.json (and latest.json); \`node bench/report.js\` regenerates docs/benchmarks.md`);
+  log(`\nresults: bench/results/${stamp}.json${ONLY === undefined ? ' (and latest.json); `node bench/report.js` regenerates docs/benchmarks.md' : ' (a partial run: latest.json is left as it was)'}`);
   log(`elapsed ${out.elapsedS}s`);
 }
 
