@@ -64,4 +64,32 @@ describe('npm run demo', () => {
     expect(r.stdout).toContain('every decision as expected');
     expect(r.stdout).not.toContain('UNEXPECTED');
   }, 90_000);
+
+  it('--keep leaves the stack serving with its URLs printed, and stops it all on SIGTERM', async () => {
+    const child = spawn(process.execPath, [script, '--keep'], { cwd: root, env: { ...process.env, NO_COLOR: '1' }, stdio: ['ignore', 'pipe', 'pipe'] });
+    const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+    let stdout = '';
+    const gatewayUrl = await new Promise<string>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`no URLs printed:\n${stdout}`)), 60_000);
+      child.stdout.on('data', (d: Buffer) => {
+        stdout += d.toString();
+        const m = /its gateway\s+(http:\/\/127\.0\.0\.1:\d+)\s/.exec(stdout);
+        if (m !== null && stdout.includes('evidence')) {
+          clearTimeout(timer);
+          resolve(m[1]!);
+        }
+      });
+    });
+    try {
+      expect(stdout).toContain('--keep: everything is still running');
+      const res = await fetch(`${gatewayUrl}/public/status`);
+      expect(res.status).toBe(200);
+      expect(await res.json()).toMatchObject({ status: 'ok' });
+    } finally {
+      child.kill('SIGTERM');
+    }
+    expect(await exited).toBe(0);
+    // Nothing is left listening where the gateway was.
+    await expect(fetch(`${gatewayUrl}/public/status`)).rejects.toThrow();
+  }, 90_000);
 });
