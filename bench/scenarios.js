@@ -199,7 +199,12 @@ async function startRedis(ctx) {
   const [cmd, args] = pinned(SERVER_CORE, 'redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', ctx.work]);
   const proc = spawn(cmd, args, { stdio: ['ignore', 'ignore', 'pipe'] });
   const exited = new Promise((r) => proc.once('exit', r));
-  await waitForPort(port);
+  try {
+    await waitForPort(port);
+  } catch (err) {
+    proc.kill('SIGKILL');
+    throw err;
+  }
   return {
     url: `redis://127.0.0.1:${port}`,
     pids: [proc.pid],
