@@ -231,7 +231,16 @@ async function main() {
         const order = [...runnable.filter(({ s }) => s.id === 'b' || s.id === 'f'), ...rotated];
         for (const { s, server } of order) {
           const w = WORKLOADS[wid];
-          const r = { ...(await measure(s, server, w)), round };
+          let measured;
+          try {
+            measured = await measure(s, server, w);
+          } catch (err) {
+            // One failed measurement (a load generator that died, a server that stopped answering) is reported, not fatal.
+            log(`r${round + 1} (${s.id}) ${w.id}: measurement failed: ${String(err.message).slice(0, 300)}`);
+            notes.push(`(${s.id}) ${w.id} round ${round + 1}: measurement failed: ${String(err.message).slice(0, 200)}`);
+            continue;
+          }
+          const r = { ...measured, round };
           raw.push(r);
           const bad2xx = r.requests - r.ok;
           log(`[${Math.round((Date.now() - started) / 1000).toString().padStart(3)}s] r${round + 1} (${s.id}) ${s.name.padEnd(46)} ${w.id.padEnd(8)} ${r.rps.toFixed(0).padStart(7)} req/s  p50 ${fmt(r.p50ms)} ms  p99 ${fmt(r.p99ms)} ms${r.decisionP99ms === null ? '' : `  decision p99 ${fmt(r.decisionP99ms, 3)} ms`}  cpu ${r.cpuUsPerRequest.toFixed(0)} us/req${bad2xx > 0 ? `  NON-2XX ${bad2xx} ${JSON.stringify(r.statusCodes)}` : ''}`);
