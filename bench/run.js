@@ -33,8 +33,9 @@ const opt = (name, dflt) => {
   return a === undefined ? dflt : a.slice(name.length + 3);
 };
 const QUICK = flag('quick');
-const DURATION = Number(opt('duration', QUICK ? 2 : 3));
-const WARMUP = Number(opt('warmup', QUICK ? 0.5 : 0.75));
+// autocannon counts time in whole seconds (a 0.5 s run lasts 1 s): whole seconds, stated as run.
+const DURATION = Math.max(1, Math.ceil(Number(opt('duration', QUICK ? 2 : 3))));
+const WARMUP = Math.max(1, Math.ceil(Number(opt('warmup', 1))));
 const ROUNDS = Number(opt('rounds', QUICK ? 1 : 3));
 const ONLY = opt('only', null)?.split(',').map((s) => s.trim());
 const log = (line) => process.stdout.write(`${line}\n`);
