@@ -5,7 +5,7 @@
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { Pool, type Dispatcher } from 'undici';
-import { clientHeaders } from './headers.js';
+import { relayHeaders } from './headers.js';
 
 export interface UpstreamOptions {
   readonly url: string;
@@ -61,7 +61,8 @@ export class Upstream {
     return new Promise<ForwardOutcome>((resolve) => {
       let settled = false;
       let started = false;
-      let controller: Dispatcher.DispatchController | null = null;
+      let abort: ((err?: Error) => void) | null = null;
+      let resume: (() => void) | null = null;
       const settle = (o: ForwardOutcome): void => {
         if (!settled) {
           settled = true;
@@ -70,47 +71,49 @@ export class Upstream {
       };
       const onClose = (): void => {
         if (!res.writableFinished) {
-          controller?.abort(new Error('client closed'));
+          abort?.(new Error('client closed'));
           settle({ kind: 'aborted' });
         }
       };
-      const onDrain = (): void => controller?.resume();
+      const onDrain = (): void => resume?.();
       res.once('close', onClose);
 
+      // undici's raw-header hooks: its own HTTP/1.1 client speaks them natively, so no header
+      // object is built for a response we only relay.
       const handler: Dispatcher.DispatchHandler = {
-        onRequestStart(c) {
-          controller = c;
-          if (res.destroyed) c.abort(new Error('client closed'));
+        onConnect(a) {
+          abort = a;
+          if (res.destroyed) a(new Error('client closed'));
         },
-        onResponseStart(c, statusCode, headers, statusMessage) {
-          if (statusCode < 200) return; // 1xx informational: wait for the final response
+        onHeaders(statusCode, rawHeaders, r, statusText) {
+          if (statusCode < 200) return true; // 1xx informational: wait for the final response
           started = true;
+          resume = r;
           onStart(statusCode);
-          const out = clientHeaders(headers as Record<string, string | string[] | undefined>);
-          if (req.responseHeaders !== null) Object.assign(out, req.responseHeaders);
+          const { headers, sized } = relayHeaders(rawHeaders, req.responseHeaders);
           try {
-            res.writeHead(statusCode, statusMessage || undefined, out);
+            res.writeHead(statusCode, statusText || undefined, headers);
             // A response without a length may be a stream (SSE, long poll) whose first byte comes
             // much later: its headers must reach the client now. A sized one goes out with its body
             // in one write.
-            if (headers['content-length'] === undefined) res.flushHeaders();
+            if (!sized) res.flushHeaders();
           } catch (err) {
-            c.abort(err as Error);
-            return;
+            abort?.(err as Error);
+            return false;
           }
           settle({ kind: 'response', status: statusCode });
+          return true;
         },
-        onResponseData(c, chunk) {
-          if (!res.write(chunk)) {
-            c.pause();
-            res.once('drain', onDrain);
-          }
+        onData(chunk) {
+          if (res.write(chunk)) return true;
+          res.once('drain', onDrain);
+          return false;
         },
-        onResponseEnd() {
+        onComplete() {
           res.off('close', onClose);
           res.end();
         },
-        onResponseError(_c, err) {
+        onError(err) {
           res.off('close', onClose);
           if (!started) {
             const code = (err as { code?: string }).code === 'UND_ERR_HEADERS_TIMEOUT' ? 'gateway_timeout' : 'bad_gateway';
@@ -119,20 +122,13 @@ export class Upstream {
             // Mid-stream failure: the status is already sent; cut the client connection so it sees the break.
             res.destroy(err);
           }
-          if (!settled) settle({ kind: 'aborted' });
+          settle({ kind: 'aborted' });
         },
       };
 
-      this.pool.dispatch(
-        {
-          origin: this.origin,
-          method: req.method,
-          path: this.basePath + req.path,
-          headers: req.headers.length === 0 ? null : ['host', this.host, ...req.headers],
-          body: req.body,
-        },
-        handler,
-      );
+      const headers = req.headers;
+      headers.push('host', this.host);
+      this.pool.dispatch({ origin: this.origin, method: req.method, path: this.basePath + req.path, headers, body: req.body }, handler);
     });
   }
 

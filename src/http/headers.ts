@@ -118,16 +118,41 @@ export function upstreamHeaders(
 
 const RESPONSE_DROP = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'te', 'trailer', 'upgrade', 'proxy-authenticate', 'http2-settings']);
 
-/** Response headers from undici (lower-case keys) minus hop-by-hop ones, as a Node header object. */
+/**
+ * Response headers from undici's raw list minus hop-by-hop ones (and those the response's own
+ * `Connection` header names), as a flat [name, value, …] list for writeHead, plus `extra`.
+ * `sized` tells whether the response declared a Content-Length.
+ */
+export function relayHeaders(raw: readonly Buffer[], extra: Record<string, string> | null): { headers: string[]; sized: boolean } {
+  const out: string[] = [];
+  let sized = false;
+  let connection: string | null = null;
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i]!.toString('latin1');
+    const lower = name.toLowerCase();
+    if (RESPONSE_DROP.has(lower)) {
+      if (lower === 'connection') connection = connection === null ? raw[i + 1]!.toString('latin1') : `${connection},${raw[i + 1]!.toString('latin1')}`;
+      continue;
+    }
+    if (lower === 'content-length') sized = true;
+    out.push(name, raw[i + 1]!.toString('latin1'));
+  }
+  if (connection !== null) {
+    const named = new Set(connection.split(',').map((t) => t.trim().toLowerCase()));
+    for (let i = out.length - 2; i >= 0; i -= 2) if (named.has(out[i]!.toLowerCase())) out.splice(i, 2);
+  }
+  if (extra !== null) for (const k in extra) out.push(k, extra[k]!);
+  return { headers: out, sized };
+}
+
+/** The same policy for a parsed header object (lower-case keys), as a Node header object. */
 export function clientHeaders(headers: Record<string, string | string[] | undefined>): Record<string, string | string[]> {
   const out: Record<string, string | string[]> = {};
-  let connectionTokens: string[] | null = null;
   const conn = headers['connection'];
-  if (conn !== undefined) connectionTokens = (Array.isArray(conn) ? conn.join(',') : conn).split(',').map((t) => t.trim().toLowerCase());
+  const named = conn === undefined ? null : new Set((Array.isArray(conn) ? conn.join(',') : conn).split(',').map((t) => t.trim().toLowerCase()));
   for (const name in headers) {
     const v = headers[name];
-    if (v === undefined || RESPONSE_DROP.has(name)) continue;
-    if (connectionTokens !== null && connectionTokens.includes(name)) continue;
+    if (v === undefined || RESPONSE_DROP.has(name) || named?.has(name) === true) continue;
     out[name] = v;
   }
   return out;
