@@ -6,7 +6,7 @@ import { compileRoutes, type CompiledRoute } from '../../src/config/compile.js';
 import { configSchema } from '../../src/config/schema.js';
 import { isDenial } from '../../src/errors.js';
 
-const vectors = JSON.parse(readFileSync('/work/shared/reference/vectors.json', 'utf8')) as {
+const vectors = JSON.parse(readFileSync(new URL('../fixtures/vectors.json', import.meta.url), 'utf8')) as {
   vectors: { id: string; kind: string; inputs: { iss: string; value: unknown }; expected: string; verified: boolean | null }[];
 };
 

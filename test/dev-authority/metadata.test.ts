@@ -64,7 +64,7 @@ describe('dev-authority metadata and keys', () => {
   });
 
   it('draft-mcguinness-oauth-mission test vector authority_hash-1 (JCS + SHA-256)', () => {
-    const vectors = JSON.parse(readFileSync('/work/shared/reference/vectors.json', 'utf8')) as {
+    const vectors = JSON.parse(readFileSync(new URL('../fixtures/vectors.json', import.meta.url), 'utf8')) as {
       vectors: { id: string; inputs: { iss: string; value: AuthorityEntry[] }; expected: string }[];
     };
     const v = vectors.vectors.find((x) => x.id === 'authority_hash-1')!;

@@ -10,7 +10,7 @@ interface Vector {
   inputs: { tool_definition?: unknown };
   expected: string | null;
 }
-const vectors = (JSON.parse(readFileSync('/work/shared/reference/vectors.json', 'utf8')) as { vectors: Vector[] }).vectors;
+const vectors = (JSON.parse(readFileSync(new URL('../fixtures/vectors.json', import.meta.url), 'utf8')) as { vectors: Vector[] }).vectors;
 
 const tool = (name: string, description = name) => ({ name, description, inputSchema: { type: 'object', properties: {} } });
 const all = () => true;
