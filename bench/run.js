@@ -21,6 +21,7 @@ import { fileURLToPath } from 'node:url';
 import { HAS_TASKSET, LOAD_CORE, NodeChild, SERVER_CORE } from './lib/proc.js';
 import { bucketQuantile, diffBuckets, histogramBuckets } from './lib/stats.js';
 import { clientKey } from './lib/dpop.js';
+import { acquireBenchLock } from './lib/lock.js';
 import { buildScenarios, probe, PUBLIC, startDevAuthorityIfBuilt, WORKLOADS } from './scenarios.js';
 import { runRevocation } from './revocation.js';
 import { printTable, bars } from './table.js';
@@ -174,6 +175,11 @@ function machine() {
 }
 
 async function main() {
+  const release = await acquireBenchLock(log);
+  process.once('SIGINT', () => {
+    release();
+    process.exit(130);
+  });
   const started = Date.now();
   const m = machine();
   const loadBefore = loadavg()[0];
