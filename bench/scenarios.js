@@ -386,6 +386,23 @@ export async function buildScenarios(ctx) {
       },
     }),
     scenario({
+      id: 'm',
+      name: 'token + DPoP + cached Mission',
+      description: '(h) with a Mission-bound token: the Mission reference is resolved and its state served from the cache (one Status request at the start); the step 3 bar compares it with (h).',
+      unavailable: devMissing,
+      quickWorkloads: ['GET-50'],
+      start: started(() => gatewayServer(ctx, gatewayConfig(ctx, { mission: true }))),
+      job: (w, srv) => {
+        const p = plain(w);
+        return {
+          url: srv.url,
+          ...p,
+          headers: { authorization: `DPoP ${ctx.missionToken}` },
+          dpop: { privateJwk: ctx.client.privateJwk, htu: `${PUBLIC}${p.path}`, token: ctx.missionToken, count: proofCount(ctx, w) },
+        };
+      },
+    }),
+    scenario({
       id: 'i',
       name: 'full enforcement (Mission, 3 constraints)',
       description: '(h) + Mission reference + cached Mission state + authority with 3 constraints (max_amount, recipient_domain, tenant) on a 1 KiB JSON POST body + parameter_digest + evidence appended to a file.',

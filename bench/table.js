@@ -36,6 +36,11 @@ export function bars(out) {
     list.push(bar(`h-floor-${w}`, `(h) token + DPoP >= 0.8 x crypto floor, ${w}`, r === null ? null : `${r.toFixed(2)}x`, r === null ? null : r >= 0.8));
   }
   {
+    const m = find(out, 'm', 'GET-50');
+    const r = m === null ? null : ratio(out, m, 'h');
+    list.push(bar('m-vs-h', '(m) Mission cached loses at most 5 % of (h) token + DPoP throughput, GET-50', r === null ? null : `${r.toFixed(2)}x`, r === null ? null : r >= 0.95));
+  }
+  {
     const i = find(out, 'i', 'POST-50');
     const r = i === null ? null : ratio(out, i, 'f');
     list.push(bar('i-floor', '(i) full enforcement >= 0.7 x crypto floor, POST-50', r === null ? null : `${r.toFixed(2)}x`, r === null ? null : r >= 0.7));
