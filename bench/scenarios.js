@@ -294,6 +294,16 @@ export async function buildScenarios(ctx) {
   }
 
   const plain = (w) => (w.method === 'GET' ? { method: 'GET', path: GET_PATH } : { method: 'POST', path: POST_PATH, body: POST_BODY });
+  /** A plain GET/POST with `token` and a fresh DPoP proof per request (gateway scenarios h, m, l). */
+  const tokenJob = (token) => (w, srv) => {
+    const p = plain(w);
+    return {
+      url: srv.url,
+      ...p,
+      headers: { authorization: `DPoP ${token()}` },
+      dpop: { privateJwk: ctx.client.privateJwk, htu: `${PUBLIC}${p.path}`, token: token(), count: proofCount(ctx, w) },
+    };
+  };
   const scenario = (s) => ({ workloads: ALL, quickWorkloads: ['GET-50', 'POST-50'], ...s });
   const started = (fn) => fn;
 
@@ -375,15 +385,7 @@ export async function buildScenarios(ctx) {
       description: 'RFC 9068 token (cached after first verification) + a fresh DPoP proof per request (ES256 verify, htm/htu/ath/cnf.jkt, jti replay record in memory); action checked against the token authorization_details; no Mission.',
       unavailable: devMissing,
       start: started(() => gatewayServer(ctx, gatewayConfig(ctx, {}))),
-      job: (w, srv) => {
-        const p = plain(w);
-        return {
-          url: srv.url,
-          ...p,
-          headers: { authorization: `DPoP ${ctx.plainToken}` },
-          dpop: { privateJwk: ctx.client.privateJwk, htu: `${PUBLIC}${p.path}`, token: ctx.plainToken, count: proofCount(ctx, w) },
-        };
-      },
+      job: tokenJob(() => ctx.plainToken),
     }),
     scenario({
       id: 'm',
@@ -392,15 +394,7 @@ export async function buildScenarios(ctx) {
       unavailable: devMissing,
       quickWorkloads: ['GET-50'],
       start: started(() => gatewayServer(ctx, gatewayConfig(ctx, { mission: true }))),
-      job: (w, srv) => {
-        const p = plain(w);
-        return {
-          url: srv.url,
-          ...p,
-          headers: { authorization: `DPoP ${ctx.missionToken}` },
-          dpop: { privateJwk: ctx.client.privateJwk, htu: `${PUBLIC}${p.path}`, token: ctx.missionToken, count: proofCount(ctx, w) },
-        };
-      },
+      job: tokenJob(() => ctx.missionToken),
     }),
     scenario({
       id: 'i',
@@ -453,15 +447,7 @@ export async function buildScenarios(ctx) {
           throw err;
         }
       }),
-      job: (w, srv) => {
-        const p = plain(w);
-        return {
-          url: srv.url,
-          ...p,
-          headers: { authorization: `DPoP ${ctx.plainToken}` },
-          dpop: { privateJwk: ctx.client.privateJwk, htu: `${PUBLIC}${p.path}`, token: ctx.plainToken, count: proofCount(ctx, w) },
-        };
-      },
+      job: tokenJob(() => ctx.plainToken),
     }),
   ];
   return list;
