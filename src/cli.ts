@@ -6,9 +6,10 @@
  *   mission-gateway check --config <file>        validate a config: exit 0, or 2 with every problem
  *   mission-gateway dev-authority --port <n>     development-only Mission Authority
  *   mission-gateway verify-evidence <file>       check an evidence file's chain and signatures
+ *   mission-gateway keygen <file>                write a new private JWK, print its public JWK
  */
 import { parseArgs } from 'node:util';
-import { ConfigError, loadConfigFile } from './config/load.js';
+import { ConfigError, keyFileProblems, loadConfigFile } from './config/load.js';
 import { Gateway } from './gateway.js';
 
 const USAGE = `usage:
@@ -16,6 +17,7 @@ const USAGE = `usage:
   mission-gateway check --config <file>       validate a config file (exit 0 ok, 2 invalid)
   mission-gateway dev-authority --port <n>    start the development-only Mission Authority
   mission-gateway verify-evidence <file>      verify an evidence file's hash chain (and signatures with --key)
+  mission-gateway keygen <file>               write a new private key (JWK, mode 0600) and print its public JWK
 `;
 
 function configFile(argv: string[]): string | null {
@@ -33,6 +35,11 @@ function check(argv: string[]): number {
   }
   try {
     const { config } = loadConfigFile(file);
+    const problems = keyFileProblems(config);
+    if (problems.length > 0) {
+      for (const p of problems) process.stderr.write(`${p}\n`);
+      return 2;
+    }
     process.stdout.write(`${file}: ok (${config.routes.length} routes, ${config.issuers.length} issuers)\n`);
     return 0;
   } catch (err) {
@@ -52,7 +59,10 @@ async function run(argv: string[]): Promise<number> {
   }
   let gateway: Gateway;
   try {
-    gateway = await Gateway.create(loadConfigFile(file));
+    const loaded = loadConfigFile(file);
+    const problems = keyFileProblems(loaded.config);
+    if (problems.length > 0) throw new ConfigError(problems);
+    gateway = await Gateway.create(loaded);
     await gateway.listen();
   } catch (err) {
     if (err instanceof ConfigError) {
@@ -94,6 +104,10 @@ async function main(argv: string[]): Promise<number> {
     case 'verify-evidence': {
       const mod = (await import('./evidence/verify.js')) as { verifyEvidenceCli(argv: string[]): Promise<number> };
       return mod.verifyEvidenceCli(rest);
+    }
+    case 'keygen': {
+      const mod = await import('./keys/keygen.js');
+      return mod.keygenCli(rest);
     }
     case 'run':
       return run(rest);

@@ -3,6 +3,7 @@
  * the schema with every problem reported by key path, relative file paths resolved against the
  * config file's folder, and the result deeply frozen.
  */
+import { createPrivateKey } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { dirname, isAbsolute, resolve } from 'node:path';
 import { parse as parseYaml } from 'yaml';
@@ -126,4 +127,38 @@ export function loadConfigFile(file: string, env: NodeJS.ProcessEnv = process.en
   }
   const folder = dirname(abs);
   return { config: parseConfigText(text, folder, env), file: abs, folder };
+}
+
+/** A private key file holds a private JWK (JSON) or a PKCS#8 PEM (SPEC section 2). */
+function keyProblem(file: string): string | null {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code ?? 'unreadable';
+    return `cannot read ${file} (${code}); create one with \`mission-gateway keygen ${file}\``;
+  }
+  try {
+    const trimmed = text.trim();
+    const key = trimmed.startsWith('{') ? createPrivateKey({ key: JSON.parse(trimmed) as never, format: 'jwk' }) : createPrivateKey(trimmed);
+    if (key.type !== 'private') return `${file} does not hold a private key`;
+  } catch {
+    return `${file} is not a private JWK or a PKCS#8 PEM`;
+  }
+  return null;
+}
+
+/** Problems with the key files a config names (checked by `check` and at start). */
+export function keyFileProblems(config: Config): string[] {
+  const out: string[] = [];
+  const files: [string, string | undefined][] = [
+    ['mission.client.private_key_file', config.mission.client?.private_key_file],
+    ['evidence.sign.private_key_file', config.evidence.sign?.private_key_file],
+  ];
+  for (const [path, file] of files) {
+    if (file === undefined) continue;
+    const problem = keyProblem(file);
+    if (problem !== null) out.push(`${path}: ${problem}`);
+  }
+  return out;
 }

@@ -3,7 +3,8 @@
  * endpoints, WebSocket tunnels.
  */
 import { spawnSync, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, statSync, writeFileSync } from 'node:fs';
+import { generateKeyPairSync } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -201,6 +202,48 @@ describe('SPEC §6: WebSocket upgrades', () => {
       await gw.close();
       wss.close();
       server.close();
+    }
+  });
+});
+
+describe('key files (SPEC §2: a private JWK or a PKCS#8 PEM)', () => {
+  it('keygen writes a private JWK with mode 0600 and prints its public JWK; check accepts it, and a PEM', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'mgw-keys-'));
+    const key = join(dir, 'gw.jwk');
+    const gen = spawnSync(process.execPath, [CLI, 'keygen', key], { encoding: 'utf8' });
+    expect(gen.status).toBe(0);
+    const pub = JSON.parse(gen.stdout) as Record<string, string>;
+    expect(pub).toMatchObject({ kty: 'EC', crv: 'P-256', alg: 'ES256' });
+    expect(pub['d']).toBeUndefined();
+    expect(statSync(key).mode & 0o777).toBe(0o600);
+    expect(spawnSync(process.execPath, [CLI, 'keygen', key], { encoding: 'utf8' }).status).toBe(2); // never overwrites
+    const pem = join(dir, 'gw.pem');
+    writeFileSync(pem, generateKeyPairSync('ec', { namedCurve: 'P-256' }).privateKey.export({ type: 'pkcs8', format: 'pem' }));
+    for (const file of [key, pem]) {
+      const cfgFile = join(dir, 'gw.yaml');
+      writeFileSync(cfgFile, `public_base_url: https://api.example.com\nresource: https://api.example.com\nupstream: { url: http://127.0.0.1:3000 }\nmission: { client: { client_id: gw, private_key_file: ${file} } }\n`);
+      const r = spawnSync(process.execPath, [CLI, 'check', '--config', cfgFile], { encoding: 'utf8' });
+      expect(r.stderr).toBe('');
+      expect(r.status).toBe(0);
+    }
+  });
+
+  it('check and start refuse a missing or public key file, naming the key path', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'mgw-keys-'));
+    const pubFile = join(dir, 'pub.jwk');
+    writeFileSync(pubFile, JSON.stringify(generateKeyPairSync('ec', { namedCurve: 'P-256' }).publicKey.export({ format: 'jwk' })));
+    for (const [file, message] of [
+      [join(dir, 'missing.jwk'), /mission\.client\.private_key_file: cannot read .*missing\.jwk \(ENOENT\)/],
+      [pubFile, /mission\.client\.private_key_file: .*pub\.jwk is not a private JWK or a PKCS#8 PEM/],
+    ] as const) {
+      const cfgFile = join(dir, 'gw.yaml');
+      writeFileSync(cfgFile, `public_base_url: https://api.example.com\nresource: https://api.example.com\nupstream: { url: http://127.0.0.1:3000 }\nmission: { client: { client_id: gw, private_key_file: ${file} } }\n`);
+      const check = spawnSync(process.execPath, [CLI, 'check', '--config', cfgFile], { encoding: 'utf8' });
+      expect(check.status).toBe(2);
+      expect(check.stderr).toMatch(message);
+      const start = spawnSync(process.execPath, [CLI, '--config', cfgFile], { encoding: 'utf8', timeout: 10_000 });
+      expect(start.status).toBe(2);
+      expect(start.stderr).toMatch(message);
     }
   });
 });
