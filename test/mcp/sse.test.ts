@@ -49,11 +49,11 @@ describe('WHATWG server-sent events: splitting a stream into events', () => {
     // A plain wrapper, not a vi spy: a spy would keep every joined buffer alive.
     const concat = Buffer.concat;
     let copied = 0;
-    Buffer.concat = (list: readonly Uint8Array[], totalLength?: number): Buffer => {
+    Buffer.concat = ((list: readonly Uint8Array[], totalLength?: number) => {
       const joined = concat(list, totalLength);
       copied += joined.length;
       return joined;
-    };
+    }) as typeof Buffer.concat;
     try {
       const s = new SseSplitter();
       const events: Buffer[] = [];
