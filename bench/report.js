@@ -206,6 +206,29 @@ else {
   p(`| ${rv.n} | ${f(rv.p50ms)} ms | ${f(rv.p99ms)} ms | ${f(rv.maxMs)} ms | ${f(rv.pushAcceptedP50ms)} ms | ${rv.deniedReason ?? '-'} |`);
 }
 p();
+p('### Across replicas');
+p();
+const xr = out.revocationCrossReplica;
+if (xr === null || xr === undefined) p('Not measured in this run.');
+else if (xr.error) p(`Not measured: ${xr.error}`);
+else {
+  p('Two gateway processes with the same config share one `redis-server` (`replay_store: { type: redis }`:');
+  p('DPoP replay records and the Mission change stream). The dev authority pushes lifecycle SETs to replica A');
+  p('only; the client sends its requests to replica B, which has the Mission cached (one allowed request');
+  p('first), so B can only learn of the revocation from A over redis. After the revoke call returns (A answered');
+  p('202), the client asks B again, one request at a time with a fresh DPoP proof each, until B answers');
+  p(`403 \`mission_terminated\`. Latency is measured from ${xr.measuredFrom} to B's first denial; the`);
+  p(`second row measures from A's 202 instead. ${xr.warmup ?? 0} warm-up revocation(s) before the ${xr.n} measured.`);
+  p();
+  p('| measured from | n | p50 | p99 | max |');
+  p('|---|---:|---:|---:|---:|');
+  p(`| ${xr.measuredFrom} | ${xr.n} | ${f(xr.p50ms)} ms | ${f(xr.p99ms)} ms | ${f(xr.maxMs)} ms |`);
+  p(`| A's 202 (revoke call returned) | ${xr.n} | ${f(xr.after202.p50ms)} ms | ${f(xr.after202.p99ms)} ms | ${f(xr.after202.maxMs)} ms |`);
+  p();
+  p(`Push answered 202, p50: ${f(xr.pushAcceptedP50ms)} ms. Missions for which B still allowed a request started`);
+  p(`after A's 202: ${xr.allowedAfter202} of ${xr.n}. Denial: ${xr.deniedReason ?? '-'}.`);
+}
+p();
 p('## Scale');
 p();
 if (out.scale === null || out.scale === undefined) p('Not measured in this run.');

@@ -9,6 +9,9 @@
  *   npm run bench                        every scenario x {GET 200 B, POST 1 KiB} x {10, 50} connections,
  *                                        3 interleaved rounds (about 11 minutes)
  *   npm run bench -- --only=b,c          a subset of scenarios (the baseline is always run)
+ *   npm run bench -- --only=revocation --rounds=0
+ *                                        revocation latency only (single replica, and across two
+ *                                        replicas sharing a redis-server)
  *   npm run bench -- --duration=3 --warmup=1 --rounds=3 --no-scale --no-revocation
  *   BENCH_GATEWAY_NODE_ARGS="--cpu-prof --cpu-prof-dir=/tmp/prof" profiles the gateway processes
  *
@@ -23,7 +26,7 @@ import { bucketQuantile, diffBuckets, histogramBuckets } from './lib/stats.js';
 import { clientKey } from './lib/dpop.js';
 import { acquireBenchLock } from './lib/lock.js';
 import { buildScenarios, probe, PUBLIC, startDevAuthorityIfBuilt, WORKLOADS } from './scenarios.js';
-import { runRevocation } from './revocation.js';
+import { runCrossReplicaRevocation, runRevocation } from './revocation.js';
 import { printTable, bars } from './table.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -37,7 +40,7 @@ const QUICK = flag('quick');
 // autocannon counts time in whole seconds (a 0.5 s run lasts 1 s): whole seconds, stated as run.
 const DURATION = Math.max(1, Math.ceil(Number(opt('duration', QUICK ? 2 : 3))));
 const WARMUP = Math.max(1, Math.ceil(Number(opt('warmup', 1))));
-const ROUNDS = Number(opt('rounds', QUICK ? 1 : 3));
+const ROUNDS = Math.max(0, Number(opt('rounds', QUICK ? 1 : 3)));
 const ONLY = opt('only', null)?.split(',').map((s) => s.trim());
 const log = (line) => process.stdout.write(`${line}\n`);
 
@@ -201,7 +204,10 @@ async function main() {
   const notes = [];
   const raw = [];
   let revocation = null;
-  const selected = scenarios.filter((s) => ONLY === undefined || ONLY.includes(s.id) || s.id === 'b' || (s.id === 'f' && ONLY.some((x) => 'hijkl'.includes(x))));
+  let revocationCrossReplica = null;
+  // Revocation latency is measured with scenario (i)'s gateway; `--only=revocation` starts just that.
+  const wantsRevocation = !flag('no-revocation') && (ONLY === undefined || ONLY.includes('i') || ONLY.includes('revocation'));
+  const selected = scenarios.filter((s) => ONLY === undefined || ONLY.includes(s.id) || s.id === 'b' || (s.id === 'i' && wantsRevocation) || (s.id === 'f' && ONLY.some((x) => 'hijkl'.includes(x))));
   const active = [];
   try {
     // Every server is started (and probed) up front and stays up, idle, while the others are
@@ -271,8 +277,16 @@ async function main() {
       }
     }
     const i = active.find(({ s }) => s.id === 'i');
-    if (i !== undefined && dev !== null && !flag('no-revocation')) {
+    if (i !== undefined && dev !== null && wantsRevocation) {
       revocation = await runRevocation({ dev, server: i.server, client, count: 100, log });
+    }
+    if (dev !== null && wantsRevocation) {
+      try {
+        revocationCrossReplica = await runCrossReplicaRevocation({ ctx, count: 100, log });
+      } catch (err) {
+        revocationCrossReplica = { error: `failed: ${String(err.message).slice(0, 300)}` };
+      }
+      if (revocationCrossReplica.error) log(`cross-replica revocation: ${revocationCrossReplica.error}`);
     }
   } finally {
     await Promise.allSettled(active.map(({ server }) => server.stop()));
@@ -308,6 +322,7 @@ async function main() {
     skipped,
     notes,
     revocation,
+    revocationCrossReplica,
     scale,
     elapsedS: Math.round((Date.now() - started) / 100) / 10,
   };

@@ -105,7 +105,7 @@ async function untilReady(adminUrl, timeoutMs = 10_000) {
   throw new Error(`the gateway did not become ready: ${last.slice(0, 300)}`);
 }
 
-const has = (cmd) => spawnSync('sh', ['-c', `command -v ${cmd}`]).status === 0;
+export const has = (cmd) => spawnSync('sh', ['-c', `command -v ${cmd}`]).status === 0;
 
 /** A node server child as a scenario server. */
 async function nodeServer(script, args = []) {
@@ -115,7 +115,7 @@ async function nodeServer(script, args = []) {
 }
 
 /** A gateway child from a config object; `extraPids` (redis) count towards its CPU. */
-async function gatewayServer(ctx, config, extra = null) {
+export async function gatewayServer(ctx, config, extra = null) {
   // BENCH_GATEWAY_NODE_ARGS="--cpu-prof --cpu-prof-dir=/tmp/prof" profiles the gateway processes.
   const execArgv = process.env.BENCH_GATEWAY_NODE_ARGS?.split(' ').filter(Boolean) ?? [];
   const file = join(ctx.work, `gateway-${randomUUID()}.json`);
@@ -194,7 +194,7 @@ http {
   };
 }
 
-async function startRedis(ctx) {
+export async function startRedis(ctx) {
   const port = await freePort();
   const [cmd, args] = pinned(SERVER_CORE, 'redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', ctx.work]);
   const proc = spawn(cmd, args, { stdio: ['ignore', 'ignore', 'pipe'] });
@@ -218,7 +218,7 @@ async function startRedis(ctx) {
 }
 
 /** The gateway config shared by the scenarios (JSON is valid YAML for parseConfigText). */
-function gatewayConfig(ctx, o) {
+export function gatewayConfig(ctx, o) {
   const c = {
     listen: { host: '127.0.0.1', port: 0 },
     admin: { host: '127.0.0.1', port: 0 },

@@ -64,6 +64,11 @@ export function bars(out) {
     const r = l === null ? null : ratio(out, l, 'h');
     list.push(bar(`l-memory-${w}`, `(l) redis replay store >= 0.8 x memory (h), ${w}`, r === null ? null : `${r.toFixed(2)}x`, r === null ? null : r >= 0.8));
   }
+  {
+    const x = out.revocationCrossReplica;
+    const p99 = x && !x.error ? x.p99ms : null;
+    list.push(bar('revocation-cross-replica', 'cross-replica revocation p99 < 100 ms (revoke call -> first denial at the other replica, 100 revocations)', p99 === null ? null : `${p99.toFixed(2)} ms (n=${x.n})`, p99 === null ? null : p99 < 100 && x.n >= 100));
+  }
   return list;
 }
 
@@ -140,6 +145,14 @@ export function printTable(out, log) {
   if (out.revocation) {
     const r = out.revocation;
     log(r.error ? `\nrevocation latency: ${r.error}` : `\nrevocation latency (lifecycle SET push -> first denied request, n=${r.n}): p50 ${f(r.p50ms)} ms, p99 ${f(r.p99ms)} ms, max ${f(r.maxMs)} ms; denied ${r.deniedReason}`);
+  }
+  if (out.revocationCrossReplica) {
+    const x = out.revocationCrossReplica;
+    if (x.error) log(`${out.revocation ? '' : '\n'}cross-replica revocation latency: ${x.error}`);
+    else {
+      log(`${out.revocation ? '' : '\n'}cross-replica revocation latency (SET pushed to replica A, requests at replica B; from ${x.measuredFrom} to B's first denial, n=${x.n}): p50 ${f(x.p50ms)} ms, p99 ${f(x.p99ms)} ms, max ${f(x.maxMs)} ms`);
+      log(`  from A's 202 to B's first denial: p50 ${f(x.after202.p50ms)} ms, p99 ${f(x.after202.p99ms)} ms, max ${f(x.after202.maxMs)} ms; B allowed a request started after A's 202 for ${x.allowedAfter202}/${x.n} Missions; denied ${x.deniedReason}`);
+    }
   }
   if (out.scale) {
     log('\nscale:');
