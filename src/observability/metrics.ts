@@ -7,6 +7,33 @@ import { DENIALS } from '../errors.js';
 
 export type Outcome = string;
 
+/** Observations kept per histogram series before they are folded in without waiting for a scrape. */
+const PENDING_MAX = 4096;
+
+/**
+ * Per-request observations wait in a flat Float64Array and are folded into the prom-client
+ * histogram when it is collected (a scrape, or `get()`), or when the buffer is full. prom-client's
+ * own observe converts, validates and hashes the labels on every call; this is one array store.
+ */
+class PendingObservations {
+  private readonly values = new Float64Array(PENDING_MAX);
+  private n = 0;
+  constructor(private readonly child: { observe(value: number): void }) {}
+
+  add(seconds: number): void {
+    // Same contract as prom-client: a non-finite value is a bug, not a sample.
+    if (!Number.isFinite(seconds)) throw new TypeError('histogram value is not a finite number');
+    this.values[this.n++] = seconds;
+    if (this.n === PENDING_MAX) this.fold();
+  }
+
+  fold(): void {
+    const n = this.n;
+    this.n = 0;
+    for (let i = 0; i < n; i++) this.child.observe(this.values[i]!);
+  }
+}
+
 export class Metrics {
   readonly registry = new client.Registry();
   readonly requests: client.Counter<'decision' | 'reason'>;
@@ -25,10 +52,12 @@ export class Metrics {
   /** Precomputed `requests_total` children: permit, and deny by reason. */
   readonly permitChild: client.Counter.Internal;
   private readonly denyChildren = new Map<string, client.Counter.Internal>();
-  private readonly decisionChildren = new Map<string, client.Histogram.Internal<'kind'>>();
+  private readonly decisionPending = new Map<string, PendingObservations>();
+  private readonly upstreamPending: PendingObservations;
 
   constructor(options: { defaultMetrics?: boolean } = {}) {
     const registers = [this.registry];
+    const decisionPending = this.decisionPending;
     if (options.defaultMetrics !== false) client.collectDefaultMetrics({ register: this.registry });
     this.requests = new client.Counter({ name: 'mission_gateway_requests_total', help: 'Requests decided, by decision and denial reason', labelNames: ['decision', 'reason'], registers });
     this.decisionSeconds = new client.Histogram({
@@ -37,8 +66,22 @@ export class Metrics {
       labelNames: ['kind'],
       buckets: [0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 0.5, 2.5],
       registers,
+      collect() {
+        for (const p of decisionPending.values()) p.fold();
+      },
     });
-    this.upstreamSeconds = new client.Histogram({ name: 'mission_gateway_upstream_seconds', help: 'Time to upstream response headers', buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10, 30], registers });
+    let upstreamPending: PendingObservations | null = null;
+    this.upstreamSeconds = new client.Histogram({
+      name: 'mission_gateway_upstream_seconds',
+      help: 'Time to upstream response headers',
+      buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10, 30],
+      registers,
+      collect() {
+        upstreamPending?.fold();
+      },
+    });
+    upstreamPending = new PendingObservations(this.upstreamSeconds);
+    this.upstreamPending = upstreamPending;
     this.missionCache = new client.Counter({ name: 'mission_gateway_mission_cache_total', help: 'Mission state cache lookups', labelNames: ['result'], registers });
     this.missionStatusRequests = new client.Counter({ name: 'mission_gateway_mission_status_requests_total', help: 'Mission Status requests, by outcome', labelNames: ['outcome'], registers });
     this.events = new client.Counter({ name: 'mission_gateway_events_total', help: 'Mission lifecycle events (SETs), by result', labelNames: ['result'], registers });
@@ -73,11 +116,16 @@ export class Metrics {
   }
 
   observeDecision(kind: string, seconds: number): void {
-    let child = this.decisionChildren.get(kind);
-    if (child === undefined) {
-      child = this.decisionSeconds.labels(kind);
-      this.decisionChildren.set(kind, child);
+    let pending = this.decisionPending.get(kind);
+    if (pending === undefined) {
+      pending = new PendingObservations(this.decisionSeconds.labels(kind));
+      this.decisionPending.set(kind, pending);
     }
-    child.observe(seconds);
+    pending.add(seconds);
+  }
+
+  /** One `mission_gateway_upstream_seconds` observation (folded in on collect). */
+  observeUpstream(seconds: number): void {
+    this.upstreamPending.add(seconds);
   }
 }
