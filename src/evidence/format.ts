@@ -44,6 +44,25 @@ const MISSION_MEMBERS = ['id', 'issuer', 'state', 'version', 'authority_hash', '
 const SINK_MEMBERS: ReadonlySet<string> = new Set(['sequence', 'prev_hash', 'evidence_envelope', '__proto__']);
 const FIXED_SET: ReadonlySet<string> = new Set(FIXED_MEMBERS);
 
+/**
+ * Marks a record built with exactly the FIXED_MEMBERS in SPEC order (no undefined values, `mission`
+ * null or with exactly MISSION_MEMBERS in order) and no extra members. For such a record
+ * `orderRecord` would be a copy with the same members in the same order, so the writer serializes
+ * it as is (`preorderedLine`). JSON.stringify and Object.keys ignore symbol keys.
+ */
+export const PREORDERED: unique symbol = Symbol('evidence.preordered');
+
+/** True when the record carries the PREORDERED mark. */
+export function isPreordered(record: EvidenceRecord): boolean {
+  return (record as { [PREORDERED]?: unknown })[PREORDERED] === true;
+}
+
+/** The line of a PREORDERED record: its JSON with sequence and prev_hash appended, as orderRecord would. */
+export function preorderedLine(record: EvidenceRecord, sequence: number, prevHash: string | null): string {
+  const json = JSON.stringify(record);
+  return json.slice(0, -1) + ',"sequence":' + String(sequence) + ',"prev_hash":' + (prevHash === null ? 'null' : JSON.stringify(prevHash)) + '}';
+}
+
 /** The record as written: fixed members in order (absent = null), extras, then sequence and prev_hash. */
 export function orderRecord(record: EvidenceRecord, sequence: number, prevHash: string | null): Record<string, unknown> {
   const out: Record<string, unknown> = {};

@@ -26,7 +26,7 @@ import type { Writable } from 'node:stream';
 import { jcs } from '../authority/json.js';
 import type { Logger } from '../observability/logger.js';
 import type { Metrics } from '../observability/metrics.js';
-import { ENVELOPE_FORMAT, JWS_CTY, JWS_TYP, lineHash, orderRecord } from './format.js';
+import { ENVELOPE_FORMAT, isPreordered, JWS_CTY, JWS_TYP, lineHash, orderRecord, preorderedLine } from './format.js';
 import { loadSigningKey, type SigningKey } from './keys.js';
 import type { EvidenceRecord, EvidenceSink } from './record.js';
 
@@ -265,8 +265,18 @@ export class EvidenceLog implements EvidenceSink {
 
   /** Serializes, signs and chains one record; null (and counted) when it has no JSON form. */
   private line(record: EvidenceRecord): string | null {
-    const ordered = orderRecord(record, this.sequence + 1, this.prevHash);
     let line: string;
+    try {
+      if (this.signer === null && isPreordered(record)) {
+        line = preorderedLine(record, this.sequence + 1, this.prevHash);
+        this.sequence += 1;
+        this.prevHash = lineHash(line);
+        return line;
+      }
+    } catch (err) {
+      return this.unserializable(record, err);
+    }
+    const ordered = orderRecord(record, this.sequence + 1, this.prevHash);
     try {
       if (this.signer !== null) {
         const signingInput = this.signer.header + '.' + Buffer.from(jcs(ordered), 'utf8').toString('base64url');
@@ -275,13 +285,17 @@ export class EvidenceLog implements EvidenceSink {
       }
       line = JSON.stringify(ordered);
     } catch (err) {
-      this.opts.metrics.evidenceFailures.inc();
-      this.opts.logger.error({ err: (err as Error).message, evidence_id: String(record.evidence_id) }, 'evidence record has no JSON form; not written');
-      return null;
+      return this.unserializable(record, err);
     }
     this.sequence += 1;
     this.prevHash = lineHash(line);
     return line;
+  }
+
+  private unserializable(record: EvidenceRecord, err: unknown): null {
+    this.opts.metrics.evidenceFailures.inc();
+    this.opts.logger.error({ err: (err as Error).message, evidence_id: String(record.evidence_id) }, 'evidence record has no JSON form; not written');
+    return null;
   }
 
   private async openFile(): Promise<void> {

@@ -1,0 +1,50 @@
+import { describe, expect, it } from 'vitest';
+import { isPreordered, orderRecord, PREORDERED, preorderedLine } from '../../src/evidence/format.js';
+import type { EvidenceRecord } from '../../src/evidence/record.js';
+
+function built(over: Record<string, unknown> = {}): EvidenceRecord {
+  return {
+    evidence_id: 'evd_1',
+    decision_id: 'dec_1',
+    decision: 'permit',
+    denial_reason: null,
+    evaluated_at: '2026-11-02T08:14:03.000Z',
+    audience: 'https://api.example.com',
+    method: 'POST',
+    path: '/payments',
+    action: 'payments.create',
+    subject: 'user "1"\u2028',
+    client_id: 'agent',
+    actor: { sub: 'agent', act: { sub: 'x' } },
+    token_jti: 'at_1',
+    jkt: 'jkt',
+    mission: { id: 'msn_1', issuer: 'https://as.example.com', state: 'active', version: 4, authority_hash: null, source: 'cached' },
+    parameter_digest: 'sha-256:abc',
+    upstream_status: 201,
+    duration_ms: 0.123,
+    ...over,
+    [PREORDERED]: true,
+  };
+}
+
+describe('SPEC section 9: a record built in SPEC order is written exactly as orderRecord would write it', () => {
+  for (const [name, over] of [
+    ['with a Mission', {}],
+    ['without a Mission or token', { mission: null, subject: null, client_id: null, actor: null, token_jti: null, jkt: null, action: null, parameter_digest: null }],
+    ['a deny', { decision: 'deny', denial_reason: 'out_of_authority', upstream_status: null }],
+  ] as const) {
+    it(name, () => {
+      const r = built(over);
+      expect(isPreordered(r)).toBe(true);
+      for (const prev of [null, 'sha-256:AbC_-']) {
+        expect(preorderedLine(r, 7, prev)).toBe(JSON.stringify(orderRecord(r, 7, prev)));
+      }
+    });
+  }
+
+  it('an unmarked record (or one marked false) is not preordered', () => {
+    const { [PREORDERED]: _mark, ...plain } = built() as EvidenceRecord & { [PREORDERED]: boolean };
+    expect(isPreordered(plain as EvidenceRecord)).toBe(false);
+    expect(isPreordered({ ...plain, [PREORDERED]: false } as EvidenceRecord)).toBe(false);
+  });
+});
