@@ -58,78 +58,11 @@ export class Upstream {
    * `onResponseStart` runs just before headers are written to the client.
    */
   forward(req: ForwardRequest, res: ServerResponse, onStart: (status: number) => void): Promise<ForwardOutcome> {
-    return new Promise<ForwardOutcome>((resolve) => {
-      let settled = false;
-      let started = false;
-      let abort: ((err?: Error) => void) | null = null;
-      let resume: (() => void) | null = null;
-      const settle = (o: ForwardOutcome): void => {
-        if (!settled) {
-          settled = true;
-          resolve(o);
-        }
-      };
-      const onClose = (): void => {
-        if (!res.writableFinished) {
-          abort?.(new Error('client closed'));
-          settle({ kind: 'aborted' });
-        }
-      };
-      const onDrain = (): void => resume?.();
-      res.once('close', onClose);
-
-      // undici's raw-header hooks: its own HTTP/1.1 client speaks them natively, so no header
-      // object is built for a response we only relay.
-      const handler: Dispatcher.DispatchHandler = {
-        onConnect(a) {
-          abort = a;
-          if (res.destroyed) a(new Error('client closed'));
-        },
-        onHeaders(statusCode, rawHeaders, r, statusText) {
-          if (statusCode < 200) return true; // 1xx informational: wait for the final response
-          started = true;
-          resume = r;
-          onStart(statusCode);
-          const { headers, sized } = relayHeaders(rawHeaders, req.responseHeaders);
-          try {
-            res.writeHead(statusCode, statusText || undefined, headers);
-            // A response without a length may be a stream (SSE, long poll) whose first byte comes
-            // much later: its headers must reach the client now. A sized one goes out with its body
-            // in one write.
-            if (!sized) res.flushHeaders();
-          } catch (err) {
-            abort?.(err as Error);
-            return false;
-          }
-          settle({ kind: 'response', status: statusCode });
-          return true;
-        },
-        onData(chunk) {
-          if (res.write(chunk)) return true;
-          res.once('drain', onDrain);
-          return false;
-        },
-        onComplete() {
-          res.off('close', onClose);
-          res.end();
-        },
-        onError(err) {
-          res.off('close', onClose);
-          if (!started) {
-            const code = (err as { code?: string }).code === 'UND_ERR_HEADERS_TIMEOUT' ? 'gateway_timeout' : 'bad_gateway';
-            settle({ kind: 'error', code, error: err });
-          } else {
-            // Mid-stream failure: the status is already sent; cut the client connection so it sees the break.
-            res.destroy(err);
-          }
-          settle({ kind: 'aborted' });
-        },
-      };
-
-      const headers = req.headers;
-      headers.push('host', this.host);
-      this.pool.dispatch({ origin: this.origin, method: req.method, path: this.basePath + req.path, headers, body: req.body }, handler);
-    });
+    const exchange = new Exchange(req, res, onStart);
+    const headers = req.headers;
+    headers.push('host', this.host);
+    this.pool.dispatch({ origin: this.origin, method: req.method, path: this.basePath + req.path, headers, body: req.body }, exchange);
+    return exchange.outcome;
   }
 
   close(): Promise<void> {
@@ -138,5 +71,93 @@ export class Upstream {
 
   destroy(): Promise<void> {
     return this.pool.destroy();
+  }
+}
+
+/**
+ * One forwarded exchange: undici's dispatch handler (raw-header hooks: its own HTTP/1.1 client
+ * speaks them natively, so no header object is built for a response we only relay) and the
+ * outcome. One object per request instead of a set of closures.
+ */
+class Exchange implements Dispatcher.DispatchHandler {
+  readonly outcome: Promise<ForwardOutcome>;
+  private resolve!: (o: ForwardOutcome) => void;
+  private settled = false;
+  private started = false;
+  private abort: ((err?: Error) => void) | null = null;
+  private resume: (() => void) | null = null;
+
+  constructor(
+    private readonly req: ForwardRequest,
+    private readonly res: ServerResponse,
+    private readonly onStart: (status: number) => void,
+  ) {
+    this.outcome = new Promise<ForwardOutcome>((resolve) => {
+      this.resolve = resolve;
+    });
+    res.once('close', this.onClose);
+  }
+
+  private settle(o: ForwardOutcome): void {
+    if (!this.settled) {
+      this.settled = true;
+      this.resolve(o);
+    }
+  }
+
+  private readonly onClose = (): void => {
+    if (!this.res.writableFinished) {
+      this.abort?.(new Error('client closed'));
+      this.settle({ kind: 'aborted' });
+    }
+  };
+
+  private readonly onDrain = (): void => this.resume?.();
+
+  onConnect(abort: (err?: Error) => void): void {
+    this.abort = abort;
+    if (this.res.destroyed) abort(new Error('client closed'));
+  }
+
+  onHeaders(statusCode: number, rawHeaders: Buffer[], resume: () => void, statusText: string): boolean {
+    if (statusCode < 200) return true; // 1xx informational: wait for the final response
+    this.started = true;
+    this.resume = resume;
+    this.onStart(statusCode);
+    const { headers, sized } = relayHeaders(rawHeaders, this.req.responseHeaders);
+    try {
+      this.res.writeHead(statusCode, statusText || undefined, headers);
+      // A response without a length may be a stream (SSE, long poll) whose first byte comes much
+      // later: its headers must reach the client now. A sized one goes out with its body in one write.
+      if (!sized) this.res.flushHeaders();
+    } catch (err) {
+      this.abort?.(err as Error);
+      return false;
+    }
+    this.settle({ kind: 'response', status: statusCode });
+    return true;
+  }
+
+  onData(chunk: Buffer): boolean {
+    if (this.res.write(chunk)) return true;
+    this.res.once('drain', this.onDrain);
+    return false;
+  }
+
+  onComplete(): void {
+    this.res.off('close', this.onClose);
+    this.res.end();
+  }
+
+  onError(err: Error): void {
+    this.res.off('close', this.onClose);
+    if (!this.started) {
+      const code = (err as { code?: string }).code === 'UND_ERR_HEADERS_TIMEOUT' ? 'gateway_timeout' : 'bad_gateway';
+      this.settle({ kind: 'error', code, error: err });
+    } else {
+      // Mid-stream failure: the status is already sent; cut the client connection so it sees the break.
+      this.res.destroy(err);
+    }
+    this.settle({ kind: 'aborted' });
   }
 }
