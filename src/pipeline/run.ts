@@ -13,7 +13,8 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { performance } from 'node:perf_hooks';
 import { findRoute, HIGH_CONSEQUENCE, type CompiledRoute } from '../config/compile.js';
 import { Denial, isDenial } from '../errors.js';
-import type { EvidenceRecord, EvidenceSink } from '../evidence/record.js';
+import { PREORDERED } from '../evidence/format.js';
+import type { EvidenceMission, EvidenceRecord, EvidenceSink } from '../evidence/record.js';
 import { hasBody, readBody } from '../http/body.js';
 import type { ForwardOutcome, Upstream } from '../http/forward.js';
 import { upstreamHeaders, type HeaderPolicy } from '../http/headers.js';
@@ -68,6 +69,19 @@ let idCounter = 0;
 function newId(): string {
   idCounter = (idCounter + 1) % Number.MAX_SAFE_INTEGER;
   return ID_PREFIX + idCounter.toString(36);
+}
+
+// `evaluated_at`: one ISO string per millisecond, shared by the records decided within it.
+let isoMs = -1;
+let isoText = '';
+
+function isoNow(): string {
+  const ms = Date.now();
+  if (ms !== isoMs) {
+    isoMs = ms;
+    isoText = new Date(ms).toISOString();
+  }
+  return isoText;
 }
 
 export class Pipeline {
@@ -247,7 +261,7 @@ export class Pipeline {
       ctx.res,
       (status) => {
         ctx.upstreamStatus = status;
-        d.metrics.upstreamSeconds.observe((performance.now() - decided) / 1000);
+        d.metrics.observeUpstream((performance.now() - decided) / 1000);
       },
     );
     if (outcome.kind === 'error') {
@@ -299,37 +313,43 @@ export class Pipeline {
     if (denial.cause !== undefined) d.logger.debug({ decision_id: ctx.id, code: denial.code, cause: String(denial.cause) }, 'denied');
   }
 
-  /** Builds and writes one evidence record (SPEC section 9). */
+  /**
+   * Builds and writes one evidence record (SPEC section 9). The members are listed in SPEC order,
+   * each one set, so a record without extras is marked PREORDERED and serialized as built.
+   */
   record(ctx: RequestContext, decision: 'permit' | 'deny', reason: string | null, extra?: Record<string, unknown>): void {
     const t = ctx.token;
     const m = ctx.mission;
     const ref = ctx.missionRef;
-    const record: EvidenceRecord = {
+    const mission: EvidenceMission | null =
+      m !== null
+        ? { id: m.id ?? null, issuer: m.issuer, state: m.state ?? null, version: m.version ?? null, authority_hash: m.authorityHash ?? ref?.authorityHash ?? null, source: m.source ?? null }
+        : ref !== null
+          ? { id: ref.id ?? null, issuer: ref.issuer, state: null, version: null, authority_hash: ref.authorityHash ?? null, source: null }
+          : null;
+    const base = {
       evidence_id: 'evd_' + ctx.id.slice(4) + (extra?.['call_index'] === undefined ? '' : `_${String(extra['call_index'])}`),
       decision_id: ctx.id,
       decision,
       denial_reason: reason,
-      evaluated_at: new Date().toISOString(),
+      evaluated_at: isoNow(),
       audience: ctx.audience,
       method: ctx.method,
       path: ctx.path,
-      action: ctx.action,
+      action: ctx.action ?? null,
       subject: t?.subject ?? null,
       client_id: t?.clientId ?? null,
       actor: t?.claims['act'] ?? null,
       token_jti: t?.jti ?? null,
       jkt: ctx.proof?.jkt ?? t?.jkt ?? null,
-      mission:
-        m !== null
-          ? { id: m.id, issuer: m.issuer, state: m.state, version: m.version, authority_hash: m.authorityHash ?? ref?.authorityHash ?? null, source: m.source }
-          : ref !== null
-            ? { id: ref.id, issuer: ref.issuer, state: null, version: null, authority_hash: ref.authorityHash, source: null }
-            : null,
-      parameter_digest: ctx.parameterDigest,
-      upstream_status: ctx.upstreamStatus,
+      mission,
+      parameter_digest: ctx.parameterDigest ?? null,
+      upstream_status: ctx.upstreamStatus ?? null,
       duration_ms: Math.round((performance.now() - ctx.started) * 1000) / 1000,
-      ...extra,
+      // Only a record without extras is in final order (a spread copies this as false).
+      [PREORDERED]: extra === undefined,
     };
+    const record: EvidenceRecord = extra === undefined ? base : { ...base, ...extra };
     try {
       this.deps.evidence.write(record);
     } catch (err) {
