@@ -2,12 +2,7 @@
  * Authority Set helpers of the dev authority: the `authority_hash` commitment, which entries apply
  * to an audience, and the "authority only narrows" check for authority changes.
  */
-import { createHash } from 'node:crypto';
-import canonicalizeModule from 'canonicalize';
-
-// The package is CommonJS (`module.exports = serialize`) but its typings declare an ES default
-// export, so under NodeNext the default import is the function at runtime yet typed as a namespace.
-const canonicalize = canonicalizeModule as unknown as (value: unknown) => string | undefined;
+import { authorityHash as gatewayAuthorityHash } from '../authority/params.js';
 
 export interface AuthorityEntry {
   readonly type: string;
@@ -51,9 +46,8 @@ export function parseEntries(input: unknown): AuthorityEntry[] {
 
 /** `"sha-256:" + b64url(SHA-256(JCS({typ: "mission-authority-set", iss, value})))`. */
 export function authorityHash(issuer: string, entries: readonly AuthorityEntry[]): string {
-  const jcs = canonicalize({ typ: 'mission-authority-set', iss: issuer, value: entries });
-  if (jcs === undefined) throw new Error('authority set is not serializable');
-  return `sha-256:${createHash('sha256').update(jcs).digest('base64url')}`;
+  // The same construction the gateway recomputes (one implementation, pinned by the draft vector).
+  return gatewayAuthorityHash(issuer, entries);
 }
 
 /** True when `prefix` is `url` or a prefix of it ending on a path-segment boundary. */
