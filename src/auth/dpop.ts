@@ -159,14 +159,46 @@ function validateHeader(segment: string, allowed: ReadonlySet<string>): ProofHea
   return { alg, jkt: thumbprintOf(core), key };
 }
 
+/** The per-deployment part of the options, resolved once (the stage builds it at construction). */
+interface ProofPolicy {
+  readonly allowed: ReadonlySet<string>;
+  readonly cache: ProofKeyCache;
+  readonly maxAgeS: number;
+  readonly clockSkewS: number;
+  readonly clock: Clock;
+  readonly nonces: NonceIssuer | null;
+  readonly replay: ReplayStore | null;
+  /** Normalizes a proof's `htu` (normalizeHtu, possibly memoized). */
+  readonly htuOf: (htu: string) => string | null;
+}
+
 /**
  * Verifies a DPoP proof (RFC 9449 section 4.3) and returns its thumbprint, `jti` and `iat`.
  * Throws Denial dpop_invalid, dpop_nonce_required, or replay_store_unavailable. Sync unless the
  * replay store answers asynchronously.
  */
 export function verifyDpopProof(proof: string, o: VerifyDpopOptions): DpopProof | Promise<DpopProof> {
-  const allowed = o.algorithms instanceof Set ? (o.algorithms as ReadonlySet<string>) : new Set(o.algorithms as readonly string[]);
-  const cache = o.keyCache ?? defaultKeyCache;
+  const policy: ProofPolicy = {
+    allowed: o.algorithms instanceof Set ? (o.algorithms as ReadonlySet<string>) : new Set(o.algorithms as readonly string[]),
+    cache: o.keyCache ?? defaultKeyCache,
+    maxAgeS: o.maxAgeS,
+    clockSkewS: o.clockSkewS,
+    clock: o.clock ?? systemClock,
+    nonces: o.nonces ?? null,
+    replay: o.replay ?? null,
+    htuOf: normalizeHtu,
+  };
+  const ath = o.accessToken != null ? (o.accessTokenHash ?? sha256b64u(o.accessToken)) : null;
+  return verifyProof(proof, policy, o.method, o.htu, ath, o.expectedJkt ?? null);
+}
+
+/**
+ * verifyDpopProof with the policy resolved. `ath`: the expected access token hash, or null when no
+ * access token is presented (token endpoint). `expectedJkt`: null for any key.
+ */
+function verifyProof(proof: string, o: ProofPolicy, method: string, expectedHtu: string, ath: string | null, expectedJkt: string | null): DpopProof | Promise<DpopProof> {
+  const allowed = o.allowed;
+  const cache = o.cache;
   let h: ProofHeader;
   let payload: Record<string, unknown>;
   let signature: Buffer;
@@ -194,28 +226,26 @@ export function verifyDpopProof(proof: string, o: VerifyDpopOptions): DpopProof 
   const iatS = numericDate(iat);
   if (iatS === undefined) invalid('iat');
   // Step 8: htm.
-  if (htm !== o.method) invalid('htm');
+  if (htm !== method) invalid('htm');
   // Step 9: htu, both sides normalized, no query or fragment.
-  if (typeof htu !== 'string' || normalizeHtu(htu) !== o.htu) invalid('htu');
+  if (typeof htu !== 'string' || o.htuOf(htu) !== expectedHtu) invalid('htu');
   // Step 11: iat within max_age_s (and not in the future beyond the skew).
-  const now = nowSeconds(o.clock ?? systemClock);
+  const now = nowSeconds(o.clock);
   if (iatS > now + o.clockSkewS || iatS < now - o.maxAgeS - o.clockSkewS) invalid('iat window');
   // Step 12: ath binds the proof to the presented access token.
-  if (o.accessToken != null) {
-    if (payload.ath !== (o.accessTokenHash ?? sha256b64u(o.accessToken))) invalid('ath');
-  }
+  if (ath !== null && payload.ath !== ath) invalid('ath');
   // Step 13: the proof key is the key the token is bound to.
   const jkt = h.jkt;
-  if (o.expectedJkt != null && jkt !== o.expectedJkt) invalid('jkt');
+  if (expectedJkt !== null && jkt !== expectedJkt) invalid('jkt');
   // Step 6: the signature.
   if (!verifySignature(h.alg, h.key, signingInput, signature)) invalid('signature');
   // Step 10: server nonce.
-  if (o.nonces != null && !o.nonces.check(payload.nonce)) {
+  if (o.nonces !== null && !o.nonces.check(payload.nonce)) {
     throw new Denial('dpop_nonce_required', { cause: new Error('nonce missing or stale') });
   }
   const result: DpopProof = { jkt, jti, iat: iatS };
   // Section 11.1: single use per key. The entry lives as long as this proof would be accepted.
-  if (o.replay != null) {
+  if (o.replay !== null) {
     // `now` is whole seconds (floored): one more second covers the rest of the current one.
     const ttl = Math.max(1, Math.ceil(iatS + o.maxAgeS + o.clockSkewS - now) + 1);
     let claimed: boolean | Promise<boolean>;
@@ -235,6 +265,23 @@ export function verifyDpopProof(proof: string, o: VerifyDpopOptions): DpopProof 
     if (!claimed) invalid('replayed');
   }
   return result;
+}
+
+/** Distinct `htu` values remembered per stage; the memo is emptied when full (bounded, attacker-fed). */
+const HTU_MEMO_MAX = 1024;
+
+/** normalizeHtu memoized: it is a pure function of the string, and a client repeats its URLs. */
+function memoizedHtu(): (htu: string) => string | null {
+  const memo = new Map<string, string | null>();
+  return (htu) => {
+    let n = memo.get(htu);
+    if (n === undefined) {
+      n = normalizeHtu(htu);
+      if (memo.size >= HTU_MEMO_MAX) memo.clear();
+      memo.set(htu, n);
+    }
+    return n;
+  };
 }
 
 export interface DpopStageDeps {
@@ -263,7 +310,16 @@ export function createDpopStage(deps: DpopStageDeps): Stage {
   // The token stage hands out the same AccessToken object for every request with that token, so
   // its `ath` is hashed once.
   const athOf = new WeakMap<AccessToken, string>();
-  const common = { algorithms, maxAgeS: config.dpop.max_age_s, clockSkewS: config.dpop.clock_skew_s, clock: deps.clock ?? systemClock, keyCache, replay, nonces };
+  const policy: ProofPolicy = {
+    allowed: algorithms,
+    cache: keyCache,
+    maxAgeS: config.dpop.max_age_s,
+    clockSkewS: config.dpop.clock_skew_s,
+    clock: deps.clock ?? systemClock,
+    nonces,
+    replay,
+    htuOf: memoizedHtu(),
+  };
 
   const onFailure = (ctx: RequestContext, err: unknown): never => {
     if (err instanceof Denial) {
@@ -300,7 +356,7 @@ export function createDpopStage(deps: DpopStageDeps): Stage {
         ath = sha256b64u(token.raw);
         athOf.set(token, ath);
       }
-      result = verifyDpopProof(creds.proof, { ...common, method: ctx.method, htu: origin + ctx.path, accessToken: token.raw, accessTokenHash: ath, expectedJkt: token.jkt });
+      result = verifyProof(creds.proof, policy, ctx.method, origin + ctx.path, ath, token.jkt);
     } catch (err) {
       return onFailure(ctx, err);
     }
