@@ -13,7 +13,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { performance } from 'node:perf_hooks';
 import { findRoute, HIGH_CONSEQUENCE, type CompiledRoute } from '../config/compile.js';
 import { Denial, isDenial } from '../errors.js';
-import { PREORDERED } from '../evidence/format.js';
+import { FIXED_MEMBERS, PREORDERED } from '../evidence/format.js';
 import type { EvidenceMission, EvidenceRecord, EvidenceSink } from '../evidence/record.js';
 import { hasBody, readBody } from '../http/body.js';
 import type { ForwardOutcome, Upstream } from '../http/forward.js';
@@ -315,7 +315,8 @@ export class Pipeline {
 
   /**
    * Builds and writes one evidence record (SPEC section 9). The members are listed in SPEC order,
-   * each one set, so a record without extras is marked PREORDERED and serialized as built.
+   * each one set, so the record is marked PREORDERED and serialized as built, unless an extra
+   * needs orderRecord (an undefined value, or a member the sink sets).
    */
   record(ctx: RequestContext, decision: 'permit' | 'deny', reason: string | null, extra?: Record<string, unknown>): void {
     const t = ctx.token;
@@ -346,9 +347,9 @@ export class Pipeline {
       parameter_digest: ctx.parameterDigest ?? null,
       upstream_status: ctx.upstreamStatus ?? null,
       duration_ms: Math.round((performance.now() - ctx.started) * 1000) / 1000,
-      // Only a record without extras is in final order (a spread copies this as false).
-      [PREORDERED]: extra === undefined,
+      [PREORDERED]: extra === undefined || extrasKeepOrder(extra),
     };
+    // Extras land after the fixed members, which is where orderRecord puts them.
     const record: EvidenceRecord = extra === undefined ? base : { ...base, ...extra };
     try {
       this.deps.evidence.write(record);
@@ -361,6 +362,17 @@ export class Pipeline {
   static needsFreshState(route: CompiledRoute | null): boolean {
     return route !== null && route.actionClass !== null && HIGH_CONSEQUENCE.has(route.actionClass);
   }
+}
+
+/** Fixed members and those the sink sets: an extra named like one goes through orderRecord. */
+const RESERVED = new Set<string>([...FIXED_MEMBERS, 'sequence', 'prev_hash', 'evidence_envelope', '__proto__']);
+
+/** True when spreading `extra` after the fixed members gives exactly orderRecord's order and values. */
+function extrasKeepOrder(extra: Record<string, unknown>): boolean {
+  for (const k of Object.keys(extra)) {
+    if (extra[k] === undefined || RESERVED.has(k)) return false;
+  }
+  return true;
 }
 
 function duplicateHost(raw: readonly string[]): boolean {

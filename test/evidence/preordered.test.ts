@@ -32,6 +32,7 @@ describe('SPEC section 9: a record built in SPEC order is written exactly as ord
     ['with a Mission', {}],
     ['without a Mission or token', { mission: null, subject: null, client_id: null, actor: null, token_jti: null, jkt: null, action: null, parameter_digest: null }],
     ['a deny', { decision: 'deny', denial_reason: 'out_of_authority', upstream_status: null }],
+    ['with extras after the fixed members (MCP)', { tool: 'pay', call_index: 2, jsonrpc_id: 'a"b', '7': 'numeric key' }],
   ] as const) {
     it(name, () => {
       const r = built(over);
