@@ -122,6 +122,8 @@ const events = z.strictObject({
       endpoint: trustedUrl,
       interval_s: seconds.default(5),
       max_events: z.number().int().min(1).max(1000).default(100),
+      /** Bearer token the transmitter requires on poll requests (RFC 8936 section 2.4); use ${ENV}. */
+      token: z.string().min(1).optional(),
     })
     .optional(),
   audience: z.string().min(1).optional(),

@@ -129,13 +129,17 @@ export class SetPoller {
   private acks: string[] = [];
   private errs: Record<string, { err: string; description: string }> = {};
   private stopped = false;
+  private readonly headers: Record<string, string>;
 
   constructor(
     private readonly poll: NonNullable<Config['mission']['events']['poll']>,
     private readonly timeoutMs: number,
     private readonly deps: DeliveryDeps,
     private readonly now: () => number,
-  ) {}
+  ) {
+    this.headers = { 'content-type': 'application/json', accept: 'application/json' };
+    if (poll.token !== undefined) this.headers['authorization'] = `Bearer ${poll.token}`;
+  }
 
   start(): void {
     if (this.timer === null && !this.stopped) this.schedule(0);
@@ -161,7 +165,7 @@ export class SetPoller {
     const timer = setTimeout(() => abort.abort(), this.timeoutMs);
     let parsed: { sets: Record<string, unknown>; more: boolean };
     try {
-      const res = await request(this.poll.endpoint, { method: 'POST', body, headers: { 'content-type': 'application/json', accept: 'application/json' }, signal: abort.signal });
+      const res = await request(this.poll.endpoint, { method: 'POST', body, headers: this.headers, signal: abort.signal });
       const text = await readLimited(res.body, MAX_POLL_RESPONSE_BYTES);
       if (res.statusCode !== 200) throw new Error(`poll answered ${res.statusCode}`);
       parsed = parsePollResponse(text);

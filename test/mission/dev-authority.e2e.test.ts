@@ -29,8 +29,8 @@ let receiver: Server;
 let base: string;
 let config: Config;
 
-async function start(mission: (dev: DevAuthority) => Record<string, unknown> = () => ({})): Promise<void> {
-  dev = await startDevAuthority({ quiet: true, heartbeatSeconds: 0, log: () => undefined });
+async function start(mission: (dev: DevAuthority) => Record<string, unknown> = () => ({}), devOptions: { pollToken?: string } = {}): Promise<void> {
+  dev = await startDevAuthority({ quiet: true, heartbeatSeconds: 0, log: () => undefined, ...devOptions });
   const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
   const dir = mkdtempSync(join(tmpdir(), 'mgw-e2e-'));
   const file = join(dir, 'gw.jwk');
@@ -133,5 +133,19 @@ describe('e2e with the dev Mission Authority: RFC 8936 poll', () => {
     expect(r.code).toBe('mission_terminated');
     expect(r.ctx.mission).toMatchObject({ state: 'revoked', source: 'event' });
     await states.pollOnce();
+  });
+});
+
+describe('e2e with the dev Mission Authority: RFC 8936 poll with a bearer token (mission.events.poll.token)', () => {
+  it('a transmitter that requires a token refuses a poll without it (not ready) and serves one with it', async () => {
+    await start((d) => ({ events: { poll: { endpoint: d.addPollAudience(RESOURCE), interval_s: 1 } } }), { pollToken: 'poll-secret-0123456789' });
+    await expect(states.pollOnce()).rejects.toThrow();
+    expect(states.ready()).toBe(false);
+    await states.close();
+    const endpoint = (config.mission.events.poll as { endpoint: string }).endpoint;
+    config = makeConfig({ issuers: config.issuers }, { client: config.mission.client!, events: { poll: { endpoint, interval_s: 1, token: 'poll-secret-0123456789' } } });
+    states = new MissionStates({ config, keys, metrics: newMetrics(), logger, bus: new RecordingBus() });
+    await states.pollOnce();
+    expect(states.ready()).toBe(true);
   });
 });
