@@ -42,7 +42,7 @@
  * - JSON duplicate members resolve to the last one (JSON.parse), which RFC 7515 section 4 allows
  *   and which is what jose does too, so there is no parser differential with the issuer's library.
  */
-import { constants, createHash, verify as cryptoVerify, type KeyObject } from 'node:crypto';
+import { constants, hash, verify as cryptoVerify, type KeyObject } from 'node:crypto';
 
 /** Upper bound on a compact JWS we will even look at: bounds the parsing work an anonymous client can cause. */
 export const MAX_JWS_BYTES = 16_384;
@@ -225,7 +225,7 @@ export function typIs(typ: unknown, expected: string): boolean {
 
 /** base64url(SHA-256(ascii)): the DPoP `ath` of an access token (RFC 9449 section 4.2). */
 export function sha256b64u(value: string): string {
-  return createHash('sha256').update(value, 'utf8').digest('base64url');
+  return hash('sha256', value, 'base64url');
 }
 
 const PRIVATE_MEMBERS = ['d', 'p', 'q', 'dp', 'dq', 'qi', 'oth', 'k'] as const;

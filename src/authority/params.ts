@@ -8,7 +8,7 @@
  * a query parameter given twice, a path segment whose percent-encoding is not UTF-8 — all are
  * `parameter_unparseable`. An absent parameter is left out; a constraint that needs it then fails.
  */
-import { createHash } from 'node:crypto';
+import { hash } from 'node:crypto';
 import type { IncomingHttpHeaders } from 'node:http';
 import type { CompiledRoute } from '../config/compile.js';
 import { Denial } from '../errors.js';
@@ -149,7 +149,7 @@ export function extractParams(route: CompiledRoute, input: ParamsInput): Record<
 }
 
 function digest(value: unknown): string {
-  return 'sha-256:' + createHash('sha256').update(jcs(value), 'utf8').digest('base64url');
+  return 'sha-256:' + hash('sha256', jcs(value), 'base64url');
 }
 
 /** `"sha-256:" + base64url(SHA-256(JCS(params)))`, no envelope (mission-contracts section 4). */

@@ -9,7 +9,7 @@
  * (mission-contracts section 4, "Evidence envelope"); being inside the line, it is covered by the
  * next line's `prev_hash`, so one chain protects records and signatures alike.
  */
-import { createHash } from 'node:crypto';
+import { hash } from 'node:crypto';
 import type { EvidenceRecord } from './record.js';
 
 export const JWS_TYP = 'application/mission-runtime-evidence+jws';
@@ -92,5 +92,6 @@ export function orderRecord(record: EvidenceRecord, sequence: number, prevHash: 
 
 /** "sha-256:" + base64url(SHA-256(bytes)) of one line without its newline. */
 export function lineHash(line: string | Buffer): string {
-  return 'sha-256:' + createHash('sha256').update(line).digest('base64url');
+  // One-shot crypto.hash: no Hash object per line (half the cost of createHash().update().digest()).
+  return 'sha-256:' + hash('sha256', line, 'base64url');
 }
