@@ -99,7 +99,7 @@ export async function relay(ctx: RequestContext, pipeline: Pipeline, plan: Relay
     }
     const status = r.statusCode;
     ctx.upstreamStatus = status;
-    d.metrics.upstreamSeconds.observe((performance.now() - decided) / 1000);
+    d.metrics.observeUpstream((performance.now() - decided) / 1000);
     plan.onOutcome();
 
     const raw = r.headers as Record<string, string | string[] | undefined>;
