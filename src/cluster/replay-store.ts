@@ -44,7 +44,9 @@ export class RedisReplayStore implements ReplayStore {
     const prefix = options.keyPrefix ?? 'mgw:';
     this.rawPrefix = `${prefix}r:`;
     this.hashedPrefix = `${prefix}h:`;
-    this.connection = openRedis(options.url, options, { connectionName: 'mgw-replay' });
+    // Auto-pipelining: the claims of one event-loop turn go to Redis in one write (one round trip
+    // for many concurrent requests), each still its own SET NX with its own answer.
+    this.connection = openRedis(options.url, options, { connectionName: 'mgw-replay', enableAutoPipelining: true });
     watchConnection(this.connection, 'replay_store', options.logger);
   }
 
