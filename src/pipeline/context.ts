@@ -139,3 +139,28 @@ export interface RequestContext {
 
 /** A pipeline stage: returns nothing on success (sync when it can: a cache hit never awaits) or throws a Denial. */
 export type Stage = (ctx: RequestContext) => void | Promise<void>;
+
+/** What identifies a request; every later field starts empty and is filled by the stages. */
+export type RequestContextInit = Pick<RequestContext, 'id' | 'started' | 'req' | 'res' | 'method' | 'path' | 'search' | 'clientIp' | 'audience'> &
+  Partial<Pick<RequestContext, 'kind' | 'route' | 'token' | 'stage'>>;
+
+/** The one constructor of a RequestContext (the pipeline and test harnesses alike). */
+export function newRequestContext(init: RequestContextInit): RequestContext {
+  return {
+    kind: 'route',
+    route: null,
+    credentials: null,
+    token: null,
+    proof: null,
+    missionRef: null,
+    mission: null,
+    action: null,
+    params: null,
+    parameterDigest: null,
+    body: null,
+    upstreamStatus: null,
+    dpopNonce: null,
+    stage: 'route',
+    ...init,
+  };
+}

@@ -21,7 +21,7 @@ import { upstreamHeaders, type HeaderPolicy } from '../http/headers.js';
 import { normalizeTarget, pathSegments, PathError } from '../http/path.js';
 import type { Logger } from '../observability/logger.js';
 import type { Metrics } from '../observability/metrics.js';
-import type { RequestContext, Stage, StageName } from './context.js';
+import { newRequestContext, type RequestContext, type Stage, type StageName } from './context.js';
 import { writeDenial, type Challenges } from './respond.js';
 
 /** The stages a deployment plugs in (built once per config by gateway.ts). */
@@ -127,31 +127,7 @@ export class Pipeline {
     } catch (err) {
       bad = err as PathError;
     }
-    const ctx: RequestContext = {
-      id,
-      started,
-      req,
-      res,
-      method: req.method ?? 'GET',
-      path,
-      search,
-      clientIp: req.socket.remoteAddress ?? '',
-      kind: 'route',
-      route: null,
-      audience: this.deps.resource,
-      credentials: null,
-      token: null,
-      proof: null,
-      missionRef: null,
-      mission: null,
-      action: null,
-      params: null,
-      parameterDigest: null,
-      body: null,
-      upstreamStatus: null,
-      dpopNonce: null,
-      stage: 'route',
-    };
+    const ctx = newRequestContext({ id, started, req, res, method: req.method ?? 'GET', path, search, clientIp: req.socket.remoteAddress ?? '', audience: this.deps.resource });
     // Two Host headers (or any duplicate of a field that must be single) is request smuggling bait.
     if (bad === null && duplicateHost(req.rawHeaders)) bad = new PathError('duplicate Host header');
     if (bad !== null) {

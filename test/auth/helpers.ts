@@ -10,7 +10,7 @@ import { configSchema, type Config, type ConfigInput } from '../../src/config/sc
 import { Denial, type DenialCode } from '../../src/errors.js';
 import { createLogger } from '../../src/observability/logger.js';
 import { Metrics } from '../../src/observability/metrics.js';
-import type { RequestContext } from '../../src/pipeline/context.js';
+import { newRequestContext, type RequestContext } from '../../src/pipeline/context.js';
 
 export const logger = createLogger('silent');
 export const newMetrics = (): Metrics => new Metrics({ defaultMetrics: false });
@@ -136,7 +136,7 @@ export async function thumbprint(key: Key): Promise<string> {
 /** A RequestContext with the fields the auth stages read; raw headers as given. */
 export function makeCtx(rawHeaders: string[], o: { method?: string; path?: string; audience?: string } = {}): RequestContext {
   const req = { rawHeaders, headers: {} } as unknown as IncomingMessage;
-  return {
+  return newRequestContext({
     id: randomUUID(),
     started: 0,
     req,
@@ -145,22 +145,9 @@ export function makeCtx(rawHeaders: string[], o: { method?: string; path?: strin
     path: o.path ?? '/invoices/1',
     search: '',
     clientIp: '127.0.0.1',
-    kind: 'route',
-    route: null,
     audience: o.audience ?? RESOURCE,
-    credentials: null,
-    token: null,
-    proof: null,
-    missionRef: null,
-    mission: null,
-    action: null,
-    params: null,
-    parameterDigest: null,
-    body: null,
-    upstreamStatus: null,
-    dpopNonce: null,
     stage: 'credentials',
-  };
+  });
 }
 
 /** Runs `fn` and returns the Denial code it threw (sync or async), or 'ok'. */

@@ -16,7 +16,7 @@ import { Denial } from '../../src/errors.js';
 import type { MissionBus, MissionChange } from '../../src/mission/types.js';
 import { createLogger } from '../../src/observability/logger.js';
 import { Metrics } from '../../src/observability/metrics.js';
-import type { AccessToken, RequestContext } from '../../src/pipeline/context.js';
+import { newRequestContext, type AccessToken, type RequestContext } from '../../src/pipeline/context.js';
 import type { CompiledRoute } from '../../src/config/compile.js';
 
 export const logger = createLogger('silent');
@@ -263,7 +263,7 @@ export function context(opts: { token?: AccessToken | null; headers?: Array<[str
   const distinct: Record<string, string[]> = {};
   for (const [k, v] of opts.headers ?? []) (distinct[k.toLowerCase()] ??= []).push(v);
   const req = { headersDistinct: distinct, headers: Object.fromEntries(Object.entries(distinct).map(([k, v]) => [k, v.join(', ')])) } as unknown as IncomingMessage;
-  return {
+  return newRequestContext({
     id: randomUUID(),
     started: 0,
     req,
@@ -272,22 +272,11 @@ export function context(opts: { token?: AccessToken | null; headers?: Array<[str
     path: '/',
     search: '',
     clientIp: '127.0.0.1',
-    kind: 'route',
     route: (opts.route ?? null) as CompiledRoute | null,
     audience: opts.audience ?? RESOURCE,
-    credentials: null,
     token: opts.token === undefined ? token() : opts.token,
-    proof: null,
-    missionRef: null,
-    mission: null,
-    action: null,
-    params: null,
-    parameterDigest: null,
-    body: null,
-    upstreamStatus: null,
-    dpopNonce: null,
     stage: 'mission_reference',
-  };
+  });
 }
 
 /** Runs a stage and returns the Denial it throws or rejects with (null when it passes). */
