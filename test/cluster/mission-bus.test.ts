@@ -5,19 +5,7 @@ import { createMissionBus, LocalMissionBus, parseBusMessage, RedisMissionBus } f
 import type { MissionChange } from '../../src/mission/types.js';
 import { Metrics } from '../../src/observability/metrics.js';
 import { RedisServer } from './redis-server.js';
-
-async function until(check: () => boolean | Promise<boolean>, timeoutMs: number): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    try {
-      if (await check()) return;
-    } catch {
-      // not yet
-    }
-    await sleep(20);
-  }
-  throw new Error(`condition not met within ${timeoutMs} ms`);
-}
+import { eventually } from '../helpers/gateway.js';
 
 function change(id: string, state: string, version: number): MissionChange {
   return { issuer: 'https://as.example.com', id, state, version, suspendUntil: null, expiresAt: null, refetch: false, jti: `set-${id}-${version}` };
@@ -59,11 +47,11 @@ describe('SPEC §3 a lifecycle change reaches every replica (replica bus over Re
     const b = bus({ instanceId: 'replica-b' });
     const gotA = collect(a);
     const gotB = collect(b);
-    await until(() => a.ready() && b.ready(), 5000);
+    await eventually(() => a.ready() && b.ready(), 5000);
 
     const revoked = change('msn_1', 'revoked', 3);
     await a.publish(revoked);
-    await until(() => gotB.length === 1, 3000);
+    await eventually(() => gotB.length === 1, 3000);
     expect(gotB[0]).toEqual(revoked);
     await sleep(100);
     expect(gotA).toEqual([]);
@@ -78,10 +66,10 @@ describe('SPEC §3 a lifecycle change reaches every replica (replica bus over Re
     const c = bus();
     const gotB = collect(b);
     const gotC = collect(c);
-    await until(() => a.ready() && b.ready() && c.ready(), 5000);
+    await eventually(() => a.ready() && b.ready() && c.ready(), 5000);
     const sent = [change('m', 'suspended', 1), change('m', 'active', 2), change('m', 'revoked', 3)];
     for (const s of sent) await a.publish(s);
-    await until(() => gotB.length === 3 && gotC.length === 3, 3000);
+    await eventually(() => gotB.length === 3 && gotC.length === 3, 3000);
     expect(gotB).toEqual(sent);
     expect(gotC).toEqual(sent);
   });
@@ -89,16 +77,16 @@ describe('SPEC §3 a lifecycle change reaches every replica (replica bus over Re
   it('a replica that starts later first reads the recent changes (catch-up window)', async () => {
     const bus = fleet();
     const a = bus();
-    await until(() => a.ready(), 5000);
+    await eventually(() => a.ready(), 5000);
     await a.publish(change('msn_old', 'revoked', 7));
     const late = bus({ catchUpMs: 60_000 });
     const got = collect(late);
-    await until(() => got.length === 1, 3000);
+    await eventually(() => got.length === 1, 3000);
     expect(got[0]?.id).toBe('msn_old');
 
     const noCatchUp = bus({ catchUpMs: 0 });
     const none = collect(noCatchUp);
-    await until(() => noCatchUp.ready(), 5000);
+    await eventually(() => noCatchUp.ready(), 5000);
     await sleep(100);
     expect(none).toEqual([]);
   });
@@ -108,7 +96,7 @@ describe('SPEC §3 a lifecycle change reaches every replica (replica bus over Re
     const a = bus();
     const b = bus();
     const got = collect(b);
-    await until(() => a.ready() && b.ready(), 5000);
+    await eventually(() => a.ready() && b.ready(), 5000);
 
     const admin = new Redis(redis.url);
     try {
@@ -117,12 +105,12 @@ describe('SPEC §3 a lifecycle change reaches every replica (replica bus over Re
       const readers = list.split('\n').filter((l) => l.includes(' name=mgw-bus-subscribe '));
       expect(readers.length).toBeGreaterThan(0);
       for (const line of readers) await admin.call('CLIENT', 'KILL', 'ID', /id=(\d+)/.exec(line)?.[1] ?? '0');
-      await until(() => !b.ready(), 1000);
+      await eventually(() => !b.ready(), 1000);
       await a.publish(change('msn_gap', 'revoked', 2));
     } finally {
       admin.disconnect();
     }
-    await until(() => got.length === 1, 5000);
+    await eventually(() => got.length === 1, 5000);
     expect(got[0]?.id).toBe('msn_gap');
   });
 
@@ -131,7 +119,7 @@ describe('SPEC §3 a lifecycle change reaches every replica (replica bus over Re
     const metrics = new Metrics({ defaultMetrics: false });
     const b = bus({ registry: metrics.registry });
     const got = collect(b);
-    await until(() => b.ready(), 5000);
+    await eventually(() => b.ready(), 5000);
     const raw = new Redis(redis.url);
     try {
       const good = change('msn_ok', 'revoked', 1);
@@ -147,7 +135,7 @@ describe('SPEC §3 a lifecycle change reaches every replica (replica bus over Re
       for (const m of bad) await raw.xadd(b.stream, '*', 'm', m);
       await raw.xadd(b.stream, '*', 'other', 'field');
       await raw.xadd(b.stream, '*', 'm', JSON.stringify({ v: 1, from: 'x', change: { ...good, extra: 'dropped' } }));
-      await until(() => got.length === 1, 3000);
+      await eventually(() => got.length === 1, 3000);
       expect(got[0]).toEqual(good);
       expect(b.counts.malformed).toBe(bad.length + 1);
       const text = await metrics.registry.getSingleMetricAsString('mission_gateway_bus_messages_total');
@@ -166,10 +154,10 @@ describe('SPEC §3 a lifecycle change reaches every replica (replica bus over Re
       throw new Error('boom');
     });
     b.subscribe((c) => got.push(c));
-    await until(() => a.ready() && b.ready(), 5000);
+    await eventually(() => a.ready() && b.ready(), 5000);
     await a.publish(change('x', 'revoked', 1));
     await a.publish(change('y', 'revoked', 1));
-    await until(() => got.length === 2, 3000);
+    await eventually(() => got.length === 2, 3000);
     expect(b.counts.handler_error).toBe(2);
   });
 
@@ -178,19 +166,19 @@ describe('SPEC §3 a lifecycle change reaches every replica (replica bus over Re
     const a = bus({ commandTimeoutMs: 300 });
     const b = bus();
     const got = collect(b);
-    await until(() => a.ready() && b.ready(), 5000);
+    await eventually(() => a.ready() && b.ready(), 5000);
 
     await redis.kill();
-    await until(() => !a.ready(), 2000);
+    await eventually(() => !a.ready(), 2000);
     const started = performance.now();
     await expect(a.publish(change('down', 'revoked', 1))).rejects.toThrow('replica bus unavailable');
     expect(performance.now() - started).toBeLessThan(350);
     expect(a.counts.publish_failed).toBe(1);
 
     await redis.start();
-    await until(() => a.ready() && b.ready(), 10_000);
+    await eventually(() => a.ready() && b.ready(), 10_000);
     await a.publish(change('back', 'revoked', 2));
-    await until(() => got.some((c) => c.id === 'back'), 5000);
+    await eventually(() => got.some((c) => c.id === 'back'), 5000);
   });
 });
 
@@ -231,7 +219,7 @@ describe('RedisMissionBus.close', () => {
   it('returns promptly even while the reader is blocked in XREAD', async () => {
     const bus = new RedisMissionBus({ url: redis.url, keyPrefix: 'close:', blockMs: 10_000 });
     bus.subscribe(() => undefined);
-    await until(() => bus.ready(), 5000);
+    await eventually(() => bus.ready(), 5000);
     await sleep(100); // the reader is now inside XREAD BLOCK 10000
     const started = performance.now();
     await bus.close();

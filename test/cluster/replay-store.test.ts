@@ -4,19 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { MemoryReplayStore } from '../../src/auth/replay.js';
 import { createReplayStore, RedisReplayStore, ReplayStoreUnavailableError } from '../../src/cluster/index.js';
 import { FreezableProxy, RedisServer } from './redis-server.js';
-
-async function until(check: () => boolean | Promise<boolean>, timeoutMs: number): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    try {
-      if (await check()) return;
-    } catch {
-      // not yet
-    }
-    await sleep(20);
-  }
-  throw new Error(`condition not met within ${timeoutMs} ms`);
-}
+import { eventually } from '../helpers/gateway.js';
 
 let redis: RedisServer;
 const stores: RedisReplayStore[] = [];
@@ -39,7 +27,7 @@ afterAll(async () => {
 describe('RFC 9449 §11.1 / SPEC §8 jti single use across replicas (replay_store: redis)', () => {
   it('first claim wins, the same key again is a replay', async () => {
     const s = store();
-    await until(() => s.ready(), 5000);
+    await eventually(() => s.ready(), 5000);
     expect(await s.claim('dpop:jkt1:jti-a', 60)).toBe(true);
     expect(await s.claim('dpop:jkt1:jti-a', 60)).toBe(false);
     expect(await s.claim('dpop:jkt1:jti-b', 60)).toBe(true);
@@ -47,7 +35,7 @@ describe('RFC 9449 §11.1 / SPEC §8 jti single use across replicas (replay_stor
 
   it('writes SET NX EX with the configured prefix and a whole-second TTL rounded up', async () => {
     const s = store({ keyPrefix: 'pfx:' });
-    await until(() => s.ready(), 5000);
+    await eventually(() => s.ready(), 5000);
     expect(await s.claim('idjag:j1', 1.2)).toBe(true);
     const probe = new Redis(redis.url);
     try {
@@ -62,7 +50,7 @@ describe('RFC 9449 §11.1 / SPEC §8 jti single use across replicas (replay_stor
 
   it('a record expires after its TTL and the key can be claimed again', async () => {
     const s = store();
-    await until(() => s.ready(), 5000);
+    await eventually(() => s.ready(), 5000);
     expect(await s.claim('ttl-key', 1)).toBe(true);
     expect(await s.claim('ttl-key', 1)).toBe(false);
     await sleep(1100);
@@ -71,7 +59,7 @@ describe('RFC 9449 §11.1 / SPEC §8 jti single use across replicas (replay_stor
 
   it('an oversized key is stored hashed, still single use', async () => {
     const s = store();
-    await until(() => s.ready(), 5000);
+    await eventually(() => s.ready(), 5000);
     const long = `dpop:${'x'.repeat(5000)}`;
     expect(s.redisKey(long)).toMatch(/^test:h:[A-Za-z0-9_-]{43}$/);
     expect(await s.claim(long, 60)).toBe(true);
@@ -81,7 +69,7 @@ describe('RFC 9449 §11.1 / SPEC §8 jti single use across replicas (replay_stor
   it('two stores (two replicas) share the jti: a proof used on replica A is a replay on replica B', async () => {
     const a = store();
     const b = store();
-    await until(() => a.ready() && b.ready(), 5000);
+    await eventually(() => a.ready() && b.ready(), 5000);
     expect(await a.claim('dpop:jkt:shared', 60)).toBe(true);
     expect(await b.claim('dpop:jkt:shared', 60)).toBe(false);
     // Racing claims: exactly one replica wins each key.
@@ -94,11 +82,11 @@ describe('RFC 9449 §11.1 / SPEC §8 jti single use across replicas (replay_stor
 
   it('Redis down: claims reject quickly (fail closed), the process stays up; Redis back: claims succeed on the same store', async () => {
     const s = store({ commandTimeoutMs: 300 });
-    await until(() => s.ready(), 5000);
+    await eventually(() => s.ready(), 5000);
     expect(await s.claim('before-outage', 60)).toBe(true);
 
     await redis.kill();
-    await until(() => !s.ready(), 2000);
+    await eventually(() => !s.ready(), 2000);
     expect(s.ready()).toBe(false);
     for (let i = 0; i < 5; i++) {
       const started = performance.now();
@@ -107,7 +95,7 @@ describe('RFC 9449 §11.1 / SPEC §8 jti single use across replicas (replay_stor
     }
 
     await redis.start();
-    await until(() => s.ready(), 10_000);
+    await eventually(() => s.ready(), 10_000);
     expect(await s.claim('after-outage', 60)).toBe(true);
     expect(await s.claim('after-outage', 60)).toBe(false);
   });
@@ -116,7 +104,7 @@ describe('RFC 9449 §11.1 / SPEC §8 jti single use across replicas (replay_stor
     const proxy = await FreezableProxy.start(redis.port);
     const s = new RedisReplayStore({ url: proxy.url, connectTimeoutMs: 300, commandTimeoutMs: 200, maxBackoffMs: 200 });
     try {
-      await until(() => s.ready(), 5000);
+      await eventually(() => s.ready(), 5000);
       expect(await s.claim('hang-1', 60)).toBe(true);
       proxy.freeze();
       const started = performance.now();
@@ -159,7 +147,7 @@ describe('createReplayStore', () => {
     try {
       expect(s).toBeInstanceOf(RedisReplayStore);
       expect((s as RedisReplayStore).redisKey('a')).toBe('cfg:r:a');
-      await until(() => s.ready(), 5000);
+      await eventually(() => s.ready(), 5000);
       expect(await s.claim('factory', 60)).toBe(true);
     } finally {
       await s.close();

@@ -7,31 +7,18 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { promisify } from 'node:util';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RedisMissionBus, RedisReplayStore } from '../../src/cluster/index.js';
 import type { MissionChange } from '../../src/mission/types.js';
 import { RedisServer } from './redis-server.js';
+import { eventually } from '../helpers/gateway.js';
 
 const run = promisify(execFile);
 const dir = mkdtempSync(join(tmpdir(), 'mgw-redis-'));
 const servers: RedisServer[] = [];
 const closers: Array<() => Promise<void>> = [];
-
-async function until(check: () => boolean | Promise<boolean>, timeoutMs: number): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    try {
-      if (await check()) return;
-    } catch {
-      // not yet
-    }
-    await sleep(50);
-  }
-  throw new Error(`condition not met within ${timeoutMs} ms`);
-}
 
 async function isFree(port: number): Promise<boolean> {
   return new Promise((resolve) => {
@@ -82,7 +69,7 @@ describe('redis+sentinel:// against a real Sentinel', () => {
     const a = new RedisReplayStore({ url, maxBackoffMs: 200 });
     const b = new RedisReplayStore({ url, maxBackoffMs: 200 });
     closers.push(() => a.close(), () => b.close());
-    await until(() => a.ready() && b.ready(), 10_000);
+    await eventually(() => a.ready() && b.ready(), 10_000);
     expect(await a.claim('sentinel:jti', 60)).toBe(true);
     expect(await b.claim('sentinel:jti', 60)).toBe(false);
   });
@@ -93,9 +80,9 @@ describe('redis+sentinel:// against a real Sentinel', () => {
     closers.push(() => a.close(), () => b.close());
     const got: MissionChange[] = [];
     b.subscribe((c) => got.push(c));
-    await until(() => a.ready() && b.ready(), 10_000);
+    await eventually(() => a.ready() && b.ready(), 10_000);
     await a.publish(change);
-    await until(() => got.length === 1, 5000);
+    await eventually(() => got.length === 1, 5000);
     expect(got[0]).toEqual(change);
   });
 });
@@ -114,7 +101,7 @@ describe('redis+cluster:// against a real three-shard Redis Cluster', () => {
       );
     }
     await run('redis-cli', ['--cluster', 'create', ...ports.map((p) => `127.0.0.1:${p}`), '--cluster-replicas', '0', '--cluster-yes'], { timeout: 30_000 });
-    await until(async () => {
+    await eventually(async () => {
       for (const port of ports) {
         const probe = new Redis({ port, host: '127.0.0.1', lazyConnect: true, maxRetriesPerRequest: 0 });
         try {
@@ -134,7 +121,7 @@ describe('redis+cluster:// against a real three-shard Redis Cluster', () => {
     const a = new RedisReplayStore({ url, maxBackoffMs: 200 });
     const b = new RedisReplayStore({ url, maxBackoffMs: 200 });
     closers.push(() => a.close(), () => b.close());
-    await until(() => a.ready() && b.ready(), 15_000);
+    await eventually(() => a.ready() && b.ready(), 15_000);
     const keys = Array.from({ length: 30 }, (_, i) => `cluster:jti-${i}`);
     for (const k of keys) expect(await a.claim(k, 60)).toBe(true);
     for (const k of keys) expect(await b.claim(k, 60)).toBe(false);
@@ -146,9 +133,9 @@ describe('redis+cluster:// against a real three-shard Redis Cluster', () => {
     closers.push(() => a.close(), () => b.close());
     const got: MissionChange[] = [];
     b.subscribe((c) => got.push(c));
-    await until(() => a.ready() && b.ready(), 15_000);
+    await eventually(() => a.ready() && b.ready(), 15_000);
     await a.publish(change);
-    await until(() => got.length === 1, 5000);
+    await eventually(() => got.length === 1, 5000);
     expect(got[0]).toEqual(change);
   });
 });
