@@ -234,10 +234,10 @@ async function buildRuntime(config: Config, longLived: LongLived, metrics: Metri
   const trusted = new TrustedProxies(config.trusted_proxies);
   const proto = new URL(config.public_base_url).protocol.slice(0, -1);
   const policy = (strip: boolean): HeaderPolicy => ({ drop: makeDropSet(strip), trusted, proto });
+  const open = policy(false);
   const algs = config.dpop.algorithms.join(' ');
   const bearerAllowed = !config.dpop.required;
   const pipeline = new Pipeline({
-    publicBaseUrl: config.public_base_url.replace(/\/$/, ''),
     resource: config.resource,
     routes: compileRoutes(config),
     stages: parts.stages,
@@ -247,7 +247,7 @@ async function buildRuntime(config: Config, longLived: LongLived, metrics: Metri
     logger,
     maxBodyBytes: config.max_body_bytes,
     challenges: new Challenges({ algs, resourceMetadata: parts.prm.urlFor(config.resource), bearerAllowed }),
-    headers: { open: policy(false), protected: policy(true), passCredentials: policy(false) },
+    headers: { open, protected: policy(true), passCredentials: open },
     mcp:
       config.mcp === undefined || parts.mcp === null
         ? null

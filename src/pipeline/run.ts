@@ -11,7 +11,7 @@
 import { randomBytes } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { performance } from 'node:perf_hooks';
-import { findRoute, HIGH_CONSEQUENCE, type CompiledRoute } from '../config/compile.js';
+import { findRoute, type CompiledRoute } from '../config/compile.js';
 import { Denial, isDenial } from '../errors.js';
 import { FIXED_MEMBERS, PREORDERED } from '../evidence/format.js';
 import type { EvidenceMission, EvidenceRecord, EvidenceSink } from '../evidence/record.js';
@@ -41,7 +41,6 @@ export interface Handler {
 }
 
 export interface PipelineDeps {
-  readonly publicBaseUrl: string;
   readonly resource: string;
   readonly routes: readonly CompiledRoute[];
   readonly stages: Stages;
@@ -332,11 +331,6 @@ export class Pipeline {
     } catch (err) {
       this.deps.logger.error({ err }, 'evidence write failed');
     }
-  }
-
-  /** True when this route's class requires state fresh from the authority (no cache). */
-  static needsFreshState(route: CompiledRoute | null): boolean {
-    return route !== null && route.actionClass !== null && HIGH_CONSEQUENCE.has(route.actionClass);
   }
 }
 

@@ -107,7 +107,6 @@ export async function startHarness(
   const upstream = new Upstream({ url: config.upstream.url, timeoutMs: 5000, connections: 8, keepAliveTimeoutMs: 4000 });
   const policy = (strip: boolean) => ({ drop: makeDropSet(strip), trusted: new TrustedProxies([]), proto: 'https' });
   const pipeline = new Pipeline({
-    publicBaseUrl: BASE,
     resource: BASE,
     routes: [],
     stages: { credentials: pass, token, dpop: pass, missionReference: pass, missionState: pass, parameters: pass, authority: pass },
