@@ -41,8 +41,8 @@ export const FIXED_MEMBERS = [
 const MISSION_MEMBERS = ['id', 'issuer', 'state', 'version', 'authority_hash', 'source'] as const;
 
 /** Members the sink sets; a record's own copies are ignored. */
-const SINK_MEMBERS: ReadonlySet<string> = new Set(['sequence', 'prev_hash', 'evidence_envelope', '__proto__']);
-const FIXED_SET: ReadonlySet<string> = new Set(FIXED_MEMBERS);
+/** Names an extra member may not take: the fixed ones, and those the sink sets (plus `__proto__`). */
+export const RESERVED_MEMBERS: ReadonlySet<string> = new Set([...FIXED_MEMBERS, 'sequence', 'prev_hash', 'evidence_envelope', '__proto__']);
 
 /**
  * Marks a record built with exactly the FIXED_MEMBERS in SPEC order (no undefined values, `mission`
@@ -81,7 +81,7 @@ export function orderRecord(record: EvidenceRecord, sequence: number, prevHash: 
     }
   }
   for (const k of Object.keys(record)) {
-    if (FIXED_SET.has(k) || SINK_MEMBERS.has(k)) continue;
+    if (RESERVED_MEMBERS.has(k)) continue;
     const v = record[k];
     if (v !== undefined) out[k] = v;
   }

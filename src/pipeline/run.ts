@@ -13,7 +13,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { performance } from 'node:perf_hooks';
 import { findRoute, type CompiledRoute } from '../config/compile.js';
 import { Denial, isDenial } from '../errors.js';
-import { FIXED_MEMBERS, PREORDERED } from '../evidence/format.js';
+import { PREORDERED, RESERVED_MEMBERS } from '../evidence/format.js';
 import type { EvidenceMission, EvidenceRecord, EvidenceSink } from '../evidence/record.js';
 import { hasBody, readBody } from '../http/body.js';
 import type { ForwardOutcome, Upstream } from '../http/forward.js';
@@ -334,13 +334,10 @@ export class Pipeline {
   }
 }
 
-/** Fixed members and those the sink sets: an extra named like one goes through orderRecord. */
-const RESERVED = new Set<string>([...FIXED_MEMBERS, 'sequence', 'prev_hash', 'evidence_envelope', '__proto__']);
-
 /** True when spreading `extra` after the fixed members gives exactly orderRecord's order and values. */
 function extrasKeepOrder(extra: Record<string, unknown>): boolean {
   for (const k of Object.keys(extra)) {
-    if (extra[k] === undefined || RESERVED.has(k)) return false;
+    if (extra[k] === undefined || RESERVED_MEMBERS.has(k)) return false;
   }
   return true;
 }
