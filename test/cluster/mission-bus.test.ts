@@ -163,7 +163,7 @@ describe('SPEC §3 a lifecycle change reaches every replica (replica bus over Re
 
   it('Redis down: publish rejects quickly; Redis back: delivery resumes on the same instances', async () => {
     const bus = fleet();
-    const a = bus({ commandTimeoutMs: 300 });
+    const a = bus({ commandTimeoutMs: 3000 });
     const b = bus();
     const got = collect(b);
     await eventually(() => a.ready() && b.ready(), 5000);
@@ -172,7 +172,8 @@ describe('SPEC §3 a lifecycle change reaches every replica (replica bus over Re
     await eventually(() => !a.ready(), 2000);
     const started = performance.now();
     await expect(a.publish(change('down', 'revoked', 1))).rejects.toThrow('replica bus unavailable');
-    expect(performance.now() - started).toBeLessThan(350);
+    // At once, not after the 3 s command timeout.
+    expect(performance.now() - started).toBeLessThan(1500);
     expect(a.counts.publish_failed).toBe(1);
 
     await redis.start();
@@ -223,6 +224,6 @@ describe('RedisMissionBus.close', () => {
     await sleep(100); // the reader is now inside XREAD BLOCK 10000
     const started = performance.now();
     await bus.close();
-    expect(performance.now() - started).toBeLessThan(1000);
+    expect(performance.now() - started).toBeLessThan(3000);
   });
 });

@@ -81,7 +81,7 @@ describe('RFC 9449 §11.1 / SPEC §8 jti single use across replicas (replay_stor
   });
 
   it('Redis down: claims reject quickly (fail closed), the process stays up; Redis back: claims succeed on the same store', async () => {
-    const s = store({ commandTimeoutMs: 300 });
+    const s = store({ commandTimeoutMs: 3000 });
     await eventually(() => s.ready(), 5000);
     expect(await s.claim('before-outage', 60)).toBe(true);
 
@@ -91,7 +91,8 @@ describe('RFC 9449 §11.1 / SPEC §8 jti single use across replicas (replay_stor
     for (let i = 0; i < 5; i++) {
       const started = performance.now();
       await expect(s.claim(`during-outage-${i}`, 60)).rejects.toBeInstanceOf(ReplayStoreUnavailableError);
-      expect(performance.now() - started).toBeLessThan(350);
+      // At once, not after the 3 s command timeout.
+      expect(performance.now() - started).toBeLessThan(1500);
     }
 
     await redis.start();
@@ -111,7 +112,7 @@ describe('RFC 9449 §11.1 / SPEC §8 jti single use across replicas (replay_stor
       await expect(s.claim('hang-2', 60)).rejects.toBeInstanceOf(ReplayStoreUnavailableError);
       const elapsed = performance.now() - started;
       expect(elapsed).toBeGreaterThanOrEqual(150);
-      expect(elapsed).toBeLessThan(600);
+      expect(elapsed).toBeLessThan(2000);
     } finally {
       await s.close();
       await proxy.close();

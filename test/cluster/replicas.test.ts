@@ -114,8 +114,8 @@ log: { level: info }
     const denied = await eventually(async () => {
       const r = await call(b);
       return r.status === 403 ? r : null;
-    }, 2000);
+    }, 4000);
     expect(denied.json()).toMatchObject({ error: 'mission_terminated', mission_status: 'revoked' });
-    expect(Date.now() - started).toBeLessThan(1000);
+    expect(Date.now() - started).toBeLessThan(3000);
   });
 });

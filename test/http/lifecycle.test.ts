@@ -117,7 +117,11 @@ describe('SPEC §2: signals', () => {
   });
 
   it('SIGTERM finishes in-flight requests, then exits 0', async () => {
-    const echo = await startEcho((_req, res) => setTimeout(() => res.end('done'), 700));
+    let arrived = false;
+    const echo = await startEcho((_req, res) => {
+      arrived = true;
+      setTimeout(() => res.end('done'), 700);
+    });
     const dir = mkdtempSync(join(tmpdir(), 'mgw-term-'));
     const file = join(dir, 'gw.yaml');
     writeFileSync(file, cfg(echo.url));
@@ -125,7 +129,9 @@ describe('SPEC §2: signals', () => {
     procs.push(gw.proc);
     try {
       const inflight = raw(gw.url, { path: '/public/slow' });
-      await new Promise((r) => setTimeout(r, 150));
+      // SIGTERM only once the request is in flight (it reached the upstream through the gateway).
+      for (let i = 0; i < 200 && !arrived; i++) await new Promise((r) => setTimeout(r, 10));
+      expect(arrived).toBe(true);
       const exited = new Promise<number | null>((r) => gw.proc.once('exit', (code) => r(code)));
       gw.proc.kill('SIGTERM');
       const res = await inflight;

@@ -213,7 +213,7 @@ describe('streaming both ways without buffering', () => {
       }
       expect(arrivals.length).toBe(100);
       // Flowing, not buffered: the first event arrives long before the last.
-      expect(arrivals[0]!).toBeLessThan(1000);
+      expect(arrivals[0]!).toBeLessThan(3000);
       expect(arrivals[99]! - arrivals[0]!).toBeGreaterThan(8000);
     } finally {
       await gw.close();

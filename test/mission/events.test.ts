@@ -225,11 +225,10 @@ describe('RFC 8935 push delivery at mission.events.push_path', () => {
   });
 });
 
-describe('revocation latency bar: push accepted -> first denied request', () => {
+describe('revocation is applied before the 202 (the latency bar itself is measured by npm run bench)', () => {
   beforeEach(() => setup({}, true));
 
-  it('p99 < 10 ms (the change is applied synchronously before the 202)', async () => {
-    const samples: number[] = [];
+  it('the first request after the 202 is denied, decided synchronously from the cache (no Status round trip)', async () => {
     for (let i = 0; i < 150; i++) {
       const id = `msn_lat_${i}`;
       statusServer.missions.set(id, { state: 'active', version: 1, fresh_until: null });
@@ -240,7 +239,7 @@ describe('revocation latency bar: push accepted -> first denied request', () => 
       const set = await lifecycleSet(authKey, { id, state: 'revoked', version: 2 });
       const res = await push(set);
       expect(res.status).toBe(202);
-      const start = performance.now();
+      const queries = statusServer.requests.length;
       const c2 = context({ token: token() });
       c2.missionRef = ref;
       let code: string | null = null;
@@ -250,12 +249,9 @@ describe('revocation latency bar: push accepted -> first denied request', () => 
       } catch (e) {
         code = (e as { code: string }).code;
       }
-      samples.push(performance.now() - start);
       expect(code).toBe('mission_terminated');
+      expect(statusServer.requests).toHaveLength(queries);
     }
-    samples.sort((a, b) => a - b);
-    const p99 = samples[Math.ceil(samples.length * 0.99) - 1]!;
-    expect(p99).toBeLessThan(10);
   });
 });
 

@@ -97,10 +97,10 @@ describe('Mission Status request (draft-mcguinness-oauth-mission-status, SPEC se
     await client.close();
     await server.close();
     await setup({ timeout: 0.2 });
-    server.delayMs = 600;
+    server.delayMs = 4000;
     const started = Date.now();
     expect((await failure(client.query(REF, RESOURCE))).outcome).toBe('timeout');
-    expect(Date.now() - started).toBeLessThan(550);
+    expect(Date.now() - started).toBeLessThan(2500);
   });
 
   it('slow key resolution counts against the same status_timeout_s budget', async () => {
