@@ -1,5 +1,6 @@
 import { createHash, generateKeyPairSync, type KeyObject } from 'node:crypto';
-import { mkdirSync, mkdtempSync, readFileSync, renameSync, symlinkSync, writeFileSync, appendFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { createReadStream, mkdirSync, mkdtempSync, readFileSync, renameSync, symlinkSync, writeFileSync, appendFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { compactVerify } from 'jose';
@@ -265,15 +266,35 @@ describe('fail closed when evidence cannot be written (SPEC §2 /readyz, §9)', 
     expect((await verifyEvidenceFile(file)).ok).toBe(true);
   });
 
-  it('a sink that falls behind reports unhealthy until it drains', async () => {
-    const file = join(dir, 'e.log');
-    const log = await EvidenceLog.open({ sink: file, metrics, logger, maxPendingBytes: 1024 });
+  it('a sink that falls behind (a FIFO whose reader stalls) reports unhealthy until it drains', async () => {
+    const fifo = join(dir, 'e.fifo');
+    execFileSync('mkfifo', [fifo]);
+    const reader = createReadStream(fifo);
+    reader.pause();
+    const log = await EvidenceLog.open({ sink: fifo, metrics, logger, maxPendingBytes: 1024 });
     log.write(record(1, { blob: 'x'.repeat(256 * 1024) } as Partial<EvidenceRecord>));
     await new Promise((r) => setImmediate(r));
     expect(log.healthy()).toBe(false);
     expect(await gauge()).toBe(0);
+    let received = '';
+    reader.on('data', (d) => (received += d));
+    reader.resume();
     await vi.waitFor(() => expect(log.healthy()).toBe(true), { timeout: 5000, interval: 5 });
     expect(await gauge()).toBe(1);
+    await log.close();
+    await vi.waitFor(() => expect(received.endsWith('\n')).toBe(true), { timeout: 5000, interval: 5 });
+    expect(JSON.parse(received)).toMatchObject({ sequence: 1, prev_hash: null, blob: 'x'.repeat(256 * 1024) });
+    reader.destroy();
+  });
+
+  it('a regular file receives each turn\'s records within that turn (a direct append, nothing pending)', async () => {
+    const file = join(dir, 'e.log');
+    const log = await EvidenceLog.open({ sink: file, metrics, logger, maxPendingBytes: 1024 });
+    log.write(record(1, { blob: 'x'.repeat(256 * 1024) } as Partial<EvidenceRecord>));
+    log.write(record(2));
+    await new Promise((r) => setImmediate(r));
+    expect(readFileSync(file, 'utf8').split('\n').filter(Boolean)).toHaveLength(2);
+    expect(log.healthy()).toBe(true);
     await log.close();
     expect((await verifyEvidenceFile(file)).ok).toBe(true);
   });
