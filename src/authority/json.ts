@@ -15,9 +15,34 @@ const canonicalize = canonicalizeModule as unknown as (value: unknown) => string
 
 /** RFC 8785 JSON Canonicalization Scheme. Throws on values without a JSON form (NaN, Infinity, undefined). */
 export function jcs(value: unknown): string {
+  const flat = flatJcs(value);
+  if (flat !== null) return flat;
   const out = canonicalize(value);
   if (out === undefined) throw new TypeError('value has no JSON form');
   return out;
+}
+
+/**
+ * The common parameter shape (one plain object of strings, finite numbers, booleans and nulls)
+ * serialized directly: keys sorted by UTF-16 code units, values as JSON.stringify writes them, which
+ * is exactly what RFC 8785 (and the canonicalize package) gives for such an object. Anything else
+ * (nesting, arrays, toJSON, undefined members) returns null and goes through canonicalize.
+ */
+function flatJcs(value: unknown): string | null {
+  if (value === null || typeof value !== 'object' || Array.isArray(value)) return null;
+  const proto = Object.getPrototypeOf(value) as unknown;
+  if (proto !== Object.prototype && proto !== null) return null;
+  const o = value as Record<string, unknown>;
+  const keys = Object.keys(o).sort();
+  let out = '{';
+  for (let i = 0; i < keys.length; i++) {
+    const k = keys[i]!;
+    const v = o[k];
+    const t = typeof v;
+    if (!(t === 'string' || t === 'boolean' || v === null || (t === 'number' && Number.isFinite(v)))) return null;
+    out += (i === 0 ? '' : ',') + JSON.stringify(k) + ':' + JSON.stringify(v);
+  }
+  return out + '}';
 }
 
 export class JsonStrictError extends Error {

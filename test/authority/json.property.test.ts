@@ -1,7 +1,10 @@
 /** The strict JSON scan (src/authority/json.ts) against generated documents. */
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { JsonStrictError, numberIsExact, parsePointer, resolvePointer, scanJson } from '../../src/authority/json.js';
+import canonicalizeModule from 'canonicalize';
+import { jcs, JsonStrictError, numberIsExact, parsePointer, resolvePointer, scanJson } from '../../src/authority/json.js';
+
+const canonicalize = canonicalizeModule as unknown as (value: unknown) => string | undefined;
 
 const doc = fc.jsonValue({ maxDepth: 4 });
 
@@ -72,5 +75,32 @@ describe('strict JSON scan on text JSON.parse would reject', () => {
   });
   it('numberIsExact rejects non-finite literals', () => {
     expect(numberIsExact('1e999')).toBe(false);
+  });
+});
+
+describe('jcs (RFC 8785): the flat fast path gives what canonicalize gives', () => {
+  const scalar = fc.oneof(fc.string({ unit: 'grapheme' }), fc.string({ unit: 'binary' }), fc.double({ noNaN: true, noDefaultInfinity: true }), fc.integer(), fc.boolean(), fc.constant(null));
+  it('flat objects of scalars (any keys, including __proto__-like and unicode ones)', () => {
+    fc.assert(
+      fc.property(fc.dictionary(fc.string({ unit: 'binary' }), scalar, { maxKeys: 8 }), (o) => {
+        expect(jcs(o)).toBe(canonicalize(o));
+      }),
+      { numRuns: 1000 },
+    );
+  });
+  it('any JSON value (nested ones take the general path)', () => {
+    fc.assert(
+      fc.property(doc, (v) => {
+        expect(jcs(v)).toBe(canonicalize(v));
+      }),
+      { numRuns: 500 },
+    );
+  });
+  it('a parsed object with a "__proto__" key and a null-prototype object', () => {
+    const parsed = JSON.parse('{"__proto__":"x","b":1,"a":"2"}') as Record<string, unknown>;
+    expect(jcs(parsed)).toBe('{"__proto__":"x","a":"2","b":1}');
+    const bare = Object.assign(Object.create(null) as Record<string, unknown>, { z: true, y: -0, x: 1e21 });
+    expect(jcs(bare)).toBe('{"x":1e+21,"y":0,"z":true}');
+    expect(() => jcs({ a: Number.NaN })).toThrow();
   });
 });
