@@ -278,15 +278,16 @@ export class EvidenceLog implements EvidenceSink {
 
   /** The lines of `records` in order, and the records that have one. */
   private lines(records: readonly EvidenceRecord[]): { chunk: string; written: EvidenceRecord[] } {
-    let chunk = '';
+    const out: string[] = [];
     const written: EvidenceRecord[] = [];
     for (const r of records) {
       const line = this.line(r);
       if (line === null) continue;
-      chunk += line + '\n';
+      out.push(line);
       written.push(r);
     }
-    return { chunk, written };
+    // One join: a flat string, encoded once (a `+=` chain would be flattened again on encoding).
+    return { chunk: out.length === 0 ? '' : out.join('\n') + '\n', written };
   }
 
   private keepUnwritten(records: readonly EvidenceRecord[]): void {
