@@ -1,6 +1,13 @@
 /**
- * Single-use records shared by every replica: one `SET key 1 NX EX ttl` per claim, so a DPoP `jti`
+ * Single-use records shared by every replica: `SET key 1 NX EX ttl` per claim, so a DPoP `jti`
  * or ID-JAG `jti` accepted by one replica is a replay on all of them.
+ *
+ * The claims of one event-loop turn go to Redis together: one `EVALSHA` of a small script that
+ * runs those SETs in order and answers one flag per key (one command to build, send, parse and
+ * time out instead of one per request; Redis runs a script atomically, so two claims of the same
+ * key in one batch still give exactly one winner). A turn with a single claim sends the plain SET.
+ * Against Redis Cluster (keys of one batch live in different slots), or a server that refuses
+ * scripts, every claim is its own SET, still auto-pipelined.
  *
  * Fails closed: while Redis is unreachable every claim rejects at once (no offline queue), a slow
  * Redis rejects after the command timeout, and the caller denies. The connection keeps retrying in
@@ -9,6 +16,7 @@
 import { createHash } from 'node:crypto';
 import type { ReplayStore } from '../auth/types.js';
 import type { Logger } from '../observability/logger.js';
+import { Cluster } from 'ioredis';
 import { closeRedis, isReady, openRedis, watchConnection, type RedisConnection, type RedisTuning } from './redis-client.js';
 import type { RedisTarget } from './redis-url.js';
 
@@ -35,18 +43,46 @@ export class ReplayStoreUnavailableError extends Error {
 /** Keys longer than this are hashed, so an oversized `jti` cannot make an oversized Redis key. */
 const MAX_RAW_KEY = 200;
 
+/** Claims per script call; a larger turn is split. */
+const MAX_BATCH = 256;
+
+/** KEYS: the claim keys; ARGV: their TTLs (seconds). Returns 1 (claimed) or 0 (replay) per key. */
+const CLAIM_SCRIPT = `local r = {}
+for i, k in ipairs(KEYS) do
+  if redis.call('SET', k, '1', 'EX', ARGV[i], 'NX') then r[i] = 1 else r[i] = 0 end
+end
+return r`;
+
+interface Pending {
+  readonly key: string;
+  readonly ttl: number;
+  readonly resolve: (claimed: boolean) => void;
+  readonly reject: (err: unknown) => void;
+}
+
+type ClaimConnection = RedisConnection & { mgwClaim(numKeys: number, ...args: (string | number)[]): Promise<unknown> };
+
+const defer = globalThis.setImmediate;
+
 export class RedisReplayStore implements ReplayStore {
   readonly connection: RedisConnection;
   private readonly rawPrefix: string;
   private readonly hashedPrefix: string;
+  /** False for Redis Cluster, or once the server refused the script: one SET per claim. */
+  private batching: boolean;
+  private pending: Pending[] = [];
+  private scheduled = false;
+  private readonly logger: Logger | undefined;
 
   constructor(options: RedisReplayStoreOptions) {
     const prefix = options.keyPrefix ?? 'mgw:';
     this.rawPrefix = `${prefix}r:`;
     this.hashedPrefix = `${prefix}h:`;
-    // Auto-pipelining: the claims of one event-loop turn go to Redis in one write (one round trip
-    // for many concurrent requests), each still its own SET NX with its own answer.
+    this.logger = options.logger;
+    // Auto-pipelining: the commands of one event-loop turn go to Redis in one write.
     this.connection = openRedis(options.url, options, { connectionName: 'mgw-replay', enableAutoPipelining: true });
+    this.connection.defineCommand('mgwClaim', { lua: CLAIM_SCRIPT });
+    this.batching = !(this.connection instanceof Cluster);
     watchConnection(this.connection, 'replay_store', options.logger);
   }
 
@@ -59,10 +95,59 @@ export class RedisReplayStore implements ReplayStore {
   claim(key: string, ttlSeconds: number): Promise<boolean> {
     // EX takes whole seconds; rounding up keeps a record at least as long as asked.
     const ttl = Math.max(1, Math.ceil(ttlSeconds));
-    return this.connection.set(this.redisKey(key), '1', 'EX', ttl, 'NX').then(
+    const redisKey = this.redisKey(key);
+    if (!this.batching) return this.setOne(redisKey, ttl);
+    return new Promise<boolean>((resolve, reject) => {
+      this.pending.push({ key: redisKey, ttl, resolve, reject });
+      if (!this.scheduled) {
+        this.scheduled = true;
+        defer(this.flush);
+      }
+    });
+  }
+
+  private setOne(redisKey: string, ttl: number): Promise<boolean> {
+    return this.connection.set(redisKey, '1', 'EX', ttl, 'NX').then(
       (reply) => reply === 'OK',
       (err: unknown) => {
         throw new ReplayStoreUnavailableError(err);
+      },
+    );
+  }
+
+  private readonly flush = (): void => {
+    this.scheduled = false;
+    const all = this.pending;
+    this.pending = [];
+    for (let from = 0; from < all.length; from += MAX_BATCH) this.send(all.slice(from, from + MAX_BATCH));
+  };
+
+  private send(batch: readonly Pending[]): void {
+    if (batch.length === 1 || !this.batching) {
+      for (const p of batch) this.setOne(p.key, p.ttl).then(p.resolve, p.reject);
+      return;
+    }
+    const args: (string | number)[] = batch.map((p) => p.key);
+    for (const p of batch) args.push(p.ttl);
+    (this.connection as ClaimConnection).mgwClaim(batch.length, ...args).then(
+      (reply) => {
+        if (!Array.isArray(reply) || reply.length !== batch.length) {
+          const err = new ReplayStoreUnavailableError(new Error('unexpected reply to the claim script'));
+          for (const p of batch) p.reject(err);
+          return;
+        }
+        for (let i = 0; i < batch.length; i++) batch[i]!.resolve(reply[i] === 1);
+      },
+      (err: unknown) => {
+        if (scriptRefused(err)) {
+          // Scripting disabled or not permitted for this user: claim key by key from now on.
+          this.batching = false;
+          this.logger?.warn({ err: { message: (err as Error).message } }, 'redis refused the claim script; claiming key by key');
+          this.send(batch);
+          return;
+        }
+        const e = new ReplayStoreUnavailableError(err);
+        for (const p of batch) p.reject(e);
       },
     );
   }
@@ -74,4 +159,10 @@ export class RedisReplayStore implements ReplayStore {
   close(): Promise<void> {
     return closeRedis(this.connection);
   }
+}
+
+/** The server will not run scripts (unknown command, ACL, or a proxy without scripting). */
+function scriptRefused(err: unknown): boolean {
+  const m = err instanceof Error ? err.message : '';
+  return /^(ERR unknown command|NOPERM|ERR .*script.*disabled|ERR .*not allowed)/i.test(m);
 }

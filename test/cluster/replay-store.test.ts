@@ -80,6 +80,47 @@ describe('RFC 9449 §11.1 / SPEC §8 jti single use across replicas (replay_stor
     }
   });
 
+  it('the claims of one turn go as one script call: a key claimed twice in the batch has exactly one winner, TTLs are set', async () => {
+    const s = store();
+    await eventually(() => s.ready(), 5000);
+    const admin = new Redis(redis.port, '127.0.0.1');
+    try {
+      // Script calls so far (EVALSHA, plus an EVAL the first time the script is not loaded yet).
+      const scripts = async (): Promise<number> => {
+        const stats = await admin.info('commandstats');
+        let n = 0;
+        for (const m of stats.matchAll(/cmdstat_(?:evalsha|eval):calls=(\d+)/g)) n += Number(m[1]);
+        return n;
+      };
+      const before = await scripts();
+      const keys = Array.from({ length: 40 }, (_, i) => `batch:${i % 20}`); // each key twice
+      const results = await Promise.all(keys.map((k, i) => s.claim(k, 30 + (i % 3))));
+      for (let i = 0; i < 20; i++) expect([results[i], results[i + 20]].filter(Boolean)).toHaveLength(1);
+      const calls = (await scripts()) - before;
+      expect(calls).toBeGreaterThanOrEqual(1);
+      expect(calls).toBeLessThanOrEqual(2);
+      const ttl = await admin.ttl(s.redisKey('batch:0'));
+      expect(ttl).toBeGreaterThan(25);
+      expect(ttl).toBeLessThanOrEqual(32);
+    } finally {
+      admin.disconnect();
+    }
+  });
+
+  it('a Redis user without scripting rights: claims fall back to one SET each, with the same answers', async () => {
+    const admin = new Redis(redis.port, '127.0.0.1');
+    try {
+      await admin.call('ACL', 'SETUSER', 'noscript', 'on', '>pw', '~*', '+@all', '-@scripting');
+    } finally {
+      admin.disconnect();
+    }
+    const s = store({ url: `redis://noscript:pw@127.0.0.1:${redis.port}` });
+    await eventually(() => s.ready(), 5000);
+    const keys = ['ns:a', 'ns:b', 'ns:a', 'ns:c'];
+    expect(await Promise.all(keys.map((k) => s.claim(k, 60)))).toEqual([true, true, false, true]);
+    expect(await Promise.all(keys.map((k) => s.claim(k, 60)))).toEqual([false, false, false, false]);
+  });
+
   it('Redis down: claims reject quickly (fail closed), the process stays up; Redis back: claims succeed on the same store', async () => {
     const s = store({ commandTimeoutMs: 3000 });
     await eventually(() => s.ready(), 5000);
