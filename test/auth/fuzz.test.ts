@@ -68,8 +68,10 @@ describe('robustness on arbitrary input', () => {
 });
 
 describe('normalizeHtu properties', () => {
-  // Letter-initial labels: WHATWG rewrites numeric hosts (IPv4 forms), which htu never needs.
-  const label = fc.stringMatching(/^[a-z](?:[a-z0-9-]{0,10}[a-z0-9])?$/);
+  // Letter-initial labels: WHATWG rewrites numeric hosts (IPv4 forms), which htu never needs. No
+  // `xn--` labels: WHATWG decodes punycode and rejects an invalid one (`xn--0`), which is IDNA's
+  // business, not htu normalization's (such a host never equals a configured public_base_url).
+  const label = fc.stringMatching(/^[a-z](?:[a-z0-9-]{0,10}[a-z0-9])?$/).filter((l) => !l.startsWith('xn--'));
   const host = fc.array(label, { minLength: 1, maxLength: 3 }).map((l) => l.join('.'));
   const seg = fc.stringMatching(/^(?:[A-Za-z0-9._~!$&'()*+,;=:@-]|%[0-9A-Fa-f]{2}){0,8}$/);
   const url = fc
