@@ -70,10 +70,27 @@ export class MemoryReplayStore implements ReplayStore {
     return this.size;
   }
 
-  claim(key: string, ttlSeconds: number): boolean {
-    // Seeded 2 x 32-bit multiplicative hash (cyrb53-style): ~0.2 us for a 90-character key,
-    // against several us for a keyed SHA-256. The seeds are random per process, so nobody can
-    // compute offline which bucket another client's `jkt:jti` lands in.
+  /** Forgets `key` (a claim whose use did not happen, see ReplayStore.release). */
+  release(key: string): void {
+    const { hi, lo, b1, b2 } = this.locate(key);
+    for (const b of b1 === b2 ? [b1] : [b1, b2]) {
+      for (let i = b; i < b + WAYS; i++) {
+        if (this.exp[i] !== 0 && this.hi[i] === hi && this.lo[i] === lo) {
+          this.exp[i] = 0;
+          this.size--;
+          return;
+        }
+      }
+    }
+  }
+
+  /**
+   * Seeded 2 x 32-bit multiplicative hash (cyrb53-style): ~0.2 us for a 90-character key, against
+   * several us for a keyed SHA-256. The seeds are random per process, so nobody can compute
+   * offline which bucket another client's `jkt:jti` lands in. Returns the 64-bit fingerprint and
+   * the two candidate buckets (slot offsets).
+   */
+  private locate(key: string): { hi: number; lo: number; b1: number; b2: number } {
     let h1 = this.seed1;
     let h2 = this.seed2;
     for (let i = 0; i < key.length; i++) {
@@ -88,7 +105,12 @@ export class MemoryReplayStore implements ReplayStore {
     const hi = h1 >>> 0;
     const lo = h2 >>> 0;
     const b1 = (hi % this.buckets) * WAYS;
-    const b2 = (Math.imul(lo ^ (hi >>> 7), 0x9e3779b1) >>> 0) % this.buckets * WAYS;
+    const b2 = ((Math.imul(lo ^ (hi >>> 7), 0x9e3779b1) >>> 0) % this.buckets) * WAYS;
+    return { hi, lo, b1, b2 };
+  }
+
+  claim(key: string, ttlSeconds: number): boolean {
+    const { hi, lo, b1, b2 } = this.locate(key);
     // Seconds since epoch + 1 so that 0 stays "empty"; a clock before epoch counts as epoch.
     const now = Math.max(0, Math.floor((this.clock() - this.epochMs) / 1000)) + 1;
     // A non-finite ttl would store 0 ("empty") and a huge one would wrap the Uint32: both would

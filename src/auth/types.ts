@@ -40,6 +40,12 @@ export interface ReplayStore {
    * false when it is a replay. Rejects/throws when the store cannot answer.
    */
   claim(key: string, ttlSeconds: number): boolean | Promise<boolean>;
+  /**
+   * Forgets a claimed key whose use did not happen (the downstream AS asked for a DPoP nonce, or
+   * Mission state could not be established), so the client's retry is not a replay. Best effort:
+   * a store that cannot answer keeps the key, which only costs the client a fresh assertion.
+   */
+  release?(key: string): void | Promise<void>;
   /** False while the store is unreachable. */
   ready(): boolean;
   close(): Promise<void>;

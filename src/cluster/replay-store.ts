@@ -152,6 +152,14 @@ export class RedisReplayStore implements ReplayStore {
     );
   }
 
+  async release(key: string): Promise<void> {
+    try {
+      await this.connection.del(this.redisKey(key));
+    } catch (err) {
+      this.logger?.warn({ err: { message: (err as Error).message } }, 'could not release a replay-store key; it expires with its TTL');
+    }
+  }
+
   ready(): boolean {
     return isReady(this.connection);
   }

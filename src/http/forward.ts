@@ -15,7 +15,7 @@ export interface UpstreamOptions {
 }
 
 export type ForwardOutcome =
-  | { readonly kind: 'response'; readonly status: number }
+  | { readonly kind: 'response'; readonly status: number; readonly dpopNonce: boolean }
   | { readonly kind: 'error'; readonly code: 'bad_gateway' | 'gateway_timeout'; readonly error: Error }
   | { readonly kind: 'aborted' };
 
@@ -124,7 +124,7 @@ class Exchange implements Dispatcher.DispatchHandler {
     this.started = true;
     this.resume = resume;
     this.onStart(statusCode);
-    const { headers, sized } = relayHeaders(rawHeaders, this.req.responseHeaders);
+    const { headers, sized, dpopNonce } = relayHeaders(rawHeaders, this.req.responseHeaders);
     try {
       this.res.writeHead(statusCode, statusText || undefined, headers);
       // A response without a length may be a stream (SSE, long poll) whose first byte comes much
@@ -134,7 +134,7 @@ class Exchange implements Dispatcher.DispatchHandler {
       this.abort?.(err as Error);
       return false;
     }
-    this.settle({ kind: 'response', status: statusCode });
+    this.settle({ kind: 'response', status: statusCode, dpopNonce });
     return true;
   }
 

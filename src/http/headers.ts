@@ -121,11 +121,13 @@ const RESPONSE_DROP = new Set(['connection', 'keep-alive', 'proxy-connection', '
 /**
  * Response headers from undici's raw list minus hop-by-hop ones (and those the response's own
  * `Connection` header names), as a flat [name, value, …] list for writeHead, plus `extra`.
- * `sized` tells whether the response declared a Content-Length.
+ * `sized` tells whether the response declared a Content-Length; `dpopNonce` whether it carried a
+ * DPoP-Nonce (an AS asking for a nonce, RFC 9449 section 8).
  */
-export function relayHeaders(raw: readonly Buffer[], extra: Record<string, string> | null): { headers: string[]; sized: boolean } {
+export function relayHeaders(raw: readonly Buffer[], extra: Record<string, string> | null): { headers: string[]; sized: boolean; dpopNonce: boolean } {
   const out: string[] = [];
   let sized = false;
+  let dpopNonce = false;
   let connection: string | null = null;
   for (let i = 0; i < raw.length; i += 2) {
     const name = raw[i]!.toString('latin1');
@@ -135,6 +137,7 @@ export function relayHeaders(raw: readonly Buffer[], extra: Record<string, strin
       continue;
     }
     if (lower === 'content-length') sized = true;
+    else if (lower === 'dpop-nonce') dpopNonce = true;
     out.push(name, raw[i + 1]!.toString('latin1'));
   }
   if (connection !== null) {
@@ -142,7 +145,7 @@ export function relayHeaders(raw: readonly Buffer[], extra: Record<string, strin
     for (let i = out.length - 2; i >= 0; i -= 2) if (named.has(out[i]!.toLowerCase())) out.splice(i, 2);
   }
   if (extra !== null) for (const k in extra) out.push(k, extra[k]!);
-  return { headers: out, sized };
+  return { headers: out, sized, dpopNonce };
 }
 
 /** The same policy for a parsed header object (lower-case keys), as a Node header object. */

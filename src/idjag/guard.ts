@@ -6,7 +6,9 @@
  *   read body → classify → [ID-JAG] signature (trusted issuer) → projection rules → DPoP proof
  *     → cnf.jkt binding → jti single use → Mission state → forward (credentials intact) | invalid_grant
  *
- * The jti is claimed before the Mission lookup, so a replay costs no round-trip to the authority.
+ * The jti is claimed before the Mission lookup, so a replay costs no round-trip to the authority;
+ * it is released again when the assertion was not used after all (AS nonce challenge, Mission state
+ * unavailable), so the client's retry is not a replay.
  * Failures answer RFC 6749 section 5.2 JSON (`invalid_grant`; `invalid_dpop_proof` per RFC 9449
  * section 5 for a bad proof; `invalid_request` for a request the guard cannot read safely) with
  * `denial_reason` and `decision_id`; infrastructure failures (keys, replay store, Mission state
@@ -157,7 +159,28 @@ export function createIdJagHandler(deps: IdJagDeps): Handler {
     return { subject: p.subject, client_id: p.clientId, actor: p.actor, token_jti: p.jti };
   }
 
-  async function admit(ctx: RequestContext, assertion: string, evidence: { extra?: Record<string, unknown> }): Promise<void> {
+  /** What admit learned, for the answer and for undoing the jti claim. */
+  interface Admission {
+    extra?: Record<string, unknown>;
+    /** The replay-store key of the claimed `jti`, once claimed. */
+    claimed?: string;
+  }
+
+  /**
+   * Gives the `jti` back when the assertion was not used after all: the AS answered 400 with a
+   * DPoP-Nonce (RFC 9449 section 8: the client retries the same grant with the nonce), or Mission
+   * state could not be established (503: the client retries later). Anything else keeps it spent.
+   */
+  function release(key: string | undefined): void {
+    if (key === undefined || replay.release === undefined) return;
+    try {
+      void Promise.resolve(replay.release(key)).catch(() => undefined);
+    } catch {
+      // best effort: the key expires with its TTL
+    }
+  }
+
+  async function admit(ctx: RequestContext, assertion: string, evidence: Admission): Promise<void> {
     if (ctx.method !== 'POST') reject('request_malformed', 'the token endpoint accepts POST only');
 
     ctx.stage = 'token';
@@ -192,6 +215,7 @@ export function createIdJagHandler(deps: IdJagDeps): Handler {
       throw new Denial('replay_store_unavailable', { cause: err });
     }
     if (!first) reject('replayed', 'the assertion has already been used');
+    evidence.claimed = prefix + projection.jti;
 
     // Issuing a token is where lifecycle must be current: no cached state is trusted here.
     ctx.stage = 'mission_state';
@@ -253,14 +277,16 @@ export function createIdJagHandler(deps: IdJagDeps): Handler {
         return;
       }
       ctx.action = ID_JAG_ACTION;
-      const evidence: { extra?: Record<string, unknown> } = {};
+      const evidence: Admission = {};
       try {
         await admit(ctx, request.assertion, evidence);
       } catch (err) {
+        if (isDenial(err) && err.code === 'state_unavailable') release(evidence.claimed);
         deny(ctx, pipeline, err, evidence.extra);
         return;
       }
-      await pipeline.forward(ctx, { policy, body, record: false });
+      const outcome = await pipeline.forward(ctx, { policy, body, record: false });
+      if (outcome.kind === 'response' && outcome.status === 400 && outcome.dpopNonce) release(evidence.claimed);
       pipeline.record(ctx, 'permit', null, evidence.extra);
       metrics.countDecision('permit', null);
     },

@@ -58,6 +58,18 @@ describe('MemoryReplayStore (RFC 9449 §11.1 single use)', () => {
     expect(s.claim('k4999', 60)).toBe(false);
   });
 
+  it('release forgets one key (a claim whose use did not happen) and nothing else', () => {
+    const s = new MemoryReplayStore({ maxEntries: 1000 });
+    expect(s.claim('idjag:a', 60)).toBe(true);
+    expect(s.claim('idjag:b', 60)).toBe(true);
+    s.release('idjag:a');
+    s.release('idjag:never-claimed');
+    expect(s.occupied).toBe(1);
+    expect(s.claim('idjag:a', 60)).toBe(true);
+    expect(s.claim('idjag:a', 60)).toBe(false);
+    expect(s.claim('idjag:b', 60)).toBe(false);
+  });
+
   it('no live entry is evicted below the configured size (two-choice buckets)', async () => {
     const metrics = newMetrics();
     const s = new MemoryReplayStore({ maxEntries: 100_000, metrics });

@@ -107,6 +107,16 @@ describe('RFC 9449 §11.1 / SPEC §8 jti single use across replicas (replay_stor
     }
   });
 
+  it('release deletes the key on every replica: the next claim wins again', async () => {
+    const a = store();
+    const b = store();
+    await eventually(() => a.ready() && b.ready(), 5000);
+    expect(await a.claim('idjag:rel', 60)).toBe(true);
+    await a.release('idjag:rel');
+    expect(await b.claim('idjag:rel', 60)).toBe(true);
+    expect(await a.claim('idjag:rel', 60)).toBe(false);
+  });
+
   it('a Redis user without scripting rights: claims fall back to one SET each, with the same answers', async () => {
     const admin = new Redis(redis.port, '127.0.0.1');
     try {

@@ -366,6 +366,11 @@ describe('SPEC section 3: Mission state that cannot be established fails closed'
       expect(res.status).toBe(503);
       expect(res.body).toMatchObject({ error: 'mission_state_unavailable', denial_reason: 'state_unavailable' });
       expect(scene.as.calls.length).toBe(before);
+      // The assertion was not used: its jti was released, so the retry is judged again (still 503
+      // while the authority is down), not refused as a replay.
+      const again = await presentGrant(scene, idJag);
+      expect(again.status).toBe(503);
+      expect(again.body).toMatchObject({ denial_reason: 'state_unavailable' });
     } finally {
       if (closed) {
         await scene.gw.close();
@@ -398,5 +403,33 @@ describe('fail closed on the replay store; counted in metrics', () => {
     const metrics = await (await fetch(`${s.gw.adminUrl}/metrics`)).text();
     expect(metrics).toMatch(/mission_gateway_requests_total\{decision="deny",reason="replayed"\} [1-9]/);
     expect(metrics).toMatch(/mission_gateway_requests_total\{decision="deny",reason="id_jag_audience"\} [1-9]/);
+  });
+});
+
+describe('RFC 9449 section 8: a downstream AS that requires DPoP nonces', () => {
+  let n: Scene;
+  beforeAll(async () => {
+    n = await startScene({ requireDpopNonce: true });
+  });
+  afterAll(async () => {
+    await n?.close();
+  });
+
+  it('the AS answers use_dpop_nonce; the retry of the same assertion with the nonce gets the token; a third use is a replay', async () => {
+    const { idJag } = await mintIdJag(n);
+    const first = await presentGrant(n, idJag);
+    expect(first.status).toBe(400);
+    expect(first.body['error']).toBe('use_dpop_nonce');
+    const nonce = first.headers.get('dpop-nonce');
+    expect(nonce).toEqual(expect.any(String));
+
+    const second = await presentGrant(n, idJag, { proof: await n.agent.proof('POST', n.tokenUrl, undefined, { nonce }) });
+    expect(second.status).toBe(200);
+    expect(second.body).toMatchObject({ token_type: 'DPoP' });
+    expect(n.as.calls.at(-1)?.dpopJkt).toBe(n.agent.jkt);
+
+    const third = await presentGrant(n, idJag, { proof: await n.agent.proof('POST', n.tokenUrl, undefined, { nonce }) });
+    expect(third.status).toBe(400);
+    expect(third.body).toMatchObject({ error: 'invalid_grant', denial_reason: 'replayed' });
   });
 });

@@ -3,6 +3,7 @@
  * by token exchange), a real oidc-provider as the downstream AS with a registered `jwt-bearer`
  * grant that records each invocation, and the gateway in front of the AS's token endpoint.
  */
+import { randomBytes } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { mkdtempSync } from 'node:fs';
@@ -44,7 +45,7 @@ export interface DownstreamAs {
 }
 
 /** oidc-provider at `issuer` (the gateway's public URL), listening on its own port. */
-export async function startDownstreamAs(issuer: string): Promise<DownstreamAs> {
+export async function startDownstreamAs(issuer: string, opts: { requireDpopNonce?: boolean } = {}): Promise<DownstreamAs> {
   const server: Server = createServer();
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
   const provider = new Provider(issuer, {
@@ -58,7 +59,12 @@ export async function startDownstreamAs(issuer: string): Promise<DownstreamAs> {
         token_endpoint_auth_method: 'client_secret_basic',
       },
     ],
-    features: { dPoP: { enabled: true }, devInteractions: { enabled: false }, clientCredentials: { enabled: true } },
+    features: {
+      // requireDpopNonce: every token request needs a server nonce (RFC 9449 section 8).
+      dPoP: opts.requireDpopNonce ? { enabled: true, nonceSecret: randomBytes(32), requireNonce: () => true } : { enabled: true },
+      devInteractions: { enabled: false },
+      clientCredentials: { enabled: true },
+    },
     routes: { token: TOKEN_PATH },
     ttl: { ClientCredentials: 600 },
   });
@@ -103,11 +109,11 @@ export interface Scene {
  * Starts the three servers. `idJag`: extra YAML under `id_jag:` (indented by the caller), given the
  * dev authority's URL; `top`: extra top-level YAML.
  */
-export async function startScene(opts: { idJag?: (devUrl: string) => string; top?: string; upstream?: string } = {}): Promise<Scene> {
+export async function startScene(opts: { idJag?: (devUrl: string) => string; top?: string; upstream?: string; requireDpopNonce?: boolean } = {}): Promise<Scene> {
   const dev = await startDevAuthority({ quiet: true, log: () => undefined });
   const port = await freePort();
   const asIssuer = `http://127.0.0.1:${port}`;
-  const as = await startDownstreamAs(asIssuer);
+  const as = await startDownstreamAs(asIssuer, { requireDpopNonce: opts.requireDpopNonce ?? false });
   const folder = mkdtempSync(join(tmpdir(), 'mgw-idjag-'));
   const keyFile = await gatewayClientKey(dev, folder);
   const yaml = [
