@@ -42,6 +42,7 @@ export const WORKLOADS = {
 };
 const ALL = ['GET-10', 'GET-50', 'POST-10', 'POST-50'];
 const POSTS = ['POST-10', 'POST-50'];
+const GETS = ['GET-10', 'GET-50'];
 
 /** Mission authority for the full-enforcement scenarios: 3 constraints on payments. */
 const ENTRIES = [
@@ -390,8 +391,9 @@ export async function buildScenarios(ctx) {
     scenario({
       id: 'm',
       name: 'token + DPoP + cached Mission',
-      description: '(h) with a Mission-bound token: the Mission reference is resolved and its state served from the cache (one Status request at the start); the step 3 bar compares it with (h).',
+      description: '(h) with a Mission-bound token: the Mission reference is resolved and its state served from the cache (one Status request at the start); the step 3 bar compares it with (h). GET only: the POST route needs the parameters of (i), which its Mission constrains.',
       unavailable: devMissing,
+      workloads: GETS,
       quickWorkloads: ['GET-50'],
       start: started(() => gatewayServer(ctx, gatewayConfig(ctx, { mission: true }))),
       job: tokenJob(() => ctx.missionToken),
