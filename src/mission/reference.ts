@@ -50,11 +50,28 @@ export function parseMetaReference(value: unknown): MissionReference | 'malforme
   return ref('mcp_meta', v['issuer'], v['mission_id'], null);
 }
 
+const TOKEN_REFERENCES = new WeakMap<AccessToken, MissionReference | null | 'malformed'>();
+
+/**
+ * The Mission reference a token carries (claim forms of SPEC section 3), or null, or 'malformed'.
+ * Memoized per token object: a verified token is one frozen object shared by every request that
+ * presents it, so its reference is read once and is the same (frozen) object each time.
+ */
+export function tokenReference(token: AccessToken): MissionReference | null | 'malformed' {
+  let r = TOKEN_REFERENCES.get(token);
+  if (r === undefined) {
+    r = readTokenReference(token);
+    if (r !== null && r !== 'malformed') Object.freeze(r);
+    TOKEN_REFERENCES.set(token, r);
+  }
+  return r;
+}
+
 /**
  * The token's own reference, in the order of SPEC section 3's table. Returns null when the token
  * carries none, 'malformed' when it carries a claim that is not one of the forms.
  */
-export function tokenReference(token: AccessToken): MissionReference | null | 'malformed' {
+function readTokenReference(token: AccessToken): MissionReference | null | 'malformed' {
   const claims = token.claims;
   const mission = claims['mission'];
   if (mission !== undefined) {

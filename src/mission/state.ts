@@ -93,7 +93,21 @@ function recordKey(issuer: string, idOrS256: string, aauth: boolean): string {
   return aauth ? `${issuer}\ns256:${idOrS256}` : `${issuer}\n${idOrS256}`;
 }
 
-const refKey = (ref: MissionReference): string => (ref.id !== null ? recordKey(ref.issuer, ref.id, false) : recordKey(ref.issuer, ref.s256 ?? '', true));
+const REF_KEYS = new WeakMap<MissionReference, string>();
+
+/**
+ * The cache key of a reference. Memoized per reference object: a token's reference is one shared
+ * object (see tokenReference), so every request looks the cache up with the same string, whose
+ * hash V8 has already computed.
+ */
+function refKey(ref: MissionReference): string {
+  let k = REF_KEYS.get(ref);
+  if (k === undefined) {
+    k = ref.id !== null ? recordKey(ref.issuer, ref.id, false) : recordKey(ref.issuer, ref.s256 ?? '', true);
+    REF_KEYS.set(ref, k);
+  }
+  return k;
+}
 
 /** Throws the denial for a Mission that is not active (SPEC section 5). `view` is the state established. */
 export function assertMissionActive(view: MissionView, nowMs: number): void {
