@@ -5,8 +5,6 @@
  */
 import { generateKeyPairSync, type KeyObject } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
@@ -14,6 +12,7 @@ import { parseConfigText } from '../config/load.js';
 import { startDevAuthority, type DevAuthority } from '../dev-authority/index.js';
 import { Gateway } from '../gateway.js';
 import { createLogger } from '../observability/logger.js';
+import { freePort } from './free-port.js';
 
 interface Closeable {
   readonly url: string;
@@ -54,14 +53,6 @@ export interface Stack {
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 const importExample = async <T>(rel: string): Promise<T> => (await import(pathToFileURL(join(root, rel)).href)) as T;
-
-async function freePort(): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', () => r()));
-  const port = (s.address() as AddressInfo).port;
-  await new Promise<void>((r) => s.close(() => r()));
-  return port;
-}
 
 function writeKey(folder: string, name: string): { file: string; publicKey: KeyObject } {
   const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });

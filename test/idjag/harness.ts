@@ -22,14 +22,9 @@ export const AS_CLIENT = { id: 'crm-agent', secret: 'crm-secret' };
 export const BASIC = 'Basic ' + Buffer.from(`${AS_CLIENT.id}:${AS_CLIENT.secret}`).toString('base64');
 export const TOKEN_EXCHANGE = 'urn:ietf:params:oauth:grant-type:token-exchange';
 
-/** A free port on 127.0.0.1 (the gateway's public URL must be known before it listens). */
-export async function freePort(): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
-  const port = (s.address() as AddressInfo).port;
-  await new Promise<void>((r) => s.close(() => r()));
-  return port;
-}
+import { freePort } from '../../src/demo/free-port.js';
+
+export { freePort };
 
 export interface GrantCall {
   readonly assertion: string | undefined;

@@ -5,8 +5,6 @@
  */
 import { generateKeyPairSync } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
-import { createServer } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
@@ -29,14 +27,9 @@ export async function example(json = false): Promise<Example> {
   return { url: s.url as string, calls, close: () => s.close() as Promise<void> };
 }
 
-/** A free port on 127.0.0.1 (the gateway's public URL must be known before it listens: DPoP htu, PRM). */
-export async function freePort(): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', () => r()));
-  const port = (s.address() as AddressInfo).port;
-  await new Promise<void>((r) => s.close(() => r()));
-  return port;
-}
+import { freePort } from '../../src/demo/free-port.js';
+
+export { freePort };
 
 export async function devAuthority(): Promise<DevAuthority> {
   return startDevAuthority({ quiet: true, heartbeatSeconds: 0, log: () => undefined });
