@@ -147,8 +147,8 @@ export class EvidenceLog implements EvidenceSink {
   private readonly retryMs: number;
   private stream: Writable | null = null;
   private file: WriteStream | null = null;
-  /** The open file is a regular file (appended to directly); a FIFO or device goes through the stream. */
-  private regularFile = false;
+  /** The open file's descriptor when it is a regular file (appended to directly); null for a FIFO or device, which go through the stream. */
+  private appendFd: number | null = null;
   private sequence = 0;
   private prevHash: string | null = null;
   private queue: EvidenceRecord[] = [];
@@ -239,7 +239,7 @@ export class EvidenceLog implements EvidenceSink {
     }
     const { chunk, written } = this.lines(batch);
     if (written.length === 0) return;
-    if (stream === this.file && this.regularFile && this.writeFileSync(this.file, chunk, written)) return;
+    if (stream === this.file && this.appendFd !== null && this.writeFileSync(this.file, this.appendFd, chunk, written)) return;
     // The callback sees this chunk's fate: records of a failed write are counted here (they missed
     // their moment even if the reopened file gets them) and kept for the reopen.
     const ok = stream.write(chunk, (err) => {
@@ -263,9 +263,8 @@ export class EvidenceLog implements EvidenceSink {
    * error fails the sink exactly as a failed stream write does. Returns false when the stream must
    * carry this chunk.
    */
-  private writeFileSync(file: WriteStream, chunk: string, written: readonly EvidenceRecord[]): boolean {
-    const fd = (file as { fd?: unknown }).fd;
-    if (typeof fd !== 'number' || file.writableLength > 0) return false;
+  private writeFileSync(file: WriteStream, fd: number, chunk: string, written: readonly EvidenceRecord[]): boolean {
+    if (file.writableLength > 0) return false;
     try {
       const bytes = Buffer.from(chunk, 'utf8');
       for (let off = 0; off < bytes.length; ) off += writeSync(fd, bytes, off, bytes.length - off);
@@ -343,7 +342,7 @@ export class EvidenceLog implements EvidenceSink {
       }
       const file = createWriteStream(path, { flags: 'a' });
       const [fd] = (await once(file, 'open')) as [number];
-      this.regularFile = fstatSync(fd).isFile();
+      this.appendFd = fstatSync(fd).isFile() ? fd : null;
       // A stream replaced by a later reopen must not fail its successor.
       file.on('error', (err) => {
         if (this.file === file) this.fail(err);
@@ -394,6 +393,7 @@ export class EvidenceLog implements EvidenceSink {
       this.file.destroy();
       this.file = null;
     }
+    this.appendFd = null; // closed with its stream
     this.stream = null;
     if (this.opts.sink !== 'stdout' && this.opts.sink !== 'stderr' && !this.closed && this.retry === null) {
       this.retry = later(() => {
