@@ -2,9 +2,12 @@
  * Revocation latency.
  *
  * Single replica: the dev authority revokes a Mission and pushes the lifecycle SET (RFC 8935) to
- * the gateway; meanwhile a client keeps sending requests. Latency = revoke call -> the first
- * request answered 403 mission_terminated. The Mission's state was cached (one allowed request
- * before), so the only way to learn of the revocation in time is the event.
+ * the gateway; once the push is accepted (202), the client sends requests, one at a time with
+ * fresh proofs, until one is answered 403 mission_terminated. Latency (the step 3 bar) = push
+ * accepted -> that first denial; also reported from the revoke call (which adds the authority's
+ * own work: signing the SET and pushing it). The Mission's state was cached (one allowed request
+ * before), so the only way to learn of the revocation in time is the event; a request allowed
+ * after the 202 is counted (SPEC section 3 says there must be none).
  *
  * Across replicas: two gateways share one redis-server (replay store and Mission change bus); the
  * authority pushes only to replica A, the client talks only to replica B, which has the Mission
@@ -56,7 +59,9 @@ const ms = (v) => (v === null || v === undefined ? '-' : v.toFixed(2));
 export async function runRevocation({ dev, server, client, count, log }) {
   dev.addReceiver({ endpoint: `${server.url}/.well-known/ssf/push`, audience: PUBLIC });
   const latencies = [];
+  const endToEnd = [];
   const pushes = [];
+  let allowedAfter202 = 0;
   let reason = null;
   for (let n = 0; n < count; n++) {
     const mc = await missionClient(dev, client, `user_rev_${n}`);
@@ -64,31 +69,44 @@ export async function runRevocation({ dev, server, client, count, log }) {
     const first = await send();
     if (first.status !== 200) return { error: `skipped: the first request of a fresh Mission answered ${first.status} (${first.body.slice(0, 200)})` };
     const t0 = performance.now();
-    let pushedAt = null;
-    const revoking = dev.missions.revoke(mc.id).then((r) => {
-      pushedAt = performance.now();
-      return r;
-    });
-    let denied = null;
-    for (let tries = 0; tries < 5000 && denied === null; tries++) {
-      const r = await send();
-      if (r.status === 403) {
-        denied = performance.now();
-        reason = describeDenial(r).text;
-      } else if (r.status !== 200) {
-        return { error: `skipped: unexpected ${r.status} while waiting for the revocation (${r.body.slice(0, 200)})` };
-      }
-    }
-    const result = await revoking;
-    if (denied === null) return { error: 'never denied after revocation (events not wired?)' };
+    const result = await dev.missions.revoke(mc.id);
+    const t1 = performance.now();
     if (!result.deliveries.some((d) => d.ok)) return { error: 'the lifecycle SET push was not accepted by the gateway' };
-    latencies.push(denied - t0);
-    pushes.push(pushedAt - t0);
+    let denied = null;
+    let allowed = 0;
+    while (denied === null && performance.now() - t1 < DENIAL_DEADLINE_MS) {
+      const r = await send();
+      if (r.status === 200) {
+        allowed++;
+        continue;
+      }
+      const d = describeDenial(r);
+      if (r.status !== 403 || d.error !== 'mission_terminated') return { error: `unexpected ${d.text} while waiting for the revocation` };
+      denied = performance.now();
+      reason = d.text;
+    }
+    if (denied === null) return { error: `never denied within ${DENIAL_DEADLINE_MS / 1000} s of the 202 (events not wired?)` };
+    if (allowed > 0) allowedAfter202++;
+    latencies.push(denied - t1);
+    endToEnd.push(denied - t0);
+    pushes.push(t1 - t0);
   }
-  const lat = summary(latencies);
   const push = summary(pushes);
-  const out = { n: latencies.length, ...lat, pushAcceptedP50ms: push.p50ms, pushAcceptedP99ms: push.p99ms, deniedReason: reason };
-  log(`revocation latency (n=${out.n}): p50 ${ms(out.p50ms)} ms, p99 ${ms(out.p99ms)} ms (push answered 202: p50 ${ms(out.pushAcceptedP50ms)} ms)`);
+  const out = {
+    n: latencies.length,
+    measuredFrom: 'push accepted (the 202 seen by the authority)',
+    ...summary(latencies),
+    endToEnd: summary(endToEnd),
+    pushAcceptedP50ms: push.p50ms,
+    pushAcceptedP99ms: push.p99ms,
+    allowedAfter202,
+    deniedReason: reason,
+  };
+  log(
+    `revocation latency (push accepted -> first denial, n=${out.n}): p50 ${ms(out.p50ms)} ms, p99 ${ms(out.p99ms)} ms; ` +
+      `from the revoke call: p50 ${ms(out.endToEnd.p50ms)} ms, p99 ${ms(out.endToEnd.p99ms)} ms (revoke call -> 202: p50 ${ms(out.pushAcceptedP50ms)} ms); ` +
+      `allowed after the 202: ${allowedAfter202}/${out.n}`,
+  );
   return out;
 }
 

@@ -358,10 +358,11 @@ export async function buildScenarios(ctx) {
     scenario({
       id: 'f',
       name: 'crypto floor (baseline + 1 ES256 verify)',
-      description: 'The baseline plus exactly one synchronous ES256 verification per request (node:crypto verify, cached KeyObject, ieee-p1363), nothing else.',
+      description: "The baseline receiving the same requests as (h) (access token + a fresh DPoP proof each) plus exactly one synchronous ES256 verification per request: the request's own proof, against a KeyObject imported once (node:crypto verify, ieee-p1363); nothing else is checked. Authorization and DPoP are not forwarded, as the gateway does not forward them.",
       quickWorkloads: ['GET-50', 'POST-10', 'POST-50'],
-      start: started(() => nodeServer('undici-proxy.js', [ctx.upstreamUrl, '--crypto-floor'])),
-      job: (w, srv) => ({ url: srv.url, ...plain(w) }),
+      unavailable: devMissing,
+      start: started(() => nodeServer('undici-proxy.js', [ctx.upstreamUrl, '--crypto-floor', JSON.stringify(ctx.client.publicJwk)])),
+      job: tokenJob(() => ctx.plainToken),
     }),
     scenario({
       id: 'g',

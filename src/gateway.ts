@@ -130,7 +130,7 @@ export class Gateway {
       rt.parts.missionStates.handlePush(req, res);
       return;
     }
-    void rt.pipeline.handle(req, res);
+    rt.pipeline.handle(req, res);
   }
 
   /** WebSocket upgrades: authorized like any request, then tunneled (SPEC section 6). */

@@ -1,28 +1,40 @@
 /**
  * BASELINE (b): the smallest honest reverse proxy: node:http server, undici Pool `dispatch`
- * streaming both ways, hop-by-hop request headers dropped. With `--crypto-floor` (f) it also does
- * exactly one synchronous ES256 verification per request of a pre-generated DPoP proof, with a
- * cached KeyObject: the cost no DPoP-validating proxy can go under.
+ * streaming both ways, hop-by-hop request headers dropped.
+ *
+ * With `--crypto-floor <public JWK>` (f) it receives the same requests as the gateway's DPoP
+ * scenarios (access token + a fresh proof each) and does exactly one synchronous ES256
+ * verification per request: the request's own DPoP proof (its signing input and signature, taken
+ * from the header by two `lastIndexOf`s), against a KeyObject imported once from the client's
+ * public key. Nothing else is checked. `Authorization` and `DPoP` are not forwarded, as the
+ * gateway does not forward them, so the upstream does the same work behind both. The cost no
+ * DPoP-validating proxy can go under.
  */
-import { createHash, createPublicKey, generateKeyPairSync, randomUUID, sign, verify } from 'node:crypto';
+import { createPublicKey, verify } from 'node:crypto';
 import { createServer } from 'node:http';
 import { Pool } from 'undici';
 import { serveStats } from '../lib/proc.js';
 
 const upstream = process.argv[2];
-const cryptoFloor = process.argv.includes('--crypto-floor');
+const floorAt = process.argv.indexOf('--crypto-floor');
 const pool = new Pool(upstream, { connections: 128, pipelining: 1, keepAliveTimeout: 60_000 });
 const host = new URL(upstream).host;
 const HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'te', 'trailer', 'upgrade', 'host']);
 
-let floor = null;
-if (cryptoFloor) {
-  const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
-  const jwk = publicKey.export({ format: 'jwk' });
-  const b64 = (v) => Buffer.from(typeof v === 'string' ? v : JSON.stringify(v)).toString('base64url');
-  const input = `${b64({ typ: 'dpop+jwt', alg: 'ES256', jwk })}.${b64({ jti: randomUUID(), htm: 'GET', htu: 'https://api.bench.example/x', iat: Math.floor(Date.now() / 1000), ath: createHash('sha256').update('t').digest('base64url') })}`;
-  const signature = sign('sha256', Buffer.from(input), { key: privateKey, dsaEncoding: 'ieee-p1363' });
-  floor = { data: Buffer.from(input), signature, key: createPublicKey({ key: jwk, format: 'jwk' }) };
+/** The client's public key, imported once (the floor's one verification per request uses it). */
+const floorKey = floorAt === -1 ? null : createPublicKey({ key: JSON.parse(process.argv[floorAt + 1]), format: 'jwk' });
+if (floorKey !== null) HOP.add('authorization').add('dpop');
+
+/** The request's DPoP proof verified against floorKey: one ES256 verification, nothing else. */
+function proofVerifies(raw) {
+  let proof = null;
+  for (let i = 0; i < raw.length; i += 2) {
+    if (raw[i].length === 4 && raw[i].toLowerCase() === 'dpop') proof = raw[i + 1];
+  }
+  if (proof === null) return false;
+  const dot = proof.lastIndexOf('.');
+  if (dot === -1) return false;
+  return verify('sha256', Buffer.from(proof.slice(0, dot)), { key: floorKey, dsaEncoding: 'ieee-p1363' }, Buffer.from(proof.slice(dot + 1), 'base64url'));
 }
 
 function headersOf(req) {
@@ -36,7 +48,7 @@ function headersOf(req) {
 }
 
 const server = createServer({ keepAliveTimeout: 60_000 }, (req, res) => {
-  if (floor !== null && !verify('sha256', floor.data, { key: floor.key, dsaEncoding: 'ieee-p1363' }, floor.signature)) {
+  if (floorKey !== null && !proofVerifies(req.rawHeaders)) {
     res.writeHead(401).end();
     return;
   }

@@ -5,6 +5,7 @@
 import { HIGH_CONSEQUENCE } from '../config/compile.js';
 import type { Config } from '../config/schema.js';
 import { Denial, DENIALS } from '../errors.js';
+import { rawHeader } from '../http/body.js';
 import { pathSegments } from '../http/path.js';
 import type { AuthorityEntry, RequestContext, Stage } from '../pipeline/context.js';
 import { decide, type DecisionInput } from './decide.js';
@@ -26,12 +27,16 @@ export function createParametersStage(_deps: { config: Config }): Stage {
       ctx.parameterDigest = null;
       return;
     }
+    const req = ctx.req;
     const params = extractParams(route, {
       segments: pathSegments(ctx.path),
       search: ctx.search,
-      headers: ctx.req.headers,
+      // Built by Node on first access: only a route with a header parameter pays for it.
+      get headers() {
+        return req.headers;
+      },
       body: ctx.body,
-      contentType: ctx.req.headers['content-type'],
+      contentType: rawHeader(req.rawHeaders, 'content-type'),
     });
     ctx.params = params;
     ctx.parameterDigest = parameterDigest(params);

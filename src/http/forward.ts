@@ -58,11 +58,15 @@ export class Upstream {
    * `onResponseStart` runs just before headers are written to the client.
    */
   forward(req: ForwardRequest, res: ServerResponse, onStart: (status: number) => void): Promise<ForwardOutcome> {
-    const exchange = new Exchange(req, res, onStart);
+    return new Promise<ForwardOutcome>((resolve) => this.send(req, res, onStart, resolve));
+  }
+
+  /** forward with a callback: `done` runs once, with the same outcome the promise would carry. */
+  send(req: ForwardRequest, res: ServerResponse, onStart: (status: number) => void, done: (outcome: ForwardOutcome) => void): void {
+    const exchange = new Exchange(req, res, onStart, done);
     const headers = req.headers;
     headers.push('host', this.host);
     this.pool.dispatch({ origin: this.origin, method: req.method, path: this.basePath + req.path, headers, body: req.body }, exchange);
-    return exchange.outcome;
   }
 
   close(): Promise<void> {
@@ -77,11 +81,9 @@ export class Upstream {
 /**
  * One forwarded exchange: undici's dispatch handler (raw-header hooks: its own HTTP/1.1 client
  * speaks them natively, so no header object is built for a response we only relay) and the
- * outcome. One object per request instead of a set of closures.
+ * outcome, reported once through `done`. One object per request instead of a set of closures.
  */
 class Exchange implements Dispatcher.DispatchHandler {
-  readonly outcome: Promise<ForwardOutcome>;
-  private resolve!: (o: ForwardOutcome) => void;
   private settled = false;
   private started = false;
   private abort: ((err?: Error) => void) | null = null;
@@ -91,17 +93,15 @@ class Exchange implements Dispatcher.DispatchHandler {
     private readonly req: ForwardRequest,
     private readonly res: ServerResponse,
     private readonly onStart: (status: number) => void,
+    private readonly done: (outcome: ForwardOutcome) => void,
   ) {
-    this.outcome = new Promise<ForwardOutcome>((resolve) => {
-      this.resolve = resolve;
-    });
     res.once('close', this.onClose);
   }
 
   private settle(o: ForwardOutcome): void {
     if (!this.settled) {
       this.settled = true;
-      this.resolve(o);
+      this.done(o);
     }
   }
 

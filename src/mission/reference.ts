@@ -11,6 +11,7 @@
 import { parseDictionary, type BareItem, type Dictionary } from 'structured-headers';
 import type { Config } from '../config/schema.js';
 import { Denial } from '../errors.js';
+import { rawHeaderLines } from '../http/body.js';
 import type { AccessToken, MissionReference, MissionReferenceForm, RequestContext, Stage } from '../pipeline/context.js';
 
 /** Bounds from the Mission-Reference field definition; applied to every form so cache keys stay small. */
@@ -156,8 +157,8 @@ export function parseMissionReference(value: string): MissionReference | 'malfor
 
 /** The single field line of `name`, null when absent; more than one line is malformed. */
 function singleHeader(ctx: RequestContext, name: string): string | null | 'malformed' {
-  const lines = ctx.req.headersDistinct[name];
-  if (lines === undefined || lines.length === 0) return null;
+  const lines = rawHeaderLines(ctx.req.rawHeaders, name);
+  if (lines.length === 0) return null;
   return lines.length === 1 ? (lines[0] as string) : 'malformed';
 }
 

@@ -177,9 +177,9 @@ export class MissionStates {
     const jtiEvicted = deps.metrics.cacheEvictions.labels('set_jti');
     this.seenJti = new LRUCache<string, true>({ max: JTI_MEMORY, dispose: (_v, _k, reason) => reason === 'evict' && jtiEvicted.inc() });
 
-    this.cacheHit = deps.metrics.missionCache.labels('hit');
-    this.cacheMiss = deps.metrics.missionCache.labels('miss');
-    this.cacheStale = deps.metrics.missionCache.labels('stale');
+    this.cacheHit = deps.metrics.missionCacheTally.hit;
+    this.cacheMiss = deps.metrics.missionCacheTally.miss;
+    this.cacheStale = deps.metrics.missionCacheTally.stale;
 
     this.sink = {
       apply: (set, via) => {

@@ -34,6 +34,27 @@ class PendingObservations {
   }
 }
 
+/**
+ * A counter series whose per-request increments are a plain addition, added to the prom-client
+ * child when the counter is collected (prom-client's own inc validates and hashes the labels on
+ * every call).
+ */
+export class Tally {
+  private n = 0;
+  constructor(private readonly child: { inc(value: number): void }) {}
+
+  inc(): void {
+    this.n++;
+  }
+
+  fold(): void {
+    if (this.n === 0) return;
+    const n = this.n;
+    this.n = 0;
+    this.child.inc(n);
+  }
+}
+
 export class Metrics {
   readonly registry = new client.Registry();
   readonly requests: client.Counter<'decision' | 'reason'>;
@@ -49,9 +70,11 @@ export class Metrics {
   readonly replayStoreErrors: client.Counter<never>;
   readonly cacheEvictions: client.Counter<'cache'>;
 
-  /** Precomputed `requests_total` children: permit, and deny by reason. */
-  readonly permitChild: client.Counter.Internal;
-  private readonly denyChildren = new Map<string, client.Counter.Internal>();
+  /** `requests_total` series: permit, and deny by reason. */
+  private readonly permitTally: Tally;
+  private readonly denyTallies = new Map<string, Tally>();
+  /** `mission_cache_total` series, for the Mission state cache. */
+  readonly missionCacheTally: { readonly hit: Tally; readonly miss: Tally; readonly stale: Tally };
   private readonly decisionPending = new Map<string, PendingObservations>();
   private readonly upstreamPending: PendingObservations;
 
@@ -59,7 +82,16 @@ export class Metrics {
     const registers = [this.registry];
     const decisionPending = this.decisionPending;
     if (options.defaultMetrics !== false) client.collectDefaultMetrics({ register: this.registry });
-    this.requests = new client.Counter({ name: 'mission_gateway_requests_total', help: 'Requests decided, by decision and denial reason', labelNames: ['decision', 'reason'], registers });
+    const requestTallies: Tally[] = [];
+    this.requests = new client.Counter({
+      name: 'mission_gateway_requests_total',
+      help: 'Requests decided, by decision and denial reason',
+      labelNames: ['decision', 'reason'],
+      registers,
+      collect() {
+        for (const t of requestTallies) t.fold();
+      },
+    });
     this.decisionSeconds = new client.Histogram({
       name: 'mission_gateway_decision_seconds',
       help: "The gateway's own time per request, upstream excluded",
@@ -82,7 +114,16 @@ export class Metrics {
     });
     upstreamPending = new PendingObservations(this.upstreamSeconds);
     this.upstreamPending = upstreamPending;
-    this.missionCache = new client.Counter({ name: 'mission_gateway_mission_cache_total', help: 'Mission state cache lookups', labelNames: ['result'], registers });
+    const cacheTallies: Tally[] = [];
+    this.missionCache = new client.Counter({
+      name: 'mission_gateway_mission_cache_total',
+      help: 'Mission state cache lookups',
+      labelNames: ['result'],
+      registers,
+      collect() {
+        for (const t of cacheTallies) t.fold();
+      },
+    });
     this.missionStatusRequests = new client.Counter({ name: 'mission_gateway_mission_status_requests_total', help: 'Mission Status requests, by outcome', labelNames: ['outcome'], registers });
     this.events = new client.Counter({ name: 'mission_gateway_events_total', help: 'Mission lifecycle events (SETs), by result', labelNames: ['result'], registers });
     this.jwksRefresh = new client.Counter({ name: 'mission_gateway_jwks_refresh_total', help: 'Issuer key set fetches, by issuer and outcome', labelNames: ['issuer', 'outcome'], registers });
@@ -92,27 +133,40 @@ export class Metrics {
     this.replayStoreErrors = new client.Counter({ name: 'mission_gateway_replay_store_errors_total', help: 'Replay store operations that failed (requests denied)', registers });
     this.cacheEvictions = new client.Counter({ name: 'mission_gateway_cache_evictions_total', help: 'Entries evicted from bounded caches', labelNames: ['cache'], registers });
 
-    this.permitChild = this.requests.labels('permit', 'none');
+    this.requestTallies = requestTallies;
+    this.permitTally = this.tally(requestTallies, this.requests.labels('permit', 'none'));
     for (const spec of Object.values(DENIALS)) {
-      if (spec.reason !== null) this.denyChildren.set(spec.reason, this.requests.labels('deny', spec.reason));
+      if (spec.reason !== null && !this.denyTallies.has(spec.reason)) this.denyTallies.set(spec.reason, this.tally(requestTallies, this.requests.labels('deny', spec.reason)));
     }
-    for (const r of ['hit', 'miss', 'stale']) this.missionCache.labels(r);
+    this.missionCacheTally = {
+      hit: this.tally(cacheTallies, this.missionCache.labels('hit')),
+      miss: this.tally(cacheTallies, this.missionCache.labels('miss')),
+      stale: this.tally(cacheTallies, this.missionCache.labels('stale')),
+    };
     for (const r of ['success', 'failure']) this.configReloads.labels(r);
     this.evidenceHealthy.set(1);
   }
 
+  private readonly requestTallies: Tally[];
+
+  private tally(list: Tally[], child: { inc(value: number): void }): Tally {
+    const t = new Tally(child);
+    list.push(t);
+    return t;
+  }
+
   countDecision(decision: 'permit' | 'deny', reason: string | null): void {
     if (decision === 'permit') {
-      this.permitChild.inc();
+      this.permitTally.inc();
       return;
     }
     const key = reason ?? 'none';
-    let child = this.denyChildren.get(key);
-    if (child === undefined) {
-      child = this.requests.labels('deny', key);
-      this.denyChildren.set(key, child);
+    let t = this.denyTallies.get(key);
+    if (t === undefined) {
+      t = this.tally(this.requestTallies, this.requests.labels('deny', key));
+      this.denyTallies.set(key, t);
     }
-    child.inc();
+    t.inc();
   }
 
   observeDecision(kind: string, seconds: number): void {

@@ -103,15 +103,21 @@ export class Pipeline {
     ];
   }
 
-  /** Entry point for every proxied request. Never throws. */
-  async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+  /**
+   * Entry point for every proxied request. Never throws. Runs synchronously as far as it can: a
+   * request whose stages all answer from memory allocates no promise until the upstream answers.
+   */
+  handle(req: IncomingMessage, res: ServerResponse): void {
     const ctx = this.context(req, res);
     if (ctx === null) return;
+    let pending: void | Promise<void>;
     try {
-      await this.dispatch(ctx);
+      pending = this.dispatch(ctx);
     } catch (err) {
       this.deny(ctx, err);
+      return;
     }
+    if (pending !== undefined) pending.catch((err: unknown) => this.deny(ctx, err));
   }
 
   /** Builds the context, or answers 400 itself when the request target cannot be normalized. */
@@ -136,7 +142,8 @@ export class Pipeline {
     return ctx;
   }
 
-  private async dispatch(ctx: RequestContext): Promise<void> {
+  /** route → (authenticate → body → authorize) → forward; a promise only when a step waits. */
+  private dispatch(ctx: RequestContext): void | Promise<void> {
     const d = this.deps;
     // Fail closed before any work when decision evidence cannot be written.
     if (!d.evidence.healthy()) throw new Denial('evidence_unavailable');
@@ -149,24 +156,28 @@ export class Pipeline {
     if (d.mcp !== null && ctx.path === d.mcp.path) {
       ctx.kind = 'mcp';
       ctx.audience = d.mcp.resource;
-      await this.authenticate(ctx);
-      return d.mcp.handler.handle(ctx, this);
+      const mcp = d.mcp.handler;
+      return then(this.authenticate(ctx), () => mcp.handle(ctx, this));
     }
     const route = findRoute(d.routes, ctx.method, pathSegments(ctx.path));
     if (route === null) throw new Denial('no_route');
     ctx.route = route;
     ctx.action = route.action;
     if (route.auth === 'none') {
-      await this.forward(ctx, { policy: d.headers.open, body: 'stream' });
+      this.send(ctx, d.headers.open, 'stream', true);
       return;
     }
+    return then(this.authenticate(ctx), () => this.readAndAuthorize(ctx, route));
+  }
 
-    await this.authenticate(ctx);
+  private readAndAuthorize(ctx: RequestContext, route: CompiledRoute): void | Promise<void> {
     if (route.readsBody && hasBody(ctx.req)) {
-      ctx.body = await readBody(ctx.req, d.maxBodyBytes);
+      return readBody(ctx.req, this.deps.maxBodyBytes).then((body) => {
+        ctx.body = body;
+        return then(this.authorize(ctx), () => this.send(ctx, this.deps.headers.protected, body, true));
+      });
     }
-    await this.authorize(ctx);
-    await this.forward(ctx, { policy: d.headers.protected, body: ctx.body ?? 'stream' });
+    return then(this.authorize(ctx), () => this.send(ctx, this.deps.headers.protected, 'stream', true));
   }
 
   /**
@@ -186,49 +197,56 @@ export class Pipeline {
     return d.headers.protected;
   }
 
-  /** credentials → token → dpop → mission_reference → mission_state. Sync stages never await. */
-  async authenticate(ctx: RequestContext): Promise<void> {
-    for (const [name, stage] of this.authentication) {
-      ctx.stage = name;
-      const pending = stage(ctx);
-      if (pending !== undefined) await pending;
-    }
+  /**
+   * credentials → token → dpop → mission_reference → mission_state. Synchronous while the stages
+   * are (a cache hit never awaits); a promise from the first stage that waits.
+   */
+  authenticate(ctx: RequestContext): void | Promise<void> {
+    return runStages(ctx, this.authentication, 0);
   }
 
   /** parameters → authority. */
-  async authorize(ctx: RequestContext): Promise<void> {
-    for (const [name, stage] of this.authorization) {
-      ctx.stage = name;
-      const pending = stage(ctx);
-      if (pending !== undefined) await pending;
-    }
+  authorize(ctx: RequestContext): void | Promise<void> {
+    return runStages(ctx, this.authorization, 0);
   }
 
   /**
    * evidence → forward. Writes the permit record once the upstream answers (or fails), so the
-   * record carries `upstream_status`.
+   * record carries `upstream_status`. Resolves with the outcome (for MCP and the ID-JAG guard).
    */
-  async forward(
+  forward(
     ctx: RequestContext,
     opts: { policy: HeaderPolicy; body: Buffer | 'stream' | null; path?: string; record?: boolean },
   ): Promise<ForwardOutcome> {
+    return new Promise<ForwardOutcome>((resolve) => this.send(ctx, opts.policy, opts.body, opts.record !== false, opts.path, resolve));
+  }
+
+  /** forward without a promise: `done` (if any) gets the outcome once the record is written. */
+  private send(
+    ctx: RequestContext,
+    policy: HeaderPolicy,
+    bodyOpt: Buffer | 'stream' | null,
+    record: boolean,
+    path?: string,
+    done?: (outcome: ForwardOutcome) => void,
+  ): void {
     const d = this.deps;
     ctx.stage = 'forward';
-    const identity = ctx.token === null ? [] : this.identityHeaders(ctx);
-    const headers = upstreamHeaders(ctx.req.rawHeaders, ctx.clientIp, opts.policy, { decisionId: ctx.id, mission: identity });
+    const identity = ctx.token === null ? NO_IDENTITY : this.identityHeaders(ctx);
+    const headers = upstreamHeaders(ctx.req.rawHeaders, ctx.clientIp, policy, { decisionId: ctx.id, mission: identity });
     let body: Buffer | IncomingMessage | null;
-    if (opts.body === 'stream') {
+    if (bodyOpt === 'stream') {
       body = hasBody(ctx.req) ? ctx.req : null;
     } else {
-      body = opts.body;
+      body = bodyOpt;
       if (body !== null) setContentLength(headers, body.length);
     }
     const decided = performance.now();
     d.metrics.observeDecision(ctx.kind, (decided - ctx.started) / 1000);
-    const outcome = await d.upstream.forward(
+    d.upstream.send(
       {
         method: ctx.method,
-        path: (opts.path ?? ctx.path) + ctx.search,
+        path: (path ?? ctx.path) + ctx.search,
         headers,
         body,
         responseHeaders: ctx.dpopNonce === null ? null : { 'dpop-nonce': ctx.dpopNonce },
@@ -238,20 +256,22 @@ export class Pipeline {
         ctx.upstreamStatus = status;
         d.metrics.observeUpstream((performance.now() - decided) / 1000);
       },
+      (outcome) => {
+        if (outcome.kind === 'error') {
+          const denial = new Denial(outcome.code, { cause: outcome.error });
+          ctx.upstreamStatus = denial.spec.status;
+          writeDenial(ctx.res, denial, ctx.id, null, null);
+          d.logger.warn({ decision_id: ctx.id, err: outcome.error.message, code: (outcome.error as { code?: string }).code }, 'upstream failed');
+        } else if (outcome.kind === 'aborted' && ctx.upstreamStatus === null) {
+          ctx.upstreamStatus = 499;
+        }
+        if (record) {
+          this.record(ctx, 'permit', null);
+          d.metrics.countDecision('permit', null);
+        }
+        done?.(outcome);
+      },
     );
-    if (outcome.kind === 'error') {
-      const denial = new Denial(outcome.code, { cause: outcome.error });
-      ctx.upstreamStatus = denial.spec.status;
-      writeDenial(ctx.res, denial, ctx.id, null, null);
-      d.logger.warn({ decision_id: ctx.id, err: outcome.error.message, code: (outcome.error as { code?: string }).code }, 'upstream failed');
-    } else if (outcome.kind === 'aborted' && ctx.upstreamStatus === null) {
-      ctx.upstreamStatus = 499;
-    }
-    if (opts.record !== false) {
-      this.record(ctx, 'permit', null);
-      d.metrics.countDecision('permit', null);
-    }
-    return outcome;
   }
 
   /** X-Mission-* identity headers (SPEC section 6); values that are not header-safe are percent-encoded. */
@@ -340,6 +360,23 @@ function extrasKeepOrder(extra: Record<string, unknown>): boolean {
     if (extra[k] === undefined || RESERVED_MEMBERS.has(k)) return false;
   }
   return true;
+}
+
+const NO_IDENTITY: readonly (readonly [string, string])[] = [];
+
+/** `next` after `step`: at once when `step` finished synchronously, else when its promise does. */
+function then(step: void | Promise<void>, next: () => void | Promise<void>): void | Promise<void> {
+  return step === undefined ? next() : step.then(next);
+}
+
+/** Runs `stages` from index `from`; synchronous until a stage returns a promise. */
+function runStages(ctx: RequestContext, stages: readonly (readonly [StageName, Stage])[], from: number): void | Promise<void> {
+  for (let i = from; i < stages.length; i++) {
+    const [name, stage] = stages[i]!;
+    ctx.stage = name;
+    const pending = stage(ctx);
+    if (pending !== undefined) return pending.then(() => runStages(ctx, stages, i + 1));
+  }
 }
 
 function duplicateHost(raw: readonly string[]): boolean {

@@ -34,7 +34,7 @@ function ctx(over: Partial<RequestContext> & { body?: Buffer | null; contentType
   return {
     id: 'dec_x',
     started: 0,
-    req: { headers } as IncomingMessage,
+    req: { headers, rawHeaders: Object.entries(headers).flat() } as unknown as IncomingMessage,
     res: {} as never,
     method: 'POST',
     path: '/payments',

@@ -262,7 +262,11 @@ export function token(claims: Record<string, unknown> = {}, over: Partial<Access
 export function context(opts: { token?: AccessToken | null; headers?: Array<[string, string]>; audience?: string; route?: Partial<CompiledRoute> | null } = {}): RequestContext {
   const distinct: Record<string, string[]> = {};
   for (const [k, v] of opts.headers ?? []) (distinct[k.toLowerCase()] ??= []).push(v);
-  const req = { headersDistinct: distinct, headers: Object.fromEntries(Object.entries(distinct).map(([k, v]) => [k, v.join(', ')])) } as unknown as IncomingMessage;
+  const req = {
+    rawHeaders: (opts.headers ?? []).flat(),
+    headersDistinct: distinct,
+    headers: Object.fromEntries(Object.entries(distinct).map(([k, v]) => [k, v.join(', ')])),
+  } as unknown as IncomingMessage;
   return newRequestContext({
     id: randomUUID(),
     started: 0,
