@@ -57,9 +57,16 @@ export function isPreordered(record: EvidenceRecord): boolean {
   return (record as { [PREORDERED]?: unknown })[PREORDERED] === true;
 }
 
-/** A member value as JSON.stringify writes it inside an object (strings and nulls, the usual ones, first). */
+/** Printable ASCII without `"` and `\`: JSON.stringify writes such a string as is, between quotes. */
+const PLAIN = /^[\x20\x21\x23-\x5b\x5d-\x7e]*$/;
+
+/**
+ * A member value as JSON.stringify writes it inside an object (strings and nulls, the usual ones,
+ * first). Most strings in a record are identifiers, URLs and timestamps: quoting them directly is
+ * the same bytes at half the cost of JSON.stringify.
+ */
 function json(v: unknown): string {
-  if (typeof v === 'string') return JSON.stringify(v);
+  if (typeof v === 'string') return PLAIN.test(v) ? '"' + v + '"' : JSON.stringify(v);
   if (v === null || v === undefined) return 'null'; // absent = null, as orderRecord writes it
   const s = JSON.stringify(v) as string | undefined;
   if (s === undefined) throw new TypeError('evidence member has no JSON form');

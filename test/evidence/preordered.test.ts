@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import fc from 'fast-check';
 import { isPreordered, orderRecord, PREORDERED, preorderedLine } from '../../src/evidence/format.js';
 import type { EvidenceRecord } from '../../src/evidence/record.js';
 
@@ -47,5 +48,18 @@ describe('SPEC section 9: a record built in SPEC order is written exactly as ord
     const { [PREORDERED]: _mark, ...plain } = built() as EvidenceRecord & { [PREORDERED]: boolean };
     expect(isPreordered(plain as EvidenceRecord)).toBe(false);
     expect(isPreordered({ ...plain, [PREORDERED]: false } as EvidenceRecord)).toBe(false);
+  });
+});
+
+describe('strings of every kind serialize as JSON.stringify would (quoted as is only when no escape applies)', () => {
+  it('arbitrary strings in every string member, including quotes, backslashes, controls, DEL, U+2028 and lone surrogates', () => {
+    const text = fc.oneof(fc.string({ unit: 'binary' }), fc.string({ unit: 'grapheme-ascii' }), fc.constantFrom('"', '\\', '\x7f', '\u2028', '\ud800', 'a\u0000b', '/payments', ''));
+    fc.assert(
+      fc.property(text, text, text, text, (a, b, c, d) => {
+        const r = built({ subject: a, client_id: b, path: c, mission: { id: d, issuer: a, state: 'active', version: 1, authority_hash: b, source: 'cached' }, token_jti: c, jkt: d });
+        expect(preorderedLine(r, 1, d)).toBe(JSON.stringify(orderRecord(r, 1, d)));
+      }),
+      { numRuns: 500 },
+    );
   });
 });
