@@ -88,6 +88,11 @@ export class Gateway {
       (req, res) => this.onRequest(req, res),
     );
     proxy.maxRequestsPerSocket = c.limits.max_requests_per_socket;
+    const connections = this.longLived.connections;
+    proxy.on('connection', (socket: Socket) => {
+      connections.count++;
+      socket.once('close', () => connections.count--);
+    });
     proxy.on('upgrade', (req: IncomingMessage, socket: Socket, head: Buffer) => this.onUpgrade(req, socket, head));
     proxy.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => {
       if (!socket.writable) return socket.destroy();

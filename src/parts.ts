@@ -29,6 +29,8 @@ import type { Handler, Stages } from './pipeline/run.js';
 /** Parts that survive a config reload. */
 export interface LongLived {
   readonly evidence: EvidenceSink;
+  /** Open client connections on the proxy listener (kept by the Gateway; read by the DPoP stage). */
+  readonly connections: { count: number };
   readonly replay: ReplayStore;
   /** The replica bus; `subscribe` replaces the previous runtime's handler (one consumer at a time). */
   readonly bus: MissionBus;
@@ -76,6 +78,7 @@ export async function buildLongLivedParts(config: Config, metrics: Metrics, logg
   const bus = switchableBus(createMissionBus(config.replay_store, { logger, metrics, catchUpMs: config.mission.max_stale_s * 1000 }));
   return {
     evidence,
+    connections: { count: 0 },
     replay,
     bus,
     async close() {
@@ -113,7 +116,7 @@ export async function buildParts(config: Config, longLived: LongLived, metrics: 
   const stages: Stages = {
     credentials: createCredentialsStage(config),
     token: createTokenStage({ config, keys, metrics, logger }),
-    dpop: createDpopStage({ config, replay: longLived.replay, nonces, metrics }),
+    dpop: createDpopStage({ config, replay: longLived.replay, nonces, metrics, openConnections: () => longLived.connections.count }),
     missionReference: config.mission.accept_header_references ? deferOnMcp(missionReference) : missionReference,
     missionState: missionStates.stage(),
     parameters: createParametersStage({ config }),

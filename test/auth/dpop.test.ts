@@ -6,7 +6,8 @@ import { createHmac, randomUUID } from 'node:crypto';
 import * as jose from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createCredentialsStage } from '../../src/auth/credentials.js';
-import { createDpopStage, normalizeHtu, verifyDpopProof } from '../../src/auth/dpop.js';
+import { createDpopStage, normalizeHtu, verifyDpopProof, VerifyBatch } from '../../src/auth/dpop.js';
+import { generateKeyPairSync, sign as cryptoSign } from 'node:crypto';
 import { IssuerKeys } from '../../src/auth/keys.js';
 import { NonceIssuer } from '../../src/auth/nonce.js';
 import { MemoryReplayStore } from '../../src/auth/replay.js';
@@ -43,7 +44,7 @@ interface Gateway {
   close(): void;
 }
 
-async function gateway(extra: Partial<ConfigInput> = {}, o: { replay?: ReplayStore; clock?: () => number } = {}): Promise<Gateway> {
+async function gateway(extra: Partial<ConfigInput> = {}, o: { replay?: ReplayStore; clock?: () => number; openConnections?: () => number } = {}): Promise<Gateway> {
   const config = makeConfig(issuer, `${issuer}/jwks`, extra);
   const metrics = newMetrics();
   const keys = new IssuerKeys({ issuers: config.issuers, metrics, logger, refreshIntervalMs: 0 });
@@ -52,7 +53,7 @@ async function gateway(extra: Partial<ConfigInput> = {}, o: { replay?: ReplaySto
   const stages = [
     createCredentialsStage(config),
     createTokenStage({ config, keys, metrics, logger }),
-    createDpopStage({ config, replay: o.replay ?? new MemoryReplayStore({ maxEntries: 10_000, metrics }), nonces, metrics, ...(o.clock ? { clock: o.clock } : {}) }),
+    createDpopStage({ config, replay: o.replay ?? new MemoryReplayStore({ maxEntries: 10_000, metrics }), nonces, metrics, ...(o.clock ? { clock: o.clock } : {}), ...(o.openConnections ? { openConnections: o.openConnections } : {}) }),
   ];
   const g: Gateway = {
     config,
@@ -403,6 +404,63 @@ describe('no secrets in errors (STYLE: generic descriptions, detail without cred
       const proof = headers[3];
       expect(text).not.toContain(token.slice(0, 40));
       if (proof !== undefined && proof.length > 20) expect(text).not.toContain(proof.slice(0, 40));
+    }
+  });
+});
+
+describe('VerifyBatch: verifications grouped under concurrency, each still decided on its own signature', () => {
+  const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+  const signed = (i: number) => {
+    const input = `eyJhbGciOiJFUzI1NiJ9.${Buffer.from(`payload ${i}`).toString('base64url')}`;
+    return { input, sig: cryptoSign('sha256', Buffer.from(input), { key: privateKey, dsaEncoding: 'ieee-p1363' }) };
+  };
+
+  it('below 12 open connections every verification is inline (a boolean, no promise)', () => {
+    const batch = new VerifyBatch(() => 11);
+    const { input, sig } = signed(1);
+    expect(batch.verify('ES256', publicKey, input, sig)).toBe(true);
+    expect(batch.verify('ES256', publicKey, input + 'x', sig)).toBe(false);
+  });
+
+  it('under load they wait for the end of the turn, then each gets its own answer', async () => {
+    const batch = new VerifyBatch(() => 600); // batch of up to 16
+    const jobs = [0, 1, 2, 3, 4].map((i) => signed(i));
+    const tampered = Buffer.from(jobs[3]!.sig);
+    tampered[5]! ^= 1;
+    const pending = jobs.map((j, i) => batch.verify('ES256', publicKey, i === 1 ? j.input + 'x' : j.input, i === 3 ? tampered : j.sig));
+    for (const p of pending) expect(p).toBeInstanceOf(Promise);
+    expect(await Promise.all(pending)).toEqual([true, false, true, false, true]);
+  });
+
+  it('a full batch (connections / 6) runs at once, without waiting for the turn to end', async () => {
+    const batch = new VerifyBatch(() => 12); // batch of 2
+    let settled = 0;
+    const a = signed(1);
+    const b = signed(2);
+    const p1 = Promise.resolve(batch.verify('ES256', publicKey, a.input, a.sig)).then((v) => (settled++, v));
+    const p2 = Promise.resolve(batch.verify('ES256', publicKey, b.input, b.sig)).then((v) => (settled++, v));
+    await Promise.resolve();
+    await Promise.resolve();
+    expect(settled).toBe(2); // resolved in the same turn: no setImmediate needed
+    expect(await Promise.all([p1, p2])).toEqual([true, true]);
+  });
+
+  it('through the DPoP stage: concurrent requests with good, tampered and replayed proofs', async () => {
+    const g = await gateway({}, { openConnections: () => 120 });
+    try {
+      const good = await Promise.all([1, 2, 3].map(() => dpopHeaders(token)));
+      const bad = await dpopHeaders(token);
+      const parts = bad[3]!.split('.');
+      const sig = Buffer.from(parts[2]!, 'base64url');
+      sig[0]! ^= 1;
+      bad[3] = `${parts[0]}.${parts[1]}.${sig.toString('base64url')}`;
+      const results = await Promise.all([...good, bad, good[0]!].map((h) => outcome(() => g.run(h))));
+      // The replay of good[0] is refused whichever of the two copies is recorded first.
+      expect(results.slice(3)).toEqual(['dpop_invalid', expect.any(String)]);
+      expect(results.filter((r) => r === 'ok')).toHaveLength(3);
+      expect([results[0], results[4]].sort()).toEqual(['dpop_invalid', 'ok']);
+    } finally {
+      g.close();
     }
   });
 });
