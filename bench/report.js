@@ -171,7 +171,7 @@ p('- CPU per request counts the proxy process only (plus redis for (l)), not the
 p();
 p('## Results');
 p();
-p('`x base`: throughput / baseline (b), same workload, same run. `x floor`: throughput / crypto floor (f).');
+p('`x base`: throughput / baseline (b), same workload, same run. `x floor`: throughput / crypto floor (f); for (j), the crypto floor sent the same MCP call (n).');
 p('With several rounds, each ratio is the median of the per-round ratios (each round against the baseline');
 p('measured in that round), with their range in parentheses; other columns are medians over rounds.');
 p('`decision p99`: p99 of `mission_gateway_decision_seconds` (the gateway\'s own time, upstream excluded),');

@@ -110,7 +110,7 @@ function aggregate(raw) {
     const first = rs[0];
     const ratios = {};
     const ratioRanges = {};
-    for (const to of ['b', 'f', 'g', 'h']) {
+    for (const to of ['b', 'f', 'g', 'h', 'n']) {
       const perRound = rs
         .map((r) => {
           const base = sameRound(to, r);
@@ -207,7 +207,7 @@ async function main() {
   let revocationCrossReplica = null;
   // Revocation latency is measured with scenario (i)'s gateway; `--only=revocation` starts just that.
   const wantsRevocation = !flag('no-revocation') && (ONLY === undefined || ONLY.includes('i') || ONLY.includes('revocation'));
-  const selected = scenarios.filter((s) => ONLY === undefined || ONLY.includes(s.id) || s.id === 'b' || (s.id === 'i' && wantsRevocation) || (s.id === 'f' && ONLY.some((x) => 'hijkl'.includes(x))));
+  const selected = scenarios.filter((s) => ONLY === undefined || ONLY.includes(s.id) || s.id === 'b' || (s.id === 'i' && wantsRevocation) || (s.id === 'f' && ONLY.some((x) => 'hijkl'.includes(x))) || (s.id === 'n' && ONLY.includes('j')));
   const active = [];
   try {
     // Every server is started (and probed) up front and stays up, idle, while the others are
@@ -239,9 +239,9 @@ async function main() {
       for (const wid of Object.keys(WORKLOADS)) {
         const runnable = active.filter(({ s }) => (QUICK ? s.quickWorkloads : s.workloads).includes(wid));
         // Rotate the order each round; the baseline and the crypto floor run first so DPoP runs can size their proof pools.
-        const rest = runnable.filter(({ s }) => s.id !== 'b' && s.id !== 'f');
+        const rest = runnable.filter(({ s }) => s.id !== 'b' && s.id !== 'f' && s.id !== 'n');
         const rotated = rest.length === 0 ? [] : [...rest.slice(round % rest.length), ...rest.slice(0, round % rest.length)];
-        const order = [...runnable.filter(({ s }) => s.id === 'b' || s.id === 'f'), ...rotated];
+        const order = [...runnable.filter(({ s }) => s.id === 'b' || s.id === 'f' || s.id === 'n'), ...rotated];
         for (const { s, server } of order) {
           const w = WORKLOADS[wid];
           let measured;

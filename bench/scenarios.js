@@ -317,6 +317,15 @@ export async function buildScenarios(ctx) {
     dpop: { privateJwk: ctx.client.privateJwk, htu: `${PUBLIC}${POST_PATH}`, token, count: proofCount(ctx, w) },
   });
 
+  /** A JSON-RPC tools/call at the MCP path, token + a fresh proof per request ((j), and its floor (n)). */
+  const mcpJob = (w, srv) => ({
+    ...fullJob(ctx.missionToken)(w, srv),
+    path: MCP_PATH,
+    body: MCP_BODY,
+    headers: { authorization: `DPoP ${ctx.missionToken}`, accept: 'application/json, text/event-stream', 'mcp-protocol-version': '2025-06-18' },
+    dpop: { privateJwk: ctx.client.privateJwk, htu: `${PUBLIC}${MCP_PATH}`, token: ctx.missionToken, count: proofCount(ctx, w) },
+  });
+
   const list = [
     scenario({
       id: 'a',
@@ -417,14 +426,18 @@ export async function buildScenarios(ctx) {
       quickWorkloads: ['POST-50'],
       unavailable: devMissing,
       start: started(() => gatewayServer(ctx, gatewayConfig(ctx, { mission: true, params: true, mcp: true, evidenceFile: join(ctx.work, `evidence-j-${Date.now()}.jsonl`) }))),
-      job: (w, srv) => ({
-        ...fullJob(ctx.missionToken)(w, srv),
-        path: MCP_PATH,
-        body: MCP_BODY,
-        headers: { authorization: `DPoP ${ctx.missionToken}`, accept: 'application/json, text/event-stream', 'mcp-protocol-version': '2025-06-18' },
-        dpop: { privateJwk: ctx.client.privateJwk, htu: `${PUBLIC}${MCP_PATH}`, token: ctx.missionToken, count: proofCount(ctx, w) },
-      }),
+      job: mcpJob,
       mcp: true,
+    }),
+    scenario({
+      id: 'n',
+      name: 'crypto floor on the MCP tools/call',
+      description: "The crypto floor (f) sent the requests of (j): the same JSON-RPC tools/call with an access token and a fresh DPoP proof, forwarded to the same upstream MCP endpoint (which parses the call and answers a result); one ES256 verification of the request's proof, nothing else. The (j) bar is measured against it: the floor on the same call.",
+      workloads: POSTS,
+      quickWorkloads: ['POST-50'],
+      unavailable: devMissing,
+      start: started(() => nodeServer('undici-proxy.js', [ctx.upstreamUrl, '--crypto-floor', JSON.stringify(ctx.client.publicJwk)])),
+      job: mcpJob,
     }),
     scenario({
       id: 'k',

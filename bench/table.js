@@ -2,6 +2,15 @@
 
 export const FLOOR_RATIO_SCENARIOS = new Set(['h', 'i', 'j', 'k', 'l']);
 
+/** The floor a scenario is held to: (n), the floor sent the same MCP call, for (j); (f) for the others. */
+export function floorOf(out, r) {
+  if (r.scenario === 'j') {
+    const n = ratio(out, r, 'n');
+    if (n !== null) return n;
+  }
+  return ratio(out, r, 'f');
+}
+
 export function find(out, scenario, workload) {
   return out.results.find((r) => r.scenario === scenario && r.workload === workload) ?? null;
 }
@@ -50,8 +59,9 @@ export function bars(out) {
   }
   {
     const j = find(out, 'j', 'POST-50');
-    const r = j === null ? null : ratio(out, j, 'f');
-    list.push(bar('j-floor', '(j) MCP tools/call full enforcement >= 0.6 x crypto floor, POST-50', r === null ? null : `${r.toFixed(2)}x`, r === null ? null : r >= 0.6));
+    const r = j === null ? null : floorOf(out, j);
+    const on = j !== null && ratio(out, j, 'n') !== null ? 'the crypto floor on the same call (n)' : 'crypto floor (f)';
+    list.push(bar('j-floor', `(j) MCP tools/call full enforcement >= 0.6 x ${on}, POST-50`, r === null ? null : `${r.toFixed(2)}x`, r === null ? null : r >= 0.6));
   }
   {
     const i = find(out, 'i', 'POST-50');
@@ -101,14 +111,14 @@ export function rows(out, { ranges = false } = {}) {
   const sorted = [...out.results].sort((a, b) => WORKLOAD_ORDER.indexOf(a.workload) - WORKLOAD_ORDER.indexOf(b.workload) || a.scenario.localeCompare(b.scenario));
   return sorted.map((r) => {
     const rb = ratio(out, r, 'b');
-    const rf = FLOOR_RATIO_SCENARIOS.has(r.scenario) ? ratio(out, r, 'f') : null;
+    const rf = FLOOR_RATIO_SCENARIOS.has(r.scenario) ? floorOf(out, r) : null;
     return {
       id: r.scenario,
       name: names.get(r.scenario) ?? r.scenario,
       workload: r.workload,
       rps: r.rps.toFixed(0),
       xBaseline: withRange(r, 'b', rb, ranges),
-      xFloor: rf === null ? '-' : withRange(r, 'f', rf, ranges),
+      xFloor: rf === null ? '-' : withRange(r, r.scenario === 'j' && ratio(out, r, 'n') !== null ? 'n' : 'f', rf, ranges),
       p50: f(r.p50ms),
       p99: f(r.p99ms),
       decisionP99: f(r.decisionP99ms, 3),
@@ -151,7 +161,7 @@ export function printTable(out, log) {
     log('\nnotes:');
     for (const n of out.notes) log(`  ${n}`);
   }
-  log(`  x base = throughput / baseline (b) on the same workload, same run; x floor = throughput / crypto floor (f).`);
+  log(`  x base = throughput / baseline (b) on the same workload, same run; x floor = throughput / crypto floor (f); for (j), the floor sent the same MCP call (n).`);
   log(`  decision p99 = mission_gateway_decision_seconds p99 (gateway's own time, upstream excluded), from /metrics buckets.`);
   log(`  cpu us/req = server-side process CPU per request (proxy only; redis included for (l)); pinning: ${out.machine.pinning}.`);
   if (out.revocation) {
