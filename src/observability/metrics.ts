@@ -7,30 +7,71 @@ import { DENIALS } from '../errors.js';
 
 export type Outcome = string;
 
-/** Observations kept per histogram series before they are folded in without waiting for a scrape. */
-const PENDING_MAX = 4096;
+/** One series of a prom-client histogram as prom-client 15 keeps it (`hashMap` values). */
+interface SeriesEntry {
+  labels: Record<string, string | number>;
+  bucketValues: Record<string, number>;
+  sum: number;
+  count: number;
+}
 
 /**
- * Per-request observations wait in a flat Float64Array and are folded into the prom-client
- * histogram when it is collected (a scrape, or `get()`), or when the buffer is full. prom-client's
- * own observe converts, validates and hashes the labels on every call; this is one array store.
+ * Per-request observations of one histogram series, counted per bucket here (a bucket search and
+ * three additions) and added to the prom-client histogram when it is collected (a scrape, or
+ * `get()`). prom-client's own observe converts, validates and hashes the labels on every call; and
+ * replaying buffered values through it one by one stalled the event loop for milliseconds every
+ * few thousand requests. The bucket counts go into the series prom-client keeps for these labels
+ * (created with `zero`), so the exposition is prom-client's own.
  */
-class PendingObservations {
-  private readonly values = new Float64Array(PENDING_MAX);
+class BucketTally {
+  private readonly counts: Float64Array;
+  private sum = 0;
   private n = 0;
-  constructor(private readonly child: { observe(value: number): void }) {}
+
+  constructor(
+    private readonly histogram: client.Histogram<string>,
+    private readonly bounds: readonly number[],
+    private readonly labels: Record<string, string>,
+  ) {
+    this.counts = new Float64Array(bounds.length + 1);
+  }
 
   add(seconds: number): void {
     // Same contract as prom-client: a non-finite value is a bug, not a sample.
     if (!Number.isFinite(seconds)) throw new TypeError('histogram value is not a finite number');
-    this.values[this.n++] = seconds;
-    if (this.n === PENDING_MAX) this.fold();
+    const b = this.bounds;
+    let i = 0;
+    while (i < b.length && seconds > b[i]!) i++;
+    this.counts[i]!++;
+    this.sum += seconds;
+    this.n++;
   }
 
   fold(): void {
-    const n = this.n;
+    if (this.n === 0) return;
+    const e = this.series();
+    const b = this.bounds;
+    // Past the last bound a value only counts (+Inf is the total), as prom-client does.
+    for (let i = 0; i < b.length; i++) e.bucketValues[b[i]!] = (e.bucketValues[b[i]!] ?? 0) + this.counts[i]!;
+    e.sum += this.sum;
+    e.count += this.n;
+    this.counts.fill(0);
+    this.sum = 0;
     this.n = 0;
-    for (let i = 0; i < n; i++) this.child.observe(this.values[i]!);
+  }
+
+  /** The series' entry, looked up at each fold (a scrape): a reset replaces it. */
+  private series(): SeriesEntry {
+    const h = this.histogram as unknown as { zero(labels: Record<string, string>): void; hashMap: Record<string, SeriesEntry> };
+    const wanted = Object.entries(this.labels);
+    const find = (): SeriesEntry | undefined => Object.values(h.hashMap).find((e) => wanted.every(([k, v]) => e.labels[k] === v) && Object.keys(e.labels).length === wanted.length);
+    let e = find();
+    if (e === undefined) {
+      if (wanted.length > 0) h.zero(this.labels);
+      e = find();
+    }
+    if (e === undefined) throw new Error('prom-client histogram series not found (prom-client internals changed?)');
+    return e;
   }
 }
 
@@ -75,12 +116,14 @@ export class Metrics {
   private readonly denyTallies = new Map<string, Tally>();
   /** `mission_cache_total` series, for the Mission state cache. */
   readonly missionCacheTally: { readonly hit: Tally; readonly miss: Tally; readonly stale: Tally };
-  private readonly decisionPending = new Map<string, PendingObservations>();
-  private readonly upstreamPending: PendingObservations;
+  private readonly decisionPending = new Map<string, BucketTally>();
+  private readonly upstreamPending: BucketTally;
 
   constructor(options: { defaultMetrics?: boolean } = {}) {
     const registers = [this.registry];
     const decisionPending = this.decisionPending;
+    const DECISION_BUCKETS = [0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 0.5, 2.5];
+    const UPSTREAM_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10, 30];
     if (options.defaultMetrics !== false) client.collectDefaultMetrics({ register: this.registry });
     const requestTallies: Tally[] = [];
     this.requests = new client.Counter({
@@ -96,23 +139,24 @@ export class Metrics {
       name: 'mission_gateway_decision_seconds',
       help: "The gateway's own time per request, upstream excluded",
       labelNames: ['kind'],
-      buckets: [0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 0.5, 2.5],
+      buckets: DECISION_BUCKETS,
       registers,
       collect() {
         for (const p of decisionPending.values()) p.fold();
       },
     });
-    let upstreamPending: PendingObservations | null = null;
+    let upstreamPending: BucketTally | null = null;
     this.upstreamSeconds = new client.Histogram({
       name: 'mission_gateway_upstream_seconds',
       help: 'Time to upstream response headers',
-      buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10, 30],
+      buckets: UPSTREAM_BUCKETS,
       registers,
       collect() {
         upstreamPending?.fold();
       },
     });
-    upstreamPending = new PendingObservations(this.upstreamSeconds);
+    upstreamPending = new BucketTally(this.upstreamSeconds as client.Histogram<string>, UPSTREAM_BUCKETS, {});
+    this.decisionBuckets = DECISION_BUCKETS;
     this.upstreamPending = upstreamPending;
     const cacheTallies: Tally[] = [];
     this.missionCache = new client.Counter({
@@ -148,6 +192,7 @@ export class Metrics {
   }
 
   private readonly requestTallies: Tally[];
+  private readonly decisionBuckets: readonly number[];
 
   private tally(list: Tally[], child: { inc(value: number): void }): Tally {
     const t = new Tally(child);
@@ -172,7 +217,7 @@ export class Metrics {
   observeDecision(kind: string, seconds: number): void {
     let pending = this.decisionPending.get(kind);
     if (pending === undefined) {
-      pending = new PendingObservations(this.decisionSeconds.labels(kind));
+      pending = new BucketTally(this.decisionSeconds, this.decisionBuckets, { kind });
       this.decisionPending.set(kind, pending);
     }
     pending.add(seconds);
