@@ -137,7 +137,7 @@ p(`| memory | ${m.memoryGiB} GiB |`);
 p(`| node | ${m.node} (${m.platform}) |`);
 p(`| taskset | ${m.taskset ? 'yes' : 'no'}: ${m.pinning} |`);
 p(`| load average (1 min) at start / end | ${f(m.loadAverage1mStart)} / ${f(m.loadAverage1mEnd)} |`);
-p(`| run | ${out.mode}, ${out.rounds ?? 1} round(s) of ${out.durationS} s per measurement after ${out.warmupS} s warm-up, ${out.timestamp}, ${out.elapsedS} s in all |`);
+p(`| run | ${out.mode}, ${out.rounds ?? 1} round(s) of ${out.durationS} s per measurement after ${out.warmupS} s warm-up (${out.firstWarmupS ?? out.warmupS} s before a server's first), ${out.timestamp}, ${out.elapsedS} s in all |`);
 p();
 if ((m.loadAverage1mStart ?? 0) > m.cores || (m.loadAverage1mEnd ?? 0) > m.cores) {
   p(`> **This run was made on a busy machine** (load average above the number of cores): other processes`);
