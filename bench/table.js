@@ -2,13 +2,14 @@
 
 export const FLOOR_RATIO_SCENARIOS = new Set(['h', 'i', 'j', 'k', 'l']);
 
-/** The floor a scenario is held to: (n), the floor sent the same MCP call, for (j); (f) for the others. */
+/** The floor a scenario is held to: (n), the floor sent the same MCP call, for (j) when measured; (f) otherwise. */
+function floorScenario(out, r) {
+  return r.scenario === 'j' && ratio(out, r, 'n') !== null ? 'n' : 'f';
+}
+
+/** Throughput ratio of a result to its floor (see floorScenario). */
 export function floorOf(out, r) {
-  if (r.scenario === 'j') {
-    const n = ratio(out, r, 'n');
-    if (n !== null) return n;
-  }
-  return ratio(out, r, 'f');
+  return ratio(out, r, floorScenario(out, r));
 }
 
 export function find(out, scenario, workload) {
@@ -60,7 +61,7 @@ export function bars(out) {
   {
     const j = find(out, 'j', 'POST-50');
     const r = j === null ? null : floorOf(out, j);
-    const on = j !== null && ratio(out, j, 'n') !== null ? 'the crypto floor on the same call (n)' : 'crypto floor (f)';
+    const on = j !== null && floorScenario(out, j) === 'n' ? 'the crypto floor on the same call (n)' : 'crypto floor (f)';
     list.push(bar('j-floor', `(j) MCP tools/call full enforcement >= 0.6 x ${on}, POST-50`, r === null ? null : `${r.toFixed(2)}x`, r === null ? null : r >= 0.6));
   }
   {
@@ -118,7 +119,7 @@ export function rows(out, { ranges = false } = {}) {
       workload: r.workload,
       rps: r.rps.toFixed(0),
       xBaseline: withRange(r, 'b', rb, ranges),
-      xFloor: rf === null ? '-' : withRange(r, r.scenario === 'j' && ratio(out, r, 'n') !== null ? 'n' : 'f', rf, ranges),
+      xFloor: rf === null ? '-' : withRange(r, floorScenario(out, r), rf, ranges),
       p50: f(r.p50ms),
       p99: f(r.p99ms),
       decisionP99: f(r.decisionP99ms, 3),

@@ -5,7 +5,7 @@
 import { HIGH_CONSEQUENCE } from '../config/compile.js';
 import type { Config } from '../config/schema.js';
 import { Denial, DENIALS } from '../errors.js';
-import { rawHeader } from '../http/body.js';
+import { rawHeader } from '../http/headers.js';
 import { pathSegments } from '../http/path.js';
 import type { AuthorityEntry, RequestContext, Stage } from '../pipeline/context.js';
 import { decide, type DecisionInput } from './decide.js';

@@ -5,30 +5,7 @@
  */
 import type { IncomingMessage } from 'node:http';
 import { Denial } from '../errors.js';
-
-/**
- * The first field line of `name` (lower case) in Node's raw header list, or undefined. The hot path
- * reads headers this way: touching `req.headers` makes Node build a header object for every request.
- */
-export function rawHeader(raw: readonly string[], name: string): string | undefined {
-  const n = name.length;
-  for (let i = 0; i < raw.length; i += 2) {
-    const k = raw[i]!;
-    if (k.length === n && (k === name || k.toLowerCase() === name)) return raw[i + 1];
-  }
-  return undefined;
-}
-
-/** Every field line of `name` (lower case), in order; empty when absent. */
-export function rawHeaderLines(raw: readonly string[], name: string): string[] {
-  const out: string[] = [];
-  const n = name.length;
-  for (let i = 0; i < raw.length; i += 2) {
-    const k = raw[i]!;
-    if (k.length === n && (k === name || k.toLowerCase() === name)) out.push(raw[i + 1]!);
-  }
-  return out;
-}
+import { rawHeader } from './headers.js';
 
 export function hasBody(req: IncomingMessage): boolean {
   const raw = req.rawHeaders;

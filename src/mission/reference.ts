@@ -11,7 +11,7 @@
 import { parseDictionary, type BareItem, type Dictionary } from 'structured-headers';
 import type { Config } from '../config/schema.js';
 import { Denial } from '../errors.js';
-import { rawHeaderLines } from '../http/body.js';
+import { rawHeaderLines } from '../http/headers.js';
 import type { AccessToken, MissionReference, MissionReferenceForm, RequestContext, Stage } from '../pipeline/context.js';
 
 /** Bounds from the Mission-Reference field definition; applied to every form so cache keys stay small. */

@@ -7,6 +7,11 @@ import { DENIALS } from '../errors.js';
 
 export type Outcome = string;
 
+/** `mission_gateway_decision_seconds` bucket bounds (the gateway's own time: tens of us to ms). */
+const DECISION_BUCKETS = [0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 0.5, 2.5];
+/** `mission_gateway_upstream_seconds` bucket bounds. */
+const UPSTREAM_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10, 30];
+
 /** One series of a prom-client histogram as prom-client 15 keeps it (`hashMap` values). */
 interface SeriesEntry {
   labels: Record<string, string | number>;
@@ -122,8 +127,6 @@ export class Metrics {
   constructor(options: { defaultMetrics?: boolean } = {}) {
     const registers = [this.registry];
     const decisionPending = this.decisionPending;
-    const DECISION_BUCKETS = [0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 0.5, 2.5];
-    const UPSTREAM_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10, 30];
     if (options.defaultMetrics !== false) client.collectDefaultMetrics({ register: this.registry });
     const requestTallies: Tally[] = [];
     this.requests = new client.Counter({
@@ -156,7 +159,6 @@ export class Metrics {
       },
     });
     upstreamPending = new BucketTally(this.upstreamSeconds as client.Histogram<string>, UPSTREAM_BUCKETS, {});
-    this.decisionBuckets = DECISION_BUCKETS;
     this.upstreamPending = upstreamPending;
     const cacheTallies: Tally[] = [];
     this.missionCache = new client.Counter({
@@ -192,7 +194,6 @@ export class Metrics {
   }
 
   private readonly requestTallies: Tally[];
-  private readonly decisionBuckets: readonly number[];
 
   private tally(list: Tally[], child: { inc(value: number): void }): Tally {
     const t = new Tally(child);
@@ -217,7 +218,7 @@ export class Metrics {
   observeDecision(kind: string, seconds: number): void {
     let pending = this.decisionPending.get(kind);
     if (pending === undefined) {
-      pending = new BucketTally(this.decisionSeconds, this.decisionBuckets, { kind });
+      pending = new BucketTally(this.decisionSeconds, DECISION_BUCKETS, { kind });
       this.decisionPending.set(kind, pending);
     }
     pending.add(seconds);
