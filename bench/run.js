@@ -160,6 +160,25 @@ function aggregate(raw) {
   return out;
 }
 
+/**
+ * The order of one round's measurements on one workload. Each scenario runs next to the one its
+ * bar compares it with, so the two measurements of a ratio are seconds apart, not a minute (the
+ * machine's background load drifts on that scale): c after b; h after f, m and l around h; i
+ * between h/l and g; j after n. Odd rounds run in reverse, so a pair's first and second places
+ * alternate and a steady drift cancels over the rounds. Round 0 runs forward: the crypto floors
+ * (f, n) come before the DPoP scenarios, whose proof pools are sized from the floor's rate.
+ */
+const ORDER = ['b', 'c', 'd', 'e', 'a', 'f', 'h', 'm', 'l', 'i', 'g', 'n', 'j', 'k'];
+
+function measurementOrder(runnable, round) {
+  const rank = (id) => {
+    const i = ORDER.indexOf(id);
+    return i === -1 ? ORDER.length : i;
+  };
+  const sorted = [...runnable].sort((x, y) => rank(x.s.id) - rank(y.s.id) || x.s.id.localeCompare(y.s.id));
+  return round % 2 === 1 ? sorted.reverse() : sorted;
+}
+
 async function scrape(adminUrl) {
   const res = await fetch(`${adminUrl}/metrics`);
   return histogramBuckets(await res.text(), 'mission_gateway_decision_seconds');
@@ -249,10 +268,7 @@ async function main() {
     for (let round = 0; round < ROUNDS; round++) {
       for (const wid of Object.keys(WORKLOADS)) {
         const runnable = active.filter(({ s }) => (QUICK ? s.quickWorkloads : s.workloads).includes(wid));
-        // Rotate the order each round; the baseline and the crypto floor run first so DPoP runs can size their proof pools.
-        const rest = runnable.filter(({ s }) => s.id !== 'b' && s.id !== 'f' && s.id !== 'n');
-        const rotated = rest.length === 0 ? [] : [...rest.slice(round % rest.length), ...rest.slice(0, round % rest.length)];
-        const order = [...runnable.filter(({ s }) => s.id === 'b' || s.id === 'f' || s.id === 'n'), ...rotated];
+        const order = measurementOrder(runnable, round);
         for (const { s, server } of order) {
           const w = WORKLOADS[wid];
           let measured;
@@ -267,14 +283,16 @@ async function main() {
           const r = { ...measured, round };
           // The crypto floor is the baseline plus work: a baseline slower than it was disturbed
           // (a stall on the shared machine), so it is measured once more and the retry is noted.
-          if (s.id === 'f') {
-            const base = raw.find((x) => x.scenario === 'b' && x.workload === wid && x.round === round);
+          const floor = s.id === 'f' ? r : s.id === 'b' ? raw.find((x) => x.scenario === 'f' && x.workload === wid && x.round === round) : undefined;
+          if (floor !== undefined) {
+            const base = s.id === 'b' ? r : raw.find((x) => x.scenario === 'b' && x.workload === wid && x.round === round);
             const b = active.find((x) => x.s.id === 'b');
-            if (base !== undefined && b !== undefined && base.rps < r.rps) {
-              log(`r${round + 1} (b) ${wid}: the baseline (${base.rps.toFixed(0)} req/s) was slower than the crypto floor (${r.rps.toFixed(0)} req/s): measuring it again`);
+            if (base !== undefined && b !== undefined && base.rps < floor.rps) {
+              log(`r${round + 1} (b) ${wid}: the baseline (${base.rps.toFixed(0)} req/s) was slower than the crypto floor (${floor.rps.toFixed(0)} req/s): measuring it again`);
               try {
                 const again = { ...(await measure(b.s, b.server, w)), round, remeasured: true };
-                raw.splice(raw.indexOf(base), 1, again);
+                if (base === r) Object.assign(r, again);
+                else raw.splice(raw.indexOf(base), 1, again);
                 notes.push(`(b) ${wid} round ${round + 1}: measured again after a disturbed run (${base.rps.toFixed(0)} -> ${again.rps.toFixed(0)} req/s)`);
               } catch (err) {
                 log(`(b) ${wid}: measuring again failed: ${String(err.message).slice(0, 200)}`);

@@ -110,7 +110,9 @@ export const has = (cmd) => spawnSync('sh', ['-c', `command -v ${cmd}`]).status 
 
 /** A node server child as a scenario server. */
 async function nodeServer(script, args = []) {
-  const child = new NodeChild(join(here, 'servers', script), { args });
+  // BENCH_SERVER_NODE_ARGS: Node flags for the other servers (baseline, floor, peers), as BENCH_GATEWAY_NODE_ARGS for the gateway.
+  const execArgv = process.env.BENCH_SERVER_NODE_ARGS?.split(' ').filter(Boolean) ?? [];
+  const child = new NodeChild(join(here, 'servers', script), { execArgv, args });
   const { url } = await child.ready();
   return { url, adminUrl: null, stats: () => child.stats(), stop: () => child.stop(), pids: [child.pid] };
 }
