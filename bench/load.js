@@ -54,7 +54,6 @@ process.once('message', async (job) => {
     const hist = createHistogram({ lowest: 1, highest: 60_000_000, figures: 3 });
     let measuring = false;
     let counted = 0;
-    let windowStart = 0;
     const done = run({
       ...base,
       duration: job.warmupS + job.durationS,
@@ -72,7 +71,7 @@ process.once('message', async (job) => {
       process.send({ type: 'warm' });
     });
     measuring = true;
-    windowStart = performance.now();
+    const windowStart = performance.now();
     const { result } = await done;
     const windowS = (performance.now() - windowStart) / 1000;
     process.send({

@@ -281,27 +281,26 @@ async function main() {
             continue;
           }
           const r = { ...measured, round };
-          // The crypto floor is the baseline plus work: a baseline slower than it was disturbed
-          // (a stall on the shared machine), so it is measured once more and the retry is noted.
-          const floor = s.id === 'f' ? r : s.id === 'b' ? raw.find((x) => x.scenario === 'f' && x.workload === wid && x.round === round) : undefined;
-          if (floor !== undefined) {
-            const base = s.id === 'b' ? r : raw.find((x) => x.scenario === 'b' && x.workload === wid && x.round === round);
-            const b = active.find((x) => x.s.id === 'b');
-            if (base !== undefined && b !== undefined && base.rps < floor.rps) {
-              log(`r${round + 1} (b) ${wid}: the baseline (${base.rps.toFixed(0)} req/s) was slower than the crypto floor (${floor.rps.toFixed(0)} req/s): measuring it again`);
-              try {
-                const again = { ...(await measure(b.s, b.server, w)), round, remeasured: true };
-                if (base === r) Object.assign(r, again);
-                else raw.splice(raw.indexOf(base), 1, again);
-                notes.push(`(b) ${wid} round ${round + 1}: measured again after a disturbed run (${base.rps.toFixed(0)} -> ${again.rps.toFixed(0)} req/s)`);
-              } catch (err) {
-                log(`(b) ${wid}: measuring again failed: ${String(err.message).slice(0, 200)}`);
-              }
-            }
-          }
           raw.push(r);
           const bad2xx = r.requests - r.ok;
           log(`[${Math.round((Date.now() - started) / 1000).toString().padStart(3)}s] r${round + 1} (${s.id}) ${s.name.padEnd(46)} ${w.id.padEnd(8)} ${r.rps.toFixed(0).padStart(7)} req/s  p50 ${fmt(r.p50ms)} ms  p99 ${fmt(r.p99ms)} ms${r.decisionP99ms === null ? '' : `  decision p99 ${fmt(r.decisionP99ms, 3)} ms`}  cpu ${r.cpuUsPerRequest.toFixed(0)} us/req${bad2xx > 0 ? `  NON-2XX ${bad2xx} ${JSON.stringify(r.statusCodes)}` : ''}`);
+          // The crypto floor is the baseline plus work: a baseline slower than it was disturbed
+          // (a stall on the shared machine), so it is measured once more and the retry is noted.
+          // Checked once both of the round's measurements exist (their order alternates by round).
+          const sameRound = (id) => raw.find((x) => x.scenario === id && x.workload === wid && x.round === round);
+          const base = sameRound('b');
+          const floor = sameRound('f');
+          const b = active.find((x) => x.s.id === 'b');
+          if ((s.id === 'b' || s.id === 'f') && base !== undefined && floor !== undefined && b !== undefined && base.rps < floor.rps) {
+            log(`r${round + 1} (b) ${wid}: the baseline (${base.rps.toFixed(0)} req/s) was slower than the crypto floor (${floor.rps.toFixed(0)} req/s): measuring it again`);
+            try {
+              const again = { ...(await measure(b.s, b.server, w)), round, remeasured: true };
+              raw.splice(raw.indexOf(base), 1, again);
+              notes.push(`(b) ${wid} round ${round + 1}: measured again after a disturbed run (${base.rps.toFixed(0)} -> ${again.rps.toFixed(0)} req/s)`);
+            } catch (err) {
+              log(`(b) ${wid}: measuring again failed: ${String(err.message).slice(0, 200)}`);
+            }
+          }
         }
       }
     }
