@@ -53,15 +53,10 @@ export class Upstream {
   readonly basePath: string;
 
   /**
-   * Sends the request and streams the response to `res`. Resolves once the outcome is known: at
-   * response start (status), on failure before headers, or when the client went away.
-   * `onResponseStart` runs just before headers are written to the client.
+   * Sends the request and streams the response to `res`. `done` runs once, when the outcome is
+   * known: at response start (status), on failure before headers, or when the client went away.
+   * `onStart` runs just before headers are written to the client.
    */
-  forward(req: ForwardRequest, res: ServerResponse, onStart: (status: number) => void): Promise<ForwardOutcome> {
-    return new Promise<ForwardOutcome>((resolve) => this.send(req, res, onStart, resolve));
-  }
-
-  /** forward with a callback: `done` runs once, with the same outcome the promise would carry. */
   send(req: ForwardRequest, res: ServerResponse, onStart: (status: number) => void, done: (outcome: ForwardOutcome) => void): void {
     const exchange = new Exchange(req, res, onStart, done);
     const headers = req.headers;
