@@ -109,11 +109,11 @@ async function untilReady(adminUrl, timeoutMs = 10_000) {
 export const has = (cmd) => spawnSync('sh', ['-c', `command -v ${cmd}`]).status === 0;
 
 /** A node server child as a scenario server. */
-async function nodeServer(script, args = []) {
+async function nodeServer(ctx, script, args = []) {
   // BENCH_SERVER_NODE_ARGS: Node flags for the other servers (baseline, floor, peers), as BENCH_GATEWAY_NODE_ARGS for the gateway.
   const execArgv = process.env.BENCH_SERVER_NODE_ARGS?.split(' ').filter(Boolean) ?? [];
-  const child = new NodeChild(join(here, 'servers', script), { execArgv, args });
-  const { url } = await child.ready();
+  const child = new NodeChild(join(here, 'servers', script), { execArgv, args, wrap: ctx.wrap ?? [] });
+  const { url } = await child.ready(ctx.wrap ? 300_000 : undefined);
   return { url, adminUrl: null, stats: () => child.stats(), stop: () => child.stop(), pids: [child.pid] };
 }
 
@@ -123,12 +123,13 @@ export async function gatewayServer(ctx, config, extra = null) {
   const execArgv = process.env.BENCH_GATEWAY_NODE_ARGS?.split(' ').filter(Boolean) ?? [];
   const file = join(ctx.work, `gateway-${randomUUID()}.json`);
   writeFileSync(file, JSON.stringify(config, null, 2));
-  const child = new NodeChild(join(here, 'servers/gateway.js'), { execArgv, args: [file] });
-  const { url, adminUrl } = await child.request('ready', undefined, 90_000);
-  await untilReady(adminUrl);
+  const child = new NodeChild(join(here, 'servers/gateway.js'), { execArgv, args: [file], wrap: ctx.wrap ?? [] });
+  const { url, adminUrl } = await child.request('ready', undefined, ctx.wrap ? 300_000 : 90_000);
+  await untilReady(adminUrl, ctx.wrap ? 300_000 : undefined);
   return {
     url,
     adminUrl,
+    pids: [child.pid],
     async stats() {
       const s = await child.stats();
       if (extra === null) return s;
@@ -341,7 +342,7 @@ export async function buildScenarios(ctx) {
       name: 'BASELINE undici pass-through proxy',
       description: 'node:http server + undici Pool dispatch streaming to the same upstream; hop-by-hop headers dropped.',
       quickWorkloads: ['GET-50', 'POST-10', 'POST-50'],
-      start: started(() => nodeServer('undici-proxy.js', [ctx.upstreamUrl])),
+      start: started(() => nodeServer(ctx, 'undici-proxy.js', [ctx.upstreamUrl])),
       job: (w, srv) => ({ url: srv.url, ...plain(w) }),
     }),
     scenario({
@@ -355,7 +356,7 @@ export async function buildScenarios(ctx) {
       id: 'd',
       name: 'http-proxy-3 minimal proxy',
       description: 'http-proxy-3 `web()` with a keep-alive agent.',
-      start: started(() => nodeServer('http-proxy.js', [ctx.upstreamUrl])),
+      start: started(() => nodeServer(ctx, 'http-proxy.js', [ctx.upstreamUrl])),
       job: (w, srv) => ({ url: srv.url, ...plain(w) }),
     }),
     scenario({
@@ -372,7 +373,7 @@ export async function buildScenarios(ctx) {
       description: "The baseline receiving the same requests as (h) (access token + a fresh DPoP proof each) plus exactly one synchronous ES256 verification per request: the request's own proof, against a KeyObject imported once (node:crypto verify, ieee-p1363); nothing else is checked. Authorization and DPoP are not forwarded, as the gateway does not forward them.",
       quickWorkloads: ['GET-50', 'POST-10', 'POST-50'],
       unavailable: devMissing,
-      start: started(() => nodeServer('undici-proxy.js', [ctx.upstreamUrl, '--crypto-floor', JSON.stringify(ctx.client.publicJwk)])),
+      start: started(() => nodeServer(ctx, 'undici-proxy.js', [ctx.upstreamUrl, '--crypto-floor', JSON.stringify(ctx.client.publicJwk)])),
       job: tokenJob(() => ctx.plainToken),
     }),
     scenario({
@@ -381,7 +382,7 @@ export async function buildScenarios(ctx) {
       description: 'A typical Node stack: express 5 + express-oauth2-jwt-bearer 1.10 validating the JWT access token and the DPoP proof, proxying with undici.',
       note: 'express-oauth2-jwt-bearer keeps no jti replay record: a replayed DPoP proof is accepted, so it does less work than (h).',
       unavailable: devMissing,
-      start: started(() => nodeServer('express-jwt.js', [ctx.upstreamUrl, dev.url, dev.endpoints.jwks, PUBLIC])),
+      start: started(() => nodeServer(ctx, 'express-jwt.js', [ctx.upstreamUrl, dev.url, dev.endpoints.jwks, PUBLIC])),
       job: (w, srv) => {
         const p = plain(w);
         return {
@@ -438,7 +439,7 @@ export async function buildScenarios(ctx) {
       workloads: POSTS,
       quickWorkloads: ['POST-50'],
       unavailable: devMissing,
-      start: started(() => nodeServer('undici-proxy.js', [ctx.upstreamUrl, '--crypto-floor', JSON.stringify(ctx.client.publicJwk)])),
+      start: started(() => nodeServer(ctx, 'undici-proxy.js', [ctx.upstreamUrl, '--crypto-floor', JSON.stringify(ctx.client.publicJwk)])),
       job: mcpJob,
     }),
     scenario({

@@ -20,8 +20,10 @@ export function pinned(core, cmd, args) {
  * answers `{ type: 'stats' }` with `{ type: 'stats', cpu, rss }`.
  */
 export class NodeChild {
-  constructor(script, { core = SERVER_CORE, args = [], env = {}, execArgv = [] } = {}) {
-    const [cmd, argv] = pinned(core, process.execPath, [...execArgv, script, ...args]);
+  /** `wrap`: a command that runs node, e.g. valgrind (bench/instructions.js); empty for node itself. */
+  constructor(script, { core = SERVER_CORE, args = [], env = {}, execArgv = [], wrap = [] } = {}) {
+    const nodeArgv = [...execArgv, script, ...args];
+    const [cmd, argv] = wrap.length === 0 ? pinned(core, process.execPath, nodeArgv) : pinned(core, wrap[0], [...wrap.slice(1), process.execPath, ...nodeArgv]);
     this.proc = spawn(cmd, argv, { stdio: ['ignore', 'ignore', 'pipe', 'ipc'], env: { ...process.env, ...env } });
     this.stderr = '';
     this.proc.stderr.on('data', (d) => {
