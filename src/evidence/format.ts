@@ -45,17 +45,15 @@ const MISSION_MEMBERS = ['id', 'issuer', 'state', 'version', 'authority_hash', '
 export const RESERVED_MEMBERS: ReadonlySet<string> = new Set([...FIXED_MEMBERS, 'sequence', 'prev_hash', 'evidence_envelope', '__proto__']);
 
 /**
- * Marks a record built with exactly the FIXED_MEMBERS in SPEC order (no undefined values, `mission`
- * null or with exactly MISSION_MEMBERS in order) and no extra members. For such a record
- * `orderRecord` would be a copy with the same members in the same order, so the writer serializes
- * it as is (`preorderedLine`). JSON.stringify and Object.keys ignore symbol keys.
+ * How the pipeline built a record, so the writer can serialize it as built (`preorderedLine`)
+ * instead of copying it into orderRecord's order first:
+ * - `fixed`: exactly the FIXED_MEMBERS in SPEC order, none undefined, `mission` null or with
+ *   exactly MISSION_MEMBERS in order;
+ * - `extras`: the same, followed by extra members none of which is undefined or reserved (so
+ *   orderRecord would keep them in place).
+ * A record written without a layout goes through orderRecord.
  */
-export const PREORDERED: unique symbol = Symbol('evidence.preordered');
-
-/** True when the record carries the PREORDERED mark. */
-export function isPreordered(record: EvidenceRecord): boolean {
-  return (record as { [PREORDERED]?: unknown })[PREORDERED] === true;
-}
+export type RecordLayout = 'fixed' | 'extras';
 
 /** Printable ASCII without `"` and `\`: JSON.stringify writes such a string as is, between quotes. */
 const PLAIN = /^[\x20\x21\x23-\x5b\x5d-\x7e]*$/;
@@ -74,12 +72,12 @@ function json(v: unknown): string {
 }
 
 /**
- * The line of a PREORDERED record: its JSON with sequence and prev_hash appended, as orderRecord
- * would. The fixed members are written member by member (one JSON.stringify per string instead of
- * one over the whole object and a copy to cut its closing brace); extra members go through
- * JSON.stringify of an object of just them. Same bytes as JSON.stringify of the record.
+ * The line of a record built in `layout`: its JSON with sequence and prev_hash appended, as
+ * orderRecord would write it. The fixed members are written member by member (one JSON.stringify
+ * per string instead of one over the whole object and a copy to cut its closing brace); extra
+ * members go through JSON.stringify of an object of just them.
  */
-export function preorderedLine(record: EvidenceRecord, sequence: number, prevHash: string | null): string {
+export function preorderedLine(record: EvidenceRecord, layout: RecordLayout, sequence: number, prevHash: string | null): string {
   const r = record as Record<string, unknown>;
   const m = record.mission as Record<string, unknown> | null;
   let line =
@@ -105,16 +103,18 @@ export function preorderedLine(record: EvidenceRecord, sequence: number, prevHas
     ',"parameter_digest":' + json(r['parameter_digest']) +
     ',"upstream_status":' + json(r['upstream_status']) +
     ',"duration_ms":' + json(r['duration_ms']);
-  let extra: Record<string, unknown> | null = null;
-  for (const k in r) {
-    if (FIXED_SET.has(k)) continue;
-    // An integer-like key is serialized before every other member: only the whole-object form places it.
-    if (INDEX_KEY.test(k)) return JSON.stringify(record).slice(0, -1) + ',"sequence":' + String(sequence) + ',"prev_hash":' + (prevHash === null ? 'null' : JSON.stringify(prevHash)) + '}';
-    (extra ??= {})[k] = r[k];
-  }
-  if (extra !== null) {
-    const e = JSON.stringify(extra);
-    if (e.length > 2) line += ',' + e.slice(1, -1);
+  if (layout === 'extras') {
+    let extra: Record<string, unknown> | null = null;
+    for (const k in r) {
+      if (FIXED_SET.has(k)) continue;
+      // An integer-like key is serialized before every other member: only the whole-object form places it.
+      if (INDEX_KEY.test(k)) return JSON.stringify(record).slice(0, -1) + ',"sequence":' + String(sequence) + ',"prev_hash":' + (prevHash === null ? 'null' : JSON.stringify(prevHash)) + '}';
+      (extra ??= {})[k] = r[k];
+    }
+    if (extra !== null) {
+      const e = JSON.stringify(extra);
+      if (e.length > 2) line += ',' + e.slice(1, -1);
+    }
   }
   return line + ',"sequence":' + String(sequence) + ',"prev_hash":' + (prevHash === null ? 'null' : JSON.stringify(prevHash)) + '}';
 }

@@ -29,7 +29,7 @@ import type { Writable } from 'node:stream';
 import { jcs } from '../authority/json.js';
 import type { Logger } from '../observability/logger.js';
 import type { Metrics } from '../observability/metrics.js';
-import { ENVELOPE_FORMAT, isPreordered, JWS_CTY, JWS_TYP, lineHash, orderRecord, preorderedLine } from './format.js';
+import { ENVELOPE_FORMAT, JWS_CTY, JWS_TYP, lineHash, orderRecord, preorderedLine, type RecordLayout } from './format.js';
 import { loadSigningKey, type SigningKey } from './keys.js';
 import type { EvidenceRecord, EvidenceSink } from './record.js';
 
@@ -152,6 +152,8 @@ export class EvidenceLog implements EvidenceSink {
   private sequence = 0;
   private prevHash: string | null = null;
   private queue: EvidenceRecord[] = [];
+  /** The queued records' layouts, index for index. */
+  private layouts: (RecordLayout | undefined)[] = [];
   /** Records whose write failed, oldest first, to be written when the file is reopened. */
   private unwritten: EvidenceRecord[] = [];
   private scheduled = false;
@@ -200,12 +202,13 @@ export class EvidenceLog implements EvidenceSink {
     return !this.failed && !this.congested && !this.closed && this.stream !== null;
   }
 
-  write(record: EvidenceRecord): void {
+  write(record: EvidenceRecord, layout?: RecordLayout): void {
     if (this.closed || this.failed) {
       this.opts.metrics.evidenceFailures.inc();
       return;
     }
     this.queue.push(record);
+    this.layouts.push(layout);
     if (!this.scheduled) {
       this.scheduled = true;
       defer(this.flush);
@@ -230,14 +233,16 @@ export class EvidenceLog implements EvidenceSink {
     this.scheduled = false;
     const batch = this.queue;
     if (batch.length === 0) return;
+    const layouts = this.layouts;
     this.queue = [];
+    this.layouts = [];
     const stream = this.stream;
     if (stream === null || this.failed) {
       // Queued while healthy: their requests were admitted, so they are kept like a failed write.
       this.keepUnwritten(batch);
       return;
     }
-    const { chunk, written } = this.lines(batch);
+    const { chunk, written } = this.lines(batch, layouts);
     if (written.length === 0) return;
     if (stream === this.file && this.appendFd !== null && this.writeFileSync(this.file, this.appendFd, chunk, written)) return;
     // The callback sees this chunk's fate: records of a failed write are counted here (they missed
@@ -276,11 +281,12 @@ export class EvidenceLog implements EvidenceSink {
   }
 
   /** The lines of `records` in order, and the records that have one. */
-  private lines(records: readonly EvidenceRecord[]): { chunk: string; written: EvidenceRecord[] } {
+  private lines(records: readonly EvidenceRecord[], layouts?: readonly (RecordLayout | undefined)[]): { chunk: string; written: EvidenceRecord[] } {
     const out: string[] = [];
     const written: EvidenceRecord[] = [];
-    for (const r of records) {
-      const line = this.line(r);
+    for (let i = 0; i < records.length; i++) {
+      const r = records[i]!;
+      const line = this.line(r, layouts?.[i]);
       if (line === null) continue;
       out.push(line);
       written.push(r);
@@ -298,11 +304,11 @@ export class EvidenceLog implements EvidenceSink {
   }
 
   /** Serializes, signs and chains one record; null (and counted) when it has no JSON form. */
-  private line(record: EvidenceRecord): string | null {
+  private line(record: EvidenceRecord, layout: RecordLayout | undefined): string | null {
     let line: string;
     try {
-      if (this.signer === null && isPreordered(record)) {
-        line = preorderedLine(record, this.sequence + 1, this.prevHash);
+      if (this.signer === null && layout !== undefined) {
+        line = preorderedLine(record, layout, this.sequence + 1, this.prevHash);
         this.sequence += 1;
         this.prevHash = lineHash(line);
         return line;

@@ -3,6 +3,7 @@
  * a token, proof or raw parameter value. `sequence` and `prev_hash` are set by the sink.
  */
 import type { MissionStateSource } from '../pipeline/context.js';
+import type { RecordLayout } from './format.js';
 
 export interface EvidenceMission {
   readonly id: string | null;
@@ -38,7 +39,8 @@ export interface EvidenceRecord {
 
 /** The sink's view: write one record; sequence and prev_hash are added by the sink, in order. */
 export interface EvidenceSink {
-  write(record: EvidenceRecord): void;
+  /** `layout`: how the record was built, when the writer may serialize it as is (format.ts). */
+  write(record: EvidenceRecord, layout?: RecordLayout): void;
   /** False once a write failed (requests are then denied `evidence_unavailable`). */
   healthy(): boolean;
   close(): Promise<void>;

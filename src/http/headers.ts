@@ -99,7 +99,7 @@ export function upstreamHeaders(
   identity: ForwardIdentity,
 ): string[] {
   const out: string[] = [];
-  let connectionTokens: Set<string> | null = null;
+  let connection: string | null = null;
   let priorFor: string | null = null;
   let priorProto: string | null = null;
   let priorHost: string | null = null;
@@ -110,8 +110,7 @@ export function upstreamHeaders(
     const value = rawHeaders[i + 1]!;
     if (policy.drop.has(lower)) {
       if (lower === 'connection') {
-        connectionTokens ??= new Set();
-        for (const t of value.split(',')) connectionTokens.add(t.trim().toLowerCase());
+        connection = connection === null ? value : `${connection},${value}`;
       } else if (lower === 'host') {
         host ??= value;
       } else if (lower === 'x-forwarded-for') {
@@ -125,9 +124,10 @@ export function upstreamHeaders(
     }
     out.push(name, value);
   }
-  if (connectionTokens !== null) {
+  const named = connection === null ? null : connectionNames(connection);
+  if (named !== null) {
     for (let i = out.length - 2; i >= 0; i -= 2) {
-      if (connectionTokens.has(out[i]!.toLowerCase())) out.splice(i, 2);
+      if (named.has(out[i]!.toLowerCase())) out.splice(i, 2);
     }
   }
   const trusted = policy.trusted.has(clientIp);
@@ -138,6 +138,15 @@ export function upstreamHeaders(
   out.push('mission-decision', identity.decisionId);
   for (const [k, v] of identity.mission) out.push(k, v);
   return out;
+}
+
+/**
+ * The header names a `Connection` value lists (lower-case), or null when it is just `keep-alive`
+ * (nearly every message), which names nothing beyond the hop-by-hop headers dropped anyway.
+ */
+function connectionNames(value: string): Set<string> | null {
+  if (value.length === 10 && value.toLowerCase() === 'keep-alive') return null;
+  return new Set(value.split(',').map((t) => t.trim().toLowerCase()));
 }
 
 const RESPONSE_DROP = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'te', 'trailer', 'upgrade', 'proxy-authenticate', 'http2-settings']);
@@ -164,10 +173,8 @@ export function relayHeaders(raw: readonly Buffer[], extra: Record<string, strin
     else if (lower === 'dpop-nonce') dpopNonce = true;
     out.push(name, raw[i + 1]!.toString('latin1'));
   }
-  if (connection !== null) {
-    const named = new Set(connection.split(',').map((t) => t.trim().toLowerCase()));
-    for (let i = out.length - 2; i >= 0; i -= 2) if (named.has(out[i]!.toLowerCase())) out.splice(i, 2);
-  }
+  const named = connection === null ? null : connectionNames(connection);
+  if (named !== null) for (let i = out.length - 2; i >= 0; i -= 2) if (named.has(out[i]!.toLowerCase())) out.splice(i, 2);
   if (extra !== null) for (const k in extra) out.push(k, extra[k]!);
   return { headers: out, sized, dpopNonce };
 }
@@ -176,7 +183,7 @@ export function relayHeaders(raw: readonly Buffer[], extra: Record<string, strin
 export function clientHeaders(headers: Record<string, string | string[] | undefined>): Record<string, string | string[]> {
   const out: Record<string, string | string[]> = {};
   const conn = headers['connection'];
-  const named = conn === undefined ? null : new Set((Array.isArray(conn) ? conn.join(',') : conn).split(',').map((t) => t.trim().toLowerCase()));
+  const named = conn === undefined ? null : connectionNames(Array.isArray(conn) ? conn.join(',') : conn);
   for (const name in headers) {
     const v = headers[name];
     if (v === undefined || RESPONSE_DROP.has(name) || named?.has(name) === true) continue;

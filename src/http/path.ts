@@ -139,9 +139,13 @@ export function normalizePath(rawPath: string): string {
 
 /** Splits a normalized path into segments (no empty ones except none at all for "/"). */
 export function pathSegments(path: string): string[] {
-  const parts = path.split('/');
   const out: string[] = [];
-  for (let i = 1; i < parts.length; i++) if (parts[i] !== '') out.push(parts[i]!);
+  for (let from = 1; from <= path.length; ) {
+    let to = path.indexOf('/', from);
+    if (to === -1) to = path.length;
+    if (to > from) out.push(path.slice(from, to));
+    from = to + 1;
+  }
   return out;
 }
 

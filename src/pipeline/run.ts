@@ -13,7 +13,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { performance } from 'node:perf_hooks';
 import { findRoute, type CompiledRoute } from '../config/compile.js';
 import { Denial, isDenial } from '../errors.js';
-import { PREORDERED, RESERVED_MEMBERS } from '../evidence/format.js';
+import { RESERVED_MEMBERS } from '../evidence/format.js';
 import type { EvidenceMission, EvidenceRecord, EvidenceSink } from '../evidence/record.js';
 import { hasBody, readBody } from '../http/body.js';
 import type { ForwardOutcome, Upstream } from '../http/forward.js';
@@ -70,15 +70,25 @@ function newId(): string {
   return ID_PREFIX + idCounter.toString(36);
 }
 
-// `evaluated_at`: one ISO string per millisecond, shared by the records decided within it.
+// `evaluated_at`: one ISO string per millisecond, shared by the records decided within it, built
+// from the second's text (Date#toISOString formats through printf: once a second, not a millisecond).
 let isoMs = -1;
 let isoText = '';
+let isoSecond = -1;
+let isoPrefix = ''; // "2026-11-27T02:33:23."
 
-function isoNow(): string {
+/** `evaluated_at` for now: Date#toISOString of this millisecond. */
+export function isoNow(): string {
   const ms = Date.now();
   if (ms !== isoMs) {
     isoMs = ms;
-    isoText = new Date(ms).toISOString();
+    const second = Math.floor(ms / 1000);
+    if (second !== isoSecond) {
+      isoSecond = second;
+      isoPrefix = new Date(second * 1000).toISOString().slice(0, -4); // without "000Z"
+    }
+    const milli = ms - second * 1000;
+    isoText = isoPrefix + (milli < 10 ? '00' : milli < 100 ? '0' : '') + String(milli) + 'Z';
   }
   return isoText;
 }
@@ -310,8 +320,8 @@ export class Pipeline {
 
   /**
    * Builds and writes one evidence record (SPEC section 9). The members are listed in SPEC order,
-   * each one set, so the record is marked PREORDERED and serialized as built, unless an extra
-   * needs orderRecord (an undefined value, or a member the sink sets).
+   * each one set, so the writer serializes the record as built (its layout, format.ts), unless an
+   * extra needs orderRecord (an undefined value, or a member the sink sets).
    */
   record(ctx: RequestContext, decision: 'permit' | 'deny', reason: string | null, extra?: Record<string, unknown>): void {
     const t = ctx.token;
@@ -342,12 +352,11 @@ export class Pipeline {
       parameter_digest: ctx.parameterDigest ?? null,
       upstream_status: ctx.upstreamStatus ?? null,
       duration_ms: Math.round((performance.now() - ctx.started) * 1000) / 1000,
-      [PREORDERED]: extra === undefined || extrasKeepOrder(extra),
     };
     // Extras land after the fixed members, which is where orderRecord puts them.
     const record: EvidenceRecord = extra === undefined ? base : { ...base, ...extra };
     try {
-      this.deps.evidence.write(record);
+      this.deps.evidence.write(record, extra === undefined ? 'fixed' : extrasKeepOrder(extra) ? 'extras' : undefined);
     } catch (err) {
       this.deps.logger.error({ err }, 'evidence write failed');
     }

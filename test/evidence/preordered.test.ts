@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
-import { isPreordered, orderRecord, PREORDERED, preorderedLine } from '../../src/evidence/format.js';
+import { orderRecord, preorderedLine } from '../../src/evidence/format.js';
 import type { EvidenceRecord } from '../../src/evidence/record.js';
 
 function built(over: Record<string, unknown> = {}): EvidenceRecord {
@@ -24,7 +24,6 @@ function built(over: Record<string, unknown> = {}): EvidenceRecord {
     upstream_status: 201,
     duration_ms: 0.123,
     ...over,
-    [PREORDERED]: true,
   };
 }
 
@@ -33,21 +32,22 @@ describe('SPEC section 9: a record built in SPEC order is written exactly as ord
     ['with a Mission', {}],
     ['without a Mission or token', { mission: null, subject: null, client_id: null, actor: null, token_jti: null, jkt: null, action: null, parameter_digest: null }],
     ['a deny', { decision: 'deny', denial_reason: 'out_of_authority', upstream_status: null }],
-    ['with extras after the fixed members (MCP)', { tool: 'pay', call_index: 2, jsonrpc_id: 'a"b', '7': 'numeric key' }],
   ] as const) {
-    it(name, () => {
+    it(`${name} (layout "fixed")`, () => {
       const r = built(over);
-      expect(isPreordered(r)).toBe(true);
       for (const prev of [null, 'sha-256:AbC_-']) {
-        expect(preorderedLine(r, 7, prev)).toBe(JSON.stringify(orderRecord(r, 7, prev)));
+        expect(preorderedLine(r, 'fixed', 7, prev)).toBe(JSON.stringify(orderRecord(r, 7, prev)));
       }
     });
   }
 
-  it('an unmarked record (or one marked false) is not preordered', () => {
-    const { [PREORDERED]: _mark, ...plain } = built() as EvidenceRecord & { [PREORDERED]: boolean };
-    expect(isPreordered(plain as EvidenceRecord)).toBe(false);
-    expect(isPreordered({ ...plain, [PREORDERED]: false } as EvidenceRecord)).toBe(false);
+  it('with extras after the fixed members (MCP; layout "extras"), an integer-like one included', () => {
+    for (const extras of [{ tool: 'pay', call_index: 2, jsonrpc_id: 'a"b' }, { tool: 'pay', '7': 'numeric key' }]) {
+      const r = built(extras);
+      for (const prev of [null, 'sha-256:AbC_-']) {
+        expect(preorderedLine(r, 'extras', 7, prev)).toBe(JSON.stringify(orderRecord(r, 7, prev)));
+      }
+    }
   });
 });
 
@@ -57,7 +57,7 @@ describe('strings of every kind serialize as JSON.stringify would (quoted as is 
     fc.assert(
       fc.property(text, text, text, text, (a, b, c, d) => {
         const r = built({ subject: a, client_id: b, path: c, mission: { id: d, issuer: a, state: 'active', version: 1, authority_hash: b, source: 'cached' }, token_jti: c, jkt: d });
-        expect(preorderedLine(r, 1, d)).toBe(JSON.stringify(orderRecord(r, 1, d)));
+        expect(preorderedLine(r, 'fixed', 1, d)).toBe(JSON.stringify(orderRecord(r, 1, d)));
       }),
       { numRuns: 500 },
     );
