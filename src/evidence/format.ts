@@ -66,6 +66,7 @@ const PLAIN = /^[\x20\x21\x23-\x5b\x5d-\x7e]*$/;
 function json(v: unknown): string {
   if (typeof v === 'string') return PLAIN.test(v) ? '"' + v + '"' : JSON.stringify(v);
   if (v === null || v === undefined) return 'null'; // absent = null, as orderRecord writes it
+  if (typeof v === 'number') return Number.isFinite(v) ? String(v) : 'null'; // JSON.stringify's number form
   const s = JSON.stringify(v) as string | undefined;
   if (s === undefined) throw new TypeError('evidence member has no JSON form');
   return s;
@@ -108,7 +109,7 @@ export function preorderedLine(record: EvidenceRecord, layout: RecordLayout, seq
     for (const k in r) {
       if (FIXED_SET.has(k)) continue;
       // An integer-like key is serialized before every other member: only the whole-object form places it.
-      if (INDEX_KEY.test(k)) return JSON.stringify(record).slice(0, -1) + ',"sequence":' + String(sequence) + ',"prev_hash":' + (prevHash === null ? 'null' : JSON.stringify(prevHash)) + '}';
+      if (INDEX_KEY.test(k)) return JSON.stringify(record).slice(0, -1) + ',"sequence":' + String(sequence) + ',"prev_hash":' + json(prevHash) + '}';
       (extra ??= {})[k] = r[k];
     }
     if (extra !== null) {
@@ -116,7 +117,7 @@ export function preorderedLine(record: EvidenceRecord, layout: RecordLayout, seq
       if (e.length > 2) line += ',' + e.slice(1, -1);
     }
   }
-  return line + ',"sequence":' + String(sequence) + ',"prev_hash":' + (prevHash === null ? 'null' : JSON.stringify(prevHash)) + '}';
+  return line + ',"sequence":' + String(sequence) + ',"prev_hash":' + json(prevHash) + '}';
 }
 
 const FIXED_SET: ReadonlySet<string> = new Set(FIXED_MEMBERS);
