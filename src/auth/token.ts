@@ -3,8 +3,10 @@
  * procedure and why the synchronous path is safe.
  *
  * `verifyJwt` is the reusable verifier (Mission Status responses, SETs, ID-JAG assertions); the
- * stage adds the RFC 9068 claim profile and a bounded cache of verified tokens keyed by the exact
- * compact string, so the token's signature is verified once per token, not once per request.
+ * stage adds the RFC 9068 claim profile and a bounded cache of verified tokens, so the token's
+ * signature is verified once per token, not once per request. A hit needs the exact compact string;
+ * the map is keyed by its signature segment (unique per token, and a tenth of its length to hash on
+ * every request), the entry holding the whole string to compare.
  */
 import type { KeyObject } from 'node:crypto';
 import { LRUCache } from 'lru-cache';
@@ -192,10 +194,17 @@ export interface TokenStageDeps {
 }
 
 interface CachedToken {
+  /** The exact compact token this entry verified; a hit must equal it. */
+  readonly raw: string;
   readonly token: AccessToken;
   readonly key: KeyObject;
   readonly aud: unknown;
   readonly nbf: number | undefined;
+}
+
+/** The token cache's key: the compact JWS's signature segment. */
+function signatureOf(raw: string): string {
+  return raw.slice(raw.lastIndexOf('.') + 1);
 }
 
 function deepFreeze(value: unknown): void {
@@ -268,7 +277,7 @@ export function createTokenStage(deps: TokenStageDeps): Stage {
 
   const accept = (ctx: RequestContext, raw: string, v: VerifiedJwt): void => {
     const token = toAccessToken(raw, v);
-    cache?.set(raw, { token, key: v.key, aud: v.payload.aud, nbf: numericDate(v.payload.nbf) });
+    cache?.set(signatureOf(raw), { raw, token, key: v.key, aud: v.payload.aud, nbf: numericDate(v.payload.nbf) });
     ctx.token = token;
   };
 
@@ -276,14 +285,16 @@ export function createTokenStage(deps: TokenStageDeps): Stage {
     const creds = ctx.credentials;
     if (creds === null) throw new Denial('token_missing');
     const raw = creds.token;
-    const hit = cache?.get(raw);
-    if (hit !== undefined) {
+    const sig = signatureOf(raw);
+    const hit = cache?.get(sig);
+    // Another token with this signature segment (a forgery reusing it) is not this entry's token.
+    if (hit !== undefined && hit.raw === raw) {
       const now = nowSeconds(clock);
       if (now - skew < hit.token.exp && (hit.nbf === undefined || hit.nbf <= now + skew) && audienceMatches(hit.aud, ctx.audience, false) && keys.isCurrent(hit.token.issuer, hit.key)) {
         ctx.token = hit.token;
         return;
       }
-      cache!.delete(raw);
+      cache!.delete(sig);
       // Fall through: a full verification gives the precise outcome.
     }
     let verify = verifiers.get(ctx.audience);

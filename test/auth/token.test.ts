@@ -203,6 +203,20 @@ describe('verified-token cache', () => {
     await run(t);
     expect(await outcome(() => run(t, makeCtx([], { audience: 'https://api.example.com/mcp' })))).toBe('token_invalid');
   });
+
+  it("a forged token that reuses a cached token's signature is not served from the cache, and leaves the cached one working", async () => {
+    const { run, keys } = setup();
+    await keys.start();
+    const t = await mintToken(signing, issuer, { claims: { sub: 'user-1' } });
+    await run(t);
+    const [header, payload, signature] = t.split('.') as [string, string, string];
+    const claims = JSON.parse(Buffer.from(payload, 'base64url').toString()) as Record<string, unknown>;
+    const forged = `${header}.${Buffer.from(JSON.stringify({ ...claims, sub: 'admin' })).toString('base64url')}.${signature}`;
+    expect(await outcome(() => run(forged))).toBe('token_invalid');
+    const ctx = makeCtx([]);
+    expect(run(t, ctx)).toBeUndefined(); // still a synchronous hit
+    expect(ctx.token?.subject).toBe('user-1');
+  });
 });
 
 describe('issuer keys (JWKS)', () => {
