@@ -124,12 +124,7 @@ export function upstreamHeaders(
     }
     out.push(name, value);
   }
-  const named = connection === null ? null : connectionNames(connection);
-  if (named !== null) {
-    for (let i = out.length - 2; i >= 0; i -= 2) {
-      if (named.has(out[i]!.toLowerCase())) out.splice(i, 2);
-    }
-  }
+  if (connection !== null) dropNamed(out, connection);
   const trusted = policy.trusted.has(clientIp);
   out.push('x-forwarded-for', trusted && priorFor !== null ? `${priorFor}, ${clientIp}` : clientIp);
   out.push('x-forwarded-proto', trusted && priorProto !== null ? priorProto : policy.proto);
@@ -147,6 +142,13 @@ export function upstreamHeaders(
 function connectionNames(value: string): Set<string> | null {
   if (value.length === 10 && value.toLowerCase() === 'keep-alive') return null;
   return new Set(value.split(',').map((t) => t.trim().toLowerCase()));
+}
+
+/** Removes from a flat [name, value, …] list the fields a `Connection` value names. */
+function dropNamed(out: string[], connection: string): void {
+  const named = connectionNames(connection);
+  if (named === null) return;
+  for (let i = out.length - 2; i >= 0; i -= 2) if (named.has(out[i]!.toLowerCase())) out.splice(i, 2);
 }
 
 const RESPONSE_DROP = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'te', 'trailer', 'upgrade', 'proxy-authenticate', 'http2-settings']);
@@ -173,8 +175,7 @@ export function relayHeaders(raw: readonly Buffer[], extra: Record<string, strin
     else if (lower === 'dpop-nonce') dpopNonce = true;
     out.push(name, raw[i + 1]!.toString('latin1'));
   }
-  const named = connection === null ? null : connectionNames(connection);
-  if (named !== null) for (let i = out.length - 2; i >= 0; i -= 2) if (named.has(out[i]!.toLowerCase())) out.splice(i, 2);
+  if (connection !== null) dropNamed(out, connection);
   if (extra !== null) for (const k in extra) out.push(k, extra[k]!);
   return { headers: out, sized, dpopNonce };
 }

@@ -1,0 +1,36 @@
+/**
+ * Header policy units (RFC 9110 §7.6.1): what a Connection field names is dropped on both legs,
+ * and a plain `keep-alive` names nothing beyond the hop-by-hop fields.
+ */
+import { describe, expect, it } from 'vitest';
+import { makeDropSet, relayHeaders, TrustedProxies, upstreamHeaders } from '../../src/http/headers.js';
+
+const raw = (...pairs: string[]): Buffer[] => pairs.map((p) => Buffer.from(p, 'latin1'));
+
+describe('response headers towards the client (relayHeaders)', () => {
+  it('drops hop-by-hop fields and keeps the rest, in order, with Connection: keep-alive', () => {
+    const { headers, sized } = relayHeaders(raw('Content-Type', 'application/json', 'Connection', 'keep-alive', 'Keep-Alive', 'timeout=5', 'Content-Length', '2', 'X-Trace', 'a'), null);
+    expect(headers).toEqual(['Content-Type', 'application/json', 'Content-Length', '2', 'X-Trace', 'a']);
+    expect(sized).toBe(true);
+  });
+
+  it('drops the fields a Connection header names, across several Connection lines and any case', () => {
+    const { headers } = relayHeaders(raw('Connection', 'keep-alive, X-Hop-One', 'X-Hop-One', '1', 'connection', 'x-hop-two', 'X-HOP-TWO', '2', 'X-Kept', 'yes'), { 'dpop-nonce': 'n1' });
+    expect(headers).toEqual(['X-Kept', 'yes', 'dpop-nonce', 'n1']);
+  });
+});
+
+describe('request headers towards the upstream (upstreamHeaders)', () => {
+  const policy = { drop: makeDropSet(true), trusted: new TrustedProxies([]), proto: 'https' };
+  const identity = { decisionId: 'dec_1', mission: [] };
+
+  it('Connection: keep-alive strips nothing beyond the hop-by-hop fields', () => {
+    const out = upstreamHeaders(['Host', 'api.example.com', 'Connection', 'Keep-Alive', 'Accept', '*/*'], '10.0.0.1', policy, identity);
+    expect(out).toEqual(['Accept', '*/*', 'x-forwarded-for', '10.0.0.1', 'x-forwarded-proto', 'https', 'x-forwarded-host', 'api.example.com', 'mission-decision', 'dec_1']);
+  });
+
+  it('a field named in Connection (one of several lines) does not reach the upstream', () => {
+    const out = upstreamHeaders(['Connection', 'keep-alive', 'X-A', '1', 'Connection', 'X-A, x-b', 'X-B', '2', 'X-C', '3'], '10.0.0.1', policy, identity);
+    expect(out.filter((_, i) => i % 2 === 0)).toEqual(['X-C', 'x-forwarded-for', 'x-forwarded-proto', 'mission-decision']);
+  });
+});
