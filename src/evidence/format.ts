@@ -109,7 +109,7 @@ export function preorderedLine(record: EvidenceRecord, layout: RecordLayout, seq
     for (const k in r) {
       if (FIXED_SET.has(k)) continue;
       // An integer-like key is serialized before every other member: only the whole-object form places it.
-      if (INDEX_KEY.test(k)) return JSON.stringify(record).slice(0, -1) + ',"sequence":' + String(sequence) + ',"prev_hash":' + json(prevHash) + '}';
+      if (INDEX_KEY.test(k)) return JSON.stringify(record).slice(0, -1) + chainTail(sequence, prevHash);
       (extra ??= {})[k] = r[k];
     }
     if (extra !== null) {
@@ -117,7 +117,12 @@ export function preorderedLine(record: EvidenceRecord, layout: RecordLayout, seq
       if (e.length > 2) line += ',' + e.slice(1, -1);
     }
   }
-  return line + ',"sequence":' + String(sequence) + ',"prev_hash":' + json(prevHash) + '}';
+  return line + chainTail(sequence, prevHash);
+}
+
+/** The chain members and the closing brace that end every line. */
+function chainTail(sequence: number, prevHash: string | null): string {
+  return ',"sequence":' + String(sequence) + ',"prev_hash":' + json(prevHash) + '}';
 }
 
 const FIXED_SET: ReadonlySet<string> = new Set(FIXED_MEMBERS);
