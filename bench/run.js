@@ -282,7 +282,7 @@ async function main() {
           }
           const r = { ...measured, round };
           raw.push(r);
-          const bad2xx = r.requests - r.ok;
+          const bad2xx = r.non2xx;
           log(`[${Math.round((Date.now() - started) / 1000).toString().padStart(3)}s] r${round + 1} (${s.id}) ${s.name.padEnd(46)} ${w.id.padEnd(8)} ${r.rps.toFixed(0).padStart(7)} req/s  p50 ${fmt(r.p50ms)} ms  p99 ${fmt(r.p99ms)} ms${r.decisionP99ms === null ? '' : `  decision p99 ${fmt(r.decisionP99ms, 3)} ms`}  cpu ${r.cpuUsPerRequest.toFixed(0)} us/req${bad2xx > 0 ? `  NON-2XX ${bad2xx} ${JSON.stringify(r.statusCodes)}` : ''}`);
           // The crypto floor is the baseline plus work: a baseline slower than it was disturbed
           // (a stall on the shared machine), so it is measured once more and the retry is noted.

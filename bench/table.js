@@ -35,7 +35,9 @@ export function bars(out) {
     const b = find(out, 'b', w);
     const c = find(out, 'c', w);
     const ok = b !== null && c !== null;
-    const r = ok ? c.rps / b.rps : null;
+    // Like every other ratio: the median of the per-round ratios (each round's (c) against the
+    // baseline measured seconds before or after it), not a ratio of medians taken across rounds.
+    const r = ok ? ratio(out, c, 'b') : null;
     list.push(bar(`c-throughput-${w}`, `(c) auth: none >= 0.85 x baseline throughput, ${w}`, r === null ? null : `${r.toFixed(2)}x`, r === null ? null : r >= 0.85));
     const dp = ok && c.p99ms !== null && b.p99ms !== null ? c.p99ms - b.p99ms : null;
     list.push(bar(`c-p99-${w}`, `(c) auth: none p99 <= baseline p99 + 1 ms, ${w}`, dp === null ? null : `${dp >= 0 ? '+' : ''}${dp.toFixed(2)} ms`, dp === null ? null : dp <= 1));
@@ -125,7 +127,7 @@ export function rows(out, { ranges = false } = {}) {
       decisionP99: f(r.decisionP99ms, 3),
       cpu: f(r.cpuUsPerRequest, 0),
       rss: f(r.rssMiB, 0),
-      non2xx: r.requests - r.ok,
+      non2xx: r.non2xx,
       rounds: r.rounds ?? 1,
     };
   });
