@@ -48,7 +48,11 @@ export const RESERVED_MEMBERS: ReadonlySet<string> = new Set([...FIXED_MEMBERS, 
  * How the pipeline built a record, so the writer can serialize it as built (`preorderedLine`)
  * instead of copying it into orderRecord's order first:
  * - `fixed`: exactly the FIXED_MEMBERS in SPEC order, none undefined, `mission` null or with
- *   exactly MISSION_MEMBERS in order;
+ *   exactly MISSION_MEMBERS in order; the members the gateway makes itself are printable ASCII
+ *   without `"` or `\` and are written as they are (checking them cost more than building the rest
+ *   of the line): `evidence_id`, `decision_id` (its identifiers), `decision`, `denial_reason` (SPEC
+ *   values), `evaluated_at` (an ISO time), `method` (as Node's HTTP parser gives it, from its fixed
+ *   list of methods) and `path` (normalized: http/path.ts percent-encodes anything else);
  * - `extras`: the same, followed by extra members none of which is undefined or reserved (so
  *   orderRecord would keep them in place).
  * A record written without a layout goes through orderRecord.
@@ -57,6 +61,31 @@ export type RecordLayout = 'fixed' | 'extras';
 
 /** Printable ASCII without `"` and `\`: JSON.stringify writes such a string as is, between quotes. */
 const PLAIN = /^[\x20\x21\x23-\x5b\x5d-\x7e]*$/;
+
+/** A generated string member (see RecordLayout): quoted as it is. */
+function own(v: unknown): string {
+  return typeof v === 'string' ? '"' + v + '"' : json(v);
+}
+
+/** '.001' … '.999' as String() writes a number's fraction (no trailing zeros); '' for 0. */
+const FRACTIONS: readonly string[] = Array.from({ length: 1000 }, (_, f) => (f === 0 ? '' : '.' + String(f).padStart(3, '0').replace(/0+$/, '')));
+
+/**
+ * `duration_ms` as String(v) writes it. The pipeline rounds it to the microsecond, so it is the
+ * double nearest an integer number of microseconds: below 10^9 ms, that decimal (whole part and
+ * at most three fraction digits) is the shortest text of the double, which is what String()
+ * writes. Written from integers, it costs no double-to-text conversion; any other number is
+ * converted as usual.
+ */
+function millis(v: unknown): string {
+  if (typeof v !== 'number') return json(v);
+  const us = v * 1000;
+  if (us >= 0 && us < 1e12 && Number.isInteger(us) && us / 1000 === v) {
+    const whole = Math.floor(us / 1000);
+    return String(whole) + FRACTIONS[us - whole * 1000]!;
+  }
+  return json(v);
+}
 
 /**
  * A member value as JSON.stringify writes it inside an object (strings and nulls, the usual ones,
@@ -82,14 +111,14 @@ export function preorderedLine(record: EvidenceRecord, layout: RecordLayout, seq
   const r = record as Record<string, unknown>;
   const m = record.mission as Record<string, unknown> | null;
   let line =
-    '{"evidence_id":' + json(r['evidence_id']) +
-    ',"decision_id":' + json(r['decision_id']) +
-    ',"decision":' + json(r['decision']) +
-    ',"denial_reason":' + json(r['denial_reason']) +
-    ',"evaluated_at":' + json(r['evaluated_at']) +
+    '{"evidence_id":' + own(r['evidence_id']) +
+    ',"decision_id":' + own(r['decision_id']) +
+    ',"decision":' + own(r['decision']) +
+    ',"denial_reason":' + own(r['denial_reason']) +
+    ',"evaluated_at":' + own(r['evaluated_at']) +
     ',"audience":' + json(r['audience']) +
-    ',"method":' + json(r['method']) +
-    ',"path":' + json(r['path']) +
+    ',"method":' + own(r['method']) +
+    ',"path":' + own(r['path']) +
     ',"action":' + json(r['action']) +
     ',"subject":' + json(r['subject']) +
     ',"client_id":' + json(r['client_id']) +
@@ -103,7 +132,7 @@ export function preorderedLine(record: EvidenceRecord, layout: RecordLayout, seq
         ',"authority_hash":' + json(m['authority_hash']) + ',"source":' + json(m['source']) + '}') +
     ',"parameter_digest":' + json(r['parameter_digest']) +
     ',"upstream_status":' + json(r['upstream_status']) +
-    ',"duration_ms":' + json(r['duration_ms']);
+    ',"duration_ms":' + millis(r['duration_ms']);
   if (layout === 'extras') {
     let extra: Record<string, unknown> | null = null;
     for (const k in r) {

@@ -13,7 +13,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { performance } from 'node:perf_hooks';
 import { findRoute, type CompiledRoute } from '../config/compile.js';
 import { Denial, isDenial } from '../errors.js';
-import { RESERVED_MEMBERS } from '../evidence/format.js';
+import { RESERVED_MEMBERS, type RecordLayout } from '../evidence/format.js';
 import type { EvidenceMission, EvidenceRecord, EvidenceSink } from '../evidence/record.js';
 import { hasBody, readBody } from '../http/body.js';
 import type { ForwardOutcome, Upstream } from '../http/forward.js';
@@ -356,19 +356,26 @@ export class Pipeline {
     // Extras land after the fixed members, which is where orderRecord puts them.
     const record: EvidenceRecord = extra === undefined ? base : { ...base, ...extra };
     try {
-      this.deps.evidence.write(record, extra === undefined ? 'fixed' : extrasKeepOrder(extra) ? 'extras' : undefined);
+      this.deps.evidence.write(record, layoutOf(extra));
     } catch (err) {
       this.deps.logger.error({ err }, 'evidence write failed');
     }
   }
 }
 
-/** True when spreading `extra` after the fixed members gives exactly orderRecord's order and values. */
-function extrasKeepOrder(extra: Record<string, unknown>): boolean {
+/**
+ * The layout of a record built by Pipeline.record with `extra` (format.ts): `extras` when spreading
+ * them after the fixed members gives exactly orderRecord's order and values, and the `evidence_id`
+ * they shape (`call_index`) stays the plain identifier the layout promises; else none.
+ */
+export function layoutOf(extra: Record<string, unknown> | undefined): RecordLayout | undefined {
+  if (extra === undefined) return 'fixed';
+  const call = extra['call_index'];
+  if (call !== undefined && !Number.isSafeInteger(call)) return undefined;
   for (const k of Object.keys(extra)) {
-    if (extra[k] === undefined || RESERVED_MEMBERS.has(k)) return false;
+    if (extra[k] === undefined || RESERVED_MEMBERS.has(k)) return undefined;
   }
-  return true;
+  return 'extras';
 }
 
 const NO_IDENTITY: readonly (readonly [string, string])[] = [];
