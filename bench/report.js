@@ -161,6 +161,10 @@ p('  read when the window opens and after it. Throughput is the responses counte
 p('- Each ratio compares two measurements of the same round, and each scenario runs next to the one its bar');
 p('  compares it with (c after b, h after f, m and l around h, i between h/l and g, j after n), seconds apart;');
 p('  odd rounds run in reverse, so drift in background load cancels over the rounds.');
+if (out.pairRounds > 0) {
+  p(`- The baseline and (c) get ${out.pairRounds} more rounds on GET-50 and POST-50 (${out.rounds + out.pairRounds} in all): their per-round`);
+  p('  ratio swings by about +-0.15 on a shared machine, and (c)\'s bar is judged by the median of those ratios.');
+}
 p('- (h)-(l): the agent reuses its access token, as a real agent does (the gateway verifies it once, then');
 p('  serves it from its bounded token cache); every request carries its own DPoP proof with a distinct `jti`,');
 p('  pre-generated before the run, so the ES256 proof verification and the replay record happen on every request.');
@@ -176,6 +180,7 @@ p();
 p('`x base`: throughput / baseline (b), same workload, same run. `x floor`: throughput / crypto floor (f); for (j), the crypto floor sent the same MCP call (n).');
 p('With several rounds, each ratio is the median of the per-round ratios (each round against the baseline');
 p('measured in that round), with their range in parentheses; other columns are medians over rounds.');
+p("(c)'s p99 bar is paired the same way: the median of the per-round differences to the baseline's p99.");
 p('`decision p99`: p99 of `mission_gateway_decision_seconds` (the gateway\'s own time, upstream excluded),');
 p('computed from the histogram buckets scraped from `/metrics` before and after the measurement.');
 p('`cpu us/req`: CPU time of the proxy process(es) during the measurement divided by requests served.');

@@ -24,6 +24,24 @@ export function ratio(out, r, to) {
   return b === null || b.rps === 0 ? null : r.rps / b.rps;
 }
 
+/**
+ * p99 of `r` minus p99 of `base` (ms): the median of the per-round differences when both were
+ * measured in the same rounds (the same pairing as the ratios), else the difference of medians.
+ */
+export function p99Difference(r, base) {
+  const diffs = [];
+  for (const x of r.perRound ?? []) {
+    const y = base.perRound?.find((z) => z.round === x.round);
+    if (y !== undefined && x.p99ms !== null && y.p99ms !== null) diffs.push(x.p99ms - y.p99ms);
+  }
+  if (diffs.length > 0) {
+    diffs.sort((a, b) => a - b);
+    const m = Math.floor(diffs.length / 2);
+    return diffs.length % 2 === 1 ? diffs[m] : (diffs[m - 1] + diffs[m]) / 2;
+  }
+  return r.p99ms !== null && base.p99ms !== null ? r.p99ms - base.p99ms : null;
+}
+
 function bar(id, text, measured, pass, detail) {
   return { id, text, measured, pass, detail };
 }
@@ -39,7 +57,7 @@ export function bars(out) {
     // baseline measured seconds before or after it), not a ratio of medians taken across rounds.
     const r = ok ? ratio(out, c, 'b') : null;
     list.push(bar(`c-throughput-${w}`, `(c) auth: none >= 0.85 x baseline throughput, ${w}`, r === null ? null : `${r.toFixed(2)}x`, r === null ? null : r >= 0.85));
-    const dp = ok && c.p99ms !== null && b.p99ms !== null ? c.p99ms - b.p99ms : null;
+    const dp = ok ? p99Difference(c, b) : null;
     list.push(bar(`c-p99-${w}`, `(c) auth: none p99 <= baseline p99 + 1 ms, ${w}`, dp === null ? null : `${dp >= 0 ? '+' : ''}${dp.toFixed(2)} ms`, dp === null ? null : dp <= 1));
   }
   for (const w of ['GET-50', 'POST-50']) {

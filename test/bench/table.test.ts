@@ -49,6 +49,16 @@ describe('bench bars', () => {
     expect(bars(out).find((x) => x.id === 'c-p99-GET-50')!.pass).toBe(false);
   });
 
+  it('(c) p99 is paired by round like the ratios when rounds were recorded', () => {
+    const out = run(0.9, 9_000);
+    const round = (r: number, p99ms: number) => ({ round: r, rps: 1, p50ms: 1, p99ms });
+    // Round 1 was slow for both (p99 20 / 21 ms): the medians across rounds (6 vs 5) would read +1.0 ms,
+    // each round against its own baseline reads +0.5, +0.5, +1.0: the median is +0.5.
+    Object.assign(out.results[0]!, { perRound: [round(0, 5), round(1, 20), round(2, 4)] });
+    Object.assign(out.results[1]!, { p99ms: 6, perRound: [round(0, 5.5), round(1, 21), round(2, 4.5)] });
+    expect(bars(out).find((x) => x.id === 'c-p99-GET-50')!.measured).toBe('+0.50 ms');
+  });
+
   it('the table shows the measured window non-2xx count', () => {
     const out = run(0.9, 9_000);
     out.results[1] = result('c', 'GET-50', 9_000, 5.5, { b: 0.9 }, 7);
