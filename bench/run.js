@@ -24,7 +24,7 @@ import { cpus, loadavg, tmpdir, totalmem } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { HAS_TASKSET, LOAD_CORE, NodeChild, SERVER_CORE } from './lib/proc.js';
-import { bucketQuantile, diffBuckets, histogramBuckets } from './lib/stats.js';
+import { bucketQuantile, diffBuckets, histogramBuckets, median } from './lib/stats.js';
 import { clientKey } from './lib/dpop.js';
 import { acquireBenchLock } from './lib/lock.js';
 import { buildScenarios, probe, PUBLIC, startDevAuthorityIfBuilt, WORKLOADS } from './scenarios.js';
@@ -105,13 +105,6 @@ async function measure(scenario, server, workload) {
     await load.stop();
   }
 }
-
-const median = (xs) => {
-  const v = xs.filter((x) => x !== null && x !== undefined).sort((a, b) => a - b);
-  if (v.length === 0) return null;
-  const m = Math.floor(v.length / 2);
-  return v.length % 2 === 1 ? v[m] : (v[m - 1] + v[m]) / 2;
-};
 
 /**
  * One result per (scenario, workload): medians over rounds, and each ratio as the median of the

@@ -1,4 +1,5 @@
 /** The readable table and the PASS/FAIL bars, computed from a results object (also used by report.js). */
+import { median } from './lib/stats.js';
 
 export const FLOOR_RATIO_SCENARIOS = new Set(['h', 'i', 'j', 'k', 'l']);
 
@@ -34,11 +35,7 @@ export function p99Difference(r, base) {
     const y = base.perRound?.find((z) => z.round === x.round);
     if (y !== undefined && x.p99ms !== null && y.p99ms !== null) diffs.push(x.p99ms - y.p99ms);
   }
-  if (diffs.length > 0) {
-    diffs.sort((a, b) => a - b);
-    const m = Math.floor(diffs.length / 2);
-    return diffs.length % 2 === 1 ? diffs[m] : (diffs[m - 1] + diffs[m]) / 2;
-  }
+  if (diffs.length > 0) return median(diffs);
   return r.p99ms !== null && base.p99ms !== null ? r.p99ms - base.p99ms : null;
 }
 

@@ -45,6 +45,14 @@ export function bucketQuantile(buckets, q) {
   return prevLe;
 }
 
+/** The median of the non-null values (the mean of the middle two for an even count), or null for none. */
+export function median(xs) {
+  const v = xs.filter((x) => x !== null && x !== undefined).sort((a, b) => a - b);
+  if (v.length === 0) return null;
+  const m = Math.floor(v.length / 2);
+  return v.length % 2 === 1 ? v[m] : (v[m - 1] + v[m]) / 2;
+}
+
 export function percentile(sorted, p) {
   if (sorted.length === 0) return null;
   const i = Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1));
