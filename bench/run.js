@@ -232,6 +232,8 @@ async function main() {
   const skipped = [];
   const notes = [];
   const raw = [];
+  /** The extra (b)/(c) rounds actually run (none when either is not measured, e.g. --only=h). */
+  let pairRounds = 0;
   let revocation = null;
   let revocationCrossReplica = null;
   // Revocation latency is measured with scenario (i)'s gateway; `--only=revocation` starts just that.
@@ -309,6 +311,7 @@ async function main() {
     // median it is judged by rests on more samples. Same measurements, same alternating order.
     const pair = active.filter(({ s }) => PAIR.includes(s.id));
     if (ROUNDS > 0 && pair.length === PAIR.length) {
+      pairRounds = PAIR_ROUNDS;
       for (let round = ROUNDS; round < ROUNDS + PAIR_ROUNDS; round++) {
         for (const wid of PAIR_WORKLOADS) {
           for (const { s, server } of measurementOrder(pair, round)) await measureInRound(s, server, wid, round);
@@ -354,7 +357,7 @@ async function main() {
     warmupS: WARMUP,
     firstWarmupS: WARMUP + FIRST_WARMUP,
     rounds: ROUNDS,
-    pairRounds: ROUNDS > 0 ? PAIR_ROUNDS : 0,
+    pairRounds,
     machine: { ...m, loadAverage1mStart: round2(loadBefore), loadAverage1mEnd: round2(loadavg()[0]) },
     public_base_url: PUBLIC,
     scenarios: scenarios.map((s) => ({ id: s.id, name: s.name, description: s.description })),
