@@ -3,7 +3,7 @@
  * backpressure; only the wait for response headers is bounded (`upstream.timeout_s`): a stream that
  * has started never times out. A client that goes away aborts the upstream request.
  */
-import type { IncomingMessage, ServerResponse } from 'node:http';
+import { STATUS_CODES, type IncomingMessage, type ServerResponse } from 'node:http';
 import { Pool, type Dispatcher } from 'undici';
 import { relayHeaders } from './headers.js';
 
@@ -121,7 +121,9 @@ class Exchange implements Dispatcher.DispatchHandler {
     this.onStart(statusCode);
     const { headers, sized, dpopNonce } = relayHeaders(rawHeaders, this.req.responseHeaders);
     try {
-      this.res.writeHead(statusCode, statusText || undefined, headers);
+      // The upstream's reason phrase when it is not the standard one (Node writes that itself,
+      // without validating it again).
+      this.res.writeHead(statusCode, statusText === '' || statusText === STATUS_CODES[statusCode] ? undefined : statusText, headers);
       // A response without a length may be a stream (SSE, long poll) whose first byte comes much
       // later: its headers must reach the client now. A sized one goes out with its body in one write.
       if (!sized) this.res.flushHeaders();

@@ -140,7 +140,7 @@ export function upstreamHeaders(
  * (nearly every message), which names nothing beyond the hop-by-hop headers dropped anyway.
  */
 function connectionNames(value: string): Set<string> | null {
-  if (value.length === 10 && value.toLowerCase() === 'keep-alive') return null;
+  if (value === 'keep-alive' || value === 'Keep-Alive' || (value.length === 10 && value.toLowerCase() === 'keep-alive')) return null;
   return new Set(value.split(',').map((t) => t.trim().toLowerCase()));
 }
 

@@ -399,7 +399,7 @@ function duplicateHost(raw: readonly string[]): boolean {
   let seen = false;
   for (let i = 0; i < raw.length; i += 2) {
     const n = raw[i]!;
-    if (n.length === 4 && n.toLowerCase() === 'host') {
+    if (n.length === 4 && (n === 'Host' || n === 'host' || n.toLowerCase() === 'host')) {
       if (seen) return true;
       seen = true;
     }

@@ -43,6 +43,19 @@ describe('SPEC section 9: a record built in SPEC order is written exactly as ord
     });
   }
 
+  it('every mix of null and set among subject … parameter_digest (the all-null run is written as one constant)', () => {
+    const members = ['subject', 'client_id', 'actor', 'token_jti', 'jkt', 'mission', 'parameter_digest'] as const;
+    const full = built();
+    for (let mask = 0; mask < 1 << members.length; mask++) {
+      const over: Record<string, unknown> = {};
+      members.forEach((k, i) => {
+        over[k] = mask & (1 << i) ? full[k] : null;
+      });
+      const r = built(over);
+      expect(preorderedLine(r, 'fixed', 3, null)).toBe(JSON.stringify(orderRecord(r, 3, null)));
+    }
+  });
+
   it('with extras after the fixed members (MCP; layout "extras"), an integer-like one included', () => {
     for (const extras of [{ tool: 'pay', call_index: 2, jsonrpc_id: 'a"b' }, { tool: 'pay', '7': 'numeric key' }]) {
       const r = built(extras);

@@ -349,3 +349,25 @@ describe('limits that protect the process', () => {
     }
   });
 });
+
+describe("the upstream's status line", () => {
+  it('relays a non-standard reason phrase as is, and a standard one as Node writes it', async () => {
+    const echo = await startEcho((req, res) => {
+      if (req.url === '/public/custom') res.writeHead(200, 'All Good', { 'content-length': '0' });
+      else if (req.url === '/public/unknown') res.writeHead(299, 'Odd But Fine', { 'content-length': '0' });
+      else res.writeHead(404, { 'content-length': '0' });
+      res.end();
+    });
+    const gw = await startGateway(config(echo.url));
+    try {
+      const statusLine = async (path: string): Promise<string> =>
+        (await rawSocket(gw.url, `GET ${path} HTTP/1.1\r\nHost: api.example.com\r\nConnection: close\r\n\r\n`)).split('\r\n')[0]!;
+      expect(await statusLine('/public/custom')).toBe('HTTP/1.1 200 All Good');
+      expect(await statusLine('/public/unknown')).toBe('HTTP/1.1 299 Odd But Fine');
+      expect(await statusLine('/public/standard')).toBe('HTTP/1.1 404 Not Found');
+    } finally {
+      await gw.close();
+      await echo.close();
+    }
+  });
+});
