@@ -104,8 +104,9 @@ function json(v: unknown): string {
 /**
  * The line of a record built in `layout`: its JSON with sequence and prev_hash appended, as
  * orderRecord would write it. The fixed members are written member by member (json(), own(),
- * millis(): no JSON.stringify over the whole object and no copy to cut its closing brace); extra
- * members go through JSON.stringify of an object of just them.
+ * millis(): no JSON.stringify over the whole object and no copy to cut its closing brace), the
+ * all-null middle of an anonymous record as one constant; extra members go through JSON.stringify
+ * of an object of just them.
  */
 export function preorderedLine(record: EvidenceRecord, layout: RecordLayout, sequence: number, prevHash: string | null): string {
   const r = record as Record<string, unknown>;
