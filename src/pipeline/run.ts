@@ -17,7 +17,7 @@ import { RESERVED_MEMBERS, type RecordLayout } from '../evidence/format.js';
 import type { EvidenceMission, EvidenceRecord, EvidenceSink } from '../evidence/record.js';
 import { hasBody, readBody } from '../http/body.js';
 import type { ForwardOutcome, Upstream } from '../http/forward.js';
-import { upstreamHeaders, type HeaderPolicy } from '../http/headers.js';
+import { rawHeader, upstreamHeaders, type HeaderPolicy } from '../http/headers.js';
 import { normalizeTarget, pathSegments, PathError } from '../http/path.js';
 import type { Logger } from '../observability/logger.js';
 import type { Metrics } from '../observability/metrics.js';
@@ -173,10 +173,7 @@ export class Pipeline {
     if (route === null) throw new Denial('no_route');
     ctx.route = route;
     ctx.action = route.action;
-    if (route.auth === 'none') {
-      this.send(ctx, d.headers.open, 'stream', true);
-      return;
-    }
+    if (route.auth === 'none') return this.sendBody(ctx, d.headers.open);
     return then(this.authenticate(ctx), () => this.readAndAuthorize(ctx, route));
   }
 
@@ -187,7 +184,22 @@ export class Pipeline {
         return then(this.authorize(ctx), () => this.send(ctx, this.deps.headers.protected, body, true));
       });
     }
-    return then(this.authorize(ctx), () => this.send(ctx, this.deps.headers.protected, 'stream', true));
+    return then(this.authorize(ctx), () => this.sendBody(ctx, this.deps.headers.protected));
+  }
+
+  /**
+   * Forwards with the request's body as it comes: a small declared body (Content-Length up to
+   * SMALL_BODY_BYTES) is read first and sent in one write; any other streams through. Streaming a
+   * small body costs more than it saves: undici's stream path ties each request's objects to the
+   * upstream socket, and under a steady flow of 1 KiB POSTs nearly all of them then survive each
+   * scavenge and are promoted (~2.3 MB per scavenge, 8-10 ms pauses against ~2 ms buffered;
+   * docs/benchmarks-notes.md, session 7).
+   */
+  private sendBody(ctx: RequestContext, policy: HeaderPolicy): void | Promise<void> {
+    if (smallBody(ctx.req, this.deps.maxBodyBytes)) {
+      return readBody(ctx.req, this.deps.maxBodyBytes).then((body) => this.send(ctx, policy, body, true));
+    }
+    this.send(ctx, policy, 'stream', true);
   }
 
   /**
@@ -393,6 +405,17 @@ function runStages(ctx: RequestContext, stages: readonly (readonly [StageName, S
     const pending = stage(ctx);
     if (pending !== undefined) return pending.then(() => runStages(ctx, stages, i + 1));
   }
+}
+
+/** Bodies up to this declared size are read before forwarding (Pipeline.sendBody). */
+export const SMALL_BODY_BYTES = 64 * 1024;
+
+/** A body declared by Content-Length, non-empty, at most SMALL_BODY_BYTES and `max`. */
+function smallBody(req: IncomingMessage, max: number): boolean {
+  const declared = rawHeader(req.rawHeaders, 'content-length');
+  if (declared === undefined) return false;
+  const n = Number(declared);
+  return n > 0 && n <= SMALL_BODY_BYTES && n <= max;
 }
 
 function duplicateHost(raw: readonly string[]): boolean {

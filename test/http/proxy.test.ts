@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { connect } from 'node:net';
 import { request } from 'undici';
 import { startEcho, startGateway, type TestGateway } from '../helpers/gateway.js';
 import { raw, rawSocket } from '../helpers/http.js';
@@ -365,6 +366,68 @@ describe("the upstream's status line", () => {
       expect(await statusLine('/public/custom')).toBe('HTTP/1.1 200 All Good');
       expect(await statusLine('/public/unknown')).toBe('HTTP/1.1 299 Odd But Fine');
       expect(await statusLine('/public/standard')).toBe('HTTP/1.1 404 Not Found');
+    } finally {
+      await gw.close();
+      await echo.close();
+    }
+  });
+});
+
+describe('request bodies: a small declared body is read before forwarding, a large one streams', () => {
+  it('forwards a 1 KiB body only once it is complete, byte-identical, with its Content-Length', async () => {
+    const echo = await startEcho();
+    let arrived = 0; // requests whose head reached the upstream
+    echo.server.prependListener('request', () => arrived++);
+    const gw = await startGateway(config(echo.url));
+    const body = Buffer.alloc(1024, 'a');
+    try {
+      const u = new URL(gw.url);
+      const socket = connect(Number(u.port), u.hostname);
+      await new Promise<void>((resolve) => socket.once('connect', () => resolve()));
+      const response = new Promise<string>((resolve) => {
+        let text = '';
+        socket.on('data', (c: Buffer) => {
+          text += c.toString('latin1');
+          if (text.includes('"bytes"')) resolve(text);
+        });
+      });
+      socket.write(`POST /public/upload HTTP/1.1\r\nHost: api.example.com\r\nContent-Type: application/octet-stream\r\nContent-Length: ${body.length}\r\n\r\n`);
+      socket.write(body.subarray(0, 512));
+      await new Promise((r) => setTimeout(r, 300));
+      expect(arrived).toBe(0); // half the body: nothing sent upstream yet
+      socket.write(body.subarray(512));
+      expect(await response).toContain('"bytes":1024');
+      socket.destroy();
+      expect(echo.requests).toHaveLength(1);
+      expect(echo.requests[0]!.body.equals(body)).toBe(true);
+      expect(echo.requests[0]!.headers['content-length']).toBe('1024');
+    } finally {
+      await gw.close();
+      await echo.close();
+    }
+  });
+
+  it('streams a body declared larger than 64 KiB: the upstream starts receiving it before the client has sent it all', async () => {
+    let firstChunkAt = 0;
+    const echo = await startEcho();
+    echo.server.prependListener('request', (req: import('node:http').IncomingMessage) => {
+      req.once('data', () => (firstChunkAt = Date.now()));
+    });
+    const gw = await startGateway(config(echo.url));
+    try {
+      const u = new URL(gw.url);
+      const socket = connect(Number(u.port), u.hostname);
+      await new Promise<void>((resolve) => socket.once('connect', () => resolve()));
+      const size = 256 * 1024;
+      socket.write(`POST /public/upload HTTP/1.1\r\nHost: api.example.com\r\nContent-Length: ${size}\r\nConnection: close\r\n\r\n`);
+      socket.write(Buffer.alloc(size / 2, 'b'));
+      await new Promise((r) => setTimeout(r, 300));
+      expect(firstChunkAt).toBeGreaterThan(0);
+      const sentRestAt = Date.now();
+      socket.end(Buffer.alloc(size / 2, 'b'));
+      await new Promise((r) => socket.once('close', r));
+      expect(firstChunkAt).toBeLessThan(sentRestAt);
+      expect(echo.requests[0]!.body.length).toBe(size);
     } finally {
       await gw.close();
       await echo.close();
