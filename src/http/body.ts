@@ -14,6 +14,17 @@ export function hasBody(req: IncomingMessage): boolean {
   return rawHeader(raw, 'transfer-encoding') !== undefined;
 }
 
+/** Bodies up to this declared size are read before forwarding (Pipeline.sendBody). */
+export const SMALL_BODY_BYTES = 64 * 1024;
+
+/** A body declared by Content-Length, non-empty, at most SMALL_BODY_BYTES and `max`. */
+export function hasSmallBody(req: IncomingMessage, max: number): boolean {
+  const len = rawHeader(req.rawHeaders, 'content-length');
+  if (len === undefined) return false;
+  const n = Number(len);
+  return n > 0 && n <= SMALL_BODY_BYTES && n <= max;
+}
+
 export function readBody(req: IncomingMessage, max: number): Promise<Buffer> {
   const declared = rawHeader(req.rawHeaders, 'content-length');
   if (declared !== undefined && Number(declared) > max) {

@@ -15,9 +15,9 @@ import { findRoute, type CompiledRoute } from '../config/compile.js';
 import { Denial, isDenial } from '../errors.js';
 import { RESERVED_MEMBERS, type RecordLayout } from '../evidence/format.js';
 import type { EvidenceMission, EvidenceRecord, EvidenceSink } from '../evidence/record.js';
-import { hasBody, readBody } from '../http/body.js';
+import { hasBody, hasSmallBody, readBody } from '../http/body.js';
 import type { ForwardOutcome, Upstream } from '../http/forward.js';
-import { rawHeader, upstreamHeaders, type HeaderPolicy } from '../http/headers.js';
+import { upstreamHeaders, type HeaderPolicy } from '../http/headers.js';
 import { normalizeTarget, pathSegments, PathError } from '../http/path.js';
 import type { Logger } from '../observability/logger.js';
 import type { Metrics } from '../observability/metrics.js';
@@ -196,7 +196,7 @@ export class Pipeline {
    * docs/benchmarks-notes.md, session 7).
    */
   private sendBody(ctx: RequestContext, policy: HeaderPolicy): void | Promise<void> {
-    if (smallBody(ctx.req, this.deps.maxBodyBytes)) {
+    if (hasSmallBody(ctx.req, this.deps.maxBodyBytes)) {
       return readBody(ctx.req, this.deps.maxBodyBytes).then((body) => this.send(ctx, policy, body, true));
     }
     this.send(ctx, policy, 'stream', true);
@@ -405,17 +405,6 @@ function runStages(ctx: RequestContext, stages: readonly (readonly [StageName, S
     const pending = stage(ctx);
     if (pending !== undefined) return pending.then(() => runStages(ctx, stages, i + 1));
   }
-}
-
-/** Bodies up to this declared size are read before forwarding (Pipeline.sendBody). */
-export const SMALL_BODY_BYTES = 64 * 1024;
-
-/** A body declared by Content-Length, non-empty, at most SMALL_BODY_BYTES and `max`. */
-function smallBody(req: IncomingMessage, max: number): boolean {
-  const declared = rawHeader(req.rawHeaders, 'content-length');
-  if (declared === undefined) return false;
-  const n = Number(declared);
-  return n > 0 && n <= SMALL_BODY_BYTES && n <= max;
 }
 
 function duplicateHost(raw: readonly string[]): boolean {
