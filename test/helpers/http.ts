@@ -1,6 +1,6 @@
 /** A raw HTTP client: sends the path exactly as given (fetch would normalize it). */
 import { request as httpRequest, type IncomingHttpHeaders, type OutgoingHttpHeaders } from 'node:http';
-import { connect } from 'node:net';
+import { connect, type Socket } from 'node:net';
 
 export interface RawResponse {
   readonly status: number;
@@ -49,5 +49,14 @@ export function rawSocket(base: string, bytes: string | Buffer, waitMs = 1000): 
     s.on('data', (c: Buffer) => chunks.push(c));
     s.on('close', done);
     s.on('error', done);
+  });
+}
+
+/** A TCP connection to `base`, once connected: for tests that write a request piece by piece. */
+export function openSocket(base: string): Promise<Socket> {
+  const u = new URL(base);
+  return new Promise((resolve, reject) => {
+    const s = connect(Number(u.port), u.hostname, () => resolve(s));
+    s.once('error', reject);
   });
 }

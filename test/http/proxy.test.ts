@@ -1,9 +1,8 @@
 import { createHash } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { connect } from 'node:net';
 import { request } from 'undici';
 import { startEcho, startGateway, type TestGateway } from '../helpers/gateway.js';
-import { raw, rawSocket } from '../helpers/http.js';
+import { openSocket, raw, rawSocket } from '../helpers/http.js';
 
 const ISSUER = 'http://127.0.0.1:1'; // never contacted by these tests
 
@@ -381,9 +380,7 @@ describe('request bodies: a small declared body is read before forwarding, a lar
     const gw = await startGateway(config(echo.url));
     const body = Buffer.alloc(1024, 'a');
     try {
-      const u = new URL(gw.url);
-      const socket = connect(Number(u.port), u.hostname);
-      await new Promise<void>((resolve) => socket.once('connect', () => resolve()));
+      const socket = await openSocket(gw.url);
       const response = new Promise<string>((resolve) => {
         let text = '';
         socket.on('data', (c: Buffer) => {
@@ -415,9 +412,7 @@ describe('request bodies: a small declared body is read before forwarding, a lar
     });
     const gw = await startGateway(config(echo.url));
     try {
-      const u = new URL(gw.url);
-      const socket = connect(Number(u.port), u.hostname);
-      await new Promise<void>((resolve) => socket.once('connect', () => resolve()));
+      const socket = await openSocket(gw.url);
       const size = 256 * 1024;
       socket.write(`POST /public/upload HTTP/1.1\r\nHost: api.example.com\r\nContent-Length: ${size}\r\nConnection: close\r\n\r\n`);
       socket.write(Buffer.alloc(size / 2, 'b'));
