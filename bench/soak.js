@@ -32,6 +32,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { Agent, request } from 'undici';
+import { median } from './lib/stats.js';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const CLI = join(ROOT, 'dist', 'cli.js');
@@ -113,11 +114,6 @@ async function sample(pid, adminUrl) {
   }
   return { t: Date.now(), rss_mb: rssKb / 1024, heap_mb: heap / 1024 / 1024, fds };
 }
-
-const median = (xs) => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length === 0 ? NaN : s[Math.floor(s.length / 2)];
-};
 
 async function main() {
   const folder = mkdtempSync(join(tmpdir(), 'mgw-soak-'));
@@ -320,10 +316,10 @@ log: { level: warn }
   const steady = samples.filter((s) => s.phase === 'steady');
   const afterWarmup = steady.slice(0, Math.max(1, Math.ceil(steady.length * 0.2)));
   const lastFifth = steady.slice(Math.floor(steady.length * 0.8));
-  const heapWarm = median(afterWarmup.map((s) => s.heap_mb));
-  const heapEnd = median(lastFifth.map((s) => s.heap_mb));
-  const rssWarm = median(afterWarmup.map((s) => s.rss_mb));
-  const rssEnd = median(lastFifth.map((s) => s.rss_mb));
+  const heapWarm = median(afterWarmup.map((s) => s.heap_mb)) ?? NaN;
+  const heapEnd = median(lastFifth.map((s) => s.heap_mb)) ?? NaN;
+  const rssWarm = median(afterWarmup.map((s) => s.rss_mb)) ?? NaN;
+  const rssEnd = median(lastFifth.map((s) => s.rss_mb)) ?? NaN;
   const fdWarm = afterWarmup[0]?.fds ?? NaN;
   const failures = [];
   if (counts.unexpected > 0) failures.push(`${counts.unexpected} unexpected answers`);

@@ -281,11 +281,10 @@ describe('limits that protect the process', () => {
     const gw = await startGateway(config(echo.url) + '\nlimits: { headers_timeout_s: 1, request_timeout_s: 2 }\n');
     try {
       const started = Date.now();
-      const { connect } = await import('node:net');
-      const u = new URL(gw.url);
+      const s = await openSocket(gw.url);
       const out = await new Promise<string>((resolve) => {
         let got = '';
-        const s = connect(Number(u.port), u.hostname, () => s.write('GET /public/a HTTP/1.1\r\nHost: a\r\n'));
+        s.write('GET /public/a HTTP/1.1\r\nHost: a\r\n');
         const drip = setInterval(() => s.writable && s.write('X-Slow: 1\r\n'), 300);
         s.on('data', (c: Buffer) => (got += c.toString()));
         s.on('close', () => {
@@ -308,10 +307,9 @@ describe('limits that protect the process', () => {
     const gw = await startGateway(config(echo.url) + '\nlimits: { headers_timeout_s: 1, request_timeout_s: 2 }\n');
     try {
       const started = Date.now();
-      const { connect } = await import('node:net');
-      const u = new URL(gw.url);
+      const s = await openSocket(gw.url);
       await new Promise<void>((resolve) => {
-        const s = connect(Number(u.port), u.hostname, () => s.write('POST /public/a HTTP/1.1\r\nHost: a\r\nContent-Length: 100000\r\n\r\n'));
+        s.write('POST /public/a HTTP/1.1\r\nHost: a\r\nContent-Length: 100000\r\n\r\n');
         const drip = setInterval(() => s.writable && s.write('x'), 200);
         s.on('close', () => {
           clearInterval(drip);
