@@ -5,9 +5,10 @@
  * responses to server requests, other methods).
  *
  * Fail closed where the upstream could read the bytes differently: the body is strict JSON (UTF-8,
- * no duplicate key anywhere, exact numbers), and a `tools/call` the gateway cannot answer per call
- * (no usable `id`) or an ambiguous batch (one `id` used twice by gated messages) refuses the whole
- * request rather than letting the upstream decide what it meant.
+ * no duplicate key anywhere, exact numbers), and a `tools/call` or `tools/list` without a usable
+ * `id` (the gateway could not answer the call per call, nor find the list to filter) or an ambiguous
+ * batch (one `id` used twice by gated messages) refuses the whole request rather than letting the
+ * upstream decide what it meant.
  */
 import { Denial } from '../errors.js';
 import { parseJsonStrict } from '../authority/params.js';
@@ -88,12 +89,11 @@ function classify(item: unknown, index: number): McpMessage {
   const method = item['method'];
   if (method !== 'tools/call' && method !== 'tools/list') return { kind: 'other', index };
   const id = item['id'];
-  if (method === 'tools/list') {
-    // A tools/list notification has no response to filter.
-    return isId(id) ? { kind: 'list', index, id, metaRef: metaRefOf(item['params']) } : { kind: 'other', index };
-  }
-  // A tools/call without a usable id cannot be answered per call, and must not reach a lax upstream.
-  if (!isId(id)) throw malformed('a tools/call request has no usable id');
+  // A gated request without a usable id (absent, null, a boolean, an object) cannot be matched to
+  // its answer: the gateway could not deny a call per call, nor find a tool list to filter in what
+  // a lax upstream answers anyway. It must not reach the upstream.
+  if (!isId(id)) throw malformed(`a ${method} request has no usable id`);
+  if (method === 'tools/list') return { kind: 'list', index, id, metaRef: metaRefOf(item['params']) };
   const params = item['params'];
   if (!isObject(params)) return { kind: 'invalid_call', index, id, name: null };
   const name = params['name'];

@@ -50,10 +50,8 @@ function mustRefuse(batch: boolean, items: readonly unknown[]): boolean {
   const gated: string[] = [];
   for (const m of items) {
     if (!isObj(m)) continue;
-    if (m['method'] === 'tools/call') {
+    if (m['method'] === 'tools/call' || m['method'] === 'tools/list') {
       if (!usableId(m['id'])) return true;
-      gated.push(`${typeof m['id']}:${String(m['id'])}`);
-    } else if (m['method'] === 'tools/list' && usableId(m['id'])) {
       gated.push(`${typeof m['id']}:${String(m['id'])}`);
     }
   }

@@ -251,6 +251,24 @@ describe('SPEC section 5 on the MCP path: bodies', () => {
     expect(await bad.json()).toMatchObject({ denial_reason: 'parameter_unparseable' });
     expect(up.seen).toHaveLength(0);
   });
+
+  it('a tools/list without a usable id is refused: a lax upstream\'s answer to it would go out unfiltered', async () => {
+    const up = await recorder((_req, _b, res) => {
+      res.setHeader('content-type', 'application/json');
+      res.end(JSON.stringify({ jsonrpc: '2.0', id: true, result: { tools: [{ name: 'get_invoice' }, { name: 'send_email' }] } }));
+    });
+    const s = await setup({ upstream: up.url });
+    const id = await mission(s, [{ type: 'mission_resource_access', resource: s.mcpUrl, actions: ['invoices.read'] }]);
+    const token = await s.dev.issueAccessToken({ missionId: id, resource: s.mcpUrl });
+    for (const body of ['{"jsonrpc":"2.0","id":true,"method":"tools/list"}', '{"jsonrpc":"2.0","id":null,"method":"tools/list"}', '[{"jsonrpc":"2.0","id":{},"method":"tools/list"}]', '{"jsonrpc":"2.0","method":"tools/list"}']) {
+      const res = await post(s.mcpUrl, token, body);
+      expect(res.status).toBe(400);
+      const text = await res.text();
+      expect(JSON.parse(text)).toMatchObject({ error: 'invalid_request', denial_reason: 'request_malformed' });
+      expect(text).not.toContain('send_email');
+    }
+    expect(up.seen).toHaveLength(0);
+  });
 });
 
 describe('SPEC section 6 and 7: streams the gateway looks into', () => {

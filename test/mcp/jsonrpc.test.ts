@@ -78,9 +78,18 @@ describe('SPEC section 7: reading MCP JSON-RPC bodies', () => {
     expect(b.messages[0]!.kind).toBe('call');
   });
 
-  it('passes non-object batch elements and tools/list notifications through untouched', () => {
-    const b = parseMcpBody(buf([1, 'x', null, { jsonrpc: '2.0', method: 'tools/list' }]));
+  it('passes non-object batch elements through untouched', () => {
+    const b = parseMcpBody(buf([1, 'x', null, { jsonrpc: '2.0', method: 'notifications/initialized' }]));
     expect(b.messages.every((m) => m.kind === 'other')).toBe(true);
     expect([b.calls, b.lists]).toEqual([0, 0]);
+  });
+
+  it('refuses a tools/list without a usable id: its answer could not be found to filter (SPEC section 7)', () => {
+    const list = (id: unknown) => ({ jsonrpc: '2.0', ...(id === undefined ? {} : { id }), method: 'tools/list' });
+    for (const id of [undefined, null, true, false, {}, [], { a: 1 }, [1]]) {
+      expect(denialCode(() => parseMcpBody(buf(list(id))))).toBe('request_malformed');
+      expect(denialCode(() => parseMcpBody(buf([list(1), list(id)])))).toBe('request_malformed');
+    }
+    for (const id of [1, 'a', 2.5, 1e300]) expect(parseMcpBody(buf(list(id))).lists).toBe(1);
   });
 });
