@@ -52,6 +52,8 @@ export interface VerifiedJwt {
 }
 
 const STRING_CLAIMS = new Set(['iss', 'sub', 'jti', 'client_id', 'aud']);
+/** A UTF-16 surrogate not part of a pair (with the u flag, a pair reads as one code point). */
+const LONE_SURROGATE = /\p{Cs}/u;
 
 interface CompiledVerify {
   readonly issuers: ReadonlySet<string> | null;
@@ -112,6 +114,9 @@ function checkClaims(c: CompiledVerify, p: Readonly<Record<string, unknown>>): v
       if (typeof v !== 'string' && !Array.isArray(v)) fail(c, `missing ${name}`);
     } else if (STRING_CLAIMS.has(name)) {
       if (typeof v !== 'string' || v.length === 0) fail(c, `missing ${name}`);
+      // A lone surrogate (a JSON \ud800 escape) names no one: it has no UTF-8 form for a header,
+      // a log or a comparison with what the authority wrote.
+      if (LONE_SURROGATE.test(v)) fail(c, `malformed ${name}`);
     } else if (name === 'iat' || name === 'exp' || name === 'nbf') {
       if (numericDate(v) === undefined) fail(c, `missing ${name}`);
     } else if (v === undefined) fail(c, `missing ${name}`);

@@ -56,9 +56,14 @@ export interface PipelineDeps {
 }
 
 const HEADER_SAFE = /^[\x20-\x7e]*$/;
+const LONE_SURROGATE = /\p{Cs}/u;
 
-function headerSafe(v: string): string {
-  return HEADER_SAFE.test(v) ? v : encodeURIComponent(v);
+/** An X-Mission-* value: printable ASCII as is, anything else percent-encoded (SPEC section 6). */
+export function headerSafe(v: string): string {
+  if (HEADER_SAFE.test(v)) return v;
+  // encodeURIComponent throws on a lone surrogate: a value with one cannot be named to the upstream.
+  if (LONE_SURROGATE.test(v)) throw new Denial('request_malformed', { description: 'an identity value is not well-formed Unicode' });
+  return encodeURIComponent(v);
 }
 
 // decision ids: a random per-process prefix and a counter (unique, cheap; not a secret).

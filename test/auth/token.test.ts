@@ -146,6 +146,17 @@ describe('RFC 9068 §4 access token validation', () => {
     expect(await outcome(async () => run(await mintToken(signing, issuer, { claims: { exp: '9999999999' } })))).toBe('token_invalid');
   });
 
+  it('a lone surrogate in sub, client_id or jti (a JSON \\ud800 escape) is refused: it names no one', async () => {
+    const { run, keys } = setup();
+    await keys.start();
+    for (const [claim, value] of [['sub', '\ud800'], ['client_id', 'agent\udc00'], ['jti', 'j\udbff']] as const) {
+      const t = await mintToken(signing, issuer, { claims: { [claim]: value } });
+      expect([claim, await outcome(() => run(t))]).toEqual([claim, 'token_invalid']);
+    }
+    // A surrogate pair (an astral character) is a name like any other.
+    expect(await outcome(async () => run(await mintToken(signing, issuer, { claims: { sub: 'user-\ud83d\ude00' } })))).toBe('ok');
+  });
+
   it('RFC 8725 §3.10: jku, x5u and an embedded jwk in the token header are ignored (attacker key does not verify)', async () => {
     const { run, keys } = setup();
     await keys.start();

@@ -4,6 +4,8 @@
  */
 import { describe, expect, it } from 'vitest';
 import { makeDropSet, relayHeaders, TrustedProxies, upstreamHeaders } from '../../src/http/headers.js';
+import { headerSafe } from '../../src/pipeline/run.js';
+import { Denial } from '../../src/errors.js';
 
 const raw = (...pairs: string[]): Buffer[] => pairs.map((p) => Buffer.from(p, 'latin1'));
 
@@ -32,5 +34,23 @@ describe('request headers towards the upstream (upstreamHeaders)', () => {
   it('a field named in Connection (one of several lines) does not reach the upstream', () => {
     const out = upstreamHeaders(['Connection', 'keep-alive', 'X-A', '1', 'Connection', 'X-A, x-b', 'X-B', '2', 'X-C', '3'], '10.0.0.1', policy, identity);
     expect(out.filter((_, i) => i % 2 === 0)).toEqual(['X-C', 'x-forwarded-for', 'x-forwarded-proto', 'mission-decision']);
+  });
+});
+
+describe('X-Mission-* values (headerSafe, SPEC section 6)', () => {
+  it('printable ASCII as is, anything else percent-encoded, a lone surrogate a denial (never a URIError)', () => {
+    expect(headerSafe('agent_1@example.com')).toBe('agent_1@example.com');
+    expect(headerSafe('Zoë 😀')).toBe(encodeURIComponent('Zoë 😀'));
+    expect(headerSafe('a\r\nb')).toBe('a%0D%0Ab');
+    for (const v of ['\ud800', 'agent\udc00', '\ude00\ud83d']) {
+      let err: unknown;
+      try {
+        headerSafe(v);
+      } catch (e) {
+        err = e;
+      }
+      expect(err).toBeInstanceOf(Denial);
+      expect((err as Denial).code).toBe('request_malformed');
+    }
   });
 });
