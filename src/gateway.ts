@@ -12,7 +12,7 @@ import { compileRoutes } from './config/compile.js';
 import { loadConfigFile, type LoadedConfig } from './config/load.js';
 import type { Config } from './config/schema.js';
 import { Upstream } from './http/forward.js';
-import { makeDropSet, TrustedProxies, type HeaderPolicy } from './http/headers.js';
+import { hostRequired, makeDropSet, TrustedProxies, type HeaderPolicy } from './http/headers.js';
 import { WebSocketTunnel } from './http/upgrade.js';
 import { createLogger, type Logger } from './observability/logger.js';
 import { Metrics } from './observability/metrics.js';
@@ -82,7 +82,8 @@ export class Gateway {
         // Node checks these timeouts on this interval (30 s by default): check often enough that
         // a slowloris connection is cut close to its deadline.
         connectionsCheckingInterval: Math.min(1000, c.limits.headers_timeout_s * 500),
-        requireHostHeader: true,
+        // The pipeline denies a missing Host itself, with the SPEC body and an evidence record.
+        requireHostHeader: false,
         joinDuplicateHeaders: false,
       },
       (req, res) => this.onRequest(req, res),
@@ -117,16 +118,17 @@ export class Gateway {
     const url = req.url ?? '/';
     const q = url.indexOf('?');
     const rawPath = q === -1 ? url : url.slice(0, q);
-    // Documents the gateway serves itself make no decision record (SPEC section 9).
+    // Documents the gateway serves itself make no decision record (SPEC section 9). A request
+    // without a required Host goes on to the pipeline, which denies it (here and for SET pushes).
     if (req.method === 'GET' || req.method === 'HEAD') {
       const doc = rt.documents.get(rawPath);
-      if (doc !== undefined) {
+      if (doc !== undefined && !hostMissing(req)) {
         res.writeHead(200, { 'content-type': 'application/json', 'cache-control': 'max-age=300', 'content-length': Buffer.byteLength(doc) });
         res.end(req.method === 'HEAD' ? undefined : doc);
         return;
       }
     }
-    if (rt.pushPath !== null && rawPath === rt.pushPath) {
+    if (rt.pushPath !== null && rawPath === rt.pushPath && !hostMissing(req)) {
       if (req.method !== 'POST') {
         res.writeHead(405, { allow: 'POST', 'content-type': 'application/json' });
         res.end(JSON.stringify({ err: 'invalid_request', description: 'SET push accepts POST only' }));
@@ -299,4 +301,9 @@ function json(res: ServerResponse, status: number, body: unknown): void {
   const text = JSON.stringify(body);
   res.writeHead(status, { 'content-type': 'application/json', 'cache-control': 'no-store', 'content-length': Buffer.byteLength(text) });
   res.end(text);
+}
+
+/** An HTTP/1.1 request without Host (Node's own check is off: the pipeline denies it, with evidence). */
+function hostMissing(req: IncomingMessage): boolean {
+  return hostRequired(req) && req.headers.host === undefined;
 }

@@ -4,6 +4,7 @@
  * only (client copies dropped, whatever their case or count), X-Forwarded-* replaced unless a
  * trusted proxy sent them.
  */
+import type { IncomingMessage } from 'node:http';
 import { BlockList, isIP } from 'node:net';
 
 /**
@@ -191,4 +192,9 @@ export function clientHeaders(headers: Record<string, string | string[] | undefi
     out[name] = v;
   }
   return out;
+}
+
+/** Whether the request must carry Host: from HTTP/1.1 on it must (RFC 9112 section 3.2), HTTP/1.0 may omit it. */
+export function hostRequired(req: IncomingMessage): boolean {
+  return req.httpVersionMajor > 1 || req.httpVersionMinor >= 1;
 }

@@ -17,7 +17,7 @@ import { RESERVED_MEMBERS, type RecordLayout } from '../evidence/format.js';
 import type { EvidenceMission, EvidenceRecord, EvidenceSink } from '../evidence/record.js';
 import { hasBody, hasSmallBody, readBody } from '../http/body.js';
 import type { ForwardOutcome, Upstream } from '../http/forward.js';
-import { upstreamHeaders, type HeaderPolicy } from '../http/headers.js';
+import { hostRequired, upstreamHeaders, type HeaderPolicy } from '../http/headers.js';
 import { normalizeTarget, pathSegments, PathError } from '../http/path.js';
 import type { Logger } from '../observability/logger.js';
 import type { Metrics } from '../observability/metrics.js';
@@ -148,8 +148,14 @@ export class Pipeline {
       bad = err as PathError;
     }
     const ctx = newRequestContext({ id, started, req, res, method: req.method ?? 'GET', path, search, clientIp: req.socket.remoteAddress ?? '', audience: this.deps.resource });
-    // Two Host headers (or any duplicate of a field that must be single) is request smuggling bait.
-    if (bad === null && duplicateHost(req.rawHeaders)) bad = new PathError('duplicate Host header');
+    // Two Host headers is request smuggling bait; none is malformed from HTTP/1.1 on (RFC 9112
+    // section 3.2). Checked here rather than by Node's requireHostHeader, so the denial has the
+    // SPEC body, a Mission-Decision and an evidence record like any other.
+    if (bad === null) {
+      const hosts = hostFields(req.rawHeaders);
+      if (hosts > 1) bad = new PathError('duplicate Host header');
+      else if (hosts === 0 && hostRequired(req)) bad = new PathError('missing Host header');
+    }
     if (bad !== null) {
       this.deny(ctx, new Denial('request_malformed', { description: 'the request line or headers are not acceptable', cause: bad }));
       return null;
@@ -412,16 +418,16 @@ function runStages(ctx: RequestContext, stages: readonly (readonly [StageName, S
   }
 }
 
-function duplicateHost(raw: readonly string[]): boolean {
-  let seen = false;
+/** How many Host fields the request has: 0, 1, or 2 for two or more. */
+function hostFields(raw: readonly string[]): number {
+  let seen = 0;
   for (let i = 0; i < raw.length; i += 2) {
     const n = raw[i]!;
     if (n.length === 4 && (n === 'Host' || n === 'host' || n.toLowerCase() === 'host')) {
-      if (seen) return true;
-      seen = true;
+      if (++seen > 1) return seen;
     }
   }
-  return false;
+  return seen;
 }
 
 function setContentLength(headers: string[], length: number): void {

@@ -37,9 +37,21 @@ describe('header tricks', () => {
     expect(out).toMatch(/^HTTP\/1\.1 400/);
   });
 
-  it('refuses a request without Host (HTTP/1.1)', async () => {
+  it('refuses a request without Host (HTTP/1.1) with the SPEC denial; HTTP/1.0 may omit it', async () => {
     const out = await rawSocket(t.gw.url, 'GET /public/a HTTP/1.1\r\n\r\n');
     expect(out).toMatch(/^HTTP\/1\.1 400/);
+    expect(out).toMatch(/\r\nmission-decision: dec_/i);
+    expect(JSON.parse(out.slice(out.indexOf('\r\n\r\n') + 4))).toMatchObject({ error: 'invalid_request', denial_reason: 'request_malformed' });
+    expect(await rawSocket(t.gw.url, 'GET /public/a HTTP/1.0\r\n\r\n')).toMatch(/^HTTP\/1\.1 200/);
+  });
+
+  it('a well-known document, a SET push or a WebSocket upgrade without Host (HTTP/1.1) is refused too', async () => {
+    const doc = 'GET /.well-known/oauth-protected-resource HTTP/1.1\r\n';
+    expect(await rawSocket(t.gw.url, `${doc}Host: a\r\n\r\n`)).toMatch(/^HTTP\/1\.1 200/);
+    expect(await rawSocket(t.gw.url, `${doc}\r\n`)).toMatch(/^HTTP\/1\.1 400[^]*request_malformed/);
+    expect(await rawSocket(t.gw.url, 'POST /.well-known/ssf/push HTTP/1.1\r\nContent-Type: application/secevent+jwt\r\nContent-Length: 2\r\n\r\nxx')).toMatch(/^HTTP\/1\.1 400[^]*request_malformed/);
+    const upgrade = 'GET /public/ws HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n';
+    expect(await rawSocket(t.gw.url, upgrade)).toMatch(/^HTTP\/1\.1 400[^]*request_malformed/);
   });
 
   it('refuses CR/LF injected into a header value', async () => {
