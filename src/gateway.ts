@@ -9,6 +9,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo, Socket } from 'node:net';
 import { ServerResponse as NodeServerResponse } from 'node:http';
 import { compileRoutes } from './config/compile.js';
+import { Denial } from './errors.js';
 import { loadConfigFile, type LoadedConfig } from './config/load.js';
 import type { Config } from './config/schema.js';
 import { Upstream } from './http/forward.js';
@@ -95,6 +96,7 @@ export class Gateway {
       socket.once('close', () => connections.count--);
     });
     proxy.on('upgrade', (req: IncomingMessage, socket: Socket, head: Buffer) => this.onUpgrade(req, socket, head));
+    proxy.on('connect', (req: IncomingMessage, socket: Socket) => this.onConnect(req, socket));
     proxy.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => {
       if (!socket.writable) return socket.destroy();
       const status = err.code === 'HPE_HEADER_OVERFLOW' ? 431 : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 408 : 400;
@@ -148,6 +150,21 @@ export class Gateway {
     res.assignSocket(socket);
     res.shouldKeepAlive = false;
     void rt.tunnel.handle(rt.pipeline, req, res, socket, head);
+  }
+
+  /**
+   * CONNECT, a forward proxy's method, is denied like any request the gateway cannot route: with
+   * the SPEC body and an evidence record (without this listener Node would drop the connection).
+   */
+  private onConnect(req: IncomingMessage, socket: Socket): void {
+    socket.on('error', () => socket.destroy());
+    const res = new NodeServerResponse(req);
+    res.assignSocket(socket);
+    res.shouldKeepAlive = false;
+    res.once('finish', () => socket.end());
+    const pipeline = this.runtime.pipeline;
+    const ctx = pipeline.context(req, res);
+    if (ctx !== null) pipeline.deny(ctx, new Denial('request_malformed', { description: 'CONNECT is not supported' }));
   }
 
   private onAdmin(req: IncomingMessage, res: ServerResponse): void {

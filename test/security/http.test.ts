@@ -54,6 +54,13 @@ describe('header tricks', () => {
     expect(await rawSocket(t.gw.url, upgrade)).toMatch(/^HTTP\/1\.1 400[^]*request_malformed/);
   });
 
+  it('CONNECT is denied with the SPEC body, not dropped', async () => {
+    for (const target of ['127.0.0.1:3990', 'api.example.com:443']) {
+      const out = await rawSocket(t.gw.url, `CONNECT ${target} HTTP/1.1\r\nHost: ${target}\r\n\r\n`);
+      expect(out).toMatch(/^HTTP\/1\.1 400[^]*\r\nmission-decision: dec_[^]*request_malformed/i);
+    }
+  });
+
   it('refuses CR/LF injected into a header value', async () => {
     const out = await rawSocket(t.gw.url, 'GET /public/a HTTP/1.1\r\nHost: a\r\nX-A: b\rX-Mission-Id: msn_evil\r\n\r\n');
     expect(out).toMatch(/^HTTP\/1\.1 400/);
