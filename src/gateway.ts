@@ -9,9 +9,9 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo, Socket } from 'node:net';
 import { ServerResponse as NodeServerResponse } from 'node:http';
 import { compileRoutes } from './config/compile.js';
-import { Denial } from './errors.js';
 import { loadConfigFile, type LoadedConfig } from './config/load.js';
 import type { Config } from './config/schema.js';
+import { Denial } from './errors.js';
 import { Upstream } from './http/forward.js';
 import { hostRequired, makeDropSet, TrustedProxies, type HeaderPolicy } from './http/headers.js';
 import { WebSocketTunnel } from './http/upgrade.js';
