@@ -126,7 +126,7 @@ export async function relay(ctx: RequestContext, pipeline: Pipeline, plan: Relay
     }
     if (ok && type === 'text/event-stream') {
       const lists = plan.lists;
-      const rewriter = lists === null ? null : new SseRewriter((m) => lists.rewrite(m), () => lists.active);
+      const rewriter = lists === null ? null : new SseRewriter((m) => lists.rewrite(m));
       delete out['content-length'];
       res.writeHead(status, out);
       res.flushHeaders();
@@ -134,7 +134,13 @@ export async function relay(ctx: RequestContext, pipeline: Pipeline, plan: Relay
       await pipe(r.body, res, rewriter, abort.signal);
       return;
     }
-    // Errors and other media types pass through as they are.
+    // A tool list the gateway cannot read is not shown (fail closed): a lenient client might
+    // still take one from a body labelled otherwise.
+    if (ok && plan.lists !== null) {
+      await r.body.dump().catch(() => {});
+      throw new Error(`upstream answered tools/list as ${type === '' ? 'no media type' : type}`);
+    }
+    // Errors, and other media types where nothing is filtered, pass through as they are.
     res.writeHead(status, out);
     res.flushHeaders();
     await pipe(r.body, res, null, abort.signal);

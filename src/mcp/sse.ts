@@ -170,16 +170,12 @@ export function messageEvent(message: unknown): Buffer {
 
 /**
  * A stream rewriter: `rewrite(message)` returns a replacement for a JSON-RPC message, or undefined
- * to keep the event's original bytes. `active()` false skips parsing altogether (e.g. once every
- * tools/list answer went by), leaving only the event split.
+ * to keep the event's original bytes. Every event of the stream is looked at, to its end.
  */
 export class SseRewriter {
   private readonly splitter = new SseSplitter();
 
-  constructor(
-    private readonly rewrite: (message: unknown) => unknown,
-    private readonly active: () => boolean = () => true,
-  ) {}
+  constructor(private readonly rewrite: (message: unknown) => unknown) {}
 
   /** Returns the bytes to send for this chunk (possibly empty while an event is incomplete). */
   push(chunk: Buffer): Buffer {
@@ -189,16 +185,24 @@ export class SseRewriter {
     return Buffer.concat(events.map((e) => this.one(e)));
   }
 
+  /**
+   * The stream's tail, rewritten like any event: bytes held at its end may be an event a client
+   * still dispatches (one ended by a lone CR, held as a possible CRLF), or one it discards.
+   */
   flush(): Buffer | null {
-    return this.splitter.flush();
+    const rest = this.splitter.flush();
+    return rest === null ? null : this.one(rest);
   }
 
   private one(raw: Buffer): Buffer {
-    if (!this.active()) return raw;
     const event = parseEvent(raw);
     // Every event type is looked at: a client may act on more than `message` events.
     if (event.data === null) return raw;
-    const c = event.data.charCodeAt(0);
+    // JSON may start with whitespace (a second space after `data:`, a tab, an empty first data line).
+    const data = event.data;
+    let i = 0;
+    let c = data.charCodeAt(0);
+    while (c === 0x20 || c === 0x09 || c === 0x0a || c === 0x0d) c = data.charCodeAt(++i);
     if (c !== 0x7b && c !== 0x5b) return raw;
     let message: unknown;
     try {

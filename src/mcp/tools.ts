@@ -202,22 +202,22 @@ function isResponse(m: unknown): m is Record<string, unknown> {
 /**
  * Filters the tools/list answers of one upstream reply: by request id (the lists of a POST), or by
  * shape (any `result.tools`, for a resumed GET stream whose requests the gateway did not see).
+ * Every message of the whole reply is looked at, however many answers went by already. A POST's
+ * answer whose id matches no list request (an id of another type, a duplicate, an extra answer)
+ * is still a tool list a client may take: it is filtered by what every list request of the POST may
+ * see (fail closed).
  */
 export class ListAnswers {
-  /** Answers still to come; -1 when filtering by shape (never done). */
-  private pending: number;
+  private readonly byShape: ListFilter;
 
   constructor(
     private readonly byId: ReadonlyMap<string, ListFilter> | null,
-    private readonly byShape: ListFilter | null,
+    byShape: ListFilter | null,
     private readonly observed: ObservedTools,
   ) {
-    this.pending = byId === null ? -1 : byId.size;
-  }
-
-  /** False once every expected answer went by: the rest of a stream passes untouched. */
-  get active(): boolean {
-    return this.pending !== 0;
+    if (byShape !== null) this.byShape = byShape;
+    else if (byId !== null && byId.size > 0) this.byShape = strictest([...byId.values()]);
+    else throw new TypeError('ListAnswers needs list requests or a filter by shape');
   }
 
   /** A replacement for a message (or a batch of them), or undefined to keep it as it is. */
@@ -235,13 +235,21 @@ export class ListAnswers {
 
   private one(message: unknown): unknown {
     if (!isResponse(message)) return undefined;
-    let f: ListFilter | null = this.byShape;
+    let f: ListFilter | undefined;
     if (this.byId !== null) {
       const id = message['id'];
-      f = typeof id === 'string' || typeof id === 'number' ? (this.byId.get(idKey(id)) ?? null) : null;
-      if (f === null) return undefined;
-      if (this.pending > 0) this.pending--;
+      if (typeof id === 'string' || typeof id === 'number') f = this.byId.get(idKey(id));
     }
-    return f === null ? undefined : filterListResponse(message, f.visible, f.pins, this.observed);
+    f ??= this.byShape;
+    return filterListResponse(message, f.visible, f.pins, this.observed);
   }
+}
+
+/** What every one of `filters` may see: a tool visible to all, checked against all their pins. */
+function strictest(filters: readonly ListFilter[]): ListFilter {
+  if (filters.length === 1) return filters[0]!;
+  return {
+    visible: (name) => filters.every((f) => f.visible(name)),
+    pins: (name) => filters.flatMap((f) => f.pins(name)),
+  };
 }

@@ -179,6 +179,43 @@ describe('SPEC section 6 on the MCP path: what the upstream receives', () => {
     expect(text).toContain('id: 1\nevent: message\ndata: ');
   });
 
+  it('no form of the answer gets a tool list past the filter (whitespace, extra answers, another id type, the stream\'s tail, another media type)', async () => {
+    const full = (id: unknown) => JSON.stringify({ jsonrpc: '2.0', id, result: { tools: [{ name: 'get_invoice', inputSchema: { type: 'object' } }, { name: 'pay_invoice', inputSchema: { type: 'object' } }] } });
+    const empty = JSON.stringify({ jsonrpc: '2.0', id: 9, result: { tools: [] } });
+    const answers: Record<string, [string, string]> = {
+      'two spaces after data:': ['text/event-stream', `data:  ${full(9)}\n\n`],
+      'a tab after data:': ['text/event-stream', `data:\t${full(9)}\n\n`],
+      'an empty first data line': ['text/event-stream', `data:\ndata: ${full(9)}\n\n`],
+      'a second answer after the expected one': ['text/event-stream', `event: ignored\ndata: ${empty}\n\nevent: message\ndata: ${full(9)}\n\n`],
+      'the id as a string (SSE)': ['text/event-stream', `data: ${full('9')}\n\n`],
+      'the id as a string (JSON)': ['application/json', full('9')],
+      'an event ended by CRs at the end of the stream': ['text/event-stream', `event: message\rid: e1\rdata: ${full(9)}\r\r`],
+      'an unterminated last event': ['text/event-stream', `data: ${full(9)}\n`],
+    };
+    let current: [string, string] = ['', ''];
+    const up = await recorder((_req, _body, res) => {
+      res.writeHead(200, { 'content-type': current[0] });
+      res.end(current[1]);
+    });
+    const s = await setup({ upstream: up.url });
+    const id = await mission(s, [{ type: 'mission_resource_access', resource: s.mcpUrl, actions: ['invoices.read'] }]);
+    const token = await s.dev.issueAccessToken({ missionId: id, resource: s.mcpUrl });
+    for (const [name, answer] of Object.entries(answers)) {
+      current = answer;
+      const res = await post(s.mcpUrl, token, { jsonrpc: '2.0', id: 9, method: 'tools/list' });
+      const text = await res.text();
+      expect([name, res.status, text.includes('pay_invoice')]).toEqual([name, 200, false]);
+      expect([name, text.includes('get_invoice')]).toEqual([name, true]);
+    }
+    // An answer the gateway cannot read as JSON or an event stream is not shown at all.
+    for (const type of ['text/plain', 'application/jsonx', 'text/event-streamx']) {
+      current = [type, full(9)];
+      const res = await post(s.mcpUrl, token, { jsonrpc: '2.0', id: 9, method: 'tools/list' });
+      const text = await res.text();
+      expect([type, res.status, text.includes('pay_invoice')]).toEqual([type, 502, false]);
+    }
+  });
+
   it('upstream unreachable after a permit: 502 bad_gateway, the call\'s record stays a permit with that status', async () => {
     const port = await freePort();
     const s = await setup({ upstream: `http://127.0.0.1:${port}` });

@@ -116,17 +116,8 @@ describe('WHATWG server-sent events: parsing and rewriting', () => {
     expect(parseEvent(Buffer.from('\ufeffdata: {"id":1}\n\n')).data).toBe('{"id":1}');
   });
 
-  it('skips parsing when inactive and leaves events without JSON data alone', () => {
+  it('leaves events without JSON data alone', () => {
     let calls = 0;
-    const r = new SseRewriter(
-      () => {
-        calls++;
-        return {};
-      },
-      () => false,
-    );
-    expect(r.push(Buffer.from('data: {"id":1}\n\n')).toString()).toBe('data: {"id":1}\n\n');
-    expect(calls).toBe(0);
     const r2 = new SseRewriter(() => {
       calls++;
       return { replaced: true };
@@ -134,6 +125,22 @@ describe('WHATWG server-sent events: parsing and rewriting', () => {
     expect(r2.push(Buffer.from(': comment\n\nevent: ping\n\ndata: not json\n\ndata: {bad\n\n')).toString()).toBe(': comment\n\nevent: ping\n\ndata: not json\n\ndata: {bad\n\n');
     expect(calls).toBe(0);
     expect(r2.push(Buffer.from('event: other\ndata: {}\n\n')).toString()).toBe('event: other\ndata: {"replaced":true}\n\n');
+  });
+
+  it('reads JSON behind whitespace a client skips (a second space, a tab, an empty first data line)', () => {
+    const r = new SseRewriter(() => ({ replaced: true }));
+    for (const ev of ['data:  {"id":1}\n\n', 'data:\t{"id":1}\n\n', 'data:\ndata: {"id":1}\n\n', 'data: \ndata:  [{"id":1}]\n\n']) {
+      expect(r.push(Buffer.from(ev)).toString()).toBe('data: {"replaced":true}\n\n');
+    }
+  });
+
+  it('rewrites the stream\'s tail too: an event ended by a lone CR at the end, or an unterminated one', () => {
+    for (const tail of ['event: message\rid: e1\rdata: {"id":1}\r\r', 'data: {"id":1}\n', 'data: {"id":1}']) {
+      const r = new SseRewriter(() => ({ replaced: true }));
+      const out = Buffer.concat([r.push(Buffer.from(tail)), r.flush() ?? Buffer.alloc(0)]).toString();
+      expect(out).toContain('data: {"replaced":true}');
+      expect(out).not.toContain('{"id":1}');
+    }
   });
 
   it('encodes a message as a message event', () => {

@@ -135,19 +135,25 @@ describe('SPEC section 7: which answers of a reply are tools/list answers', () =
   const only = (n: string) => ({ visible: (x: string) => x === n, pins: noPins });
   const answer = (id: unknown) => ({ jsonrpc: '2.0', id, result: { tools: [tool('a'), tool('b')] } });
 
-  it('by request id: only the listed ids, and inactive once each was seen', () => {
+  it('by request id, and every other list answer of the reply by what all list requests may see', () => {
     const l = new ListAnswers(new Map([[idKey(1), only('a')]]), null, new ObservedTools());
-    expect(l.active).toBe(true);
-    expect(l.rewrite(answer('1'))).toBeUndefined();
     expect(l.rewrite({ jsonrpc: '2.0', method: 'notifications/progress', params: {} })).toBeUndefined();
     expect(l.rewrite(answer(1))).toEqual({ jsonrpc: '2.0', id: 1, result: { tools: [tool('a')] } });
-    expect(l.active).toBe(false);
+    // An id of another type, a second answer, an answer with no id: still filtered (fail closed).
+    expect(l.rewrite(answer('1'))).toEqual({ jsonrpc: '2.0', id: '1', result: { tools: [tool('a')] } });
+    expect(l.rewrite(answer(1))).toEqual({ jsonrpc: '2.0', id: 1, result: { tools: [tool('a')] } });
+    expect(l.rewrite(answer(null))).toEqual({ jsonrpc: '2.0', id: null, result: { tools: [tool('a')] } });
+    // Two list requests with different views: an unmatched answer shows what both may see.
+    const both = (n: string) => ({ visible: (x: string) => x === n || x === 'c', pins: noPins });
+    const two = new ListAnswers(new Map([[idKey(1), both('a')], [idKey(2), both('b')]]), null, new ObservedTools());
+    const abc = { jsonrpc: '2.0', id: 9, result: { tools: [tool('a'), tool('b'), tool('c')] } };
+    expect(two.rewrite(abc)).toEqual({ jsonrpc: '2.0', id: 9, result: { tools: [tool('c')] } });
+    expect(two.rewrite({ ...abc, id: 2 })).toEqual({ jsonrpc: '2.0', id: 2, result: { tools: [tool('b'), tool('c')] } });
   });
 
-  it('by shape: any result.tools, never inactive; batches are rewritten element-wise', () => {
+  it('by shape: any result.tools; batches are rewritten element-wise', () => {
     const l = new ListAnswers(null, only('b'), new ObservedTools());
     expect(l.rewrite([answer(7), { jsonrpc: '2.0', id: 8, result: {} }])).toEqual([{ jsonrpc: '2.0', id: 7, result: { tools: [tool('b')] } }, { jsonrpc: '2.0', id: 8, result: {} }]);
-    expect(l.active).toBe(true);
     expect(l.rewrite([{ jsonrpc: '2.0', id: 8, result: {} }])).toBeUndefined();
   });
 });
