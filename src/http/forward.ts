@@ -4,7 +4,8 @@
  * has started never times out. A client that goes away aborts the upstream request.
  */
 import { STATUS_CODES, type IncomingMessage, type ServerResponse } from 'node:http';
-import { Pool, type Dispatcher } from 'undici';
+import { performance } from 'node:perf_hooks';
+import { errors, Pool, type Dispatcher } from 'undici';
 import { relayHeaders } from './headers.js';
 
 export interface UpstreamOptions {
@@ -34,11 +35,14 @@ export class Upstream {
   readonly pool: Pool;
   readonly origin: string;
   readonly host: string;
+  /** The bound on the wait for the final response's headers (`upstream.timeout_s`). */
+  readonly timeoutMs: number;
 
   constructor(opts: UpstreamOptions) {
     const u = new URL(opts.url);
     this.origin = u.origin;
     this.host = u.host;
+    this.timeoutMs = opts.timeoutMs;
     this.basePath = u.pathname === '/' ? '' : u.pathname.replace(/\/$/, '');
     this.pool = new Pool(this.origin, {
       connections: opts.connections,
@@ -58,7 +62,7 @@ export class Upstream {
    * `onStart` runs just before headers are written to the client.
    */
   send(req: ForwardRequest, res: ServerResponse, onStart: (status: number) => void, done: (outcome: ForwardOutcome) => void): void {
-    const exchange = new Exchange(req, res, onStart, done);
+    const exchange = new Exchange(req, res, this.timeoutMs, onStart, done);
     const headers = req.headers;
     headers.push('host', this.host);
     this.pool.dispatch({ origin: this.origin, method: req.method, path: this.basePath + req.path, headers, body: req.body }, exchange);
@@ -83,14 +87,30 @@ class Exchange implements Dispatcher.DispatchHandler {
   private started = false;
   private abort: ((err?: Error) => void) | null = null;
   private resume: (() => void) | null = null;
+  private readonly sentAt = performance.now();
+  /** Bounds the wait for a final status across 1xx responses, each of which restarts undici's timer. */
+  private deadline: NodeJS.Timeout | null = null;
 
   constructor(
     private readonly req: ForwardRequest,
     private readonly res: ServerResponse,
+    private readonly timeoutMs: number,
     private readonly onStart: (status: number) => void,
     private readonly done: (outcome: ForwardOutcome) => void,
   ) {
     res.once('close', this.onClose);
+  }
+
+  private readonly onDeadline = (): void => {
+    this.deadline = null;
+    if (!this.started) this.abort?.(new errors.HeadersTimeoutError());
+  };
+
+  private clearDeadline(): void {
+    if (this.deadline !== null) {
+      clearTimeout(this.deadline);
+      this.deadline = null;
+    }
   }
 
   private settle(o: ForwardOutcome): void {
@@ -101,6 +121,7 @@ class Exchange implements Dispatcher.DispatchHandler {
   }
 
   private readonly onClose = (): void => {
+    this.clearDeadline();
     if (!this.res.writableFinished) {
       this.abort?.(new Error('client closed'));
       this.settle({ kind: 'aborted' });
@@ -115,7 +136,12 @@ class Exchange implements Dispatcher.DispatchHandler {
   }
 
   onHeaders(statusCode: number, rawHeaders: Buffer[], resume: () => void, statusText: string): boolean {
-    if (statusCode < 200) return true; // 1xx informational: wait for the final response
+    if (statusCode < 200) {
+      // 1xx informational: wait for the final response, no longer than the timeout from dispatch.
+      this.deadline ??= setTimeout(this.onDeadline, Math.max(0, this.timeoutMs - (performance.now() - this.sentAt)));
+      return true;
+    }
+    this.clearDeadline();
     this.started = true;
     this.resume = resume;
     this.onStart(statusCode);
@@ -147,6 +173,7 @@ class Exchange implements Dispatcher.DispatchHandler {
   }
 
   onError(err: Error): void {
+    this.clearDeadline();
     this.res.off('close', this.onClose);
     if (!this.started) {
       const code = (err as { code?: string }).code === 'UND_ERR_HEADERS_TIMEOUT' ? 'gateway_timeout' : 'bad_gateway';

@@ -12,6 +12,7 @@
 import { once } from 'node:events';
 import { performance } from 'node:perf_hooks';
 import type { Readable } from 'node:stream';
+import { errors } from 'undici';
 import { Denial } from '../errors.js';
 import { clientHeaders, upstreamHeaders } from '../http/headers.js';
 import type { Logger } from '../observability/logger.js';
@@ -73,6 +74,13 @@ export async function relay(ctx: RequestContext, pipeline: Pipeline, plan: Relay
     if (!res.writableFinished) abort.abort(new Error('client closed'));
   };
   res.once('close', onClose);
+  // undici bounds the wait for headers, but each 1xx response restarts its timer: this bound holds
+  // from dispatch to the final status, whatever comes before it.
+  let timedOut = false;
+  const deadline = setTimeout(() => {
+    timedOut = true;
+    abort.abort(new errors.HeadersTimeoutError());
+  }, up.timeoutMs);
   try {
     let r;
     try {
@@ -85,11 +93,11 @@ export async function relay(ctx: RequestContext, pipeline: Pipeline, plan: Relay
         signal: abort.signal,
       });
     } catch (err) {
-      if (abort.signal.aborted) {
+      if (abort.signal.aborted && !timedOut) {
         ctx.upstreamStatus ??= 499;
         return;
       }
-      const code = (err as { code?: string }).code === 'UND_ERR_HEADERS_TIMEOUT' ? 'gateway_timeout' : 'bad_gateway';
+      const code = timedOut || (err as { code?: string }).code === 'UND_ERR_HEADERS_TIMEOUT' ? 'gateway_timeout' : 'bad_gateway';
       const denial = new Denial(code, { cause: err });
       ctx.upstreamStatus = denial.spec.status;
       plan.onOutcome();
@@ -97,6 +105,7 @@ export async function relay(ctx: RequestContext, pipeline: Pipeline, plan: Relay
       logger.warn({ decision_id: ctx.id, err: (err as Error).message }, 'upstream failed');
       return;
     }
+    clearTimeout(deadline);
     const status = r.statusCode;
     ctx.upstreamStatus = status;
     d.metrics.observeUpstream((performance.now() - decided) / 1000);
@@ -154,6 +163,7 @@ export async function relay(ctx: RequestContext, pipeline: Pipeline, plan: Relay
       res.destroy();
     }
   } finally {
+    clearTimeout(deadline);
     res.off('close', onClose);
   }
 }

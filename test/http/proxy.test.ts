@@ -250,6 +250,24 @@ describe('upstream failures (SPEC §5, after a permit)', () => {
     }
   });
 
+  it('answers 504 when the upstream sends 1xx responses and never a final one (each 1xx restarts undici\'s timer)', async () => {
+    const echo = await startEcho((_req, res) => {
+      const t = setInterval(() => res.writeProcessing(), 100);
+      res.on('close', () => clearInterval(t));
+    });
+    const gw = await startGateway(config(echo.url).replace('timeout_s: 2', 'timeout_s: 0.5'));
+    try {
+      const started = Date.now();
+      const r = await raw(gw.url, { path: '/public/processing' });
+      expect(r.status).toBe(504);
+      expect(r.json()).toMatchObject({ error: 'gateway_timeout', denial_reason: null });
+      expect(Date.now() - started).toBeLessThan(3000);
+    } finally {
+      await gw.close();
+      await echo.close();
+    }
+  });
+
   it('aborts the upstream request when the client disconnects', async () => {
     let upstreamClosed = false;
     const echo = await startEcho((_req, res) => {

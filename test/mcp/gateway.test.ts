@@ -377,6 +377,20 @@ describe('SPEC section 6 and 7: streams the gateway looks into', () => {
     expect(await res.json()).toMatchObject({ error: 'gateway_timeout', denial_reason: null });
   });
 
+  it('1xx responses forever and never a final one: 504 gateway_timeout within upstream.timeout_s', async () => {
+    const up = await recorder((_req, _b, res) => {
+      const t = setInterval(() => res.writeProcessing(), 100);
+      res.on('close', () => clearInterval(t));
+    });
+    const s = await setup({ upstream: up.url });
+    const token = await tokenFor(s);
+    const started = Date.now();
+    const res = await post(s.mcpUrl, token, { jsonrpc: '2.0', id: 1, method: 'tools/list' });
+    expect(res.status).toBe(504);
+    expect(await res.json()).toMatchObject({ error: 'gateway_timeout', denial_reason: null });
+    expect(Date.now() - started).toBeLessThan(5000);
+  });
+
   it('a client that goes away mid-stream aborts the upstream request', async () => {
     let upstreamClosed = false;
     const up = await recorder((req, _b, res) => {
