@@ -85,6 +85,8 @@ export class Upstream {
 class Exchange implements Dispatcher.DispatchHandler {
   private settled = false;
   private started = false;
+  /** A 204 or 304: the response ended with its head; whatever the upstream adds is not relayed. */
+  private ended = false;
   private abort: ((err?: Error) => void) | null = null;
   private resume: (() => void) | null = null;
   private readonly sentAt = performance.now();
@@ -142,17 +144,32 @@ class Exchange implements Dispatcher.DispatchHandler {
       return true;
     }
     this.clearDeadline();
+    if (statusCode > 599) {
+      // Not an HTTP status (RFC 9110 section 15): a broken upstream, answered as one.
+      this.abort?.(new Error(`upstream answered with status ${statusCode}`));
+      return false;
+    }
     this.started = true;
     this.resume = resume;
     this.onStart(statusCode);
     const { headers, sized, dpopNonce } = relayHeaders(rawHeaders, this.req.responseHeaders);
+    // RFC 9110 section 8.6: no Content-Length in a 204, whatever the upstream sent.
+    if (statusCode === 204 && sized) {
+      for (let i = headers.length - 2; i >= 0; i -= 2) if (headers[i]!.toLowerCase() === 'content-length') headers.splice(i, 2);
+    }
     try {
       // The upstream's reason phrase when it is not the standard one (Node writes that itself,
       // without validating it again).
       this.res.writeHead(statusCode, statusText === '' || statusText === STATUS_CODES[statusCode] ? undefined : statusText, headers);
       // A response without a length may be a stream (SSE, long poll) whose first byte comes much
       // later: its headers must reach the client now. A sized one goes out with its body in one write.
-      if (!sized) this.res.flushHeaders();
+      if (statusCode === 204 || statusCode === 304) {
+        // No body by definition (RFC 9110 sections 15.3.5, 15.4.5): the response is complete. A
+        // body or a Content-Length the upstream sends anyway must not cut the client's answer.
+        this.ended = true;
+        this.res.off('close', this.onClose);
+        this.res.end();
+      } else if (!sized) this.res.flushHeaders();
     } catch (err) {
       this.abort?.(err as Error);
       return false;
@@ -162,18 +179,21 @@ class Exchange implements Dispatcher.DispatchHandler {
   }
 
   onData(chunk: Buffer): boolean {
+    if (this.ended) return true;
     if (this.res.write(chunk)) return true;
     this.res.once('drain', this.onDrain);
     return false;
   }
 
   onComplete(): void {
+    if (this.ended) return;
     this.res.off('close', this.onClose);
     this.res.end();
   }
 
   onError(err: Error): void {
     this.clearDeadline();
+    if (this.ended) return;
     this.res.off('close', this.onClose);
     if (!this.started) {
       const code = (err as { code?: string }).code === 'UND_ERR_HEADERS_TIMEOUT' ? 'gateway_timeout' : 'bad_gateway';

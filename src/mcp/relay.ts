@@ -107,6 +107,10 @@ export async function relay(ctx: RequestContext, pipeline: Pipeline, plan: Relay
     }
     clearTimeout(deadline);
     const status = r.statusCode;
+    if (status > 599) {
+      await r.body.dump().catch(() => {});
+      throw new Error(`upstream answered with status ${status}`);
+    }
     ctx.upstreamStatus = status;
     d.metrics.observeUpstream((performance.now() - decided) / 1000);
     plan.onOutcome();

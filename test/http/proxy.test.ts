@@ -268,6 +268,28 @@ describe('upstream failures (SPEC §5, after a permit)', () => {
     }
   });
 
+  it('a 204 with a body (or a Content-Length) reaches the client as a plain 204; a status past 599 is a 502', async () => {
+    const { createServer } = await import('node:net');
+    let answer = '';
+    const up = createServer((sock) => sock.on('data', () => sock.write(answer)));
+    await new Promise<void>((r) => up.listen(0, '127.0.0.1', () => r()));
+    const gw = await startGateway(config(`http://127.0.0.1:${(up.address() as { port: number }).port}`));
+    try {
+      answer = 'HTTP/1.1 204 No Content\r\nContent-Length: 5\r\nX-Kept: 1\r\n\r\nhello';
+      const r = await raw(gw.url, { path: '/public/nc' });
+      expect(r.status).toBe(204);
+      expect(r.headers['x-kept']).toBe('1');
+      expect(r.headers['content-length']).toBeUndefined();
+      answer = 'HTTP/1.1 999 Weird\r\nContent-Length: 2\r\n\r\nok';
+      const w = await raw(gw.url, { path: '/public/weird' });
+      expect(w.status).toBe(502);
+      expect(w.json()).toMatchObject({ error: 'bad_gateway', denial_reason: null });
+    } finally {
+      await gw.close();
+      await new Promise<void>((r) => up.close(() => r()));
+    }
+  });
+
   it('aborts the upstream request when the client disconnects', async () => {
     let upstreamClosed = false;
     const echo = await startEcho((_req, res) => {
