@@ -144,7 +144,9 @@ export async function relay(ctx: RequestContext, pipeline: Pipeline, plan: Relay
       res.writeHead(status, out);
       res.flushHeaders();
       for (const a of plan.answers) res.write(messageEvent(a));
-      await pipe(r.body, res, rewriter, abort.signal);
+      // After the gateway's own events, an upstream byte order mark would sit mid-stream, where a
+      // client reads it as part of a field name and loses the upstream's first event.
+      await pipe(r.body, res, rewriter, abort.signal, plan.answers.length > 0);
       return;
     }
     // A tool list the gateway cannot read is not shown (fail closed): a lenient client might
@@ -198,12 +200,29 @@ async function relayJson(res: RequestContext['res'], body: Readable, status: num
   res.end(text);
 }
 
-/** Streams the upstream body to the client with backpressure, through the rewriter when given. */
-async function pipe(body: Readable, res: RequestContext['res'], rewriter: SseRewriter | null, signal: AbortSignal): Promise<void> {
-  for await (const chunk of body as AsyncIterable<Buffer>) {
+const BOM = Buffer.from([0xef, 0xbb, 0xbf]);
+
+/**
+ * Streams the upstream body to the client with backpressure, through the rewriter when given;
+ * with `dropBom`, without a byte order mark at the body's start (however the chunks cut it).
+ */
+async function pipe(body: Readable, res: RequestContext['res'], rewriter: SseRewriter | null, signal: AbortSignal, dropBom = false): Promise<void> {
+  /** The body's first bytes, held while they may still be a byte order mark. */
+  let head: Buffer | null = dropBom ? Buffer.alloc(0) : null;
+  const send = async (chunk: Buffer): Promise<void> => {
     const bytes = rewriter === null ? chunk : rewriter.push(chunk);
     if (bytes.length > 0 && !res.write(bytes)) await once(res, 'drain', { signal });
+  };
+  for await (let chunk of body as AsyncIterable<Buffer>) {
+    if (head !== null) {
+      head = Buffer.concat([head, chunk]);
+      if (head.length < BOM.length && head.equals(BOM.subarray(0, head.length))) continue;
+      chunk = head.subarray(0, BOM.length).equals(BOM) ? head.subarray(BOM.length) : head;
+      head = null;
+    }
+    if (chunk.length > 0) await send(chunk);
   }
+  if (head !== null && head.length > 0) await send(head);
   const rest = rewriter?.flush() ?? null;
   if (rest !== null) res.write(rest);
   res.end();

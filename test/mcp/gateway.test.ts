@@ -153,6 +153,25 @@ describe('SPEC section 6 on the MCP path: what the upstream receives', () => {
     expect(up.seen[0]!.headers['x-mission-action']).toBe('invoices.read');
   });
 
+  it('an upstream stream that starts with a byte order mark, after the gateway\'s events: the mark is dropped, however it is cut', async () => {
+    for (const cut of [0, 1, 2]) {
+      const up = await recorder((_req, body, res) => {
+        const msgs = JSON.parse(body.toString()) as { id: number }[];
+        res.writeHead(200, { 'content-type': 'text/event-stream' });
+        const bytes = Buffer.concat([Buffer.from([0xef, 0xbb, 0xbf]), Buffer.from(msgs.map((m) => `event: message\ndata: ${JSON.stringify({ jsonrpc: '2.0', id: m.id, result: { content: [] } })}\n\n`).join(''))]);
+        if (cut > 0) res.write(bytes.subarray(0, cut));
+        setTimeout(() => res.end(bytes.subarray(cut)), 20);
+      });
+      const s = await setup({ upstream: up.url });
+      const id = await mission(s, [{ type: 'mission_resource_access', resource: s.mcpUrl, actions: ['invoices.read'] }]);
+      const token = await s.dev.issueAccessToken({ missionId: id, resource: s.mcpUrl });
+      const res = await post(s.mcpUrl, token, [callMsg(1, 'get_invoice', { invoice_id: 'a' }), callMsg(2, 'pay_invoice', { amount: '1' })]);
+      const text = await res.text();
+      expect(text).not.toContain('\ufeff');
+      expect(text).toMatch(/"id":2[^]*\n\nevent: message\ndata: \{"jsonrpc":"2.0","id":1,/);
+    }
+  });
+
   it('tools/list over SSE is filtered even when the upstream cuts events into single bytes', async () => {
     const list = { jsonrpc: '2.0', id: 9, result: { tools: [{ name: 'get_invoice', inputSchema: { type: 'object' } }, { name: 'pay_invoice', inputSchema: { type: 'object' } }] } };
     const stream = `event: message\r\ndata: ${JSON.stringify({ jsonrpc: '2.0', method: 'notifications/message', params: { level: 'info', data: 'hi' } })}\r\n\r\nid: 1\r\nevent: message\r\ndata: ${JSON.stringify(list)}\r\n\r\n`;
