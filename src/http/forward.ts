@@ -161,15 +161,17 @@ class Exchange implements Dispatcher.DispatchHandler {
       // The upstream's reason phrase when it is not the standard one (Node writes that itself,
       // without validating it again).
       this.res.writeHead(statusCode, statusText === '' || statusText === STATUS_CODES[statusCode] ? undefined : statusText, headers);
-      // A response without a length may be a stream (SSE, long poll) whose first byte comes much
-      // later: its headers must reach the client now. A sized one goes out with its body in one write.
       if (statusCode === 204 || statusCode === 304) {
         // No body by definition (RFC 9110 sections 15.3.5, 15.4.5): the response is complete. A
         // body or a Content-Length the upstream sends anyway must not cut the client's answer.
         this.ended = true;
         this.res.off('close', this.onClose);
         this.res.end();
-      } else if (!sized) this.res.flushHeaders();
+      } else if (!sized) {
+        // A response without a length may be a stream (SSE, long poll) whose first byte comes much
+        // later: its headers must reach the client now. A sized one goes out with its body in one write.
+        this.res.flushHeaders();
+      }
     } catch (err) {
       this.abort?.(err as Error);
       return false;
