@@ -127,7 +127,8 @@ export class SetPoller {
   private timer: NodeJS.Timeout | null = null;
   private abort: AbortController | null = null;
   private acks: string[] = [];
-  private errs: Record<string, { err: string; description: string }> = {};
+  /** Keyed by jti from the transmitter: no prototype, so a jti like `__proto__` is an entry too. */
+  private errs: Record<string, { err: string; description: string }> = Object.create(null) as Record<string, { err: string; description: string }>;
   private stopped = false;
   private readonly headers: Record<string, string>;
 
@@ -157,7 +158,11 @@ export class SetPoller {
     this.timer.unref();
   }
 
-  /** One poll. Resolves with `moreAvailable`; rejects when the transmitter cannot be polled. */
+  /**
+   * One poll. Resolves with whether to poll again at once: `moreAvailable` on an answer that
+   * brought SETs (one that brings none while claiming more would otherwise be polled in a loop).
+   * Rejects when the transmitter cannot be polled.
+   */
   async pollOnce(): Promise<boolean> {
     const body = JSON.stringify({ ack: this.acks, ...(Object.keys(this.errs).length > 0 ? { setErrs: this.errs } : {}), maxEvents: this.poll.max_events, returnImmediately: true });
     const abort = new AbortController();
@@ -179,7 +184,7 @@ export class SetPoller {
     }
     // The transmitter has our acknowledgements now.
     this.acks = [];
-    this.errs = {};
+    this.errs = Object.create(null) as Record<string, { err: string; description: string }>;
     this.lastSuccess = this.now();
     for (const [jti, jwt] of Object.entries(parsed.sets)) {
       if (typeof jwt !== 'string') {
@@ -198,7 +203,7 @@ export class SetPoller {
         this.errs[jti] = { err: e.err, description: e.message };
       }
     }
-    return parsed.more;
+    return parsed.more && Object.keys(parsed.sets).length > 0;
   }
 
   stop(): void {

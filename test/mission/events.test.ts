@@ -260,11 +260,13 @@ describe('RFC 8936 poll delivery (mission.events.poll)', () => {
   let queue: Map<string, string>;
   let polls: Array<Record<string, unknown>>;
   let failPolls: boolean;
+  let claimMore: boolean;
 
   beforeEach(async () => {
     queue = new Map();
     polls = [];
     failPolls = false;
+    claimMore = false;
     transmitter = createServer(async (req: IncomingMessage, res) => {
       const chunks: Buffer[] = [];
       for await (const c of req) chunks.push(c as Buffer);
@@ -276,7 +278,7 @@ describe('RFC 8936 poll delivery (mission.events.poll)', () => {
       }
       for (const jti of (body['ack'] as string[]) ?? []) queue.delete(jti);
       for (const jti of Object.keys((body['setErrs'] as Record<string, unknown>) ?? {})) queue.delete(jti);
-      res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ sets: Object.fromEntries(queue), moreAvailable: false }));
+      res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ sets: Object.fromEntries(queue), moreAvailable: claimMore }));
     });
     await new Promise<void>((r) => transmitter.listen(0, '127.0.0.1', r));
     const url = `http://127.0.0.1:${(transmitter.address() as AddressInfo).port}/ssf/poll`;
@@ -318,6 +320,21 @@ describe('RFC 8936 poll delivery (mission.events.poll)', () => {
     await r;
     expect(statusServer.requests).toHaveLength(2);
     expect(await counter(metrics, 'mission_gateway_events_total', { result: 'poll_failed' })).toBe(1);
+  });
+
+  it('a transmitter that claims moreAvailable but sends no SETs is polled on the interval, not in a loop', async () => {
+    claimMore = true;
+    states.startPolling();
+    await new Promise((r) => setTimeout(r, 400));
+    expect(polls.length).toBe(1);
+    await states.close();
+  });
+
+  it('a rejected SET whose jti is __proto__ is reported in setErrs like any other', async () => {
+    queue.set('__proto__', await lifecycleSet(signingKey(), { state: 'active', version: 3, jti: '__proto__' }));
+    await states.pollOnce();
+    await states.pollOnce();
+    expect(Object.keys(polls[1]!['setErrs'] as object)).toEqual(['__proto__']);
   });
 
   it('startPolling runs the loop on its interval', async () => {
