@@ -43,6 +43,10 @@ import type { MissionBus, MissionChange } from './types.js';
 
 /** Non-active states this gateway knows by name; any other non-active state reports as 'unknown'. */
 const KNOWN_TERMINAL = new Set(['revoked', 'expired', 'completed', 'superseded', 'cascaded', 'terminated']);
+
+function isTerminal(state: string | null): boolean {
+  return state !== null && KNOWN_TERMINAL.has(state);
+}
 /** Retry-After for a 503 when the authority gave none. */
 const DEFAULT_RETRY_AFTER_S = 5;
 /** Audiences per Mission are the gateway's own resource identifiers: a handful at most. */
@@ -340,6 +344,13 @@ export class MissionStates {
       version = rec.version;
       suspendUntil = rec.denyView?.suspendUntil ?? null;
       source = 'event';
+    } else if (isTerminal(rec.state) && !isTerminal(state)) {
+      // A terminal state is final (mission-contracts section 1): an answer saying otherwise is not
+      // believed, whatever its version (a buggy or lagging authority).
+      state = rec.state!;
+      version = rec.version;
+      suspendUntil = null;
+      source = 'cached';
     } else if (version !== null) {
       if (rec.version === null || version > rec.version) {
         rec.denyUntil = 0;
@@ -427,6 +438,8 @@ export class MissionStates {
   private applyTo(rec: MissionRecord, change: MissionChange, now: number): EventResult {
     // Versions never regress: an event not above the last applied version changes nothing.
     if (rec.version !== null && change.version <= rec.version) return 'stale';
+    // A terminal state is final (mission-contracts section 1): no later event brings the Mission back.
+    if (isTerminal(rec.state) && !isTerminal(change.state)) return 'stale';
     const gap = change.refetch || (rec.version !== null && change.version > rec.version + 1);
     rec.version = change.version;
     rec.state = change.state;

@@ -108,6 +108,19 @@ describe('RFC 8935 push delivery at mission.events.push_path', () => {
     expect(statusServer.requests).toHaveLength(1);
   });
 
+  it('a revoked Mission stays revoked: a later active event, or a later Status answer saying active, is not believed', async () => {
+    await deniedWith();
+    await push(await lifecycleSet(authKey, { state: 'revoked', version: 2 }));
+    expect(await deniedWith()).toBe('mission_terminated');
+    expect((await push(await lifecycleSet(authKey, { state: 'active', version: 3 }))).status).toBe(202);
+    expect(await deniedWith()).toBe('mission_terminated');
+    // Past the event's deny window the cache asks Mission Status, which now (wrongly) says active.
+    statusServer.missions.set(MISSION_ID, { state: 'active', version: 4, fresh_until: null });
+    t += 60_001;
+    expect(await deniedWith()).toBe('mission_terminated');
+    expect(statusServer.requests.length).toBeGreaterThan(1);
+  });
+
   it('a SET naming a Mission not in the cache is 202; its non-active state is remembered', async () => {
     expect((await push(await lifecycleSet(authKey, { state: 'revoked', version: 3 }))).status).toBe(202);
     expect(await deniedWith()).toBe('mission_terminated');
