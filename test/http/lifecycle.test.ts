@@ -79,6 +79,33 @@ dpop: { max_age_s: "sixty" }
     );
   });
 
+  it('refuses, quickly, a hostile file: 40,000 keys, a duplicate key far down, an unknown tag, over 1 MiB', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'mgw-hostile-'));
+    const check = (name: string, text: string) => {
+      const file = join(dir, name);
+      writeFileSync(file, text);
+      const started = Date.now();
+      const r = spawnSync(process.execPath, [CLI, 'check', '--config', file], { encoding: 'utf8' });
+      return { status: r.status, stderr: r.stderr, ms: Date.now() - started };
+    };
+    const base = 'public_base_url: https://api.example.com\nresource: https://api.example.com\nupstream: { url: "http://127.0.0.1:3000" }\n';
+    const many = check('many.yaml', base + Array.from({ length: 40_000 }, (_, i) => `k${i}: 1`).join('\n'));
+    expect(many.status).toBe(2);
+    expect(many.ms).toBeLessThan(5000);
+    expect(many.stderr).toContain('(and 39900 more problems)');
+    expect(many.stderr.trim().split('\n').length).toBeLessThan(110);
+    const dup = check('dup.yaml', base + Array.from({ length: 20_000 }, (_, i) => `  k${i}: 1`).join('\n').replace(/^/, 'limits:\n') + '\n  k7: 2\n');
+    expect(dup.status).toBe(2);
+    expect(dup.ms).toBeLessThan(5000);
+    expect(dup.stderr).toMatch(/Map keys must be unique: "k7" at line \d+/);
+    const tag = check('tag.yaml', base + 'log: !!js/function "function () {}"\n');
+    expect(tag.status).toBe(2);
+    expect(tag.stderr.trim().split('\n').every((l) => l.startsWith('(file): '))).toBe(true);
+    const big = check('big.yaml', base + `x: "${'a'.repeat(1024 * 1024)}"\n`);
+    expect(big.status).toBe(2);
+    expect(big.stderr).toContain('larger than 1048576 bytes');
+  });
+
   it('substitutes ${ENV} and reports an unset variable', () => {
     const dir = mkdtempSync(join(tmpdir(), 'mgw-env-'));
     const file = join(dir, 'env.yaml');
