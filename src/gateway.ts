@@ -208,8 +208,10 @@ export class Gateway {
       const loaded = loadConfigFile(this.file);
       const next = await buildRuntime(loaded.config, this.longLived, this.metrics, this.logger);
       const old = this.runtime;
-      // Keep what events taught the old cache (revocations, seen SET ids) across the reload.
+      // Keep what events taught the old cache (revocations, seen SET ids) across the reload, and
+      // the issuers' last-good keys (an issuer unreachable now must not turn every token into a 503).
       next.parts.missionStates.adopt(old.parts.missionStates);
+      next.parts.keys.adopt(old.parts.keys);
       this.runtime = next;
       next.parts.start();
       this.metrics.configReloads.labels('success').inc();

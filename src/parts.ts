@@ -44,7 +44,7 @@ export interface MissionService {
 
 /** Parts rebuilt on every config (re)load. */
 export interface Parts {
-  readonly keys: KeyResolver;
+  readonly keys: IssuerKeys;
   readonly missionStates: MissionStates;
   readonly stages: Stages;
   readonly prm: { readonly paths: ReadonlyMap<string, string>; urlFor(resource: string): string };

@@ -172,6 +172,26 @@ export class IssuerKeys implements KeyResolver {
     return true;
   }
 
+  /**
+   * Takes over the keys (and metadata) the previous IssuerKeys of a reloaded config holds for every
+   * issuer configured the same way (issuer, key source, algorithms): a reload while an issuer is
+   * unreachable keeps its last-good keys instead of denying every token 503 (SPEC section 5).
+   */
+  adopt(previous: IssuerKeys): void {
+    for (const [issuer, s] of this.states) {
+      const p = previous.states.get(issuer);
+      if (p === undefined || !p.loaded || !sameSpec(s.spec, p.spec)) continue;
+      s.keys = p.keys;
+      s.byKid = p.byKid;
+      s.current = p.current;
+      s.loaded = true;
+      s.lastOk = p.lastOk;
+      s.lastAttempt = p.lastAttempt;
+      s.generation = p.generation;
+      s.metadata = p.metadata;
+    }
+  }
+
   /** True when `issuer` is trusted (configured here). */
   has(issuer: string): boolean {
     return this.states.has(issuer);
@@ -414,4 +434,8 @@ export class IssuerKeys implements KeyResolver {
     if (this.timer !== null) clearInterval(this.timer);
     for (const s of this.states.values()) this.cancelRetry(s);
   }
+}
+
+function sameSpec(a: TrustedIssuer, b: TrustedIssuer): boolean {
+  return a.issuer === b.issuer && a.jwks_uri === b.jwks_uri && a.algorithms.length === b.algorithms.length && a.algorithms.every((x, i) => x === b.algorithms[i]);
 }

@@ -286,6 +286,21 @@ describe('issuer keys (JWKS)', () => {
     expect(keys.ready()).toBe(true);
   });
 
+  it('a reload adopts the last-good keys of issuers configured the same way (issuer unreachable during the reload)', async () => {
+    const before = setup();
+    await before.keys.start();
+    jwks.down = true;
+    const after = setup();
+    after.keys.adopt(before.keys);
+    await after.keys.start(); // its own fetch fails: the adopted keys stay
+    expect(after.keys.ready()).toBe(true);
+    expect(await outcome(async () => after.run(await mintToken(signing, issuer)))).toBe('ok');
+    // Another key source is another issuer configuration: nothing is adopted.
+    const moved = setup({ config: makeConfig(issuer, `${issuer}/jwks-moved`) });
+    moved.keys.adopt(before.keys);
+    expect(moved.keys.ready()).toBe(false);
+  });
+
   it('never loaded: ready() is false and a token gets keys_unavailable', async () => {
     const { run, keys } = setup();
     jwks.down = true;

@@ -11,6 +11,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { WebSocket, WebSocketServer } from 'ws';
 import { CLI, eventually, listen, startCli, startEcho, startGateway } from '../helpers/gateway.js';
 import { raw } from '../helpers/http.js';
+import { JwksServer, makeKey, mintToken } from '../auth/helpers.js';
 import { createServer } from 'node:http';
 
 
@@ -140,6 +141,31 @@ describe('SPEC §2: signals', () => {
       expect(metrics).toContain('mission_gateway_config_reloads_total{outcome="failure"} 1');
     } finally {
       await echo.close();
+    }
+  });
+
+  it('SIGHUP while the issuer is unreachable keeps its last-good keys: tokens keep working', async () => {
+    const echo = await startEcho();
+    const jwks = await new JwksServer().start();
+    const key = await makeKey('ES256', 'k1');
+    jwks.setKeys(key);
+    const dir = mkdtempSync(join(tmpdir(), 'mgw-reload-keys-'));
+    const file = join(dir, 'gw.yaml');
+    writeFileSync(file, cfg(echo.url, '  - match: { path: /api/** }\n    action: api.read') + `issuers:\n  - issuer: ${jwks.url}\n    jwks_uri: ${jwks.url}/jwks\n    algorithms: [ES256]\ndpop: { required: false }\nmission: { required: false }\n`);
+    const gw = await startCli(file);
+    procs.push(gw.proc);
+    try {
+      const token = await mintToken(key, jwks.url, { jkt: null, claims: { aud: 'http://localhost:8080' } });
+      const get = () => raw(gw.url, { path: '/api/x', headers: { authorization: `Bearer ${token}` } });
+      await eventually(async () => (await get()).status === 200);
+      jwks.down = true;
+      gw.proc.kill('SIGHUP');
+      await eventually(() => gw.logs().includes('config reloaded'));
+      expect((await get()).status).toBe(200);
+      expect((await raw(gw.adminUrl, { path: '/readyz' })).status).toBe(200);
+    } finally {
+      await echo.close();
+      await jwks.close();
     }
   });
 
