@@ -290,7 +290,7 @@ async function buildRuntime(config: Config, longLived: LongLived, metrics: Metri
     pipeline,
     parts,
     upstream,
-    tunnel: new WebSocketTunnel(config.upstream.url, logger),
+    tunnel: new WebSocketTunnel(config.upstream.url, logger, config.upstream.timeout_s * 1000),
     documents: parts.prm.paths,
     pushPath: config.mission.events.push_path,
   };

@@ -3,32 +3,65 @@
  * tunneled with http-proxy-3 (the maintained TypeScript successor of http-proxy, whose upstream
  * has been unmaintained since 2020). The upstream sees the same header policy as for HTTP.
  */
-import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { ClientRequest, IncomingMessage, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import { createProxyServer, type ProxyServer } from 'http-proxy-3';
 import { Denial } from '../errors.js';
 import type { Logger } from '../observability/logger.js';
+import type { RequestContext } from '../pipeline/context.js';
 import type { Pipeline } from '../pipeline/run.js';
 import { upstreamHeaders } from './headers.js';
+
+/** An admitted upgrade whose upstream has not answered yet. */
+interface Pending {
+  readonly ctx: RequestContext;
+  readonly pipeline: Pipeline;
+  timedOut: boolean;
+  recorded: boolean;
+}
 
 export class WebSocketTunnel {
   private readonly proxy: ProxyServer;
   private readonly sockets = new Set<Socket>();
+  private readonly pending = new WeakMap<IncomingMessage, Pending>();
 
   constructor(
     private readonly target: string,
     private readonly logger: Logger,
+    /** Bound on the wait for the upstream's answer to the upgrade (`upstream.timeout_s`). */
+    private readonly timeoutMs: number,
   ) {
     this.proxy = createProxyServer({ target, ws: true, xfwd: false, changeOrigin: true });
-    this.proxy.on('error', (err: Error, _req: unknown, socket: unknown) => {
-      this.logger.warn({ err: err.message }, 'websocket upstream failed');
-      const s = socket as Socket | undefined;
-      if (s !== undefined && s.writable) {
-        const body = JSON.stringify({ error: 'bad_gateway', error_description: 'the upstream could not be reached', denial_reason: null, decision_id: null });
-        s.end(`HTTP/1.1 502 Bad Gateway\r\ncontent-type: application/json\r\ncontent-length: ${body.length}\r\nconnection: close\r\n\r\n${body}`);
-      } else {
-        s?.destroy();
-      }
+    // Errors come through each request's callback (handle); this only keeps an unexpected one from
+    // being an unhandled 'error' event.
+    this.proxy.on('error', (err: Error) => this.logger.warn({ err: err.message }, 'websocket proxy error'));
+    this.proxy.on('proxyReqWs', (proxyReq: ClientRequest, req: IncomingMessage, socket: Socket) => {
+      const p = this.pending.get(req);
+      if (p === undefined) return;
+      // No answer to the upgrade within the timeout: 504, and the upstream request is dropped.
+      const timer = setTimeout(() => {
+        p.timedOut = true;
+        proxyReq.destroy(new Error('the upstream did not answer the upgrade in time'));
+      }, this.timeoutMs);
+      proxyReq.once('upgrade', (_res: IncomingMessage, proxySocket: Socket) => {
+        clearTimeout(timer);
+        this.record(p, 101);
+        // Once either side is gone the other goes too, whatever it still holds or never reads.
+        socket.once('close', () => proxySocket.destroy());
+      });
+      // The upstream answered with plain HTTP (not a WebSocket endpoint): relayed as is.
+      proxyReq.once('response', (res: IncomingMessage) => {
+        clearTimeout(timer);
+        this.record(p, res.statusCode ?? 502);
+      });
+      // A client that goes away before the answer: the upstream request is dropped with it.
+      socket.once('close', () => {
+        clearTimeout(timer);
+        if (!p.recorded) {
+          proxyReq.destroy();
+          this.record(p, 499);
+        }
+      });
     });
   }
 
@@ -55,14 +88,38 @@ export class WebSocketTunnel {
       res.detachSocket(socket);
       this.sockets.add(socket);
       socket.once('close', () => this.sockets.delete(socket));
-      ctx.upstreamStatus = 101;
-      pipeline.record(ctx, 'permit', null);
-      pipeline.deps.metrics.countDecision('permit', null);
-      this.proxy.ws(req, socket, head);
+      // The permit record waits for the upstream's answer, so it carries what the client got.
+      const p: Pending = { ctx, pipeline, timedOut: false, recorded: false };
+      this.pending.set(req, p);
+      this.proxy.ws(req, socket, head, (err: Error) => this.fail(p, socket, err));
     } catch (err) {
       pipeline.deny(ctx, err);
       res.once('finish', () => socket.end());
     }
+  }
+
+  /** The upstream could not be reached, or did not answer in time: 502 or 504 with the SPEC body. */
+  private fail(p: Pending, socket: Socket, err: Error): void {
+    if (p.recorded) return;
+    const status = p.timedOut ? 504 : 502;
+    this.logger.warn({ decision_id: p.ctx.id, err: err.message }, 'websocket upstream failed');
+    if (socket.writable) {
+      const error = status === 504 ? 'gateway_timeout' : 'bad_gateway';
+      const description = status === 504 ? 'the upstream did not answer in time' : 'the upstream could not be reached';
+      const body = JSON.stringify({ error, error_description: description, denial_reason: null, decision_id: p.ctx.id });
+      socket.end(`HTTP/1.1 ${status} ${status === 504 ? 'Gateway Timeout' : 'Bad Gateway'}\r\ncontent-type: application/json\r\ncontent-length: ${body.length}\r\nmission-decision: ${p.ctx.id}\r\nconnection: close\r\n\r\n${body}`);
+    } else {
+      socket.destroy();
+    }
+    this.record(p, status);
+  }
+
+  private record(p: Pending, status: number): void {
+    if (p.recorded) return;
+    p.recorded = true;
+    p.ctx.upstreamStatus = status;
+    p.pipeline.record(p.ctx, 'permit', null);
+    p.pipeline.deps.metrics.countDecision('permit', null);
   }
 
   async close(): Promise<void> {

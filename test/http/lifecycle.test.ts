@@ -257,10 +257,69 @@ describe('SPEC §6: WebSocket upgrades', () => {
         denied.on('error', () => resolve(-1));
       });
       expect(status).toBe(403);
+      const permit = gw.evidence().find((r) => r['path'] === '/ws/chat');
+      expect(permit).toMatchObject({ decision: 'permit', upstream_status: 101 });
     } finally {
       await gw.close();
       wss.close();
       server.close();
+    }
+  });
+
+  it('an upgrade the upstream never answers is 504 within upstream.timeout_s, with its decision id, and releases the upstream socket', async () => {
+    const { createServer: createNetServer } = await import('node:net');
+    let open = 0;
+    const silent = createNetServer((sock) => {
+      open++;
+      sock.on('close', () => open--);
+      sock.resume();
+    });
+    const upstream = await new Promise<string>((r) => silent.listen(0, '127.0.0.1', () => r(`http://127.0.0.1:${(silent.address() as { port: number }).port}`)));
+    const gw = await startGateway(`public_base_url: http://localhost:8080\nresource: http://localhost:8080\nupstream: { url: ${upstream}, timeout_s: 0.5 }\nroutes:\n  - match: { path: /ws/** }\n    auth: none\n`);
+    try {
+      const started = Date.now();
+      const ws = new WebSocket(`${gw.url.replace('http', 'ws')}/ws/chat`);
+      const got = await new Promise<{ status: number; decision: string | undefined; body: string }>((resolve) => {
+        ws.on('unexpected-response', (_req, res) => {
+          let body = '';
+          res.on('data', (c: Buffer) => (body += c.toString()));
+          res.on('end', () => resolve({ status: res.statusCode ?? 0, decision: res.headers['mission-decision'] as string | undefined, body }));
+        });
+        ws.on('error', () => undefined);
+      });
+      expect(got.status).toBe(504);
+      expect(Date.now() - started).toBeLessThan(3000);
+      expect(JSON.parse(got.body)).toMatchObject({ error: 'gateway_timeout', decision_id: got.decision });
+      expect(got.decision).toMatch(/^dec_/);
+      await eventually(() => open === 0);
+      expect(gw.evidence().find((r) => r['decision_id'] === got.decision)).toMatchObject({ decision: 'permit', upstream_status: 504 });
+
+      // A client that leaves before the upstream answers takes the upstream request with it.
+      const raw = (await import('node:net')).connect(Number(new URL(gw.url).port), '127.0.0.1');
+      raw.write('GET /ws/x HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n');
+      await eventually(() => open === 1);
+      raw.destroy();
+      await eventually(() => open === 0, 2000);
+    } finally {
+      await gw.close();
+      silent.close();
+    }
+  });
+
+  it('an upgrade to an unreachable upstream is 502 with its decision id, and the record says 502', async () => {
+    const gw = await startGateway(`public_base_url: http://localhost:8080\nresource: http://localhost:8080\nupstream: { url: http://127.0.0.1:9 }\nroutes:\n  - match: { path: /ws/** }\n    auth: none\n`);
+    try {
+      const ws = new WebSocket(`${gw.url.replace('http', 'ws')}/ws/chat`);
+      const got = await new Promise<{ status: number; decision: string | undefined }>((resolve) => {
+        ws.on('unexpected-response', (_req, res) => resolve({ status: res.statusCode ?? 0, decision: res.headers['mission-decision'] as string | undefined }));
+        ws.on('error', () => undefined);
+      });
+      expect(got.status).toBe(502);
+      expect(got.decision).toMatch(/^dec_/);
+      await eventually(() => gw.evidence().some((r) => r['decision_id'] === got.decision));
+      expect(gw.evidence().find((r) => r['decision_id'] === got.decision)).toMatchObject({ decision: 'permit', upstream_status: 502 });
+    } finally {
+      await gw.close();
     }
   });
 });
