@@ -19,10 +19,12 @@
  *   only that write succeeding makes the sink healthy. Records already in the file (a write that
  *   failed part-way) are recognised by the tail's `evidence_id` and not written twice.
  *   stdout/stderr do not recover (a closed pipe stays closed).
+ * - A file sink checks every `retryMs` that its path still names the open file: a deleted or
+ *   rotated-away file fails the sink, which then reopens the path (a new file starts its own chain).
  * - One writer per file: two gateways appending to the same file would interleave two chains.
  */
 import { once } from 'node:events';
-import { createWriteStream, fstatSync, writeSync, type WriteStream } from 'node:fs';
+import { createWriteStream, fstatSync, statSync, writeSync, type WriteStream } from 'node:fs';
 import { appendFile, open, stat } from 'node:fs/promises';
 import { sign } from 'node:crypto';
 import type { Writable } from 'node:stream';
@@ -161,6 +163,8 @@ export class EvidenceLog implements EvidenceSink {
   private congested = false;
   private closed = false;
   private retry: NodeJS.Timeout | null = null;
+  /** Checks, for a file sink, that the path still names the open file (see watchPath). */
+  private watch: NodeJS.Timeout | null = null;
 
   private constructor(opts: EvidenceLogOptions, signingKey: SigningKey | null) {
     this.opts = opts;
@@ -189,9 +193,30 @@ export class EvidenceLog implements EvidenceSink {
       opts.metrics.evidenceHealthy.set(1);
     } else {
       await log.openFile();
+      log.watch = setInterval(log.watchPath, log.retryMs);
+      log.watch.unref();
     }
     return log;
   }
+
+  /**
+   * A file sink whose path no longer names the open file (deleted, or moved away by a rotation)
+   * would go on writing records nobody can read: the sink fails, so requests are denied, and
+   * reopens the path as after a write error (a new file starts its own chain).
+   */
+  private readonly watchPath = (): void => {
+    const fd = this.appendFd;
+    if (fd === null || this.failed || this.closed) return;
+    let same: boolean;
+    try {
+      const open = fstatSync(fd);
+      const now = statSync(this.opts.sink);
+      same = open.ino === now.ino && open.dev === now.dev;
+    } catch {
+      same = false;
+    }
+    if (!same) this.fail(new Error('the evidence file was moved or deleted'));
+  };
 
   /** The public key records are signed with, or null when unsigned (for publishing beside the file). */
   get publicKey(): SigningKey['publicKey'] | null {
@@ -218,6 +243,7 @@ export class EvidenceLog implements EvidenceSink {
   async close(): Promise<void> {
     if (this.closed) return;
     if (this.retry !== null) cancel(this.retry);
+    if (this.watch !== null) clearInterval(this.watch);
     this.flush();
     this.closed = true;
     const f = this.file;

@@ -1,6 +1,6 @@
 import { createHash, generateKeyPairSync, type KeyObject } from 'node:crypto';
 import { execFileSync } from 'node:child_process';
-import { createReadStream, mkdirSync, mkdtempSync, readFileSync, renameSync, symlinkSync, writeFileSync, appendFileSync } from 'node:fs';
+import { appendFileSync, createReadStream, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { compactVerify } from 'jose';
@@ -263,6 +263,27 @@ describe('fail closed when evidence cannot be written (SPEC §2 /readyz, §9)', 
     log.write(record(2));
     await log.close();
     expect(lines(file)).toHaveLength(1);
+    expect((await verifyEvidenceFile(file)).ok).toBe(true);
+  });
+
+  it('a deleted or rotated-away file fails the sink (requests denied), which reopens the path with a new chain', async () => {
+    const file = join(dir, 'e.log');
+    const log = await EvidenceLog.open({ sink: file, metrics, logger, retryMs: 20 });
+    log.write(record(1));
+    await new Promise((r) => setImmediate(r));
+    rmSync(file);
+    await vi.waitFor(() => expect(log.healthy()).toBe(false), { timeout: 2000, interval: 5 });
+    await vi.waitFor(() => expect(log.healthy()).toBe(true), { timeout: 2000, interval: 5 });
+    log.write(record(2));
+    await new Promise((r) => setImmediate(r));
+    renameSync(file, join(dir, 'e.log.1'));
+    await vi.waitFor(() => expect(log.healthy()).toBe(false), { timeout: 2000, interval: 5 });
+    await vi.waitFor(() => expect(log.healthy()).toBe(true), { timeout: 2000, interval: 5 });
+    log.write(record(3));
+    await log.close();
+    expect(lines(join(dir, 'e.log.1'))).toHaveLength(1);
+    expect(lines(file)).toHaveLength(1);
+    expect(JSON.parse(lines(file)[0]!)).toMatchObject({ sequence: 1, prev_hash: null });
     expect((await verifyEvidenceFile(file)).ok).toBe(true);
   });
 
