@@ -13,7 +13,7 @@ import { loadConfigFile, type LoadedConfig } from './config/load.js';
 import type { Config } from './config/schema.js';
 import { Denial } from './errors.js';
 import { Upstream } from './http/forward.js';
-import { hostRequired, makeDropSet, TrustedProxies, type HeaderPolicy } from './http/headers.js';
+import { hostFields, hostRequired, makeDropSet, TrustedProxies, type HeaderPolicy } from './http/headers.js';
 import { WebSocketTunnel } from './http/upgrade.js';
 import { createLogger, type Logger } from './observability/logger.js';
 import { Metrics } from './observability/metrics.js';
@@ -324,5 +324,5 @@ function json(res: ServerResponse, status: number, body: unknown): void {
 
 /** An HTTP/1.1 request without Host (Node's own check is off: the pipeline denies it, with evidence). */
 function hostMissing(req: IncomingMessage): boolean {
-  return hostRequired(req) && req.headers.host === undefined;
+  return hostRequired(req) && hostFields(req.rawHeaders) === 0;
 }

@@ -198,3 +198,15 @@ export function clientHeaders(headers: Record<string, string | string[] | undefi
 export function hostRequired(req: IncomingMessage): boolean {
   return req.httpVersionMajor > 1 || req.httpVersionMinor >= 1;
 }
+
+/** How many Host fields the raw headers hold: 0, 1, or 2 for two or more. */
+export function hostFields(raw: readonly string[]): number {
+  let seen = 0;
+  for (let i = 0; i < raw.length; i += 2) {
+    const n = raw[i]!;
+    if (n.length === 4 && (n === 'Host' || n === 'host' || n.toLowerCase() === 'host')) {
+      if (++seen > 1) return seen;
+    }
+  }
+  return seen;
+}

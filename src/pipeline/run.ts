@@ -17,7 +17,7 @@ import { RESERVED_MEMBERS, type RecordLayout } from '../evidence/format.js';
 import type { EvidenceMission, EvidenceRecord, EvidenceSink } from '../evidence/record.js';
 import { hasBody, hasSmallBody, readBody } from '../http/body.js';
 import type { ForwardOutcome, Upstream } from '../http/forward.js';
-import { hostRequired, upstreamHeaders, type HeaderPolicy } from '../http/headers.js';
+import { hostFields, hostRequired, upstreamHeaders, type HeaderPolicy } from '../http/headers.js';
 import { normalizeTarget, pathSegments, PathError } from '../http/path.js';
 import type { Logger } from '../observability/logger.js';
 import type { Metrics } from '../observability/metrics.js';
@@ -416,18 +416,6 @@ function runStages(ctx: RequestContext, stages: readonly (readonly [StageName, S
     const pending = stage(ctx);
     if (pending !== undefined) return pending.then(() => runStages(ctx, stages, i + 1));
   }
-}
-
-/** How many Host fields the request has: 0, 1, or 2 for two or more. */
-function hostFields(raw: readonly string[]): number {
-  let seen = 0;
-  for (let i = 0; i < raw.length; i += 2) {
-    const n = raw[i]!;
-    if (n.length === 4 && (n === 'Host' || n === 'host' || n.toLowerCase() === 'host')) {
-      if (++seen > 1) return seen;
-    }
-  }
-  return seen;
 }
 
 function setContentLength(headers: string[], length: number): void {
