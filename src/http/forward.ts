@@ -6,7 +6,7 @@
 import { STATUS_CODES, type IncomingMessage, type ServerResponse } from 'node:http';
 import { performance } from 'node:perf_hooks';
 import { errors, Pool, type Dispatcher } from 'undici';
-import { relayHeaders } from './headers.js';
+import { dropHeader, relayHeaders } from './headers.js';
 
 export interface UpstreamOptions {
   readonly url: string;
@@ -154,9 +154,7 @@ class Exchange implements Dispatcher.DispatchHandler {
     this.onStart(statusCode);
     const { headers, sized, dpopNonce } = relayHeaders(rawHeaders, this.req.responseHeaders);
     // RFC 9110 section 8.6: no Content-Length in a 204, whatever the upstream sent.
-    if (statusCode === 204 && sized) {
-      for (let i = headers.length - 2; i >= 0; i -= 2) if (headers[i]!.toLowerCase() === 'content-length') headers.splice(i, 2);
-    }
+    if (statusCode === 204 && sized) dropHeader(headers, 'content-length');
     try {
       // The upstream's reason phrase when it is not the standard one (Node writes that itself,
       // without validating it again).

@@ -210,3 +210,21 @@ export function hostFields(raw: readonly string[]): number {
   }
   return seen;
 }
+
+/** Sets `name` (lower case) in a flat [name, value, …] list: the first field of that name, else a new one. */
+export function setHeader(headers: string[], name: string, value: string): void {
+  for (let i = 0; i < headers.length; i += 2) {
+    if (headers[i]!.toLowerCase() === name) {
+      headers[i + 1] = value;
+      return;
+    }
+  }
+  headers.push(name, value);
+}
+
+/** Removes every `name` (lower case) field from a flat [name, value, …] list. */
+export function dropHeader(headers: string[], name: string): void {
+  for (let i = headers.length - 2; i >= 0; i -= 2) {
+    if (headers[i]!.toLowerCase() === name) headers.splice(i, 2);
+  }
+}

@@ -14,7 +14,7 @@ import { performance } from 'node:perf_hooks';
 import type { Readable } from 'node:stream';
 import { errors } from 'undici';
 import { Denial } from '../errors.js';
-import { clientHeaders, upstreamHeaders } from '../http/headers.js';
+import { clientHeaders, dropHeader, setHeader, upstreamHeaders } from '../http/headers.js';
 import type { Logger } from '../observability/logger.js';
 import type { RequestContext } from '../pipeline/context.js';
 import { writeDenial } from '../pipeline/respond.js';
@@ -233,22 +233,6 @@ function mediaType(headers: Record<string, string | string[] | undefined>): stri
   const s = Array.isArray(v) ? (v[0] ?? '') : (v ?? '');
   const semi = s.indexOf(';');
   return (semi === -1 ? s : s.slice(0, semi)).trim().toLowerCase();
-}
-
-function setHeader(headers: string[], name: string, value: string): void {
-  for (let i = 0; i < headers.length; i += 2) {
-    if (headers[i]!.toLowerCase() === name) {
-      headers[i + 1] = value;
-      return;
-    }
-  }
-  headers.push(name, value);
-}
-
-function dropHeader(headers: string[], name: string): void {
-  for (let i = headers.length - 2; i >= 0; i -= 2) {
-    if (headers[i]!.toLowerCase() === name) headers.splice(i, 2);
-  }
 }
 
 async function readLimited(body: Readable, max: number): Promise<Buffer> {

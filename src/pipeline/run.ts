@@ -17,7 +17,7 @@ import { RESERVED_MEMBERS, type RecordLayout } from '../evidence/format.js';
 import type { EvidenceMission, EvidenceRecord, EvidenceSink } from '../evidence/record.js';
 import { hasBody, hasSmallBody, readBody } from '../http/body.js';
 import type { ForwardOutcome, Upstream } from '../http/forward.js';
-import { hostFields, hostRequired, upstreamHeaders, type HeaderPolicy } from '../http/headers.js';
+import { hostFields, hostRequired, setHeader, upstreamHeaders, type HeaderPolicy } from '../http/headers.js';
 import { normalizeTarget, pathSegments, PathError } from '../http/path.js';
 import type { Logger } from '../observability/logger.js';
 import type { Metrics } from '../observability/metrics.js';
@@ -272,7 +272,7 @@ export class Pipeline {
       body = hasBody(ctx.req) ? ctx.req : null;
     } else {
       body = bodyOpt;
-      if (body !== null) setContentLength(headers, body.length);
+      if (body !== null) setHeader(headers, 'content-length', String(body.length));
     }
     const decided = performance.now();
     d.metrics.observeDecision(ctx.kind, (decided - ctx.started) / 1000);
@@ -416,14 +416,4 @@ function runStages(ctx: RequestContext, stages: readonly (readonly [StageName, S
     const pending = stage(ctx);
     if (pending !== undefined) return pending.then(() => runStages(ctx, stages, i + 1));
   }
-}
-
-function setContentLength(headers: string[], length: number): void {
-  for (let i = 0; i < headers.length; i += 2) {
-    if (headers[i]!.toLowerCase() === 'content-length') {
-      headers[i + 1] = String(length);
-      return;
-    }
-  }
-  headers.push('content-length', String(length));
 }
