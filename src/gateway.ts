@@ -7,14 +7,13 @@
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
-import { ServerResponse as NodeServerResponse } from 'node:http';
 import { compileRoutes } from './config/compile.js';
 import { loadConfigFile, type LoadedConfig } from './config/load.js';
 import type { Config } from './config/schema.js';
 import { Denial } from './errors.js';
 import { Upstream } from './http/forward.js';
 import { hostFields, hostRequired, makeDropSet, TrustedProxies, type HeaderPolicy } from './http/headers.js';
-import { WebSocketTunnel } from './http/upgrade.js';
+import { socketResponse, WebSocketTunnel } from './http/upgrade.js';
 import { createLogger, type Logger } from './observability/logger.js';
 import { Metrics } from './observability/metrics.js';
 import { Challenges } from './pipeline/respond.js';
@@ -146,10 +145,7 @@ export class Gateway {
   private onUpgrade(req: IncomingMessage, socket: Socket, head: Buffer): void {
     const rt = this.runtime;
     socket.on('error', () => socket.destroy());
-    const res = new NodeServerResponse(req);
-    res.assignSocket(socket);
-    res.shouldKeepAlive = false;
-    void rt.tunnel.handle(rt.pipeline, req, res, socket, head);
+    void rt.tunnel.handle(rt.pipeline, req, socketResponse(req, socket), socket, head);
   }
 
   /**
@@ -158,9 +154,7 @@ export class Gateway {
    */
   private onConnect(req: IncomingMessage, socket: Socket): void {
     socket.on('error', () => socket.destroy());
-    const res = new NodeServerResponse(req);
-    res.assignSocket(socket);
-    res.shouldKeepAlive = false;
+    const res = socketResponse(req, socket);
     res.once('finish', () => socket.end());
     const pipeline = this.runtime.pipeline;
     const ctx = pipeline.context(req, res);

@@ -3,12 +3,13 @@
  * tunneled with http-proxy-3 (the maintained TypeScript successor of http-proxy, whose upstream
  * has been unmaintained since 2020). The upstream sees the same header policy as for HTTP.
  */
-import type { ClientRequest, IncomingMessage, ServerResponse } from 'node:http';
+import { ServerResponse, type ClientRequest, type IncomingMessage } from 'node:http';
 import type { Socket } from 'node:net';
 import { createProxyServer, type ProxyServer } from 'http-proxy-3';
 import { Denial } from '../errors.js';
 import type { Logger } from '../observability/logger.js';
 import type { RequestContext } from '../pipeline/context.js';
+import { writeDenial } from '../pipeline/respond.js';
 import type { Pipeline } from '../pipeline/run.js';
 import { upstreamHeaders } from './headers.js';
 
@@ -101,17 +102,11 @@ export class WebSocketTunnel {
   /** The upstream could not be reached, or did not answer in time: 502 or 504 with the SPEC body. */
   private fail(p: Pending, socket: Socket, err: Error): void {
     if (p.recorded) return;
-    const status = p.timedOut ? 504 : 502;
+    const denial = new Denial(p.timedOut ? 'gateway_timeout' : 'bad_gateway', { cause: err });
     this.logger.warn({ decision_id: p.ctx.id, err: err.message }, 'websocket upstream failed');
-    if (socket.writable) {
-      const error = status === 504 ? 'gateway_timeout' : 'bad_gateway';
-      const description = status === 504 ? 'the upstream did not answer in time' : 'the upstream could not be reached';
-      const body = JSON.stringify({ error, error_description: description, denial_reason: null, decision_id: p.ctx.id });
-      socket.end(`HTTP/1.1 ${status} ${status === 504 ? 'Gateway Timeout' : 'Bad Gateway'}\r\ncontent-type: application/json\r\ncontent-length: ${body.length}\r\nmission-decision: ${p.ctx.id}\r\nconnection: close\r\n\r\n${body}`);
-    } else {
-      socket.destroy();
-    }
-    this.record(p, status);
+    if (socket.writable) writeDenial(socketResponse(p.ctx.req, socket), denial, p.ctx.id, null, null);
+    else socket.destroy();
+    this.record(p, denial.spec.status);
   }
 
   private record(p: Pending, status: number): void {
@@ -126,4 +121,15 @@ export class WebSocketTunnel {
     for (const s of this.sockets) s.destroy();
     this.proxy.close();
   }
+}
+
+/**
+ * A response written straight to a socket Node handed over (an upgrade, a CONNECT): one answer,
+ * then the connection closes.
+ */
+export function socketResponse(req: IncomingMessage, socket: Socket): ServerResponse {
+  const res = new ServerResponse(req);
+  res.assignSocket(socket);
+  res.shouldKeepAlive = false;
+  return res;
 }
