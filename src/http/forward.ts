@@ -29,6 +29,8 @@ export interface ForwardRequest {
   readonly body: Buffer | IncomingMessage | null;
   /** Extra response headers (e.g. DPoP-Nonce). */
   readonly responseHeaders: Record<string, string> | null;
+  /** When the request is handed to the upstream (performance.now()): the start of `timeoutMs`. */
+  readonly sentAt: number;
 }
 
 export class Upstream {
@@ -89,7 +91,6 @@ class Exchange implements Dispatcher.DispatchHandler {
   private ended = false;
   private abort: ((err?: Error) => void) | null = null;
   private resume: (() => void) | null = null;
-  private readonly sentAt = performance.now();
   /** Bounds the wait for a final status across 1xx responses, each of which restarts undici's timer. */
   private deadline: NodeJS.Timeout | null = null;
 
@@ -140,7 +141,7 @@ class Exchange implements Dispatcher.DispatchHandler {
   onHeaders(statusCode: number, rawHeaders: Buffer[], resume: () => void, statusText: string): boolean {
     if (statusCode < 200) {
       // 1xx informational: wait for the final response, no longer than the timeout from dispatch.
-      this.deadline ??= setTimeout(this.onDeadline, Math.max(0, this.timeoutMs - (performance.now() - this.sentAt)));
+      this.deadline ??= setTimeout(this.onDeadline, Math.max(0, this.timeoutMs - (performance.now() - this.req.sentAt)));
       return true;
     }
     this.clearDeadline();

@@ -283,6 +283,7 @@ export class Pipeline {
         headers,
         body,
         responseHeaders: ctx.dpopNonce === null ? null : { 'dpop-nonce': ctx.dpopNonce },
+        sentAt: decided,
       },
       ctx.res,
       (status) => {
