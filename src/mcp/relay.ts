@@ -108,8 +108,7 @@ export async function relay(ctx: RequestContext, pipeline: Pipeline, plan: Relay
     clearTimeout(deadline);
     const status = r.statusCode;
     if (status > 599) {
-      await r.body.dump().catch(() => {});
-      throw new Error(`upstream answered with status ${status}`);
+      return await refuse(r.body, `upstream answered with status ${status}`);
     }
     ctx.upstreamStatus = status;
     d.metrics.observeUpstream((performance.now() - decided) / 1000);
@@ -121,8 +120,7 @@ export async function relay(ctx: RequestContext, pipeline: Pipeline, plan: Relay
     const encoding = raw['content-encoding'];
     // An encoded answer cannot be looked into: refuse it rather than pass a list unfiltered.
     if (encoding !== undefined && encoding !== 'identity') {
-      await r.body.dump().catch(() => {});
-      throw new Error('upstream answer is content-encoded');
+      return await refuse(r.body, 'upstream answer is content-encoded');
     }
     const ok = status >= 200 && status < 300;
     const type = mediaType(raw);
@@ -152,8 +150,7 @@ export async function relay(ctx: RequestContext, pipeline: Pipeline, plan: Relay
     // A tool list the gateway cannot read is not shown (fail closed): a lenient client might
     // still take one from a body labelled otherwise.
     if (ok && plan.lists !== null) {
-      await r.body.dump().catch(() => {});
-      throw new Error(`upstream answered tools/list as ${type === '' ? 'no media type' : type}`);
+      return await refuse(r.body, `upstream answered tools/list as ${type === '' ? 'no media type' : type}`);
     }
     // Errors, and other media types where nothing is filtered, pass through as they are.
     res.writeHead(status, out);
@@ -198,6 +195,12 @@ async function relayJson(res: RequestContext['res'], body: Readable, status: num
   out['content-length'] = String(Buffer.byteLength(text));
   res.writeHead(status, out);
   res.end(text);
+}
+
+/** An upstream answer the gateway will not relay: its body is discarded, and the caller answers 502. */
+async function refuse(body: { dump(): Promise<void> }, why: string): Promise<never> {
+  await body.dump().catch(() => {});
+  throw new Error(why);
 }
 
 const BOM = Buffer.from([0xef, 0xbb, 0xbf]);
