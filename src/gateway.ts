@@ -250,6 +250,7 @@ async function buildRuntime(config: Config, longLived: LongLived, metrics: Metri
     timeoutMs: config.upstream.timeout_s * 1000,
     connections: config.upstream.connections,
     keepAliveTimeoutMs: config.upstream.keep_alive_timeout_s * 1000,
+    holds: longLived.holds,
   });
   const trusted = new TrustedProxies(config.trusted_proxies);
   const proto = new URL(config.public_base_url).protocol.slice(0, -1);
@@ -263,6 +264,7 @@ async function buildRuntime(config: Config, longLived: LongLived, metrics: Metri
     stages: parts.stages,
     upstream,
     evidence: longLived.evidence,
+    holds: longLived.holds,
     metrics,
     logger,
     maxBodyBytes: config.max_body_bytes,
@@ -284,7 +286,7 @@ async function buildRuntime(config: Config, longLived: LongLived, metrics: Metri
     pipeline,
     parts,
     upstream,
-    tunnel: new WebSocketTunnel(config.upstream.url, logger, config.upstream.timeout_s * 1000),
+    tunnel: new WebSocketTunnel(config.upstream.url, logger, config.upstream.timeout_s * 1000, longLived.holds),
     documents: parts.prm.paths,
     pushPath: config.mission.events.push_path,
   };

@@ -19,6 +19,7 @@ import type { EvidenceSink } from './evidence/record.js';
 import { createIdJagHandler } from './idjag/guard.js';
 import { createMcpHandler } from './mcp/handler.js';
 import { createMissionReferenceStage } from './mission/reference.js';
+import { MissionHolds } from './mission/holds.js';
 import { MissionStates } from './mission/state.js';
 import type { MissionBus, MissionChange } from './mission/types.js';
 import type { Logger } from './observability/logger.js';
@@ -34,6 +35,8 @@ export interface LongLived {
   readonly replay: ReplayStore;
   /** The replica bus; `subscribe` replaces the previous runtime's handler (one consumer at a time). */
   readonly bus: MissionBus;
+  /** Exchanges in flight under a Mission (response streams, tunnels), cut when it stops being active. */
+  readonly holds: MissionHolds;
   close(): Promise<void>;
 }
 
@@ -76,12 +79,16 @@ export async function buildLongLivedParts(config: Config, metrics: Metrics, logg
   });
   const replay = createReplayStore(config.replay_store, { maxEntries: config.dpop.replay_max_entries, logger, metrics });
   const bus = switchableBus(createMissionBus(config.replay_store, { logger, metrics, catchUpMs: config.mission.max_stale_s * 1000 }));
+  const holds = new MissionHolds({ logger, counted: (cause, n) => metrics.exchangesCut.labels(cause).inc(n) });
+  metrics.heldExchanges = () => holds.size;
   return {
     evidence,
     connections: { count: 0 },
     replay,
     bus,
+    holds,
     async close() {
+      holds.close();
       await Promise.allSettled([evidence.close(), replay.close(), bus.close()]);
     },
   };
@@ -110,7 +117,7 @@ export async function buildParts(config: Config, longLived: LongLived, metrics: 
     cooldownMs: config.token.jwks_cooldown_s * 1000,
     refreshIntervalMs: config.token.jwks_refresh_s * 1000,
   });
-  const missionStates = new MissionStates({ config, keys, metrics, logger, bus: longLived.bus });
+  const missionStates = new MissionStates({ config, keys, metrics, logger, bus: longLived.bus, holds: longLived.holds });
   const nonces = config.dpop.nonce ? new NonceIssuer({ windowSeconds: config.dpop.nonce_window_s, secret: config.dpop.nonce_secret }) : null;
   const missionReference = createMissionReferenceStage({ config });
   const stages: Stages = {

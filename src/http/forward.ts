@@ -6,6 +6,7 @@
 import { STATUS_CODES, type IncomingMessage, type ServerResponse } from 'node:http';
 import { performance } from 'node:perf_hooks';
 import { errors, Pool, type Dispatcher } from 'undici';
+import type { Holder, MissionHolds, Ticket } from '../mission/holds.js';
 import { dropHeader, relayHeaders } from './headers.js';
 
 export interface UpstreamOptions {
@@ -13,6 +14,8 @@ export interface UpstreamOptions {
   readonly timeoutMs: number;
   readonly connections: number;
   readonly keepAliveTimeoutMs: number;
+  /** Where a response a Mission authorized is held while it flows (cut when the Mission ends). */
+  readonly holds: MissionHolds | null;
 }
 
 export type ForwardOutcome =
@@ -31,6 +34,8 @@ export interface ForwardRequest {
   readonly responseHeaders: Record<string, string> | null;
   /** When the request is handed to the upstream (performance.now()): the start of `timeoutMs`. */
   readonly sentAt: number;
+  /** The Mission that admitted the request: its response is held under it while it flows. */
+  readonly ticket: Ticket | null;
 }
 
 export class Upstream {
@@ -39,8 +44,10 @@ export class Upstream {
   readonly host: string;
   /** The bound on the wait for the final response's headers (`upstream.timeout_s`). */
   readonly timeoutMs: number;
+  private readonly holds: MissionHolds | null;
 
   constructor(opts: UpstreamOptions) {
+    this.holds = opts.holds;
     const u = new URL(opts.url);
     this.origin = u.origin;
     this.host = u.host;
@@ -64,7 +71,7 @@ export class Upstream {
    * `onStart` runs just before headers are written to the client.
    */
   send(req: ForwardRequest, res: ServerResponse, onStart: (status: number) => void, done: (outcome: ForwardOutcome) => void): void {
-    const exchange = new Exchange(req, res, this.timeoutMs, onStart, done);
+    const exchange = new Exchange(req, res, this.timeoutMs, req.ticket === null ? null : this.holds, onStart, done);
     const headers = req.headers;
     headers.push('host', this.host);
     this.pool.dispatch({ origin: this.origin, method: req.method, path: this.basePath + req.path, headers, body: req.body }, exchange);
@@ -84,8 +91,10 @@ export class Upstream {
  * speaks them natively, so no header object is built for a response we only relay) and the
  * outcome, reported once through `done`. One object per request instead of a set of closures.
  */
-class Exchange implements Dispatcher.DispatchHandler {
+class Exchange implements Dispatcher.DispatchHandler, Holder {
   private settled = false;
+  /** Held under its Mission (holds.ts) from response start until it ends or is cut. */
+  private held = false;
   private started = false;
   /** A 204 or 304: the response ended with its head; whatever the upstream adds is not relayed. */
   private ended = false;
@@ -98,6 +107,7 @@ class Exchange implements Dispatcher.DispatchHandler {
     private readonly req: ForwardRequest,
     private readonly res: ServerResponse,
     private readonly timeoutMs: number,
+    private readonly holds: MissionHolds | null,
     private readonly onStart: (status: number) => void,
     private readonly done: (outcome: ForwardOutcome) => void,
   ) {
@@ -125,6 +135,7 @@ class Exchange implements Dispatcher.DispatchHandler {
 
   private readonly onClose = (): void => {
     this.clearDeadline();
+    this.release();
     if (!this.res.writableFinished) {
       this.abort?.(new Error('client closed'));
       this.settle({ kind: 'aborted' });
@@ -132,6 +143,20 @@ class Exchange implements Dispatcher.DispatchHandler {
   };
 
   private readonly onDrain = (): void => this.resume?.();
+
+  private release(): void {
+    if (this.held) {
+      this.held = false;
+      this.holds!.release(this.req.ticket!, this);
+    }
+  }
+
+  /** The Mission that authorized this exchange is no longer active: both connections close now. */
+  cut(): void {
+    this.held = false;
+    this.abort?.(new Error('the Mission that authorized this exchange is no longer active'));
+    this.res.destroy();
+  }
 
   onConnect(abort: (err?: Error) => void): void {
     this.abort = abort;
@@ -153,6 +178,16 @@ class Exchange implements Dispatcher.DispatchHandler {
     this.started = true;
     this.resume = resume;
     this.onStart(statusCode);
+    if (this.holds !== null) {
+      if (!this.holds.hold(this.req.ticket!, this)) {
+        // Its Mission stopped being active while the upstream worked: the answer is recorded, but
+        // nothing of it reaches the client.
+        this.settle({ kind: 'response', status: statusCode, dpopNonce: false });
+        this.cut();
+        return false;
+      }
+      this.held = true;
+    }
     const { headers, sized, dpopNonce } = relayHeaders(rawHeaders, this.req.responseHeaders);
     // RFC 9110 section 8.6: no Content-Length in a 204, whatever the upstream sent.
     if (statusCode === 204 && sized) dropHeader(headers, 'content-length');
@@ -164,6 +199,7 @@ class Exchange implements Dispatcher.DispatchHandler {
         // No body by definition (RFC 9110 sections 15.3.5, 15.4.5): the response is complete. A
         // body or a Content-Length the upstream sends anyway must not cut the client's answer.
         this.ended = true;
+        this.release();
         this.res.off('close', this.onClose);
         this.res.end();
       } else if (!sized) {
@@ -188,6 +224,7 @@ class Exchange implements Dispatcher.DispatchHandler {
 
   onComplete(): void {
     if (this.ended) return;
+    this.release();
     this.res.off('close', this.onClose);
     this.res.end();
   }
@@ -195,6 +232,7 @@ class Exchange implements Dispatcher.DispatchHandler {
   onError(err: Error): void {
     this.clearDeadline();
     if (this.ended) return;
+    this.release();
     this.res.off('close', this.onClose);
     if (!this.started) {
       const code = (err as { code?: string }).code === 'UND_ERR_HEADERS_TIMEOUT' ? 'gateway_timeout' : 'bad_gateway';

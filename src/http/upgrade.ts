@@ -7,6 +7,7 @@ import { ServerResponse, type ClientRequest, type IncomingMessage } from 'node:h
 import type { Socket } from 'node:net';
 import { createProxyServer, type ProxyServer } from 'http-proxy-3';
 import { Denial } from '../errors.js';
+import type { Holder, MissionHolds, Ticket } from '../mission/holds.js';
 import type { Logger } from '../observability/logger.js';
 import type { RequestContext } from '../pipeline/context.js';
 import { writeDenial } from '../pipeline/respond.js';
@@ -17,6 +18,8 @@ import { upstreamHeaders } from './headers.js';
 interface Pending {
   readonly ctx: RequestContext;
   readonly pipeline: Pipeline;
+  /** The Mission that admitted the upgrade: the tunnel is held under it (cut when it ends). */
+  readonly ticket: Ticket | null;
   timedOut: boolean;
   recorded: boolean;
 }
@@ -31,6 +34,7 @@ export class WebSocketTunnel {
     private readonly logger: Logger,
     /** Bound on the wait for the upstream's answer to the upgrade (`upstream.timeout_s`). */
     private readonly timeoutMs: number,
+    private readonly holds: MissionHolds | null,
   ) {
     this.proxy = createProxyServer({ target, ws: true, xfwd: false, changeOrigin: true });
     // Errors come through each request's callback (handle); this only keeps an unexpected one from
@@ -49,6 +53,7 @@ export class WebSocketTunnel {
         this.record(p, 101);
         // Once either side is gone the other goes too, whatever it still holds or never reads.
         socket.once('close', () => proxySocket.destroy());
+        if (p.ticket !== null && this.holds !== null) this.holdTunnel(p.ticket, this.holds, socket, proxySocket);
       });
       // The upstream answered with plain HTTP (not a WebSocket endpoint): relayed as is.
       proxyReq.once('response', (res: IncomingMessage) => {
@@ -90,7 +95,7 @@ export class WebSocketTunnel {
       this.sockets.add(socket);
       socket.once('close', () => this.sockets.delete(socket));
       // The permit record waits for the upstream's answer, so it carries what the client got.
-      const p: Pending = { ctx, pipeline, timedOut: false, recorded: false };
+      const p: Pending = { ctx, pipeline, ticket: ctx.mission === null || this.holds === null ? null : this.holds.ticket(ctx), timedOut: false, recorded: false };
       this.pending.set(req, p);
       this.proxy.ws(req, socket, head, (err: Error) => this.fail(p, socket, err));
     } catch (err) {
@@ -107,6 +112,25 @@ export class WebSocketTunnel {
     if (socket.writable) writeDenial(socketResponse(p.ctx.req, socket), denial, p.ctx.id, null, null);
     else socket.destroy();
     this.record(p, denial.spec.status);
+  }
+
+  /**
+   * Holds an open tunnel under its Mission: when the Mission stops being active both sockets close.
+   * One whose Mission ended while the upstream was answering closes now (after the proxy's own
+   * handlers have run, which still write to the sockets).
+   */
+  private holdTunnel(ticket: Ticket, holds: MissionHolds, socket: Socket, proxySocket: Socket): void {
+    const holder: Holder = {
+      cut: () => {
+        socket.destroy();
+        proxySocket.destroy();
+      },
+    };
+    if (!holds.hold(ticket, holder)) {
+      setImmediate(holder.cut);
+      return;
+    }
+    socket.once('close', () => holds.release(ticket, holder));
   }
 
   private record(p: Pending, status: number): void {

@@ -14,6 +14,7 @@ import { performance } from 'node:perf_hooks';
 import type { Readable } from 'node:stream';
 import { errors } from 'undici';
 import { Denial } from '../errors.js';
+import type { Holder } from '../mission/holds.js';
 import { clientHeaders, dropHeader, setHeader, upstreamHeaders } from '../http/headers.js';
 import type { Logger } from '../observability/logger.js';
 import type { RequestContext } from '../pipeline/context.js';
@@ -81,6 +82,16 @@ export async function relay(ctx: RequestContext, pipeline: Pipeline, plan: Relay
     timedOut = true;
     abort.abort(new errors.HeadersTimeoutError());
   }, up.timeoutMs);
+  // Once the answer starts it is held under the Mission that admitted the request (holds.ts).
+  const holds = d.holds;
+  const ticket = ctx.mission === null || holds === null ? null : holds.ticket(ctx);
+  const holder: Holder = {
+    cut: () => {
+      abort.abort(new Error('the Mission that authorized this exchange is no longer active'));
+      res.destroy();
+    },
+  };
+  let held = false;
   try {
     let r;
     try {
@@ -113,6 +124,11 @@ export async function relay(ctx: RequestContext, pipeline: Pipeline, plan: Relay
     ctx.upstreamStatus = status;
     d.metrics.observeUpstream((performance.now() - decided) / 1000);
     plan.onOutcome();
+    if (ticket !== null) {
+      held = holds!.hold(ticket, holder);
+      // Its Mission stopped being active while the upstream worked: nothing of the answer flows.
+      if (!held) return holder.cut();
+    }
 
     const raw = r.headers as Record<string, string | string[] | undefined>;
     const out = clientHeaders(raw);
@@ -168,6 +184,7 @@ export async function relay(ctx: RequestContext, pipeline: Pipeline, plan: Relay
   } finally {
     clearTimeout(deadline);
     res.off('close', onClose);
+    if (held) holds!.release(ticket!, holder);
   }
 }
 

@@ -37,6 +37,8 @@ import type { Metrics } from '../observability/metrics.js';
 import type { AccessToken, MissionReference, MissionView, RequestContext, Stage } from '../pipeline/context.js';
 import { handleSetPush, SetPoller, type SetSink } from './delivery.js';
 import { SetVerifier, type EventResult, type VerifiedSet } from './events.js';
+import type { MissionHolds } from './holds.js';
+import { recordKey, refKey } from './key.js';
 import { isHeaderReference, trustedMissionIssuers } from './reference.js';
 import { MissionStatusClient, StatusUnavailable, type StatusResult } from './status.js';
 import type { MissionBus, MissionChange } from './types.js';
@@ -82,6 +84,8 @@ export interface MissionStatesDeps {
   readonly metrics: Metrics;
   readonly logger: Logger;
   readonly bus: MissionBus;
+  /** Exchanges in flight under a Mission, cut when it stops being active (holds.ts). */
+  readonly holds?: MissionHolds;
   /** Epoch milliseconds; injectable for tests. */
   readonly now?: () => number;
 }
@@ -91,26 +95,6 @@ export interface LookupOptions {
   readonly tokenExp?: number;
   /** Skip the cache and ask the authority (high-consequence actions). */
   readonly fresh?: boolean;
-}
-
-function recordKey(issuer: string, idOrS256: string, aauth: boolean): string {
-  return aauth ? `${issuer}\ns256:${idOrS256}` : `${issuer}\n${idOrS256}`;
-}
-
-const REF_KEYS = new WeakMap<MissionReference, string>();
-
-/**
- * The cache key of a reference. Memoized per reference object: a token's reference is one shared
- * object (see tokenReference), so every request looks the cache up with the same string, whose
- * hash V8 has already computed.
- */
-function refKey(ref: MissionReference): string {
-  let k = REF_KEYS.get(ref);
-  if (k === undefined) {
-    k = ref.id !== null ? recordKey(ref.issuer, ref.id, false) : recordKey(ref.issuer, ref.s256 ?? '', true);
-    REF_KEYS.set(ref, k);
-  }
-  return k;
 }
 
 /** Throws the denial for a Mission that is not active (SPEC section 5). `view` is the state established. */
@@ -141,6 +125,7 @@ export class MissionStates {
   private readonly metrics: Metrics;
   private readonly logger: Logger;
   private readonly bus: MissionBus;
+  private readonly holds: MissionHolds | null;
   private readonly now: () => number;
   private readonly status: MissionStatusClient;
   private readonly verifier: SetVerifier;
@@ -169,6 +154,7 @@ export class MissionStates {
     this.metrics = deps.metrics;
     this.logger = deps.logger;
     this.bus = deps.bus;
+    this.holds = deps.holds ?? null;
     this.now = deps.now ?? Date.now;
     this.maxStaleMs = deps.config.mission.max_stale_s * 1000;
     this.status = new MissionStatusClient({ config: deps.config, keys: deps.keys, metrics: deps.metrics, logger: deps.logger, now: this.now });
@@ -386,6 +372,8 @@ export class MissionStates {
       if (oldest !== undefined) rec.entries.delete(oldest);
     }
     rec.entries.set(audience, { view: source === 'fresh' ? { ...view, source: 'cached' } : view, deadline, fetchedAt: started });
+    // Whatever this Mission still holds open stops with it (a later request asked and learned).
+    if (state !== 'active') this.holds?.cut(key, state ?? 'unknown');
     // A remembered event denial outlives any answer that is not strictly newer (including an
     // unversioned one): fail closed on an inconsistent authority.
     if (rec.denyView !== null && rec.denyUntil > this.now()) return rec.denyView;
@@ -414,23 +402,26 @@ export class MissionStates {
   private applyVersioned(change: MissionChange): EventResult {
     const now = this.now();
     const key = recordKey(change.issuer, change.id, false);
-    const targets: MissionRecord[] = [];
+    const targets: [string, MissionRecord][] = [];
     const direct = this.records.get(key);
-    if (direct !== undefined) targets.push(direct);
+    if (direct !== undefined) targets.push([key, direct]);
     const aliasKey = this.aliases.get(key);
     const aliased = aliasKey === undefined ? undefined : this.records.get(aliasKey);
-    if (aliased !== undefined) targets.push(aliased);
+    if (aliased !== undefined) targets.push([aliasKey!, aliased]);
 
     if (targets.length === 0) {
       if (change.state === 'active') return 'uncached';
       // Remember a non-active state even for a Mission we never cached (SPEC section 3).
-      this.applyTo(this.record(key, change.issuer), change, now);
+      if (this.applyTo(this.record(key, change.issuer), change, now) !== 'stale') this.holds?.cut(key, change.state);
       return 'uncached';
     }
     let result: EventResult = 'stale';
-    for (const rec of targets) {
+    for (const [k, rec] of targets) {
       const r = this.applyTo(rec, change, now);
-      if (r !== 'stale') result = r;
+      if (r === 'stale') continue;
+      result = r;
+      // Applied: what the Mission still holds open stops with it.
+      if (change.state !== 'active') this.holds?.cut(k, change.state);
     }
     return result;
   }

@@ -115,6 +115,10 @@ export class Metrics {
   readonly evidenceHealthy: client.Gauge<never>;
   readonly replayStoreErrors: client.Counter<never>;
   readonly cacheEvictions: client.Counter<'cache'>;
+  readonly exchangesCut: client.Counter<'cause'>;
+  readonly openExchanges: client.Gauge<never>;
+  /** What `mission_gateway_open_exchanges` reads at scrape time (set by the gateway). */
+  heldExchanges: () => number = () => 0;
 
   /** `requests_total` series: permit, and deny by reason. */
   private readonly permitTally: Tally;
@@ -178,6 +182,21 @@ export class Metrics {
     this.evidenceHealthy = new client.Gauge({ name: 'mission_gateway_evidence_sink_up', help: '1 when the evidence sink is writable', registers });
     this.replayStoreErrors = new client.Counter({ name: 'mission_gateway_replay_store_errors_total', help: 'Replay store operations that failed (requests denied)', registers });
     this.cacheEvictions = new client.Counter({ name: 'mission_gateway_cache_evictions_total', help: 'Entries evicted from bounded caches', labelNames: ['cache'], registers });
+    this.exchangesCut = new client.Counter({
+      name: 'mission_gateway_exchanges_cut_total',
+      help: 'Open exchanges (response streams, WebSocket tunnels) cut because their Mission stopped being active, by cause',
+      labelNames: ['cause'],
+      registers,
+    });
+    const held = (): number => this.heldExchanges();
+    this.openExchanges = new client.Gauge({
+      name: 'mission_gateway_open_exchanges',
+      help: 'Exchanges held open under a Mission: response streams and WebSocket tunnels still flowing',
+      registers,
+      collect() {
+        this.set(held());
+      },
+    });
 
     this.requestTallies = requestTallies;
     this.permitTally = this.tally(requestTallies, this.requests.labels('permit', 'none'));
@@ -190,6 +209,7 @@ export class Metrics {
       stale: this.tally(cacheTallies, this.missionCache.labels('stale')),
     };
     for (const r of ['success', 'failure']) this.configReloads.labels(r);
+    for (const c of ['state_change', 'expired']) this.exchangesCut.labels(c);
     this.evidenceHealthy.set(1);
   }
 

@@ -19,6 +19,7 @@ import { hasBody, hasSmallBody, readBody } from '../http/body.js';
 import type { ForwardOutcome, Upstream } from '../http/forward.js';
 import { hostFields, hostRequired, setHeader, upstreamHeaders, type HeaderPolicy } from '../http/headers.js';
 import { normalizeTarget, pathSegments, PathError } from '../http/path.js';
+import type { MissionHolds } from '../mission/holds.js';
 import type { Logger } from '../observability/logger.js';
 import type { Metrics } from '../observability/metrics.js';
 import { newRequestContext, type RequestContext, type Stage, type StageName } from './context.js';
@@ -46,6 +47,8 @@ export interface PipelineDeps {
   readonly stages: Stages;
   readonly upstream: Upstream;
   readonly evidence: EvidenceSink;
+  /** Where responses and tunnels a Mission authorized are held while they flow (cut when it ends). */
+  readonly holds: MissionHolds | null;
   readonly metrics: Metrics;
   readonly logger: Logger;
   readonly maxBodyBytes: number;
@@ -284,6 +287,7 @@ export class Pipeline {
         body,
         responseHeaders: ctx.dpopNonce === null ? null : { 'dpop-nonce': ctx.dpopNonce },
         sentAt: decided,
+        ticket: ctx.mission === null || d.holds === null ? null : d.holds.ticket(ctx),
       },
       ctx.res,
       (status) => {

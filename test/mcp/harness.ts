@@ -104,7 +104,7 @@ export async function startHarness(
     },
   };
   const handler = createMcpHandler({ config, missionStates: lookup, metrics, logger });
-  const upstream = new Upstream({ url: config.upstream.url, timeoutMs: 5000, connections: 8, keepAliveTimeoutMs: 4000 });
+  const upstream = new Upstream({ url: config.upstream.url, timeoutMs: 5000, connections: 8, keepAliveTimeoutMs: 4000, holds: null });
   const policy = (strip: boolean) => ({ drop: makeDropSet(strip), trusted: new TrustedProxies([]), proto: 'https' });
   const pipeline = new Pipeline({
     resource: BASE,
@@ -112,6 +112,7 @@ export async function startHarness(
     stages: { credentials: pass, token, dpop: pass, missionReference: pass, missionState: pass, parameters: pass, authority: pass },
     upstream,
     evidence: { write: (r) => void records.push(r), healthy: () => true, close: async () => {} },
+    holds: null,
     metrics,
     logger,
     maxBodyBytes: config.max_body_bytes,

@@ -1,0 +1,159 @@
+/**
+ * Exchanges a Mission authorized that outlive their decision: response bodies still flowing (SSE,
+ * chunked, long downloads, MCP streams) and WebSocket tunnels. A Mission can stop being active at
+ * any moment, and from then on nothing it authorized may keep flowing: every such exchange is cut
+ * (both connections closed, the client sees a broken stream) when the gateway learns the change:
+ *
+ *  - a lifecycle event (pushed, polled, or relayed by another replica) with a non-active state;
+ *  - a Mission Status answer with a non-active state (a later request asked);
+ *  - the Mission's `expires_at` passing (checked every SWEEP_MS while anything is held).
+ *
+ * An exchange is held from the moment its response starts. A response that starts after its
+ * Mission was cut (the change landed while the upstream was still working) is cut at once, before
+ * its head reaches the client: its request was decided while the Mission was active, so the
+ * upstream's answer is in the evidence record, but nothing of it flows under a Mission that is no
+ * longer active.
+ */
+import { performance } from 'node:perf_hooks';
+import type { Logger } from '../observability/logger.js';
+import type { RequestContext } from '../pipeline/context.js';
+import { refKey } from './key.js';
+
+/** Something that can be ended now: an exchange in flight. */
+export interface Holder {
+  cut(): void;
+}
+
+/** What a held exchange needs to know of the decision that admitted it. */
+export interface Ticket {
+  readonly key: string;
+  readonly issuer: string;
+  readonly id: string | null;
+  /** The Mission's `expires_at` (epoch ms), or null. */
+  readonly expiresAt: number | null;
+  /** performance.now() when the request was admitted (its context's start). */
+  readonly admittedAt: number;
+}
+
+export type CutCause = 'state_change' | 'expired';
+
+interface Group {
+  readonly issuer: string;
+  readonly id: string | null;
+  readonly members: Set<Holder>;
+  /** Epoch ms of the earliest `expires_at` among the members; Infinity when none has one. */
+  expiresAt: number;
+}
+
+/** How often expiries are checked while something with an `expires_at` is held. */
+export const SWEEP_MS = 250;
+/** Cut times remembered, for responses that start after their Mission was cut. */
+const MAX_REMEMBERED_CUTS = 10_000;
+
+export interface MissionHoldsOptions {
+  readonly logger: Logger;
+  /** `mission_gateway_exchanges_cut_total` by cause. */
+  readonly counted: (cause: CutCause, n: number) => void;
+  /** Epoch milliseconds; injectable for tests. */
+  readonly now?: () => number;
+}
+
+export class MissionHolds {
+  private readonly groups = new Map<string, Group>();
+  /** Mission key -> performance.now() of its last cut (insertion order = age). */
+  private readonly lastCut = new Map<string, number>();
+  private readonly logger: Logger;
+  private readonly counted: (cause: CutCause, n: number) => void;
+  private readonly now: () => number;
+  private timer: NodeJS.Timeout | null = null;
+
+  constructor(opts: MissionHoldsOptions) {
+    this.logger = opts.logger;
+    this.counted = opts.counted;
+    this.now = opts.now ?? Date.now;
+  }
+
+  /** The ticket of a request a Mission admitted, or null (no Mission: nothing to hold it to). */
+  ticket(ctx: RequestContext): Ticket | null {
+    const view = ctx.mission;
+    const ref = ctx.missionRef;
+    if (view === null || ref === null) return null;
+    return { key: refKey(ref), issuer: view.issuer, id: view.id, expiresAt: view.expiresAt === null ? null : view.expiresAt * 1000, admittedAt: ctx.started };
+  }
+
+  /**
+   * Holds `holder` until released or cut. Returns false, holding nothing, when the Mission was cut
+   * after the request was admitted or has expired: the caller must end the exchange itself.
+   */
+  hold(ticket: Ticket, holder: Holder): boolean {
+    const cutAt = this.lastCut.get(ticket.key);
+    if (cutAt !== undefined && cutAt >= ticket.admittedAt) return false;
+    if (ticket.expiresAt !== null && ticket.expiresAt <= this.now()) return false;
+    let g = this.groups.get(ticket.key);
+    if (g === undefined) {
+      g = { issuer: ticket.issuer, id: ticket.id, members: new Set(), expiresAt: Infinity };
+      this.groups.set(ticket.key, g);
+    }
+    g.members.add(holder);
+    if (ticket.expiresAt !== null && ticket.expiresAt < g.expiresAt) {
+      g.expiresAt = ticket.expiresAt;
+      this.timer ??= setInterval(this.sweep, SWEEP_MS).unref();
+    }
+    return true;
+  }
+
+  release(ticket: Ticket, holder: Holder): void {
+    const g = this.groups.get(ticket.key);
+    if (g !== undefined && g.members.delete(holder) && g.members.size === 0) this.groups.delete(ticket.key);
+  }
+
+  /**
+   * The Mission `key` is no longer active (`state`): cuts every exchange it holds, and any that
+   * starts later for a request admitted before now. Returns how many were cut.
+   */
+  cut(key: string, state: string, cause: CutCause = 'state_change'): number {
+    this.lastCut.delete(key);
+    this.lastCut.set(key, performance.now());
+    if (this.lastCut.size > MAX_REMEMBERED_CUTS) this.lastCut.delete(this.lastCut.keys().next().value!);
+    const g = this.groups.get(key);
+    if (g === undefined) return 0;
+    this.groups.delete(key);
+    for (const h of g.members) {
+      try {
+        h.cut();
+      } catch (err) {
+        this.logger.error({ err }, 'cutting an exchange failed');
+      }
+    }
+    const n = g.members.size;
+    this.counted(cause, n);
+    this.logger.warn({ issuer: g.issuer, mission: g.id, state, exchanges: n }, 'Mission no longer active: its open exchanges were cut');
+    return n;
+  }
+
+  /** Exchanges held now (the `mission_gateway_open_exchanges` gauge). */
+  get size(): number {
+    let n = 0;
+    for (const g of this.groups.values()) n += g.members.size;
+    return n;
+  }
+
+  private readonly sweep = (): void => {
+    const now = this.now();
+    let pending = false;
+    for (const [key, g] of this.groups) {
+      if (g.expiresAt <= now) this.cut(key, 'expired', 'expired');
+      else if (g.expiresAt !== Infinity) pending = true;
+    }
+    if (!pending && this.timer !== null) {
+      clearInterval(this.timer);
+      this.timer = null;
+    }
+  };
+
+  /** Stops the expiry sweep (the gateway is closing; its connections are closed separately). */
+  close(): void {
+    if (this.timer !== null) clearInterval(this.timer);
+    this.timer = null;
+  }
+}

@@ -1,0 +1,119 @@
+/** MissionHolds: exchanges held under a Mission are cut when it stops being active (unit). */
+import { performance } from 'node:perf_hooks';
+import pino from 'pino';
+import { afterEach, describe, expect, it } from 'vitest';
+import { MissionHolds, SWEEP_MS, type CutCause, type Holder, type Ticket } from '../../src/mission/holds.js';
+import { refKey } from '../../src/mission/key.js';
+import { newRequestContext, type MissionReference, type MissionView, type RequestContext } from '../../src/pipeline/context.js';
+
+const ISSUER = 'https://mas.example.com';
+
+function holder(): Holder & { cuts: number } {
+  const h = { cuts: 0, cut: () => void h.cuts++ };
+  return h;
+}
+
+function ticket(id: string, opts: { expiresAt?: number | null; admittedAt?: number } = {}): Ticket {
+  return { key: `${ISSUER}\n${id}`, issuer: ISSUER, id, expiresAt: opts.expiresAt ?? null, admittedAt: opts.admittedAt ?? performance.now() };
+}
+
+let holds: MissionHolds;
+let counted: [CutCause, number][];
+let clock: number;
+
+function make(): MissionHolds {
+  counted = [];
+  clock = Date.now();
+  holds = new MissionHolds({ logger: pino({ level: 'silent' }), counted: (c, n) => void counted.push([c, n]), now: () => clock });
+  return holds;
+}
+
+afterEach(() => holds?.close());
+
+describe('MissionHolds', () => {
+  it('cuts every exchange held under the Mission, and only those', () => {
+    make();
+    const a1 = holder();
+    const a2 = holder();
+    const b = holder();
+    const ta = ticket('msn_a');
+    expect(holds.hold(ta, a1)).toBe(true);
+    expect(holds.hold(ta, a2)).toBe(true);
+    expect(holds.hold(ticket('msn_b'), b)).toBe(true);
+    expect(holds.size).toBe(3);
+    expect(holds.cut(ta.key, 'revoked')).toBe(2);
+    expect([a1.cuts, a2.cuts, b.cuts]).toEqual([1, 1, 0]);
+    expect(counted).toEqual([['state_change', 2]]);
+    expect(holds.size).toBe(1);
+    // A second change cuts nothing more.
+    expect(holds.cut(ta.key, 'revoked')).toBe(0);
+    expect(a1.cuts).toBe(1);
+  });
+
+  it('a released exchange is not cut', () => {
+    make();
+    const h = holder();
+    const t = ticket('msn_a');
+    holds.hold(t, h);
+    holds.release(t, h);
+    expect(holds.size).toBe(0);
+    expect(holds.cut(t.key, 'suspended')).toBe(0);
+    expect(h.cuts).toBe(0);
+  });
+
+  it('refuses to hold a response of a request admitted before its Mission was cut', () => {
+    make();
+    const before = ticket('msn_a', { admittedAt: performance.now() - 1000 });
+    holds.cut(before.key, 'revoked');
+    expect(holds.hold(before, holder())).toBe(false);
+    // A request admitted after the cut (the Mission active again, e.g. resumed) is held.
+    expect(holds.hold(ticket('msn_a', { admittedAt: performance.now() + 1 }), holder())).toBe(true);
+  });
+
+  it('refuses to hold under a Mission whose expires_at has passed', () => {
+    make();
+    expect(holds.hold(ticket('msn_a', { expiresAt: clock - 1 }), holder())).toBe(false);
+    expect(holds.hold(ticket('msn_a', { expiresAt: clock + 60_000 }), holder())).toBe(true);
+  });
+
+  it("cuts a Mission's exchanges once its expires_at passes, with no event", async () => {
+    make();
+    const soon = holder();
+    const later = holder();
+    const never = holder();
+    holds.hold(ticket('msn_soon', { expiresAt: clock + 1000 }), soon);
+    holds.hold(ticket('msn_later', { expiresAt: clock + 60_000 }), later);
+    holds.hold(ticket('msn_never'), never);
+    await new Promise((r) => setTimeout(r, SWEEP_MS * 2));
+    expect(soon.cuts).toBe(0);
+    clock += 1000;
+    await new Promise((r) => setTimeout(r, SWEEP_MS * 2));
+    expect([soon.cuts, later.cuts, never.cuts]).toEqual([1, 0, 0]);
+    expect(counted).toEqual([['expired', 1]]);
+  });
+
+  it('one failing cut does not keep the others open', () => {
+    make();
+    const bad: Holder = {
+      cut: () => {
+        throw new Error('socket gone');
+      },
+    };
+    const good = holder();
+    const t = ticket('msn_a');
+    holds.hold(t, bad);
+    holds.hold(t, good);
+    expect(holds.cut(t.key, 'revoked')).toBe(2);
+    expect(good.cuts).toBe(1);
+  });
+
+  it('tickets: none without an established Mission; keyed like the state cache', () => {
+    make();
+    const ctx = newRequestContext({ id: 'dec_1', started: 5, req: {} as RequestContext['req'], res: {} as RequestContext['res'], method: 'GET', path: '/', search: '', clientIp: '', audience: 'https://api.example.com' });
+    expect(holds.ticket(ctx)).toBeNull();
+    const ref: MissionReference = { form: 'claim', id: 'msn_a', issuer: ISSUER, s256: null, authorityHash: null };
+    ctx.missionRef = ref;
+    ctx.mission = { id: 'msn_a', issuer: ISSUER, state: 'active', version: 1, expiresAt: 1_900_000_000 } as MissionView;
+    expect(holds.ticket(ctx)).toEqual({ key: refKey(ref), issuer: ISSUER, id: 'msn_a', expiresAt: 1_900_000_000_000, admittedAt: 5 });
+  });
+});
