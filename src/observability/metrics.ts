@@ -87,7 +87,10 @@ class BucketTally {
  */
 export class Tally {
   private n = 0;
-  constructor(private readonly child: { inc(value: number): void }) {}
+  constructor(private readonly child: { inc(value: number): void }) {
+    // The series exists from the start, at 0 (so rate() over it works from the first scrape).
+    child.inc(0);
+  }
 
   inc(): void {
     this.n++;
@@ -208,8 +211,8 @@ export class Metrics {
       miss: this.tally(cacheTallies, this.missionCache.labels('miss')),
       stale: this.tally(cacheTallies, this.missionCache.labels('stale')),
     };
-    for (const r of ['success', 'failure']) this.configReloads.labels(r);
-    for (const c of ['state_change', 'expired']) this.exchangesCut.labels(c);
+    for (const r of ['success', 'failure']) this.configReloads.labels(r).inc(0);
+    for (const c of ['state_change', 'expired']) this.exchangesCut.labels(c).inc(0);
     this.evidenceHealthy.set(1);
   }
 

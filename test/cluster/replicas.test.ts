@@ -4,6 +4,7 @@
  * replicas recover when it returns, without a restart.
  */
 import type { ChildProcess } from 'node:child_process';
+import { request } from 'node:http';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -33,7 +34,16 @@ describe('scale-out: two replicas sharing Redis', () => {
   beforeAll(async () => {
     redis = await RedisServer.start();
     dev = await startDevAuthority({ port: 0, quiet: true, heartbeatSeconds: 0 });
-    echo = await startEcho();
+    echo = await startEcho((req, res) => {
+      if (req.url === '/invoices/stream') {
+        res.writeHead(200, { 'content-type': 'text/event-stream' });
+        const tick = setInterval(() => res.write('data: x\n\n'), 25);
+        res.on('close', () => clearInterval(tick));
+        return;
+      }
+      res.setHeader('content-type', 'application/json');
+      res.end('{}');
+    });
     const folder = mkdtempSync(join(tmpdir(), 'mgw-replicas-'));
     const keyFile = await gatewayClientKey(dev, folder);
     const file = (name: string): string => {
@@ -107,10 +117,23 @@ log: { level: info }
     }
   }, 60_000);
 
-  it('a revocation pushed to replica A is enforced by replica B', async () => {
+  it('a revocation pushed to replica A is enforced by replica B, and cuts the stream B has open', async () => {
     expect((await call(b)).status).toBe(200);
+    const u = new URL(b.url);
+    let received = 0;
+    let cut = false;
+    const stream = request({ host: u.hostname, port: u.port, path: '/invoices/stream', headers: { authorization: `DPoP ${token}`, dpop: await agent.proof('GET', `${API}/invoices/stream`, token) } });
+    stream.on('error', () => (cut = true));
+    stream.on('response', (res) => {
+      res.on('data', () => received++);
+      res.on('aborted', () => (cut = true));
+      res.on('error', () => (cut = true));
+    });
+    stream.end();
+    await eventually(() => received >= 2);
     await dev.missions.revoke(missionId); // resolves once A answered 202
     const started = Date.now();
+    await eventually(() => cut, 3000);
     const denied = await eventually(async () => {
       const r = await call(b);
       return r.status === 403 ? r : null;

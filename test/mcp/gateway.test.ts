@@ -440,6 +440,73 @@ describe('SPEC section 6 and 7: streams the gateway looks into', () => {
   });
 });
 
+describe('open MCP streams end with their Mission (mission/holds.ts)', () => {
+  /** Reads SSE events from a response until it ends; `cut` when the connection broke instead. */
+  function readEvents(res: Response): { events: string[]; ended: Promise<'end' | 'cut'> } {
+    const events: string[] = [];
+    const reader = res.body!.getReader();
+    const ended = (async (): Promise<'end' | 'cut'> => {
+      let buf = '';
+      try {
+        for (;;) {
+          const { done, value } = await reader.read();
+          if (done) return 'end';
+          buf += Buffer.from(value).toString();
+          let i: number;
+          while ((i = buf.indexOf('\n\n')) !== -1) {
+            events.push(buf.slice(0, i));
+            buf = buf.slice(i + 2);
+          }
+        }
+      } catch {
+        return 'cut';
+      }
+    })();
+    return { events, ended };
+  }
+
+  it("a tool call's progress stream is cut when its Mission is revoked", async () => {
+    const s = await setup({ json: false });
+    s.dev.addReceiver({ endpoint: `${new URL(s.mcpUrl).origin}/.well-known/ssf/push`, audience: new URL(s.mcpUrl).origin });
+    const id = await mission(s, [{ type: 'mission_resource_access', resource: s.mcpUrl, actions: ['export_report'] }]);
+    const token = await s.dev.issueAccessToken({ missionId: id, resource: s.mcpUrl });
+    const sh = await initialize(s.mcpUrl, token);
+    const call = { jsonrpc: '2.0', id: 2, method: 'tools/call', params: { name: 'export_report', arguments: { steps: 50, delay_ms: 100 }, _meta: { progressToken: 'p1' } } };
+    const res = await post(s.mcpUrl, token, call, sh);
+    expect(res.headers.get('content-type')).toContain('text/event-stream');
+    const stream = readEvents(res);
+    await eventually(() => stream.events.length >= 1);
+    const revokedAt = Date.now();
+    await s.dev.missions.revoke(id);
+    expect(await stream.ended).toBe('cut');
+    expect(Date.now() - revokedAt).toBeLessThan(1000);
+    expect(stream.events.some((e) => e.includes('"id":2'))).toBe(false);
+  });
+
+  it('a tools/list answer streaming through the filter is cut when its Mission is suspended', async () => {
+    let upstreamClosed = false;
+    const up = await recorder((_req, _b, res) => {
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      res.write(`data: ${JSON.stringify({ jsonrpc: '2.0', method: 'notifications/message', params: { level: 'info', data: 'listing' } })}\n\n`);
+      const t = setInterval(() => res.write(': keepalive\n\n'), 50);
+      res.on('close', () => {
+        clearInterval(t);
+        upstreamClosed = true;
+      });
+    });
+    const s = await setup({ upstream: up.url });
+    s.dev.addReceiver({ endpoint: `${new URL(s.mcpUrl).origin}/.well-known/ssf/push`, audience: new URL(s.mcpUrl).origin });
+    const id = await mission(s, [{ type: 'mission_resource_access', resource: s.mcpUrl, actions: ['invoices.read'] }]);
+    const token = await s.dev.issueAccessToken({ missionId: id, resource: s.mcpUrl });
+    const res = await post(s.mcpUrl, token, { jsonrpc: '2.0', id: 1, method: 'tools/list' });
+    const stream = readEvents(res);
+    await eventually(() => stream.events.length >= 1);
+    await s.dev.missions.suspend(id, {});
+    expect(await stream.ended).toBe('cut');
+    await eventually(() => upstreamClosed, 2000);
+  });
+});
+
 describe('SPEC section 7: answers the gateway cannot look into', () => {
   it('the upstream is asked for an unencoded answer when it must be filtered; an encoded one anyway is 502, never an unfiltered list', async () => {
     const { gzipSync } = await import('node:zlib');

@@ -1,0 +1,220 @@
+/**
+ * End to end on real sockets: what a Mission authorized stops flowing the moment it stops being
+ * active. The dev Mission Authority pushes its lifecycle SETs to the gateway; an upstream serves
+ * endless SSE streams, a response it holds back, and a WebSocket echo.
+ */
+import { mkdtempSync } from 'node:fs';
+import { request, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { WebSocket, WebSocketServer } from 'ws';
+import { startDevAuthority, type DevAuthority } from '../../src/dev-authority/index.js';
+import { gatewayClientKey, newAgent, type Agent } from '../helpers/agent.js';
+import { closeServer, eventually, startEcho, startGateway, type TestGateway } from '../helpers/gateway.js';
+
+const API = 'https://api.example.com';
+const ENTRIES = [{ type: 'mission_resource_access', resource: API, actions: ['events.read'] }];
+
+/** A client-side view of one streamed response through the gateway. */
+interface Stream {
+  status: number | null;
+  events: number;
+  /** Set when the connection ended: 'end' (complete message) or 'cut' (broken). */
+  ended: 'end' | 'cut' | null;
+  endedAt: number;
+  close(): void;
+}
+
+describe('open exchanges end with their Mission', () => {
+  let dev: DevAuthority;
+  let upstream: Awaited<ReturnType<typeof startEcho>>;
+  let wss: WebSocketServer;
+  let gw: TestGateway;
+  let agent: Agent;
+  /** Upstream requests to /events still open. */
+  let openUpstream = 0;
+  /** /slow requests waiting for the test to let them answer. */
+  const held: ServerResponse[] = [];
+
+  const mission = async (expiresAt?: number): Promise<{ id: string; token: string }> => {
+    const m = (await dev.missions.create({
+      subject: 'user_1',
+      client_id: 'agent-1',
+      purpose: 'watch',
+      authorization_details: ENTRIES,
+      ...(expiresAt === undefined ? {} : { expires_at: expiresAt }),
+    })) as unknown as { id: string };
+    return { id: m.id, token: await agent.token(dev, m.id, API) };
+  };
+
+  const open = async (path: string, token: string): Promise<Stream> => {
+    const s: Stream = { status: null, events: 0, ended: null, endedAt: 0, close: () => {} };
+    const u = new URL(gw.url);
+    const req = request({
+      host: u.hostname,
+      port: u.port,
+      path,
+      headers: { authorization: `DPoP ${token}`, dpop: await agent.proof('GET', `${API}${path}`, token) },
+    });
+    const end = (how: 'end' | 'cut'): void => {
+      if (s.ended !== null) return;
+      s.ended = how;
+      s.endedAt = Date.now();
+    };
+    req.on('error', () => end('cut'));
+    req.on('response', (res: IncomingMessage) => {
+      s.status = res.statusCode ?? null;
+      res.on('data', (c: Buffer) => (s.events += c.toString().split('\n\n').length - 1));
+      res.on('end', () => end('end'));
+      res.on('error', () => end('cut'));
+      res.on('aborted', () => end('cut'));
+    });
+    req.end();
+    s.close = () => req.destroy();
+    return s;
+  };
+
+  const metric = async (name: string): Promise<number> => {
+    const text = await (await fetch(`${gw.adminUrl}/metrics`)).text();
+    const line = text.split('\n').find((l) => l.startsWith(name + ' ') || l.startsWith(name + '{'));
+    return line === undefined ? NaN : Number(line.slice(line.lastIndexOf(' ') + 1));
+  };
+
+  beforeAll(async () => {
+    // The authority's own deadline sweep is off: an expiry must be the gateway's own doing.
+    dev = await startDevAuthority({ port: 0, quiet: true, sweepIntervalMs: 3_600_000 });
+    upstream = await startEcho((req, res) => {
+      if (req.url === '/slow') {
+        held.push(res);
+        return;
+      }
+      if (req.url === '/events') {
+        res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-store' });
+        openUpstream++;
+        let n = 0;
+        const tick = setInterval(() => res.write(`data: ${n++}\n\n`), 25);
+        res.on('close', () => {
+          clearInterval(tick);
+          openUpstream--;
+        });
+        return;
+      }
+      res.end('{}');
+    });
+    wss = new WebSocketServer({ server: upstream.server as Server });
+    wss.on('connection', (ws) => ws.on('message', (m, binary) => ws.send(m, { binary })));
+    const folder = mkdtempSync(join(tmpdir(), 'mgw-holds-'));
+    const keyFile = await gatewayClientKey(dev, folder);
+    gw = await startGateway(
+      `
+public_base_url: ${API}
+resource: ${API}
+upstream: { url: ${upstream.url} }
+issuers: [{ issuer: ${dev.url} }]
+mission:
+  client: { client_id: gw-api, private_key_file: ${keyFile} }
+routes:
+  - match: { method: GET, path: /** }
+    action: events.read
+`,
+      { folder },
+    );
+    dev.addReceiver({ endpoint: `${gw.url}/.well-known/ssf/push`, audience: API });
+    agent = await newAgent();
+  });
+
+  afterAll(async () => {
+    for (const c of wss?.clients ?? []) c.terminate();
+    wss?.close();
+    await gw?.close();
+    await upstream?.close().catch(() => closeServer(upstream.server));
+    await dev?.close();
+  });
+
+  it("revocation cuts the Mission's open SSE streams at once, and only its own", async () => {
+    const a = await mission();
+    const b = await mission();
+    const a1 = await open('/events', a.token);
+    const a2 = await open('/events', a.token);
+    const b1 = await open('/events', b.token);
+    await eventually(() => a1.events >= 2 && a2.events >= 2 && b1.events >= 2);
+    expect([a1.status, a2.status, b1.status]).toEqual([200, 200, 200]);
+    expect(await metric('mission_gateway_open_exchanges')).toBe(3);
+    const cutBefore = await metric('mission_gateway_exchanges_cut_total{cause="state_change"}');
+
+    const revokedAt = Date.now();
+    await dev.missions.revoke(a.id); // resolves once the SET was pushed (and answered 202)
+    await eventually(() => a1.ended !== null && a2.ended !== null, 2000);
+    expect([a1.ended, a2.ended]).toEqual(['cut', 'cut']);
+    expect(Math.max(a1.endedAt, a2.endedAt) - revokedAt).toBeLessThan(1000);
+    // The upstream's side of each cut stream was closed too.
+    await eventually(() => openUpstream === 1, 2000);
+
+    // Mission B's stream still flows.
+    const seen = b1.events;
+    await eventually(() => b1.events > seen + 2);
+    expect(b1.ended).toBeNull();
+    expect(await metric('mission_gateway_exchanges_cut_total{cause="state_change"}')).toBe(cutBefore + 2);
+    expect(await metric('mission_gateway_open_exchanges')).toBe(1);
+
+    // And the next request under A is denied as before.
+    const next = await open('/events', a.token);
+    await eventually(() => next.status);
+    expect(next.status).toBe(403);
+    b1.close();
+    await eventually(() => openUpstream === 0, 2000);
+  });
+
+  it('suspension closes a WebSocket tunnel the Mission authorized', async () => {
+    const m = await mission();
+    const ws = new WebSocket(`${gw.url.replace('http', 'ws')}/ws`, {
+      headers: { authorization: `DPoP ${m.token}`, dpop: await agent.proof('GET', `${API}/ws`, m.token) },
+    });
+    const closed = new Promise<number>((resolve) => ws.once('close', () => resolve(Date.now())));
+    ws.on('error', () => {});
+    await new Promise<void>((resolve, reject) => {
+      ws.once('open', () => resolve());
+      ws.once('unexpected-response', (_req, res) => reject(new Error(`upgrade refused: ${res.statusCode}`)));
+    });
+    const echoed = new Promise<string>((resolve) => ws.once('message', (d) => resolve(d.toString())));
+    ws.send('ping');
+    expect(await echoed).toBe('ping');
+
+    const suspendedAt = Date.now();
+    await dev.missions.suspend(m.id, {});
+    expect((await closed) - suspendedAt).toBeLessThan(1000);
+    await eventually(async () => (await metric('mission_gateway_open_exchanges')) === 0, 2000);
+  });
+
+  it('a response that starts after its Mission was revoked never reaches the client', async () => {
+    const m = await mission();
+    const s = await open('/slow', m.token);
+    await eventually(() => held.length === 1);
+    await dev.missions.revoke(m.id);
+    // The upstream answers only now, under a Mission that is no longer active.
+    const res = held.shift()!;
+    res.writeHead(200, { 'content-type': 'text/event-stream' });
+    res.write('data: too late\n\n');
+    await eventually(() => s.ended, 2000);
+    expect(s.status).toBeNull();
+    expect(s.ended).toBe('cut');
+    res.end();
+    // The evidence says what happened: permitted while active, the upstream answered 200.
+    const record = await eventually(() => gw.evidence().find((r) => r['path'] === '/slow'));
+    expect(record).toMatchObject({ decision: 'permit', upstream_status: 200 });
+  });
+
+  it("the Mission's expires_at passing cuts its stream, with no event from the authority", async () => {
+    const expiresAt = Math.floor(Date.now() / 1000) + 3;
+    const m = await mission(expiresAt);
+    const s = await open('/events', m.token);
+    await eventually(() => s.events >= 2);
+    const expiredBefore = await metric('mission_gateway_exchanges_cut_total{cause="expired"}');
+    await eventually(() => s.ended, 6000);
+    expect(s.ended).toBe('cut');
+    expect(s.endedAt).toBeGreaterThanOrEqual(expiresAt * 1000);
+    expect(s.endedAt).toBeLessThan(expiresAt * 1000 + 1000);
+    expect(await metric('mission_gateway_exchanges_cut_total{cause="expired"}')).toBe(expiredBefore + 1);
+  });
+});
