@@ -218,3 +218,66 @@ routes:
     expect(await metric('mission_gateway_exchanges_cut_total{cause="expired"}')).toBe(expiredBefore + 1);
   });
 });
+
+describe('open exchanges end with their Mission: learned from a Mission Status answer', () => {
+  it('with no event stream, the next request that reads the revoked state cuts the open stream', async () => {
+    const dev = await startDevAuthority({ port: 0, quiet: true, heartbeatSeconds: 0 });
+    let openUpstream = 0;
+    const upstream = await startEcho((req, res) => {
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      openUpstream++;
+      const tick = setInterval(() => res.write('data: x\n\n'), 25);
+      res.on('close', () => {
+        clearInterval(tick);
+        openUpstream--;
+      });
+      void req;
+    });
+    const folder = mkdtempSync(join(tmpdir(), 'mgw-holds-status-'));
+    const keyFile = await gatewayClientKey(dev, folder);
+    // No SSF receiver: the gateway learns states only from Mission Status, cached for 1 s.
+    const gw = await startGateway(
+      `
+public_base_url: ${API}
+resource: ${API}
+upstream: { url: ${upstream.url} }
+issuers: [{ issuer: ${dev.url} }]
+mission:
+  max_stale_s: 1
+  client: { client_id: gw-api, private_key_file: ${keyFile} }
+routes:
+  - match: { method: GET, path: /** }
+    action: events.read
+`,
+      { folder },
+    );
+    try {
+      const agent = await newAgent();
+      const m = (await dev.missions.create({ subject: 'user_1', client_id: 'agent-1', purpose: 'watch', authorization_details: ENTRIES })) as unknown as { id: string };
+      const token = await agent.token(dev, m.id, API);
+      const u = new URL(gw.url);
+      let cut = false;
+      let received = 0;
+      const req = request({ host: u.hostname, port: u.port, path: '/feed', headers: { authorization: `DPoP ${token}`, dpop: await agent.proof('GET', `${API}/feed`, token) } });
+      req.on('error', () => (cut = true));
+      req.on('response', (res) => {
+        res.on('data', () => received++);
+        res.on('aborted', () => (cut = true));
+      });
+      req.end();
+      await eventually(() => received >= 2);
+      await dev.missions.revoke(m.id);
+      // Nothing tells the gateway yet: the stream flows until a request reads the state again.
+      await new Promise((r) => setTimeout(r, 1100));
+      expect(cut).toBe(false);
+      const next = await fetch(`${gw.url}/feed`, { headers: { authorization: `DPoP ${token}`, dpop: await agent.proof('GET', `${API}/feed`, token) } });
+      expect(next.status).toBe(403);
+      await eventually(() => cut, 1000);
+      await eventually(() => openUpstream === 0, 2000);
+    } finally {
+      await gw.close();
+      await upstream.close();
+      await dev.close();
+    }
+  });
+});
