@@ -6,6 +6,7 @@
  *   node examples/sample-api/server.js --port 3000 [--host 127.0.0.1]
  *
  *   GET  /public/status     {"status":"ok"}
+ *   GET  /invoices/feed     a server-sent event stream of invoice updates, until the client leaves
  *   GET  /invoices/:id      the invoice (404 for an unknown one)
  *   POST /payments          echoes the JSON body back with a payment id (201)
  */
@@ -59,10 +60,24 @@ function readJson(req) {
   });
 }
 
+/** Invoice updates as server-sent events, one every 200 ms, for as long as the client listens. */
+function feed(res) {
+  res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-store' });
+  const ids = [...INVOICES.keys()];
+  let n = 0;
+  const tick = setInterval(() => {
+    const invoice = INVOICES.get(ids[n % ids.length]);
+    res.write(`id: ${n}\nevent: invoice\ndata: ${JSON.stringify({ invoice_id: invoice.invoice_id, status: invoice.status })}\n\n`);
+    n++;
+  }, 200);
+  res.on('close', () => clearInterval(tick));
+}
+
 async function handle(req, res, log) {
   const path = new URL(req.url ?? '/', 'http://localhost').pathname;
   log({ method: req.method, path, ...caller(req) });
   if (req.method === 'GET' && path === '/public/status') return send(res, 200, { status: 'ok', service: 'sample-api' });
+  if (req.method === 'GET' && path === '/invoices/feed') return feed(res);
   const inv = /^\/invoices\/([^/]+)$/.exec(path);
   if (inv !== null && req.method === 'GET') {
     const found = INVOICES.get(decodeURIComponent(inv[1]));

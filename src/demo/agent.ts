@@ -61,6 +61,32 @@ export class DemoAgent {
    * One request to `base + path`. The DPoP `htu` is the gateway's public URL of the path, which in
    * the demo is where the agent sends it.
    */
+  /**
+   * Opens a server-sent event stream (GET): `events` counts what arrives, `ended` resolves with
+   * 'end' when the server ends it, 'cut' when the connection breaks.
+   */
+  async stream(base: string, path: string, token: string): Promise<{ status: number; events: () => number; ended: Promise<'end' | 'cut'>; close: () => void }> {
+    const abort = new AbortController();
+    const res = await fetch(`${base}${path}`, {
+      headers: { authorization: `DPoP ${token}`, dpop: this.proof('GET', `${base}${path}`, token), accept: 'text/event-stream' },
+      signal: abort.signal,
+    });
+    let count = 0;
+    const reader = res.body!.getReader();
+    const ended = (async (): Promise<'end' | 'cut'> => {
+      try {
+        for (;;) {
+          const { done, value } = await reader.read();
+          if (done) return 'end';
+          count += Buffer.from(value).toString().split('\n\n').length - 1;
+        }
+      } catch {
+        return 'cut';
+      }
+    })();
+    return { status: res.status, events: () => count, ended, close: () => abort.abort() };
+  }
+
   async call(base: string, method: string, path: string, opts: { token?: string; body?: unknown; headers?: Record<string, string> } = {}): Promise<Reply> {
     const headers: Record<string, string> = { ...opts.headers };
     if (opts.token !== undefined) {

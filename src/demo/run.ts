@@ -5,8 +5,8 @@
  * A human approves a Mission; an agent gets a DPoP-bound token and calls an unmodified HTTP API and
  * an unmodified MCP server through mission-gateway. Each request prints its decision and reason:
  * allowed calls, a call outside the Mission's authority, a constraint violation, the MCP tool list
- * filtered to the Mission, suspension and resumption, revocation enforced on the next call, and
- * finally the gateways' signed evidence chains verified.
+ * filtered to the Mission, suspension and resumption, revocation enforced on the next call and on
+ * an event stream already open, and finally the gateways' signed evidence chains verified.
  *
  *   npm run demo              run the story and exit (1 when a step does not go as expected)
  *   npm run demo -- --keep    run the story, then keep everything running with the URLs printed
@@ -19,6 +19,7 @@ import { c, decisionOf, heading, human, out, request, say } from './print.js';
 import { startStack, type Stack } from './stack.js';
 
 const keep = process.argv.includes('--keep');
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 let surprises = 0;
 
 /** Prints the request and counts it as a surprise unless the gateway decided as expected. */
@@ -115,9 +116,19 @@ async function story(s: Stack): Promise<void> {
   human('resumes the Mission');
   expect('GET', '/invoices/inv_1001', await agent.call(api, 'GET', '/invoices/inv_1001', { token: t }), { allow: true }, 'allowed again');
 
-  heading('The human revokes the Mission: enforced on the very next call');
+  heading('The human revokes the Mission: enforced on the very next call, and on what is already open');
+  const feed = await agent.stream(api, '/invoices/feed', t);
+  for (let i = 0; i < 100 && feed.events() < 3; i++) await sleep(20);
+  say(`the agent is listening to /invoices/feed (server-sent events, allowed as invoices.read): ${feed.events()} updates so far`);
   await s.dev.missions.revoke(mission.id);
   human('revokes the Mission');
+  const how = await Promise.race([feed.ended, sleep(3000).then(() => 'still open' as const)]);
+  if (how !== 'cut') {
+    surprises++;
+    feed.close();
+  }
+  const verdict = how === 'cut' ? c.red('CUT  ') : c.red('OPEN ');
+  out(`   ${verdict}  ${c.cyan('GET'.padEnd(6))} ${'/invoices/feed (open stream)'.padEnd(44)} ${String(feed.status).padStart(3)}  ${how === 'cut' ? c.red('cut at revocation') : c.red(how)}${c.dim(` after ${feed.events()} updates; the gateway closed both connections`)}${how === 'cut' ? '' : `  ${c.bold(c.yellow('UNEXPECTED'))}`}`);
   expect('GET', '/invoices/inv_1001', await agent.call(api, 'GET', '/invoices/inv_1001', { token: t }), { allow: false, reason: 'mission_terminated' }, 'the token itself is still unexpired');
   expect('MCP', 'tools/call get_invoice inv_1001', await rpc(6, 'tools/call', { name: 'get_invoice', arguments: { invoice_id: 'inv_1001' } }, session), { allow: false, reason: 'mission_terminated' });
 

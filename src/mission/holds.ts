@@ -127,7 +127,7 @@ export class MissionHolds {
     }
     const n = g.members.size;
     this.counted(cause, n);
-    this.logger.warn({ issuer: g.issuer, mission: g.id, state, exchanges: n }, 'Mission no longer active: its open exchanges were cut');
+    this.logger.info({ issuer: g.issuer, mission: g.id, state, exchanges: n }, 'Mission no longer active: its open exchanges were cut');
     return n;
   }
 

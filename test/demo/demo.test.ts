@@ -58,6 +58,7 @@ describe('npm run demo', () => {
     expect(r.stdout).toMatch(/DENY\s+GET\s+\/invoices\/inv_1001\s+403\s+mission_suspended \/ mission_inactive/);
     expect(line(/ALLOW.*allowed again/)).toContain('200');
     expect(r.stdout).toMatch(/DENY\s+GET\s+\/invoices\/inv_1001\s+403\s+mission_terminated \/ mission_inactive \(mission_status revoked\)/);
+    expect(line(/CUT\s+GET\s+\/invoices\/feed \(open stream\)\s+200/)).toContain('cut at revocation');
     // Evidence chains verified, signatures included.
     expect(line(/API gateway\s+intact: \d+ records, chain unbroken, \d+ signatures verified/)).toBeTruthy();
     expect(line(/MCP gateway\s+intact: \d+ records, chain unbroken, \d+ signatures verified/)).toBeTruthy();
