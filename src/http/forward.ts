@@ -6,7 +6,7 @@
 import { STATUS_CODES, type IncomingMessage, type ServerResponse } from 'node:http';
 import { performance } from 'node:perf_hooks';
 import { errors, Pool, type Dispatcher } from 'undici';
-import type { Holder, MissionHolds, Ticket } from '../mission/holds.js';
+import { CUT_MESSAGE, type Holder, type MissionHolds, type Ticket } from '../mission/holds.js';
 import { dropHeader, relayHeaders } from './headers.js';
 
 export interface UpstreamOptions {
@@ -154,7 +154,7 @@ class Exchange implements Dispatcher.DispatchHandler, Holder {
   /** The Mission that authorized this exchange is no longer active: both connections close now. */
   cut(): void {
     this.held = false;
-    this.abort?.(new Error('the Mission that authorized this exchange is no longer active'));
+    this.abort?.(new Error(CUT_MESSAGE));
     this.res.destroy();
   }
 

@@ -14,8 +14,8 @@ import { performance } from 'node:perf_hooks';
 import type { Readable } from 'node:stream';
 import { errors } from 'undici';
 import { Denial } from '../errors.js';
-import type { Holder } from '../mission/holds.js';
 import { clientHeaders, dropHeader, setHeader, upstreamHeaders } from '../http/headers.js';
+import { CUT_MESSAGE, type Holder } from '../mission/holds.js';
 import type { Logger } from '../observability/logger.js';
 import type { RequestContext } from '../pipeline/context.js';
 import { writeDenial } from '../pipeline/respond.js';
@@ -84,10 +84,10 @@ export async function relay(ctx: RequestContext, pipeline: Pipeline, plan: Relay
   }, up.timeoutMs);
   // Once the answer starts it is held under the Mission that admitted the request (holds.ts).
   const holds = d.holds;
-  const ticket = ctx.mission === null || holds === null ? null : holds.ticket(ctx);
+  const ticket = holds?.ticket(ctx) ?? null;
   const holder: Holder = {
     cut: () => {
-      abort.abort(new Error('the Mission that authorized this exchange is no longer active'));
+      abort.abort(new Error(CUT_MESSAGE));
       res.destroy();
     },
   };

@@ -19,6 +19,9 @@ import type { Logger } from '../observability/logger.js';
 import type { RequestContext } from '../pipeline/context.js';
 import { refKey } from './key.js';
 
+/** Why a held exchange's upstream request is aborted when it is cut. */
+export const CUT_MESSAGE = 'the Mission that authorized this exchange is no longer active';
+
 /** Something that can be ended now: an exchange in flight. */
 export interface Holder {
   cut(): void;

@@ -287,7 +287,7 @@ export class Pipeline {
         body,
         responseHeaders: ctx.dpopNonce === null ? null : { 'dpop-nonce': ctx.dpopNonce },
         sentAt: decided,
-        ticket: ctx.mission === null || d.holds === null ? null : d.holds.ticket(ctx),
+        ticket: d.holds?.ticket(ctx) ?? null,
       },
       ctx.res,
       (status) => {
