@@ -36,6 +36,8 @@ describe('open exchanges end with their Mission', () => {
   let openUpstream = 0;
   /** /slow requests waiting for the test to let them answer. */
   const held: ServerResponse[] = [];
+  /** /ws-slow upgrades waiting for the test to let the upstream accept them. */
+  const slowUpgrades: (() => void)[] = [];
 
   const mission = async (expiresAt?: number): Promise<{ id: string; token: string }> => {
     const m = (await dev.missions.create({
@@ -102,7 +104,11 @@ describe('open exchanges end with their Mission', () => {
       }
       res.end('{}');
     });
-    wss = new WebSocketServer({ server: upstream.server as Server });
+    wss = new WebSocketServer({
+      server: upstream.server as Server,
+      // /ws-slow: the upgrade is answered only when the test says so.
+      verifyClient: (info, done) => (info.req.url === '/ws-slow' ? slowUpgrades.push(() => done(true)) : done(true)),
+    });
     wss.on('connection', (ws) => ws.on('message', (m, binary) => ws.send(m, { binary })));
     const folder = mkdtempSync(join(tmpdir(), 'mgw-holds-'));
     const keyFile = await gatewayClientKey(dev, folder);
@@ -184,6 +190,27 @@ routes:
     const suspendedAt = Date.now();
     await dev.missions.suspend(m.id, {});
     expect((await closed) - suspendedAt).toBeLessThan(1000);
+    await eventually(async () => (await metric('mission_gateway_open_exchanges')) === 0, 2000);
+  });
+
+  it('a WebSocket upgrade the upstream accepts only after the revocation is closed at once, nothing relayed', async () => {
+    const m = await mission();
+    const ws = new WebSocket(`${gw.url.replace('http', 'ws')}/ws-slow`, {
+      headers: { authorization: `DPoP ${m.token}`, dpop: await agent.proof('GET', `${API}/ws-slow`, m.token) },
+    });
+    ws.on('error', () => {});
+    const echoes: string[] = [];
+    ws.on('message', (d) => echoes.push(d.toString()));
+    ws.on('open', () => ws.send('ping'));
+    const closed = new Promise<void>((resolve) => ws.once('close', () => resolve()));
+    await eventually(() => slowUpgrades.length === 1);
+    await dev.missions.revoke(m.id);
+    slowUpgrades.shift()!();
+    await closed;
+    await new Promise((r) => setTimeout(r, 100));
+    expect(echoes).toEqual([]);
+    const record = await eventually(() => gw.evidence().find((r) => r['path'] === '/ws-slow'));
+    expect(record).toMatchObject({ decision: 'permit', upstream_status: 101 });
     await eventually(async () => (await metric('mission_gateway_open_exchanges')) === 0, 2000);
   });
 
