@@ -3,6 +3,7 @@
  * gateway.ts owns lifecycles; this file only says what is made of what.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
 import { createDpopStage } from './auth/dpop.js';
 import { createCredentialsStage } from './auth/credentials.js';
 import { IssuerKeys, type TrustedIssuer } from './auth/keys.js';
@@ -37,6 +38,8 @@ export interface LongLived {
   readonly bus: MissionBus;
   /** Exchanges in flight under a Mission (response streams, tunnels), cut when it stops being active. */
   readonly holds: MissionHolds;
+  /** Client sockets of open WebSocket tunnels: they outlive a reload, and close with the gateway. */
+  readonly tunnels: Set<Socket>;
   close(): Promise<void>;
 }
 
@@ -79,6 +82,7 @@ export async function buildLongLivedParts(config: Config, metrics: Metrics, logg
   });
   const replay = createReplayStore(config.replay_store, { maxEntries: config.dpop.replay_max_entries, logger, metrics });
   const bus = switchableBus(createMissionBus(config.replay_store, { logger, metrics, catchUpMs: config.mission.max_stale_s * 1000 }));
+  const tunnels = new Set<Socket>();
   const holds = new MissionHolds({ logger, counted: (cause, n) => metrics.exchangesCut.labels(cause).inc(n) });
   metrics.heldExchanges = () => holds.size;
   return {
@@ -87,8 +91,10 @@ export async function buildLongLivedParts(config: Config, metrics: Metrics, logg
     replay,
     bus,
     holds,
+    tunnels,
     async close() {
       holds.close();
+      for (const s of tunnels) s.destroy();
       await Promise.allSettled([evidence.close(), replay.close(), bus.close()]);
     },
   };

@@ -153,7 +153,8 @@ class Exchange implements Dispatcher.DispatchHandler, Holder {
 
   /** The Mission that authorized this exchange is no longer active: both connections close now. */
   cut(): void {
-    this.held = false;
+    // Out of every Mission it was held under, so another one ending later does not cut it again.
+    this.release();
     this.abort?.(new Error(CUT_MESSAGE));
     this.res.destroy();
   }

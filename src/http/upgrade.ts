@@ -26,7 +26,6 @@ interface Pending {
 
 export class WebSocketTunnel {
   private readonly proxy: ProxyServer;
-  private readonly sockets = new Set<Socket>();
   private readonly pending = new WeakMap<IncomingMessage, Pending>();
 
   constructor(
@@ -35,6 +34,11 @@ export class WebSocketTunnel {
     /** Bound on the wait for the upstream's answer to the upgrade (`upstream.timeout_s`). */
     private readonly timeoutMs: number,
     private readonly holds: MissionHolds | null,
+    /**
+     * The client sockets of open tunnels, shared by every config's tunnel: a reload retires this
+     * tunnel (close()) but its open tunnels keep flowing; the gateway destroys them on shutdown.
+     */
+    private readonly sockets: Set<Socket>,
   ) {
     this.proxy = createProxyServer({ target, ws: true, xfwd: false, changeOrigin: true });
     // Errors come through each request's callback (handle); this only keeps an unexpected one from
@@ -116,8 +120,9 @@ export class WebSocketTunnel {
 
   /**
    * Holds an open tunnel under its Mission: when the Mission stops being active both sockets close.
-   * One whose Mission ended while the upstream was answering closes now (after the proxy's own
-   * handlers have run, which still write to the sockets).
+   * One whose Mission ended while the upstream was answering closes now, before the proxy's own
+   * 'upgrade' handler (registered after this one) writes the 101 and starts relaying what the
+   * upstream sent with it; that handler then finds both sockets destroyed and relays nothing.
    */
   private holdTunnel(ticket: Ticket, holds: MissionHolds, socket: Socket, proxySocket: Socket): void {
     const holder: Holder = {
@@ -127,7 +132,7 @@ export class WebSocketTunnel {
       },
     };
     if (!holds.hold(ticket, holder)) {
-      setImmediate(holder.cut);
+      holder.cut();
       return;
     }
     socket.once('close', () => holds.release(ticket, holder));
@@ -141,8 +146,8 @@ export class WebSocketTunnel {
     p.pipeline.deps.metrics.countDecision('permit', null);
   }
 
+  /** Takes no new upgrades; tunnels already open are left to run (their sockets are the gateway's). */
   async close(): Promise<void> {
-    for (const s of this.sockets) s.destroy();
     this.proxy.close();
   }
 }

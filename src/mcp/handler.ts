@@ -179,6 +179,14 @@ class McpHandler implements Handler {
       ctx.mission = first.mission;
       ctx.missionRef = first.ref;
     }
+    // The answer flows under every Mission a forwarded call was permitted under: any of them
+    // ending cuts it (holds.ts).
+    const others: { ref: MissionReference; view: MissionView }[] = [];
+    for (const c of permitted) {
+      const s = c.scope;
+      if (s !== null && s.mission !== null && s.ref !== null && s.ref !== ctx.missionRef) others.push({ ref: s.ref, view: s.mission });
+    }
+    if (others.length > 0) ctx.otherMissions = others;
 
     // Nothing removed: the upstream gets the client's bytes. Otherwise the remaining batch elements.
     const forwardBody = denied === null ? body : Buffer.from(JSON.stringify(forwardItems), 'utf8');

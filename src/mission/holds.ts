@@ -16,7 +16,7 @@
  */
 import { performance } from 'node:perf_hooks';
 import type { Logger } from '../observability/logger.js';
-import type { RequestContext } from '../pipeline/context.js';
+import type { MissionReference, MissionView, RequestContext } from '../pipeline/context.js';
 import { refKey } from './key.js';
 
 /** Why a held exchange's upstream request is aborted when it is cut. */
@@ -36,6 +36,8 @@ export interface Ticket {
   readonly expiresAt: number | null;
   /** performance.now() when the request was admitted (its context's start). */
   readonly admittedAt: number;
+  /** The request's other Missions (an MCP batch in MAS mode): held under each of them too. */
+  readonly more: readonly Ticket[] | null;
 }
 
 export type CutCause = 'state_change' | 'expired';
@@ -50,7 +52,11 @@ interface Group {
 
 /** How often expiries are checked while something with an `expires_at` is held. */
 export const SWEEP_MS = 250;
-/** Cut times remembered, for responses that start after their Mission was cut. */
+/**
+ * Cut times remembered, for responses that start after their Mission was cut. Past it the oldest
+ * is forgotten, and every response of a request admitted before that cut is refused (fail closed:
+ * it might have been that Mission's).
+ */
 const MAX_REMEMBERED_CUTS = 10_000;
 
 export interface MissionHoldsOptions {
@@ -63,8 +69,13 @@ export interface MissionHoldsOptions {
 
 export class MissionHolds {
   private readonly groups = new Map<string, Group>();
-  /** Mission key -> performance.now() of its last cut (insertion order = age). */
+  /**
+   * Missions cut and not seen active since: key -> performance.now() of the cut (insertion order =
+   * age).
+   */
   private readonly lastCut = new Map<string, number>();
+  /** The latest cut time forgotten to bound lastCut (performance.now()), or -Infinity. */
+  private forgottenBefore = -Infinity;
   private readonly logger: Logger;
   private readonly counted: (cause: CutCause, n: number) => void;
   private readonly now: () => number;
@@ -81,33 +92,56 @@ export class MissionHolds {
     const view = ctx.mission;
     const ref = ctx.missionRef;
     if (view === null || ref === null) return null;
-    return { key: refKey(ref), issuer: view.issuer, id: view.id, expiresAt: view.expiresAt === null ? null : view.expiresAt * 1000, admittedAt: ctx.started };
+    const others = ctx.otherMissions;
+    const more = others === null ? null : others.map((o) => ticketOf(o.ref, o.view, ctx.started, null));
+    return ticketOf(ref, view, ctx.started, more);
   }
 
   /**
-   * Holds `holder` until released or cut. Returns false, holding nothing, when the Mission was cut
-   * after the request was admitted or has expired: the caller must end the exchange itself.
+   * Holds `holder` until released or cut. Returns false, holding nothing, when a Mission of the
+   * ticket was cut after the request was admitted or has expired: the caller must end the exchange
+   * itself (counted here, like any cut).
    */
   hold(ticket: Ticket, holder: Holder): boolean {
-    const cutAt = this.lastCut.get(ticket.key);
-    if (cutAt !== undefined && cutAt >= ticket.admittedAt) return false;
-    if (ticket.expiresAt !== null && ticket.expiresAt <= this.now()) return false;
-    let g = this.groups.get(ticket.key);
-    if (g === undefined) {
-      g = { issuer: ticket.issuer, id: ticket.id, members: new Set(), expiresAt: Infinity };
-      this.groups.set(ticket.key, g);
+    const refused = this.refusal(ticket) ?? (ticket.more === null ? null : firstOf(ticket.more, (t) => this.refusal(t)));
+    if (refused !== null) {
+      this.counted(refused, 1);
+      return false;
     }
-    g.members.add(holder);
-    if (ticket.expiresAt !== null && ticket.expiresAt < g.expiresAt) {
-      g.expiresAt = ticket.expiresAt;
-      this.timer ??= setInterval(this.sweep, SWEEP_MS).unref();
-    }
+    this.join(ticket, holder);
+    if (ticket.more !== null) for (const t of ticket.more) this.join(t, holder);
     return true;
   }
 
   release(ticket: Ticket, holder: Holder): void {
-    const g = this.groups.get(ticket.key);
-    if (g !== undefined && g.members.delete(holder) && g.members.size === 0) this.groups.delete(ticket.key);
+    this.leave(ticket, holder);
+    if (ticket.more !== null) for (const t of ticket.more) this.leave(t, holder);
+  }
+
+  /** Why a response under this Mission may not start now, or null. */
+  private refusal(t: Ticket): CutCause | null {
+    const cutAt = this.lastCut.get(t.key);
+    if ((cutAt !== undefined && cutAt >= t.admittedAt) || this.forgottenBefore >= t.admittedAt) return 'state_change';
+    if (t.expiresAt !== null && t.expiresAt <= this.now()) return 'expired';
+    return null;
+  }
+
+  private join(t: Ticket, holder: Holder): void {
+    let g = this.groups.get(t.key);
+    if (g === undefined) {
+      g = { issuer: t.issuer, id: t.id, members: new Set(), expiresAt: Infinity };
+      this.groups.set(t.key, g);
+    }
+    g.members.add(holder);
+    if (t.expiresAt !== null && t.expiresAt < g.expiresAt) {
+      g.expiresAt = t.expiresAt;
+      this.timer ??= setInterval(this.sweep, SWEEP_MS).unref();
+    }
+  }
+
+  private leave(t: Ticket, holder: Holder): void {
+    const g = this.groups.get(t.key);
+    if (g !== undefined && g.members.delete(holder) && g.members.size === 0) this.groups.delete(t.key);
   }
 
   /**
@@ -117,7 +151,11 @@ export class MissionHolds {
   cut(key: string, state: string, cause: CutCause = 'state_change'): number {
     this.lastCut.delete(key);
     this.lastCut.set(key, performance.now());
-    if (this.lastCut.size > MAX_REMEMBERED_CUTS) this.lastCut.delete(this.lastCut.keys().next().value!);
+    if (this.lastCut.size > MAX_REMEMBERED_CUTS) {
+      const [oldest, at] = this.lastCut.entries().next().value!;
+      this.lastCut.delete(oldest);
+      this.forgottenBefore = at;
+    }
     const g = this.groups.get(key);
     if (g === undefined) return 0;
     this.groups.delete(key);
@@ -134,11 +172,19 @@ export class MissionHolds {
     return n;
   }
 
-  /** Exchanges held now (the `mission_gateway_open_exchanges` gauge). */
+  /**
+   * The Mission `key` is active again (resumed, or a Status answer says so): a response that starts
+   * from now on under it is held as usual, whenever its request was admitted.
+   */
+  reinstate(key: string): void {
+    this.lastCut.delete(key);
+  }
+
+  /** Exchanges held now (the `mission_gateway_open_exchanges` gauge; one held under several Missions counts once). */
   get size(): number {
-    let n = 0;
-    for (const g of this.groups.values()) n += g.members.size;
-    return n;
+    const all = new Set<Holder>();
+    for (const g of this.groups.values()) for (const h of g.members) all.add(h);
+    return all.size;
   }
 
   private readonly sweep = (): void => {
@@ -159,4 +205,16 @@ export class MissionHolds {
     if (this.timer !== null) clearInterval(this.timer);
     this.timer = null;
   }
+}
+
+function ticketOf(ref: MissionReference, view: MissionView, admittedAt: number, more: readonly Ticket[] | null): Ticket {
+  return { key: refKey(ref), issuer: view.issuer, id: view.id, expiresAt: view.expiresAt === null ? null : view.expiresAt * 1000, admittedAt, more };
+}
+
+function firstOf<T, R>(items: readonly T[], f: (item: T) => R | null): R | null {
+  for (const item of items) {
+    const r = f(item);
+    if (r !== null) return r;
+  }
+  return null;
 }

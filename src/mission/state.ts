@@ -372,12 +372,14 @@ export class MissionStates {
       if (oldest !== undefined) rec.entries.delete(oldest);
     }
     rec.entries.set(audience, { view: source === 'fresh' ? { ...view, source: 'cached' } : view, deadline, fetchedAt: started });
-    // Whatever this Mission still holds open stops with it (a later request asked and learned).
-    if (state !== 'active') this.holds?.cut(key, state ?? 'unknown');
     // A remembered event denial outlives any answer that is not strictly newer (including an
     // unversioned one): fail closed on an inconsistent authority.
-    if (rec.denyView !== null && rec.denyUntil > this.now()) return rec.denyView;
-    return view;
+    const denied = rec.denyView !== null && rec.denyUntil > this.now();
+    // Whatever this Mission still holds open stops with it (a later request asked and learned); or
+    // it is active, and responses that start from now on may flow again.
+    if (denied || state !== 'active') this.holds?.cut(key, denied ? rec.denyView!.state : state);
+    else this.holds?.reinstate(key);
+    return denied ? rec.denyView! : view;
   }
 
   // ---- lifecycle changes -----------------------------------------------------------------------
@@ -420,8 +422,9 @@ export class MissionStates {
       const r = this.applyTo(rec, change, now);
       if (r === 'stale') continue;
       result = r;
-      // Applied: what the Mission still holds open stops with it.
+      // Applied: what the Mission still holds open stops with it (or, resumed, may flow again).
       if (change.state !== 'active') this.holds?.cut(k, change.state);
+      else this.holds?.reinstate(k);
     }
     return result;
   }

@@ -125,6 +125,11 @@ export interface RequestContext {
   proof: DpopProof | null;
   missionRef: MissionReference | null;
   mission: MissionView | null;
+  /**
+   * Further Missions the request is permitted under, besides `mission`: the calls of one forwarded
+   * MCP batch naming different Missions (MAS mode). Its response is held under each (holds.ts).
+   */
+  otherMissions: readonly { readonly ref: MissionReference; readonly view: MissionView }[] | null;
   action: string | null;
   params: Record<string, unknown> | null;
   parameterDigest: string | null;
@@ -167,6 +172,7 @@ export function newRequestContext(init: RequestContextInit): RequestContext {
     proof: null,
     missionRef: null,
     mission: null,
+    otherMissions: null,
     action: null,
     params: null,
     parameterDigest: null,

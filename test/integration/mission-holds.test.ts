@@ -109,7 +109,11 @@ describe('open exchanges end with their Mission', () => {
       // /ws-slow: the upgrade is answered only when the test says so.
       verifyClient: (info, done) => (info.req.url === '/ws-slow' ? slowUpgrades.push(() => done(true)) : done(true)),
     });
-    wss.on('connection', (ws) => ws.on('message', (m, binary) => ws.send(m, { binary })));
+    wss.on('connection', (ws, req) => {
+      // /ws-slow greets at once: the greeting travels with the 101.
+      if (req.url === '/ws-slow') ws.send('greeting');
+      ws.on('message', (m, binary) => ws.send(m, { binary }));
+    });
     const folder = mkdtempSync(join(tmpdir(), 'mgw-holds-'));
     const keyFile = await gatewayClientKey(dev, folder);
     gw = await startGateway(
@@ -212,6 +216,25 @@ routes:
     const record = await eventually(() => gw.evidence().find((r) => r['path'] === '/ws-slow'));
     expect(record).toMatchObject({ decision: 'permit', upstream_status: 101 });
     await eventually(async () => (await metric('mission_gateway_open_exchanges')) === 0, 2000);
+  });
+
+  it('a WebSocket tunnel outlives the retirement of the config it was opened under (a reload), and still ends with its Mission', async () => {
+    const m = await mission();
+    const ws = new WebSocket(`${gw.url.replace('http', 'ws')}/ws`, {
+      headers: { authorization: `DPoP ${m.token}`, dpop: await agent.proof('GET', `${API}/ws`, m.token) },
+    });
+    ws.on('error', () => {});
+    await new Promise<void>((resolve) => ws.once('open', () => resolve()));
+    let closed = false;
+    ws.once('close', () => (closed = true));
+    // What Gateway.reload does to the previous config's runtime 30 s after a SIGHUP.
+    await (gw.gateway as unknown as { runtime: { tunnel: { close(): Promise<void> } } }).runtime.tunnel.close();
+    const echoed = new Promise<string>((resolve) => ws.once('message', (d) => resolve(d.toString())));
+    ws.send('still here');
+    expect(await echoed).toBe('still here');
+    expect(closed).toBe(false);
+    await dev.missions.revoke(m.id);
+    await eventually(() => closed, 2000);
   });
 
   it('a response that starts after its Mission was revoked never reaches the client', async () => {

@@ -483,6 +483,28 @@ describe('open MCP streams end with their Mission (mission/holds.ts)', () => {
     expect(stream.events.some((e) => e.includes('"id":2'))).toBe(false);
   });
 
+  it('a batch whose calls name two Missions (MAS mode) streams under both: revoking the second cuts it', async () => {
+    const s = await setup({ json: false, mission: 'accept_header_references: true' });
+    s.dev.addReceiver({ endpoint: `${new URL(s.mcpUrl).origin}/.well-known/ssf/push`, audience: new URL(s.mcpUrl).origin });
+    const entry = { type: 'mission_resource_access', resource: s.mcpUrl, actions: ['export_report'] };
+    const a = await mission(s, [entry]);
+    const b = await mission(s, [entry]);
+    const token = await s.dev.issueAccessToken({ clientId: 'agent_1', resource: s.mcpUrl });
+    const sh = await initialize(s.mcpUrl, token);
+    const report = (id: number, m: string) => ({
+      jsonrpc: '2.0',
+      id,
+      method: 'tools/call',
+      params: { name: 'export_report', arguments: { steps: 50, delay_ms: 100 }, _meta: { progressToken: `p${id}`, [META]: { mission_id: m, issuer: s.dev.url } } },
+    });
+    const res = await post(s.mcpUrl, token, [report(1, a), report(2, b)], sh);
+    expect(res.status).toBe(200);
+    const stream = readEvents(res);
+    await eventually(() => stream.events.length >= 2);
+    await s.dev.missions.revoke(b);
+    expect(await stream.ended).toBe('cut');
+  });
+
   it('a tools/list answer streaming through the filter is cut when its Mission is suspended', async () => {
     let upstreamClosed = false;
     const up = await recorder((_req, _b, res) => {

@@ -7,6 +7,8 @@ import { createServer, type IncomingMessage, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import * as jose from 'jose';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { MissionHolds, type Holder } from '../../src/mission/holds.js';
+import { refKey } from '../../src/mission/key.js';
 import { MissionStates } from '../../src/mission/state.js';
 import type { MissionReference, RequestContext } from '../../src/pipeline/context.js';
 import { raw } from '../helpers/http.js';
@@ -24,6 +26,7 @@ let states: MissionStates;
 let metrics: ReturnType<typeof newMetrics>;
 let bus: RecordingBus;
 let authKey: SigningKey;
+let holds: MissionHolds;
 
 async function setup(mission: Record<string, unknown> = {}, realClock = false): Promise<void> {
   t = Date.now();
@@ -39,7 +42,8 @@ async function setup(mission: Record<string, unknown> = {}, realClock = false): 
     { issuers: [{ issuer: ISSUER, algorithms: ['ES256'] }, { issuer: 'https://other-as.example.com', algorithms: ['ES256'] }] },
     { client: { client_id: CLIENT_ID, private_key_file: ck.file }, authorities: [{ issuer: ISSUER, status_endpoint: statusServer.url }], ...mission },
   );
-  states = new MissionStates({ config, keys, metrics, logger, bus, now: clock });
+  holds = new MissionHolds({ logger, counted: () => {}, now: clock });
+  states = new MissionStates({ config, keys, metrics, logger, bus, holds, now: clock });
   receiver = createServer((req, res) => {
     if (req.url === PUSH) states.handlePush(req, res);
     else res.writeHead(404).end();
@@ -358,3 +362,42 @@ describe('RFC 8936 poll delivery (mission.events.poll)', () => {
     await states.close();
   });
 });
+
+describe('lifecycle changes and the exchanges a Mission holds (holds.ts)', () => {
+  beforeEach(() => setup());
+
+  const held = (): Holder & { cuts: number } => {
+    const h = { cuts: 0, cut: () => void h.cuts++ };
+    return h;
+  };
+  const ticket = (admittedAt: number) => ({ key: refKey(REF), issuer: ISSUER, id: MISSION_ID, expiresAt: null, admittedAt, more: null });
+
+  it('a suspension cuts what the Mission holds; after the resume, a response admitted before the suspension may flow', async () => {
+    expect(await deniedWith()).toBeNull();
+    const open = held();
+    const before = performance.now();
+    expect(holds.hold(ticket(before), open)).toBe(true);
+    await push(await lifecycleSet(authKey, { state: 'suspended', version: 2 }));
+    expect(open.cuts).toBe(1);
+    // Suspended: a response starting now for a request admitted before is refused.
+    expect(holds.hold(ticket(before), held())).toBe(false);
+    await push(await lifecycleSet(authKey, { state: 'active', version: 3 }));
+    // Active again: it may flow (the Mission is active while it does; a later change cuts it).
+    const late = held();
+    expect(holds.hold(ticket(before), late)).toBe(true);
+    await push(await lifecycleSet(authKey, { state: 'revoked', version: 4 }));
+    expect(late.cuts).toBe(1);
+  });
+
+  it('an active Status answer that is not newer does not lift a remembered event denial', async () => {
+    const before = performance.now();
+    // Suspended by an event while nothing was cached; the authority answers active at the same version.
+    await push(await lifecycleSet(authKey, { state: 'suspended', version: 2 }));
+    statusServer.missions.set(MISSION_ID, { state: 'active', version: 2, fresh_until: null });
+    // A fresh read (as a high-consequence route does) stores that answer: the event's denial stands.
+    const view = await states.lookup(REF, RESOURCE, { fresh: true });
+    expect(view.state).toBe('suspended');
+    expect(holds.hold(ticket(before), held())).toBe(false);
+  });
+});
+

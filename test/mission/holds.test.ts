@@ -14,7 +14,7 @@ function holder(): Holder & { cuts: number } {
 }
 
 function ticket(id: string, opts: { expiresAt?: number | null; admittedAt?: number } = {}): Ticket {
-  return { key: `${ISSUER}\n${id}`, issuer: ISSUER, id, expiresAt: opts.expiresAt ?? null, admittedAt: opts.admittedAt ?? performance.now() };
+  return { key: `${ISSUER}\n${id}`, issuer: ISSUER, id, expiresAt: opts.expiresAt ?? null, admittedAt: opts.admittedAt ?? performance.now(), more: null };
 }
 
 let holds: MissionHolds;
@@ -70,6 +70,58 @@ describe('MissionHolds', () => {
     expect(holds.hold(ticket('msn_a', { admittedAt: performance.now() + 1 }), holder())).toBe(true);
   });
 
+  it('a Mission active again (reinstate) lets a response start, whenever its request was admitted', () => {
+    make();
+    const before = ticket('msn_a', { admittedAt: performance.now() - 1000 });
+    holds.cut(before.key, 'suspended');
+    expect(holds.hold(before, holder())).toBe(false);
+    holds.reinstate(before.key);
+    expect(holds.hold(before, holder())).toBe(true);
+  });
+
+  it('past the cuts it remembers, it forgets the oldest and refuses every response of a request admitted before that cut', () => {
+    make();
+    const admitted = performance.now() - 1;
+    const mine = ticket('msn_mine', { admittedAt: admitted });
+    holds.cut(mine.key, 'revoked');
+    for (let i = 0; i < 10_000; i++) holds.cut(`${ISSUER}\nmsn_other_${i}`, 'revoked');
+    // msn_mine's cut is forgotten, yet its late response is still refused (fail closed) ...
+    expect(holds.hold(mine, holder())).toBe(false);
+    // ... as is any other request admitted before it; one admitted after every cut is held.
+    expect(holds.hold(ticket('msn_unrelated', { admittedAt: admitted }), holder())).toBe(false);
+    expect(holds.hold(ticket('msn_unrelated', { admittedAt: performance.now() + 1 }), holder())).toBe(true);
+  });
+
+  it('a response held under several Missions (an MCP batch) is cut when any of them ends, once', () => {
+    make();
+    const a = ticket('msn_a');
+    const t: Ticket = { ...a, more: [ticket('msn_b')] };
+    // Like an exchange: a cut one leaves every group it was in.
+    const h = { cuts: 0, cut: () => (h.cuts++, holds.release(t, h)) };
+    expect(holds.hold(t, h)).toBe(true);
+    expect(holds.size).toBe(1);
+    expect(holds.cut(`${ISSUER}\nmsn_b`, 'revoked')).toBe(1);
+    expect(holds.cut(a.key, 'revoked')).toBe(0);
+    expect(h.cuts).toBe(1);
+    expect(holds.size).toBe(0);
+    // A late response under the batch is refused when any one of its Missions was cut.
+    const late: Ticket = { ...ticket('msn_c', { admittedAt: performance.now() - 1000 }), more: [ticket('msn_b', { admittedAt: performance.now() - 1000 })] };
+    expect(holds.hold(late, holder())).toBe(false);
+  });
+
+  it('a refused response is counted like a cut, by cause', () => {
+    make();
+    const t = ticket('msn_a', { admittedAt: performance.now() - 1000 });
+    holds.cut(t.key, 'revoked');
+    counted = [];
+    expect(holds.hold(t, holder())).toBe(false);
+    expect(holds.hold(ticket('msn_b', { expiresAt: clock - 1 }), holder())).toBe(false);
+    expect(counted).toEqual([
+      ['state_change', 1],
+      ['expired', 1],
+    ]);
+  });
+
   it('refuses to hold under a Mission whose expires_at has passed', () => {
     make();
     expect(holds.hold(ticket('msn_a', { expiresAt: clock - 1 }), holder())).toBe(false);
@@ -114,6 +166,6 @@ describe('MissionHolds', () => {
     const ref: MissionReference = { form: 'claim', id: 'msn_a', issuer: ISSUER, s256: null, authorityHash: null };
     ctx.missionRef = ref;
     ctx.mission = { id: 'msn_a', issuer: ISSUER, state: 'active', version: 1, expiresAt: 1_900_000_000 } as MissionView;
-    expect(holds.ticket(ctx)).toEqual({ key: refKey(ref), issuer: ISSUER, id: 'msn_a', expiresAt: 1_900_000_000_000, admittedAt: 5 });
+    expect(holds.ticket(ctx)).toEqual({ key: refKey(ref), issuer: ISSUER, id: 'msn_a', expiresAt: 1_900_000_000_000, admittedAt: 5, more: null });
   });
 });
