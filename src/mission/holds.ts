@@ -103,7 +103,8 @@ export class MissionHolds {
    * itself (counted here, like any cut).
    */
   hold(ticket: Ticket, holder: Holder): boolean {
-    const refused = this.refusal(ticket) ?? (ticket.more === null ? null : firstOf(ticket.more, (t) => this.refusal(t)));
+    let refused = this.refusal(ticket);
+    if (refused === null && ticket.more !== null) for (const t of ticket.more) if ((refused ??= this.refusal(t)) !== null) break;
     if (refused !== null) {
       this.counted(refused, 1);
       return false;
@@ -209,12 +210,4 @@ export class MissionHolds {
 
 function ticketOf(ref: MissionReference, view: MissionView, admittedAt: number, more: readonly Ticket[] | null): Ticket {
   return { key: refKey(ref), issuer: view.issuer, id: view.id, expiresAt: view.expiresAt === null ? null : view.expiresAt * 1000, admittedAt, more };
-}
-
-function firstOf<T, R>(items: readonly T[], f: (item: T) => R | null): R | null {
-  for (const item of items) {
-    const r = f(item);
-    if (r !== null) return r;
-  }
-  return null;
 }
