@@ -1,5 +1,6 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { CompiledRoute } from '../../src/config/compile.js';
+import { MissionHolds, type Holder } from '../../src/mission/holds.js';
 import { MissionStates } from '../../src/mission/state.js';
 import type { MissionChange } from '../../src/mission/types.js';
 import type { MissionReference, RequestContext } from '../../src/pipeline/context.js';
@@ -14,6 +15,7 @@ let server: StatusServer;
 let states: MissionStates;
 let metrics: ReturnType<typeof newMetrics>;
 let bus: RecordingBus;
+let holds: MissionHolds;
 
 async function setup(mission: Record<string, unknown> = {}): Promise<void> {
   t = Date.now();
@@ -25,7 +27,8 @@ async function setup(mission: Record<string, unknown> = {}): Promise<void> {
   metrics = newMetrics();
   bus = new RecordingBus();
   const config = makeConfig({}, { client: { client_id: CLIENT_ID, private_key_file: ck.file }, authorities: [{ issuer: ISSUER, status_endpoint: server.url }], ...mission });
-  states = new MissionStates({ config, keys, metrics, logger, bus, now });
+  holds = new MissionHolds({ logger, counted: () => {}, now });
+  states = new MissionStates({ config, keys, metrics, logger, bus, holds, now });
 }
 
 afterEach(async () => {
@@ -341,6 +344,25 @@ describe('draft-mcguinness-oauth-mission-signals: applying lifecycle changes', (
     expect((await check(ctxFor({ ref: aref }))).code).toBeNull();
     states.applyChange(change({ id: 'msn_from_s256', state: 'revoked', version: 2 }));
     expect((await check(ctxFor({ ref: aref }))).code).toBe('mission_terminated');
+  });
+
+  it('an exchange held under an AAuth reference is cut by an event naming the governance id; one relayed by a replica cuts too', async () => {
+    const S = 'D'.repeat(43);
+    server.missions.set(`s256:${S}`, { state: 'active', version: 1 });
+    const aref: MissionReference = { form: 'aauth_claim', issuer: ISSUER, id: null, s256: S, authorityHash: null };
+    const c = ctxFor({ ref: aref });
+    expect((await check(c)).code).toBeNull();
+    const h: Holder & { cuts: number } = { cuts: 0, cut: () => void h.cuts++ };
+    expect(holds.hold(holds.ticket(c)!, h)).toBe(true);
+    states.applyChange(change({ id: 'msn_from_s256', state: 'suspended', version: 2 }));
+    expect(h.cuts).toBe(1);
+
+    const plain = ctxFor({});
+    expect((await check(plain)).code).toBeNull();
+    const p: Holder & { cuts: number } = { cuts: 0, cut: () => void p.cuts++ };
+    expect(holds.hold(holds.ticket(plain)!, p)).toBe(true);
+    bus.deliver(change({ state: 'revoked', version: 2 }));
+    expect(p.cuts).toBe(1);
   });
 
   it('lookup() serves MCP / ID-JAG callers from the same cache', async () => {
