@@ -195,7 +195,16 @@ export class SetPoller {
         const set = await this.deps.verifier.verify(jwt);
         const result = this.deps.sink.apply(set, 'poll');
         this.deps.metrics.events.labels(result).inc();
-        if (set.kind === 'lifecycle' && result !== 'duplicate') this.deps.sink.publish(set.change).catch(() => undefined);
+        if (set.kind === 'lifecycle' && result !== 'duplicate') {
+          try {
+            await this.deps.sink.publish(set.change);
+          } catch {
+            // Applied here, but the other replicas did not hear of it: not acknowledged, so the
+            // transmitter delivers it again (as a push is answered 503), and applied and shared then.
+            this.deps.sink.forget(set);
+            continue;
+          }
+        }
         this.acks.push(jti);
       } catch (err) {
         this.deps.metrics.events.labels('rejected').inc();

@@ -324,6 +324,24 @@ describe('RFC 8936 poll delivery (mission.events.poll)', () => {
     expect(queue.size).toBe(0);
   });
 
+  it('a polled change the replicas could not be told of is not acknowledged: redelivered, then shared and acknowledged', async () => {
+    await deniedWith();
+    queue.set('set_rev', await lifecycleSet(authKey, { state: 'revoked', version: 2, jti: 'set_rev' }));
+    bus.fail = true;
+    await states.pollOnce();
+    // Applied here all the same.
+    expect(await deniedWith()).toBe('mission_terminated');
+    await states.pollOnce();
+    expect(polls[1]!['ack']).toEqual([]);
+    expect(queue.has('set_rev')).toBe(true);
+    bus.fail = false;
+    await states.pollOnce();
+    expect(bus.published.map((c) => c.state)).toEqual(['revoked']);
+    await states.pollOnce();
+    expect(polls[3]!['ack']).toEqual(['set_rev']);
+    expect(queue.size).toBe(0);
+  });
+
   it('ready() is false once the last successful poll is older than max_stale_s; cached states go stale', async () => {
     await states.pollOnce();
     await deniedWith();
