@@ -17,7 +17,7 @@
 import { performance } from 'node:perf_hooks';
 import type { Logger } from '../observability/logger.js';
 import type { MissionReference, MissionView, RequestContext } from '../pipeline/context.js';
-import { refKey } from './key.js';
+import { recordKey, refKey } from './key.js';
 
 /** Why a held exchange's upstream request is aborted when it is cut. */
 export const CUT_MESSAGE = 'the Mission that authorized this exchange is no longer active';
@@ -45,7 +45,8 @@ export type CutCause = 'state_change' | 'expired';
 interface Group {
   readonly issuer: string;
   readonly id: string | null;
-  readonly members: Set<Holder>;
+  /** Each exchange held, and the ticket it was held with (to leave its other groups when cut). */
+  readonly members: Map<Holder, Ticket>;
   /** Epoch ms of the earliest `expires_at` among the members; Infinity when none has one. */
   expiresAt: number;
 }
@@ -93,7 +94,13 @@ export class MissionHolds {
     const ref = ctx.missionRef;
     if (view === null || ref === null) return null;
     const others = ctx.otherMissions;
-    const more = others === null ? null : others.map((o) => ticketOf(o.ref, o.view, ctx.started, null));
+    let more = others === null ? null : others.map((o) => ticketOf(o.ref, o.view, ctx.started, null));
+    // An AAuth reference is held under the Mission's governance id too (what events name, and what
+    // an id-form request's Status answer cuts), once Status has told it.
+    if (ref.s256 !== null && view.id !== null) {
+      const byId: Ticket = { key: recordKey(view.issuer, view.id, false), issuer: view.issuer, id: view.id, expiresAt: view.expiresAt === null ? null : view.expiresAt * 1000, admittedAt: ctx.started, more: null };
+      more = more === null ? [byId] : [...more, byId];
+    }
     return ticketOf(ref, view, ctx.started, more);
   }
 
@@ -109,8 +116,8 @@ export class MissionHolds {
       this.counted(refused, 1);
       return false;
     }
-    this.join(ticket, holder);
-    if (ticket.more !== null) for (const t of ticket.more) this.join(t, holder);
+    this.join(ticket, holder, ticket);
+    if (ticket.more !== null) for (const t of ticket.more) this.join(t, holder, ticket);
     return true;
   }
 
@@ -127,13 +134,13 @@ export class MissionHolds {
     return null;
   }
 
-  private join(t: Ticket, holder: Holder): void {
+  private join(t: Ticket, holder: Holder, root: Ticket): void {
     let g = this.groups.get(t.key);
     if (g === undefined) {
-      g = { issuer: t.issuer, id: t.id, members: new Set(), expiresAt: Infinity };
+      g = { issuer: t.issuer, id: t.id, members: new Map(), expiresAt: Infinity };
       this.groups.set(t.key, g);
     }
-    g.members.add(holder);
+    g.members.set(holder, root);
     if (t.expiresAt !== null && t.expiresAt < g.expiresAt) {
       g.expiresAt = t.expiresAt;
       this.timer ??= setInterval(this.sweep, SWEEP_MS).unref();
@@ -160,7 +167,9 @@ export class MissionHolds {
     const g = this.groups.get(key);
     if (g === undefined) return 0;
     this.groups.delete(key);
-    for (const h of g.members) {
+    for (const [h, ticket] of g.members) {
+      // Out of its other groups first (another of its Missions, its other key), so it is cut once.
+      this.release(ticket, h);
       try {
         h.cut();
       } catch (err) {
@@ -184,7 +193,7 @@ export class MissionHolds {
   /** Exchanges held now (the `mission_gateway_open_exchanges` gauge; one held under several Missions counts once). */
   get size(): number {
     const all = new Set<Holder>();
-    for (const g of this.groups.values()) for (const h of g.members) all.add(h);
+    for (const g of this.groups.values()) for (const h of g.members.keys()) all.add(h);
     return all.size;
   }
 

@@ -320,7 +320,15 @@ export class MissionStates {
   private store(ref: MissionReference, audience: string, r: StatusResult, started: number, tokenExp: number | undefined): MissionView {
     const key = refKey(ref);
     const rec = this.record(key, ref.issuer);
-    if (ref.s256 !== null && r.id !== null) this.aliases.set(recordKey(r.issuer, r.id, false), key);
+    // An AAuth reference's Mission is also known by its governance id, which events name.
+    const idKey = ref.s256 !== null && r.id !== null ? recordKey(r.issuer, r.id, false) : null;
+    if (idKey !== null) {
+      this.aliases.set(idKey, key);
+      // What events taught the record under that id (they may have arrived before this answer told
+      // us the id) holds for this reference too: a later version, a remembered denial, a terminal state.
+      const byId = this.records.get(idKey);
+      if (byId !== undefined && byId !== rec) adoptNewer(rec, byId);
+    }
 
     let { state, version, suspendUntil } = r;
     let source: MissionView['source'] = 'fresh';
@@ -375,10 +383,9 @@ export class MissionStates {
     // A remembered event denial outlives any answer that is not strictly newer (including an
     // unversioned one): fail closed on an inconsistent authority.
     const denied = rec.denyView !== null && rec.denyUntil > this.now();
-    // Whatever this Mission still holds open stops with it (a later request asked and learned); or
-    // it is active, and responses that start from now on may flow again.
-    if (denied || state !== 'active') this.holds?.cut(key, denied ? rec.denyView!.state : state);
-    else this.holds?.reinstate(key);
+    // Whatever this Mission still holds open, under either form of reference, stops with it (a
+    // later request asked and learned); or it is active, and responses may start again.
+    this.settleHolds(denied ? rec.denyView!.state : state, key, idKey);
     return denied ? rec.denyView! : view;
   }
 
@@ -414,19 +421,27 @@ export class MissionStates {
     if (targets.length === 0) {
       if (change.state === 'active') return 'uncached';
       // Remember a non-active state even for a Mission we never cached (SPEC section 3).
-      if (this.applyTo(this.record(key, change.issuer), change, now) !== 'stale') this.holds?.cut(key, change.state);
+      if (this.applyTo(this.record(key, change.issuer), change, now) !== 'stale') this.settleHolds(change.state, key, null);
       return 'uncached';
     }
     let result: EventResult = 'stale';
-    for (const [k, rec] of targets) {
+    for (const [, rec] of targets) {
       const r = this.applyTo(rec, change, now);
-      if (r === 'stale') continue;
-      result = r;
-      // Applied: what the Mission still holds open stops with it (or, resumed, may flow again).
-      if (change.state !== 'active') this.holds?.cut(k, change.state);
-      else this.holds?.reinstate(k);
+      if (r !== 'stale') result = r;
     }
+    // Applied: what the Mission still holds open stops with it (or, resumed, may flow again).
+    if (result !== 'stale') this.settleHolds(change.state, key, aliasKey ?? null);
     return result;
+  }
+
+  /** Cuts what the Mission holds under each of its keys, or lets responses start again when active. */
+  private settleHolds(state: string, key: string, other: string | null): void {
+    const holds = this.holds;
+    if (holds === null) return;
+    for (const k of other === null ? [key] : [key, other]) {
+      if (state === 'active') holds.reinstate(k);
+      else holds.cut(k, state);
+    }
   }
 
   private applyTo(rec: MissionRecord, change: MissionChange, now: number): EventResult {
@@ -547,4 +562,14 @@ export class MissionStates {
     this.poller?.stop();
     await this.status.close();
   }
+}
+
+/** Copies into `rec` what `other` (the same Mission under its other key) knows that is newer. */
+function adoptNewer(rec: MissionRecord, other: MissionRecord): void {
+  const newer = other.version !== null && (rec.version === null || other.version > rec.version);
+  if (!newer && !(isTerminal(other.state) && !isTerminal(rec.state))) return;
+  rec.version = other.version;
+  rec.state = other.state;
+  rec.denyUntil = other.denyUntil;
+  rec.denyView = other.denyView;
 }

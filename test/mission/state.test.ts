@@ -365,6 +365,36 @@ describe('draft-mcguinness-oauth-mission-signals: applying lifecycle changes', (
     expect(p.cuts).toBe(1);
   });
 
+  it('an AAuth request whose Status answer arrives after a revocation event for the governance id is denied (the event is not forgotten)', async () => {
+    const S = 'E'.repeat(43);
+    // The revocation arrives while nothing is cached under either key (as while the first request waits on Status).
+    states.applyChange(change({ id: 'msn_from_s256', state: 'revoked', version: 2 }));
+    // The authority's answer is behind it: still active, at version 1.
+    server.missions.set(`s256:${S}`, { state: 'active', version: 1 });
+    const aref: MissionReference = { form: 'aauth_claim', issuer: ISSUER, id: null, s256: S, authorityHash: null };
+    expect((await check(ctxFor({ ref: aref }))).code).toBe('mission_terminated');
+  });
+
+  it('a Status answer read under one form of reference cuts what the Mission holds under the other too', async () => {
+    const S = 'F'.repeat(43);
+    server.missions.set(`s256:${S}`, { state: 'active', version: 1 });
+    server.missions.set('msn_from_s256', { state: 'active', version: 1 });
+    const aref: MissionReference = { form: 'aauth_claim', issuer: ISSUER, id: null, s256: S, authorityHash: null };
+    const idRef: MissionReference = { form: 'claim', issuer: ISSUER, id: 'msn_from_s256', s256: null, authorityHash: null };
+    const viaAauth = ctxFor({ ref: aref });
+    const viaId = ctxFor({ ref: idRef });
+    expect((await check(viaAauth)).code).toBeNull();
+    expect((await check(viaId)).code).toBeNull();
+    const a: Holder & { cuts: number } = { cuts: 0, cut: () => void a.cuts++ };
+    const i: Holder & { cuts: number } = { cuts: 0, cut: () => void i.cuts++ };
+    holds.hold(holds.ticket(viaAauth)!, a);
+    holds.hold(holds.ticket(viaId)!, i);
+    // Revoked at the authority, no event: a request under the AAuth form reads it from Status.
+    server.missions.set(`s256:${S}`, { state: 'revoked', version: 2 });
+    await states.lookup(aref, RESOURCE, { fresh: true });
+    expect([a.cuts, i.cuts]).toEqual([1, 1]);
+  });
+
   it('lookup() serves MCP / ID-JAG callers from the same cache', async () => {
     const v1 = await states.lookup(REF, RESOURCE);
     expect(v1.state).toBe('active');
