@@ -30,6 +30,10 @@ export interface Holder {
 /** What a held exchange needs to know of the decision that admitted it. */
 export interface Ticket {
   readonly key: string;
+  /** A reference to read the Mission's state by again (MissionStates re-checks held Missions). */
+  readonly ref: MissionReference;
+  /** The audience its state was read for. */
+  readonly audience: string;
   readonly issuer: string;
   readonly id: string | null;
   /** The Mission's `expires_at` (epoch ms), or null. */
@@ -40,11 +44,13 @@ export interface Ticket {
   readonly more: readonly Ticket[] | null;
 }
 
-export type CutCause = 'state_change' | 'expired';
+export type CutCause = 'state_change' | 'expired' | 'state_unavailable';
 
 interface Group {
   readonly issuer: string;
   readonly id: string | null;
+  readonly ref: MissionReference;
+  readonly audience: string;
   /** Each exchange held, and the ticket it was held with (to leave its other groups when cut). */
   readonly members: Map<Holder, Ticket>;
   /** Epoch ms of the earliest `expires_at` among the members; Infinity when none has one. */
@@ -94,14 +100,15 @@ export class MissionHolds {
     const ref = ctx.missionRef;
     if (view === null || ref === null) return null;
     const others = ctx.otherMissions;
-    let more = others === null ? null : others.map((o) => ticketOf(o.ref, o.view, ctx.started, null));
+    let more = others === null ? null : others.map((o) => ticketOf(o.ref, o.view, ctx.started, ctx.audience, null));
     // An AAuth reference is held under the Mission's governance id too (what events name, and what
     // an id-form request's Status answer cuts), once Status has told it.
     if (ref.s256 !== null && view.id !== null) {
-      const byId: Ticket = { key: recordKey(view.issuer, view.id, false), issuer: view.issuer, id: view.id, expiresAt: view.expiresAt === null ? null : view.expiresAt * 1000, admittedAt: ctx.started, more: null };
+      const idRef: MissionReference = { form: 'claim', issuer: view.issuer, id: view.id, s256: null, authorityHash: null };
+      const byId = ticketOf(idRef, view, ctx.started, ctx.audience, null);
       more = more === null ? [byId] : [...more, byId];
     }
-    return ticketOf(ref, view, ctx.started, more);
+    return ticketOf(ref, view, ctx.started, ctx.audience, more);
   }
 
   /**
@@ -137,7 +144,7 @@ export class MissionHolds {
   private join(t: Ticket, holder: Holder, root: Ticket): void {
     let g = this.groups.get(t.key);
     if (g === undefined) {
-      g = { issuer: t.issuer, id: t.id, members: new Map(), expiresAt: Infinity };
+      g = { issuer: t.issuer, id: t.id, ref: t.ref, audience: t.audience, members: new Map(), expiresAt: Infinity };
       this.groups.set(t.key, g);
     }
     g.members.set(holder, root);
@@ -190,6 +197,11 @@ export class MissionHolds {
     this.lastCut.delete(key);
   }
 
+  /** The Missions something is held under now, with a reference to read each one's state by. */
+  held(): { readonly key: string; readonly ref: MissionReference; readonly audience: string }[] {
+    return [...this.groups].map(([key, g]) => ({ key, ref: g.ref, audience: g.audience }));
+  }
+
   /** Exchanges held now (the `mission_gateway_open_exchanges` gauge; one held under several Missions counts once). */
   get size(): number {
     const all = new Set<Holder>();
@@ -217,6 +229,6 @@ export class MissionHolds {
   }
 }
 
-function ticketOf(ref: MissionReference, view: MissionView, admittedAt: number, more: readonly Ticket[] | null): Ticket {
-  return { key: refKey(ref), issuer: view.issuer, id: view.id, expiresAt: view.expiresAt === null ? null : view.expiresAt * 1000, admittedAt, more };
+function ticketOf(ref: MissionReference, view: MissionView, admittedAt: number, audience: string, more: readonly Ticket[] | null): Ticket {
+  return { key: refKey(ref), ref, audience, issuer: view.issuer, id: view.id, expiresAt: view.expiresAt === null ? null : view.expiresAt * 1000, admittedAt, more };
 }

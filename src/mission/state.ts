@@ -56,6 +56,15 @@ const MAX_AUDIENCES_PER_MISSION = 8;
 const JTI_MEMORY = 100_000;
 const PUBLISH_TIMEOUT_MS = 2_000;
 
+/**
+ * How often the Missions something is held under are read again: half of `max_stale_s`, within
+ * 1-30 s. A read that finds the cached state fresh costs nothing; a stale one asks Mission Status,
+ * as a request would.
+ */
+export function recheckIntervalMs(maxStaleMs: number): number {
+  return Math.min(30_000, Math.max(1_000, maxStaleMs / 2));
+}
+
 /** One audience's cached view of a Mission. */
 interface Entry {
   /** Served on a hit (source 'cached', or 'event' once an event changed it). */
@@ -148,6 +157,7 @@ export class MissionStates {
   private readonly sink: SetSink;
   private readonly poller: SetPoller | null;
   private readonly pollSince: number;
+  private readonly recheck: NodeJS.Timeout | null;
   private closed = false;
 
   constructor(deps: MissionStatesDeps) {
@@ -188,6 +198,33 @@ export class MissionStates {
     deps.bus.subscribe((change) => {
       if (!this.closed) this.metrics.events.labels(`replicated_${this.applyChange(change, true)}`).inc();
     });
+    this.recheck = this.holds === null ? null : setInterval(() => this.recheckHeld(), recheckIntervalMs(this.maxStaleMs)).unref();
+  }
+
+  /**
+   * Reads the state of every Mission something is held under, as a request would (cache first):
+   * an open stream is bound by `max_stale_s` like a request, even on a replica that hears no event.
+   * A state other than active cuts (store() does when it asks Status); a state that cannot be
+   * established (authority unreachable, nothing fresh) cuts too: fail closed, as a request is denied.
+   */
+  private recheckHeld(): void {
+    const holds = this.holds;
+    if (holds === null || this.closed) return;
+    for (const { key, ref, audience } of holds.held()) {
+      const settle = (view: MissionView): void => {
+        if (view.state !== 'active') holds.cut(key, view.state);
+      };
+      const unavailable = (): void => {
+        holds.cut(key, 'unavailable', 'state_unavailable');
+      };
+      try {
+        const v = this.lookup(ref, audience);
+        if (v instanceof Promise) v.then(settle, unavailable);
+        else settle(v);
+      } catch {
+        unavailable();
+      }
+    }
   }
 
   // ---- the stage -------------------------------------------------------------------------------
@@ -559,6 +596,7 @@ export class MissionStates {
 
   async close(): Promise<void> {
     this.closed = true;
+    if (this.recheck !== null) clearInterval(this.recheck);
     this.poller?.stop();
     await this.status.close();
   }

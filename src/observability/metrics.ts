@@ -212,7 +212,7 @@ export class Metrics {
       stale: this.tally(cacheTallies, this.missionCache.labels('stale')),
     };
     for (const r of ['success', 'failure']) this.configReloads.labels(r).inc(0);
-    for (const c of ['state_change', 'expired']) this.exchangesCut.labels(c).inc(0);
+    for (const c of ['state_change', 'expired', 'state_unavailable']) this.exchangesCut.labels(c).inc(0);
     this.evidenceHealthy.set(1);
   }
 

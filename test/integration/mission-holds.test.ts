@@ -269,8 +269,18 @@ routes:
   });
 });
 
-describe('open exchanges end with their Mission: learned from a Mission Status answer', () => {
-  it('with no event stream, the next request that reads the revoked state cuts the open stream', async () => {
+describe('open exchanges end with their Mission: learned from Mission Status, with no event', () => {
+  interface StatusOnly {
+    readonly dev: DevAuthority;
+    readonly missionId: string;
+    open(path: string): Promise<{ cut: () => boolean }>;
+    openUpstream(): number;
+    metric(name: string): Promise<number>;
+    close(): Promise<void>;
+  }
+
+  /** A gateway that learns states only from Mission Status (no SSF receiver), cached for 1 s. */
+  async function statusOnly(): Promise<StatusOnly> {
     const dev = await startDevAuthority({ port: 0, quiet: true, heartbeatSeconds: 0 });
     let openUpstream = 0;
     const upstream = await startEcho((req, res) => {
@@ -285,7 +295,6 @@ describe('open exchanges end with their Mission: learned from a Mission Status a
     });
     const folder = mkdtempSync(join(tmpdir(), 'mgw-holds-status-'));
     const keyFile = await gatewayClientKey(dev, folder);
-    // No SSF receiver: the gateway learns states only from Mission Status, cached for 1 s.
     const gw = await startGateway(
       `
 public_base_url: ${API}
@@ -294,6 +303,7 @@ upstream: { url: ${upstream.url} }
 issuers: [{ issuer: ${dev.url} }]
 mission:
   max_stale_s: 1
+  status_timeout_s: 1
   client: { client_id: gw-api, private_key_file: ${keyFile} }
 routes:
   - match: { method: GET, path: /** }
@@ -301,33 +311,65 @@ routes:
 `,
       { folder },
     );
+    const agent = await newAgent();
+    const m = (await dev.missions.create({ subject: 'user_1', client_id: 'agent-1', purpose: 'watch', authorization_details: ENTRIES })) as unknown as { id: string };
+    const token = await agent.token(dev, m.id, API);
+    return {
+      dev,
+      missionId: m.id,
+      openUpstream: () => openUpstream,
+      async open(path) {
+        const u = new URL(gw.url);
+        let cut = false;
+        let received = 0;
+        const req = request({ host: u.hostname, port: u.port, path, headers: { authorization: `DPoP ${token}`, dpop: await agent.proof('GET', `${API}${path}`, token) } });
+        req.on('error', () => (cut = true));
+        req.on('response', (res) => {
+          res.on('data', () => received++);
+          res.on('aborted', () => (cut = true));
+        });
+        req.end();
+        await eventually(() => received >= 2);
+        return { cut: () => cut };
+      },
+      async metric(name) {
+        const text = await (await fetch(`${gw.adminUrl}/metrics`)).text();
+        const line = text.split('\n').find((l) => l.startsWith(name + ' '));
+        return line === undefined ? NaN : Number(line.slice(line.lastIndexOf(' ') + 1));
+      },
+      async close() {
+        await gw.close();
+        await upstream.close();
+        await dev.close().catch(() => undefined);
+      },
+    };
+  }
+
+  it('a revocation no event carries still cuts the open stream within max_stale_s, with no further request', async () => {
+    const s = await statusOnly();
     try {
-      const agent = await newAgent();
-      const m = (await dev.missions.create({ subject: 'user_1', client_id: 'agent-1', purpose: 'watch', authorization_details: ENTRIES })) as unknown as { id: string };
-      const token = await agent.token(dev, m.id, API);
-      const u = new URL(gw.url);
-      let cut = false;
-      let received = 0;
-      const req = request({ host: u.hostname, port: u.port, path: '/feed', headers: { authorization: `DPoP ${token}`, dpop: await agent.proof('GET', `${API}/feed`, token) } });
-      req.on('error', () => (cut = true));
-      req.on('response', (res) => {
-        res.on('data', () => received++);
-        res.on('aborted', () => (cut = true));
-      });
-      req.end();
-      await eventually(() => received >= 2);
-      await dev.missions.revoke(m.id);
-      // Nothing tells the gateway yet: the stream flows until a request reads the state again.
-      await new Promise((r) => setTimeout(r, 1100));
-      expect(cut).toBe(false);
-      const next = await fetch(`${gw.url}/feed`, { headers: { authorization: `DPoP ${token}`, dpop: await agent.proof('GET', `${API}/feed`, token) } });
-      expect(next.status).toBe(403);
-      await eventually(() => cut, 1000);
-      await eventually(() => openUpstream === 0, 2000);
+      const stream = await s.open('/feed');
+      await s.dev.missions.revoke(s.missionId);
+      const revokedAt = Date.now();
+      await eventually(() => stream.cut(), 4000);
+      // Cache lifetime (1 s) plus the re-check interval (1 s), plus the Status round trip.
+      expect(Date.now() - revokedAt).toBeLessThan(3000);
+      await eventually(() => s.openUpstream() === 0, 2000);
+      expect(await s.metric('mission_gateway_exchanges_cut_total{cause="state_change"}')).toBe(1);
     } finally {
-      await gw.close();
-      await upstream.close();
-      await dev.close();
+      await s.close();
+    }
+  });
+
+  it('an authority that cannot be reached cuts the open stream once its state is stale (fail closed, as a request is denied)', async () => {
+    const s = await statusOnly();
+    try {
+      const stream = await s.open('/feed');
+      await s.dev.close();
+      await eventually(() => stream.cut(), 5000);
+      expect(await s.metric('mission_gateway_exchanges_cut_total{cause="state_unavailable"}')).toBe(1);
+    } finally {
+      await s.close();
     }
   });
 });

@@ -14,7 +14,7 @@ function holder(): Holder & { cuts: number } {
 }
 
 function ticket(id: string, opts: { expiresAt?: number | null; admittedAt?: number } = {}): Ticket {
-  return { key: `${ISSUER}\n${id}`, issuer: ISSUER, id, expiresAt: opts.expiresAt ?? null, admittedAt: opts.admittedAt ?? performance.now(), more: null };
+  return { key: `${ISSUER}\n${id}`, ref: { form: 'claim', issuer: ISSUER, id, s256: null, authorityHash: null }, audience: 'https://api.example.com', issuer: ISSUER, id, expiresAt: opts.expiresAt ?? null, admittedAt: opts.admittedAt ?? performance.now(), more: null };
 }
 
 let holds: MissionHolds;
@@ -166,6 +166,6 @@ describe('MissionHolds', () => {
     const ref: MissionReference = { form: 'claim', id: 'msn_a', issuer: ISSUER, s256: null, authorityHash: null };
     ctx.missionRef = ref;
     ctx.mission = { id: 'msn_a', issuer: ISSUER, state: 'active', version: 1, expiresAt: 1_900_000_000 } as MissionView;
-    expect(holds.ticket(ctx)).toEqual({ key: refKey(ref), issuer: ISSUER, id: 'msn_a', expiresAt: 1_900_000_000_000, admittedAt: 5, more: null });
+    expect(holds.ticket(ctx)).toEqual({ key: refKey(ref), ref, audience: 'https://api.example.com', issuer: ISSUER, id: 'msn_a', expiresAt: 1_900_000_000_000, admittedAt: 5, more: null });
   });
 });
