@@ -5,14 +5,18 @@
  * (both connections closed, the client sees a broken stream) when the gateway learns the change:
  *
  *  - a lifecycle event (pushed, polled, or relayed by another replica) with a non-active state;
- *  - a Mission Status answer with a non-active state (a later request asked);
+ *  - a Mission Status answer with a non-active state: a later request asked, or MissionStates'
+ *    own re-read of every held Mission (every max_stale_s / 2; a state that cannot be established
+ *    cuts too, fail closed);
  *  - the Mission's `expires_at` passing (checked every SWEEP_MS while anything is held).
  *
- * An exchange is held from the moment its response starts. A response that starts after its
- * Mission was cut (the change landed while the upstream was still working) is cut at once, before
- * its head reaches the client: its request was decided while the Mission was active, so the
- * upstream's answer is in the evidence record, but nothing of it flows under a Mission that is no
- * longer active.
+ * An exchange is held from the moment its response starts, under every Mission its request was
+ * admitted under (an MCP batch may name several) and, for an AAuth reference, under the Mission's
+ * governance id too. A response that starts after its Mission was cut (the change landed while
+ * the upstream was still working) is refused, before its head reaches the client: its request was
+ * decided while the Mission was active, so the upstream's answer is in the evidence record, but
+ * nothing of it flows under a Mission that is no longer active. A Mission seen active again
+ * (reinstate) lets responses start again.
  */
 import { performance } from 'node:perf_hooks';
 import type { Logger } from '../observability/logger.js';
