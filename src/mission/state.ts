@@ -117,7 +117,7 @@ export function assertMissionActive(view: MissionView, nowMs: number): void {
     const retryAfter = view.suspendUntil !== null && view.suspendUntil * 1000 > nowMs ? Math.ceil(view.suspendUntil - nowMs / 1000) : undefined;
     throw new Denial('mission_suspended', retryAfter === undefined ? {} : { retryAfter });
   }
-  throw new Denial('mission_terminated', { extra: { mission_status: KNOWN_TERMINAL.has(view.state) ? view.state : 'unknown' } });
+  throw new Denial('mission_terminated', { extra: { mission_status: isTerminal(view.state) ? view.state : 'unknown' } });
 }
 
 /**
@@ -448,12 +448,12 @@ export class MissionStates {
   private applyVersioned(change: MissionChange): EventResult {
     const now = this.now();
     const key = recordKey(change.issuer, change.id, false);
-    const targets: [string, MissionRecord][] = [];
+    const targets: MissionRecord[] = [];
     const direct = this.records.get(key);
-    if (direct !== undefined) targets.push([key, direct]);
+    if (direct !== undefined) targets.push(direct);
     const aliasKey = this.aliases.get(key);
     const aliased = aliasKey === undefined ? undefined : this.records.get(aliasKey);
-    if (aliased !== undefined) targets.push([aliasKey!, aliased]);
+    if (aliased !== undefined) targets.push(aliased);
 
     if (targets.length === 0) {
       if (change.state === 'active') return 'uncached';
@@ -462,7 +462,7 @@ export class MissionStates {
       return 'uncached';
     }
     let result: EventResult = 'stale';
-    for (const [, rec] of targets) {
+    for (const rec of targets) {
       const r = this.applyTo(rec, change, now);
       if (r !== 'stale') result = r;
     }
