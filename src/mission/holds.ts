@@ -51,10 +51,8 @@ export interface Ticket {
 export type CutCause = 'state_change' | 'expired' | 'state_unavailable';
 
 interface Group {
-  readonly issuer: string;
-  readonly id: string | null;
-  readonly ref: MissionReference;
-  readonly audience: string;
+  /** The ticket that opened the group: the Mission's issuer, id, and a reference to read it by. */
+  readonly first: Ticket;
   /** Each exchange held, and the ticket it was held with (to leave its other groups when cut). */
   readonly members: Map<Holder, Ticket>;
   /** Epoch ms of the earliest `expires_at` among the members; Infinity when none has one. */
@@ -104,15 +102,16 @@ export class MissionHolds {
     const ref = ctx.missionRef;
     if (view === null || ref === null) return null;
     const others = ctx.otherMissions;
-    let more = others === null ? null : others.map((o) => ticketOf(o.ref, o.view, ctx.started, ctx.audience, null));
+    let more = others === null ? null : others.map((o) => ticketOf(refKey(o.ref), o.ref, o.view, ctx.started, ctx.audience, null));
     // An AAuth reference is held under the Mission's governance id too (what events name, and what
-    // an id-form request's Status answer cuts), once Status has told it.
+    // an id-form request's Status answer cuts), once Status has told it. Its key is built here, not
+    // memoized through refKey: the id-form reference is made for this request only.
     if (ref.s256 !== null && view.id !== null) {
       const idRef: MissionReference = { form: 'claim', issuer: view.issuer, id: view.id, s256: null, authorityHash: null };
-      const byId = ticketOf(idRef, view, ctx.started, ctx.audience, null);
+      const byId = ticketOf(recordKey(view.issuer, view.id, false), idRef, view, ctx.started, ctx.audience, null);
       more = more === null ? [byId] : [...more, byId];
     }
-    return ticketOf(ref, view, ctx.started, ctx.audience, more);
+    return ticketOf(refKey(ref), ref, view, ctx.started, ctx.audience, more);
   }
 
   /**
@@ -148,7 +147,7 @@ export class MissionHolds {
   private join(t: Ticket, holder: Holder, root: Ticket): void {
     let g = this.groups.get(t.key);
     if (g === undefined) {
-      g = { issuer: t.issuer, id: t.id, ref: t.ref, audience: t.audience, members: new Map(), expiresAt: Infinity };
+      g = { first: t, members: new Map(), expiresAt: Infinity };
       this.groups.set(t.key, g);
     }
     g.members.set(holder, root);
@@ -189,7 +188,7 @@ export class MissionHolds {
     }
     const n = g.members.size;
     this.counted(cause, n);
-    this.logger.info({ issuer: g.issuer, mission: g.id, state, exchanges: n }, 'Mission no longer active: its open exchanges were cut');
+    this.logger.info({ issuer: g.first.issuer, mission: g.first.id, state, exchanges: n }, 'Mission no longer active: its open exchanges were cut');
     return n;
   }
 
@@ -203,7 +202,7 @@ export class MissionHolds {
 
   /** The Missions something is held under now, with a reference to read each one's state by. */
   held(): { readonly key: string; readonly ref: MissionReference; readonly audience: string }[] {
-    return [...this.groups].map(([key, g]) => ({ key, ref: g.ref, audience: g.audience }));
+    return [...this.groups].map(([key, g]) => ({ key, ref: g.first.ref, audience: g.first.audience }));
   }
 
   /** Exchanges held now (the `mission_gateway_open_exchanges` gauge; one held under several Missions counts once). */
@@ -233,6 +232,6 @@ export class MissionHolds {
   }
 }
 
-function ticketOf(ref: MissionReference, view: MissionView, admittedAt: number, audience: string, more: readonly Ticket[] | null): Ticket {
-  return { key: refKey(ref), ref, audience, issuer: view.issuer, id: view.id, expiresAt: view.expiresAt === null ? null : view.expiresAt * 1000, admittedAt, more };
+function ticketOf(key: string, ref: MissionReference, view: MissionView, admittedAt: number, audience: string, more: readonly Ticket[] | null): Ticket {
+  return { key, ref, audience, issuer: view.issuer, id: view.id, expiresAt: view.expiresAt === null ? null : view.expiresAt * 1000, admittedAt, more };
 }
