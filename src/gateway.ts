@@ -262,6 +262,7 @@ async function buildRuntime(config: Config, longLived: LongLived, metrics: Metri
     resource: config.resource,
     routes: compileRoutes(config),
     stages: parts.stages,
+    reviewer: parts.reviewer,
     upstream,
     evidence: longLived.evidence,
     holds: longLived.holds,

@@ -11,7 +11,7 @@ import { NonceIssuer } from './auth/nonce.js';
 import { createProtectedResourceMetadata } from './auth/prm.js';
 import { createTokenStage } from './auth/token.js';
 import type { KeyResolver, ReplayStore } from './auth/types.js';
-import { createAuthorityStage, createParametersStage } from './authority/stage.js';
+import { createAuthorityStage, createParametersStage, createReviewer } from './authority/stage.js';
 import { createMissionBus, createReplayStore } from './cluster/index.js';
 import type { Config } from './config/schema.js';
 import { isDenial } from './errors.js';
@@ -20,12 +20,12 @@ import type { EvidenceSink } from './evidence/record.js';
 import { createIdJagHandler } from './idjag/guard.js';
 import { createMcpHandler } from './mcp/handler.js';
 import { createMissionReferenceStage } from './mission/reference.js';
-import { MissionHolds } from './mission/holds.js';
+import { MissionHolds, type Review } from './mission/holds.js';
 import { MissionStates } from './mission/state.js';
 import type { MissionBus, MissionChange } from './mission/types.js';
 import type { Logger } from './observability/logger.js';
 import type { Metrics } from './observability/metrics.js';
-import type { Stage } from './pipeline/context.js';
+import type { RequestContext, Stage } from './pipeline/context.js';
 import type { Handler, Stages } from './pipeline/run.js';
 
 /** Parts that survive a config reload. */
@@ -53,6 +53,8 @@ export interface Parts {
   readonly keys: IssuerKeys;
   readonly missionStates: MissionStates;
   readonly stages: Stages;
+  /** How a held exchange's request is decided again when its Mission's authority changes. */
+  readonly reviewer: (ctx: RequestContext) => Review;
   readonly prm: { readonly paths: ReadonlyMap<string, string>; urlFor(resource: string): string };
   readonly mcp: Handler | null;
   readonly idJag: Handler | null;
@@ -139,6 +141,7 @@ export async function buildParts(config: Config, longLived: LongLived, metrics: 
     keys,
     missionStates,
     stages,
+    reviewer: createReviewer({ config }),
     prm: createProtectedResourceMetadata(config),
     mcp: config.mcp === undefined ? null : createMcpHandler({ config, missionStates, metrics, logger }),
     idJag: config.id_jag === undefined ? null : createIdJagHandler({ config, keys, replay: longLived.replay, missionStates, metrics, logger }),

@@ -4,9 +4,10 @@
  */
 import { HIGH_CONSEQUENCE } from '../config/compile.js';
 import type { Config } from '../config/schema.js';
-import { Denial, DENIALS } from '../errors.js';
+import { Denial, DENIALS, isDenial } from '../errors.js';
 import { rawHeader } from '../http/headers.js';
 import { pathSegments } from '../http/path.js';
+import type { Review } from '../mission/holds.js';
 import type { AuthorityEntry, RequestContext, Stage } from '../pipeline/context.js';
 import { decide, type DecisionInput } from './decide.js';
 import { authorityHash, extractParams, parameterDigest } from './params.js';
@@ -128,6 +129,25 @@ export function createAuthorityStage(deps: { config: Config }): Stage {
     const cls = ctx.route?.actionClass ?? null;
     if (cls !== null && HIGH_CONSEQUENCE.has(cls)) highConsequence(ctx);
     authorizeAction(ctx, origin, ctx.action, ctx.params ?? EMPTY_PARAMS);
+  };
+}
+
+/**
+ * How a held exchange's request is decided again when its Mission's authority is read again while
+ * it stays active (holds.ts `review`): the route's action and parameters against the token's entries
+ * and the Status entries just read, as the authority stage decided them at admission. The checks that
+ * bound the admission itself (high-consequence freshness, the single-use proof) are not repeated.
+ */
+export function createReviewer(deps: { config: Config }): (ctx: RequestContext) => Review {
+  const origin = new URL(deps.config.public_base_url).origin;
+  return (ctx) => (view) => {
+    try {
+      authorizeAction({ token: ctx.token, mission: view, missionRef: ctx.missionRef, audience: ctx.audience, path: ctx.path }, origin, ctx.action, ctx.params ?? EMPTY_PARAMS);
+      return true;
+    } catch (err) {
+      if (isDenial(err)) return false;
+      throw err;
+    }
   };
 }
 

@@ -99,7 +99,7 @@ export class WebSocketTunnel {
       this.sockets.add(socket);
       socket.once('close', () => this.sockets.delete(socket));
       // The permit record waits for the upstream's answer, so it carries what the client got.
-      const p: Pending = { ctx, pipeline, ticket: this.holds?.ticket(ctx) ?? null, timedOut: false, recorded: false };
+      const p: Pending = { ctx, pipeline, ticket: pipeline.ticket(ctx), timedOut: false, recorded: false };
       this.pending.set(req, p);
       this.proxy.ws(req, socket, head, (err: Error) => this.fail(p, socket, err));
     } catch (err) {

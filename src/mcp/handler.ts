@@ -187,6 +187,10 @@ class McpHandler implements Handler {
       if (s !== null && s.mission !== null && s.ref !== null && s.ref !== ctx.missionRef) others.push({ ref: s.ref, view: s.mission });
     }
     if (others.length > 0) ctx.otherMissions = others;
+    // Should the Mission's authority change while the answer flows, the forwarded calls are decided
+    // again against it (holds.ts). A batch under several Missions is not: each call was decided
+    // under its own.
+    else if (permitted.length > 0) ctx.review = (view) => permitted.every((c) => this.permitsAgain(ctx, c, view));
 
     // Nothing removed: the upstream gets the client's bytes. Otherwise the remaining batch elements.
     const forwardBody = denied === null ? body : Buffer.from(JSON.stringify(forwardItems), 'utf8');
@@ -270,6 +274,19 @@ class McpHandler implements Handler {
       return null;
     } catch (err) {
       if (isDenial(err)) return err;
+      throw err;
+    }
+  }
+
+  /** A forwarded call decided again under `view` (its Mission, read again): true when still permitted. */
+  private permitsAgain(ctx: RequestContext, c: CallState, view: MissionView): boolean {
+    if (c.action === null || c.msg.kind !== 'call') return false;
+    try {
+      const params = toolParams(this.toolParams, c.msg.name, c.msg.args);
+      authorizeAction({ token: ctx.token, mission: view, missionRef: c.scope?.ref ?? ctx.missionRef, audience: ctx.audience, path: ctx.path }, this.origin, c.action, params, c.msg.name);
+      return true;
+    } catch (err) {
+      if (isDenial(err)) return false;
       throw err;
     }
   }

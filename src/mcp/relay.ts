@@ -84,7 +84,7 @@ export async function relay(ctx: RequestContext, pipeline: Pipeline, plan: Relay
   }, up.timeoutMs);
   // Once the answer starts it is held under the Mission that admitted the request (holds.ts).
   const holds = d.holds;
-  const ticket = holds?.ticket(ctx) ?? null;
+  const ticket = pipeline.ticket(ctx);
   const holder: Holder = {
     cut: () => {
       abort.abort(new Error(CUT_MESSAGE));

@@ -8,7 +8,10 @@
  *  - a Mission Status answer with a non-active state: a later request asked, or MissionStates'
  *    own re-read of every held Mission (every max_stale_s / 2; a state that cannot be established
  *    cuts too, fail closed);
- *  - the Mission's `expires_at` passing (checked every SWEEP_MS while anything is held).
+ *  - the Mission's `expires_at` passing (checked every SWEEP_MS while anything is held);
+ *  - its authority narrowing while it stays active (`authority_changed`, or any Status answer with
+ *    other entries): each exchange held under it is decided again against the authority just read,
+ *    and cut when its request would now be denied (`review`).
  *
  * An exchange is held from the moment its response starts, under every Mission its request was
  * admitted under (an MCP batch may name several) and, for an AAuth reference, under the Mission's
@@ -31,6 +34,12 @@ export interface Holder {
   cut(): void;
 }
 
+/**
+ * Whether the request that opened an exchange would still be permitted under `view` (its Mission,
+ * with the authority just read): its action and parameters decided again. False cuts it.
+ */
+export type Review = (view: MissionView) => boolean;
+
 /** What a held exchange needs to know of the decision that admitted it. */
 export interface Ticket {
   readonly key: string;
@@ -46,9 +55,11 @@ export interface Ticket {
   readonly admittedAt: number;
   /** The request's other Missions (an MCP batch in MAS mode): held under each of them too. */
   readonly more: readonly Ticket[] | null;
+  /** How the request is decided again when this Mission's authority changes; null: it is not. */
+  readonly review: Review | null;
 }
 
-export type CutCause = 'state_change' | 'expired' | 'state_unavailable';
+export type CutCause = 'state_change' | 'expired' | 'state_unavailable' | 'authority_changed';
 
 interface Group {
   /** The ticket that opened the group: the Mission's issuer, id, and a reference to read it by. */
@@ -96,22 +107,26 @@ export class MissionHolds {
     this.now = opts.now ?? Date.now;
   }
 
-  /** The ticket of a request a Mission admitted, or null (no Mission: nothing to hold it to). */
-  ticket(ctx: RequestContext): Ticket | null {
+  /**
+   * The ticket of a request a Mission admitted, or null (no Mission: nothing to hold it to).
+   * `review` decides the request again when the Mission's authority changes (its other Missions,
+   * in an MCP batch, are not reviewed: their calls were decided apart).
+   */
+  ticket(ctx: RequestContext, review: Review | null = null): Ticket | null {
     const view = ctx.mission;
     const ref = ctx.missionRef;
     if (view === null || ref === null) return null;
     const others = ctx.otherMissions;
-    let more = others === null ? null : others.map((o) => ticketOf(refKey(o.ref), o.ref, o.view, ctx.started, ctx.audience, null));
+    let more = others === null ? null : others.map((o) => ticketOf(refKey(o.ref), o.ref, o.view, ctx.started, ctx.audience, null, null));
     // An AAuth reference is held under the Mission's governance id too (what events name, and what
     // an id-form request's Status answer cuts), once Status has told it. Its key is built here, not
     // memoized through refKey: the id-form reference is made for this request only.
     if (ref.s256 !== null && view.id !== null) {
       const idRef: MissionReference = { form: 'claim', issuer: view.issuer, id: view.id, s256: null, authorityHash: null };
-      const byId = ticketOf(recordKey(view.issuer, view.id, false), idRef, view, ctx.started, ctx.audience, null);
+      const byId = ticketOf(recordKey(view.issuer, view.id, false), idRef, view, ctx.started, ctx.audience, null, review);
       more = more === null ? [byId] : [...more, byId];
     }
-    return ticketOf(refKey(ref), ref, view, ctx.started, ctx.audience, more);
+    return ticketOf(refKey(ref), ref, view, ctx.started, ctx.audience, more, review);
   }
 
   /**
@@ -193,6 +208,45 @@ export class MissionHolds {
   }
 
   /**
+   * The Mission `key` was read again for `audience` and is active (`view`): each exchange held under
+   * it for that audience whose request its authority no longer permits is cut (cause
+   * `authority_changed`). Returns how many were cut.
+   */
+  review(key: string, audience: string, view: MissionView): number {
+    const g = this.groups.get(key);
+    if (g === undefined) return 0;
+    let denied: [Holder, Ticket][] | null = null;
+    for (const [h, root] of g.members) {
+      const t = under(root, key);
+      if (t === undefined || t.review === null || t.audience !== audience) continue;
+      let permitted = false;
+      try {
+        permitted = t.review(view);
+      } catch (err) {
+        this.logger.error({ err }, 'reviewing an exchange failed; cutting it');
+      }
+      if (!permitted) (denied ??= []).push([h, root]);
+    }
+    if (denied === null) return 0;
+    for (const [h, root] of denied) {
+      this.release(root, h);
+      try {
+        h.cut();
+      } catch (err) {
+        this.logger.error({ err }, 'cutting an exchange failed');
+      }
+    }
+    this.counted('authority_changed', denied.length);
+    this.logger.info({ issuer: g.first.issuer, mission: g.first.id, exchanges: denied.length }, "Mission's authority changed: open exchanges it no longer permits were cut");
+    return denied.length;
+  }
+
+  /** True when something is held under the Mission `key`. */
+  holds(key: string): boolean {
+    return this.groups.has(key);
+  }
+
+  /**
    * The Mission `key` is active again (resumed, or a Status answer says so): a response that starts
    * from now on under it is held as usual, whenever its request was admitted.
    */
@@ -200,9 +254,23 @@ export class MissionHolds {
     this.lastCut.delete(key);
   }
 
-  /** The Missions something is held under now, with a reference to read each one's state by. */
+  /**
+   * The Missions something is held under now, with a reference to read each one's state by: one
+   * entry per audience held (its authority, and so its review, is read per audience).
+   */
   held(): { readonly key: string; readonly ref: MissionReference; readonly audience: string }[] {
-    return [...this.groups].map(([key, g]) => ({ key, ref: g.first.ref, audience: g.first.audience }));
+    const out: { key: string; ref: MissionReference; audience: string }[] = [];
+    for (const [key, g] of this.groups) {
+      out.push({ key, ref: g.first.ref, audience: g.first.audience });
+      const seen = new Set([g.first.audience]);
+      for (const root of g.members.values()) {
+        const t = under(root, key);
+        if (t === undefined || seen.has(t.audience)) continue;
+        seen.add(t.audience);
+        out.push({ key, ref: t.ref, audience: t.audience });
+      }
+    }
+    return out;
   }
 
   /** Exchanges held now (the `mission_gateway_open_exchanges` gauge; one held under several Missions counts once). */
@@ -232,6 +300,11 @@ export class MissionHolds {
   }
 }
 
-function ticketOf(key: string, ref: MissionReference, view: MissionView, admittedAt: number, audience: string, more: readonly Ticket[] | null): Ticket {
-  return { key, ref, audience, issuer: view.issuer, id: view.id, expiresAt: view.expiresAt === null ? null : view.expiresAt * 1000, admittedAt, more };
+/** The ticket `root` (a request's) was held with under the Mission `key`. */
+function under(root: Ticket, key: string): Ticket | undefined {
+  return root.key === key ? root : root.more?.find((m) => m.key === key);
+}
+
+function ticketOf(key: string, ref: MissionReference, view: MissionView, admittedAt: number, audience: string, more: readonly Ticket[] | null, review: Review | null): Ticket {
+  return { key, ref, audience, issuer: view.issuer, id: view.id, expiresAt: view.expiresAt === null ? null : view.expiresAt * 1000, admittedAt, more, review };
 }

@@ -207,10 +207,11 @@ export class MissionStates {
    * A state other than active cuts (store() does when it asks Status); a state that cannot be
    * established (authority unreachable, nothing fresh) cuts too: fail closed, as a request is denied.
    */
-  private recheckHeld(): void {
+  private recheckHeld(only?: readonly string[]): void {
     const holds = this.holds;
     if (holds === null || this.closed) return;
     for (const { key, ref, audience } of holds.held()) {
+      if (only !== undefined && !only.includes(key)) continue;
       const settle = (view: MissionView): void => {
         if (view.state !== 'active') holds.cut(key, view.state);
       };
@@ -423,6 +424,12 @@ export class MissionStates {
     // Whatever this Mission still holds open, under either form of reference, stops with it (a
     // later request asked and learned); or it is active, and responses may start again.
     this.settleHolds(denied ? rec.denyView!.state : state, key, idKey);
+    if (!denied && state === 'active' && this.holds !== null) {
+      // Still active, with the authority just read: what it held open that this authority would not
+      // admit now stops (an `authority_changed` narrowing, or any answer with other entries).
+      this.holds.review(key, audience, view);
+      if (idKey !== null) this.holds.review(idKey, audience, view);
+    }
     return denied ? rec.denyView! : view;
   }
 
@@ -468,6 +475,9 @@ export class MissionStates {
     }
     // Applied: what the Mission still holds open stops with it (or, resumed, may flow again).
     if (result !== 'stale') this.settleHolds(change.state, key, aliasKey ?? null);
+    // Its authority changed (or what happened in between is unknown) while it stays active: what it
+    // holds open is decided again once Status has been read again, now rather than at the next re-read.
+    if (result === 'gap' && change.state === 'active' && this.holds !== null) this.recheckHeld(aliasKey === undefined ? [key] : [key, aliasKey]);
     return result;
   }
 

@@ -187,7 +187,7 @@ export class Metrics {
     this.cacheEvictions = new client.Counter({ name: 'mission_gateway_cache_evictions_total', help: 'Entries evicted from bounded caches', labelNames: ['cache'], registers });
     this.exchangesCut = new client.Counter({
       name: 'mission_gateway_exchanges_cut_total',
-      help: 'Open exchanges (response streams, WebSocket tunnels) cut because their Mission stopped being active, by cause',
+      help: 'Open exchanges (response streams, WebSocket tunnels) cut because their Mission stopped being active or no longer permits them, by cause',
       labelNames: ['cause'],
       registers,
     });
@@ -212,7 +212,7 @@ export class Metrics {
       stale: this.tally(cacheTallies, this.missionCache.labels('stale')),
     };
     for (const r of ['success', 'failure']) this.configReloads.labels(r).inc(0);
-    for (const c of ['state_change', 'expired', 'state_unavailable']) this.exchangesCut.labels(c).inc(0);
+    for (const c of ['state_change', 'expired', 'state_unavailable', 'authority_changed']) this.exchangesCut.labels(c).inc(0);
     this.evidenceHealthy.set(1);
   }
 

@@ -130,6 +130,12 @@ export interface RequestContext {
    * MCP batch naming different Missions (MAS mode). Its response is held under each (holds.ts).
    */
   otherMissions: readonly { readonly ref: MissionReference; readonly view: MissionView }[] | null;
+  /**
+   * MCP: how the forwarded calls are decided again should the Mission's authority change while
+   * their answer flows (holds.ts `Review`); null when they are not. Routes are reviewed by the
+   * pipeline's reviewer.
+   */
+  review: ((view: MissionView) => boolean) | null;
   action: string | null;
   params: Record<string, unknown> | null;
   parameterDigest: string | null;
@@ -173,6 +179,7 @@ export function newRequestContext(init: RequestContextInit): RequestContext {
     missionRef: null,
     mission: null,
     otherMissions: null,
+    review: null,
     action: null,
     params: null,
     parameterDigest: null,

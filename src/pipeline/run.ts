@@ -19,7 +19,7 @@ import { hasBody, hasSmallBody, readBody } from '../http/body.js';
 import type { ForwardOutcome, Upstream } from '../http/forward.js';
 import { hostFields, hostRequired, setHeader, upstreamHeaders, type HeaderPolicy } from '../http/headers.js';
 import { normalizeTarget, pathSegments, PathError } from '../http/path.js';
-import type { MissionHolds } from '../mission/holds.js';
+import type { MissionHolds, Review, Ticket } from '../mission/holds.js';
 import type { Logger } from '../observability/logger.js';
 import type { Metrics } from '../observability/metrics.js';
 import { newRequestContext, type RequestContext, type Stage, type StageName } from './context.js';
@@ -45,6 +45,8 @@ export interface PipelineDeps {
   readonly resource: string;
   readonly routes: readonly CompiledRoute[];
   readonly stages: Stages;
+  /** How a held exchange's request is decided again when its Mission's authority changes (holds.ts). */
+  readonly reviewer: (ctx: RequestContext) => Review;
   readonly upstream: Upstream;
   readonly evidence: EvidenceSink;
   /** Where responses and tunnels a Mission authorized are held while they flow (cut when it ends). */
@@ -287,7 +289,7 @@ export class Pipeline {
         body,
         responseHeaders: ctx.dpopNonce === null ? null : { 'dpop-nonce': ctx.dpopNonce },
         sentAt: decided,
-        ticket: d.holds?.ticket(ctx) ?? null,
+        ticket: this.ticket(ctx),
       },
       ctx.res,
       (status) => {
@@ -310,6 +312,18 @@ export class Pipeline {
         done?.(outcome);
       },
     );
+  }
+
+  /**
+   * The ticket a response or tunnel is held with while it flows (holds.ts), or null when no Mission
+   * admitted the request. Should its Mission's authority change while it flows, a route's request is
+   * decided again by the reviewer, an MCP request's forwarded calls by `ctx.review`.
+   */
+  ticket(ctx: RequestContext): Ticket | null {
+    const holds = this.deps.holds;
+    if (holds === null || ctx.mission === null) return null;
+    const review = ctx.kind !== 'route' ? ctx.review : ctx.route !== null && ctx.route.auth !== 'none' ? this.deps.reviewer(ctx) : null;
+    return holds.ticket(ctx, review);
   }
 
   /** X-Mission-* identity headers (SPEC section 6); values that are not header-safe are percent-encoded. */

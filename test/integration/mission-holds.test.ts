@@ -197,6 +197,45 @@ routes:
     await eventually(async () => (await metric('mission_gateway_open_exchanges')) === 0, 2000);
   });
 
+  it("narrowing the Mission's authority cuts the stream and tunnel it no longer permits (the old token's authority_hash no longer matches); a new token's stream flows on", async () => {
+    const m = (await dev.missions.create({
+      subject: 'user_1',
+      client_id: 'agent-1',
+      purpose: 'watch',
+      authorization_details: [{ ...ENTRIES[0], actions: ['events.read', 'other.read'] }],
+    })) as unknown as { id: string };
+    const token = await agent.token(dev, m.id, API);
+    const stream = await open('/events', token);
+    const ws = new WebSocket(`${gw.url.replace('http', 'ws')}/ws`, {
+      headers: { authorization: `DPoP ${token}`, dpop: await agent.proof('GET', `${API}/ws`, token) },
+    });
+    ws.on('error', () => {});
+    const wsClosed = new Promise<number>((resolve) => ws.once('close', () => resolve(Date.now())));
+    await new Promise<void>((resolve) => ws.once('open', () => resolve()));
+    await eventually(() => stream.events >= 2);
+    const cutBefore = await metric('mission_gateway_exchanges_cut_total{cause="authority_changed"}');
+
+    const changedAt = Date.now();
+    await dev.missions.changeAuthority(m.id, ENTRIES); // pushed: authority_changed, same state
+    // The gateway reads the Mission's Status again at once and decides the open exchanges again.
+    await eventually(() => stream.ended !== null, 2000);
+    expect(stream.ended).toBe('cut');
+    expect(stream.endedAt - changedAt).toBeLessThan(1000);
+    expect((await wsClosed) - changedAt).toBeLessThan(1000);
+    expect(await metric('mission_gateway_exchanges_cut_total{cause="authority_changed"}')).toBe(cutBefore + 2);
+
+    // A new request with the old token is denied the same way.
+    const again = await open('/events', token);
+    await eventually(() => again.status);
+    expect(again.status).toBe(403);
+    // A token minted under the narrowed authority streams, and a later re-read does not cut it.
+    const fresh = await open('/events', await agent.token(dev, m.id, API));
+    await eventually(() => fresh.events >= 3);
+    expect(fresh.ended).toBeNull();
+    fresh.close();
+    await eventually(async () => (await metric('mission_gateway_open_exchanges')) === 0, 2000);
+  });
+
   it('a WebSocket upgrade the upstream accepts only after the revocation is closed at once, nothing relayed', async () => {
     const m = await mission();
     const ws = new WebSocket(`${gw.url.replace('http', 'ws')}/ws-slow`, {

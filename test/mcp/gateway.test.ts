@@ -505,6 +505,32 @@ describe('open MCP streams end with their Mission (mission/holds.ts)', () => {
     expect(await stream.ended).toBe('cut');
   });
 
+  it("a tool call's stream is cut when its Mission's authority narrows to exclude the tool (MAS mode: Status alone grants it)", async () => {
+    const s = await setup({ json: false, mission: 'accept_header_references: true' });
+    s.dev.addReceiver({ endpoint: `${new URL(s.mcpUrl).origin}/.well-known/ssf/push`, audience: new URL(s.mcpUrl).origin });
+    const entry = { type: 'mission_resource_access', resource: s.mcpUrl, actions: ['export_report', 'invoices.read'] };
+    const id = await mission(s, [entry]);
+    const token = await s.dev.issueAccessToken({ clientId: 'agent_1', resource: s.mcpUrl });
+    const sh = await initialize(s.mcpUrl, token);
+    const ref = { mission_id: id, issuer: s.dev.url };
+    const call = { jsonrpc: '2.0', id: 2, method: 'tools/call', params: { name: 'export_report', arguments: { steps: 50, delay_ms: 100 }, _meta: { progressToken: 'p1', [META]: ref } } };
+    const res = await post(s.mcpUrl, token, call, sh);
+    expect(res.headers.get('content-type')).toContain('text/event-stream');
+    const stream = readEvents(res);
+    await eventually(() => stream.events.length >= 1);
+
+    const changedAt = Date.now();
+    await s.dev.missions.changeAuthority(id, [{ ...entry, actions: ['invoices.read'] }]);
+    expect(await stream.ended).toBe('cut');
+    expect(Date.now() - changedAt).toBeLessThan(1000);
+    const metrics = await (await fetch(`${s.gw.adminUrl}/metrics`)).text();
+    expect(metrics).toMatch(/^mission_gateway_exchanges_cut_total\{cause="authority_changed"\} 1$/m);
+    // The tool the Mission still grants is called as before.
+    const kept = await post(s.mcpUrl, token, callMsg(3, 'get_invoice', { invoice_id: 'inv_1001' }, ref), sh);
+    expect(kept.status).toBe(200);
+    expect(await kept.text()).not.toContain('isError":true');
+  });
+
   it('a tools/list answer streaming through the filter is cut when its Mission is suspended', async () => {
     let upstreamClosed = false;
     const up = await recorder((_req, _b, res) => {

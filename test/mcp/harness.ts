@@ -7,6 +7,7 @@
  */
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { createReviewer } from '../../src/authority/stage.js';
 import { configSchema, type Config, type ConfigInput } from '../../src/config/schema.js';
 import { Denial } from '../../src/errors.js';
 import type { EvidenceRecord } from '../../src/evidence/record.js';
@@ -110,6 +111,7 @@ export async function startHarness(
     resource: BASE,
     routes: [],
     stages: { credentials: pass, token, dpop: pass, missionReference: pass, missionState: pass, parameters: pass, authority: pass },
+    reviewer: createReviewer({ config }),
     upstream,
     evidence: { write: (r) => void records.push(r), healthy: () => true, close: async () => {} },
     holds: null,

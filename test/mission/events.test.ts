@@ -388,7 +388,7 @@ describe('lifecycle changes and the exchanges a Mission holds (holds.ts)', () =>
     const h = { cuts: 0, cut: () => void h.cuts++ };
     return h;
   };
-  const ticket = (admittedAt: number) => ({ key: refKey(REF), ref: REF, audience: RESOURCE, issuer: ISSUER, id: MISSION_ID, expiresAt: null, admittedAt, more: null });
+  const ticket = (admittedAt: number) => ({ key: refKey(REF), ref: REF, audience: RESOURCE, issuer: ISSUER, id: MISSION_ID, expiresAt: null, admittedAt, more: null, review: null });
 
   it('a suspension cuts what the Mission holds; after the resume, a response admitted before the suspension may flow', async () => {
     expect(await deniedWith()).toBeNull();

@@ -2,7 +2,7 @@
 import { performance } from 'node:perf_hooks';
 import pino from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
-import { MissionHolds, SWEEP_MS, type CutCause, type Holder, type Ticket } from '../../src/mission/holds.js';
+import { MissionHolds, SWEEP_MS, type CutCause, type Holder, type Review, type Ticket } from '../../src/mission/holds.js';
 import { refKey } from '../../src/mission/key.js';
 import { newRequestContext, type MissionReference, type MissionView, type RequestContext } from '../../src/pipeline/context.js';
 
@@ -13,8 +13,28 @@ function holder(): Holder & { cuts: number } {
   return h;
 }
 
-function ticket(id: string, opts: { expiresAt?: number | null; admittedAt?: number } = {}): Ticket {
-  return { key: `${ISSUER}\n${id}`, ref: { form: 'claim', issuer: ISSUER, id, s256: null, authorityHash: null }, audience: 'https://api.example.com', issuer: ISSUER, id, expiresAt: opts.expiresAt ?? null, admittedAt: opts.admittedAt ?? performance.now(), more: null };
+function ticket(id: string, opts: { expiresAt?: number | null; admittedAt?: number; review?: Review | null; audience?: string; more?: Ticket[] } = {}): Ticket {
+  return {
+    key: `${ISSUER}\n${id}`,
+    ref: { form: 'claim', issuer: ISSUER, id, s256: null, authorityHash: null },
+    audience: opts.audience ?? 'https://api.example.com',
+    issuer: ISSUER,
+    id,
+    expiresAt: opts.expiresAt ?? null,
+    admittedAt: opts.admittedAt ?? performance.now(),
+    more: opts.more ?? null,
+    review: opts.review ?? null,
+  };
+}
+
+/** A Mission view whose authority grants `actions`. */
+function granting(...actions: string[]): MissionView {
+  return { id: 'msn_a', issuer: ISSUER, state: 'active', version: 2, authority: [{ type: 'mission_resource_access', resource: 'https://api.example.com', actions }] } as unknown as MissionView;
+}
+
+/** A review as the pipeline's: the request's action must still be granted. */
+function needs(action: string): Review {
+  return (view) => (view.authority ?? []).some((e) => e.actions.includes(action));
 }
 
 let holds: MissionHolds;
@@ -166,6 +186,72 @@ describe('MissionHolds', () => {
     const ref: MissionReference = { form: 'claim', id: 'msn_a', issuer: ISSUER, s256: null, authorityHash: null };
     ctx.missionRef = ref;
     ctx.mission = { id: 'msn_a', issuer: ISSUER, state: 'active', version: 1, expiresAt: 1_900_000_000 } as MissionView;
-    expect(holds.ticket(ctx)).toEqual({ key: refKey(ref), ref, audience: 'https://api.example.com', issuer: ISSUER, id: 'msn_a', expiresAt: 1_900_000_000_000, admittedAt: 5, more: null });
+    expect(holds.ticket(ctx)).toEqual({ key: refKey(ref), ref, audience: 'https://api.example.com', issuer: ISSUER, id: 'msn_a', expiresAt: 1_900_000_000_000, admittedAt: 5, more: null, review: null });
+    const review = needs('events.read');
+    expect(holds.ticket(ctx, review)?.review).toBe(review);
+  });
+
+  describe('review: the Mission read again while active, with other authority', () => {
+    it('cuts the exchanges whose request it no longer permits, and only those', () => {
+      make();
+      const events = holder();
+      const feed = holder();
+      const unreviewed = holder();
+      const other = holder();
+      holds.hold(ticket('msn_a', { review: needs('events.read') }), events);
+      holds.hold(ticket('msn_a', { review: needs('feed.read') }), feed);
+      holds.hold(ticket('msn_a'), unreviewed); // e.g. an MCP GET stream: no action to decide again
+      holds.hold(ticket('msn_b', { review: needs('feed.read') }), other);
+      expect(holds.review(`${ISSUER}\nmsn_a`, 'https://api.example.com', granting('events.read'))).toBe(1);
+      expect([events.cuts, feed.cuts, unreviewed.cuts, other.cuts]).toEqual([0, 1, 0, 0]);
+      expect(counted).toEqual([['authority_changed', 1]]);
+      expect(holds.size).toBe(3);
+      // Nothing more to cut under the same authority; the Mission is not remembered as cut.
+      expect(holds.review(`${ISSUER}\nmsn_a`, 'https://api.example.com', granting('events.read'))).toBe(0);
+      expect(holds.hold(ticket('msn_a', { admittedAt: performance.now() - 1000 }), holder())).toBe(true);
+    });
+
+    it('reviews only the exchanges of the audience the authority was read for', () => {
+      make();
+      const api = holder();
+      const mcp = holder();
+      holds.hold(ticket('msn_a', { review: needs('feed.read') }), api);
+      holds.hold(ticket('msn_a', { review: needs('feed.read'), audience: 'https://api.example.com/mcp' }), mcp);
+      expect(holds.review(`${ISSUER}\nmsn_a`, 'https://api.example.com/mcp', granting('events.read'))).toBe(1);
+      expect([api.cuts, mcp.cuts]).toEqual([0, 1]);
+      // The re-read lists every audience held, so each one's authority is read again.
+      expect(holds.held().map((h) => h.audience)).toEqual(['https://api.example.com']);
+    });
+
+    it('lists one re-read per audience held under a Mission', () => {
+      make();
+      holds.hold(ticket('msn_a'), holder());
+      holds.hold(ticket('msn_a'), holder());
+      holds.hold(ticket('msn_a', { audience: 'https://api.example.com/mcp' }), holder());
+      expect(holds.held().map((h) => h.audience)).toEqual(['https://api.example.com', 'https://api.example.com/mcp']);
+    });
+
+    it('a review that fails cuts its exchange (fail closed), and the others are still reviewed', () => {
+      make();
+      const broken = holder();
+      const fine = holder();
+      holds.hold(ticket('msn_a', { review: () => { throw new Error('boom'); } }), broken);
+      holds.hold(ticket('msn_a', { review: needs('events.read') }), fine);
+      expect(holds.review(`${ISSUER}\nmsn_a`, 'https://api.example.com', granting('events.read'))).toBe(1);
+      expect([broken.cuts, fine.cuts]).toEqual([1, 0]);
+    });
+
+    it('an exchange held under a second key (an AAuth governance id) is reviewed under that key too, and cut once', () => {
+      make();
+      const h = holder();
+      const byId = ticket('msn_gov', { review: needs('feed.read') });
+      const root = ticket('msn_s256', { review: needs('feed.read'), more: [byId] });
+      holds.hold(root, h);
+      expect(holds.review(byId.key, 'https://api.example.com', granting('events.read'))).toBe(1);
+      expect(h.cuts).toBe(1);
+      expect(holds.size).toBe(0);
+      expect(holds.review(root.key, 'https://api.example.com', granting('events.read'))).toBe(0);
+      expect(h.cuts).toBe(1);
+    });
   });
 });
