@@ -255,7 +255,6 @@ async function buildRuntime(config: Config, longLived: LongLived, metrics: Metri
   const trusted = new TrustedProxies(config.trusted_proxies);
   const proto = new URL(config.public_base_url).protocol.slice(0, -1);
   const policy = (strip: boolean): HeaderPolicy => ({ drop: makeDropSet(strip), trusted, proto });
-  const open = policy(false);
   const algs = config.dpop.algorithms.join(' ');
   const bearerAllowed = !config.dpop.required;
   const pipeline = new Pipeline({
@@ -270,7 +269,7 @@ async function buildRuntime(config: Config, longLived: LongLived, metrics: Metri
     logger,
     maxBodyBytes: config.max_body_bytes,
     challenges: new Challenges({ algs, resourceMetadata: parts.prm.urlFor(config.resource), bearerAllowed }),
-    headers: { open, protected: policy(true), passCredentials: open },
+    headers: { strip: policy(true), passCredentials: policy(false) },
     mcp:
       config.mcp === undefined || parts.mcp === null
         ? null

@@ -2,7 +2,9 @@
  * Header handling for forwarding (SPEC section 6): hop-by-hop headers removed (RFC 9110 section
  * 7.6.1), credentials and Mission reference headers stripped, identity headers set by the gateway
  * only (client copies dropped, whatever their case or count), X-Forwarded-* replaced unless a
- * trusted proxy sent them.
+ * trusted proxy sent them: For/Proto/Host are set by the gateway, and any other X-Forwarded-*
+ * (Port, Prefix, Ssl, ...) or X-Real-IP from a client that is not a trusted proxy is dropped, since
+ * upstreams trust these as the proxy's word.
  */
 import type { IncomingMessage } from 'node:http';
 import { BlockList, isIP } from 'node:net';
@@ -48,7 +50,10 @@ export const GATEWAY_SET = [
   'forwarded',
 ];
 
-/** Credentials and Mission references: consumed by the gateway, never forwarded on protected routes. */
+/**
+ * Credentials and Mission references: consumed by the gateway, never forwarded (SPEC section 6),
+ * except to the token endpoint the ID-JAG guard fronts (SPEC section 8).
+ */
 export const CREDENTIALS = ['authorization', 'dpop', 'aauth-mission', 'mission-reference'];
 
 export class TrustedProxies {
@@ -100,6 +105,7 @@ export function upstreamHeaders(
   identity: ForwardIdentity,
 ): string[] {
   const out: string[] = [];
+  const trusted = policy.trusted.has(clientIp);
   let connection: string | null = null;
   let priorFor: string | null = null;
   let priorProto: string | null = null;
@@ -123,10 +129,11 @@ export function upstreamHeaders(
       }
       continue;
     }
+    // The proxy's word on the client (X-Forwarded-Port, -Prefix, X-Real-IP, ...) only from a proxy.
+    if (!trusted && lower.charCodeAt(0) === 120 /* x */ && (lower.startsWith('x-forwarded-') || lower === 'x-real-ip')) continue;
     out.push(name, value);
   }
   if (connection !== null) dropNamed(out, connection);
-  const trusted = policy.trusted.has(clientIp);
   out.push('x-forwarded-for', trusted && priorFor !== null ? `${priorFor}, ${clientIp}` : clientIp);
   out.push('x-forwarded-proto', trusted && priorProto !== null ? priorProto : policy.proto);
   const fwdHost = trusted && priorHost !== null ? priorHost : host;

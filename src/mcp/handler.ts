@@ -97,7 +97,7 @@ class McpHandler implements Handler {
   }
 
   async handle(ctx: RequestContext, pipeline: Pipeline): Promise<void> {
-    const policy = pipeline.deps.headers.protected;
+    const policy = pipeline.deps.headers.strip;
     if (ctx.method !== 'POST') {
       // A resumed stream (Last-Event-ID) may replay a tools/list answer: filter it by its shape.
       if (ctx.method === 'GET' && ctx.req.headers['last-event-id'] !== undefined) {
@@ -203,7 +203,7 @@ class McpHandler implements Handler {
       if (calls.length === 0) this.recordRequest(ctx, pipeline);
     };
     if (answers.length === 0 && lists.size === 0) {
-      await pipeline.forward(ctx, { policy: pipeline.deps.headers.protected, body: forwardBody, record: false });
+      await pipeline.forward(ctx, { policy: pipeline.deps.headers.strip, body: forwardBody, record: false });
     } else {
       const listAnswers = lists.size === 0 ? null : new ListAnswers(lists, null, this.observed);
       await relay(ctx, pipeline, { body: forwardBody, answers, batch: parsed.batch, lists: listAnswers, onOutcome: record }, this.logger);

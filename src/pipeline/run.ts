@@ -55,7 +55,12 @@ export interface PipelineDeps {
   readonly logger: Logger;
   readonly maxBodyBytes: number;
   readonly challenges: Challenges;
-  readonly headers: { readonly open: HeaderPolicy; readonly protected: HeaderPolicy; readonly passCredentials: HeaderPolicy };
+  /**
+   * `strip`: what every route and the MCP path forward (credentials and Mission references removed,
+   * SPEC section 6, `auth: none` routes included); `passCredentials`: the ID-JAG guard's token
+   * endpoint, whose AS authenticates the client itself (SPEC section 8).
+   */
+  readonly headers: { readonly strip: HeaderPolicy; readonly passCredentials: HeaderPolicy };
   readonly mcp: { readonly path: string; readonly resource: string; readonly challenges: Challenges; readonly handler: Handler } | null;
   readonly idJag: { readonly path: string; readonly handler: Handler } | null;
 }
@@ -189,7 +194,7 @@ export class Pipeline {
     if (route === null) throw new Denial('no_route');
     ctx.route = route;
     ctx.action = route.action;
-    if (route.auth === 'none') return this.sendBody(ctx, d.headers.open);
+    if (route.auth === 'none') return this.sendBody(ctx, d.headers.strip);
     return then(this.authenticate(ctx), () => this.readAndAuthorize(ctx, route));
   }
 
@@ -197,10 +202,10 @@ export class Pipeline {
     if (route.readsBody && hasBody(ctx.req)) {
       return readBody(ctx.req, this.deps.maxBodyBytes).then((body) => {
         ctx.body = body;
-        return then(this.authorize(ctx), () => this.send(ctx, this.deps.headers.protected, body, true));
+        return then(this.authorize(ctx), () => this.send(ctx, this.deps.headers.strip, body, true));
       });
     }
-    return then(this.authorize(ctx), () => this.sendBody(ctx, this.deps.headers.protected));
+    return then(this.authorize(ctx), () => this.sendBody(ctx, this.deps.headers.strip));
   }
 
   /**
@@ -229,10 +234,10 @@ export class Pipeline {
     if (route === null) throw new Denial('no_route');
     ctx.route = route;
     ctx.action = route.action;
-    if (route.auth === 'none') return d.headers.open;
+    if (route.auth === 'none') return d.headers.strip;
     await this.authenticate(ctx);
     await this.authorize(ctx);
-    return d.headers.protected;
+    return d.headers.strip;
   }
 
   /**

@@ -110,9 +110,26 @@ describe('SPEC §4/§5/§6: a transparent proxy on auth: none routes', () => {
     expect(h['x-forwarded-host']).toBe('api.example.com');
   });
 
-  it('keeps the Authorization header on auth: none routes (forwarded as they are)', async () => {
-    const r = await raw(gw.url, { path: '/public/auth', headers: { authorization: 'Basic dXNlcg==' } });
-    expect((r.json()['headers'] as Record<string, string>)['authorization']).toBe('Basic dXNlcg==');
+  it('SPEC §6: strips credentials and Mission references on auth: none routes too (a bound token and its proof never reach the upstream)', async () => {
+    const r = await raw(gw.url, {
+      path: '/public/auth',
+      headers: { authorization: 'DPoP eyJhbGciOiJFUzI1NiJ9.e30.sig', dpop: 'eyJ0eXAiOiJkcG9wK2p3dCJ9.e30.sig', 'aauth-mission': 'approver="https://as.example"; s256="abc"', 'mission-reference': 'id="msn_1", issuer="https://as.example"', 'x-kept': 'yes' },
+    });
+    const h = r.json()['headers'] as Record<string, string>;
+    expect(r.status).toBe(200);
+    for (const name of ['authorization', 'dpop', 'aauth-mission', 'mission-reference']) expect(h[name]).toBeUndefined();
+    expect(h['x-kept']).toBe('yes');
+  });
+
+  it("SPEC §6: a client's other X-Forwarded-* and X-Real-IP never reach the upstream (only a trusted proxy's do)", async () => {
+    const r = await raw(gw.url, {
+      path: '/public/fwd',
+      headers: { 'X-Forwarded-Port': '1', 'x-forwarded-prefix': '/admin', 'X-Forwarded-Ssl': 'on', 'X-Real-IP': '6.6.6.6', 'X-Forwardedness': 'kept' },
+    });
+    const h = r.json()['headers'] as Record<string, string>;
+    for (const name of ['x-forwarded-port', 'x-forwarded-prefix', 'x-forwarded-ssl', 'x-real-ip']) expect(h[name]).toBeUndefined();
+    expect(h['x-forwardedness']).toBe('kept');
+    expect(h['x-forwarded-for']).toBe('127.0.0.1');
   });
 
   it('refuses a request smuggling attempt (Content-Length with Transfer-Encoding) with 400', async () => {
@@ -132,10 +149,13 @@ describe('SPEC §6: trusted proxies', () => {
     const echo = await startEcho();
     const gw = await startGateway(config(echo.url).replace('trusted_proxies: [10.0.0.0/8]', 'trusted_proxies: [127.0.0.1]'));
     try {
-      const r = await raw(gw.url, { path: '/public/x', headers: { 'x-forwarded-for': '203.0.113.7', 'x-forwarded-proto': 'https', 'x-forwarded-host': 'shop.example' } });
+      const r = await raw(gw.url, { path: '/public/x', headers: { 'x-forwarded-for': '203.0.113.7', 'x-forwarded-proto': 'https', 'x-forwarded-host': 'shop.example', 'x-forwarded-port': '443', 'x-real-ip': '203.0.113.7' } });
       const h = r.json()['headers'] as Record<string, string>;
       expect(h['x-forwarded-for']).toBe('203.0.113.7, 127.0.0.1');
       expect(h['x-forwarded-host']).toBe('shop.example');
+      // The trusted proxy's other forwarding headers are its word, kept as sent.
+      expect(h['x-forwarded-port']).toBe('443');
+      expect(h['x-real-ip']).toBe('203.0.113.7');
     } finally {
       await gw.close();
       await echo.close();

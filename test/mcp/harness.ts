@@ -119,7 +119,7 @@ export async function startHarness(
     logger,
     maxBodyBytes: config.max_body_bytes,
     challenges: new Challenges({ algs: 'ES256', resourceMetadata: `${BASE}/.well-known/oauth-protected-resource`, bearerAllowed: true }),
-    headers: { open: policy(false), protected: policy(true), passCredentials: policy(false) },
+    headers: { strip: policy(true), passCredentials: policy(false) },
     mcp: { path: '/mcp', resource: MCP_RESOURCE, challenges: new Challenges({ algs: 'ES256', resourceMetadata: `${BASE}/.well-known/oauth-protected-resource/mcp`, bearerAllowed: true }), handler },
     idJag: null,
   });
