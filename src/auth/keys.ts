@@ -23,6 +23,20 @@ import type { Metrics } from '../observability/metrics.js';
 import { keyFitsAlg, systemClock, type Clock } from './jws.js';
 import type { JwsHeader, KeyResolver } from './types.js';
 
+
+/**
+ * No key of the issuer fits the JWS. `current`: the key set was fetched for this very lookup, so the
+ * key is not the issuer's; otherwise (inside the refetch cooldown, or the refetch failed) it may be
+ * a key the issuer just rotated to, which a later lookup would find. A token is refused either way;
+ * a lifecycle SET is left for redelivery in the second case (mission/events.ts).
+ */
+export class UnknownKey extends Error {
+  constructor(readonly current: boolean) {
+    super('no matching key');
+    this.name = 'UnknownKey';
+  }
+}
+
 export interface TrustedIssuer {
   readonly issuer: string;
   readonly jwks_uri?: string | undefined;
@@ -226,15 +240,19 @@ export class IssuerKeys implements KeyResolver {
 
   private async resolveSlow(s: IssuerState, alg: string, kid: string | undefined): Promise<KeyObject> {
     const now = this.clock();
+    let current = false;
     if (s.inflight !== null || now - s.lastAttempt >= this.cooldownMs) {
-      await this.refresh(s).catch(() => undefined);
+      current = await this.refresh(s).then(
+        () => true,
+        () => false,
+      );
       const found = this.pick(s, alg, kid);
       if (found !== null) return found;
     }
     if (!s.lastOk) {
       throw new Denial('keys_unavailable', { retryAfter: Math.max(1, Math.ceil(this.cooldownMs / 1000)), cause: new Error(`keys of ${s.spec.issuer} unavailable`) });
     }
-    throw new Denial('token_invalid', { cause: new Error('no matching key') });
+    throw new Denial('token_invalid', { cause: new UnknownKey(current) });
   }
 
   /** The key for `kid` (or the only fitting key when there is no `kid`), fitting `alg`; else null. */

@@ -22,6 +22,11 @@ export interface SetSink {
   publish(change: MissionChange): Promise<void>;
   /** Forgets a SET's jti, so that the transmitter's retry is applied and published again. */
   forget(set: VerifiedSet): void;
+  /**
+   * Shares a change with the other replicas once the bus is back: it was applied here, and its SET
+   * acknowledged, while it could not be published (the poll queue must move on).
+   */
+  defer(change: MissionChange): void;
   isClosed(): boolean;
 }
 
@@ -32,7 +37,12 @@ interface DeliveryDeps {
   readonly logger: Logger;
 }
 
-type Outcome = { ok: true } | { ok: false; status: number; err: SetErrorCode | 'temporarily_unavailable'; description: string };
+type Outcome = { ok: true } | { ok: false; status: number; err: SetErrorCode | 'temporarily_unavailable'; description: string; retryAfter?: number };
+
+/** Retry-After (s) for a SET that cannot be verified yet (its issuer's keys, SetRejected.transient). */
+const KEYS_RETRY_AFTER_S = 5;
+/** SETs held back from acknowledgement (not shared with the other replicas yet) that are remembered. */
+const MAX_HELD_BACK = 10_000;
 
 function sendSetError(res: ServerResponse, status: number, err: string, description: string, headers: Record<string, string> = {}): void {
   if (res.headersSent) return;
@@ -79,7 +89,7 @@ export function handleSetPush(req: IncomingMessage, res: ServerResponse, deps: D
     receive(Buffer.concat(chunks).toString('utf8').trim(), deps).then(
       (outcome) => {
         if (outcome.ok) res.writeHead(202, { 'content-length': '0', 'cache-control': 'no-store' }).end();
-        else sendSetError(res, outcome.status, outcome.err, outcome.description);
+        else sendSetError(res, outcome.status, outcome.err, outcome.description, outcome.retryAfter === undefined ? {} : { 'retry-after': String(outcome.retryAfter) });
       },
       (err: unknown) => {
         deps.logger.error({ err: err instanceof Error ? err.message : String(err) }, 'SET receiver failed');
@@ -94,6 +104,12 @@ async function receive(jwt: string, deps: DeliveryDeps): Promise<Outcome> {
   try {
     set = await deps.verifier.verify(jwt);
   } catch (err) {
+    if (err instanceof SetRejected && err.transient) {
+      // Not the SET's fault: a 400 would make the transmitter drop it. It retries a 503.
+      deps.metrics.events.labels('deferred').inc();
+      deps.logger.warn({ reason: err.message }, 'SET not verifiable yet; the transmitter is asked to retry');
+      return { ok: false, status: 503, err: 'temporarily_unavailable', description: err.message, retryAfter: KEYS_RETRY_AFTER_S };
+    }
     deps.metrics.events.labels('rejected').inc();
     if (err instanceof SetRejected) {
       deps.logger.warn({ err: err.err, reason: err.message }, 'SET rejected');
@@ -129,6 +145,14 @@ export class SetPoller {
   private acks: string[] = [];
   /** Keyed by jti from the transmitter: no prototype, so a jti like `__proto__` is an entry too. */
   private errs: Record<string, { err: string; description: string }> = Object.create(null) as Record<string, { err: string; description: string }>;
+  /**
+   * SETs applied here but left unacknowledged because they could not be shared with the other
+   * replicas: the transmitter delivers them again (to whichever replica polls), once. Delivered
+   * again and still not shared, they are acknowledged and shared when the bus is back
+   * (SetSink.defer), so that the oldest SETs cannot hold the queue up: the transmitter always
+   * answers with the oldest unacknowledged ones.
+   */
+  private readonly heldBack = new Set<string>();
   private stopped = false;
   private readonly headers: Record<string, string>;
 
@@ -159,9 +183,9 @@ export class SetPoller {
   }
 
   /**
-   * One poll. Resolves with whether to poll again at once: `moreAvailable` on an answer that
-   * brought SETs (one that brings none while claiming more would otherwise be polled in a loop).
-   * Rejects when the transmitter cannot be polled.
+   * One poll. Resolves with whether to poll again at once: `moreAvailable` on an answer whose SETs
+   * moved the queue on (one acknowledged or reported; an answer of SETs all left for redelivery
+   * would otherwise be polled in a loop). Rejects when the transmitter cannot be polled.
    */
   async pollOnce(): Promise<boolean> {
     const body = JSON.stringify({ ack: this.acks, ...(Object.keys(this.errs).length > 0 ? { setErrs: this.errs } : {}), maxEvents: this.poll.max_events, returnImmediately: true });
@@ -186,9 +210,11 @@ export class SetPoller {
     this.acks = [];
     this.errs = Object.create(null) as Record<string, { err: string; description: string }>;
     this.lastSuccess = this.now();
+    let settled = 0;
     for (const [jti, jwt] of Object.entries(parsed.sets)) {
       if (typeof jwt !== 'string') {
         this.errs[jti] = { err: 'invalid_request', description: 'the SET is not a string' };
+        settled++;
         continue;
       }
       try {
@@ -199,20 +225,34 @@ export class SetPoller {
           try {
             await this.deps.sink.publish(set.change);
           } catch {
-            // Applied here, but the other replicas did not hear of it: not acknowledged, so the
-            // transmitter delivers it again (as a push is answered 503), and applied and shared then.
-            this.deps.sink.forget(set);
-            continue;
+            if (!this.heldBack.has(jti)) {
+              // Applied here, but the other replicas did not hear of it: not acknowledged this
+              // time, so the transmitter delivers it again (as a push is answered 503).
+              if (this.heldBack.size >= MAX_HELD_BACK) this.heldBack.clear();
+              this.heldBack.add(jti);
+              this.deps.sink.forget(set);
+              continue;
+            }
+            this.deps.sink.defer(set.change);
           }
         }
+        this.heldBack.delete(jti);
         this.acks.push(jti);
+        settled++;
       } catch (err) {
+        if (err instanceof SetRejected && err.transient) {
+          // Left for redelivery: reporting it would make the transmitter drop it.
+          this.deps.metrics.events.labels('deferred').inc();
+          this.deps.logger.warn({ jti, reason: err.message }, 'polled SET not verifiable yet; left for redelivery');
+          continue;
+        }
         this.deps.metrics.events.labels('rejected').inc();
         const e = err instanceof SetRejected ? err : new SetRejected('invalid_request', 'the SET could not be processed');
         this.errs[jti] = { err: e.err, description: e.message };
+        settled++;
       }
     }
-    return parsed.more && Object.keys(parsed.sets).length > 0;
+    return parsed.more && settled > 0;
   }
 
   stop(): void {

@@ -9,7 +9,9 @@
  * Mission issued by the SET's own `iss` (an issuer never speaks for another issuer's Missions).
  */
 import { decodeJwt, errors as joseErrors, jwtVerify, type JWTPayload } from 'jose';
+import { UnknownKey } from '../auth/keys.js';
 import type { KeyResolver } from '../auth/types.js';
+import { Denial } from '../errors.js';
 import type { Config } from '../config/schema.js';
 import type { MissionChange } from './types.js';
 import { MAX_ID_LENGTH, MAX_ISSUER_LENGTH } from './reference.js';
@@ -33,10 +35,18 @@ export type SetErrorCode = 'invalid_request' | 'invalid_key' | 'invalid_issuer' 
 
 export class SetRejected extends Error {
   readonly err: SetErrorCode;
-  constructor(err: SetErrorCode, description: string, cause?: unknown) {
+  /**
+   * Not the SET's fault, and likely to pass later: the issuer's keys could not be read, or the SET
+   * is signed with a key not yet fetched (inside the refetch cooldown, or the refetch failed). A
+   * push is answered 503 so the transmitter retries, and a polled SET is neither acknowledged nor
+   * reported, so it is delivered again: reporting it would make the transmitter drop it.
+   */
+  readonly transient: boolean;
+  constructor(err: SetErrorCode, description: string, cause?: unknown, transient = false) {
     super(description, cause === undefined ? undefined : { cause });
     this.name = 'SetRejected';
     this.err = err;
+    this.transient = transient;
   }
 }
 
@@ -85,6 +95,9 @@ export class SetVerifier {
         requiredClaims: ['iat', 'jti'],
       }));
     } catch (err) {
+      if (err instanceof Denial && (err.code === 'keys_unavailable' || (err.cause instanceof UnknownKey && !err.cause.current))) {
+        throw new SetRejected('invalid_key', "the SET issuer's signing key is not available yet", err, true);
+      }
       if (err instanceof joseErrors.JWSSignatureVerificationFailed || err instanceof joseErrors.JOSEAlgNotAllowed || !(err instanceof joseErrors.JOSEError)) {
         throw new SetRejected('invalid_key', 'the SET signature cannot be verified', err);
       }

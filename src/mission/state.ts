@@ -55,6 +55,9 @@ const DEFAULT_RETRY_AFTER_S = 5;
 const MAX_AUDIENCES_PER_MISSION = 8;
 const JTI_MEMORY = 100_000;
 const PUBLISH_TIMEOUT_MS = 2_000;
+/** Changes applied here whose sharing with the other replicas waits for the bus: at most this many. */
+const MAX_UNSHARED = 10_000;
+const UNSHARED_RETRY_MS = 2_000;
 
 /**
  * How often the Missions something is held under are read again: half of `max_stale_s`, within
@@ -158,6 +161,12 @@ export class MissionStates {
   private readonly poller: SetPoller | null;
   private readonly pollSince: number;
   private readonly recheck: NodeJS.Timeout | null;
+  /**
+   * Changes applied here, whose polled SETs were acknowledged, that could not be shared with the
+   * other replicas (the bus down): published in order once it is back (delivery.ts, SetSink.defer).
+   */
+  private unshared: MissionChange[] = [];
+  private unsharedTimer: NodeJS.Timeout | null = null;
   private closed = false;
 
   constructor(deps: MissionStatesDeps) {
@@ -188,6 +197,7 @@ export class MissionStates {
       },
       publish: (change) => this.publish(change),
       forget: (set) => this.seenJti.delete(`${set.issuer}\n${set.jti}`),
+      defer: (change) => this.defer(change),
       isClosed: () => this.closed,
     };
     const poll = deps.config.mission.events.poll;
@@ -550,6 +560,28 @@ export class MissionStates {
       .finally(() => clearTimeout(timer));
   }
 
+  private defer(change: MissionChange): void {
+    if (this.unshared.length >= MAX_UNSHARED) this.unshared.shift();
+    this.unshared.push(change);
+    this.unsharedTimer ??= setTimeout(this.shareDeferred, UNSHARED_RETRY_MS).unref();
+  }
+
+  /** Publishes the deferred changes in order; on a failure, tries again later. */
+  private readonly shareDeferred = (): void => {
+    this.unsharedTimer = null;
+    const next = this.unshared[0];
+    if (next === undefined || this.closed) return;
+    this.publish(next).then(
+      () => {
+        if (this.unshared[0] === next) this.unshared.shift();
+        this.shareDeferred();
+      },
+      () => {
+        this.unsharedTimer ??= setTimeout(this.shareDeferred, UNSHARED_RETRY_MS).unref();
+      },
+    );
+  };
+
   /** Applies one verified SET from push or poll. Sync; returns the metrics result. */
   private applySet(set: VerifiedSet): EventResult {
     if (set.kind === 'heartbeat' || set.kind === 'other') {
@@ -595,6 +627,8 @@ export class MissionStates {
       this.aliases.set(k, v);
     }
     for (const k of previous.seenJti.rkeys()) this.seenJti.set(k, true);
+    // Changes still waiting to be shared are shared by this instance (the previous one is closing).
+    for (const c of previous.unshared.splice(0)) this.defer(c);
   }
 
   /** False when polling is configured and the last successful poll is older than `max_stale_s`. */
@@ -607,6 +641,7 @@ export class MissionStates {
   async close(): Promise<void> {
     this.closed = true;
     if (this.recheck !== null) clearInterval(this.recheck);
+    if (this.unsharedTimer !== null) clearTimeout(this.unsharedTimer);
     this.poller?.stop();
     await this.status.close();
   }

@@ -11,6 +11,7 @@ import { MissionHolds, type Holder } from '../../src/mission/holds.js';
 import { refKey } from '../../src/mission/key.js';
 import { MissionStates } from '../../src/mission/state.js';
 import type { MissionReference, RequestContext } from '../../src/pipeline/context.js';
+import { eventually } from '../helpers/gateway.js';
 import { raw } from '../helpers/http.js';
 import { CLIENT_ID, clientKeyFile, context, counter, denialOf, ISSUER, lifecycleSet, LocalKeys, logger, makeConfig, MISSION_ID, newMetrics, RecordingBus, RESOURCE, signingKey, StatusServer, token, type SigningKey } from './helpers.js';
 
@@ -27,13 +28,14 @@ let metrics: ReturnType<typeof newMetrics>;
 let bus: RecordingBus;
 let authKey: SigningKey;
 let holds: MissionHolds;
+let keys: LocalKeys;
 
 async function setup(mission: Record<string, unknown> = {}, realClock = false): Promise<void> {
   t = Date.now();
   const clock = realClock ? Date.now : now;
   const ck = clientKeyFile();
   authKey = signingKey();
-  const keys = new LocalKeys().add(ISSUER, authKey).add('https://other-as.example.com', signingKey());
+  keys = new LocalKeys().add(ISSUER, authKey).add('https://other-as.example.com', signingKey());
   statusServer = await new StatusServer(ISSUER, authKey, ck.publicKey, clock).start();
   statusServer.missions.set(MISSION_ID, { state: 'active', version: 1, fresh_until: null });
   metrics = newMetrics();
@@ -206,6 +208,22 @@ describe('RFC 8935 push delivery at mission.events.push_path', () => {
     expect((await push(await lifecycleSet(authKey, { state: 'revoked', version: 2, aud: 'urn:example:receiver' }))).status).toBe(202);
   });
 
+  it('a SET signed with a key the gateway cannot fetch yet is 503 with Retry-After (retried, not dropped as a 400 would be), and 202 once the key is there', async () => {
+    await deniedWith();
+    const rotated = signingKey('k_rotated');
+    keys.add(ISSUER, rotated);
+    keys.pending.add('k_rotated');
+    const set = await lifecycleSet(rotated, { state: 'revoked', version: 2 });
+    const r = await push(set);
+    expect(r.status).toBe(503);
+    expect(r.headers['retry-after']).toBe('5');
+    expect(r.json()).toMatchObject({ err: 'temporarily_unavailable' });
+    expect(await deniedWith()).toBeNull();
+    keys.pending.delete('k_rotated');
+    expect((await push(set)).status).toBe(202);
+    expect(await deniedWith()).toBe('mission_terminated');
+  });
+
   it('when the bus cannot reach the other replicas, the push is 503 and the retry is published', async () => {
     await deniedWith();
     bus.fail = true;
@@ -295,7 +313,9 @@ describe('RFC 8936 poll delivery (mission.events.poll)', () => {
       }
       for (const jti of (body['ack'] as string[]) ?? []) queue.delete(jti);
       for (const jti of Object.keys((body['setErrs'] as Record<string, unknown>) ?? {})) queue.delete(jti);
-      res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ sets: Object.fromEntries(queue), moreAvailable: claimMore }));
+      // The oldest unacknowledged SETs first, at most maxEvents (RFC 8936 section 2.4).
+      const max = Number(body['maxEvents']);
+      res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ sets: Object.fromEntries([...queue].slice(0, max)), moreAvailable: claimMore || queue.size > max }));
     });
     await new Promise<void>((r) => transmitter.listen(0, '127.0.0.1', r));
     const url = `http://127.0.0.1:${(transmitter.address() as AddressInfo).port}/ssf/poll`;
@@ -324,22 +344,67 @@ describe('RFC 8936 poll delivery (mission.events.poll)', () => {
     expect(queue.size).toBe(0);
   });
 
-  it('a polled change the replicas could not be told of is not acknowledged: redelivered, then shared and acknowledged', async () => {
+  it('a polled change the replicas could not be told of is not acknowledged at first: redelivered, then shared and acknowledged', async () => {
     await deniedWith();
     queue.set('set_rev', await lifecycleSet(authKey, { state: 'revoked', version: 2, jti: 'set_rev' }));
     bus.fail = true;
     await states.pollOnce();
     // Applied here all the same.
     expect(await deniedWith()).toBe('mission_terminated');
-    await states.pollOnce();
-    expect(polls[1]!['ack']).toEqual([]);
-    expect(queue.has('set_rev')).toBe(true);
     bus.fail = false;
     await states.pollOnce();
+    expect(polls[1]!['ack']).toEqual([]);
     expect(bus.published.map((c) => c.state)).toEqual(['revoked']);
     await states.pollOnce();
-    expect(polls[3]!['ack']).toEqual(['set_rev']);
+    expect(polls[2]!['ack']).toEqual(['set_rev']);
     expect(queue.size).toBe(0);
+  });
+
+  it('a change still not shared when delivered again is acknowledged (the queue moves on) and published once the bus is back', async () => {
+    await deniedWith();
+    queue.set('set_rev', await lifecycleSet(authKey, { state: 'revoked', version: 2, jti: 'set_rev' }));
+    bus.fail = true;
+    await states.pollOnce();
+    await states.pollOnce();
+    await states.pollOnce();
+    expect(polls[2]!['ack']).toEqual(['set_rev']);
+    expect(queue.size).toBe(0);
+    expect(bus.published).toEqual([]);
+    bus.fail = false;
+    await eventually(() => bus.published.length === 1, 5000);
+    expect(bus.published[0]).toMatchObject({ id: MISSION_ID, state: 'revoked', version: 2 });
+  });
+
+  it('with the bus down, the oldest SETs cannot hold back newer ones: a revocation behind more than maxEvents others is applied within a few polls', async () => {
+    await states.close();
+    await setup({ events: { poll: { endpoint: `http://127.0.0.1:${(transmitter.address() as AddressInfo).port}/ssf/poll`, interval_s: 1, max_events: 2 } } });
+    await deniedWith();
+    for (let i = 0; i < 4; i++) queue.set(`set_other_${i}`, await lifecycleSet(authKey, { id: `msn_other_${i}`, state: 'suspended', version: 2, jti: `set_other_${i}` }));
+    queue.set('set_rev', await lifecycleSet(authKey, { state: 'revoked', version: 2, jti: 'set_rev' }));
+    bus.fail = true;
+    for (let i = 0; i < 8 && (await deniedWith()) !== 'mission_terminated'; i++) await states.pollOnce();
+    expect(await deniedWith()).toBe('mission_terminated');
+    expect(polls.length).toBeLessThanOrEqual(6);
+  });
+
+  it('a SET signed with a key the gateway cannot fetch yet is neither acknowledged nor reported (so it comes again), and is applied once the key is there', async () => {
+    await deniedWith();
+    const rotated = signingKey('k_rotated');
+    keys.add(ISSUER, rotated);
+    keys.pending.add('k_rotated');
+    queue.set('set_new_key', await lifecycleSet(rotated, { state: 'revoked', version: 2, jti: 'set_new_key' }));
+    expect(await states.pollOnce()).toBe(false);
+    await states.pollOnce();
+    expect(polls[1]!['ack']).toEqual([]);
+    expect(polls[1]!['setErrs']).toBeUndefined();
+    expect(queue.has('set_new_key')).toBe(true);
+    expect(await deniedWith()).toBeNull();
+    expect(await counter(metrics, 'mission_gateway_events_total', { result: 'deferred' })).toBe(2);
+    keys.pending.delete('k_rotated');
+    await states.pollOnce();
+    expect(await deniedWith()).toBe('mission_terminated');
+    await states.pollOnce();
+    expect(polls[3]!['ack']).toEqual(['set_new_key']);
   });
 
   it('ready() is false once the last successful poll is older than max_stale_s; cached states go stale', async () => {

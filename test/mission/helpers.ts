@@ -10,6 +10,7 @@ import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as jose from 'jose';
+import { UnknownKey } from '../../src/auth/keys.js';
 import type { JwsHeader, KeyResolver } from '../../src/auth/types.js';
 import { configSchema, type Config, type ConfigInput } from '../../src/config/schema.js';
 import { Denial } from '../../src/errors.js';
@@ -47,6 +48,8 @@ export class LocalKeys implements KeyResolver {
   metadataCalls = 0;
   /** When > 0, keys resolve asynchronously after this delay (a JWKS fetch). */
   resolveDelayMs = 0;
+  /** Kids the issuer rotated to that keys.ts would not fetch yet (inside its refetch cooldown). */
+  readonly pending = new Set<string>();
 
   add(issuer: string, key: SigningKey): this {
     let m = this.keys.get(issuer);
@@ -57,6 +60,7 @@ export class LocalKeys implements KeyResolver {
 
   resolve(issuer: string, header: JwsHeader): KeyObject | Promise<KeyObject> {
     const k = typeof header.kid === 'string' ? this.keys.get(issuer)?.get(header.kid) : undefined;
+    if (typeof header.kid === 'string' && this.pending.has(header.kid)) throw new Denial('token_invalid', { cause: new UnknownKey(false) });
     if (k === undefined) throw new Denial('token_invalid');
     return this.resolveDelayMs > 0 ? new Promise((r) => setTimeout(() => r(k), this.resolveDelayMs)) : k;
   }

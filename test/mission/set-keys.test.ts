@@ -1,0 +1,102 @@
+/**
+ * A lifecycle SET and its issuer's keys (keys.ts, a real JWKS server): a SET signed with a key the
+ * gateway cannot fetch right now is "not verifiable yet" (SetRejected.transient), so that it is
+ * retried (push 503, poll redelivery) instead of reported and dropped by the transmitter; a key
+ * still unknown after a refetch is the SET's fault (invalid_key).
+ */
+import * as jose from 'jose';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { IssuerKeys } from '../../src/auth/keys.js';
+import { SetRejected, SetVerifier } from '../../src/mission/events.js';
+import { JwksServer } from '../auth/helpers.js';
+import { lifecycleSet, logger, makeConfig, newMetrics, signingKey, type SigningKey } from './helpers.js';
+
+let jwks: JwksServer;
+let now: number;
+const open: IssuerKeys[] = [];
+
+beforeAll(async () => {
+  jwks = await new JwksServer().start();
+});
+afterAll(async () => {
+  await jwks.close();
+});
+afterEach(() => {
+  for (const k of open.splice(0)) k.close();
+  jwks.down = false;
+});
+
+async function serve(...keys: SigningKey[]): Promise<void> {
+  jwks.keys = await Promise.all(keys.map(async (k) => ({ ...(await jose.exportJWK(k.publicKey)), kid: k.kid, alg: 'ES256' })));
+}
+
+function verifier(): { verifier: SetVerifier; keys: IssuerKeys } {
+  now = Date.now();
+  const config = makeConfig({ issuers: [{ issuer: jwks.url, jwks_uri: `${jwks.url}/jwks`, algorithms: ['ES256'] }] });
+  const keys = new IssuerKeys({ issuers: config.issuers, metrics: newMetrics(), logger, cooldownMs: 30_000, refreshIntervalMs: 0, clock: () => now });
+  open.push(keys);
+  return { verifier: new SetVerifier(config, new Set([jwks.url]), keys, () => now), keys };
+}
+
+async function rejection(p: Promise<unknown>): Promise<SetRejected> {
+  const err = await p.then(
+    () => null,
+    (e: unknown) => e,
+  );
+  expect(err).toBeInstanceOf(SetRejected);
+  return err as SetRejected;
+}
+
+describe('SET verification and key rotation', () => {
+  it('a SET signed with a key rotated in inside the refetch cooldown is not verifiable yet; after the cooldown it verifies', async () => {
+    const k1 = signingKey('k1');
+    const k2 = signingKey('k2');
+    await serve(k1);
+    const { verifier: v, keys } = verifier();
+    await keys.start();
+    // The authority rotates to k2 just after the gateway fetched its keys.
+    await serve(k1, k2);
+    const set = await lifecycleSet(k2, { issuer: jwks.url, state: 'revoked', version: 2 });
+    const early = await rejection(v.verify(set));
+    expect(early.transient).toBe(true);
+    expect(early.err).toBe('invalid_key');
+    now += 30_001;
+    await expect(v.verify(set)).resolves.toMatchObject({ kind: 'lifecycle', change: { state: 'revoked' } });
+  });
+
+  it("a key still unknown after a refetch is the SET's fault: invalid_key, not retried", async () => {
+    await serve(signingKey('k1'));
+    const { verifier: v, keys } = verifier();
+    await keys.start();
+    now += 30_001; // past the cooldown: the lookup refetches, and the key is not there
+    const r = await rejection(v.verify(await lifecycleSet(signingKey('k9'), { issuer: jwks.url, state: 'revoked', version: 2 })));
+    expect([r.err, r.transient]).toEqual(['invalid_key', false]);
+  });
+
+  it('keys that cannot be fetched at all (and none ever were): not verifiable yet', async () => {
+    jwks.down = true;
+    const { verifier: v } = verifier();
+    const r = await rejection(v.verify(await lifecycleSet(signingKey('k1'), { issuer: jwks.url, state: 'revoked', version: 2 })));
+    expect(r.transient).toBe(true);
+  });
+
+  it('a refetch that fails for a new kid (last good keys kept): not verifiable yet', async () => {
+    await serve(signingKey('k1'));
+    const { verifier: v, keys } = verifier();
+    await keys.start();
+    jwks.down = true;
+    now += 30_001;
+    const r = await rejection(v.verify(await lifecycleSet(signingKey('k2'), { issuer: jwks.url, state: 'revoked', version: 2 })));
+    expect(r.transient).toBe(true);
+  });
+
+  it('a bad signature under a known key is rejected outright', async () => {
+    const k1 = signingKey('k1');
+    await serve(k1);
+    const { verifier: v, keys } = verifier();
+    await keys.start();
+    const forged = await lifecycleSet({ ...signingKey('other'), kid: 'k1' }, { issuer: jwks.url, state: 'active', version: 3 });
+    const r = await rejection(v.verify(forged));
+    expect([r.err, r.transient]).toEqual(['invalid_key', false]);
+  });
+});
