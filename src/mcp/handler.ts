@@ -19,6 +19,7 @@ import { authorityHashMismatch, authorizeAction } from '../authority/stage.js';
 import type { Config } from '../config/schema.js';
 import { Denial, isDenial } from '../errors.js';
 import { readBody } from '../http/body.js';
+import { refKey } from '../mission/key.js';
 import { parseMetaReference, sameMission, trustedMissionIssuers } from '../mission/reference.js';
 import { assertMissionActive, assertMissionJoin } from '../mission/state.js';
 import type { Logger } from '../observability/logger.js';
@@ -129,6 +130,8 @@ class McpHandler implements Handler {
     const memo = new Map<string, MissionView | Promise<MissionView>>();
     const calls: CallState[] = [];
     const lists = new Map<string, ListFilter>();
+    /** The Missions tools/list answers are filtered for (MAS mode: named in their `_meta`). */
+    const listScopes: Scope[] = [];
     for (const m of parsed.messages) {
       if (m.kind === 'other') continue;
       if (m.kind === 'invalid_call') {
@@ -140,6 +143,7 @@ class McpHandler implements Handler {
       const scope = resolved instanceof Promise ? await resolved : resolved;
       if (m.kind === 'list') {
         lists.set(idKey(m.id), isDenial(scope) ? { visible: NONE, pins: combinePins(this.configPins) } : this.listFilter(ctx, scope));
+        if (!isDenial(scope)) listScopes.push(scope);
         continue;
       }
       const action = this.actionOf(m.name);
@@ -174,17 +178,23 @@ class McpHandler implements Handler {
       ctx.params = permitted[0]!.args;
       ctx.parameterDigest = permitted[0]!.digest;
     }
-    const first = permitted[0]?.scope;
-    if (ctx.mission === null && first !== undefined && first !== null && first.mission !== null) {
-      ctx.mission = first.mission;
-      ctx.missionRef = first.ref;
+    // The answer flows under every Mission a forwarded message runs under, a permitted call's or
+    // the one a tools/list answer is filtered for: any of them ending cuts it (holds.ts).
+    const held: { ref: MissionReference; view: MissionView }[] = [];
+    for (const s of [...permitted.map((c) => c.scope), ...listScopes]) {
+      if (s !== null && s.ref !== null && s.mission !== null) held.push({ ref: s.ref, view: s.mission });
     }
-    // The answer flows under every Mission a forwarded call was permitted under: any of them
-    // ending cuts it (holds.ts).
+    if (ctx.mission === null && held.length > 0) {
+      ctx.mission = held[0]!.view;
+      ctx.missionRef = held[0]!.ref;
+    }
     const others: { ref: MissionReference; view: MissionView }[] = [];
-    for (const c of permitted) {
-      const s = c.scope;
-      if (s !== null && s.mission !== null && s.ref !== null && s.ref !== ctx.missionRef) others.push({ ref: s.ref, view: s.mission });
+    const keys = new Set(ctx.missionRef === null ? [] : [refKey(ctx.missionRef)]);
+    for (const h of held) {
+      const key = refKey(h.ref);
+      if (keys.has(key)) continue;
+      keys.add(key);
+      others.push(h);
     }
     if (others.length > 0) ctx.otherMissions = others;
     // Should the Mission's authority change while the answer flows, the forwarded calls are decided

@@ -531,6 +531,35 @@ describe('open MCP streams end with their Mission (mission/holds.ts)', () => {
     expect(await kept.text()).not.toContain('isError":true');
   });
 
+  it('MAS mode: a tools/list alone, filtered for the Mission its _meta names, streams under that Mission and is cut when it completes', async () => {
+    let upstreamClosed = false;
+    const up = await recorder((_req, _b, res) => {
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      res.write(`data: ${JSON.stringify({ jsonrpc: '2.0', method: 'notifications/message', params: { level: 'info', data: 'listing' } })}\n\n`);
+      const t = setInterval(() => res.write(': keepalive\n\n'), 50);
+      res.on('close', () => {
+        clearInterval(t);
+        upstreamClosed = true;
+      });
+    });
+    const s = await setup({ upstream: up.url, mission: 'accept_header_references: true' });
+    s.dev.addReceiver({ endpoint: `${new URL(s.mcpUrl).origin}/.well-known/ssf/push`, audience: new URL(s.mcpUrl).origin });
+    const id = await mission(s, [{ type: 'mission_resource_access', resource: s.mcpUrl, actions: ['invoices.read'] }]);
+    const token = await s.dev.issueAccessToken({ clientId: 'agent_1', resource: s.mcpUrl });
+    const res = await post(s.mcpUrl, token, { jsonrpc: '2.0', id: 1, method: 'tools/list', params: { _meta: { [META]: { mission_id: id, issuer: s.dev.url } } } });
+    expect(res.status).toBe(200);
+    const stream = readEvents(res);
+    await eventually(() => stream.events.length >= 1);
+    const gauge = async () => /^mission_gateway_open_exchanges (\S+)$/m.exec(await (await fetch(`${s.gw.adminUrl}/metrics`)).text())?.[1];
+    expect(await gauge()).toBe('1');
+    // The upstream was told which Mission the request runs under.
+    expect(up.seen[0]!.headers['x-mission-id']).toBe(id);
+    await s.dev.missions.complete(id);
+    expect(await stream.ended).toBe('cut');
+    await eventually(() => upstreamClosed, 2000);
+    expect(await gauge()).toBe('0');
+  });
+
   it('a tools/list answer streaming through the filter is cut when its Mission is suspended', async () => {
     let upstreamClosed = false;
     const up = await recorder((_req, _b, res) => {
