@@ -17,6 +17,7 @@ import { RedisReplayStore } from './replay-store.js';
 
 export { LocalMissionBus, RedisMissionBus, parseBusMessage, type RedisMissionBusOptions, type BusResult } from './mission-bus.js';
 export { RedisReplayStore, ReplayStoreUnavailableError, type RedisReplayStoreOptions } from './replay-store.js';
+export { RedisBreaker, type BreakerTuning } from './breaker.js';
 export { parseRedisUrl, RedisUrlError, type RedisTarget, type RedisNode } from './redis-url.js';
 export type { RedisTuning } from './redis-client.js';
 

@@ -6,21 +6,28 @@
  * runs those SETs in order and answers one flag per key (one command to build, send, parse and
  * time out instead of one per request; Redis runs a script atomically, so two claims of the same
  * key in one batch still give exactly one winner). A turn with a single claim sends the plain SET.
- * Against Redis Cluster (keys of one batch live in different slots), or a server that refuses
- * scripts, every claim is its own SET, still auto-pipelined.
+ * Against a server that refuses scripts every claim is its own SET; against Redis Cluster (keys of
+ * one batch live in different slots) too, auto-pipelined there so that each node gets one write per
+ * turn. A single server gets no auto-pipelining: ioredis runs one auto-pipeline at a time, so a
+ * claim made while the previous one waited on a hung server started its own timeout only after it
+ * (twice the bound); the batching above already makes one command per turn.
  *
  * Fails closed: while Redis is unreachable every claim rejects at once (no offline queue), a slow
- * Redis rejects after the command timeout, and the caller denies. The connection keeps retrying in
- * the background and claims succeed again as soon as Redis is back, without a restart.
+ * Redis rejects after the command timeout, and the caller denies. A hung Redis (the connection
+ * stays open, nothing answers) opens a circuit breaker at the first timeout (breaker.ts): from then
+ * on claims fail at once without sending anything, `ready()` is false, and one probe at a time
+ * decides when Redis is back. The connection keeps retrying in the background and claims succeed
+ * again as soon as Redis is back, without a restart.
  */
 import { createHash } from 'node:crypto';
 import type { ReplayStore } from '../auth/types.js';
 import type { Logger } from '../observability/logger.js';
 import { Cluster } from 'ioredis';
-import { closeRedis, isReady, openRedis, watchConnection, type RedisConnection, type RedisTuning } from './redis-client.js';
-import type { RedisTarget } from './redis-url.js';
+import { RedisBreaker, type BreakerTuning } from './breaker.js';
+import { closeRedis, openRedis, watchConnection, type RedisConnection, type RedisTuning } from './redis-client.js';
+import { parseRedisUrl, type RedisTarget } from './redis-url.js';
 
-export interface RedisReplayStoreOptions extends RedisTuning {
+export interface RedisReplayStoreOptions extends RedisTuning, BreakerTuning {
   /** `redis://`, `rediss://`, `redis+sentinel://…`, `redis+cluster://…` (see redis-url.ts), or a parsed target. */
   readonly url: string | RedisTarget;
   /** Prepended to every key (config `replay_store.key_prefix`). Default `mgw:`. */
@@ -64,6 +71,9 @@ type ClaimConnection = RedisConnection & { mgwClaim(numKeys: number, ...args: (s
 
 const defer = globalThis.setImmediate;
 
+/** The cause of a claim refused while the breaker is open. */
+const HUNG = new Error('redis is not answering (circuit open)');
+
 export class RedisReplayStore implements ReplayStore {
   readonly connection: RedisConnection;
   private readonly rawPrefix: string;
@@ -73,17 +83,20 @@ export class RedisReplayStore implements ReplayStore {
   private pending: Pending[] = [];
   private scheduled = false;
   private readonly logger: Logger | undefined;
+  /** Open while Redis is presumed hung: claims fail at once. */
+  readonly breaker: RedisBreaker;
 
   constructor(options: RedisReplayStoreOptions) {
     const prefix = options.keyPrefix ?? 'mgw:';
     this.rawPrefix = `${prefix}r:`;
     this.hashedPrefix = `${prefix}h:`;
     this.logger = options.logger;
-    // Auto-pipelining: the commands of one event-loop turn go to Redis in one write.
-    this.connection = openRedis(options.url, options, { connectionName: 'mgw-replay', enableAutoPipelining: true });
+    const target = typeof options.url === 'string' ? parseRedisUrl(options.url) : options.url;
+    this.connection = openRedis(target, options, { connectionName: 'mgw-replay', enableAutoPipelining: target.kind === 'cluster' });
     this.connection.defineCommand('mgwClaim', { lua: CLAIM_SCRIPT });
     this.batching = !(this.connection instanceof Cluster);
     watchConnection(this.connection, 'replay_store', options.logger);
+    this.breaker = new RedisBreaker(this.connection, 'replay_store', options.logger, options);
   }
 
   /** The Redis key for a claim key (exposed for tests and operators). */
@@ -92,9 +105,12 @@ export class RedisReplayStore implements ReplayStore {
     return this.hashedPrefix + createHash('sha256').update(key).digest('base64url');
   }
 
+  /** Throws at once (no promise) while the breaker is open; otherwise rejects when Redis cannot answer. */
   claim(key: string, ttlSeconds: number): Promise<boolean> {
     // EX takes whole seconds; rounding up keeps a record at least as long as asked.
     const ttl = Math.max(1, Math.ceil(ttlSeconds));
+    // Fail closed at once while Redis hangs: no command, no timer, nothing queued.
+    if (this.breaker.open) throw new ReplayStoreUnavailableError(HUNG);
     const redisKey = this.redisKey(key);
     if (!this.batching) return this.setOne(redisKey, ttl);
     return new Promise<boolean>((resolve, reject) => {
@@ -108,8 +124,12 @@ export class RedisReplayStore implements ReplayStore {
 
   private setOne(redisKey: string, ttl: number): Promise<boolean> {
     return this.connection.set(redisKey, '1', 'EX', ttl, 'NX').then(
-      (reply) => reply === 'OK',
+      (reply) => {
+        this.breaker.heard();
+        return reply === 'OK';
+      },
       (err: unknown) => {
+        this.breaker.failed(err);
         throw new ReplayStoreUnavailableError(err);
       },
     );
@@ -119,6 +139,12 @@ export class RedisReplayStore implements ReplayStore {
     this.scheduled = false;
     const all = this.pending;
     this.pending = [];
+    if (this.breaker.open) {
+      // Opened since these claims were made.
+      const err = new ReplayStoreUnavailableError(HUNG);
+      for (const p of all) p.reject(err);
+      return;
+    }
     for (let from = 0; from < all.length; from += MAX_BATCH) this.send(all.slice(from, from + MAX_BATCH));
   };
 
@@ -131,6 +157,7 @@ export class RedisReplayStore implements ReplayStore {
     for (const p of batch) args.push(p.ttl);
     (this.connection as ClaimConnection).mgwClaim(batch.length, ...args).then(
       (reply) => {
+        this.breaker.heard();
         if (!Array.isArray(reply) || reply.length !== batch.length) {
           const err = new ReplayStoreUnavailableError(new Error('unexpected reply to the claim script'));
           for (const p of batch) p.reject(err);
@@ -146,6 +173,7 @@ export class RedisReplayStore implements ReplayStore {
           this.send(batch);
           return;
         }
+        this.breaker.failed(err);
         const e = new ReplayStoreUnavailableError(err);
         for (const p of batch) p.reject(e);
       },
@@ -153,18 +181,25 @@ export class RedisReplayStore implements ReplayStore {
   }
 
   async release(key: string): Promise<void> {
+    if (this.breaker.open) {
+      this.logger?.warn('could not release a replay-store key (redis not answering); it expires with its TTL');
+      return;
+    }
     try {
       await this.connection.del(this.redisKey(key));
     } catch (err) {
+      this.breaker.failed(err);
       this.logger?.warn({ err: { message: (err as Error).message } }, 'could not release a replay-store key; it expires with its TTL');
     }
   }
 
+  /** False while disconnected, or while the breaker is open (Redis hung). */
   ready(): boolean {
-    return isReady(this.connection);
+    return this.breaker.ready();
   }
 
   close(): Promise<void> {
+    this.breaker.stop();
     return closeRedis(this.connection);
   }
 }

@@ -78,7 +78,33 @@ export class RedisServer {
   }
 
   async stop(): Promise<void> {
+    this.resume();
     await this.kill();
+  }
+
+  /** SIGSTOP: the server hangs with its connections open (the kernel still accepts new ones). */
+  pause(): void {
+    this.child?.kill('SIGSTOP');
+  }
+
+  /** SIGCONT: the server answers again, the backlog first. */
+  resume(): void {
+    this.child?.kill('SIGCONT');
+  }
+
+  /** Calls of each command since the server started (INFO commandstats), e.g. `{ ping: 3, evalsha: 10 }`. */
+  async commandCalls(): Promise<Record<string, number>> {
+    const { Redis } = await import('ioredis');
+    const admin = new Redis(this.port, '127.0.0.1', { lazyConnect: true, maxRetriesPerRequest: 0 });
+    try {
+      await admin.connect();
+      const stats = await admin.info('commandstats');
+      const calls: Record<string, number> = {};
+      for (const m of stats.matchAll(/cmdstat_([a-z|_-]+):calls=(\d+)/g)) calls[m[1]!] = Number(m[2]);
+      return calls;
+    } finally {
+      admin.disconnect();
+    }
   }
 }
 
