@@ -29,23 +29,50 @@ export function keyPath(path: readonly PropertyKey[]): string {
   return out === '' ? '(root)' : out;
 }
 
-function formatIssues(issues: readonly z.core.$ZodIssue[]): string[] {
+function formatIssues(issues: readonly z.core.$ZodIssue[], input: unknown, skip: ReadonlySet<string>): string[] {
   const out: string[] = [];
   for (const issue of issues) {
+    const at = keyPath(issue.path);
+    // A value whose \${ENV} was not set is reported once, not again as a malformed value.
+    if (skip.has(at)) continue;
     if (issue.code === 'unrecognized_keys') {
       for (const k of issue.keys) out.push(`${keyPath([...issue.path, k])}: unknown key`);
     } else if (issue.code === 'invalid_union' && 'errors' in issue && issue.errors.length > 0 && issue.message === 'Invalid input') {
-      out.push(`${keyPath(issue.path)}: does not match any allowed form`);
+      out.push(`${at}: does not match any allowed form`);
+    } else if (issue.code === 'invalid_type' && valueAt(input, issue.path) === undefined) {
+      out.push(`${at}: is required`);
     } else {
-      out.push(`${keyPath(issue.path)}: ${humanize(issue)}`);
+      out.push(`${at}: ${humanize(issue)}`);
     }
   }
   return out;
 }
 
+/** The raw value at a key path, or undefined where the path leads nowhere (a missing key). */
+function valueAt(input: unknown, path: readonly PropertyKey[]): unknown {
+  let v = input;
+  for (const p of path) {
+    if (v === null || typeof v !== 'object') return undefined;
+    v = (v as Record<PropertyKey, unknown>)[p];
+  }
+  return v;
+}
+
 function humanize(issue: z.core.$ZodIssue): string {
   if (issue.code === 'invalid_type') {
     return issue.message.startsWith('Invalid input: expected') ? `must be ${issue.expected}` : issue.message;
+  }
+  // zod's own wording ("Too small: expected number to be >=1") in the style of the other messages.
+  if ((issue.code === 'too_small' || issue.code === 'too_big') && issue.message.startsWith('Too ')) {
+    const small = issue.code === 'too_small';
+    const bound = small ? issue.minimum : issue.maximum;
+    const inclusive = issue.inclusive !== false;
+    if (issue.origin === 'number' || issue.origin === 'int') return `must be ${small ? '>' : '<'}${inclusive ? '=' : ''} ${String(bound)}`;
+    if (issue.origin === 'array') return `must have ${small ? 'at least' : 'at most'} ${String(bound)} item${bound === 1 ? '' : 's'}`;
+    if (issue.origin === 'string') return small && bound === 1 ? 'must not be empty' : `must have ${small ? 'at least' : 'at most'} ${String(bound)} characters`;
+  }
+  if (issue.code === 'invalid_union' && issue.message.startsWith('Invalid discriminator value. Expected ')) {
+    return `must be one of ${issue.message.slice('Invalid discriminator value. Expected '.length).replaceAll(' | ', ', ')}`;
   }
   return issue.message;
 }
@@ -139,7 +166,7 @@ export function parseConfigText(text: string, folder: string, env: NodeJS.Proces
   const problems: string[] = [];
   const substituted = substitute(raw, [], env, problems);
   const result = configSchema.safeParse(substituted);
-  if (!result.success) problems.push(...formatIssues(result.error.issues));
+  if (!result.success) problems.push(...formatIssues(result.error.issues, substituted, new Set(problems.map((p) => p.slice(0, p.indexOf(': '))))));
   if (problems.length > 0 || !result.success) throw new ConfigError(problems.length <= MAX_PROBLEMS ? problems : [...problems.slice(0, MAX_PROBLEMS), `(and ${problems.length - MAX_PROBLEMS} more problems)`]);
   return deepFreeze(resolvePaths(result.data, folder));
 }

@@ -300,6 +300,8 @@ function crossChecks(c: unknown, ctx: Ctx): void {
     if (ids.has(id)) ctx.addIssue({ code: 'custom', path: ['issuers', i, 'issuer'], message: 'duplicate issuer' });
     ids.add(id);
   });
+  const clash = listenerClash(field(c, 'listen'), field(c, 'admin'));
+  if (clash !== null) ctx.addIssue({ code: 'custom', path: ['admin', 'port'], message: clash });
   asArray(field(c, 'trusted_proxies')).forEach((cidr, i) => {
     if (typeof cidr !== 'string') return;
     const [addr, bits, extra] = cidr.split('/');
@@ -308,6 +310,23 @@ function crossChecks(c: unknown, ctx: Ctx): void {
     const ok = family !== 0 && extra === undefined && (bits === undefined || (/^\d+$/.test(bits) && Number(bits) <= max));
     if (!ok) ctx.addIssue({ code: 'custom', path: ['trusted_proxies', i], message: 'must be an IP address or CIDR' });
   });
+}
+
+const WILDCARD_HOSTS = new Set(['0.0.0.0', '::', '[::]', '']);
+
+/**
+ * The proxy and admin listeners on one port of one address: the second bind fails at start
+ * (EADDRINUSE). An address that is a wildcard (0.0.0.0, ::) overlaps every address of the host.
+ * Port 0 (a free port chosen at start) never clashes. Defaults as in the schema above.
+ */
+function listenerClash(listenValue: unknown, adminValue: unknown): string | null {
+  const lp = field(listenValue, 'port') ?? 8080;
+  const ap = field(adminValue, 'port') ?? 9090;
+  if (typeof lp !== 'number' || lp === 0 || lp !== ap) return null;
+  const lh = String(field(listenValue, 'host') ?? '0.0.0.0').toLowerCase();
+  const ah = String(field(adminValue, 'host') ?? '127.0.0.1').toLowerCase();
+  if (lh !== ah && !WILDCARD_HOSTS.has(lh) && !WILDCARD_HOSTS.has(ah)) return null;
+  return `${ah}:${ap} is also listen's address (${lh}:${lp}); the admin listener needs its own port`;
 }
 
 export type ConfigInput = z.input<typeof configSchema>;

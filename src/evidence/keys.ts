@@ -12,7 +12,8 @@ export interface SigningKey {
 
 function assertP256(key: KeyObject): void {
   if (key.asymmetricKeyType !== 'ec' || key.asymmetricKeyDetails?.namedCurve !== 'prime256v1') {
-    throw new Error('the evidence signing key must be an EC P-256 key (ES256)');
+    const type = key.asymmetricKeyType === 'ec' ? `EC ${key.asymmetricKeyDetails?.namedCurve ?? ''}`.trim() : (key.asymmetricKeyType ?? 'unknown').toUpperCase().replace('ED', 'Ed');
+    throw new Error(`the evidence signing key must be an EC P-256 key (ES256), not ${type}; \`mission-gateway keygen <file>\` makes one`);
   }
 }
 
@@ -41,7 +42,12 @@ function parseKey(text: string, kind: 'private' | 'public'): { key: KeyObject; k
 }
 
 export async function loadSigningKey(file: string, kid?: string): Promise<SigningKey> {
-  const { key, kid: jwkKid } = parseKey(await readFile(file, 'utf8'), 'private');
+  return signingKey(await readFile(file, 'utf8'), kid);
+}
+
+/** A signing key from a key file's contents; throws (without the contents) unless it is a private P-256 key. */
+export function signingKey(text: string, kid?: string): SigningKey {
+  const { key, kid: jwkKid } = parseKey(text, 'private');
   assertP256(key);
   const publicKey = createPublicKey(key);
   return { privateKey: key, publicKey, kid: kid ?? jwkKid ?? thumbprint(publicKey) };

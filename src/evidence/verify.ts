@@ -150,7 +150,7 @@ export async function verifyEvidenceCli(argv: string[]): Promise<number> {
       process.stdout.write(USAGE);
       return 0;
     } else if (a.startsWith('-') || file !== undefined) {
-      process.stderr.write(USAGE);
+      process.stderr.write(`verify-evidence: ${a.startsWith('-') ? `unknown option ${JSON.stringify(a)}` : `one file only (got ${JSON.stringify(file)} and ${JSON.stringify(a)})`}\n${USAGE}`);
       return 2;
     } else {
       file = a;
