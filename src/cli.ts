@@ -8,43 +8,92 @@
  *   mission-gateway verify-evidence <file>       check an evidence file's chain and signatures
  *   mission-gateway keygen <file>                write a new private JWK, print its public JWK
  */
+import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
-import { ConfigError, keyFileProblems, loadConfigFile } from './config/load.js';
+import { ConfigError, loadConfigFile } from './config/load.js';
+import { preflightProblems } from './config/preflight.js';
+import type { Config } from './config/schema.js';
 import { Gateway } from './gateway.js';
 
+const VERBS = ['run', 'check', 'dev-authority', 'verify-evidence', 'keygen', 'help'] as const;
+
 const USAGE = `usage:
-  mission-gateway [run] --config <file>       start the gateway (MISSION_GATEWAY_CONFIG may name the file)
+  mission-gateway [run] --config <file>       start the gateway (-c <file>; MISSION_GATEWAY_CONFIG may name the file)
   mission-gateway check --config <file>       validate a config file (exit 0 ok, 2 invalid)
-  mission-gateway dev-authority --port <n>    start the development-only Mission Authority
-  mission-gateway verify-evidence <file>      verify an evidence file's hash chain (and signatures with --key)
-  mission-gateway keygen <file>               write a new private key (JWK, mode 0600) and print its public JWK
+  mission-gateway dev-authority --port <n>    start the development-only Mission Authority (dev-authority --help for more)
+  mission-gateway verify-evidence <file> [--key <public key file>]
+                                              verify an evidence file's hash chain (and signatures with --key)
+  mission-gateway keygen <file> [--alg ES256|EdDSA] [--kid <kid>] [--force]
+                                              write a new private key (JWK, mode 0600) and print its public JWK
+  mission-gateway --version                   print the version
+  mission-gateway <verb> --help               this text
 `;
 
-function configFile(argv: string[]): string | null {
-  const { values } = parseArgs({ args: argv, options: { config: { type: 'string', short: 'c' } }, allowPositionals: true, strict: false });
-  const v = values['config'];
-  if (typeof v === 'string' && v !== '') return v;
-  return process.env['MISSION_GATEWAY_CONFIG'] ?? null;
+function version(): string {
+  // dist/cli.js and src/cli.ts both sit one folder below package.json.
+  const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string };
+  return pkg.version;
+}
+
+/**
+ * `run` and `check` take `--config <file>` (or `-c`) and nothing else: an unknown flag or a stray
+ * word is an error (exit 2), as for the other verbs, never silently ignored. Returns the file, 'help'
+ * for `--help`, or null after printing the problem.
+ */
+function configFile(verb: string, argv: string[]): string | 'help' | null {
+  let values;
+  try {
+    ({ values } = parseArgs({ args: argv, options: { config: { type: 'string', short: 'c' }, help: { type: 'boolean', short: 'h' } }, allowPositionals: false, strict: true }));
+  } catch (err) {
+    process.stderr.write(`${verb}: ${(err as Error).message}\n${USAGE}`);
+    return null;
+  }
+  if (values.help === true) return 'help';
+  const v = values.config ?? process.env['MISSION_GATEWAY_CONFIG'];
+  if (v !== undefined && v !== '') return v;
+  process.stderr.write(`${verb}: --config <file> (or MISSION_GATEWAY_CONFIG) is required\n${USAGE}`);
+  return null;
+}
+
+/**
+ * The config file and what start needs from this machine (key files, the evidence file), or
+ * ConfigError with every problem: `check` and start refuse the same configs, both with exit 2.
+ */
+function loadForStart(file: string): { config: Config; file: string; folder: string } {
+  const loaded = loadConfigFile(file);
+  const problems = preflightProblems(loaded.config);
+  if (problems.length > 0) throw new ConfigError(problems);
+  return loaded;
+}
+
+/** Warnings that do not stop a start but mean requests will be denied (printed by `check` and start). */
+function warnings(config: Config): string[] {
+  const needsState = config.mission.required && (config.routes.some((r) => r.auth !== 'none') || config.mcp !== undefined || config.id_jag !== undefined);
+  if (!needsState || config.mission.client !== undefined) return [];
+  return [
+    'warning: mission.client: not configured, so Mission Status cannot be queried: a Mission the gateway has no event for (every Mission after a start or restart) is denied 503 mission_state_unavailable',
+  ];
+}
+
+function printProblems(problems: readonly string[]): void {
+  for (const p of problems) process.stderr.write(`${p}\n`);
 }
 
 function check(argv: string[]): number {
-  const file = configFile(argv);
-  if (file === null) {
-    process.stderr.write('check: --config <file> is required\n' + USAGE);
-    return 2;
+  const file = configFile('check', argv);
+  if (file === null) return 2;
+  if (file === 'help') {
+    process.stdout.write(USAGE);
+    return 0;
   }
   try {
-    const { config } = loadConfigFile(file);
-    const problems = keyFileProblems(config);
-    if (problems.length > 0) {
-      for (const p of problems) process.stderr.write(`${p}\n`);
-      return 2;
-    }
+    const { config } = loadForStart(file);
+    printProblems(warnings(config));
     process.stdout.write(`${file}: ok (${config.routes.length} routes, ${config.issuers.length} issuers)\n`);
     return 0;
   } catch (err) {
     if (err instanceof ConfigError) {
-      for (const p of err.problems) process.stderr.write(`${p}\n`);
+      printProblems(err.problems);
       return 2;
     }
     throw err;
@@ -52,16 +101,16 @@ function check(argv: string[]): number {
 }
 
 async function run(argv: string[]): Promise<number> {
-  const file = configFile(argv);
-  if (file === null) {
-    process.stderr.write('--config <file> (or MISSION_GATEWAY_CONFIG) is required\n' + USAGE);
-    return 2;
+  const file = configFile('run', argv);
+  if (file === null) return 2;
+  if (file === 'help') {
+    process.stdout.write(USAGE);
+    return 0;
   }
   let gateway: Gateway;
   try {
-    const loaded = loadConfigFile(file);
-    const problems = keyFileProblems(loaded.config);
-    if (problems.length > 0) throw new ConfigError(problems);
+    const loaded = loadForStart(file);
+    printProblems(warnings(loaded.config));
     gateway = await Gateway.create(loaded);
     await gateway.listen();
   } catch (err) {
@@ -106,6 +155,10 @@ async function main(argv: string[]): Promise<number> {
       return mod.verifyEvidenceCli(rest);
     }
     case 'keygen': {
+      if (rest.includes('--help') || rest.includes('-h')) {
+        process.stdout.write(USAGE);
+        return 0;
+      }
       const mod = await import('./keys/keygen.js');
       return mod.keygenCli(rest);
     }
@@ -116,8 +169,16 @@ async function main(argv: string[]): Promise<number> {
     case 'help':
       process.stdout.write(USAGE);
       return 0;
+    case '--version':
+    case '-v':
+      process.stdout.write(`${version()}\n`);
+      return 0;
     default:
-      return run(argv);
+      // No verb: flags only (`--config f`, or nothing with MISSION_GATEWAY_CONFIG) is `run`.
+      // A word that is no verb (a typo such as `chekc`) never starts a gateway.
+      if (verb === undefined || verb.startsWith('-')) return run(argv);
+      process.stderr.write(`mission-gateway: unknown command ${JSON.stringify(verb)}; the commands are ${VERBS.join(', ')}\n${USAGE}`);
+      return 2;
   }
 }
 
