@@ -28,8 +28,15 @@ const httpUrl = z.string().refine((v) => {
   return u !== null && (u.protocol === 'http:' || u.protocol === 'https:');
 }, 'must be an absolute http(s) URL');
 
+/**
+ * The rule below as a JSON Schema pattern, for the Helm chart's values.schema.json (generated from
+ * this schema): https anywhere, http only on localhost, 127.0.0.0/8 or [::1]. The gateway itself
+ * checks with the URL parser below; this only lets `helm install` refuse the same values.
+ */
+export const TRUSTED_URL_PATTERN = '^(https://[^#]+|http://(localhost|127(\\.[0-9]{1,3}){3}|\\[::1\\])([:/?][^#]*)?)$';
+
 /** An issuer or authority URL: https, or http on a loopback host only (SPEC section 2). */
-const trustedUrl = z.string().superRefine((v, ctx) => {
+const trustedUrl = z.string().meta({ pattern: TRUSTED_URL_PATTERN }).superRefine((v, ctx) => {
   const u = parseUrl(v);
   if (u === null || (u.protocol !== 'http:' && u.protocol !== 'https:')) {
     ctx.addIssue({ code: 'custom', message: 'must be an absolute https URL' });

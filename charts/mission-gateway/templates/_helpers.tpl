@@ -110,6 +110,9 @@ not the bind address, limits who else does.
 {{- fail "more than one gateway replica needs redis.enabled (replay_store type redis): with the in-memory store a DPoP or ID-JAG jti used on one replica is accepted again on another (set allowPerReplicaReplayStore: true to accept that)" -}}
 {{- end -}}
 {{- end -}}
+{{- if eq (int $v.gateway.port) (int $v.gateway.adminPort) -}}
+{{- fail (printf "gateway.port and gateway.adminPort are both %d: the proxy and admin listeners need their own ports" (int $v.gateway.port)) -}}
+{{- end -}}
 {{- if and $v.redis.enabled (not $v.redis.url) (not $v.redis.existingSecret) -}}
 {{- fail "redis.enabled needs redis.url or redis.existingSecret" -}}
 {{- end -}}
