@@ -47,6 +47,8 @@ export class Gateway {
   private adminServer: Server | null = null;
   private draining = false;
   private file: string | null;
+  /** What the listeners were opened with (host as configured, port as bound): a reload compares with these. */
+  private listening: { readonly listen: Address; readonly admin: Address; readonly requested: { readonly listen: number; readonly admin: number } } | null = null;
 
   private constructor(runtime: Runtime, longLived: LongLived, metrics: Metrics, logger: Logger, file: string | null) {
     this.runtime = runtime;
@@ -109,7 +111,10 @@ export class Gateway {
     this.runtime.parts.start();
     const url = serverUrl(proxy);
     const adminUrl = serverUrl(admin);
-    this.logger.info({ url, adminUrl, upstream: c.upstream.url }, 'mission-gateway listening');
+    const bound = { listen: boundAddress(proxy, c.listen.host), admin: boundAddress(admin, c.admin.host) };
+    this.listening = { ...bound, requested: { listen: c.listen.port, admin: c.admin.port } };
+    // `listen`/`admin`: the addresses bound (0.0.0.0: every interface); `url`/`adminUrl`: where to reach them from this host.
+    this.logger.info({ listen: socketAddress(proxy), admin: socketAddress(admin), url, adminUrl, upstream: c.upstream.url }, 'mission-gateway listening');
     return { url, adminUrl };
   }
 
@@ -210,9 +215,8 @@ export class Gateway {
       next.parts.start();
       this.metrics.configReloads.labels('success').inc();
       this.logger.info({ file: this.file }, 'config reloaded');
-      if (old.config.listen.port !== loaded.config.listen.port || old.config.admin.port !== loaded.config.admin.port) {
-        this.logger.warn('listen/admin address changes need a restart; kept the current listeners');
-      }
+      const moved = this.listenersMoved(loaded.config);
+      if (moved.length > 0) this.logger.warn({ changed: moved }, 'listen/admin address changes need a restart; kept the current listeners');
       // Let requests in flight on the old runtime finish before closing its pools.
       setTimeout(() => void closeRuntime(old), 30_000).unref();
       return true;
@@ -221,6 +225,26 @@ export class Gateway {
       this.logger.error({ file: this.file, problems: (err as { problems?: string[] }).problems ?? String(err) }, 'config reload failed; keeping the running config');
       return false;
     }
+  }
+
+  /**
+   * The listeners a config names that differ from those open (compared with the sockets, not the
+   * last file loaded: reloading the original file after a change warns no more). A port of 0 in
+   * both means "any free port" and does not differ.
+   */
+  private listenersMoved(next: Config): { listener: 'listen' | 'admin'; listening: string; configured: string }[] {
+    const now = this.listening;
+    if (now === null) return [];
+    const out: { listener: 'listen' | 'admin'; listening: string; configured: string }[] = [];
+    for (const name of ['listen', 'admin'] as const) {
+      const open = now[name];
+      const want = next[name];
+      const samePort = want.port === open.port || (want.port === 0 && now.requested[name] === 0);
+      if (!samePort || want.host.toLowerCase() !== open.host.toLowerCase()) {
+        out.push({ listener: name, listening: formatAddress(open), configured: formatAddress(want) });
+      }
+    }
+    return out;
   }
 
   /** Graceful stop: refuse new connections, finish in-flight requests up to the grace period. */
@@ -304,6 +328,26 @@ function listenOn(server: Server, host: string, port: number): Promise<void> {
       resolve();
     });
   });
+}
+
+interface Address {
+  readonly host: string;
+  readonly port: number;
+}
+
+/** The host as configured (a name is kept as written) and the port as bound (a port of 0 resolved). */
+function boundAddress(server: Server, host: string): Address {
+  return { host, port: (server.address() as AddressInfo).port };
+}
+
+function formatAddress(a: Address): string {
+  return a.host.includes(':') && !a.host.startsWith('[') ? `[${a.host}]:${a.port}` : `${a.host}:${a.port}`;
+}
+
+/** The socket's own address, e.g. `0.0.0.0:8080` or `[::]:8080`. */
+function socketAddress(server: Server): string {
+  const a = server.address() as AddressInfo;
+  return formatAddress({ host: a.address, port: a.port });
 }
 
 function serverUrl(server: Server): string {
