@@ -133,6 +133,9 @@ const defer = globalThis.setImmediate;
 const later = globalThis.setTimeout;
 const cancel = globalThis.clearTimeout;
 
+/** Mode of an evidence file the sink creates (before the process umask). */
+export const EVIDENCE_FILE_MODE = 0o640;
+
 /** Records of failed writes kept for the reopened file; beyond this they are lost (and counted). */
 export const MAX_UNWRITTEN = 1000;
 
@@ -372,7 +375,9 @@ export class EvidenceLog implements EvidenceSink {
         await appendFile(path, '\n');
         this.opts.logger.warn({ sink: path }, 'evidence file ended in a torn line; kept it and continued the chain after it');
       }
-      const file = createWriteStream(path, { flags: 'a' });
+      // An audit log names subjects and clients: a new file is not world-readable (0640 before the
+      // umask: the owner writes, a log shipper in the group may read). An existing file keeps its mode.
+      const file = createWriteStream(path, { flags: 'a', mode: EVIDENCE_FILE_MODE });
       const [fd] = (await once(file, 'open')) as [number];
       this.appendFd = fstatSync(fd).isFile() ? fd : null;
       // A stream replaced by a later reopen must not fail its successor.
