@@ -28,7 +28,8 @@ import type { JwsHeader, KeyResolver } from './types.js';
  * No key of the issuer fits the JWS. `current`: the key set was fetched for this very lookup, so the
  * key is not the issuer's; otherwise (inside the refetch cooldown, or the refetch failed) it may be
  * a key the issuer just rotated to, which a later lookup would find. A token is refused either way;
- * a lifecycle SET is left for redelivery in the second case (mission/events.ts).
+ * a lifecycle SET, whose lookup always refetches (`refetchAfterMs`), is left for redelivery when
+ * the refetch failed (mission/events.ts).
  */
 export class UnknownKey extends Error {
   constructor(readonly current: boolean) {
@@ -226,7 +227,7 @@ export class IssuerKeys implements KeyResolver {
     this.listeners.push(listener);
   }
 
-  resolve(issuer: string, header: JwsHeader): KeyObject | Promise<KeyObject> {
+  resolve(issuer: string, header: JwsHeader, refetchAfterMs?: number): KeyObject | Promise<KeyObject> {
     const s = this.states.get(issuer);
     if (s === undefined) throw new Denial('token_invalid', { cause: new Error('untrusted issuer') });
     const alg = typeof header.alg === 'string' ? header.alg : '';
@@ -235,13 +236,19 @@ export class IssuerKeys implements KeyResolver {
     const kid = typeof header.kid === 'string' ? header.kid : undefined;
     const hit = this.pick(s, alg, kid);
     if (hit !== null) return hit;
-    return this.resolveSlow(s, alg, kid);
+    return this.resolveSlow(s, alg, kid, refetchAfterMs);
   }
 
-  private async resolveSlow(s: IssuerState, alg: string, kid: string | undefined): Promise<KeyObject> {
-    const now = this.clock();
+  private async resolveSlow(s: IssuerState, alg: string, kid: string | undefined, refetchAfterMs: number | undefined): Promise<KeyObject> {
+    const age = this.clock() - s.lastAttempt;
+    let due = s.inflight !== null || age >= (refetchAfterMs ?? this.cooldownMs);
+    if (!due && refetchAfterMs !== undefined) {
+      // The key set was fetched less than refetchAfterMs ago: fetch it again once it is that old.
+      await new Promise((r) => setTimeout(r, refetchAfterMs - age));
+      due = true;
+    }
     let current = false;
-    if (s.inflight !== null || now - s.lastAttempt >= this.cooldownMs) {
+    if (due) {
       current = await this.refresh(s).then(
         () => true,
         () => false,

@@ -21,9 +21,11 @@ export interface KeyResolver {
    * The key for `header` (by `kid`, else the only key of a matching type) from `issuer`'s key set.
    * Sync when the key is already known. Throws Denial('keys_unavailable') when the issuer is
    * unreachable and no last-good key matches; Denial('token_invalid') when the issuer is unknown or
-   * no key matches after a refresh.
+   * no key matches after a refresh. `refetchAfterMs` replaces the refetch cooldown for this lookup:
+   * an unknown `kid` refetches the key set once the last fetch is that old, waiting for it if need
+   * be (lifecycle SETs: a key the issuer just rotated to is found, not refused).
    */
-  resolve(issuer: string, header: JwsHeader): KeyObject | Promise<KeyObject>;
+  resolve(issuer: string, header: JwsHeader, refetchAfterMs?: number): KeyObject | Promise<KeyObject>;
   /** RFC 8414 metadata (then OIDC discovery) of a trusted issuer, cached; rejects when unreachable. */
   metadata(issuer: string): Promise<Readonly<Record<string, unknown>>>;
   /** True once every configured token issuer's keys have loaded at least once. */

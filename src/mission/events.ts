@@ -24,6 +24,13 @@ export const SET_JWT_TYPE = 'secevent+jwt';
 /** SETs are small; anything bigger is refused before parsing. */
 export const MAX_SET_BYTES = 64 * 1024;
 const CLOCK_SKEW_S = 30;
+/**
+ * A SET signed with a key not in the issuer's key set refetches it once the last fetch is this old
+ * (waiting for that if need be), instead of the token refetch cooldown: a revocation signed with a
+ * key the authority just rotated to is applied, not refused and dropped. At most one fetch per
+ * issuer per this interval, whatever is pushed.
+ */
+const SET_KEY_REFETCH_MS = 1_000;
 const MAX_JTI_LENGTH = 256;
 const DEFAULT_ALGORITHMS = ['ES256', 'ES384', 'ES512', 'EdDSA', 'Ed25519', 'PS256', 'PS384', 'PS512', 'RS256', 'RS384', 'RS512'];
 
@@ -37,7 +44,7 @@ export class SetRejected extends Error {
   readonly err: SetErrorCode;
   /**
    * Not the SET's fault, and likely to pass later: the issuer's keys could not be read, or the SET
-   * is signed with a key not yet fetched (inside the refetch cooldown, or the refetch failed). A
+   * is signed with a key the gateway does not have and could not refetch just now. A
    * push is answered 503 so the transmitter retries, and a polled SET is neither acknowledged nor
    * reported, so it is delivered again: reporting it would make the transmitter drop it.
    */
@@ -86,7 +93,7 @@ export class SetVerifier {
 
     let payload: JWTPayload;
     try {
-      ({ payload } = await jwtVerify(jwt, (header) => this.keys.resolve(iss, header), {
+      ({ payload } = await jwtVerify(jwt, (header) => this.keys.resolve(iss, header, SET_KEY_REFETCH_MS), {
         typ: SET_JWT_TYPE,
         algorithms: this.algorithms.get(iss) ?? DEFAULT_ALGORITHMS,
         issuer: iss,

@@ -48,7 +48,7 @@ export class LocalKeys implements KeyResolver {
   metadataCalls = 0;
   /** When > 0, keys resolve asynchronously after this delay (a JWKS fetch). */
   resolveDelayMs = 0;
-  /** Kids the issuer rotated to that keys.ts would not fetch yet (inside its refetch cooldown). */
+  /** Kids the issuer rotated to that keys.ts could not fetch (the JWKS unreachable just now). */
   readonly pending = new Set<string>();
 
   add(issuer: string, key: SigningKey): this {
