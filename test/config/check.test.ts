@@ -1,0 +1,145 @@
+/**
+ * `mission-gateway check` refuses what would make start fail, and start refuses it the same way:
+ * exit 2 and the same `key.path: message` lines (SPEC section 2). Real processes.
+ */
+import { generateKeyPairSync } from 'node:crypto';
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { ConfigError, parseConfigText } from '../../src/config/load.js';
+import { CLI } from '../helpers/gateway.js';
+
+const root = resolve(__dirname, '../..');
+const BASE = 'public_base_url: https://api.example.com\nresource: https://api.example.com\nupstream: { url: "http://127.0.0.1:3000" }\nroutes: [{ match: { path: /public/** }, auth: none }]\n';
+
+function write(text: string): string {
+  const dir = mkdtempSync(join(tmpdir(), 'mgw-check-'));
+  const file = join(dir, 'gw.yaml');
+  writeFileSync(file, text);
+  return file;
+}
+
+/** `check`, then start (which must exit 2 before it listens), on the same file. */
+function both(file: string): { check: ReturnType<typeof spawnSync<string>>; start: ReturnType<typeof spawnSync<string>> } {
+  const check = spawnSync(process.execPath, [CLI, 'check', '--config', file], { encoding: 'utf8' });
+  const start = spawnSync(process.execPath, [CLI, '--config', file], { encoding: 'utf8', timeout: 10_000 });
+  return { check, start };
+}
+
+function problems(text: string): readonly string[] {
+  try {
+    parseConfigText(text, '/tmp', {});
+  } catch (err) {
+    return (err as ConfigError).problems;
+  }
+  return [];
+}
+
+describe('check catches what makes start fail; start exits 2 with the same message', () => {
+  it('listen and admin on the same host:port (or a wildcard and any host on one port)', () => {
+    for (const [listen, admin] of [
+      ['{ host: 127.0.0.1, port: 18080 }', '{ host: 127.0.0.1, port: 18080 }'],
+      ['{ port: 18080 }', '{ port: 18080 }'], // default hosts: 0.0.0.0 and 127.0.0.1 overlap
+    ]) {
+      const { check, start } = both(write(`${BASE}listen: ${listen}\nadmin: ${admin}\nevidence: { sink: stdout }\n`));
+      expect(check.status).toBe(2);
+      expect(check.stderr).toMatch(/^admin\.port: 127\.0\.0\.1:18080 is also listen's address \((127\.0\.0\.1|0\.0\.0\.0):18080\); the admin listener needs its own port$/m);
+      expect(start.status).toBe(2);
+      expect(start.stderr).toBe(check.stderr);
+    }
+    // Distinct specific hosts, or port 0, do not clash.
+    expect(problems(`${BASE}listen: { host: 127.0.0.1, port: 18080 }\nadmin: { host: 127.0.0.2, port: 18080 }\n`)).toEqual([]);
+    expect(problems(`${BASE}listen: { host: 127.0.0.1, port: 0 }\nadmin: { host: 127.0.0.1, port: 0 }\n`)).toEqual([]);
+  });
+
+  it('an evidence signing key that is not EC P-256 (an Ed25519 key from keygen --alg EdDSA), named by its path', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'mgw-sign-'));
+    const key = join(dir, 'ed.jwk');
+    const gen = spawnSync(process.execPath, [CLI, 'keygen', key, '--alg', 'EdDSA'], { encoding: 'utf8' });
+    expect(gen.status).toBe(0);
+    const file = join(dir, 'gw.yaml');
+    writeFileSync(file, `${BASE}listen: { host: 127.0.0.1, port: 0 }\nadmin: { host: 127.0.0.1, port: 0 }\nevidence: { sink: stdout, sign: { private_key_file: ./ed.jwk } }\n`);
+    const { check, start } = both(file);
+    expect(check.status).toBe(2);
+    expect(check.stderr.trim()).toBe(`evidence.sign.private_key_file: ${key}: the evidence signing key must be an EC P-256 key (ES256), not Ed25519; \`mission-gateway keygen <file>\` makes one`);
+    expect(start.status).toBe(2);
+    expect(start.stderr).toBe(check.stderr);
+    // A P-256 key passes.
+    const { privateKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+    writeFileSync(key, JSON.stringify(privateKey.export({ format: 'jwk' })));
+    expect(spawnSync(process.execPath, [CLI, 'check', '--config', file], { encoding: 'utf8' }).status).toBe(0);
+  });
+
+  it('an evidence file whose folder does not exist, or a folder named as the file', () => {
+    const { check, start } = both(write(`${BASE}listen: { host: 127.0.0.1, port: 0 }\nadmin: { host: 127.0.0.1, port: 0 }\nevidence: { sink: ./missing/evidence.jsonl }\n`));
+    expect(check.status).toBe(2);
+    expect(check.stderr).toMatch(/^evidence\.sink: folder .*\/missing does not exist; create it \(the gateway does not\)$/m);
+    expect(start.status).toBe(2);
+    expect(start.stderr).toBe(check.stderr);
+    const folder = both(write(`${BASE}evidence: { sink: /tmp }\n`)).check;
+    expect(folder.status).toBe(2);
+    expect(folder.stderr).toContain('evidence.sink: /tmp is a folder; name a file in it');
+  });
+
+  it('warns (exit 0) when authenticated routes have no mission.client, and not for an auth: none-only config', () => {
+    const file = write(`public_base_url: https://api.example.com\nresource: https://api.example.com\nupstream: { url: "http://127.0.0.1:3000" }\nissuers: [{ issuer: https://as.example.com }]\nroutes: [{ match: { path: /a }, action: a.read }]\nevidence: { sink: stdout }\n`);
+    const r = spawnSync(process.execPath, [CLI, 'check', '--config', file], { encoding: 'utf8' });
+    expect(r.status).toBe(0);
+    expect(r.stderr).toMatch(/^warning: mission\.client: not configured/);
+    const open = spawnSync(process.execPath, [CLI, 'check', '--config', write(`${BASE}evidence: { sink: stdout }\n`)], { encoding: 'utf8' });
+    expect(open.status).toBe(0);
+    expect(open.stderr).toBe('');
+  });
+});
+
+describe('config problems read `key.path: message`', () => {
+  it('a missing required key is "is required", not a type error', () => {
+    expect(problems('resource: x\nupstream: { url: http://a }\n')).toEqual(['public_base_url: is required']);
+    expect(problems('public_base_url: https://a\nresource: x\nupstream: { url: http://a }\nreplay_store: { type: redis }\nid_jag: { token_path: /t }\nmission: { client: { client_id: a } }\n')).toEqual(
+      expect.arrayContaining(['mission.client.private_key_file: is required', 'id_jag.trusted_issuers: is required', 'replay_store.url: is required']),
+    );
+    // A present value of the wrong type is still a type error.
+    expect(problems('public_base_url: 5\nresource: x\nupstream: { url: http://a }\n')).toEqual(['public_base_url: must be string']);
+  });
+
+  it('an unset ${ENV} is one problem, not followed by the malformed value it left; zod wording is rephrased', () => {
+    expect(problems('public_base_url: "${MGW_NOT_SET_ANYWHERE}"\nresource: x\nupstream: { url: http://a }\n')).toEqual(['public_base_url: environment variable MGW_NOT_SET_ANYWHERE is not set']);
+    expect(problems('public_base_url: https://a\nresource: x\nupstream: { url: http://a, connections: 0 }\nreplay_store: { type: foo }\nissuers: [{ issuer: https://as, algorithms: [] }]\n')).toEqual(
+      expect.arrayContaining(['upstream.connections: must be >= 1', "replay_store.type: must be one of 'memory', 'redis'", 'issuers[0].algorithms: must have at least 1 item']),
+    );
+  });
+});
+
+describe('the example configs pass check', () => {
+  it('every config/*.yaml, container.yaml included, exits 0', () => {
+    const files = readdirSync(join(root, 'config')).filter((f) => f.endsWith('.yaml'));
+    expect(files).toContain('container.yaml');
+    for (const f of files) {
+      const r = spawnSync(process.execPath, [CLI, 'check', '--config', `config/${f}`], { cwd: root, encoding: 'utf8' });
+      expect(r.stderr, f).toBe('');
+      expect(r.status, f).toBe(0);
+    }
+  });
+});
+
+describe('evidence files are neither tracked nor shipped', () => {
+  it('git tracks no evidence file under config/, and npm pack would ship none (even one a local run left there)', () => {
+    const tracked = spawnSync('git', ['ls-files', 'config'], { cwd: root, encoding: 'utf8' });
+    expect(tracked.status).toBe(0);
+    expect(tracked.stdout.split('\n').filter((f) => f.endsWith('.jsonl'))).toEqual([]);
+    for (const f of ['config/evidence.jsonl', 'config/evidence-mcp.jsonl']) {
+      expect(spawnSync('git', ['check-ignore', '-q', '--no-index', f], { cwd: root }).status, f).toBe(0);
+    }
+    const pack = spawnSync('npm', ['pack', '--dry-run', '--json', '--ignore-scripts'], { cwd: root, encoding: 'utf8' });
+    expect(pack.status).toBe(0);
+    const files = (JSON.parse(pack.stdout) as { files: { path: string }[] }[])[0]!.files.map((f) => f.path);
+    expect(files).toContain('config/example.yaml');
+    expect(files).toContain('config/container.yaml');
+    expect(files.filter((f) => f.endsWith('.jsonl'))).toEqual([]);
+    // package.json names what config/ ships, so a file a run writes there is never packed.
+    const pkg = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as { files: string[] };
+    expect(pkg.files).not.toContain('config');
+  });
+});
