@@ -4,7 +4,8 @@
  * whose value it cannot read, is `unsupported`: the entry then grants nothing (fail closed).
  *
  * Which request parameter each constraint reads (a missing or unreadable parameter fails):
- *   max_amount {amount, currency}    params `amount` (exact decimal <=) and `currency` (ASCII case-insensitive)
+ *   max_amount {amount, currency}    params `amount` (exact decimal <=; a body number a double cannot hold
+ *                                     by its literal) and `currency` (ASCII case-insensitive)
  *   tenant "t" | ["t", …]            params `tenant`, exactly equal (to one of them)
  *   recipient_domain "d" | ["d", …]  params `recipient` (an e-mail address or URL, or an array of them):
  *                                     every host equals a listed domain ignoring case; subdomains do not match
@@ -16,7 +17,8 @@
  *                                     per-action approval), so such an entry never permits
  */
 import { domainToASCII } from 'node:url';
-import { compareDecimal, parseAmount, type Decimal } from './decimal.js';
+import { compareDecimal, parseAmount, parseDecimalLiteral, parseDecimalNumber, type Decimal } from './decimal.js';
+import { numberSource } from './json.js';
 
 export interface ConstraintInput {
   readonly params: Readonly<Record<string, unknown>>;
@@ -95,9 +97,17 @@ function maxAmount(v: unknown): Check | null {
   return ({ params }) => {
     const c = param(params, 'currency');
     if (typeof c !== 'string' || c.toLowerCase() !== cur) return false;
-    const amount = parseAmount(param(params, 'amount'));
+    const amount = amountParam(params);
     return amount !== null && compareDecimal(amount, limit) <= 0;
   };
+}
+
+/** The `amount` param as an exact decimal: a number a double could not hold is read from its literal. */
+function amountParam(params: Readonly<Record<string, unknown>>): Decimal | null {
+  const v = param(params, 'amount');
+  if (typeof v !== 'number') return parseAmount(v);
+  const lit = numberSource(params, 'amount');
+  return lit === undefined ? parseDecimalNumber(v) : parseDecimalLiteral(lit);
 }
 
 function tenant(v: unknown): Check | null {

@@ -3,10 +3,11 @@
  * compared as decimal digit strings, never as floats: `500.000000000000000001` exceeds `500.00`.
  *
  * Accepted: a decimal string `0`, `12`, `423.50`, `0.5` (no sign, no exponent, no leading zeros, no
- * whitespace, at most 64 characters), or a finite, non-negative JSON number (read through its
- * shortest round-trip form, so `423.5` is exactly 423.5; see params.ts for how a body number that
- * does not round-trip is refused before it gets here). Everything else is unparseable and a
- * constraint that needs it fails.
+ * whitespace, at most 64 characters), or a non-negative JSON number: a double exactly as its
+ * shortest round-trip form reads (`423.5` is exactly 423.5; -0 is zero), or, for a body number a
+ * double cannot hold (`100.0000000000000001`, `12345678901234567890`, `1e400`), its literal as the
+ * client wrote it (json.ts keeps it). Everything else is unparseable and a constraint that needs it
+ * fails.
  */
 
 /** A parsed amount: integer digits without leading zeros ("" for zero), fraction without trailing zeros. */
@@ -35,9 +36,9 @@ export function parseDecimalString(s: string): Decimal | null {
   return make(m[1]!, m[2] ?? '');
 }
 
-/** Parses a JSON number amount through its shortest round-trip form (may carry an exponent). */
+/** Parses a JSON number amount through its shortest round-trip form (may carry an exponent); -0 is zero. */
 export function parseDecimalNumber(n: number): Decimal | null {
-  if (!Number.isFinite(n) || n < 0 || Object.is(n, -0)) return null;
+  if (!Number.isFinite(n) || n < 0) return null;
   const m = NUMBER_FORM.exec(String(n));
   if (m === null) return null;
   const intPart = m[1]!;
@@ -49,6 +50,44 @@ export function parseDecimalNumber(n: number): Decimal | null {
   if (point <= 0) return make('', '0'.repeat(-point) + digits);
   if (point >= digits.length) return make(digits + '0'.repeat(point - digits.length), '');
   return make(digits.slice(0, point), digits.slice(point));
+}
+
+const LITERAL = /^(-?)(0|[1-9][0-9]*)(?:\.([0-9]+))?(?:[eE]([+-]?[0-9]+))?$/;
+
+/**
+ * How far the decimal point of a literal may lie from its first digit before it is clamped. Every
+ * limit lies well inside (a decimal string has at most 64 characters; a double's digits lie
+ * between 10^-324 and 10^309), so a clamped amount keeps its order against every limit: beyond
+ * 10^2000 it exceeds them all, and a positive amount below 10^-2000 is under every positive limit
+ * and over zero. Without the clamp `1e999999999` would be a billion zeros.
+ */
+const POINT_BOUND = 2000;
+
+/**
+ * Parses a JSON number literal (RFC 8259 grammar) as the exact decimal it writes, whatever a
+ * double would make of it: `100.0000000000000001`, `12345678901234567890`, `1e400`. A negative
+ * amount is null; a zero of either sign (`-0`, `-0.0e5`) is zero, a negative non-zero (`-1e-400`)
+ * stays negative.
+ */
+export function parseDecimalLiteral(lit: string): Decimal | null {
+  const m = LITERAL.exec(lit);
+  if (m === null) return null;
+  const intPart = m[2]!;
+  const fracPart = m[3] ?? '';
+  const digits = intPart + fracPart;
+  let first = 0;
+  while (first < digits.length && digits.charCodeAt(first) === 0x30) first++;
+  if (first === digits.length) return { int: '', frac: '' };
+  if (m[1] === '-') return null;
+  let last = digits.length;
+  while (digits.charCodeAt(last - 1) === 0x30) last--;
+  const significant = digits.slice(first, last);
+  // The decimal point sits `point` places after the first significant digit (negative: before it).
+  const exp = m[4] === undefined ? 0 : Number(m[4]);
+  const point = Math.max(-POINT_BOUND, Math.min(POINT_BOUND, intPart.length - first + exp));
+  if (point <= 0) return make('', '0'.repeat(-point) + significant);
+  if (point >= significant.length) return make(significant + '0'.repeat(point - significant.length), '');
+  return make(significant.slice(0, point), significant.slice(point));
 }
 
 /** A string or JSON number amount; null for anything else. */

@@ -3,9 +3,13 @@
  * upstream may read the same bytes differently:
  * - duplicate object keys (`{"amount":1,"amount":9000}`): JSON.parse keeps the last, other parsers
  *   the first, so any duplicate key makes the document unreadable;
- * - numbers that a double cannot hold (`500.000000000000000001` parses to 500): a number at a
- *   bound parameter must denote exactly the decimal its shortest round-trip form shows.
- * One linear scan over the (already syntax-checked) text does both.
+ * - numbers that a double cannot hold (`500.000000000000000001` parses to 500, `1e400` to
+ *   Infinity): JSON.parse loses the decimal the client wrote. Such a number at a watched position
+ *   is either refused or kept: its source text is recorded beside the parsed value (a side table
+ *   keyed by the containing object or array, `numberSource`), so a decision can read the exact
+ *   decimal while everything else sees the double.
+ * One linear scan over the (already syntax-checked) text does both; a body whose numbers are all
+ * exact allocates nothing for them.
  */
 import canonicalizeModule from 'canonicalize';
 
@@ -110,15 +114,114 @@ function numberLiteralValue(lit: string): string {
   return (neg ? '-' : '') + digits + '@' + String(point);
 }
 
-/** True when the literal denotes exactly the decimal shown by the shortest form of the double it parses to. */
+/**
+ * True when the literal denotes exactly the decimal shown by the shortest form of the double it
+ * parses to. `-0` (and `-0.0`, `-0e5`) is exact: zero; `-1e-400`, which also parses to -0, is not.
+ */
 export function numberIsExact(lit: string): boolean {
   const n = Number(lit);
   if (!Number.isFinite(n)) return false;
-  if (n === 0) return numberLiteralValue(lit) === '0' && !lit.startsWith('-');
+  if (n === 0) return numberLiteralValue(lit) === '0';
   return numberLiteralValue(lit) === numberLiteralValue(String(n));
 }
 
-interface Frame {
+/** A number at a watched position that a double cannot hold exactly: where it is, and its text. */
+export interface InexactNumber {
+  /** The scan's frame of its object or array; null for a document that is one number. */
+  readonly container: ScanFrame | null;
+  /** Its member name or array index there. */
+  readonly key: string;
+  readonly source: string;
+}
+
+/** Source text of kept inexact numbers, per containing object or array, by member name or index. */
+const SOURCES = new WeakMap<object, Map<string, string>>();
+
+/**
+ * The literal of the number at `container[key]` when it was kept because a double cannot hold it
+ * exactly (parseJsonStrict with 'keep', or setNumberSource); undefined for every other member,
+ * whose value is exactly the number it holds.
+ */
+export function numberSource(container: object, key: string): string | undefined {
+  return SOURCES.get(container)?.get(key);
+}
+
+/** Records `source` as the literal of the number at `container[key]` (see numberSource). */
+export function setNumberSource(container: object, key: string, source: string): void {
+  let m = SOURCES.get(container);
+  if (m === undefined) {
+    m = new Map();
+    SOURCES.set(container, m);
+  }
+  m.set(key, source);
+}
+
+/**
+ * Records the scan's inexact numbers beside `doc`, the JSON.parse result of the same text: each
+ * under its container. A number that is the whole document has no container and is not recorded.
+ * Each container is found once (from its parent's, memoized on the frame), so many numbers deep
+ * in a document cost one walk down, not one per number.
+ */
+export function keepNumberSources(doc: unknown, found: readonly InexactNumber[]): void {
+  for (const { container, key, source } of found) {
+    if (container === null) continue;
+    const target = resolveFrame(doc, container);
+    if (target !== null && typeof target === 'object') setNumberSource(target, key, source);
+  }
+}
+
+/** The parsed value a scan frame stands for: the nearest resolved ancestor, then down. */
+function resolveFrame(doc: unknown, frame: ScanFrame): unknown {
+  const chain: ScanFrame[] = [];
+  let f: ScanFrame | undefined = frame;
+  while (f !== undefined && f.value === undefined) {
+    chain.push(f);
+    f = f.parent;
+  }
+  let node: unknown = f === undefined ? doc : f.value;
+  for (let i = chain.length - 1; i >= 0; i--) {
+    const c = chain[i]!;
+    if (c.parent !== undefined) node = node !== null && typeof node === 'object' ? (node as Record<string | number, unknown>)[c.at] : undefined;
+    c.value = node;
+  }
+  return node;
+}
+
+/**
+ * JSON.stringify for parsed documents that writes a kept number as its source text instead of the
+ * double it parsed to, so a rewritten document says what the client wrote (for a body rebuilt from
+ * part of a parsed one, such as an MCP batch with denied calls removed).
+ */
+export function stringifyExact(value: unknown): string {
+  if (value === null || typeof value !== 'object') return JSON.stringify(value) ?? 'null';
+  const kept = SOURCES.get(value);
+  if (Array.isArray(value)) {
+    let out = '[';
+    for (let i = 0; i < value.length; i++) {
+      const v: unknown = value[i];
+      out += (i === 0 ? '' : ',') + ((typeof v === 'number' ? kept?.get(String(i)) : undefined) ?? (v === undefined ? 'null' : stringifyExact(v)));
+    }
+    return out + ']';
+  }
+  const o = value as Record<string, unknown>;
+  let out = '{';
+  let first = true;
+  for (const k of Object.keys(o)) {
+    const v = o[k];
+    if (v === undefined || typeof v === 'function' || typeof v === 'symbol') continue;
+    out += (first ? '' : ',') + JSON.stringify(k) + ':' + ((typeof v === 'number' ? kept?.get(k) : undefined) ?? stringifyExact(v));
+    first = false;
+  }
+  return out + '}';
+}
+
+/** One open object or array during a scan. */
+export interface ScanFrame {
+  readonly parent: ScanFrame | undefined;
+  /** Where it sits in its parent: a member name or an array index (unread at the root). */
+  readonly at: string | number;
+  /** The parsed value it stands for, once keepNumberSources has looked it up. */
+  value: unknown;
   readonly object: boolean;
   /** True when a watched pointer runs through this container (or everything is watched). */
   readonly onPath: boolean;
@@ -135,13 +238,16 @@ interface Frame {
 
 /**
  * Scans JSON text that JSON.parse accepted: throws JsonStrictError on a duplicate key in an object a
- * watched pointer runs through, or on a number that is not exact at a watched pointer. `watch` are
- * parsed pointers; 'all' checks every object and number (MCP `arguments`, all of which are
- * parameters). Members off the watched paths cannot change the decision, so they are not checked.
+ * watched pointer runs through. A number at a watched position that a double cannot hold exactly
+ * throws too with `numbers` 'refuse'; with 'keep' it is returned with its container and key (null
+ * when there is none, the common case: nothing is allocated for exact numbers). `watch` are parsed pointers; 'all' checks every object and number (MCP
+ * `arguments`, all of which are parameters). Members off the watched paths cannot change the
+ * decision, so they are not checked.
  */
-export function scanJson(text: string, watch: readonly (readonly string[])[] | 'all'): void {
+export function scanJson(text: string, watch: readonly (readonly string[])[] | 'all', numbers: 'refuse' | 'keep' = 'refuse'): InexactNumber[] | null {
   const all = watch === 'all';
-  const stack: Frame[] = [];
+  const stack: ScanFrame[] = [];
+  let found: InexactNumber[] | null = null;
   const n = text.length;
   for (let i = 0; i < n; i++) {
     const c = text.charCodeAt(i);
@@ -171,7 +277,8 @@ export function scanJson(text: string, watch: readonly (readonly string[])[] | '
       const w = watch as readonly (readonly string[])[];
       const inside = all || (parent === undefined ? w.some((p) => p.length === 0) : parent.inside || (parent.onPath && watched(stack, w)));
       const onPath = inside || ((parent === undefined || parent.onPath) && throughWatched(stack, w));
-      stack.push({ object, onPath, inside, keys: object && onPath ? new Set() : null, key: '', index: 0, expectKey: object });
+      const at = parent === undefined ? 0 : parent.object ? parent.key : parent.index;
+      stack.push({ parent, at, value: undefined, object, onPath, inside, keys: object && onPath ? new Set() : null, key: '', index: 0, expectKey: object });
     } else if (c === 0x7d || c === 0x5d) {
       stack.pop();
     } else if (c === 0x2c) {
@@ -189,19 +296,24 @@ export function scanJson(text: string, watch: readonly (readonly string[])[] | '
       }
       const top = stack[stack.length - 1];
       if (all || (top === undefined ? watch.length > 0 : top.inside || (top.onPath && watched(stack, watch as readonly (readonly string[])[])))) {
-        if (!numberIsExact(text.slice(i, j))) throw new JsonStrictError('number cannot be represented exactly');
+        const lit = text.slice(i, j);
+        if (!numberIsExact(lit)) {
+          if (numbers === 'refuse') throw new JsonStrictError('number cannot be represented exactly');
+          (found ??= []).push({ container: top ?? null, key: top === undefined ? '' : tokenAt(top), source: lit });
+        }
       }
       i = j - 1;
     }
   }
+  return found;
 }
 
-function tokenAt(f: Frame): string {
+function tokenAt(f: ScanFrame): string {
   return f.object ? f.key : String(f.index);
 }
 
 /** True when some watched pointer continues below the current position (the stack's path). */
-function throughWatched(stack: readonly Frame[], watch: readonly (readonly string[])[]): boolean {
+function throughWatched(stack: readonly ScanFrame[], watch: readonly (readonly string[])[]): boolean {
   for (const p of watch) {
     if (p.length <= stack.length) continue;
     let k = 0;
@@ -211,7 +323,7 @@ function throughWatched(stack: readonly Frame[], watch: readonly (readonly strin
   return false;
 }
 
-function watched(stack: readonly Frame[], watch: readonly (readonly string[])[]): boolean {
+function watched(stack: readonly ScanFrame[], watch: readonly (readonly string[])[]): boolean {
   for (const p of watch) {
     if (p.length !== stack.length) continue;
     let k = 0;

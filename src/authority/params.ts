@@ -4,15 +4,21 @@
  * `parameter_digest = "sha-256:" + base64url(SHA-256(JCS(params)))` (RFC 8785).
  *
  * Fail closed where the upstream could read the request differently from us: a body that is not
- * JSON (by media type or by syntax), a duplicate key, a bound number a double cannot hold exactly,
- * a query parameter given twice, a path segment whose percent-encoding is not UTF-8 — all are
- * `parameter_unparseable`. An absent parameter is left out; a constraint that needs it then fails.
+ * JSON (by media type or by syntax), a duplicate key, a query parameter given twice, a path segment
+ * whose percent-encoding is not UTF-8 — all are `parameter_unparseable`. An absent parameter is
+ * left out; a constraint that needs it then fails.
+ *
+ * A bound number a double cannot hold exactly (`100.0000000000000001`, `12345678901234567890`,
+ * `1e400`) is valid JSON and is kept: the param holds the double JSON.parse made of it, and its
+ * literal is recorded beside it (json.ts `numberSource`), so `max_amount` compares the decimal the
+ * client wrote (SPEC section 4). The digest is RFC 8785's, which reads every number as a double:
+ * `100.0000000000000001` digests as `100`, and `1e400` has no canonical form (see stage.ts).
  */
 import { hash } from 'node:crypto';
 import type { IncomingHttpHeaders } from 'node:http';
 import type { CompiledRoute } from '../config/compile.js';
 import { Denial } from '../errors.js';
-import { jcs, parsePointer, resolvePointer, scanJson } from './json.js';
+import { jcs, keepNumberSources, numberIsExact, numberSource, parsePointer, resolvePointer, scanJson, setNumberSource } from './json.js';
 
 export interface ParamsInput {
   /** Segments of the normalized path (still percent-encoded). */
@@ -69,11 +75,13 @@ export function isJsonMediaType(contentType: string | undefined): boolean {
 const UTF8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
 
 /**
- * Parses a JSON body strictly (UTF-8, no BOM, syntax, no duplicate keys, exact numbers at `pointers`
- * or everywhere with 'all'). Throws Denial('parameter_unparseable'). Exported for the MCP handler,
- * whose `arguments` are all parameters.
+ * Parses a JSON body strictly (UTF-8, no BOM, syntax, no duplicate keys at `pointers` or everywhere
+ * with 'all'). A number there that a double cannot hold exactly is refused with `numbers` 'refuse'
+ * and kept with 'keep' (its literal recorded beside the parsed value: json.ts `numberSource`).
+ * Throws Denial('parameter_unparseable'). Exported for the MCP handler, whose `arguments` are all
+ * parameters.
  */
-export function parseJsonStrict(body: Buffer | string, pointers: readonly (readonly string[])[] | 'all'): unknown {
+export function parseJsonStrict(body: Buffer | string, pointers: readonly (readonly string[])[] | 'all', numbers: 'refuse' | 'keep' = 'refuse'): unknown {
   let text: string;
   try {
     text = typeof body === 'string' ? body : UTF8.decode(body);
@@ -87,12 +95,31 @@ export function parseJsonStrict(body: Buffer | string, pointers: readonly (reado
   } catch (err) {
     throw unparseable('the request body is not valid JSON', err);
   }
+  let found;
   try {
-    scanJson(text, pointers);
+    found = scanJson(text, pointers, numbers);
   } catch (err) {
-    throw unparseable('the request body is ambiguous JSON (duplicate key or inexact number)', err);
+    throw unparseable(numbers === 'keep' ? 'the request body is ambiguous JSON (duplicate key)' : 'the request body is ambiguous JSON (duplicate key or inexact number)', err);
   }
+  if (found !== null) keepNumberSources(doc, found);
   return doc;
+}
+
+/**
+ * Carries a bound number's kept literal over to the param: the literal recorded under the number's
+ * container, or for a document that is one number, the body itself. Allocates only for such numbers.
+ */
+function keepSource(out: Record<string, unknown>, name: string, doc: unknown, pointer: readonly string[], body: Buffer): void {
+  let lit: string | undefined;
+  if (pointer.length === 0) {
+    const text = body.toString('utf8').trim();
+    if (!numberIsExact(text)) lit = text;
+  } else {
+    let container = doc;
+    for (let i = 0; i < pointer.length - 1; i++) container = (container as Record<string, unknown>)[pointer[i]!];
+    lit = numberSource(container as object, pointer[pointer.length - 1]!);
+  }
+  if (lit !== undefined) setNumberSource(out, name, lit);
 }
 
 function setParam(out: Record<string, unknown>, name: string, value: unknown): void {
@@ -109,7 +136,7 @@ export function extractParams(route: CompiledRoute, input: ParamsInput): Record<
   let doc: unknown;
   if (c.readsBody && input.body !== null && input.body.length > 0) {
     if (!isJsonMediaType(input.contentType)) throw unparseable('the request body must be JSON to read its parameters');
-    doc = parseJsonStrict(input.body, c.pointers);
+    doc = parseJsonStrict(input.body, c.pointers, 'keep');
   }
   const query = c.readsQuery && input.search.length > 1 ? new URLSearchParams(input.search.slice(1)) : null;
 
@@ -118,6 +145,7 @@ export function extractParams(route: CompiledRoute, input: ParamsInput): Record<
     switch (s.kind) {
       case 'body':
         value = doc === undefined ? undefined : resolvePointer(doc, s.pointer);
+        if (typeof value === 'number') keepSource(out, s.name, doc, s.pointer, input.body!);
         break;
       case 'query': {
         if (query === null) break;

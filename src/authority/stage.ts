@@ -8,9 +8,9 @@ import { Denial, DENIALS, isDenial } from '../errors.js';
 import { rawHeader } from '../http/headers.js';
 import { pathSegments } from '../http/path.js';
 import type { Review } from '../mission/holds.js';
-import type { AuthorityEntry, RequestContext, Stage } from '../pipeline/context.js';
+import type { RequestContext, Stage } from '../pipeline/context.js';
 import { decide, type DecisionInput } from './decide.js';
-import { authorityHash, extractParams, parameterDigest } from './params.js';
+import { extractParams, parameterDigest } from './params.js';
 
 const EMPTY_PARAMS: Readonly<Record<string, unknown>> = Object.freeze({});
 
@@ -40,47 +40,34 @@ export function createParametersStage(_deps: { config: Config }): Stage {
       contentType: rawHeader(req.rawHeaders, 'content-type'),
     });
     ctx.params = params;
-    ctx.parameterDigest = parameterDigest(params);
+    try {
+      ctx.parameterDigest = parameterDigest(params);
+    } catch {
+      // Only a body number beyond the double range (`1e400`) lacks an RFC 8785 form. It is still
+      // decided exactly (max_amount denies it), but a permit needs the digest: see the authority stage.
+      ctx.parameterDigest = null;
+      UNDIGESTED.add(params);
+    }
   };
 }
 
-/** Memo of the Status sets' authority_hash, per (cached, never mutated) entries array. */
-const STATUS_HASHES = new WeakMap<readonly AuthorityEntry[], Map<string, string>>();
-
-function statusSetHash(issuer: string, entries: readonly AuthorityEntry[]): string {
-  let byIssuer = STATUS_HASHES.get(entries);
-  if (byIssuer === undefined) {
-    byIssuer = new Map();
-    STATUS_HASHES.set(entries, byIssuer);
-  }
-  let h = byIssuer.get(issuer);
-  if (h === undefined) {
-    h = authorityHash(issuer, entries);
-    byIssuer.set(issuer, h);
-  }
-  return h;
-}
+/** Params whose digest could not be computed (a number beyond the double range): never permitted. */
+const UNDIGESTED = new WeakSet<object>();
 
 /**
- * The token's `authority_hash` against what the Mission Status says (mission-contracts section 7:
- * never recompute it from the narrowed token, MAY over an independently held full set). The Status
- * set counts as the full set only when it hashes to the Status's own `authority_hash` (or the
- * Status names none); a Status set filtered to this audience is not the full set and is not
- * compared. Returns a description of the mismatch, or null.
+ * The token's `authority_hash` against the Mission Status's own `mission.authority_hash`
+ * (mission-contracts section 7). The hash commits to the Mission's FULL authority set, and neither
+ * set the gateway sees is that: the token's entries are narrowed to its audience, and the Status's
+ * `authorization_details` are filtered to the `audience` asked about. So the hash is never
+ * recomputed from either; only the two declared values are compared, and a Status that declares
+ * none leaves nothing to compare (the decision still takes both sets' intersection). Returns a
+ * description of the mismatch, or null.
  */
 export function authorityHashMismatch(ctx: Pick<RequestContext, 'mission' | 'missionRef'>): string | null {
   const tokenHash = ctx.missionRef?.authorityHash ?? null;
-  const m = ctx.mission;
-  if (tokenHash === null || m === null) return null;
-  if (m.authorityHash !== null && m.authorityHash !== tokenHash) {
-    return "the token's authority_hash differs from the Mission's current authority";
-  }
-  if (m.authority !== null) {
-    const computed = statusSetHash(m.issuer, m.authority);
-    const full = m.authorityHash === null || m.authorityHash === computed;
-    if (full && computed !== tokenHash) return "the token's authority_hash does not match the Mission's authority set";
-  }
-  return null;
+  const statusHash = ctx.mission?.authorityHash ?? null;
+  if (tokenHash === null || statusHash === null || statusHash === tokenHash) return null;
+  return "the token's authority_hash differs from the Mission's current authority";
 }
 
 /**
@@ -129,6 +116,10 @@ export function createAuthorityStage(deps: { config: Config }): Stage {
     const cls = ctx.route?.actionClass ?? null;
     if (cls !== null && HIGH_CONSEQUENCE.has(cls)) highConsequence(ctx);
     authorizeAction(ctx, origin, ctx.action, ctx.params ?? EMPTY_PARAMS);
+    // Decided (a max_amount over the limit was denied above), but a permit is bound to its digest.
+    if (ctx.parameterDigest === null && ctx.params !== null && UNDIGESTED.has(ctx.params)) {
+      throw new Denial('parameter_unparseable', { description: 'a parameter is a number beyond the range RFC 8785 can canonicalize' });
+    }
   };
 }
 

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { actionVisible, decide, type Decision, type DecisionInput } from '../../src/authority/decide.js';
+import { setNumberSource } from '../../src/authority/json.js';
 
 const AUD = 'https://api.example.com';
 const NOW = Date.parse('2026-11-02T08:14:03Z');
@@ -243,7 +244,7 @@ describe('mission-contracts §7 constraints', () => {
       ['4.235e2', 'USD', 'parameter_violation'],
       ['-1', 'USD', 'parameter_violation'],
       [-1, 'USD', 'parameter_violation'],
-      [-0, 'USD', 'parameter_violation'],
+      [-0, 'USD', 'permit'],
       ['-0', 'USD', 'parameter_violation'],
       ['+1', 'USD', 'parameter_violation'],
       ['0400', 'USD', 'parameter_violation'],
@@ -274,6 +275,21 @@ describe('mission-contracts §7 constraints', () => {
         expect(one(c, params)).toBe(expected);
       });
     }
+    it('SPEC §4: a body number a double cannot hold is compared by the literal the client wrote', () => {
+      // What JSON.parse makes of the literal, with the literal kept beside it (json.ts).
+      const kept = (lit: string): Record<string, unknown> => {
+        const params: Record<string, unknown> = { amount: Number(lit), currency: 'USD' };
+        setNumberSource(params, 'amount', lit);
+        return params;
+      };
+      expect(one(c, kept('500.0000000000000001'))).toBe('parameter_violation'); // 500 as a double
+      expect(one(c, kept('499.99999999999999999'))).toBe('permit'); // 500 as a double too
+      expect(one(c, kept('12345678901234567890'))).toBe('parameter_violation');
+      expect(one(c, kept('1e400'))).toBe('parameter_violation'); // Infinity as a double
+      expect(one(c, kept('1e-400'))).toBe('permit'); // 0 as a double
+      expect(one(c, kept('-1e-400'))).toBe('parameter_violation'); // -0 as a double, but negative
+      expect(one({ max_amount: { amount: '0', currency: 'USD' } }, kept('1e-400'))).toBe('parameter_violation');
+    });
     it('a JSON-number limit is read exactly too', () => {
       expect(one({ max_amount: { amount: 500, currency: 'USD' } }, { amount: '500.00', currency: 'USD' })).toBe('permit');
       expect(one({ max_amount: { amount: 500, currency: 'USD' } }, { amount: '500.0001', currency: 'USD' })).toBe('parameter_violation');

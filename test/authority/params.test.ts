@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { authorityHash, entryDigest, extractParams, parameterDigest, parseJsonStrict } from '../../src/authority/params.js';
-import { numberIsExact, parsePointer, resolvePointer } from '../../src/authority/json.js';
+import { numberIsExact, numberSource, parsePointer, resolvePointer, stringifyExact } from '../../src/authority/json.js';
 import { compileRoutes, type CompiledRoute } from '../../src/config/compile.js';
 import { configSchema } from '../../src/config/schema.js';
 import { isDenial } from '../../src/errors.js';
@@ -129,9 +129,6 @@ describe('SPEC §4 parameter binding', () => {
       ['duplicate key', '{"amount":"1","amount":"9000"}'],
       ['duplicate key via escapes', '{"amount":"1","\\u0061mount":"9000"}'],
       ['nested duplicate key', '{"to":[{"email":"a","email":"b"}]}'],
-      ['bound number a double cannot hold', '{"amount":500.000000000000000001}'],
-      ['bound big integer', '{"amount":12345678901234567891}'],
-      ['bound negative zero', '{"amount":-0}'],
       ['not JSON content type', '{"amount":1}', { contentType: 'application/x-www-form-urlencoded' }],
       ['no content type', '{"amount":1}', { contentType: '' }],
       ['byte order mark', '\uFEFF{"amount":1}'],
@@ -161,8 +158,78 @@ describe('SPEC §4 parameter binding', () => {
   });
 
   it('numberIsExact reads literals as decimals', () => {
-    for (const ok of ['0', '1', '423.50', '1e2', '1E+2', '0.001', '1e-7', '-5', '123456789012345', '9007199254740991', '0.1']) expect(numberIsExact(ok), ok).toBe(true);
-    for (const bad of ['-0', '500.000000000000000001', '9007199254740993', '1e400', '0.30000000000000000001']) expect(numberIsExact(bad), bad).toBe(false);
+    for (const ok of ['0', '-0', '-0.0e5', '1', '423.50', '1e2', '1E+2', '0.001', '1e-7', '-5', '123456789012345', '9007199254740991', '0.1']) expect(numberIsExact(ok), ok).toBe(true);
+    for (const bad of ['500.000000000000000001', '9007199254740993', '1e400', '0.30000000000000000001', '-1e-400']) expect(numberIsExact(bad), bad).toBe(false);
+  });
+
+  describe('SPEC §4: a bound number a double cannot hold is valid JSON, kept with the literal the client wrote', () => {
+    it('the param is the double JSON.parse reads, its literal recorded beside it', () => {
+      for (const [lit, double] of [
+        ['500.000000000000000001', 500],
+        ['12345678901234567891', 12345678901234567891],
+        ['1e400', Infinity],
+        ['-1e-400', -0],
+      ] as const) {
+        const p = extract(`{"amount":${lit},"currency":"USD"}`);
+        expect(p['amount'], lit).toBe(double);
+        expect(numberSource(p, 'amount'), lit).toBe(lit);
+        expect(numberSource(p, 'currency')).toBeUndefined();
+      }
+    });
+    it('an exact number (and -0, which is zero) records nothing', () => {
+      for (const lit of ['423.50', '1e2', '-0', '0.1']) {
+        const p = extract(`{"amount":${lit}}`);
+        expect(p['amount']).toBe(Number(lit));
+        expect(numberSource(p, 'amount'), lit).toBeUndefined();
+      }
+    });
+    it('a pointer into nested members and arrays, and a body that is one number', () => {
+      const r = route({ amount: { body: '/payment/lines/1/amount' }, whole: { body: '' } });
+      const read = (b: string) => extractParams(r, { segments: [], search: '', headers: {}, body: Buffer.from(b), contentType: 'application/json' });
+      const p = read('{"payment":{"lines":[{"amount":1},{"amount":100.0000000000000001}]}}');
+      expect(p['amount']).toBe(100);
+      expect(numberSource(p, 'amount')).toBe('100.0000000000000001');
+      const lines = ((p['whole'] as Record<string, unknown>)['payment'] as Record<string, unknown>)['lines'] as Record<string, unknown>[];
+      expect(numberSource(lines[1]!, 'amount')).toBe('100.0000000000000001');
+      expect(numberSource(lines[0]!, 'amount')).toBeUndefined();
+      const bare = read(' 12345678901234567890\n');
+      expect(numberSource(bare, 'whole')).toBe('12345678901234567890');
+    });
+    it('the digest is RFC 8785: every number is the double it parses to (100.0000000000000001 digests as 100)', () => {
+      expect(parameterDigest(extract('{"amount":100.0000000000000001}'))).toBe(parameterDigest(extract('{"amount":100}')));
+      expect(parameterDigest(extract('{"amount":-0}'))).toBe(parameterDigest(extract('{"amount":0}')));
+      expect(() => parameterDigest(extract('{"amount":1e400}'))).toThrow();
+    });
+    it('many kept numbers deep in a document cost one walk down per container, not one per number', () => {
+      const whole = route({ all: { body: '' } });
+      const deep = 20_000;
+      for (const body of [
+        '{"a":'.repeat(deep) + '[' + '1e400,'.repeat(40_000) + '1]' + '}'.repeat(deep),
+        '['.repeat(deep) + '{"x":1e400},'.repeat(40_000) + '1' + ']'.repeat(deep),
+      ]) {
+        const started = performance.now();
+        const p = extractParams(whole, { segments: [], search: '', headers: {}, body: Buffer.from(body), contentType: 'application/json' });
+        expect(performance.now() - started).toBeLessThan(2000);
+        let node = p['all'] as unknown;
+        while (Array.isArray(node) ? node.length === 1 : !Array.isArray(node)) node = Array.isArray(node) ? node[0] : (node as Record<string, unknown>)['a'];
+        const first = (node as unknown[])[0];
+        expect(typeof first === 'object' ? numberSource(first as object, 'x') : numberSource(node as object, '0')).toBe('1e400');
+      }
+    });
+    it('still refuses a duplicate key beside a kept number', () => {
+      expect(denialCode(() => extract('{"amount":1e400,"amount":1}'))).toBe('parameter_unparseable');
+    });
+  });
+
+  it('parseJsonStrict with "all" and "keep" keeps every inexact number; stringifyExact writes them back as sent', () => {
+    const text = '[{"id":1,"params":{"arguments":{"amount":100.0000000000000001,"n":[1,1e400,2.5],"s":"x","z":-0}}},{"id":2}]';
+    const doc = parseJsonStrict(text, 'all', 'keep') as { params: { arguments: Record<string, unknown> } }[];
+    const args = doc[0]!.params.arguments;
+    expect(numberSource(args, 'amount')).toBe('100.0000000000000001');
+    expect(numberSource(args['n'] as object, '1')).toBe('1e400');
+    expect(stringifyExact(doc)).toBe(text.replace('-0', '0'));
+    expect(stringifyExact(doc[1])).toBe(JSON.stringify(doc[1]));
+    expect(stringifyExact({ a: undefined, b: [undefined, 1], c: 'é' })).toBe(JSON.stringify({ a: undefined, b: [undefined, 1], c: 'é' }));
   });
 
   it('parseJsonStrict with "all" checks every number (MCP arguments)', () => {
@@ -177,7 +244,7 @@ describe('SPEC §4 parameter binding', () => {
     const read = (b: string): string =>
       denialCode(() => extractParams(whole, { segments: [], search: '', headers: {}, body: Buffer.from(b), contentType: 'application/json' }));
     expect(read('{"to":[{"email":"a","email":"b"}]}')).toBe('parameter_unparseable');
-    expect(read('{"x":{"y":[1,{"z":0.30000000000000000001}]}}')).toBe('parameter_unparseable');
+    expect(read('{"x":{"y":[1,{"z":0.30000000000000000001}]}}')).toBe('none'); // kept, see below
     expect(read('{"x":{"y":[1,{"z":0.3}]},"to":[{"e":"a"}]}')).toBe('none');
   });
 

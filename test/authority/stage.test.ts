@@ -91,6 +91,51 @@ describe('parameters stage', () => {
     expect(denial(() => params(ctx({ body: Buffer.from('{'), contentType: 'application/json' })))?.code).toBe('parameter_unparseable');
   });
 
+  describe('SPEC §4: a bound number a double cannot hold is decided as the exact decimal it writes (r7b F2)', () => {
+    const PLAIN: AuthorityEntry[] = [{ type: 'mission_resource_access', resource: 'https://api.example.com', actions: ['payments.create'] }];
+    /** Both stages on one request, as the pipeline runs them; the denial code or 'permit'. */
+    const run = (amount: string, entries: AuthorityEntry[] = SET): string => {
+      const c = ctx({ body: Buffer.from(`{"amount":${amount},"currency":"USD"}`), contentType: 'application/json', mission: mission({ authority: entries }) });
+      const d = denial(() => {
+        params(c);
+        authority(c);
+      });
+      return d === null ? 'permit' : d.code;
+    };
+
+    it('over max_amount 500.00: 403 parameter_violation, never 400 parameter_unparseable', () => {
+      for (const lit of ['500.0000000000000001', '500.0000000000000000001', '12345678901234567890', '1e400', '5.000000000000000001e2']) {
+        expect(run(lit), lit).toBe('parameter_violation');
+      }
+    });
+
+    it('within it: permitted, with the RFC 8785 digest of the double', () => {
+      for (const lit of ['499.99999999999999999', '-0', '-0.0', '1e-400', '0.30000000000000000001']) expect(run(lit), lit).toBe('permit');
+      const c = ctx({ body: Buffer.from('{"amount":499.99999999999999999,"currency":"USD"}'), contentType: 'application/json' });
+      params(c);
+      const plain = ctx({ body: Buffer.from('{"amount":500,"currency":"USD"}'), contentType: 'application/json' });
+      params(plain);
+      expect(c.parameterDigest).toBe(plain.parameterDigest);
+    });
+
+    it('a negative amount stays negative, even one a double reads as -0', () => {
+      expect(run('-1e-400')).toBe('parameter_violation');
+      expect(run('-1')).toBe('parameter_violation');
+    });
+
+    it('a number beyond the double range has no RFC 8785 form: decided first, then not permitted without its digest', () => {
+      const c = ctx({ body: Buffer.from('{"amount":1e400,"currency":"USD"}'), contentType: 'application/json' });
+      params(c);
+      expect(c.parameterDigest).toBeNull();
+      expect(run('1e400', PLAIN)).toBe('parameter_unparseable');
+      expect(run('1e308', PLAIN)).toBe('permit');
+    });
+
+    it('anything that is not a valid number still fails closed', () => {
+      for (const bad of ['NaN', 'Infinity', '01', '1.', '.5', '+1', '0x10', '1e']) expect(run(bad), bad).toBe('parameter_unparseable');
+    });
+  });
+
   it('leaves MCP requests alone', () => {
     const c = ctx({ kind: 'mcp', route: null, params: { a: 1 } });
     params(c);
@@ -154,29 +199,38 @@ describe('authority stage (SPEC §4, §5)', () => {
     });
   });
 
-  describe('mission-contracts §7 authority_hash: recomputed over the full Status set', () => {
-    const full = authorityHash(ISS, SET);
+  describe("mission-contracts §7 authority_hash: the token's against the Status's own, never recomputed from a narrowed set", () => {
+    const OTHER: AuthorityEntry = { type: 'mission_resource_access', resource: 'https://other.example', actions: ['x.read'] };
+    // The Mission's FULL set has an entry for another resource; the Status carries this audience's only.
+    const full = authorityHash(ISS, [...SET, OTHER]);
     const ref = (h: string | null): RequestContext['missionRef'] => ({ form: 'claim', issuer: ISS, id: 'msn_1', s256: null, authorityHash: h });
+    const pay = (over: Partial<RequestContext>) => denial(() => authority(ctx({ params: { amount: '1', currency: 'USD' }, ...over })));
 
-    it('matches: permitted', () => {
+    it('a Status set filtered to this audience, declaring no authority_hash, is not compared (r7b F3)', () => {
+      expect(authorityHash(ISS, SET)).not.toBe(full);
       expect(authorityHashMismatch({ missionRef: ref(full), mission: mission() })).toBeNull();
-      expect(authorityHashMismatch({ missionRef: ref(full), mission: mission({ authorityHash: full }) })).toBeNull();
-      expect(denial(() => authority(ctx({ missionRef: ref(full), params: { amount: '1', currency: 'USD' } })))).toBeNull();
+      expect(pay({ missionRef: ref(full) })).toBeNull();
     });
 
-    it('differs from the recomputed full set: out_of_authority', () => {
-      const d = denial(() => authority(ctx({ missionRef: ref('sha-256:l3KvZ4mP5x0wQrR6tY2nD9bM7sX1cF8gH2vJ4kE5pNQ'), params: { amount: '1', currency: 'USD' } })));
+    it('nor is it compared when the Status declares the same hash', () => {
+      expect(authorityHashMismatch({ missionRef: ref(full), mission: mission({ authorityHash: full }) })).toBeNull();
+      expect(pay({ missionRef: ref(full), mission: mission({ authorityHash: full }) })).toBeNull();
+    });
+
+    it("a Status declaring another hash than the token's: out_of_authority, whatever its set", () => {
+      for (const authority of [SET, [...SET, OTHER], null]) {
+        expect(authorityHashMismatch({ missionRef: ref(full), mission: mission({ authorityHash: 'sha-256:narrowed', authority }) })).not.toBeNull();
+      }
+      // Even when the Status set happens to hash to the token's value: the declared hash is the Mission's.
+      const own = authorityHash(ISS, SET);
+      const d = pay({ missionRef: ref(own), mission: mission({ authorityHash: full }) });
       expect(d?.code).toBe('out_of_authority');
       expect(d?.message).toContain('authority_hash');
     });
 
-    it("differs from the Status's declared hash: out_of_authority", () => {
-      expect(authorityHashMismatch({ missionRef: ref('sha-256:old'), mission: mission({ authorityHash: 'sha-256:new', authority: null }) })).not.toBeNull();
-    });
-
-    it('a Status set filtered to this audience (does not hash to the declared value) is not compared', () => {
-      const declared = authorityHash(ISS, [...SET, { type: 'mission_resource_access', resource: 'https://other.example', actions: ['x'] }]);
-      expect(authorityHashMismatch({ missionRef: ref(declared), mission: mission({ authorityHash: declared }) })).toBeNull();
+    it('a Status that declares no hash still narrows through its entries (authority only narrows)', () => {
+      const d = pay({ missionRef: ref(full), mission: mission({ authority: [OTHER] }) });
+      expect(d?.code).toBe('out_of_authority');
     });
 
     it('no token hash, or no Mission state: nothing to compare', () => {
