@@ -3,7 +3,7 @@
  * exit 2 and the same `key.path: message` lines (SPEC section 2). Real processes.
  */
 import { generateKeyPairSync } from 'node:crypto';
-import { spawnSync } from 'node:child_process';
+import { spawnSync, type SpawnSyncReturns } from 'node:child_process';
 import { mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -22,7 +22,7 @@ function write(text: string): string {
 }
 
 /** `check`, then start (which must exit 2 before it listens), on the same file. */
-function both(file: string): { check: ReturnType<typeof spawnSync<string>>; start: ReturnType<typeof spawnSync<string>> } {
+function both(file: string): { check: SpawnSyncReturns<string>; start: SpawnSyncReturns<string> } {
   const check = spawnSync(process.execPath, [CLI, 'check', '--config', file], { encoding: 'utf8' });
   const start = spawnSync(process.execPath, [CLI, '--config', file], { encoding: 'utf8', timeout: 10_000 });
   return { check, start };
