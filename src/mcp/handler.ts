@@ -14,6 +14,7 @@
  * otherwise relay.ts does, rewriting only what it must.
  */
 import { actionVisible } from '../authority/decide.js';
+import { numberSource, stringifyExact } from '../authority/json.js';
 import { parameterDigest } from '../authority/params.js';
 import { authorityHashMismatch, authorizeAction } from '../authority/stage.js';
 import type { Config } from '../config/schema.js';
@@ -147,8 +148,11 @@ class McpHandler implements Handler {
         continue;
       }
       const action = this.actionOf(m.name);
-      const digest = parameterDigest(m.args);
-      const denial = isDenial(scope) ? scope : this.decideCall(ctx, m, action, scope);
+      const digest = digestOf(m.args);
+      let denial = isDenial(scope) ? scope : this.decideCall(ctx, m, action, scope);
+      // Decided first (a 1e400 over a max_amount is a parameter_violation); a permit must carry a
+      // parameter_digest, and a number beyond the double range has no RFC 8785 form.
+      if (denial === null && digest === null) denial = new Denial('parameter_unparseable', { description: 'an argument has no canonical JSON form (a number beyond the double range)' });
       calls.push({ msg: m, action, args: m.args, digest, scope: isDenial(scope) ? null : scope, denial });
     }
 
@@ -203,7 +207,7 @@ class McpHandler implements Handler {
     else if (permitted.length > 0) ctx.review = (view) => permitted.every((c) => this.permitsAgain(ctx, c, view));
 
     // Nothing removed: the upstream gets the client's bytes. Otherwise the remaining batch elements.
-    const forwardBody = denied === null ? body : Buffer.from(JSON.stringify(forwardItems), 'utf8');
+    const forwardBody = denied === null ? body : Buffer.from(batchText(parsed.items, denied), 'utf8');
     // Permit records carry the upstream status, so they are written once it is known.
     let recorded = false;
     const record = (): void => {
@@ -344,4 +348,25 @@ class McpHandler implements Handler {
     pipeline.record(ctx, 'permit', null);
     this.metrics.countDecision('permit', null);
   }
+}
+
+/** `parameter_digest` of a call's arguments, or null when they have no RFC 8785 form (1e400). */
+function digestOf(args: Readonly<Record<string, unknown>>): string | null {
+  try {
+    return parameterDigest(args);
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * The batch without its denied elements, each written as the client sent its numbers (a number a
+ * double cannot hold keeps its literal, authority/json.ts): the upstream acts on what was decided.
+ */
+function batchText(items: readonly unknown[], denied: ReadonlySet<number>): string {
+  const kept: string[] = [];
+  for (let i = 0; i < items.length; i++) {
+    if (!denied.has(i)) kept.push(numberSource(items, String(i)) ?? stringifyExact(items[i]));
+  }
+  return '[' + kept.join(',') + ']';
 }

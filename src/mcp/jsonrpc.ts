@@ -11,6 +11,7 @@
  * upstream decide what it meant.
  */
 import { Denial } from '../errors.js';
+import { numberSource } from '../authority/json.js';
 import { parseJsonStrict } from '../authority/params.js';
 import { MCP_META_KEY } from '../mission/reference.js';
 
@@ -93,6 +94,8 @@ function classify(item: unknown, index: number): McpMessage {
   // its answer: the gateway could not deny a call per call, nor find a tool list to filter in what
   // a lax upstream answers anyway. It must not reach the upstream.
   if (!isId(id)) throw malformed(`a ${method} request has no usable id`);
+  // An id a double cannot hold would be answered (a denial) with another id than the client sent.
+  if (typeof id === 'number' && numberSource(item, 'id') !== undefined) throw malformed(`a ${method} request id is a number a double cannot hold`);
   if (method === 'tools/list') return { kind: 'list', index, id, metaRef: metaRefOf(item['params']) };
   const params = item['params'];
   if (!isObject(params)) return { kind: 'invalid_call', index, id, name: null };
@@ -109,7 +112,9 @@ function classify(item: unknown, index: number): McpMessage {
  */
 export function parseMcpBody(body: Buffer): McpBody {
   if (body.length === 0) throw new Denial('parameter_unparseable', { description: 'the request body is empty' });
-  const doc = parseJsonStrict(body, 'all');
+  // A number a double cannot hold is kept with its literal (authority/json.ts): `max_amount` reads
+  // the decimal the client wrote, and a rebuilt batch writes it back as sent.
+  const doc = parseJsonStrict(body, 'all', 'keep');
   const batch = Array.isArray(doc);
   const items: readonly unknown[] = batch ? doc : [doc];
   const messages: McpMessage[] = new Array<McpMessage>(items.length);

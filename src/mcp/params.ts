@@ -8,7 +8,7 @@
  * parameter's own name (`{"to": "x@evil.example", "recipient": "a@example.com"}`) never stands in
  * for it, since the server acts on `to`. `parameter_digest` stays over the raw `arguments`.
  */
-import { parsePointer, resolvePointer } from '../authority/json.js';
+import { numberSource, parsePointer, resolvePointer, setNumberSource } from '../authority/json.js';
 
 export type ToolParamMap = ReadonlyMap<string, readonly (readonly [string, readonly string[]])[]>;
 
@@ -29,11 +29,19 @@ export function toolParams(map: ToolParamMap, tool: string, args: Readonly<Recor
   const mapping = map.get(tool);
   if (mapping === undefined) return args;
   const out: Record<string, unknown> = {};
-  for (const k of Object.keys(args)) Object.defineProperty(out, k, { value: args[k], enumerable: true, writable: true, configurable: true });
-  for (const [name] of mapping) delete out[name];
+  const mapped = new Set(mapping.map(([name]) => name));
+  for (const k of Object.keys(args)) if (!mapped.has(k)) copy(out, k, args[k], numberSource(args, k));
   for (const [name, pointer] of mapping) {
     const v = resolvePointer(args, pointer);
-    if (v !== undefined) Object.defineProperty(out, name, { value: v, enumerable: true, writable: true, configurable: true });
+    if (v === undefined) continue;
+    // A number a double cannot hold keeps its literal, recorded under the object that holds it.
+    const parent = pointer.length === 0 ? undefined : resolvePointer(args, pointer.slice(0, -1));
+    copy(out, name, v, parent !== null && typeof parent === 'object' ? numberSource(parent, pointer[pointer.length - 1]!) : undefined);
   }
   return out;
+}
+
+function copy(out: Record<string, unknown>, k: string, v: unknown, source: string | undefined): void {
+  Object.defineProperty(out, k, { value: v, enumerable: true, writable: true, configurable: true });
+  if (source !== undefined) setNumberSource(out, k, source);
 }

@@ -247,6 +247,35 @@ describe('SPEC section 6 on the MCP path: what the upstream receives', () => {
   });
 });
 
+describe('SPEC section 4 on the MCP path: max_amount compares a JSON-number argument as an exact decimal', () => {
+  it('an amount a double cannot hold is decided by the decimal sent, and reaches the upstream as sent (also from a rebuilt batch)', async () => {
+    const up = await recorder((_req, _b, res) => {
+      res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify([{ jsonrpc: '2.0', id: 1, result: { content: [] } }]));
+    });
+    const s = await setup({ upstream: up.url });
+    const id = await mission(s, [{ type: 'mission_resource_access', resource: s.mcpUrl, actions: ['pay_invoice'], constraints: { max_amount: { amount: '1000.00', currency: 'USD' } } }]);
+    const token = await s.dev.issueAccessToken({ missionId: id, resource: s.mcpUrl });
+    const payText = (n: number, amount: string) => `{"jsonrpc":"2.0","id":${n},"method":"tools/call","params":{"name":"pay_invoice","arguments":{"invoice_id":"inv_1","amount":${amount},"currency":"USD"}}}`;
+
+    // One call over the limit by 1e-18: denied, never forwarded (a double reads 1000).
+    const over = await post(s.mcpUrl, token, payText(1, '1000.000000000000000001'));
+    expect(over.status).toBe(200);
+    const denial = (await over.json()) as { result: { structuredContent: { denial_reason: string } } };
+    expect(denial.result.structuredContent.denial_reason).toBe('parameter_violation');
+    expect(up.seen).toHaveLength(0);
+
+    // A batch: the call under the limit by 1e-17 is permitted, the other denied; the upstream gets
+    // the permitted element with the amount the client wrote, not the double it parses to.
+    const batch = `[${payText(1, '999.99999999999999999')},${payText(2, '1e400')}]`;
+    const res = await post(s.mcpUrl, token, batch);
+    expect(res.status).toBe(200);
+    const answers = (await res.json()) as { id: number; result: { structuredContent?: { denial_reason: string } } }[];
+    expect(answers.find((a) => a.id === 2)!.result.structuredContent!.denial_reason).toBe('parameter_violation');
+    expect(up.seen).toHaveLength(1);
+    expect(up.seen[0]!.body.toString()).toBe(`[${payText(1, '999.99999999999999999')}]`);
+  });
+});
+
 describe('SPEC section 3 MAS mode on the MCP path: the Mission named per call in _meta', () => {
   it('a token without a Mission passes authentication; each call names its Mission; state and subject join come from Mission Status', async () => {
     const s = await setup({ mission: 'accept_header_references: true' });

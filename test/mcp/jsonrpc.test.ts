@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import { numberSource } from '../../src/authority/json.js';
 import { isDenial } from '../../src/errors.js';
 import { idKey, parseMcpBody } from '../../src/mcp/jsonrpc.js';
 
@@ -68,9 +69,18 @@ describe('SPEC section 7: reading MCP JSON-RPC bodies', () => {
     expect(denialCode(() => parseMcpBody(buf('{"jsonrpc":"2.0",')))).toBe('parameter_unparseable');
     // duplicate key: JSON.parse keeps the last, other parsers the first
     expect(denialCode(() => parseMcpBody(buf('{"jsonrpc":"2.0","id":1,"method":"ping","method":"tools/call","params":{"name":"x"}}')))).toBe('parameter_unparseable');
-    expect(denialCode(() => parseMcpBody(buf('{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"pay","arguments":{"amount":500.000000000000000001}}}')))).toBe('parameter_unparseable');
     expect(denialCode(() => parseMcpBody(Buffer.concat([Buffer.from([0xef, 0xbb, 0xbf]), buf({ id: 1 })])))).toBe('parameter_unparseable');
     expect(denialCode(() => parseMcpBody(Buffer.from([0x7b, 0xff, 0x7d])))).toBe('parameter_unparseable');
+  });
+
+  it('keeps the literal of an argument a double cannot hold (max_amount compares it exactly), and refuses such a number as an id', () => {
+    const b = parseMcpBody(buf('{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"pay","arguments":{"amount":500.000000000000000001}}}'));
+    const m = b.messages[0]!;
+    expect(m.kind).toBe('call');
+    if (m.kind === 'call') expect(numberSource(m.args, 'amount')).toBe('500.000000000000000001');
+    for (const id of ['12345678901234567891', '1e400', '0.30000000000000000001']) {
+      expect(denialCode(() => parseMcpBody(buf(`{"jsonrpc":"2.0","id":${id},"method":"tools/call","params":{"name":"pay"}}`)))).toBe('request_malformed');
+    }
   });
 
   it('reads escaped method names as the upstream does', () => {
