@@ -240,7 +240,8 @@ export class MissionStatusClient {
     const client = deps.config.mission.client;
     this.clientKey = client === undefined ? null : loadClientKey(client.private_key_file);
     this.clientId = client?.client_id ?? null;
-    if (client === undefined) this.logger.warn('mission.client is not configured: Mission Status cannot be queried, Missions without a fresh event state are unavailable');
+    // No client: `check` and start warn when a route needs Mission state (cli.ts), not here, where a
+    // config of public routes only would be warned too.
     this.timeoutMs = deps.config.mission.status_timeout_s * 1000;
     this.dispatcher = new Agent({ connect: { timeout: this.timeoutMs }, headersTimeout: this.timeoutMs, bodyTimeout: this.timeoutMs });
 
