@@ -5,7 +5,7 @@
  *   the first, so any duplicate key makes the document unreadable;
  * - numbers that a double cannot hold (`500.000000000000000001` parses to 500, `1e400` to
  *   Infinity): JSON.parse loses the decimal the client wrote. Such a number at a watched position
- *   is either refused or kept: its source text is recorded beside the parsed value (a side table
+ *   is kept: its source text is recorded beside the parsed value (a side table
  *   keyed by the containing object or array, `numberSource`), so a decision can read the exact
  *   decimal while everything else sees the double.
  * One linear scan over the (already syntax-checked) text does both; a body whose numbers are all
@@ -139,7 +139,7 @@ const SOURCES = new WeakMap<object, Map<string, string>>();
 
 /**
  * The literal of the number at `container[key]` when it was kept because a double cannot hold it
- * exactly (parseJsonStrict with 'keep', or setNumberSource); undefined for every other member,
+ * exactly (parseJsonStrict, or setNumberSource); undefined for every other member,
  * whose value is exactly the number it holds.
  */
 export function numberSource(container: object, key: string): string | undefined {
@@ -238,13 +238,13 @@ export interface ScanFrame {
 
 /**
  * Scans JSON text that JSON.parse accepted: throws JsonStrictError on a duplicate key in an object a
- * watched pointer runs through. A number at a watched position that a double cannot hold exactly
- * throws too with `numbers` 'refuse'; with 'keep' it is returned with its container and key (null
- * when there is none, the common case: nothing is allocated for exact numbers). `watch` are parsed pointers; 'all' checks every object and number (MCP
- * `arguments`, all of which are parameters). Members off the watched paths cannot change the
+ * watched pointer runs through, and returns the numbers at watched positions that a double cannot
+ * hold exactly, with their container and key (null when there is none, the common case: nothing is
+ * allocated for exact numbers). `watch` are parsed pointers; 'all' checks every object and number
+ * (MCP `arguments`, all of which are parameters). Members off the watched paths cannot change the
  * decision, so they are not checked.
  */
-export function scanJson(text: string, watch: readonly (readonly string[])[] | 'all', numbers: 'refuse' | 'keep' = 'refuse'): InexactNumber[] | null {
+export function scanJson(text: string, watch: readonly (readonly string[])[] | 'all'): InexactNumber[] | null {
   const all = watch === 'all';
   const stack: ScanFrame[] = [];
   let found: InexactNumber[] | null = null;
@@ -298,7 +298,6 @@ export function scanJson(text: string, watch: readonly (readonly string[])[] | '
       if (all || (top === undefined ? watch.length > 0 : top.inside || (top.onPath && watched(stack, watch as readonly (readonly string[])[])))) {
         const lit = text.slice(i, j);
         if (!numberIsExact(lit)) {
-          if (numbers === 'refuse') throw new JsonStrictError('number cannot be represented exactly');
           (found ??= []).push({ container: top ?? null, key: top === undefined ? '' : tokenAt(top), source: lit });
         }
       }

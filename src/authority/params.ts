@@ -76,12 +76,11 @@ const UTF8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
 
 /**
  * Parses a JSON body strictly (UTF-8, no BOM, syntax, no duplicate keys at `pointers` or everywhere
- * with 'all'). A number there that a double cannot hold exactly is refused with `numbers` 'refuse'
- * and kept with 'keep' (its literal recorded beside the parsed value: json.ts `numberSource`).
- * Throws Denial('parameter_unparseable'). Exported for the MCP handler, whose `arguments` are all
- * parameters.
+ * with 'all'). A number there that a double cannot hold exactly is kept: its literal is recorded
+ * beside the parsed value (json.ts `numberSource`). Throws Denial('parameter_unparseable').
+ * Exported for the MCP handler, whose `arguments` are all parameters.
  */
-export function parseJsonStrict(body: Buffer | string, pointers: readonly (readonly string[])[] | 'all', numbers: 'refuse' | 'keep' = 'refuse'): unknown {
+export function parseJsonStrict(body: Buffer | string, pointers: readonly (readonly string[])[] | 'all'): unknown {
   let text: string;
   try {
     text = typeof body === 'string' ? body : UTF8.decode(body);
@@ -97,9 +96,9 @@ export function parseJsonStrict(body: Buffer | string, pointers: readonly (reado
   }
   let found;
   try {
-    found = scanJson(text, pointers, numbers);
+    found = scanJson(text, pointers);
   } catch (err) {
-    throw unparseable(numbers === 'keep' ? 'the request body is ambiguous JSON (duplicate key)' : 'the request body is ambiguous JSON (duplicate key or inexact number)', err);
+    throw unparseable('the request body is ambiguous JSON (duplicate key)', err);
   }
   if (found !== null) keepNumberSources(doc, found);
   return doc;
@@ -136,7 +135,7 @@ export function extractParams(route: CompiledRoute, input: ParamsInput): Record<
   let doc: unknown;
   if (c.readsBody && input.body !== null && input.body.length > 0) {
     if (!isJsonMediaType(input.contentType)) throw unparseable('the request body must be JSON to read its parameters');
-    doc = parseJsonStrict(input.body, c.pointers, 'keep');
+    doc = parseJsonStrict(input.body, c.pointers);
   }
   const query = c.readsQuery && input.search.length > 1 ? new URLSearchParams(input.search.slice(1)) : null;
 

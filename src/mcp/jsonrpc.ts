@@ -114,7 +114,7 @@ export function parseMcpBody(body: Buffer): McpBody {
   if (body.length === 0) throw new Denial('parameter_unparseable', { description: 'the request body is empty' });
   // A number a double cannot hold is kept with its literal (authority/json.ts): `max_amount` reads
   // the decimal the client wrote, and a rebuilt batch writes it back as sent.
-  const doc = parseJsonStrict(body, 'all', 'keep');
+  const doc = parseJsonStrict(body, 'all');
   const batch = Array.isArray(doc);
   const items: readonly unknown[] = batch ? doc : [doc];
   const messages: McpMessage[] = new Array<McpMessage>(items.length);

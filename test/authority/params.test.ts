@@ -221,9 +221,9 @@ describe('SPEC §4 parameter binding', () => {
     });
   });
 
-  it('parseJsonStrict with "all" and "keep" keeps every inexact number; stringifyExact writes them back as sent', () => {
+  it('parseJsonStrict with "all" keeps every inexact number; stringifyExact writes them back as sent', () => {
     const text = '[{"id":1,"params":{"arguments":{"amount":100.0000000000000001,"n":[1,1e400,2.5],"s":"x","z":-0}}},{"id":2}]';
-    const doc = parseJsonStrict(text, 'all', 'keep') as { params: { arguments: Record<string, unknown> } }[];
+    const doc = parseJsonStrict(text, 'all') as { params: { arguments: Record<string, unknown> } }[];
     const args = doc[0]!.params.arguments;
     expect(numberSource(args, 'amount')).toBe('100.0000000000000001');
     expect(numberSource(args['n'] as object, '1')).toBe('1e400');
@@ -232,9 +232,11 @@ describe('SPEC §4 parameter binding', () => {
     expect(stringifyExact({ a: undefined, b: [undefined, 1], c: 'é' })).toBe(JSON.stringify({ a: undefined, b: [undefined, 1], c: 'é' }));
   });
 
-  it('parseJsonStrict with "all" checks every number (MCP arguments)', () => {
+  it('parseJsonStrict with "all" reads every number (MCP arguments): exact ones as they are, the others kept', () => {
     expect(parseJsonStrict('{"a":{"b":[1,2.5]}}', 'all')).toEqual({ a: { b: [1, 2.5] } });
-    expect(denialCode(() => parseJsonStrict('{"a":{"b":[1,12345678901234567891]}}', 'all'))).toBe('parameter_unparseable');
+    const doc = parseJsonStrict('{"a":{"b":[1,12345678901234567891]}}', 'all') as { a: { b: number[] } };
+    expect(numberSource(doc.a.b, '0')).toBeUndefined();
+    expect(numberSource(doc.a.b, '1')).toBe('12345678901234567891');
   });
 
   it('checks duplicates and numbers on and below watched values only', () => {

@@ -22,12 +22,12 @@ describe('SPEC section 4 over MCP arguments: constraint parameters of a tool cal
   });
 
   it('carry the literal of a number a double cannot hold, copied or mapped, and never a replaced argument\'s', () => {
-    const nested = parseJsonStrict('{"payment":{"amount":500.000000000000000001,"currency":"USD"},"fee":12345678901234567891}', 'all', 'keep') as Record<string, unknown>;
+    const nested = parseJsonStrict('{"payment":{"amount":500.000000000000000001,"currency":"USD"},"fee":12345678901234567891}', 'all') as Record<string, unknown>;
     const p = toolParams(map, 'nested', nested);
     expect(numberSource(p, 'amount')).toBe('500.000000000000000001');
     expect(numberSource(p, 'fee')).toBe('12345678901234567891');
     // An argument named like the mapped parameter, with a kept literal, is replaced: so is its literal.
-    const shadow = parseJsonStrict('{"amount":1e400,"payment":{"amount":5,"currency":"USD"}}', 'all', 'keep') as Record<string, unknown>;
+    const shadow = parseJsonStrict('{"amount":1e400,"payment":{"amount":5,"currency":"USD"}}', 'all') as Record<string, unknown>;
     const q = toolParams(map, 'nested', shadow);
     expect(q['amount']).toBe(5);
     expect(numberSource(q, 'amount')).toBeUndefined();
