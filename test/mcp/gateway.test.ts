@@ -470,6 +470,26 @@ describe('SPEC section 6 and 7: streams the gateway looks into', () => {
 });
 
 describe('open MCP streams end with their Mission (mission/holds.ts)', () => {
+  /** An upstream whose answer to anything is an SSE stream that never ends (a tools/list still listing). */
+  async function listingForever(): Promise<Awaited<ReturnType<typeof recorder>> & { closed: boolean }> {
+    const state = { closed: false };
+    const up = await recorder((_req, _b, res) => {
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      res.write(`data: ${JSON.stringify({ jsonrpc: '2.0', method: 'notifications/message', params: { level: 'info', data: 'listing' } })}\n\n`);
+      const t = setInterval(() => res.write(': keepalive\n\n'), 50);
+      res.on('close', () => {
+        clearInterval(t);
+        state.closed = true;
+      });
+    });
+    return {
+      ...up,
+      get closed() {
+        return state.closed;
+      },
+    };
+  }
+
   /** Reads SSE events from a response until it ends; `cut` when the connection broke instead. */
   function readEvents(res: Response): { events: string[]; ended: Promise<'end' | 'cut'> } {
     const events: string[] = [];
@@ -561,16 +581,7 @@ describe('open MCP streams end with their Mission (mission/holds.ts)', () => {
   });
 
   it('MAS mode: a tools/list alone, filtered for the Mission its _meta names, streams under that Mission and is cut when it completes', async () => {
-    let upstreamClosed = false;
-    const up = await recorder((_req, _b, res) => {
-      res.writeHead(200, { 'content-type': 'text/event-stream' });
-      res.write(`data: ${JSON.stringify({ jsonrpc: '2.0', method: 'notifications/message', params: { level: 'info', data: 'listing' } })}\n\n`);
-      const t = setInterval(() => res.write(': keepalive\n\n'), 50);
-      res.on('close', () => {
-        clearInterval(t);
-        upstreamClosed = true;
-      });
-    });
+    const up = await listingForever();
     const s = await setup({ upstream: up.url, mission: 'accept_header_references: true' });
     s.dev.addReceiver({ endpoint: `${new URL(s.mcpUrl).origin}/.well-known/ssf/push`, audience: new URL(s.mcpUrl).origin });
     const id = await mission(s, [{ type: 'mission_resource_access', resource: s.mcpUrl, actions: ['invoices.read'] }]);
@@ -585,21 +596,12 @@ describe('open MCP streams end with their Mission (mission/holds.ts)', () => {
     expect(up.seen[0]!.headers['x-mission-id']).toBe(id);
     await s.dev.missions.complete(id);
     expect(await stream.ended).toBe('cut');
-    await eventually(() => upstreamClosed, 2000);
+    await eventually(() => up.closed, 2000);
     expect(await gauge()).toBe('0');
   });
 
   it('a tools/list answer streaming through the filter is cut when its Mission is suspended', async () => {
-    let upstreamClosed = false;
-    const up = await recorder((_req, _b, res) => {
-      res.writeHead(200, { 'content-type': 'text/event-stream' });
-      res.write(`data: ${JSON.stringify({ jsonrpc: '2.0', method: 'notifications/message', params: { level: 'info', data: 'listing' } })}\n\n`);
-      const t = setInterval(() => res.write(': keepalive\n\n'), 50);
-      res.on('close', () => {
-        clearInterval(t);
-        upstreamClosed = true;
-      });
-    });
+    const up = await listingForever();
     const s = await setup({ upstream: up.url });
     s.dev.addReceiver({ endpoint: `${new URL(s.mcpUrl).origin}/.well-known/ssf/push`, audience: new URL(s.mcpUrl).origin });
     const id = await mission(s, [{ type: 'mission_resource_access', resource: s.mcpUrl, actions: ['invoices.read'] }]);
@@ -609,7 +611,7 @@ describe('open MCP streams end with their Mission (mission/holds.ts)', () => {
     await eventually(() => stream.events.length >= 1);
     await s.dev.missions.suspend(id, {});
     expect(await stream.ended).toBe('cut');
-    await eventually(() => upstreamClosed, 2000);
+    await eventually(() => up.closed, 2000);
   });
 });
 
