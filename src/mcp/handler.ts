@@ -165,8 +165,12 @@ class McpHandler implements Handler {
         continue;
       }
       (denied ??= new Set()).add(c.msg.index);
-      answers.push(denialResult(c.msg.id, c.denial, ctx.id));
-      this.recordCall(ctx, pipeline, c, 'deny');
+      // A denied call of a batch is a decision of its own: its decision_id finds its record only,
+      // never the permit of a call forwarded beside it (which share the request's, the
+      // Mission-Decision the upstream receives).
+      const decisionId = parsed.batch ? `${ctx.id}_${c.msg.index}` : ctx.id;
+      answers.push(denialResult(c.msg.id, c.denial, decisionId));
+      this.recordCall(ctx, pipeline, c, 'deny', decisionId);
     }
 
     const forwardItems = denied === null ? parsed.items : parsed.items.filter((_, i) => !denied.has(i));
@@ -322,7 +326,7 @@ class McpHandler implements Handler {
     return { visible: (name) => actionVisible({ ...input, action: this.actionOf(name), tool: name }), pins };
   }
 
-  private recordCall(ctx: RequestContext, pipeline: Pipeline, c: CallState, decision: 'permit' | 'deny'): void {
+  private recordCall(ctx: RequestContext, pipeline: Pipeline, c: CallState, decision: 'permit' | 'deny', decisionId = ctx.id): void {
     const saved = { action: ctx.action, params: ctx.params, digest: ctx.parameterDigest, mission: ctx.mission, ref: ctx.missionRef, status: ctx.upstreamStatus };
     ctx.action = c.action;
     ctx.params = c.args;
@@ -333,7 +337,7 @@ class McpHandler implements Handler {
     }
     if (decision === 'deny') ctx.upstreamStatus = null;
     const reason = c.denial === null ? null : c.denial.spec.reason;
-    pipeline.record(ctx, decision, reason, { tool: c.msg.name, call_index: c.msg.index, jsonrpc_id: c.msg.id });
+    pipeline.record(ctx, decision, reason, { tool: c.msg.name, call_index: c.msg.index, jsonrpc_id: c.msg.id }, decisionId);
     this.metrics.countDecision(decision, reason);
     ctx.action = saved.action;
     ctx.params = saved.params;

@@ -370,7 +370,7 @@ export class Pipeline {
    * each one set, so the writer serializes the record as built (its layout, format.ts), unless an
    * extra needs orderRecord (an undefined value, or a member the sink sets).
    */
-  record(ctx: RequestContext, decision: 'permit' | 'deny', reason: string | null, extra?: Record<string, unknown>): void {
+  record(ctx: RequestContext, decision: 'permit' | 'deny', reason: string | null, extra?: Record<string, unknown>, decisionId = ctx.id): void {
     const t = ctx.token;
     const m = ctx.mission;
     const ref = ctx.missionRef;
@@ -382,7 +382,7 @@ export class Pipeline {
           : null;
     const base = {
       evidence_id: 'evd_' + ctx.id.slice(4) + (extra?.['call_index'] === undefined ? '' : `_${String(extra['call_index'])}`),
-      decision_id: ctx.id,
+      decision_id: decisionId,
       decision,
       denial_reason: reason,
       evaluated_at: isoNow(),

@@ -135,6 +135,18 @@ for (const json of [false, true]) {
       expect(byId.get(4)).toMatchObject({ result: { isError: true, structuredContent: { denial_reason: 'out_of_authority' } } });
       expect(((byId.get(3)!['result'] as { tools: { name: string }[] }).tools.map((t) => t.name)).sort()).toEqual(['get_invoice', 'pay_invoice']);
       expect(hh.upstreamCalls.filter((c) => c['tool'] !== undefined).map((c) => c['tool'])).toEqual(['get_invoice']);
+
+      // Each denied call's decision_id finds its own deny record and nothing else; the forwarded
+      // call's record carries the request's id, the Mission-Decision the upstream received.
+      const decisionOf = (id: number) => (byId.get(id)!['result'] as { structuredContent: { decision_id: string } }).structuredContent.decision_id;
+      const calls = hh.records.filter((r) => r['tool'] !== undefined);
+      for (const id of [2, 4]) {
+        const found = calls.filter((r) => r.decision_id === decisionOf(id));
+        expect(found.map((r) => [r.decision, r['jsonrpc_id']])).toEqual([['deny', id]]);
+      }
+      const permit = calls.find((r) => r.decision === 'permit')!;
+      expect(new Set([decisionOf(2), decisionOf(4), permit.decision_id]).size).toBe(3);
+      expect(decisionOf(2)).toBe(`${permit.decision_id}_1`);
     });
 
     it('a batch whose calls are all denied is answered without the upstream', async () => {
