@@ -242,12 +242,20 @@ export class IssuerKeys implements KeyResolver {
   private async resolveSlow(s: IssuerState, alg: string, kid: string | undefined, refetchAfterMs: number | undefined): Promise<KeyObject> {
     const age = this.clock() - s.lastAttempt;
     let due = s.inflight !== null || age >= (refetchAfterMs ?? this.cooldownMs);
-    if (!due && refetchAfterMs !== undefined) {
-      // The key set was fetched less than refetchAfterMs ago: fetch it again once it is that old.
-      await new Promise((r) => setTimeout(r, refetchAfterMs - age));
-      due = true;
-    }
     let current = false;
+    if (!due && refetchAfterMs !== undefined) {
+      // The key set was fetched less than refetchAfterMs ago: fetch it again once it is that old,
+      // unless another lookup fetched it while this one waited (its answer is this one's too: at
+      // most one fetch per interval, however late the timers of the waiting lookups fire).
+      const before = s.lastAttempt;
+      await new Promise((r) => setTimeout(r, refetchAfterMs - age));
+      due = s.lastAttempt === before || s.inflight !== null;
+      if (!due) {
+        current = s.lastOk;
+        const found = this.pick(s, alg, kid);
+        if (found !== null) return found;
+      }
+    }
     if (due) {
       current = await this.refresh(s).then(
         () => true,
