@@ -35,7 +35,17 @@ interface DeliveryDeps {
   readonly sink: SetSink;
   readonly metrics: Metrics;
   readonly logger: Logger;
+  /** Pushes being read or verified at once, past which a push is answered 503 (default MAX_PENDING_PUSHES). */
+  readonly maxPendingPushes?: number;
 }
+
+/**
+ * SETs pushed and not yet answered, at most: a push is unauthenticated until verified, and a SET
+ * with an unknown `kid` waits up to a second for the issuer's keys (events.ts), so a flood of forged
+ * ones would otherwise hold memory without bound. A transmitter retries a 503.
+ */
+export const MAX_PENDING_PUSHES = 1000;
+let pendingPushes = 0;
 
 type Outcome = { ok: true } | { ok: false; status: number; err: SetErrorCode | 'temporarily_unavailable'; description: string; retryAfter?: number };
 
@@ -68,6 +78,13 @@ export function handleSetPush(req: IncomingMessage, res: ServerResponse, deps: D
     sendSetError(res, 400, 'invalid_request', `the Content-Type must be ${SET_CONTENT_TYPE}`);
     return;
   }
+  if (pendingPushes >= (deps.maxPendingPushes ?? MAX_PENDING_PUSHES)) {
+    req.resume();
+    sendSetError(res, 503, 'temporarily_unavailable', 'too many SETs are being processed', { 'retry-after': '1', connection: 'close' });
+    return;
+  }
+  pendingPushes++;
+  res.once('close', () => pendingPushes--);
   const chunks: Buffer[] = [];
   let size = 0;
   let tooLarge = false;

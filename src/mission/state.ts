@@ -561,7 +561,10 @@ export class MissionStates {
   }
 
   private defer(change: MissionChange): void {
-    if (this.unshared.length >= MAX_UNSHARED) this.unshared.shift();
+    if (this.unshared.length >= MAX_UNSHARED) {
+      const lost = this.unshared.shift()!;
+      this.logger.error({ issuer: lost.issuer, mission: lost.id, state: lost.state }, 'a Mission change waiting for the replica bus was dropped: too many are waiting; the other replicas learn it from Mission Status within max_stale_s');
+    }
     this.unshared.push(change);
     this.unsharedTimer ??= setTimeout(this.shareDeferred, UNSHARED_RETRY_MS).unref();
   }

@@ -9,6 +9,8 @@ import * as jose from 'jose';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { MissionHolds, type Holder } from '../../src/mission/holds.js';
 import { refKey } from '../../src/mission/key.js';
+import { handleSetPush, type SetSink } from '../../src/mission/delivery.js';
+import { SetRejected, type SetVerifier } from '../../src/mission/events.js';
 import { MissionStates } from '../../src/mission/state.js';
 import type { MissionReference, RequestContext } from '../../src/pipeline/context.js';
 import { eventually } from '../helpers/gateway.js';
@@ -484,3 +486,37 @@ describe('lifecycle changes and the exchanges a Mission holds (holds.ts)', () =>
   });
 });
 
+
+describe('RFC 8935 push receiver under a flood', () => {
+  it('past maxPendingPushes SETs being read or verified, a push is answered 503 at once; the count comes down as they are answered', async () => {
+    const waiting: (() => void)[] = [];
+    const verifier = {
+      verify: () =>
+        new Promise<never>((_, reject) => {
+          waiting.push(() => reject(new SetRejected('invalid_key', 'the SET signature cannot be verified')));
+        }),
+    } as unknown as SetVerifier;
+    const sink = { apply: () => 'accepted', publish: () => Promise.resolve(), forget: () => undefined, defer: () => undefined, isClosed: () => false } as unknown as SetSink;
+    const server = createServer((req, res) => handleSetPush(req, res, { verifier, sink, metrics: newMetrics(), logger, maxPendingPushes: 2 }));
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    const send = () => raw(url, { method: 'POST', path: PUSH, headers: { 'content-type': 'application/secevent+jwt' }, body: 'a.b.c' });
+    try {
+      const first = [send(), send()];
+      await eventually(() => waiting.length === 2);
+      const third = await send();
+      expect(third.status).toBe(503);
+      expect(third.headers['retry-after']).toBe('1');
+      for (const release of waiting.splice(0)) release();
+      expect((await Promise.all(first)).map((r) => r.status)).toEqual([400, 400]);
+      // Answered: room again.
+      const fourth = send();
+      await eventually(() => waiting.length === 1);
+      waiting.pop()!();
+      expect((await fourth).status).toBe(400);
+    } finally {
+      server.closeAllConnections();
+      await new Promise<void>((r) => server.close(() => r()));
+    }
+  });
+});
