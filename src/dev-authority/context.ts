@@ -4,6 +4,8 @@ import type { MissionStore } from './missions.js';
 import type { ClientRegistry, ReplayCache } from './proofs.js';
 
 export interface Endpoints {
+  /** No authorization-code flow: answers unsupported_response_type (present for clients that require it). */
+  readonly authorize: string;
   readonly token: string;
   readonly jwks: string;
   readonly status: string;

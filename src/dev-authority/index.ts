@@ -126,6 +126,7 @@ export async function startDevAuthority(opts: DevAuthorityOptions = {}): Promise
   const shownHost = host === '0.0.0.0' || host === '::' ? '127.0.0.1' : host.includes(':') ? `[${host}]` : host;
   const issuer = (opts.issuer ?? `http://${shownHost}:${port}`).replace(/\/$/, '');
   const endpoints: Endpoints = {
+    authorize: `${issuer}/authorize`,
     token: `${issuer}/token`,
     jwks: `${issuer}/jwks`,
     status: `${issuer}/mission/status`,

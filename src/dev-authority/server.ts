@@ -23,6 +23,9 @@ export function metadata(ctx: AuthorityContext): Record<string, unknown> {
   const e = ctx.endpoints;
   return {
     issuer: ctx.issuer,
+    // RFC 8414 requires it unless no grant uses it; clients such as the MCP SDK's refuse metadata
+    // without it. There is no authorization-code flow here: it answers unsupported_response_type.
+    authorization_endpoint: e.authorize,
     token_endpoint: e.token,
     jwks_uri: e.jwks,
     grant_types_supported: [GRANT_CLIENT_CREDENTIALS, GRANT_TOKEN_EXCHANGE],
@@ -73,6 +76,10 @@ export function router(ctx: AuthorityContext, h: Handlers, log: (line: string) =
     [pathOf(ctx.endpoints.ssfPoll), h.poll],
   ]);
   const gets = new Map<string, Handler>([
+    [
+      pathOf(ctx.endpoints.authorize),
+      (_req, res) => sendJson(res, 400, { error: 'unsupported_response_type', error_description: 'the development authority issues tokens by client_credentials and token exchange only' }),
+    ],
     [pathOf(ctx.endpoints.jwks), (_req, res) => sendJson(res, 200, ctx.keys.jwks(), { 'cache-control': 'max-age=60' })],
     ...['oauth-authorization-server', 'openid-configuration', 'mission-authority-server'].flatMap((n) => wellKnown(n, issuerPath).map((p) => [p, json(meta)] as const)),
     ...wellKnown('ssf-configuration', issuerPath).map((p) => [p, json(ssf)] as const),

@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import { afterEach, describe, expect, it } from 'vitest';
 import { createLocalJWKSet, decodeProtectedHeader, jwtVerify } from 'jose';
 import { authorityHash, type AuthorityEntry, type DevAuthority } from '../../src/dev-authority/index.js';
+import { OAuthMetadataSchema } from '@modelcontextprotocol/sdk/shared/auth.js';
 import { start } from './helpers.js';
 
 let dev: DevAuthority | undefined;
@@ -25,6 +26,11 @@ describe('dev-authority metadata and keys', () => {
     const m = docs[0]!;
     expect(m['issuer']).toBe(dev.url);
     expect(m['token_endpoint']).toBe(`${dev.url}/token`);
+    // Clients that require RFC 8414's authorization_endpoint (the MCP SDK's) accept the document;
+    // there is no code flow behind it.
+    expect(OAuthMetadataSchema.safeParse(m).success).toBe(true);
+    const authorize = await fetch(m['authorization_endpoint'] as string);
+    expect([authorize.status, ((await authorize.json()) as Record<string, unknown>)['error']]).toEqual([400, 'unsupported_response_type']);
     expect(m['jwks_uri']).toBe(`${dev.url}/jwks`);
     expect(m['mission_status_endpoint']).toBe(`${dev.url}/mission/status`);
     expect(m['mission_status_endpoint_auth_methods_supported']).toEqual(['private_key_jwt']);
