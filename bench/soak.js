@@ -2,15 +2,26 @@
 /**
  * Soak test (not in CI): the compiled gateway (`node dist/cli.js --config …`) as a child process,
  * the dev Mission Authority and an upstream in this process, and a steady request rate for
- * `--minutes` (default 10), with Mission revocations and issuer key rotations along the way.
+ * `--minutes` (default 10), with Mission revocations and issuer key rotations along the way. Every
+ * active Mission also holds one server-sent event stream open through the gateway, which its
+ * revocation must cut (docs/missions.md section 7).
  *
- *   npx tsc -p tsconfig.json && npm run soak -- --minutes 1 [--rate 100] [--out soak.json]
+ *   npx tsc -p tsconfig.json && npm run soak -- --minutes 1 [--rate 100] [--revoke-every 10] [--out soak.json]
+ *
+ * `--revoke-every` (seconds, default 10) sets the Mission churn: each revocation also creates a new
+ * Mission, so a short interval (0.5) runs well past the Mission cache's 1000 entries and shows
+ * whether per-Mission memory (state, SET ids, remembered cuts) levels off.
  *
  * Pass criteria (exit 0; otherwise exit 1 and the reason on stderr):
  *  - no unexpected answer: every request for an active Mission is 200; a revoked Mission's token is
  *    403 `mission_inactive` (a permit after its revocation was acknowledged is a failure); nothing
  *    else (no 401, no 5xx, no client-side error);
- *  - one evidence record per answered request;
+ *  - one evidence record per answered request and stream (a stream asked for as the run ends may
+ *    be recorded without its answer reaching the soak);
+ *  - every revoked Mission's stream ends within `CUT_WITHIN_MS` of the revocation's acknowledgement,
+ *    and no stream ends while its Mission is active; the gateway's `mission_gateway_open_exchanges`
+ *    is 0 once the streams are closed, and `mission_gateway_exchanges_cut_total` counts one cut per
+ *    revocation;
  *  - no file descriptor leak: the gateway's open fds after the load (idle) are at most
  *    `FD_SLACK` above the count after warm-up;
  *  - no memory growth beyond the configured caches: the gateway's heap in the last fifth of the run
@@ -23,6 +34,7 @@
  * never within 30 s of the previous fetch (see docs/reliability.md).
  */
 import { spawn } from 'node:child_process';
+import { setMaxListeners } from 'node:events';
 import { createHash, createPrivateKey, generateKeyPairSync, randomBytes, sign } from 'node:crypto';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:http';
@@ -44,22 +56,25 @@ const HEAP_GROWTH = 1.25;
 const HEAP_SLACK_MB = 16;
 const ACTIVE_MISSIONS = 20;
 const SAMPLE_EVERY_MS = 5000;
-const REVOKE_EVERY_MS = 10_000;
 const REMINT_EVERY_MS = 120_000;
 const FIRST_ROTATION_MS = 35_000;
 const ROTATE_EVERY_MS = 150_000;
+const CUT_WITHIN_MS = 2_000;
+const EVENT_EVERY_MS = 1_000;
 
 const { values: args } = parseArgs({
   options: {
     minutes: { type: 'string', default: '10' },
     rate: { type: 'string', default: '100' },
+    'revoke-every': { type: 'string', default: '10' },
     out: { type: 'string' },
   },
 });
 const minutes = Number(args.minutes);
 const rate = Number(args.rate);
-if (!(minutes > 0) || !(rate > 0)) {
-  process.stderr.write('usage: node bench/soak.js [--minutes N] [--rate requests_per_second] [--out file.json]\n');
+const revokeEveryMs = Number(args['revoke-every']) * 1000;
+if (!(minutes > 0) || !(rate > 0) || !(revokeEveryMs >= 100)) {
+  process.stderr.write('usage: node bench/soak.js [--minutes N] [--rate requests_per_second] [--revoke-every seconds] [--out file.json]\n');
   process.exit(2);
 }
 if (!existsSync(CLI)) {
@@ -105,14 +120,23 @@ async function sample(pid, adminUrl) {
   const rssKb = Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? NaN);
   const fds = readdirSync(`/proc/${pid}/fd`).length;
   let heap = NaN;
+  let heapTotal = NaN;
+  let external = NaN;
+  let open = NaN;
+  let cut = NaN;
   try {
     const res = await request(`${adminUrl}/metrics`);
     const text = await res.body.text();
     heap = Number(/^nodejs_heap_size_used_bytes (\S+)$/m.exec(text)?.[1] ?? NaN);
+    heapTotal = Number(/^nodejs_heap_size_total_bytes (\S+)$/m.exec(text)?.[1] ?? NaN);
+    external = Number(/^nodejs_external_memory_bytes (\S+)$/m.exec(text)?.[1] ?? NaN);
+    open = Number(/^mission_gateway_open_exchanges (\S+)$/m.exec(text)?.[1] ?? NaN);
+    cut = Number(/^mission_gateway_exchanges_cut_total\{cause="state_change"\} (\S+)$/m.exec(text)?.[1] ?? NaN);
   } catch {
     // the gateway is gone: reported by the caller
   }
-  return { t: Date.now(), rss_mb: rssKb / 1024, heap_mb: heap / 1024 / 1024, fds };
+  const mb = (b) => b / 1024 / 1024;
+  return { t: Date.now(), rss_mb: rssKb / 1024, heap_mb: mb(heap), heap_total_mb: mb(heapTotal), external_mb: mb(external), fds, open_exchanges: open, cut_total: cut };
 }
 
 async function main() {
@@ -120,9 +144,17 @@ async function main() {
   const durationMs = minutes * 60_000;
   const warmupMs = Math.min(60_000, durationMs * 0.2);
 
-  // Upstream: answers every request at once.
+  // Upstream: answers every request at once, except /feed/*: a server-sent event stream that sends an
+  // event every EVENT_EVERY_MS until the gateway closes it.
   const upstream = createServer((req, res) => {
     req.resume();
+    if (req.url.startsWith('/feed/')) {
+      res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-store' });
+      let n = 0;
+      const timer = setInterval(() => res.write(`id: ${++n}\ndata: tick\n\n`), EVENT_EVERY_MS);
+      res.on('close', () => clearInterval(timer));
+      return;
+    }
     req.on('end', () => res.end('ok'));
   });
   await new Promise((r) => upstream.listen(0, '127.0.0.1', r));
@@ -156,6 +188,8 @@ mission:
 routes:
   - match: { method: GET, path: /invoices/* }
     action: invoices.read
+  - match: { method: GET, path: /feed/* }
+    action: invoices.read
 evidence: { sink: ${JSON.stringify(evidenceFile)} }
 log: { level: warn }
 `,
@@ -186,20 +220,53 @@ log: { level: warn }
   /** Missions in play: { id, token, revoking (revocation started), revokedAt: null | ms (acknowledged) } */
   const active = [];
   const revoked = [];
-  const mint = (id) => dev.issueAccessToken({ missionId: id, resource: API, jkt: agent.jkt });
-  const newMission = async () => {
-    const m = await dev.missions.create({ subject: 'soak', client_id: 'agent-1', purpose: 'soak', authorization_details: ENTRIES });
-    return { id: m.id, token: await mint(m.id), revoking: false, revokedAt: null };
-  };
-  for (let i = 0; i < ACTIVE_MISSIONS; i++) active.push(await newMission());
-
-  const counts = { sent: 0, ok: 0, expected_denials: 0, unexpected: 0, client_errors: 0 };
+  const counts = { sent: 0, ok: 0, expected_denials: 0, unexpected: 0, client_errors: 0, streams_sent: 0, streams_answered: 0, streams_opened: 0, streams_cut: 0 };
   const unexpected = [];
   const note = (what) => {
     counts.unexpected++;
     if (unexpected.length < 20) unexpected.push(what);
   };
   const dispatcher = new Agent({ connections: 32, pipelining: 1, keepAliveTimeout: 10_000 });
+  // One connection per stream: each stays busy for its Mission's life.
+  const streams = new Agent({ connections: ACTIVE_MISSIONS * 4, pipelining: 1 });
+  const ending = new AbortController();
+  setMaxListeners(ACTIVE_MISSIONS * 4, ending.signal);
+
+  /** Opens the Mission's event stream; `m.stream` records its events and when it ended. */
+  const openStream = async (m) => {
+    const st = { events: 0, endedAt: null };
+    m.stream = st;
+    const path = `/feed/${m.id}`;
+    counts.streams_sent++;
+    try {
+      const res = await request(`${gwUrl}${path}`, {
+        dispatcher: streams,
+        signal: ending.signal,
+        headers: { authorization: `DPoP ${m.token}`, dpop: agent.proof('GET', `${API}${path}`, m.token), accept: 'text/event-stream' },
+      });
+      counts.streams_answered++;
+      if (res.statusCode !== 200) {
+        note({ stream: m.id, status: res.statusCode, body: (await res.body.text()).slice(0, 300) });
+        st.endedAt = Date.now();
+        return;
+      }
+      counts.streams_opened++;
+      for await (const chunk of res.body) st.events += String(chunk).split('data: ').length - 1;
+    } catch {
+      // cut (the gateway closed the connection) or aborted at the end of the run
+    }
+    st.endedAt = Date.now();
+    if (!m.revoking && !ending.signal.aborted) note({ stream: m.id, why: 'stream ended while its Mission was active' });
+  };
+
+  const mint = (id) => dev.issueAccessToken({ missionId: id, resource: API, jkt: agent.jkt });
+  const newMission = async () => {
+    const m = await dev.missions.create({ subject: 'soak', client_id: 'agent-1', purpose: 'soak', authorization_details: ENTRIES });
+    const mission = { id: m.id, token: await mint(m.id), revoking: false, revokedAt: null, stream: null };
+    void openStream(mission);
+    return mission;
+  };
+  for (let i = 0; i < ACTIVE_MISSIONS; i++) active.push(await newMission());
 
   async function fire(m) {
     const path = `/invoices/${counts.sent % 1000}`;
@@ -227,7 +294,7 @@ log: { level: warn }
   const start = Date.now();
   const end = start + durationMs;
   let nextRotation = start + FIRST_ROTATION_MS;
-  let nextRevoke = start + REVOKE_EVERY_MS;
+  let nextRevoke = start + revokeEveryMs;
   let nextRemint = start + REMINT_EVERY_MS;
   let nextSample = start;
   let nextReport = start + 30_000;
@@ -259,13 +326,19 @@ log: { level: warn }
     }
     // Lifecycle events run beside the load (one at a time), so the request rate stays steady.
     if (lifecycle === null && now >= nextRevoke) {
-      nextRevoke += REVOKE_EVERY_MS;
+      nextRevoke += revokeEveryMs;
       lifecycle = step(async () => {
         const victim = active[0];
         victim.revoking = true;
         active[0] = await newMission();
         const r = await dev.missions.revoke(victim.id);
         victim.revokedAt = Date.now();
+        // Its stream must end at once (the SET was pushed before revoke() returned).
+        setTimeout(() => {
+          const st = victim.stream;
+          if (st === null || st.endedAt === null) note({ stream: victim.id, why: `stream still open ${CUT_WITHIN_MS} ms after its Mission was revoked` });
+          else counts.streams_cut++;
+        }, CUT_WITHIN_MS);
         revoked.push(victim);
         if (revoked.length > 10) revoked.shift(); // well inside the token lifetime (300 s)
         active.push(active.shift());
@@ -295,12 +368,17 @@ log: { level: warn }
     if (now >= nextReport) {
       nextReport += 30_000;
       const s = samples[samples.length - 1];
-      log(`${Math.round((now - start) / 1000)} s: sent ${counts.sent}, ok ${counts.ok}, expected denials ${counts.expected_denials}, unexpected ${counts.unexpected}; rss ${s.rss_mb.toFixed(1)} MiB, heap ${s.heap_mb.toFixed(1)} MiB, fds ${s.fds}`);
+      log(`${Math.round((now - start) / 1000)} s: sent ${counts.sent}, ok ${counts.ok}, expected denials ${counts.expected_denials}, unexpected ${counts.unexpected}; streams open ${s.open_exchanges}, cut ${counts.streams_cut}; rss ${s.rss_mb.toFixed(1)} MiB, heap ${s.heap_mb.toFixed(1)} MiB, fds ${s.fds}`);
     }
     await sleep(5);
   }
   await Promise.allSettled([...inflight, lifecycle]);
+  await sleep(CUT_WITHIN_MS + 500); // the last revocation's stream check
+  const beforeClose = await sample(child.pid, adminUrl);
+  const liveStreams = active.filter((m) => m.stream !== null && m.stream.endedAt === null).length;
+  ending.abort();
   await dispatcher.close();
+  await streams.destroy();
   await sleep(3000); // let idle keep-alive sockets close on both sides
   const final = await sample(child.pid, adminUrl);
   const answered = counts.sent - counts.client_errors;
@@ -323,10 +401,17 @@ log: { level: warn }
   const fdWarm = afterWarmup[0]?.fds ?? NaN;
   const failures = [];
   if (counts.unexpected > 0) failures.push(`${counts.unexpected} unexpected answers`);
-  if (evidenceLines !== answered) failures.push(`evidence records ${evidenceLines} != answered requests ${answered}`);
+  // A stream asked for as the run ends may be recorded by the gateway without its answer reaching us.
+  if (evidenceLines < answered + counts.streams_answered || evidenceLines > answered + counts.streams_sent) {
+    failures.push(`evidence records ${evidenceLines} for answered requests ${answered} + streams ${counts.streams_answered} answered of ${counts.streams_sent}`);
+  }
   if (!(final.fds <= fdWarm + FD_SLACK)) failures.push(`fd count grew from ${fdWarm} to ${final.fds}`);
   if (!(heapEnd <= heapWarm * HEAP_GROWTH + HEAP_SLACK_MB)) failures.push(`heap grew from ${heapWarm.toFixed(1)} MiB to ${heapEnd.toFixed(1)} MiB`);
   if (childExit?.code !== 0 && childExit?.code !== undefined && childExit?.signal === null) failures.push(`gateway exit code ${childExit.code}`);
+  if (beforeClose.open_exchanges !== liveStreams) failures.push(`the gateway held ${beforeClose.open_exchanges} exchanges with ${liveStreams} streams open`);
+  if (final.open_exchanges !== 0) failures.push(`the gateway still held ${final.open_exchanges} exchanges after every stream closed`);
+  const cutAtStart = samples[0]?.cut_total ?? 0;
+  if (beforeClose.cut_total - cutAtStart !== counts.streams_cut) failures.push(`the gateway counted ${beforeClose.cut_total - cutAtStart} cuts for ${counts.streams_cut} revoked streams`);
 
   const summary = {
     ok: failures.length === 0,
@@ -337,10 +422,11 @@ log: { level: warn }
     counts: { ...counts, answered, evidence_records: evidenceLines },
     memory_mb: { rss_after_warmup: round(rssWarm), rss_end: round(rssEnd), heap_after_warmup: round(heapWarm), heap_end: round(heapEnd), rss_max: round(Math.max(...samples.map((s) => s.rss_mb))) },
     fds: { after_warmup: fdWarm, end_idle: final.fds, max: Math.max(...samples.map((s) => s.fds)) },
+    streams: { open_at_end: liveStreams, held_at_end: beforeClose.open_exchanges, held_after_close: final.open_exchanges, cut_counted: beforeClose.cut_total - cutAtStart },
     events,
     unexpected_examples: unexpected,
     gateway_exit: childExit,
-    samples: samples.map((s) => ({ t_s: Math.round((s.t - start) / 1000), rss_mb: round(s.rss_mb), heap_mb: round(s.heap_mb), fds: s.fds })),
+    samples: samples.map((s) => ({ t_s: Math.round((s.t - start) / 1000), rss_mb: round(s.rss_mb), heap_mb: round(s.heap_mb), heap_total_mb: round(s.heap_total_mb), external_mb: round(s.external_mb), fds: s.fds, open_exchanges: s.open_exchanges })),
   };
   const text = JSON.stringify(summary, null, 2);
   process.stdout.write(text + '\n');
