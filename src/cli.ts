@@ -112,33 +112,53 @@ async function run(argv: string[]): Promise<number> {
     const loaded = loadForStart(file);
     printProblems(warnings(loaded.config));
     gateway = await Gateway.create(loaded);
+  } catch (err) {
+    return startFailed(err);
+  }
+  // The handlers are in place before the listeners open (and "listening" is logged): a SIGTERM
+  // that follows that line at once is a graceful stop (exit 0), never the default kill. One that
+  // comes while the listeners open is acted on once they are open.
+  let listening = false;
+  let early: string | null = null;
+  let stopping = false;
+  let resolveStopped: (code: number) => void = () => undefined;
+  const stopped = new Promise<number>((resolve) => (resolveStopped = resolve));
+  const stop = (signal: string): void => {
+    if (!listening) {
+      early ??= signal;
+      return;
+    }
+    if (stopping) return;
+    stopping = true;
+    gateway.logger.info({ signal }, 'stopping: draining in-flight requests');
+    gateway.close().then(
+      () => resolveStopped(0),
+      (err: unknown) => {
+        gateway.logger.error({ err }, 'error while stopping');
+        resolveStopped(1);
+      },
+    );
+  };
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  process.on('SIGINT', () => stop('SIGINT'));
+  process.on('SIGHUP', () => void (listening && gateway.reload()));
+  try {
     await gateway.listen();
   } catch (err) {
-    if (err instanceof ConfigError) {
-      for (const p of err.problems) process.stderr.write(`${p}\n`);
-      return 2;
-    }
-    process.stderr.write(`mission-gateway: cannot start: ${(err as Error).message}\n`);
-    return 1;
+    return startFailed(err);
   }
-  return new Promise<number>((resolve) => {
-    let stopping = false;
-    const stop = (signal: string): void => {
-      if (stopping) return;
-      stopping = true;
-      gateway.logger.info({ signal }, 'stopping: draining in-flight requests');
-      gateway.close().then(
-        () => resolve(0),
-        (err: unknown) => {
-          gateway.logger.error({ err }, 'error while stopping');
-          resolve(1);
-        },
-      );
-    };
-    process.on('SIGTERM', () => stop('SIGTERM'));
-    process.on('SIGINT', () => stop('SIGINT'));
-    process.on('SIGHUP', () => void gateway.reload());
-  });
+  listening = true;
+  if (early !== null) stop(early);
+  return stopped;
+}
+
+function startFailed(err: unknown): number {
+  if (err instanceof ConfigError) {
+    for (const p of err.problems) process.stderr.write(`${p}\n`);
+    return 2;
+  }
+  process.stderr.write(`mission-gateway: cannot start: ${(err as Error).message}\n`);
+  return 1;
 }
 
 async function main(argv: string[]): Promise<number> {
