@@ -87,6 +87,13 @@ interface MissionRecord {
   /** Epoch ms until which an event-learned non-active state is enforced, whatever is cached. */
   denyUntil: number;
   denyView: MissionView | null;
+  /**
+   * The version of the last change after which the Mission's authority is unknown (a version gap,
+   * `authority_changed`): a Status answer with a lower version predates it and is not believed.
+   */
+  authorityVersion: number | null;
+  /** How many such changes were applied: a Status query asked before one is not cached after it. */
+  refetches: number;
   readonly entries: Map<string, Entry>;
 }
 
@@ -325,13 +332,14 @@ export class MissionStates {
       if (pending !== undefined) return pending;
     }
     const started = this.now();
+    const asked = this.records.peek(refKey(ref))?.refetches ?? 0;
     const until = this.cooldown.get(ref.issuer);
     if (until !== undefined && until > started) {
       this.metrics.missionStatusRequests.labels('cooldown').inc();
       return Promise.reject(this.unavailable(ref, Math.ceil((until - started) / 1000)));
     }
     const p = this.status.query(ref, audience).then(
-      (result) => this.store(ref, audience, result, started, tokenExp),
+      (result) => this.store(ref, audience, result, started, tokenExp, asked),
       (err: unknown) => {
         const retryAfter = err instanceof StatusUnavailable ? err.retryAfter : undefined;
         if (retryAfter !== undefined) this.cooldown.set(ref.issuer, this.now() + retryAfter * 1000);
@@ -358,16 +366,25 @@ export class MissionStates {
   private record(key: string, issuer: string): MissionRecord {
     let rec = this.records.get(key);
     if (rec === undefined) {
-      rec = { issuer, version: null, state: null, denyUntil: 0, denyView: null, entries: new Map() };
+      rec = { issuer, version: null, state: null, denyUntil: 0, denyView: null, authorityVersion: null, refetches: 0, entries: new Map() };
       this.records.set(key, rec);
     }
     return rec;
   }
 
   /** Merges a verified Status answer into the record; returns the view for the waiting requests. */
-  private store(ref: MissionReference, audience: string, r: StatusResult, started: number, tokenExp: number | undefined): MissionView {
+  private store(ref: MissionReference, audience: string, r: StatusResult, started: number, tokenExp: number | undefined, asked: number): MissionView {
     const key = refKey(ref);
     const rec = this.record(key, ref.issuer);
+    // Asked before a change that made the authority unknown (the change landed while this query was
+    // in flight): its answer serves the requests that were waiting for it, but is not cached, and
+    // open exchanges are not decided again by it. The change's own re-read asks afresh.
+    const predates = rec.refetches !== asked;
+    if (!predates && r.version !== null && rec.authorityVersion !== null && r.version < rec.authorityVersion) {
+      // Asked after such a change, yet answering from before it (a lagging authority): its
+      // authority may be wider than the Mission's now. Fail closed, as for an unreachable authority.
+      throw this.unavailable(ref, 1, new Error(`Mission Status answered version ${r.version}, behind the applied authority change (version ${rec.authorityVersion})`));
+    }
     // An AAuth reference's Mission is also known by its governance id, which events name.
     const idKey = ref.s256 !== null && r.id !== null ? recordKey(r.issuer, r.id, false) : null;
     if (idKey !== null) {
@@ -427,14 +444,14 @@ export class MissionStates {
       const oldest = rec.entries.keys().next().value;
       if (oldest !== undefined) rec.entries.delete(oldest);
     }
-    rec.entries.set(audience, { view: source === 'fresh' ? { ...view, source: 'cached' } : view, deadline, fetchedAt: started });
+    if (!predates) rec.entries.set(audience, { view: source === 'fresh' ? { ...view, source: 'cached' } : view, deadline, fetchedAt: started });
     // A remembered event denial outlives any answer that is not strictly newer (including an
     // unversioned one): fail closed on an inconsistent authority.
     const denied = rec.denyView !== null && rec.denyUntil > this.now();
     // Whatever this Mission still holds open, under either form of reference, stops with it (a
     // later request asked and learned); or it is active, and responses may start again.
     this.settleHolds(denied ? rec.denyView!.state : state, key, idKey);
-    if (!denied && state === 'active' && this.holds !== null) {
+    if (!denied && !predates && state === 'active' && this.holds !== null) {
       // Still active, with the authority just read: what it held open that this authority would not
       // admit now stops (an `authority_changed` narrowing, or any answer with other entries).
       this.holds.review(key, audience, view);
@@ -473,7 +490,15 @@ export class MissionStates {
     if (aliased !== undefined) targets.push(aliased);
 
     if (targets.length === 0) {
-      if (change.state === 'active') return 'uncached';
+      if (change.state === 'active') {
+        // Not cached, but maybe being asked about right now: that answer may predate this change.
+        if (this.forgetInflight([key])) {
+          const rec = this.record(key, change.issuer);
+          rec.refetches++;
+          if (change.refetch) rec.authorityVersion = change.version;
+        }
+        return 'uncached';
+      }
       // Remember a non-active state even for a Mission we never cached (SPEC section 3).
       if (this.applyTo(this.record(key, change.issuer), change, now) !== 'stale') this.settleHolds(change.state, key, null);
       return 'uncached';
@@ -485,10 +510,29 @@ export class MissionStates {
     }
     // Applied: what the Mission still holds open stops with it (or, resumed, may flow again).
     if (result !== 'stale') this.settleHolds(change.state, key, aliasKey ?? null);
-    // Its authority changed (or what happened in between is unknown) while it stays active: what it
-    // holds open is decided again once Status has been read again, now rather than at the next re-read.
-    if (result === 'gap' && change.state === 'active' && this.holds !== null) this.recheckHeld(aliasKey === undefined ? [key] : [key, aliasKey]);
+    if (result === 'gap') {
+      const keys = aliasKey === undefined ? [key] : [key, aliasKey];
+      // Status queries already in flight were asked before the change: a request from now on asks
+      // again rather than sharing one of them (their answers are not cached, store()).
+      this.forgetInflight(keys);
+      // Its authority changed (or what happened in between is unknown) while it stays active: what
+      // it holds open is decided again once Status has been read again, now rather than at the next
+      // re-read.
+      if (change.state === 'active' && this.holds !== null) this.recheckHeld(keys);
+    }
     return result;
+  }
+
+  /** Stops sharing the Status queries in flight for these Missions (any audience); true if there were any. */
+  private forgetInflight(keys: readonly string[]): boolean {
+    let found = false;
+    for (const k of this.inflight.keys()) {
+      if (keys.some((key) => k.startsWith(key) && k.charCodeAt(key.length) === 10 /* \n */)) {
+        this.inflight.delete(k);
+        found = true;
+      }
+    }
+    return found;
   }
 
   /** Cuts what the Mission holds under each of its keys, or lets responses start again when active. */
@@ -509,6 +553,10 @@ export class MissionStates {
     const gap = change.refetch || (rec.version !== null && change.version > rec.version + 1);
     rec.version = change.version;
     rec.state = change.state;
+    if (gap) {
+      rec.authorityVersion = change.version;
+      rec.refetches++;
+    }
     if (change.state === 'active') {
       rec.denyUntil = 0;
       rec.denyView = null;
@@ -623,7 +671,7 @@ export class MissionStates {
     for (const entry of previous.records.rentries()) {
       const [key, rec] = entry as [string, MissionRecord];
       if (rec.version === null && rec.denyView === null) continue;
-      this.records.set(key, { issuer: rec.issuer, version: rec.version, state: rec.state, denyUntil: rec.denyUntil, denyView: rec.denyView, entries: new Map() });
+      this.records.set(key, { issuer: rec.issuer, version: rec.version, state: rec.state, denyUntil: rec.denyUntil, denyView: rec.denyView, authorityVersion: rec.authorityVersion, refetches: 0, entries: new Map() });
     }
     for (const entry of previous.aliases.rentries()) {
       const [k, v] = entry as [string, string];
@@ -658,4 +706,5 @@ function adoptNewer(rec: MissionRecord, other: MissionRecord): void {
   rec.state = other.state;
   rec.denyUntil = other.denyUntil;
   rec.denyView = other.denyView;
+  if (other.authorityVersion !== null && (rec.authorityVersion === null || other.authorityVersion > rec.authorityVersion)) rec.authorityVersion = other.authorityVersion;
 }

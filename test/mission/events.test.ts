@@ -152,6 +152,47 @@ describe('RFC 8935 push delivery at mission.events.push_path', () => {
     expect(statusServer.requests).toHaveLength(2);
   });
 
+  it('authority_changed while a Status query is in flight: that answer is not shared with later requests nor cached; they ask again and see the new authority', async () => {
+    const WIDE = [{ type: 'mission_resource_access', resource: RESOURCE, actions: ['invoices.read', 'invoices.pay'] }];
+    const NARROW = [{ type: 'mission_resource_access', resource: RESOURCE, actions: ['invoices.read'] }];
+    statusServer.missions.set(MISSION_ID, { state: 'active', version: 1, authorization_details: WIDE });
+    statusServer.delayMs = 300;
+    // The first query is answered as the authority stood when it was asked: version 1, wide.
+    let answered = 0;
+    statusServer.tamper = (claims) => {
+      if (answered++ === 0) {
+        (claims['mission'] as Record<string, unknown>)['version'] = 1;
+        claims['authorization_details'] = WIDE;
+      }
+    };
+    const early = ctx();
+    const inFlight = states.stage()(early) as Promise<void>;
+    await eventually(() => statusServer.requests.length === 1);
+    statusServer.missions.set(MISSION_ID, { state: 'active', version: 2, authorization_details: NARROW });
+    expect((await push(await lifecycleSet(authKey, { state: 'active', version: 2, extra: { authority_changed: true } }))).status).toBe(202);
+
+    const later = ctx();
+    await states.stage()(later);
+    expect(statusServer.requests).toHaveLength(2);
+    expect(later.mission?.authority).toEqual(NARROW);
+    await inFlight;
+    // The request that was waiting already gets the answer it asked for; nothing of it is cached.
+    expect(early.mission?.authority).toEqual(WIDE);
+    const next = ctx();
+    await states.stage()(next);
+    expect(next.mission?.authority).toEqual(NARROW);
+    expect(statusServer.requests).toHaveLength(2);
+  });
+
+  it('a Status answer behind an applied authority change (a lagging authority) is not believed: 503, then the caught-up answer', async () => {
+    await deniedWith();
+    expect((await push(await lifecycleSet(authKey, { state: 'active', version: 2, extra: { authority_changed: true } }))).status).toBe(202);
+    // The authority still answers version 1.
+    expect(await deniedWith()).toBe('state_unavailable');
+    statusServer.missions.get(MISSION_ID)!.version = 2;
+    expect(await deniedWith()).toBeNull();
+  });
+
   const rejects: Array<[string, () => Promise<string>, string]> = [
     ['a bad signature', async () => lifecycleSet(signingKey(authKey.kid), { state: 'revoked', version: 2 }), 'invalid_key'],
     ['an unknown kid', async () => lifecycleSet(signingKey(), { state: 'revoked', version: 2 }), 'invalid_key'],
