@@ -20,6 +20,7 @@ import { authorityHashMismatch, authorizeAction } from '../authority/stage.js';
 import type { Config } from '../config/schema.js';
 import { Denial, isDenial } from '../errors.js';
 import { readBody } from '../http/body.js';
+import type { Review } from '../mission/holds.js';
 import { refKey } from '../mission/key.js';
 import { parseMetaReference, sameMission, trustedMissionIssuers } from '../mission/reference.js';
 import { assertMissionActive, assertMissionJoin } from '../mission/state.js';
@@ -196,19 +197,22 @@ class McpHandler implements Handler {
       ctx.mission = held[0]!.view;
       ctx.missionRef = held[0]!.ref;
     }
-    const others: { ref: MissionReference; view: MissionView }[] = [];
+    // Should a Mission's authority change while the answer flows, the calls forwarded under it are
+    // decided again against the authority just read (holds.ts): each Mission reviews its own calls.
+    const reviewOf = (key: string): Review | null => {
+      const mine = permitted.filter((c) => c.scope !== null && c.scope.ref !== null && refKey(c.scope.ref) === key);
+      return mine.length === 0 ? null : (view) => mine.every((c) => this.permitsAgain(ctx, c, view));
+    };
+    const others: { ref: MissionReference; view: MissionView; review: Review | null }[] = [];
     const keys = new Set(ctx.missionRef === null ? [] : [refKey(ctx.missionRef)]);
     for (const h of held) {
       const key = refKey(h.ref);
       if (keys.has(key)) continue;
       keys.add(key);
-      others.push(h);
+      others.push({ ...h, review: reviewOf(key) });
     }
     if (others.length > 0) ctx.otherMissions = others;
-    // Should the Mission's authority change while the answer flows, the forwarded calls are decided
-    // again against it (holds.ts). A batch under several Missions is not: each call was decided
-    // under its own.
-    else if (permitted.length > 0) ctx.review = (view) => permitted.every((c) => this.permitsAgain(ctx, c, view));
+    if (ctx.missionRef !== null) ctx.review = reviewOf(refKey(ctx.missionRef));
 
     // Nothing removed: the upstream gets the client's bytes. Otherwise the remaining batch elements.
     const forwardBody = denied === null ? body : Buffer.from(batchText(parsed.items, denied), 'utf8');

@@ -109,15 +109,15 @@ export class MissionHolds {
 
   /**
    * The ticket of a request a Mission admitted, or null (no Mission: nothing to hold it to).
-   * `review` decides the request again when the Mission's authority changes (its other Missions,
-   * in an MCP batch, are not reviewed: their calls were decided apart).
+   * `review` decides the request again when the Mission's authority changes; the request's other
+   * Missions (an MCP batch) bring their own review of the calls made under each.
    */
   ticket(ctx: RequestContext, review: Review | null = null): Ticket | null {
     const view = ctx.mission;
     const ref = ctx.missionRef;
     if (view === null || ref === null) return null;
     const others = ctx.otherMissions;
-    let more = others === null ? null : others.map((o) => ticketOf(refKey(o.ref), o.ref, o.view, ctx.started, ctx.audience, null, null));
+    let more = others === null ? null : others.map((o) => ticketOf(refKey(o.ref), o.ref, o.view, ctx.started, ctx.audience, null, o.review ?? null));
     // An AAuth reference is held under the Mission's governance id too (what events name, and what
     // an id-form request's Status answer cuts), once Status has told it. Its key is built here, not
     // memoized through refKey: the id-form reference is made for this request only.

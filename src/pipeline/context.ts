@@ -129,7 +129,7 @@ export interface RequestContext {
    * Further Missions the request is permitted under, besides `mission`: the calls of one forwarded
    * MCP batch naming different Missions (MAS mode). Its response is held under each (holds.ts).
    */
-  otherMissions: readonly { readonly ref: MissionReference; readonly view: MissionView }[] | null;
+  otherMissions: readonly { readonly ref: MissionReference; readonly view: MissionView; readonly review?: ((view: MissionView) => boolean) | null }[] | null;
   /**
    * MCP: how the forwarded calls are decided again should the Mission's authority change while
    * their answer flows (holds.ts `Review`); null when they are not. Routes are reviewed by the

@@ -580,6 +580,29 @@ describe('open MCP streams end with their Mission (mission/holds.ts)', () => {
     expect(await kept.text()).not.toContain('isError":true');
   });
 
+  it("MAS mode: a batch naming two Missions is still reviewed: narrowing the Mission of its tool call cuts the stream", async () => {
+    const s = await setup({ json: false, mission: 'accept_header_references: true' });
+    s.dev.addReceiver({ endpoint: `${new URL(s.mcpUrl).origin}/.well-known/ssf/push`, audience: new URL(s.mcpUrl).origin });
+    const entry = { type: 'mission_resource_access', resource: s.mcpUrl, actions: ['export_report', 'invoices.read'] };
+    const a = await mission(s, [entry]);
+    const b = await mission(s, [entry]);
+    const token = await s.dev.issueAccessToken({ clientId: 'agent_1', resource: s.mcpUrl });
+    const sh = await initialize(s.mcpUrl, token);
+    const refOf = (id: string) => ({ [META]: { mission_id: id, issuer: s.dev.url } });
+    const batch = [
+      { jsonrpc: '2.0', id: 2, method: 'tools/call', params: { name: 'export_report', arguments: { steps: 50, delay_ms: 100 }, _meta: { progressToken: 'p1', ...refOf(a) } } },
+      { jsonrpc: '2.0', id: 3, method: 'tools/list', params: { _meta: refOf(b) } },
+    ];
+    const res = await post(s.mcpUrl, token, batch, sh);
+    expect(res.status).toBe(200);
+    const stream = readEvents(res);
+    await eventually(() => stream.events.length >= 2);
+    await s.dev.missions.changeAuthority(a, [{ ...entry, actions: ['invoices.read'] }]);
+    expect(await stream.ended).toBe('cut');
+    const metrics = await (await fetch(`${s.gw.adminUrl}/metrics`)).text();
+    expect(metrics).toMatch(/^mission_gateway_exchanges_cut_total\{cause="authority_changed"\} 1$/m);
+  });
+
   it('MAS mode: a tools/list alone, filtered for the Mission its _meta names, streams under that Mission and is cut when it completes', async () => {
     const up = await listingForever();
     const s = await setup({ upstream: up.url, mission: 'accept_header_references: true' });
