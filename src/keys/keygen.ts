@@ -20,8 +20,13 @@ export function keygenCli(argv: string[]): number {
   }
   const file = parsed.positionals[0];
   const alg = parsed.values.alg ?? 'ES256';
-  if (file === undefined || parsed.positionals.length > 1 || (alg !== 'ES256' && alg !== 'EdDSA')) {
-    process.stderr.write(USAGE);
+  const problem =
+    file === undefined ? 'the key file to write is required'
+    : parsed.positionals.length > 1 ? `one key file only (got ${parsed.positionals.length})`
+    : alg !== 'ES256' && alg !== 'EdDSA' ? `--alg ${alg} is not supported: ES256 (the default) or EdDSA`
+    : null;
+  if (problem !== null || file === undefined) {
+    process.stderr.write(`keygen: ${problem}\n${USAGE}`);
     return 2;
   }
   if (existsSync(file) && parsed.values.force !== true) {

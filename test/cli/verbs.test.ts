@@ -3,7 +3,7 @@
  * gateway, every verb answers --help with its usage and exit 0, --version prints the package version.
  */
 import { spawn, spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -105,6 +105,21 @@ describe('CLI verbs', () => {
       expect(r.started).toBe(true);
       expect(r.status).toBe(0); // SIGTERM: drained, exit 0
     }
+  });
+
+  it('keygen says what is wrong: no file, two files, an algorithm it does not make (exit 2, nothing written)', () => {
+    const folder = mkdtempSync(join(tmpdir(), 'mgw-keygen-'));
+    const cases: [string[], string][] = [
+      [[], 'the key file to write is required'],
+      [[join(folder, 'a.jwk'), join(folder, 'b.jwk')], 'one key file only (got 2)'],
+      [[join(folder, 'c.jwk'), '--alg', 'RS256'], '--alg RS256 is not supported: ES256 (the default) or EdDSA'],
+    ];
+    for (const [args, message] of cases) {
+      const r = spawnSync(process.execPath, [CLI, 'keygen', ...args], { encoding: 'utf8' });
+      expect(r.status).toBe(2);
+      expect(r.stderr).toContain(`keygen: ${message}`);
+    }
+    expect(readdirSync(folder)).toEqual([]);
   });
 
   it('verify-evidence names an unknown option', () => {
