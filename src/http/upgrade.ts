@@ -83,9 +83,9 @@ export class WebSocketTunnel {
       if (typeof upgrade !== 'string' || upgrade.toLowerCase() !== 'websocket') {
         throw new Denial('request_malformed', { description: 'only WebSocket upgrades are supported' });
       }
-      const policy = await pipeline.admit(ctx);
+      await pipeline.admit(ctx);
       const identity = ctx.token === null ? [] : pipeline.identityHeaders(ctx);
-      const flat = upstreamHeaders(req.rawHeaders, ctx.clientIp, policy, { decisionId: ctx.id, mission: identity });
+      const flat = upstreamHeaders(req.rawHeaders, ctx.clientIp, pipeline.deps.headers.strip, { decisionId: ctx.id, mission: identity });
       const headers: Record<string, string> = {};
       for (let i = 0; i < flat.length; i += 2) {
         const k = flat[i]!.toLowerCase();

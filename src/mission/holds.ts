@@ -241,11 +241,6 @@ export class MissionHolds {
     return denied.length;
   }
 
-  /** True when something is held under the Mission `key`. */
-  holds(key: string): boolean {
-    return this.groups.has(key);
-  }
-
   /**
    * The Mission `key` is active again (resumed, or a Status answer says so): a response that starts
    * from now on under it is held as usual, whenever its request was admitted.

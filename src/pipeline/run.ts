@@ -194,7 +194,7 @@ export class Pipeline {
     if (route === null) throw new Denial('no_route');
     ctx.route = route;
     ctx.action = route.action;
-    if (route.auth === 'none') return this.sendBody(ctx, d.headers.strip);
+    if (route.auth === 'none') return this.sendBody(ctx);
     return then(this.authenticate(ctx), () => this.readAndAuthorize(ctx, route));
   }
 
@@ -205,7 +205,7 @@ export class Pipeline {
         return then(this.authorize(ctx), () => this.send(ctx, this.deps.headers.strip, body, true));
       });
     }
-    return then(this.authorize(ctx), () => this.sendBody(ctx, this.deps.headers.strip));
+    return then(this.authorize(ctx), () => this.sendBody(ctx));
   }
 
   /**
@@ -216,7 +216,8 @@ export class Pipeline {
    * scavenge and are promoted (~2.3 MB per scavenge, 8-10 ms pauses against ~2 ms buffered;
    * docs/benchmarks-notes.md, session 7).
    */
-  private sendBody(ctx: RequestContext, policy: HeaderPolicy): void | Promise<void> {
+  private sendBody(ctx: RequestContext): void | Promise<void> {
+    const policy = this.deps.headers.strip;
     if (hasSmallBody(ctx.req, this.deps.maxBodyBytes)) {
       return readBody(ctx.req, this.deps.maxBodyBytes).then((body) => this.send(ctx, policy, body, true));
     }
@@ -224,20 +225,19 @@ export class Pipeline {
   }
 
   /**
-   * The same decision for a WebSocket upgrade (no body is read): returns the header policy for the
-   * tunnel, or throws a Denial.
+   * The same decision for a WebSocket upgrade (no body is read): resolves when admitted, or throws a
+   * Denial. The tunnel's headers follow the same policy as any route (`headers.strip`).
    */
-  async admit(ctx: RequestContext): Promise<HeaderPolicy> {
+  async admit(ctx: RequestContext): Promise<void> {
     const d = this.deps;
     if (!d.evidence.healthy()) throw new Denial('evidence_unavailable');
     const route = findRoute(d.routes, ctx.method, pathSegments(ctx.path));
     if (route === null) throw new Denial('no_route');
     ctx.route = route;
     ctx.action = route.action;
-    if (route.auth === 'none') return d.headers.strip;
+    if (route.auth === 'none') return;
     await this.authenticate(ctx);
     await this.authorize(ctx);
-    return d.headers.strip;
   }
 
   /**
