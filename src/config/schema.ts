@@ -51,14 +51,18 @@ const port = z.number().int().min(0).max(65535);
 const positive = z.number().positive();
 const seconds = z.number().positive().max(86_400 * 365);
 
+/** Where the listeners bind by default (also what the listen/admin clash check assumes). */
+const LISTEN_DEFAULT = { host: '0.0.0.0', port: 8080 } as const;
+const ADMIN_DEFAULT = { host: '127.0.0.1', port: 9090 } as const;
+
 const listen = z.strictObject({
-  host: z.string().min(1).default('0.0.0.0'),
-  port: port.default(8080),
+  host: z.string().min(1).default(LISTEN_DEFAULT.host),
+  port: port.default(LISTEN_DEFAULT.port),
 });
 
 const admin = z.strictObject({
-  host: z.string().min(1).default('127.0.0.1'),
-  port: port.default(9090),
+  host: z.string().min(1).default(ADMIN_DEFAULT.host),
+  port: port.default(ADMIN_DEFAULT.port),
 });
 
 const upstream = z.strictObject({
@@ -324,14 +328,15 @@ const WILDCARD_HOSTS = new Set(['0.0.0.0', '::', '[::]', '']);
 /**
  * The proxy and admin listeners on one port of one address: the second bind fails at start
  * (EADDRINUSE). An address that is a wildcard (0.0.0.0, ::) overlaps every address of the host.
- * Port 0 (a free port chosen at start) never clashes. Defaults as in the schema above.
+ * Port 0 (a free port chosen at start) never clashes. A value left out is its default (the check
+ * also runs on a config that fails elsewhere, before defaults are filled in).
  */
 function listenerClash(listenValue: unknown, adminValue: unknown): string | null {
-  const lp = field(listenValue, 'port') ?? 8080;
-  const ap = field(adminValue, 'port') ?? 9090;
+  const lp = field(listenValue, 'port') ?? LISTEN_DEFAULT.port;
+  const ap = field(adminValue, 'port') ?? ADMIN_DEFAULT.port;
   if (typeof lp !== 'number' || lp === 0 || lp !== ap) return null;
-  const lh = String(field(listenValue, 'host') ?? '0.0.0.0').toLowerCase();
-  const ah = String(field(adminValue, 'host') ?? '127.0.0.1').toLowerCase();
+  const lh = String(field(listenValue, 'host') ?? LISTEN_DEFAULT.host).toLowerCase();
+  const ah = String(field(adminValue, 'host') ?? ADMIN_DEFAULT.host).toLowerCase();
   if (lh !== ah && !WILDCARD_HOSTS.has(lh) && !WILDCARD_HOSTS.has(ah)) return null;
   return `${ah}:${ap} is also listen's address (${lh}:${lp}); the admin listener needs its own port`;
 }
