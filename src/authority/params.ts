@@ -185,6 +185,24 @@ export function parameterDigest(params: Readonly<Record<string, unknown>>): stri
 }
 
 /**
+ * parameterDigest, or null when the params have no RFC 8785 form: only a body number beyond the
+ * double range (`1e400`). Such a request is still decided exactly (a max_amount denies it), but a
+ * permit is bound to its digest, so it is refused with `undigestable()` (routes and MCP alike).
+ */
+export function digestOrNull(params: Readonly<Record<string, unknown>>): string | null {
+  try {
+    return digest(params);
+  } catch {
+    return null;
+  }
+}
+
+/** The denial of a request that would be permitted but has no parameter_digest (digestOrNull). */
+export function undigestable(): Denial {
+  return new Denial('parameter_unparseable', { description: 'a parameter is a number beyond the range RFC 8785 can canonicalize' });
+}
+
+/**
  * `authority_hash` (mission-contracts section 7):
  * `"sha-256:" + base64url(SHA-256(JCS({"typ":"mission-authority-set","iss":issuer,"value":entries})))`.
  */

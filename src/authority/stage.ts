@@ -10,7 +10,7 @@ import { pathSegments } from '../http/path.js';
 import type { Review } from '../mission/holds.js';
 import type { RequestContext, Stage } from '../pipeline/context.js';
 import { decide, type DecisionInput } from './decide.js';
-import { extractParams, parameterDigest } from './params.js';
+import { digestOrNull, extractParams, undigestable } from './params.js';
 
 const EMPTY_PARAMS: Readonly<Record<string, unknown>> = Object.freeze({});
 
@@ -40,14 +40,9 @@ export function createParametersStage(_deps: { config: Config }): Stage {
       contentType: rawHeader(req.rawHeaders, 'content-type'),
     });
     ctx.params = params;
-    try {
-      ctx.parameterDigest = parameterDigest(params);
-    } catch {
-      // Only a body number beyond the double range (`1e400`) lacks an RFC 8785 form. It is still
-      // decided exactly (max_amount denies it), but a permit needs the digest: see the authority stage.
-      ctx.parameterDigest = null;
-      UNDIGESTED.add(params);
-    }
+    ctx.parameterDigest = digestOrNull(params);
+    // A permit needs the digest: see the authority stage.
+    if (ctx.parameterDigest === null) UNDIGESTED.add(params);
   };
 }
 
@@ -117,9 +112,7 @@ export function createAuthorityStage(deps: { config: Config }): Stage {
     if (cls !== null && HIGH_CONSEQUENCE.has(cls)) highConsequence(ctx);
     authorizeAction(ctx, origin, ctx.action, ctx.params ?? EMPTY_PARAMS);
     // Decided (a max_amount over the limit was denied above), but a permit is bound to its digest.
-    if (ctx.parameterDigest === null && ctx.params !== null && UNDIGESTED.has(ctx.params)) {
-      throw new Denial('parameter_unparseable', { description: 'a parameter is a number beyond the range RFC 8785 can canonicalize' });
-    }
+    if (ctx.parameterDigest === null && ctx.params !== null && UNDIGESTED.has(ctx.params)) throw undigestable();
   };
 }
 

@@ -15,7 +15,7 @@
  */
 import { actionVisible } from '../authority/decide.js';
 import { numberSource, stringifyExact } from '../authority/json.js';
-import { parameterDigest } from '../authority/params.js';
+import { digestOrNull, undigestable } from '../authority/params.js';
 import { authorityHashMismatch, authorizeAction } from '../authority/stage.js';
 import type { Config } from '../config/schema.js';
 import { Denial, isDenial } from '../errors.js';
@@ -149,11 +149,11 @@ class McpHandler implements Handler {
         continue;
       }
       const action = this.actionOf(m.name);
-      const digest = digestOf(m.args);
+      const digest = digestOrNull(m.args);
       let denial = isDenial(scope) ? scope : this.decideCall(ctx, m, action, scope);
       // Decided first (a 1e400 over a max_amount is a parameter_violation); a permit must carry a
-      // parameter_digest, and a number beyond the double range has no RFC 8785 form.
-      if (denial === null && digest === null) denial = new Denial('parameter_unparseable', { description: 'an argument has no canonical JSON form (a number beyond the double range)' });
+      // parameter_digest.
+      if (denial === null && digest === null) denial = undigestable();
       calls.push({ msg: m, action, args: m.args, digest, scope: isDenial(scope) ? null : scope, denial });
     }
 
@@ -355,15 +355,6 @@ class McpHandler implements Handler {
   private recordRequest(ctx: RequestContext, pipeline: Pipeline): void {
     pipeline.record(ctx, 'permit', null);
     this.metrics.countDecision('permit', null);
-  }
-}
-
-/** `parameter_digest` of a call's arguments, or null when they have no RFC 8785 form (1e400). */
-function digestOf(args: Readonly<Record<string, unknown>>): string | null {
-  try {
-    return parameterDigest(args);
-  } catch {
-    return null;
   }
 }
 
