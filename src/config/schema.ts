@@ -323,22 +323,52 @@ function crossChecks(c: unknown, ctx: Ctx): void {
   });
 }
 
-const WILDCARD_HOSTS = new Set(['0.0.0.0', '::', '[::]', '']);
+/** A listener host as written, compared: lower case, an IPv6 address canonical and without brackets. */
+function canonicalHost(host: string): string {
+  let h = host.toLowerCase();
+  if (h.startsWith('[') && h.endsWith(']')) h = h.slice(1, -1);
+  return isIP(h) === 6 && !h.includes('%') ? new URL(`http://[${h}]/`).hostname.slice(1, -1) : h;
+}
+
+const WILDCARD_HOSTS = new Set(['0.0.0.0', '::', '']);
+
+/**
+ * The addresses a listener's host binds, as far as the config tells without a DNS lookup: every
+ * address for a wildcard (0.0.0.0, ::), both loopback addresses for `localhost`, else the host
+ * itself (another name is not resolved).
+ */
+function boundHosts(canonical: string): '*' | readonly string[] {
+  if (WILDCARD_HOSTS.has(canonical)) return '*';
+  return canonical === 'localhost' ? ['127.0.0.1', '::1'] : [canonical];
+}
+
+function formatListener(host: string, port: number): string {
+  return host.includes(':') && !host.startsWith('[') ? `[${host}]:${port}` : `${host}:${port}`;
+}
 
 /**
  * The proxy and admin listeners on one port of one address: the second bind fails at start
- * (EADDRINUSE). An address that is a wildcard (0.0.0.0, ::) overlaps every address of the host.
- * Port 0 (a free port chosen at start) never clashes. A value left out is its default (the check
- * also runs on a config that fails elsewhere, before defaults are filled in).
+ * (EADDRINUSE). An address that is a wildcard (0.0.0.0, ::) overlaps every address of the host;
+ * `localhost` is 127.0.0.1 and ::1. Port 0 (a free port chosen at start) never clashes. A value
+ * left out is its default (the check also runs on a config that fails elsewhere, before defaults
+ * are filled in).
  */
 function listenerClash(listenValue: unknown, adminValue: unknown): string | null {
   const lp = field(listenValue, 'port') ?? LISTEN_DEFAULT.port;
   const ap = field(adminValue, 'port') ?? ADMIN_DEFAULT.port;
   if (typeof lp !== 'number' || lp === 0 || lp !== ap) return null;
-  const lh = String(field(listenValue, 'host') ?? LISTEN_DEFAULT.host).toLowerCase();
-  const ah = String(field(adminValue, 'host') ?? ADMIN_DEFAULT.host).toLowerCase();
-  if (lh !== ah && !WILDCARD_HOSTS.has(lh) && !WILDCARD_HOSTS.has(ah)) return null;
-  return `${ah}:${ap} is also listen's address (${lh}:${lp}); the admin listener needs its own port`;
+  const lh = String(field(listenValue, 'host') ?? LISTEN_DEFAULT.host);
+  const ah = String(field(adminValue, 'host') ?? ADMIN_DEFAULT.host);
+  const lc = canonicalHost(lh);
+  const ac = canonicalHost(ah);
+  const l = boundHosts(lc);
+  const a = boundHosts(ac);
+  let why: string;
+  if (lc === ac) why = 'the same address';
+  else if (l === '*' || a === '*') why = `${l === '*' ? lh : ah} is every address of this host`;
+  else if (l.some((h) => a.includes(h))) why = `${lc === 'localhost' ? lh : ah} is 127.0.0.1 and ::1`;
+  else return null;
+  return `admin (${formatListener(ah, ap)}) and listen (${formatListener(lh, lp)}) overlap on port ${lp}: ${why}; the admin listener needs its own port`;
 }
 
 export type ConfigInput = z.input<typeof configSchema>;

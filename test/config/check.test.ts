@@ -39,19 +39,43 @@ function problems(text: string): readonly string[] {
 
 describe('check catches what makes start fail; start exits 2 with the same message', () => {
   it('listen and admin on the same host:port (or a wildcard and any host on one port)', () => {
-    for (const [listen, admin] of [
-      ['{ host: 127.0.0.1, port: 18080 }', '{ host: 127.0.0.1, port: 18080 }'],
-      ['{ port: 18080 }', '{ port: 18080 }'], // default hosts: 0.0.0.0 and 127.0.0.1 overlap
+    for (const [listen, admin, message] of [
+      ['{ host: 127.0.0.1, port: 18080 }', '{ host: 127.0.0.1, port: 18080 }', 'admin (127.0.0.1:18080) and listen (127.0.0.1:18080) overlap on port 18080: the same address'],
+      // default hosts: 0.0.0.0 and 127.0.0.1 overlap
+      ['{ port: 18080 }', '{ port: 18080 }', 'admin (127.0.0.1:18080) and listen (0.0.0.0:18080) overlap on port 18080: 0.0.0.0 is every address of this host'],
+      // localhost is loopback: the second bind would fail with EADDRINUSE
+      ['{ host: localhost, port: 18080 }', '{ host: 127.0.0.1, port: 18080 }', 'admin (127.0.0.1:18080) and listen (localhost:18080) overlap on port 18080: localhost is 127.0.0.1 and ::1'],
     ]) {
       const { check, start } = both(write(`${BASE}listen: ${listen}\nadmin: ${admin}\nevidence: { sink: stdout }\n`));
       expect(check.status).toBe(2);
-      expect(check.stderr).toMatch(/^admin\.port: 127\.0\.0\.1:18080 is also listen's address \((127\.0\.0\.1|0\.0\.0\.0):18080\); the admin listener needs its own port$/m);
+      expect(check.stderr.trim()).toBe(`admin.port: ${message}; the admin listener needs its own port`);
       expect(start.status).toBe(2);
       expect(start.stderr).toBe(check.stderr);
     }
     // Distinct specific hosts, or port 0, do not clash.
     expect(problems(`${BASE}listen: { host: 127.0.0.1, port: 18080 }\nadmin: { host: 127.0.0.2, port: 18080 }\n`)).toEqual([]);
     expect(problems(`${BASE}listen: { host: 127.0.0.1, port: 0 }\nadmin: { host: 127.0.0.1, port: 0 }\n`)).toEqual([]);
+    expect(problems(`${BASE}listen: { host: localhost, port: 0 }\nadmin: { host: 0.0.0.0, port: 0 }\n`)).toEqual([]);
+    expect(problems(`${BASE}listen: { host: localhost, port: 18080 }\nadmin: { host: 127.0.0.2, port: 18080 }\n`)).toEqual([]);
+    expect(problems(`${BASE}listen: { host: localhost, port: 18080 }\nadmin: { host: localhost, port: 18081 }\n`)).toEqual([]);
+    expect(problems(`${BASE}listen: { host: api.internal, port: 18080 }\nadmin: { host: 127.0.0.1, port: 18080 }\n`)).toEqual([]); // no DNS lookup
+  });
+
+  it('listen and admin overlapping on one port: localhost is 127.0.0.1 and ::1, a wildcard is every host', () => {
+    const clash = (listenHost: string, adminHost: string): readonly string[] => problems(`${BASE}listen: { host: "${listenHost}", port: 18080 }\nadmin: { host: "${adminHost}", port: 18080 }\n`);
+    const needs = '; the admin listener needs its own port';
+    expect(clash('127.0.0.1', 'localhost')).toEqual([`admin.port: admin (localhost:18080) and listen (127.0.0.1:18080) overlap on port 18080: localhost is 127.0.0.1 and ::1${needs}`]);
+    expect(clash('LocalHost', '::1')).toEqual([`admin.port: admin ([::1]:18080) and listen (LocalHost:18080) overlap on port 18080: LocalHost is 127.0.0.1 and ::1${needs}`]);
+    expect(clash('[::1]', 'localhost')).toEqual([`admin.port: admin (localhost:18080) and listen ([::1]:18080) overlap on port 18080: localhost is 127.0.0.1 and ::1${needs}`]);
+    expect(clash('localhost', 'localhost')).toEqual([`admin.port: admin (localhost:18080) and listen (localhost:18080) overlap on port 18080: the same address${needs}`]);
+    expect(clash('0.0.0.0', '10.1.2.3')).toEqual([`admin.port: admin (10.1.2.3:18080) and listen (0.0.0.0:18080) overlap on port 18080: 0.0.0.0 is every address of this host${needs}`]);
+    expect(clash('::', '127.0.0.1')).toEqual([`admin.port: admin (127.0.0.1:18080) and listen ([::]:18080) overlap on port 18080: :: is every address of this host${needs}`]);
+    expect(clash('127.0.0.1', '::')).toEqual([`admin.port: admin ([::]:18080) and listen (127.0.0.1:18080) overlap on port 18080: :: is every address of this host${needs}`]);
+    expect(clash('localhost', '0.0.0.0')).toEqual([`admin.port: admin (0.0.0.0:18080) and listen (localhost:18080) overlap on port 18080: 0.0.0.0 is every address of this host${needs}`]);
+    expect(clash('api.internal', '::')).toEqual([`admin.port: admin ([::]:18080) and listen (api.internal:18080) overlap on port 18080: :: is every address of this host${needs}`]);
+    // One IPv6 address written two ways.
+    expect(clash('0:0:0:0:0:0:0:1', '::1')).toEqual([`admin.port: admin ([::1]:18080) and listen ([0:0:0:0:0:0:0:1]:18080) overlap on port 18080: the same address${needs}`]);
+    expect(clash('0:0:0:0:0:0:0:0', '127.0.0.1')).toHaveLength(1);
   });
 
   it('an evidence signing key that is not EC P-256 (an Ed25519 key from keygen --alg EdDSA), named by its path', () => {
