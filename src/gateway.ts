@@ -13,6 +13,7 @@ import type { Config } from './config/schema.js';
 import { Denial } from './errors.js';
 import { Upstream } from './http/forward.js';
 import { hostFields, hostRequired, makeDropSet, TrustedProxies, type HeaderPolicy } from './http/headers.js';
+import { cutAtShutdown } from './http/shutdown.js';
 import { socketResponse, WebSocketTunnel } from './http/upgrade.js';
 import { createLogger, type Logger } from './observability/logger.js';
 import { Metrics } from './observability/metrics.js';
@@ -46,6 +47,8 @@ export class Gateway {
   private proxyServer: Server | null = null;
   private adminServer: Server | null = null;
   private draining = false;
+  /** The proxy listener's open connections (what the end of the shutdown grace period cuts). */
+  private readonly sockets = new Set<Socket>();
   private file: string | null;
   /** What the listeners were opened with (host as configured, port as bound): a reload compares with these. */
   private listening: { readonly listen: Address; readonly admin: Address; readonly requested: { readonly listen: number; readonly admin: number } } | null = null;
@@ -92,9 +95,14 @@ export class Gateway {
     );
     proxy.maxRequestsPerSocket = c.limits.max_requests_per_socket;
     const connections = this.longLived.connections;
+    const sockets = this.sockets;
     proxy.on('connection', (socket: Socket) => {
       connections.count++;
-      socket.once('close', () => connections.count--);
+      sockets.add(socket);
+      socket.once('close', () => {
+        connections.count--;
+        sockets.delete(socket);
+      });
     });
     proxy.on('upgrade', (req: IncomingMessage, socket: Socket, head: Buffer) => this.onUpgrade(req, socket, head));
     proxy.on('connect', (req: IncomingMessage, socket: Socket) => this.onConnect(req, socket));
@@ -259,6 +267,12 @@ export class Gateway {
     await Promise.race([closing, new Promise<void>((r) => (timer = setTimeout(r, graceMs)))]);
     clearInterval(sweep);
     clearTimeout(timer);
+    if (this.sockets.size > 0) {
+      // The grace period is over: what is still open is cut, and logged as cut at shutdown (a
+      // request's upstream abort too), not as clients that went away.
+      for (const socket of this.sockets) cutAtShutdown(socket);
+      this.logger.warn({ cause: 'shutdown', grace_ms: graceMs, connections: this.sockets.size }, 'shutdown grace period over; cutting the connections still open');
+    }
     proxy?.closeAllConnections();
     await new Promise<void>((r) => (this.adminServer === null ? r() : this.adminServer.close(() => r())));
     this.adminServer?.closeAllConnections();

@@ -8,6 +8,7 @@ import { performance } from 'node:perf_hooks';
 import { errors, Pool, type Dispatcher } from 'undici';
 import { CUT_MESSAGE, type Holder, type MissionHolds, type Ticket } from '../mission/holds.js';
 import { dropHeader, relayHeaders } from './headers.js';
+import { closedReason } from './shutdown.js';
 
 export interface UpstreamOptions {
   readonly url: string;
@@ -137,7 +138,7 @@ class Exchange implements Dispatcher.DispatchHandler, Holder {
     this.clearDeadline();
     this.release();
     if (!this.res.writableFinished) {
-      this.abort?.(new Error('client closed'));
+      this.abort?.(closedReason(this.res));
       this.settle({ kind: 'aborted' });
     }
   };
@@ -161,7 +162,7 @@ class Exchange implements Dispatcher.DispatchHandler, Holder {
 
   onConnect(abort: (err?: Error) => void): void {
     this.abort = abort;
-    if (this.res.destroyed) abort(new Error('client closed'));
+    if (this.res.destroyed) abort(closedReason(this.res));
   }
 
   onHeaders(statusCode: number, rawHeaders: Buffer[], resume: () => void, statusText: string): boolean {

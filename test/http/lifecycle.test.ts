@@ -12,7 +12,7 @@ import { WebSocket, WebSocketServer } from 'ws';
 import { CLI, eventually, listen, startCli, startEcho, startGateway } from '../helpers/gateway.js';
 import { raw } from '../helpers/http.js';
 import { JwksServer, makeKey, mintToken } from '../auth/helpers.js';
-import { createServer } from 'node:http';
+import { createServer, request } from 'node:http';
 
 
 function cfg(upstream: string, routes = '  - match: { path: /public/** }\n    auth: none'): string {
@@ -191,6 +191,57 @@ describe('SPEC §2: signals', () => {
       expect(res.status).toBe(200);
       expect(res.text()).toBe('done');
       expect(await exited).toBe(0);
+    } finally {
+      await echo.close();
+    }
+  });
+
+  it('SIGTERM past shutdown_grace_s cuts what is still in flight and logs it as cut at shutdown, not as a client that closed', async () => {
+    const arrived: string[] = [];
+    const echo = await startEcho((req, res) => {
+      arrived.push(req.url ?? '');
+      // Never answers /public/hang; /public/stream starts and never ends.
+      if (req.url === '/public/stream') {
+        res.writeHead(200, { 'content-type': 'text/event-stream' });
+        res.write('data: 1\n\n');
+      }
+    });
+    const dir = mkdtempSync(join(tmpdir(), 'mgw-term-cut-'));
+    const file = join(dir, 'gw.yaml');
+    writeFileSync(file, cfg(echo.url).replace('shutdown_grace_s: 5', 'shutdown_grace_s: 0.3'));
+    const gw = await startCli(file);
+    procs.push(gw.proc);
+    try {
+      const outcome = (path: string) =>
+        new Promise<string>((resolve) => {
+          const req = request(`${gw.url}${path}`, (res) => {
+            res.resume();
+            res.on('error', () => resolve(`${res.statusCode} then cut`));
+            res.on('end', () => resolve(`${res.statusCode} ended`));
+          });
+          req.on('error', () => resolve('cut before an answer'));
+          req.end();
+        });
+      const hang = outcome('/public/hang');
+      const stream = outcome('/public/stream');
+      for (let i = 0; i < 200 && arrived.length < 2; i++) await new Promise((r) => setTimeout(r, 10));
+      expect(arrived.sort()).toEqual(['/public/hang', '/public/stream']);
+      const exited = new Promise<number | null>((r) => gw.proc.once('exit', (code) => r(code)));
+      gw.proc.kill('SIGTERM');
+      expect(await hang).toBe('cut before an answer');
+      expect(await stream).toBe('200 then cut');
+      expect(await exited).toBe(0);
+      const lines = gw
+        .logs()
+        .split('\n')
+        .filter((l) => l.startsWith('{'))
+        .map((l) => JSON.parse(l) as Record<string, unknown>);
+      expect(lines.find((l) => l['cause'] === 'shutdown')).toMatchObject({ msg: 'shutdown grace period over; cutting the connections still open', grace_ms: 300, connections: 2 });
+      // The request the upstream had not answered: its upstream abort says why.
+      expect(lines.filter((l) => l['msg'] === 'upstream failed')).toEqual([
+        expect.objectContaining({ err: 'cut at shutdown: the grace period ended before the request did', code: 'shutdown', decision_id: expect.stringMatching(/^dec_/) }),
+      ]);
+      expect(gw.logs()).not.toContain('client closed');
     } finally {
       await echo.close();
     }
