@@ -22,7 +22,8 @@ export interface UpstreamOptions {
 export type ForwardOutcome =
   | { readonly kind: 'response'; readonly status: number; readonly dpopNonce: boolean }
   | { readonly kind: 'error'; readonly code: 'bad_gateway' | 'gateway_timeout'; readonly error: Error }
-  | { readonly kind: 'aborted' };
+  /** The client connection closed first (the client went away, or the gateway cut it at shutdown): `reason` says which. */
+  | { readonly kind: 'aborted'; readonly reason: Error };
 
 export interface ForwardRequest {
   readonly method: string;
@@ -138,8 +139,11 @@ class Exchange implements Dispatcher.DispatchHandler, Holder {
     this.clearDeadline();
     this.release();
     if (!this.res.writableFinished) {
-      this.abort?.(closedReason(this.res));
-      this.settle({ kind: 'aborted' });
+      // Settled before the abort: undici reports the abort through onError at once, which would
+      // otherwise settle it as an upstream failure (a 502 nobody received).
+      const reason = closedReason(this.res);
+      this.settle({ kind: 'aborted', reason });
+      this.abort?.(reason);
     }
   };
 
@@ -162,7 +166,11 @@ class Exchange implements Dispatcher.DispatchHandler, Holder {
 
   onConnect(abort: (err?: Error) => void): void {
     this.abort = abort;
-    if (this.res.destroyed) abort(closedReason(this.res));
+    if (this.res.destroyed) {
+      const reason = closedReason(this.res);
+      this.settle({ kind: 'aborted', reason });
+      abort(reason);
+    }
   }
 
   onHeaders(statusCode: number, rawHeaders: Buffer[], resume: () => void, statusText: string): boolean {
@@ -243,6 +251,6 @@ class Exchange implements Dispatcher.DispatchHandler, Holder {
       // Mid-stream failure: the status is already sent; cut the client connection so it sees the break.
       this.res.destroy(err);
     }
-    this.settle({ kind: 'aborted' });
+    this.settle({ kind: 'aborted', reason: err });
   }
 }

@@ -308,7 +308,11 @@ export class Pipeline {
           writeDenial(ctx.res, denial, ctx.id, null, null);
           d.logger.warn({ decision_id: ctx.id, err: outcome.error.message, code: (outcome.error as { code?: string }).code }, 'upstream failed');
         } else if (outcome.kind === 'aborted' && ctx.upstreamStatus === null) {
+          // Closed before the upstream answered: nginx's 499, as no status reached the client.
           ctx.upstreamStatus = 499;
+          const code = (outcome.reason as { code?: string }).code;
+          if (code === 'shutdown') d.logger.warn({ decision_id: ctx.id, err: outcome.reason.message, code }, 'request cut at shutdown');
+          else d.logger.debug({ decision_id: ctx.id, err: outcome.reason.message }, 'client closed before the upstream answered');
         }
         if (record) {
           this.record(ctx, 'permit', null);

@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { request } from 'undici';
-import { startEcho, startGateway, type TestGateway } from '../helpers/gateway.js';
+import { eventually, startEcho, startGateway, type TestGateway } from '../helpers/gateway.js';
 import { openSocket, raw, rawSocket } from '../helpers/http.js';
 
 const ISSUER = 'http://127.0.0.1:1'; // never contacted by these tests
@@ -328,6 +328,30 @@ describe('upstream failures (SPEC §5, after a permit)', () => {
       const deadline = Date.now() + 3000;
       while (!upstreamClosed && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
       expect(upstreamClosed).toBe(true);
+    } finally {
+      await gw.close();
+      await echo.close();
+    }
+  });
+  it('a client that goes away before the upstream answers is recorded as 499, not as an upstream failure (502)', async () => {
+    let arrived = 0;
+    let upstreamClosed = false;
+    const echo = await startEcho((_req, res) => {
+      arrived++;
+      res.on('close', () => {
+        upstreamClosed = true;
+      }); // never answers
+    });
+    const gw = await startGateway(config(echo.url));
+    try {
+      const ac = new AbortController();
+      const pending = request(`${gw.url}/public/slow`, { signal: ac.signal }).catch(() => null);
+      await eventually(() => arrived === 1 || undefined);
+      ac.abort();
+      await pending;
+      const rec = await eventually(() => gw.evidence().find((r) => r['path'] === '/public/slow'));
+      expect(rec).toMatchObject({ decision: 'permit', upstream_status: 499 });
+      await eventually(() => upstreamClosed || undefined);
     } finally {
       await gw.close();
       await echo.close();
