@@ -59,6 +59,52 @@ export const RESERVED_MEMBERS: ReadonlySet<string> = new Set([...FIXED_MEMBERS, 
  */
 export type RecordLayout = 'fixed' | 'extras';
 
+/**
+ * A growable byte buffer the writer encodes a turn's lines into. Each line is encoded once: its
+ * hash and the write read these bytes (the hash no longer encodes the string on its own, and the
+ * lines are not joined into one string and encoded again for the write).
+ */
+export class LineBuffer {
+  bytes: Buffer;
+  length = 0;
+
+  constructor(private readonly size = 64 * 1024) {
+    this.bytes = Buffer.allocUnsafe(size);
+  }
+
+  /** Empties the buffer for reuse; one a burst grew past 1 MiB goes back to its first size. */
+  reset(): void {
+    this.length = 0;
+    if (this.bytes.length > 1024 * 1024) this.bytes = Buffer.allocUnsafe(this.size);
+  }
+
+  /** Room for `n` more bytes. */
+  private reserve(n: number): void {
+    if (this.length + n > this.bytes.length) {
+      const next = Buffer.allocUnsafe(Math.max(this.bytes.length * 2, this.length + n));
+      this.bytes.copy(next, 0, 0, this.length);
+      this.bytes = next;
+    }
+  }
+
+  /** Appends `s`, UTF-8 encoded. */
+  text(s: string): void {
+    this.reserve(s.length * 3);
+    this.length += this.bytes.write(s, this.length);
+  }
+
+  /** Appends a newline. */
+  newline(): void {
+    this.reserve(1);
+    this.bytes[this.length++] = 0x0a;
+  }
+
+  /** The bytes from `start` to the end (a view: valid until the buffer is reused). */
+  since(start: number): Buffer {
+    return this.bytes.subarray(start, this.length);
+  }
+}
+
 /** Printable ASCII without `"` and `\`: JSON.stringify writes such a string as is, between quotes. */
 const PLAIN = /^[\x20\x21\x23-\x5b\x5d-\x7e]*$/;
 

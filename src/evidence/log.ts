@@ -24,6 +24,7 @@
  * - One writer per file: two gateways appending to the same file would interleave two chains.
  */
 import { once } from 'node:events';
+import { isatty } from 'node:tty';
 import { createWriteStream, fstatSync, statSync, writeSync, type WriteStream } from 'node:fs';
 import { appendFile, open, stat } from 'node:fs/promises';
 import { sign } from 'node:crypto';
@@ -31,7 +32,7 @@ import type { Writable } from 'node:stream';
 import { jcs } from '../authority/json.js';
 import type { Logger } from '../observability/logger.js';
 import type { Metrics } from '../observability/metrics.js';
-import { ENVELOPE_FORMAT, JWS_CTY, JWS_TYP, lineHash, orderRecord, preorderedLine, type RecordLayout } from './format.js';
+import { ENVELOPE_FORMAT, JWS_CTY, JWS_TYP, LineBuffer, lineHash, orderRecord, preorderedLine, type RecordLayout } from './format.js';
 import { loadSigningKey, type SigningKey } from './keys.js';
 import type { EvidenceRecord, EvidenceSink } from './record.js';
 
@@ -139,6 +140,16 @@ export const EVIDENCE_FILE_MODE = 0o640;
 /** Records of failed writes kept for the reopened file; beyond this they are lost (and counted). */
 export const MAX_UNWRITTEN = 1000;
 
+/** `fd` when lines can be written to it directly (a regular file, or a device that is not a terminal), else null. */
+function directFd(fd: number): number | null {
+  try {
+    const st = fstatSync(fd);
+    return st.isFile() || (st.isCharacterDevice() && !isatty(fd)) ? fd : null;
+  } catch {
+    return null;
+  }
+}
+
 interface Signer {
   readonly key: SigningKey;
   /** base64url of the protected header, computed once. */
@@ -152,8 +163,14 @@ export class EvidenceLog implements EvidenceSink {
   private readonly retryMs: number;
   private stream: Writable | null = null;
   private file: WriteStream | null = null;
-  /** The open file's descriptor when it is a regular file (appended to directly); null for a FIFO or device, which go through the stream. */
+  /**
+   * The descriptor lines are written to directly, bypassing the stream: an open regular file, or
+   * stdout/stderr when it is a regular file or a device other than a terminal (/dev/null), which
+   * Node's stream writes synchronously anyway. Null for a FIFO, a pipe or a terminal: the stream.
+   */
   private appendFd: number | null = null;
+  /** Where each turn's lines are encoded (reused: written, or copied for a stream, before the next turn). */
+  private readonly out = new LineBuffer();
   private sequence = 0;
   private prevHash: string | null = null;
   private queue: EvidenceRecord[] = [];
@@ -193,6 +210,7 @@ export class EvidenceLog implements EvidenceSink {
       const s = opts.sink === 'stdout' ? process.stdout : process.stderr;
       s.on('error', (err: Error) => log.fail(err));
       log.stream = s;
+      log.appendFd = directFd(opts.sink === 'stdout' ? 1 : 2);
       opts.metrics.evidenceHealthy.set(1);
     } else {
       await log.openFile();
@@ -273,10 +291,11 @@ export class EvidenceLog implements EvidenceSink {
     }
     const { chunk, written } = this.lines(batch, layouts);
     if (written.length === 0) return;
-    if (stream === this.file && this.appendFd !== null && this.writeFileSync(this.file, this.appendFd, chunk, written)) return;
+    if (this.appendFd !== null && this.writeDirect(stream, this.appendFd, chunk, written)) return;
     // The callback sees this chunk's fate: records of a failed write are counted here (they missed
-    // their moment even if the reopened file gets them) and kept for the reopen.
-    const ok = stream.write(chunk, (err) => {
+    // their moment even if the reopened file gets them) and kept for the reopen. The stream gets
+    // its own copy: `chunk` is a view of the buffer the next turn reuses.
+    const ok = stream.write(Buffer.from(chunk), (err) => {
       if (err) this.keepUnwritten(written);
     });
     if (!ok && stream.writableLength > this.maxPending && !this.congested) {
@@ -291,16 +310,15 @@ export class EvidenceLog implements EvidenceSink {
   };
 
   /**
-   * Appends one turn's lines to a regular file with a direct write(2), when the stream has nothing of its
-   * own still pending (else the stream keeps the order). A page-cache append costs a few
-   * microseconds; the stream's thread-pool round trip costs more than that on the request path. An
-   * error fails the sink exactly as a failed stream write does. Returns false when the stream must
-   * carry this chunk.
+   * Appends one turn's lines to `fd` (appendFd) with a direct write(2), when the stream has nothing
+   * of its own still pending (else the stream keeps the order). A page-cache append costs a few
+   * microseconds; a file stream's thread-pool round trip costs more than that on the request path.
+   * An error fails the sink exactly as a failed stream write does. Returns false when the stream
+   * must carry this chunk.
    */
-  private writeFileSync(file: WriteStream, fd: number, chunk: string, written: readonly EvidenceRecord[]): boolean {
-    if (file.writableLength > 0) return false;
+  private writeDirect(stream: Writable, fd: number, bytes: Buffer, written: readonly EvidenceRecord[]): boolean {
+    if (stream.writableLength > 0) return false;
     try {
-      const bytes = Buffer.from(chunk, 'utf8');
       for (let off = 0; off < bytes.length; ) off += writeSync(fd, bytes, off, bytes.length - off);
     } catch (err) {
       this.keepUnwritten(written);
@@ -309,19 +327,19 @@ export class EvidenceLog implements EvidenceSink {
     return true;
   }
 
-  /** The lines of `records` in order, and the records that have one. */
-  private lines(records: readonly EvidenceRecord[], layouts?: readonly (RecordLayout | undefined)[]): { chunk: string; written: EvidenceRecord[] } {
-    const out: string[] = [];
+  /**
+   * The lines of `records` in order, encoded into `this.out` from its start, and the records that
+   * have one. The returned bytes are a view of that buffer: written or copied before the next call.
+   */
+  private lines(records: readonly EvidenceRecord[], layouts?: readonly (RecordLayout | undefined)[]): { chunk: Buffer; written: EvidenceRecord[] } {
+    const out = this.out;
+    out.reset();
     const written: EvidenceRecord[] = [];
     for (let i = 0; i < records.length; i++) {
       const r = records[i]!;
-      const line = this.line(r, layouts?.[i]);
-      if (line === null) continue;
-      out.push(line);
-      written.push(r);
+      if (this.append(r, layouts?.[i])) written.push(r);
     }
-    // One join: a flat string, encoded once (a `+=` chain would be flattened again on encoding).
-    return { chunk: out.length === 0 ? '' : out.join('\n') + '\n', written };
+    return { chunk: out.since(0), written };
   }
 
   private keepUnwritten(records: readonly EvidenceRecord[]): void {
@@ -332,39 +350,39 @@ export class EvidenceLog implements EvidenceSink {
     this.unwritten.push(...(records.length <= room ? records : records.slice(0, room)));
   }
 
-  /** Serializes, signs and chains one record; null (and counted) when it has no JSON form. */
-  private line(record: EvidenceRecord, layout: RecordLayout | undefined): string | null {
-    let line: string;
+  /**
+   * Serializes, signs and chains one record: its line and newline appended to `this.out`, the chain
+   * moved on to it. False (nothing appended, counted) when it has no JSON form.
+   */
+  private append(record: EvidenceRecord, layout: RecordLayout | undefined): boolean {
+    const out = this.out;
+    const start = out.length;
     try {
       if (this.signer === null && layout !== undefined) {
-        line = preorderedLine(record, layout, this.sequence + 1, this.prevHash);
-        this.sequence += 1;
-        this.prevHash = lineHash(line);
-        return line;
+        out.text(preorderedLine(record, layout, this.sequence + 1, this.prevHash));
+      } else {
+        const ordered = orderRecord(record, this.sequence + 1, this.prevHash);
+        if (this.signer !== null) {
+          const signingInput = this.signer.header + '.' + Buffer.from(jcs(ordered), 'utf8').toString('base64url');
+          const signature = sign('sha256', Buffer.from(signingInput), { key: this.signer.key.privateKey, dsaEncoding: 'ieee-p1363' });
+          ordered['evidence_envelope'] = { format: ENVELOPE_FORMAT, value: signingInput + '.' + signature.toString('base64url') };
+        }
+        out.text(JSON.stringify(ordered));
       }
     } catch (err) {
-      return this.unserializable(record, err);
-    }
-    const ordered = orderRecord(record, this.sequence + 1, this.prevHash);
-    try {
-      if (this.signer !== null) {
-        const signingInput = this.signer.header + '.' + Buffer.from(jcs(ordered), 'utf8').toString('base64url');
-        const signature = sign('sha256', Buffer.from(signingInput), { key: this.signer.key.privateKey, dsaEncoding: 'ieee-p1363' });
-        ordered['evidence_envelope'] = { format: ENVELOPE_FORMAT, value: signingInput + '.' + signature.toString('base64url') };
-      }
-      line = JSON.stringify(ordered);
-    } catch (err) {
-      return this.unserializable(record, err);
+      out.length = start;
+      this.unserializable(record, err);
+      return false;
     }
     this.sequence += 1;
-    this.prevHash = lineHash(line);
-    return line;
+    this.prevHash = lineHash(out.since(start));
+    out.newline();
+    return true;
   }
 
-  private unserializable(record: EvidenceRecord, err: unknown): null {
+  private unserializable(record: EvidenceRecord, err: unknown): void {
     this.opts.metrics.evidenceFailures.inc();
     this.opts.logger.error({ err: (err as Error).message, evidence_id: String(record.evidence_id) }, 'evidence record has no JSON form; not written');
-    return null;
   }
 
   private async openFile(): Promise<void> {
@@ -414,8 +432,9 @@ export class EvidenceLog implements EvidenceSink {
     }
     const pending = this.unwritten;
     const { chunk } = this.lines(from === 0 ? pending : pending.slice(from));
-    if (chunk !== '') {
-      await new Promise<void>((resolve, reject) => file.write(chunk, (err) => (err ? reject(err) : resolve())));
+    if (chunk.length > 0) {
+      const bytes = Buffer.from(chunk); // its own copy: `chunk` is a view of the buffer the next turn reuses
+      await new Promise<void>((resolve, reject) => file.write(bytes, (err) => (err ? reject(err) : resolve())));
     }
     this.unwritten = [];
   }

@@ -134,6 +134,55 @@ describe('SPEC §9 evidence records and chain', () => {
   });
 });
 
+describe('one turn\'s lines are encoded once into a reused buffer', () => {
+  it('turn after turn, non-ASCII members and a turn past the buffer\'s first size keep exact lines and an unbroken chain', async () => {
+    const file = join(dir, 'e.log');
+    const log = await EvidenceLog.open({ sink: file, metrics, logger });
+    const turn = (from: number, n: number, over: (i: number) => Partial<EvidenceRecord>) =>
+      new Promise<void>((resolve) => {
+        for (let i = from; i < from + n; i++) log.write(record(i, over(i)), i % 3 === 0 ? undefined : 'fixed');
+        setImmediate(resolve);
+      });
+    await turn(1, 5, (i) => ({ subject: `usér ${i} \u2028 "q"`, path: `/p/${i}` }));
+    await turn(6, 400, (i) => ({ path: `/long/${'ü'.repeat(200)}/${i}` })); // ~400 x 1 KB: past 64 KiB in one turn
+    await turn(406, 3, () => ({}));
+    await log.close();
+    const ls = lines(file);
+    expect(ls).toHaveLength(408);
+    for (let i = 0; i < ls.length; i++) {
+      const p = JSON.parse(ls[i]!) as Record<string, unknown>;
+      expect(p['sequence']).toBe(i + 1);
+      expect(p['prev_hash']).toBe(i === 0 ? null : hash(ls[i - 1]!));
+    }
+    expect((JSON.parse(ls[0]!) as { subject: string }).subject).toBe('usér 1 \u2028 "q"');
+    expect(await verifyEvidenceFile(file)).toEqual({ ok: true, records: 408, signaturesVerified: 0, breaks: 0 });
+  });
+
+  it('stdout that is a regular file is written directly, in order, with the chain intact', async () => {
+    const file = join(dir, 'stdout.log');
+    const dist = join(__dirname, '../../dist/evidence/log.js');
+    const script = `
+      const { EvidenceLog } = await import(${JSON.stringify(dist)});
+      const { Metrics } = await import(${JSON.stringify(join(__dirname, '../../dist/observability/metrics.js'))});
+      const { pino } = await import('pino');
+      const log = await EvidenceLog.open({ sink: 'stdout', metrics: new Metrics({ defaultMetrics: false }), logger: pino({ level: 'silent' }) });
+      const rec = (n) => ({ evidence_id: 'evd_' + n, decision_id: 'dec_' + n, decision: 'permit', denial_reason: null, evaluated_at: '2026-11-02T08:14:03.000Z', audience: 'https://a', method: 'GET', path: '/x/' + n, action: null, subject: null, client_id: null, actor: null, token_jti: null, jkt: null, mission: null, parameter_digest: null, upstream_status: 200, duration_ms: 1 });
+      for (let t = 0; t < 3; t++) { for (let i = 1; i <= 50; i++) log.write(rec(t * 50 + i), 'fixed'); await new Promise((r) => setImmediate(r)); }
+      await log.close();
+    `;
+    const { openSync, closeSync } = await import('node:fs');
+    const fd = openSync(file, 'w');
+    try {
+      execFileSync(process.execPath, ['--input-type=module', '-e', script], { stdio: ['ignore', fd, 'inherit'], cwd: join(__dirname, '../..') });
+    } finally {
+      closeSync(fd);
+    }
+    const ls = lines(file);
+    expect(ls.map((l) => (JSON.parse(l) as { path: string }).path)).toEqual(Array.from({ length: 150 }, (_, i) => `/x/${i + 1}`));
+    expect(await verifyEvidenceFile(file)).toEqual({ ok: true, records: 150, signaturesVerified: 0, breaks: 0 });
+  });
+});
+
 describe('verify-evidence detects tampering (SPEC §9 chain)', () => {
   let file: string;
   beforeEach(async () => {
