@@ -176,7 +176,9 @@ class McpHandler implements Handler {
 
     const forwardItems = denied === null ? parsed.items : parsed.items.filter((_, i) => !denied.has(i));
     if (forwardItems.length === 0) {
-      answerDirectly(ctx, pipeline, parsed.batch ? answers : answers[0]);
+      // Nothing forwarded, so no record carries the request's own id: the header names the first
+      // denial's (SPEC section 5: Mission-Decision is a record's decision_id).
+      answerDirectly(ctx, pipeline, parsed.batch ? answers : answers[0], answers[0]?.result.structuredContent.decision_id ?? ctx.id);
       return;
     }
 

@@ -41,12 +41,12 @@ export interface RelayPlan {
 }
 
 /** Answers the client without the upstream (every gated message was denied). */
-export function answerDirectly(ctx: RequestContext, pipeline: Pipeline, payload: unknown): void {
+export function answerDirectly(ctx: RequestContext, pipeline: Pipeline, payload: unknown, decisionId = ctx.id): void {
   const text = JSON.stringify(payload);
   const headers: Record<string, string> = {
     'content-type': 'application/json',
     'content-length': String(Buffer.byteLength(text)),
-    'mission-decision': ctx.id,
+    'mission-decision': decisionId,
     'cache-control': 'no-store',
   };
   if (ctx.dpopNonce !== null) headers['dpop-nonce'] = ctx.dpopNonce;

@@ -158,6 +158,10 @@ for (const json of [false, true]) {
       const ms = await messages(res);
       expect(ms.map((m) => m['id'])).toEqual([1, 2]);
       expect(hh.upstreamCalls.filter((c) => c['tool'] !== undefined)).toEqual([]);
+      // The header names a decision some record carries: the first denial's (SPEC section 5).
+      const first = (ms[0]!['result'] as { structuredContent: { decision_id: string } }).structuredContent.decision_id;
+      expect(res.headers.get('mission-decision')).toBe(first);
+      expect(hh.records.filter((r) => r.decision_id === first).map((r) => [r.decision, r['jsonrpc_id']])).toEqual([['deny', 1]]);
     });
 
     it('a batch of one allowed and one denied call: one upstream answer (an object, not an array) merged with the denial', async () => {
