@@ -33,8 +33,11 @@ export function rawHeaderLines(raw: readonly string[], name: string): string[] {
   return out;
 }
 
-/** Always removed towards the upstream and towards the client. */
-const HOP_BY_HOP = ['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'te', 'trailer', 'upgrade', 'proxy-authenticate', 'proxy-authorization', 'http2-settings', 'host'];
+/**
+ * Always removed towards the upstream. `expect`: Node's server has already answered a client's
+ * `100-continue` itself, and the body follows; forwarded, undici refuses the request (a 502).
+ */
+const HOP_BY_HOP = ['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'te', 'trailer', 'upgrade', 'proxy-authenticate', 'proxy-authorization', 'http2-settings', 'host', 'expect'];
 
 /** Set by the gateway only; a client's copy never reaches the upstream. */
 export const GATEWAY_SET = [
@@ -131,6 +134,9 @@ export function upstreamHeaders(
     }
     // The proxy's word on the client (X-Forwarded-Port, -Prefix, X-Real-IP, ...) only from a proxy.
     if (!trusted && lower.charCodeAt(0) === 120 /* x */ && (lower.startsWith('x-forwarded-') || lower === 'x-real-ip')) continue;
+    // CGI, WSGI, PHP and Rack read `X_Mission_Id` as `X-Mission-Id` (both HTTP_X_MISSION_ID): an
+    // underscore spelling of a name the gateway sets or strips is that name, and dropped with it.
+    if (lower.includes('_') && underscoreAlias(lower, policy.drop)) continue;
     out.push(name, value);
   }
   if (connection !== null) dropNamed(out, connection);
@@ -141,6 +147,16 @@ export function upstreamHeaders(
   out.push('mission-decision', identity.decisionId);
   for (const [k, v] of identity.mission) out.push(k, v);
   return out;
+}
+
+/**
+ * Whether a header name with underscores folds (`_` read as `-`, as CGI-style servers do) onto one
+ * the gateway drops, or onto the proxy's word on the client (`x-forwarded-*`, `x-real-ip`, which
+ * no proxy spells with underscores).
+ */
+function underscoreAlias(lower: string, drop: ReadonlySet<string>): boolean {
+  const folded = lower.replaceAll('_', '-');
+  return drop.has(folded) || folded.startsWith('x-forwarded-') || folded === 'x-real-ip';
 }
 
 /**

@@ -132,6 +132,35 @@ describe('SPEC §4/§5/§6: a transparent proxy on auth: none routes', () => {
     expect(h['x-forwarded-for']).toBe('127.0.0.1');
   });
 
+  it('SPEC §6: underscore spellings of identity, forwarding and credential headers are dropped (CGI, WSGI, PHP and Rack read X_Mission_Id as X-Mission-Id)', async () => {
+    const r = await raw(gw.url, {
+      path: '/public/underscores',
+      headers: {
+        X_Mission_Id: 'msn_spoof',
+        X_Mission_Subject: 'root',
+        Mission_Decision: 'dec_spoof',
+        X_Forwarded_For: '6.6.6.6',
+        'X-Forwarded_Host': 'evil.example',
+        X_Real_IP: '6.6.6.6',
+        Mission_Reference: 'id="msn_1", issuer="https://as.example"',
+        X_Custom_Header: 'kept',
+      },
+    });
+    const h = r.json()['headers'] as Record<string, string>;
+    for (const name of ['x_mission_id', 'x_mission_subject', 'mission_decision', 'x_forwarded_for', 'x-forwarded_host', 'x_real_ip', 'mission_reference']) expect(h[name], name).toBeUndefined();
+    expect(h['x_custom_header']).toBe('kept');
+    expect(h['x-forwarded-for']).toBe('127.0.0.1');
+    expect(h['mission-decision']).toMatch(/^dec_/);
+  });
+
+  it('Expect: 100-continue: the client gets 100 Continue from the gateway, the upstream gets the body without Expect', async () => {
+    const out = await rawSocket(gw.url, 'POST /public/upload HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nExpect: 100-continue\r\nConnection: close\r\n\r\nhello');
+    expect(out).toMatch(/^HTTP\/1\.1 100 Continue\r\n\r\nHTTP\/1\.1 200 /);
+    const echoed = JSON.parse(out.slice(out.indexOf('\r\n\r\n{') + 4)) as { headers: Record<string, string>; bytes: number };
+    expect(echoed.headers['expect']).toBeUndefined();
+    expect(echoed.bytes).toBe(5);
+  });
+
   it('refuses a request smuggling attempt (Content-Length with Transfer-Encoding) with 400', async () => {
     const out = await rawSocket(gw.url, 'POST /public/x HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /admin HTTP/1.1\r\nHost: a\r\n\r\n');
     expect(out).toMatch(/^HTTP\/1\.1 400/);
