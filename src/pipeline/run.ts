@@ -156,6 +156,8 @@ export class Pipeline {
       ({ path, search } = normalizeTarget(req.url ?? ''));
     } catch (err) {
       bad = err as PathError;
+      // The record keeps what was asked for (printable ASCII, the rest percent-encoded), not "/".
+      path = attemptedTarget(req.url ?? '');
     }
     const ctx = newRequestContext({ id, started, req, res, method: req.method ?? 'GET', path, search, clientIp: req.socket.remoteAddress ?? '', audience: this.deps.resource });
     // Two Host headers is request smuggling bait; none is malformed from HTTP/1.1 on (RFC 9112
@@ -165,6 +167,11 @@ export class Pipeline {
       const hosts = hostFields(req.rawHeaders);
       if (hosts > 1) bad = new PathError('duplicate Host header');
       else if (hosts === 0 && hostRequired(req)) bad = new PathError('missing Host header');
+      // Node's parser takes HTTP/2.0 (and 1.2) on a request line and would have it proxied as 1.1.
+      else if (req.httpVersionMajor !== 1 || req.httpVersionMinor > 1) bad = new PathError(`HTTP/${req.httpVersion} is not supported`);
+      // A transfer coding other than chunked would reach the upstream still applied to the body,
+      // with nothing saying so (RFC 9112 section 6.1: a server that does not understand it refuses).
+      else if (hasForeignCoding(req.rawHeaders)) bad = new PathError('a transfer coding other than chunked');
     }
     if (bad !== null) {
       this.deny(ctx, new Denial('request_malformed', { description: 'the request line or headers are not acceptable', cause: bad }));
@@ -430,6 +437,47 @@ export function layoutOf(extra: Record<string, unknown> | undefined): RecordLayo
 }
 
 const NO_IDENTITY: readonly (readonly [string, string])[] = [];
+
+/** At most this much of a refused request target is kept in its record. */
+const ATTEMPT_MAX = 2048;
+
+/**
+ * A refused request target as its record's `path`: printable ASCII as it is (but `"` and `\`),
+ * anything else percent-encoded, cut at ATTEMPT_MAX characters; so it writes into the record as it
+ * is (format.ts RecordLayout).
+ */
+export function attemptedTarget(target: string): string {
+  let out = '';
+  for (const ch of target.length > ATTEMPT_MAX ? target.slice(0, ATTEMPT_MAX) : target) {
+    const c = ch.codePointAt(0)!;
+    out += c > 0x20 && c < 0x7f && c !== 0x22 && c !== 0x5c ? ch : percentEncoded(ch);
+  }
+  return out === '' ? '/' : out;
+}
+
+function percentEncoded(ch: string): string {
+  const c = ch.codePointAt(0)!;
+  // Node reads the request line's bytes as latin1: a code unit up to 0xFF is the byte received.
+  if (c <= 0xff) return '%' + (c < 16 ? '0' : '') + c.toString(16).toUpperCase();
+  let out = '';
+  // A lone surrogate has no UTF-8 form: written as U+FFFD's bytes.
+  for (const b of Buffer.from(LONE_SURROGATE.test(ch) ? '\uFFFD' : ch, 'utf8')) out += '%' + (b < 16 ? '0' : '') + b.toString(16).toUpperCase();
+  return out;
+}
+
+/** Whether a Transfer-Encoding field names a coding other than chunked (Node's parser has already required chunked last). */
+function hasForeignCoding(raw: readonly string[]): boolean {
+  for (let i = 0; i < raw.length; i += 2) {
+    const k = raw[i]!;
+    if (k.length === 17 && k.toLowerCase() === 'transfer-encoding') {
+      for (const coding of raw[i + 1]!.split(',')) {
+        const c = coding.trim().toLowerCase();
+        if (c !== 'chunked' && c !== '') return true;
+      }
+    }
+  }
+  return false;
+}
 
 /** `next` after `step`: at once when `step` finished synchronously, else when its promise does. */
 function then(step: void | Promise<void>, next: () => void | Promise<void>): void | Promise<void> {

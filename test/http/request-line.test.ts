@@ -1,0 +1,71 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { eventually, startEcho, startGateway, type TestGateway } from '../helpers/gateway.js';
+import { rawSocket } from '../helpers/http.js';
+import { attemptedTarget } from '../../src/pipeline/run.js';
+
+let echo: Awaited<ReturnType<typeof startEcho>>;
+let gw: TestGateway;
+
+beforeAll(async () => {
+  echo = await startEcho();
+  gw = await startGateway(`
+listen: { host: 127.0.0.1, port: 0 }
+admin: { host: 127.0.0.1, port: 0 }
+public_base_url: https://api.example.com
+resource: https://api.example.com
+upstream: { url: ${echo.url} }
+log: { level: warn }
+routes:
+  - match: { path: /** }
+    auth: none
+`);
+});
+
+afterAll(async () => {
+  await gw.close();
+  await echo.close();
+});
+
+const recordFor = (decisionId: string) => eventually(() => gw.evidence().find((r) => r['decision_id'] === decisionId));
+const decisionOf = (out: string) => /mission-decision: (\S+)/i.exec(out)?.[1] ?? '';
+
+describe('request lines and framings the gateway does not speak are refused, with evidence (SPEC section 5)', () => {
+  it('HTTP/2.0 (or 1.2) on a request line is 400 request_malformed, not proxied as HTTP/1.1', async () => {
+    for (const version of ['2.0', '1.2']) {
+      const before = echo.requests.length;
+      const out = await rawSocket(gw.url, `GET /public/v HTTP/${version}\r\nHost: a\r\nConnection: close\r\n\r\n`);
+      expect(out, version).toMatch(/^HTTP\/1\.1 400/);
+      expect(echo.requests.length).toBe(before);
+      if (version === '2.0') {
+        expect(out).toContain('"denial_reason":"request_malformed"');
+        expect(await recordFor(decisionOf(out))).toMatchObject({ decision: 'deny', denial_reason: 'request_malformed', path: '/public/v' });
+      }
+    }
+  });
+
+  it('a transfer coding other than chunked (gzip, chunked) is refused: the upstream would get a coded body with nothing saying so', async () => {
+    const before = echo.requests.length;
+    const out = await rawSocket(gw.url, 'POST /public/te HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\nConnection: close\r\n\r\n5\r\nhello\r\n0\r\n\r\n');
+    expect(out).toMatch(/^HTTP\/1\.1 400/);
+    expect(out).toContain('"denial_reason":"request_malformed"');
+    expect(echo.requests.length).toBe(before);
+    // chunked alone still goes through
+    const ok = await rawSocket(gw.url, 'POST /public/te HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n5\r\nhello\r\n0\r\n\r\n');
+    expect(ok).toMatch(/^HTTP\/1\.1 200/);
+    expect(echo.requests.at(-1)!.body.toString()).toBe('hello');
+  });
+
+  it('the record of a refused request target keeps what was asked for, not "/"', async () => {
+    const out = await rawSocket(gw.url, 'GET /a/%zz/b?x=1 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n');
+    expect(out).toMatch(/^HTTP\/1\.1 400/);
+    expect(await recordFor(decisionOf(out))).toMatchObject({ decision: 'deny', path: '/a/%zz/b?x=1' });
+  });
+
+  it('attemptedTarget: printable ASCII kept, quotes, backslashes, controls and other bytes percent-encoded, long targets cut', () => {
+    expect(attemptedTarget('/a/%2e%2e/b')).toBe('/a/%2e%2e/b');
+    expect(attemptedTarget('/a"b\\c d\x00\xe9')).toBe('/a%22b%5Cc%20d%00%E9');
+    expect(attemptedTarget('/x/\u20ac\ud800')).toBe('/x/%E2%82%AC%EF%BF%BD');
+    expect(attemptedTarget('')).toBe('/');
+    expect(attemptedTarget('/' + 'a'.repeat(5000))).toHaveLength(2048);
+  });
+});
