@@ -111,6 +111,7 @@ export class Gateway {
       const status = err.code === 'HPE_HEADER_OVERFLOW' ? 431 : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 408 : 400;
       const body = JSON.stringify({ error: 'invalid_request', error_description: 'malformed HTTP request', denial_reason: 'request_malformed', decision_id: null });
       socket.end(`HTTP/1.1 ${status} ${status === 431 ? 'Request Header Fields Too Large' : status === 408 ? 'Request Timeout' : 'Bad Request'}\r\ncontent-type: application/json\r\ncontent-length: ${body.length}\r\nconnection: close\r\n\r\n${body}`);
+      closeWhenAnswered(socket);
     });
     const admin = createServer((req, res) => this.onAdmin(req, res));
     await Promise.all([listenOn(proxy, c.listen.host, c.listen.port), listenOn(admin, c.admin.host, c.admin.port)]);
@@ -328,6 +329,23 @@ async function buildRuntime(config: Config, longLived: LongLived, metrics: Metri
     documents: parts.prm.paths,
     pushPath: config.mission.events.push_path,
   };
+}
+
+/** How long an answer to a protocol error (400, 408, 431) may take to flush before its connection is cut. */
+const ERROR_ANSWER_FLUSH_MS = 2000;
+
+/**
+ * A connection answered at the protocol level is finished. `end()` only half-closes it: a client
+ * that never closes its own end would keep the socket, and a file descriptor, for as long as it
+ * likes (the slowloris defence would then only move the exhaustion from connections to fds). Once
+ * the answer and the FIN are written the socket is destroyed; one whose answer cannot be flushed
+ * (a client that does not read) is destroyed after ERROR_ANSWER_FLUSH_MS.
+ */
+function closeWhenAnswered(socket: Socket): void {
+  const timer = setTimeout(() => socket.destroy(), ERROR_ANSWER_FLUSH_MS);
+  timer.unref();
+  socket.once('finish', () => socket.destroy());
+  socket.once('close', () => clearTimeout(timer));
 }
 
 async function closeRuntime(rt: Runtime): Promise<void> {

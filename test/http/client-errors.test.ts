@@ -1,0 +1,78 @@
+/**
+ * Connections the gateway answers at the protocol level (408 headers timeout, 400 malformed head,
+ * 431): what happens to the connection afterwards, and requests the parser must not cut short.
+ */
+import type { ChildProcess } from 'node:child_process';
+import { existsSync, mkdtempSync, readdirSync, writeFileSync } from 'node:fs';
+import { connect, type Socket } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { eventually, startCli, startEcho } from '../helpers/gateway.js';
+
+const procs: ChildProcess[] = [];
+const clients: Socket[] = [];
+afterEach(() => {
+  for (const s of clients.splice(0)) s.destroy();
+  for (const p of procs.splice(0)) p.kill('SIGKILL');
+});
+
+/** A client that reads everything, never closes its end, and remembers whether it saw the FIN. */
+function silentClient(url: string, bytes: string): Promise<{ socket: Socket; received: () => string; ended: () => boolean }> {
+  const u = new URL(url);
+  return new Promise((resolve, reject) => {
+    let got = '';
+    let ended = false;
+    const socket = connect({ port: Number(u.port), host: u.hostname, allowHalfOpen: true }, () => {
+      socket.write(bytes);
+      resolve({ socket, received: () => got, ended: () => ended });
+    });
+    clients.push(socket);
+    socket.on('data', (c: Buffer) => (got += c.toString('latin1')));
+    socket.on('end', () => (ended = true));
+    socket.once('error', reject);
+  });
+}
+
+describe('connections answered with a protocol error are closed, not left half-open', () => {
+  it.runIf(existsSync('/proc/self/fd'))('frees the socket and its fd after a 408 or 400, even when the client keeps its end open', async () => {
+    const echo = await startEcho();
+    const dir = mkdtempSync(join(tmpdir(), 'mgw-halfopen-'));
+    const file = join(dir, 'gw.yaml');
+    writeFileSync(
+      file,
+      `listen: { host: 127.0.0.1, port: 0 }
+admin: { host: 127.0.0.1, port: 0 }
+public_base_url: http://localhost:8080
+resource: http://localhost:8080
+upstream: { url: ${echo.url}, timeout_s: 5 }
+routes:
+  - match: { path: /public/** }
+    auth: none
+evidence: { sink: ${JSON.stringify(join(dir, 'evidence.jsonl'))} }
+limits: { headers_timeout_s: 1, request_timeout_s: 2, keep_alive_timeout_s: 1 }
+log: { level: info }
+`,
+    );
+    const gw = await startCli(file);
+    procs.push(gw.proc);
+    try {
+      const fds = (): number => readdirSync(`/proc/${gw.proc.pid}/fd`).length;
+      const before = fds();
+      const silent = await Promise.all(Array.from({ length: 30 }, () => silentClient(gw.url, 'GET /public/a HTTP/1.1\r\nHost: a\r\n')));
+      const malformed = await Promise.all(Array.from({ length: 10 }, () => silentClient(gw.url, 'GET /public/a HTTP/1.1\r\nHost: a\r\nBad Header\r\n\r\n')));
+      // The silent ones are open until their headers timeout.
+      await eventually(() => fds() >= before + 30, 5000);
+      // Every client gets its answer and the FIN...
+      await eventually(() => [...silent, ...malformed].every((c) => c.ended()), 8000);
+      expect(silent.every((c) => /^HTTP\/1\.1 408 /.test(c.received()))).toBe(true);
+      expect(malformed.every((c) => /^HTTP\/1\.1 400 /.test(c.received()))).toBe(true);
+      // ...and the gateway lets go of the connections although none of the clients closed.
+      await eventually(() => fds() <= before + 2, 4000);
+      expect(echo.requests.length).toBe(0);
+    } finally {
+      gw.proc.kill('SIGKILL');
+      await echo.close();
+    }
+  });
+});
