@@ -94,6 +94,10 @@ export class Gateway {
       (req, res) => this.onRequest(req, res),
     );
     proxy.maxRequestsPerSocket = c.limits.max_requests_per_socket;
+    // Node keeps the first 1000 fields of a head and drops the rest without an error, Content-Length
+    // included: the request would go upstream without its framing or body. No count limit leaves
+    // limits.max_header_bytes (431) as the only bound, and a head within it arrives whole.
+    proxy.maxHeadersCount = 0;
     const connections = this.longLived.connections;
     const sockets = this.sockets;
     proxy.on('connection', (socket: Socket) => {

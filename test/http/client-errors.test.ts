@@ -8,7 +8,8 @@ import { connect, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { eventually, startCli, startEcho } from '../helpers/gateway.js';
+import { eventually, startCli, startEcho, startGateway } from '../helpers/gateway.js';
+import { rawSocket } from '../helpers/http.js';
 
 const procs: ChildProcess[] = [];
 const clients: Socket[] = [];
@@ -72,6 +73,58 @@ log: { level: info }
       expect(echo.requests.length).toBe(0);
     } finally {
       gw.proc.kill('SIGKILL');
+      await echo.close();
+    }
+  });
+});
+
+describe('a request head with many fields', () => {
+  it('forwards every field of a head under limits.max_header_bytes, past 1000 fields: framing and body are not cut off', async () => {
+    const echo = await startEcho();
+    echo.server.maxHeadersCount = 0; // the test upstream must see every field too
+    const gw = await startGateway(`public_base_url: http://localhost:8080
+resource: http://localhost:8080
+upstream: { url: ${echo.url}, timeout_s: 5 }
+routes:
+  - match: { path: /public/** }
+    auth: none
+`);
+    try {
+      const filler = Array.from({ length: 1100 }, (_, i) => `X-F${i}: 1\r\n`).join('');
+      const body = '{"amount":"100"}';
+      const head = `POST /public/many HTTP/1.1\r\nHost: a\r\n${filler}Content-Type: application/json\r\nContent-Length: ${body.length}\r\nConnection: close\r\n\r\n`;
+      expect(head.length).toBeLessThan(16384);
+      const out = await rawSocket(gw.url, head + body, 5000);
+      expect(out).toMatch(/^HTTP\/1\.1 200 /);
+      expect(echo.requests).toHaveLength(1);
+      const got = echo.requests[0]!;
+      expect(got.body.toString()).toBe(body);
+      expect(got.headers['content-type']).toBe('application/json');
+      expect(got.headers['x-f1099']).toBe('1');
+    } finally {
+      await gw.close();
+      await echo.close();
+    }
+  });
+
+  it('refuses with 431, and forwards nothing, a head of short fields past limits.max_header_bytes', async () => {
+    const echo = await startEcho();
+    const gw = await startGateway(`public_base_url: http://localhost:8080
+resource: http://localhost:8080
+upstream: { url: ${echo.url}, timeout_s: 5 }
+routes:
+  - match: { path: /public/** }
+    auth: none
+limits: { max_header_bytes: 8192 }
+`);
+    try {
+      const filler = Array.from({ length: 5000 }, () => 'a:1\r\n').join('');
+      const body = '{"amount":"100"}';
+      const out = await rawSocket(gw.url, `POST /public/many HTTP/1.1\r\nHost: a\r\n${filler}Content-Length: ${body.length}\r\n\r\n${body}`, 5000);
+      expect(out).toMatch(/^HTTP\/1\.1 431 /);
+      expect(echo.requests).toHaveLength(0);
+    } finally {
+      await gw.close();
       await echo.close();
     }
   });
