@@ -313,6 +313,17 @@ function crossChecks(c: unknown, ctx: Ctx): void {
   });
   const clash = listenerClash(field(c, 'listen'), field(c, 'admin'));
   if (clash !== null) ctx.addIssue({ code: 'custom', path: ['admin', 'port'], message: clash });
+  // Node's server refuses a headers timeout longer than a (non-zero) request timeout at start.
+  const limits = field(c, 'limits');
+  const headersTimeout = field(limits, 'headers_timeout_s');
+  const requestTimeout = field(limits, 'request_timeout_s');
+  if (typeof headersTimeout === 'number' && typeof requestTimeout === 'number' && requestTimeout > 0 && requestTimeout < headersTimeout) {
+    ctx.addIssue({
+      code: 'custom',
+      path: ['limits', 'request_timeout_s'],
+      message: `${requestTimeout} is below limits.headers_timeout_s (${headersTimeout}); it must be at least that, or 0 to disable it`,
+    });
+  }
   asArray(field(c, 'trusted_proxies')).forEach((cidr, i) => {
     if (typeof cidr !== 'string') return;
     const [addr, bits, extra] = cidr.split('/');

@@ -107,6 +107,19 @@ describe('check catches what makes start fail; start exits 2 with the same messa
     expect(folder.stderr).toContain('evidence.sink: /tmp is a folder; name a file in it');
   });
 
+  it('limits.request_timeout_s below limits.headers_timeout_s (Node refuses the pair at start)', () => {
+    const { check, start } = both(write(`${BASE}listen: { host: 127.0.0.1, port: 0 }\nadmin: { host: 127.0.0.1, port: 0 }\nevidence: { sink: stdout }\nlimits: { request_timeout_s: 8 }\n`));
+    expect(check.status).toBe(2);
+    expect(check.stderr.trim()).toBe('limits.request_timeout_s: 8 is below limits.headers_timeout_s (10); it must be at least that, or 0 to disable it');
+    expect(start.status).toBe(2);
+    expect(start.stderr).toBe(check.stderr);
+    expect(problems(`${BASE}limits: { headers_timeout_s: 400 }\n`)).toEqual(['limits.request_timeout_s: 300 is below limits.headers_timeout_s (400); it must be at least that, or 0 to disable it']);
+    // Equal, above, or 0 (no whole-request limit) are accepted.
+    expect(problems(`${BASE}limits: { request_timeout_s: 10 }\n`)).toEqual([]);
+    expect(problems(`${BASE}limits: { headers_timeout_s: 2, request_timeout_s: 2.5 }\n`)).toEqual([]);
+    expect(problems(`${BASE}limits: { headers_timeout_s: 400, request_timeout_s: 0 }\n`)).toEqual([]);
+  });
+
   it('warns (exit 0) when authenticated routes have no mission.client, and not for an auth: none-only config', () => {
     const file = write(`public_base_url: https://api.example.com\nresource: https://api.example.com\nupstream: { url: "http://127.0.0.1:3000" }\nissuers: [{ issuer: https://as.example.com }]\nroutes: [{ match: { path: /a }, action: a.read }]\nevidence: { sink: stdout }\n`);
     const r = spawnSync(process.execPath, [CLI, 'check', '--config', file], { encoding: 'utf8' });
