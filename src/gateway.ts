@@ -81,12 +81,12 @@ export class Gateway {
     const proxy = createServer(
       {
         maxHeaderSize: c.limits.max_header_bytes,
-        headersTimeout: c.limits.headers_timeout_s * 1000,
-        requestTimeout: c.limits.request_timeout_s * 1000,
-        keepAliveTimeout: c.limits.keep_alive_timeout_s * 1000,
+        headersTimeout: wholeMs(c.limits.headers_timeout_s),
+        requestTimeout: wholeMs(c.limits.request_timeout_s),
+        keepAliveTimeout: wholeMs(c.limits.keep_alive_timeout_s),
         // Node checks these timeouts on this interval (30 s by default): check often enough that
         // a slowloris connection is cut close to its deadline.
-        connectionsCheckingInterval: Math.min(1000, c.limits.headers_timeout_s * 500),
+        connectionsCheckingInterval: Math.min(1000, Math.max(1, Math.round(wholeMs(c.limits.headers_timeout_s) / 2))),
         // The pipeline denies a missing Host itself, with the SPEC body and an evidence record.
         requireHostHeader: false,
         joinDuplicateHeaders: false,
@@ -333,6 +333,16 @@ async function buildRuntime(config: Config, longLived: LongLived, metrics: Metri
     documents: parts.prm.paths,
     pushPath: config.mission.events.push_path,
   };
+}
+
+/**
+ * Seconds from the config as the whole milliseconds Node's server requires (it refuses to start on
+ * 2009.9999999999998, which is 2.01 * 1000 as a double). Rounding keeps the order of two values,
+ * so the config's headers/request timeout check still holds; a positive value stays at least 1 ms
+ * (0 disables a timeout).
+ */
+function wholeMs(seconds: number): number {
+  return seconds === 0 ? 0 : Math.max(1, Math.round(seconds * 1000));
 }
 
 /** How long an answer to a protocol error (400, 408, 431) may take to flush before its connection is cut. */

@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { ConfigError, parseConfigText } from '../../src/config/load.js';
-import { CLI } from '../helpers/gateway.js';
+import { CLI, startGateway } from '../helpers/gateway.js';
 
 const root = resolve(__dirname, '../..');
 const BASE = 'public_base_url: https://api.example.com\nresource: https://api.example.com\nupstream: { url: "http://127.0.0.1:3000" }\nroutes: [{ match: { path: /public/** }, auth: none }]\n';
@@ -118,6 +118,16 @@ describe('check catches what makes start fail; start exits 2 with the same messa
     expect(problems(`${BASE}limits: { request_timeout_s: 10 }\n`)).toEqual([]);
     expect(problems(`${BASE}limits: { headers_timeout_s: 2, request_timeout_s: 2.5 }\n`)).toEqual([]);
     expect(problems(`${BASE}limits: { headers_timeout_s: 400, request_timeout_s: 0 }\n`)).toEqual([]);
+  });
+
+  it('timeouts in fractional seconds that are not whole milliseconds as doubles (2.01 s is 2009.999... ms) start', async () => {
+    expect(problems(`${BASE}limits: { headers_timeout_s: 2.01, request_timeout_s: 2.03, keep_alive_timeout_s: 4.03 }\n`)).toEqual([]);
+    const gw = await startGateway(`${BASE}limits: { headers_timeout_s: 2.01, request_timeout_s: 2.03, keep_alive_timeout_s: 4.03 }\n`);
+    try {
+      expect((await fetch(`${gw.adminUrl}/healthz`)).status).toBe(200);
+    } finally {
+      await gw.close();
+    }
   });
 
   it('warns (exit 0) when authenticated routes have no mission.client, and not for an auth: none-only config', () => {
