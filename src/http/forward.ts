@@ -4,6 +4,7 @@
  * has started never times out. A client that goes away aborts the upstream request.
  */
 import { STATUS_CODES, type IncomingMessage, type ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { errors, Pool, type Dispatcher } from 'undici';
 import { CUT_MESSAGE, type Holder, type MissionHolds, type Ticket } from '../mission/holds.js';
@@ -233,15 +234,32 @@ class Exchange implements Dispatcher.DispatchHandler, Holder {
   }
 
   onComplete(): void {
+    this.closeIfUnread();
     if (this.ended) return;
     this.release();
     this.res.off('close', this.onClose);
     this.res.end();
   }
 
+  /**
+   * The answer is complete (or failed) while the client's request body is still arriving (an early
+   * 401 or 413, an upstream reset): undici stops sending it upstream and destroys the stream,
+   * detached from its socket, so the rest is never read and Node parses no further request on the
+   * connection. It is closed once the answer is written (closeUnread). A body that had fully arrived
+   * (the usual case) costs only this check.
+   */
+  private closeIfUnread(): void {
+    const body = this.req.body;
+    if (body === null || Buffer.isBuffer(body) || body.complete) return;
+    closeUnread(this.res, this.res.socket ?? (body.socket as Socket | null));
+  }
+
   onError(err: Error): void {
     this.clearDeadline();
-    if (this.ended) return;
+    if (this.ended) {
+      this.closeIfUnread();
+      return;
+    }
     this.release();
     this.res.off('close', this.onClose);
     if (!this.started) {
@@ -252,5 +270,27 @@ class Exchange implements Dispatcher.DispatchHandler, Holder {
       this.res.destroy(err);
     }
     this.settle({ kind: 'aborted', reason: err });
+    // A 502/504 written while the body was still arriving.
+    if (!this.res.destroyed) this.closeIfUnread();
   }
+}
+
+/** How long a connection closed after an answer that left its request body unread stays half-closed (Go's net/http waits as long). */
+const LINGER_MS = 500;
+
+/**
+ * Closes the client's connection once `res` is written, for a request whose body will not be read
+ * to its end (RFC 9112 section 9.6): its write side first, so a client that sends another request
+ * sees the end at once instead of waiting for an answer, and the socket LINGER_MS later. Closing
+ * with unread input sends a reset, which could destroy the answer before the client has read it.
+ * Not drained instead: undici has destroyed the request stream, and the rest may be any size.
+ */
+function closeUnread(res: ServerResponse, socket: Socket | null): void {
+  if (socket === null || socket.destroyed) return;
+  const close = (): void => {
+    socket.end();
+    setTimeout(() => socket.destroy(), LINGER_MS).unref();
+  };
+  if (res.writableFinished) close();
+  else res.once('finish', close);
 }
