@@ -11,7 +11,7 @@ import { compileRoutes } from './config/compile.js';
 import { loadConfigFile, type LoadedConfig } from './config/load.js';
 import type { Config } from './config/schema.js';
 import { Denial } from './errors.js';
-import { Upstream } from './http/forward.js';
+import { lingeringClose, Upstream } from './http/forward.js';
 import { hostFields, hostRequired, makeDropSet, TrustedProxies, type HeaderPolicy } from './http/headers.js';
 import { cutAtShutdown } from './http/shutdown.js';
 import { socketResponse, WebSocketTunnel } from './http/upgrade.js';
@@ -352,13 +352,14 @@ const ERROR_ANSWER_FLUSH_MS = 2000;
  * A connection answered at the protocol level is finished. `end()` only half-closes it: a client
  * that never closes its own end would keep the socket, and a file descriptor, for as long as it
  * likes (the slowloris defence would then only move the exhaustion from connections to fds). Once
- * the answer and the FIN are written the socket is destroyed; one whose answer cannot be flushed
- * (a client that does not read) is destroyed after ERROR_ANSWER_FLUSH_MS.
+ * the answer and the FIN are written the socket is destroyed, LINGER_MS later so that a client
+ * still sending is not reset before it reads the answer (lingeringClose); one whose answer cannot
+ * be flushed (a client that does not read) is destroyed after ERROR_ANSWER_FLUSH_MS.
  */
 function closeWhenAnswered(socket: Socket): void {
   const timer = setTimeout(() => socket.destroy(), ERROR_ANSWER_FLUSH_MS);
   timer.unref();
-  socket.once('finish', () => socket.destroy());
+  socket.once('finish', () => lingeringClose(socket));
   socket.once('close', () => clearTimeout(timer));
 }
 

@@ -275,8 +275,18 @@ class Exchange implements Dispatcher.DispatchHandler, Holder {
   }
 }
 
-/** How long a connection closed after an answer that left its request body unread stays half-closed (Go's net/http waits as long). */
-const LINGER_MS = 500;
+/** How long a connection closed after an answer that left its request unread stays half-closed (Go's net/http waits as long). */
+export const LINGER_MS = 500;
+
+/**
+ * Closes a connection whose input may still be arriving (RFC 9112 section 9.6): its write side at
+ * once, so the client sees the end, and the socket LINGER_MS later. Destroyed with unread input, a
+ * socket sends a reset, which can destroy an answer the client has not read yet.
+ */
+export function lingeringClose(socket: Socket): void {
+  socket.end();
+  setTimeout(() => socket.destroy(), LINGER_MS).unref();
+}
 
 /**
  * Closes the client's connection once `res` is written, for a request whose body will not be read
@@ -287,10 +297,6 @@ const LINGER_MS = 500;
  */
 function closeUnread(res: ServerResponse, socket: Socket | null): void {
   if (socket === null || socket.destroyed) return;
-  const close = (): void => {
-    socket.end();
-    setTimeout(() => socket.destroy(), LINGER_MS).unref();
-  };
-  if (res.writableFinished) close();
-  else res.once('finish', close);
+  if (res.writableFinished) lingeringClose(socket);
+  else res.once('finish', () => lingeringClose(socket));
 }
