@@ -78,17 +78,22 @@ log: { level: info }
   });
 });
 
+/** A gateway config with one `auth: none` route, /public/**, in front of `upstream`. */
+function publicRoute(upstream: string): string {
+  return `public_base_url: http://localhost:8080
+resource: http://localhost:8080
+upstream: { url: ${upstream}, timeout_s: 5 }
+routes:
+  - match: { path: /public/** }
+    auth: none
+`;
+}
+
 describe('a request head with many fields', () => {
   it('forwards every field of a head under limits.max_header_bytes, past 1000 fields: framing and body are not cut off', async () => {
     const echo = await startEcho();
     echo.server.maxHeadersCount = 0; // the test upstream must see every field too
-    const gw = await startGateway(`public_base_url: http://localhost:8080
-resource: http://localhost:8080
-upstream: { url: ${echo.url}, timeout_s: 5 }
-routes:
-  - match: { path: /public/** }
-    auth: none
-`);
+    const gw = await startGateway(publicRoute(echo.url));
     try {
       const filler = Array.from({ length: 1100 }, (_, i) => `X-F${i}: 1\r\n`).join('');
       const body = '{"amount":"100"}';
@@ -109,14 +114,7 @@ routes:
 
   it('refuses with 431, and forwards nothing, a head of short fields past limits.max_header_bytes', async () => {
     const echo = await startEcho();
-    const gw = await startGateway(`public_base_url: http://localhost:8080
-resource: http://localhost:8080
-upstream: { url: ${echo.url}, timeout_s: 5 }
-routes:
-  - match: { path: /public/** }
-    auth: none
-limits: { max_header_bytes: 8192 }
-`);
+    const gw = await startGateway(publicRoute(echo.url) + 'limits: { max_header_bytes: 8192 }\n');
     try {
       const filler = Array.from({ length: 5000 }, () => 'a:1\r\n').join('');
       const body = '{"amount":"100"}';

@@ -100,6 +100,20 @@ async function converse(url: string): Promise<Conversation> {
   };
 }
 
+/**
+ * Asks for another request on the connection: it must be answered, or the connection closed,
+ * within 2 s (a stalled connection answers neither).
+ */
+async function expectNextRequestSettles(c: Conversation): Promise<void> {
+  const asked = Date.now();
+  if (!c.socket.destroyed) c.socket.write('GET /public/next HTTP/1.1\r\nHost: a\r\n\r\n');
+  const settled = await c.until(() => c.endedAt() !== null || c.text().includes('\r\n\r\nok'), 4000);
+  const waited = (c.endedAt() ?? Date.now()) - asked;
+  c.socket.destroy();
+  expect(settled, `no answer and no close after ${waited} ms`).toBe(true);
+  expect(waited).toBeLessThan(2000);
+}
+
 function config(upstream: string): string {
   return `
 public_base_url: https://api.example.com
@@ -140,13 +154,7 @@ describe('an upstream that answers before it has read the request body', () => {
       for (const part of framing.body(body)) c.socket.write(part);
       expect(await c.until(() => c.text().includes('nope'), 5000)).toBe(true);
       expect(c.text()).toMatch(/^HTTP\/1\.1 401 Unauthorized\r\n[^]*\r\n\r\nnope$/);
-      const asked = Date.now();
-      if (!c.socket.destroyed) c.socket.write('GET /public/next HTTP/1.1\r\nHost: a\r\n\r\n');
-      const settled = await c.until(() => c.endedAt() !== null || c.text().includes('\r\n\r\nok'), 4000);
-      const waited = (c.endedAt() ?? Date.now()) - asked;
-      c.socket.destroy();
-      expect(settled, `no answer and no close after ${waited} ms`).toBe(true);
-      expect(waited).toBeLessThan(2000);
+      await expectNextRequestSettles(c);
       const rec = gw.evidence().find((r) => r['path'] === `/public/early/${framing.name}`);
       expect(rec).toMatchObject({ decision: 'permit', upstream_status: 401 });
     });
@@ -158,13 +166,7 @@ describe('an upstream that answers before it has read the request body', () => {
     c.socket.write(`POST /public/reset HTTP/1.1\r\nHost: a\r\nContent-Length: ${body.length}\r\n\r\n`);
     c.socket.write(body);
     expect(await c.until(() => c.endedAt() !== null || c.text().includes('bad_gateway'), 5000)).toBe(true);
-    const asked = Date.now();
-    if (!c.socket.destroyed) c.socket.write('GET /public/next HTTP/1.1\r\nHost: a\r\n\r\n');
-    const settled = await c.until(() => c.endedAt() !== null || c.text().includes('\r\n\r\nok'), 4000);
-    const waited = (c.endedAt() ?? Date.now()) - asked;
-    c.socket.destroy();
-    expect(settled, `no answer and no close after ${waited} ms`).toBe(true);
-    expect(waited).toBeLessThan(2000);
+    await expectNextRequestSettles(c);
   });
 
   it('a streamed body the upstream read in full before answering leaves the connection open for the next request', async () => {
