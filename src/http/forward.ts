@@ -178,6 +178,7 @@ class Exchange implements Dispatcher.DispatchHandler, Holder {
     if (statusCode < 200) {
       // 1xx informational: wait for the final response, no longer than the timeout from dispatch.
       this.deadline ??= setTimeout(this.onDeadline, Math.max(0, this.timeoutMs - (performance.now() - this.req.sentAt)));
+      if (statusCode === 103) this.relayEarlyHints(rawHeaders);
       return true;
     }
     this.clearDeadline();
@@ -224,6 +225,26 @@ class Exchange implements Dispatcher.DispatchHandler, Holder {
     }
     this.settle({ kind: 'response', status: statusCode, dpopNonce });
     return true;
+  }
+
+  /**
+   * A 103 Early Hints passes on to the client (RFC 9110 section 15.2: a proxy forwards 1xx), as
+   * Node writes one: its `Link` fields (RFC 8297), which the client may start fetching. Not to an
+   * HTTP/1.0 client, which must not get a 1xx, nor once the final response has begun.
+   */
+  private relayEarlyHints(rawHeaders: Buffer[]): void {
+    const req = this.res.req;
+    if (this.started || this.res.headersSent || this.res.destroyed || req.httpVersionMajor !== 1 || req.httpVersionMinor < 1) return;
+    const links: string[] = [];
+    for (let i = 0; i < rawHeaders.length; i += 2) {
+      if (rawHeaders[i]!.length === 4 && rawHeaders[i]!.toString('latin1').toLowerCase() === 'link') links.push(rawHeaders[i + 1]!.toString('latin1'));
+    }
+    if (links.length === 0) return;
+    try {
+      this.res.writeEarlyHints({ link: links });
+    } catch {
+      // A Link value Node will not write (not a valid link): the hints are dropped, the answer is not.
+    }
   }
 
   onData(chunk: Buffer): boolean {

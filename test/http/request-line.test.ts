@@ -69,3 +69,37 @@ describe('request lines and framings the gateway does not speak are refused, wit
     expect(attemptedTarget('/' + 'a'.repeat(5000))).toHaveLength(2048);
   });
 });
+
+describe('1xx from the upstream (RFC 9110 section 15.2)', () => {
+  it('a 103 Early Hints reaches an HTTP/1.1 client before the final response, with its Link fields; an HTTP/1.0 client gets none', async () => {
+    const { createServer } = await import('node:net');
+    const up = createServer((s) => {
+      s.on('data', () => {
+        s.write('HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload; as=style\r\nLink: </app.js>; rel=preload; as=script\r\n\r\n');
+        setTimeout(() => s.write('HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok'), 50);
+      });
+    });
+    await new Promise<void>((r) => up.listen(0, '127.0.0.1', () => r()));
+    const hgw = await startGateway(`
+public_base_url: https://api.example.com
+resource: https://api.example.com
+upstream: { url: "http://127.0.0.1:${(up.address() as { port: number }).port}" }
+routes:
+  - match: { path: /** }
+    auth: none
+`);
+    try {
+      const out = await rawSocket(hgw.url, 'GET /page HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n');
+      expect(out).toMatch(/^HTTP\/1\.1 103 Early Hints\r\n/);
+      expect(out.slice(0, out.indexOf('\r\n\r\n'))).toContain('</style.css>; rel=preload; as=style');
+      expect(out.slice(0, out.indexOf('\r\n\r\n'))).toContain('</app.js>; rel=preload; as=script');
+      expect(out).toMatch(/\r\n\r\nHTTP\/1\.1 200 OK\r\n[^]*\r\n\r\nok$/);
+      const old = await rawSocket(hgw.url, 'GET /page HTTP/1.0\r\nHost: a\r\n\r\n');
+      expect(old).toMatch(/^HTTP\/1\.1 200 OK\r\n/);
+      expect(old).not.toContain('103');
+    } finally {
+      await hgw.close();
+      await new Promise<void>((r) => up.close(() => r()));
+    }
+  });
+});
