@@ -269,14 +269,25 @@ export class Gateway {
     proxy?.closeIdleConnections();
     const sweep = setInterval(() => proxy?.closeIdleConnections(), 50);
     let timer: NodeJS.Timeout | undefined;
-    await Promise.race([closing, new Promise<void>((r) => (timer = setTimeout(r, graceMs)))]);
+    let graceOver = false;
+    await Promise.race([
+      closing,
+      new Promise<void>((r) => {
+        timer = setTimeout(() => {
+          graceOver = true;
+          r();
+        }, graceMs);
+      }),
+    ]);
     clearInterval(sweep);
     clearTimeout(timer);
-    if (this.sockets.size > 0) {
+    // Sockets destroyed just now (the last idle ones) leave the set only when their 'close' runs.
+    const open = graceOver ? [...this.sockets].filter((socket) => !socket.destroyed) : [];
+    if (open.length > 0) {
       // The grace period is over: what is still open is cut, and logged as cut at shutdown (a
       // request's upstream abort too), not as clients that went away.
-      for (const socket of this.sockets) cutAtShutdown(socket);
-      this.logger.warn({ cause: 'shutdown', grace_ms: graceMs, connections: this.sockets.size }, 'shutdown grace period over; cutting the connections still open');
+      for (const socket of open) cutAtShutdown(socket);
+      this.logger.warn({ cause: 'shutdown', grace_ms: graceMs, connections: open.length }, 'shutdown grace period over; cutting the connections still open');
     }
     proxy?.closeAllConnections();
     await new Promise<void>((r) => (this.adminServer === null ? r() : this.adminServer.close(() => r())));

@@ -12,7 +12,7 @@ import { WebSocket, WebSocketServer } from 'ws';
 import { CLI, eventually, listen, startCli, startEcho, startGateway } from '../helpers/gateway.js';
 import { raw } from '../helpers/http.js';
 import { JwksServer, makeKey, mintToken } from '../auth/helpers.js';
-import { createServer, request } from 'node:http';
+import { Agent, createServer, request } from 'node:http';
 
 
 function cfg(upstream: string, routes = '  - match: { path: /public/** }\n    auth: none'): string {
@@ -192,6 +192,30 @@ describe('SPEC §2: signals', () => {
       expect(res.text()).toBe('done');
       expect(await exited).toBe(0);
     } finally {
+      await echo.close();
+    }
+  });
+
+  it('SIGTERM with only idle keep-alive connections exits at once and logs no cut', async () => {
+    const echo = await startEcho();
+    const dir = mkdtempSync(join(tmpdir(), 'mgw-term-idle-'));
+    const file = join(dir, 'gw.yaml');
+    writeFileSync(file, cfg(echo.url));
+    const gw = await startCli(file);
+    procs.push(gw.proc);
+    const agent = new Agent({ keepAlive: true });
+    try {
+      for (let i = 0; i < 2; i++) {
+        await new Promise<void>((resolve) => request(`${gw.url}/public/idle`, { agent }, (res) => res.resume().on('end', () => resolve())).end());
+      }
+      const exited = new Promise<number | null>((r) => gw.proc.once('exit', (code) => r(code)));
+      const t0 = Date.now();
+      gw.proc.kill('SIGTERM');
+      expect(await exited).toBe(0);
+      expect(Date.now() - t0).toBeLessThan(2000);
+      expect(gw.logs()).not.toContain('shutdown grace period over');
+    } finally {
+      agent.destroy();
       await echo.close();
     }
   });
