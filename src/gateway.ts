@@ -47,8 +47,6 @@ export class Gateway {
   private proxyServer: Server | null = null;
   private adminServer: Server | null = null;
   private draining = false;
-  /** The proxy listener's open connections (what the end of the shutdown grace period cuts). */
-  private readonly sockets = new Set<Socket>();
   private file: string | null;
   /** What the listeners were opened with (host as configured, port as bound): a reload compares with these. */
   private listening: { readonly listen: Address; readonly admin: Address; readonly requested: { readonly listen: number; readonly admin: number } } | null = null;
@@ -99,14 +97,9 @@ export class Gateway {
     // limits.max_header_bytes (431) as the only bound, and a head within it arrives whole.
     proxy.maxHeadersCount = 0;
     const connections = this.longLived.connections;
-    const sockets = this.sockets;
     proxy.on('connection', (socket: Socket) => {
-      connections.count++;
-      sockets.add(socket);
-      socket.once('close', () => {
-        connections.count--;
-        sockets.delete(socket);
-      });
+      connections.add(socket);
+      socket.once('close', () => connections.delete(socket));
     });
     proxy.on('upgrade', (req: IncomingMessage, socket: Socket, head: Buffer) => this.onUpgrade(req, socket, head));
     proxy.on('connect', (req: IncomingMessage, socket: Socket) => this.onConnect(req, socket));
@@ -282,7 +275,7 @@ export class Gateway {
     clearInterval(sweep);
     clearTimeout(timer);
     // Sockets destroyed just now (the last idle ones) leave the set only when their 'close' runs.
-    const open = graceOver ? [...this.sockets].filter((socket) => !socket.destroyed) : [];
+    const open = graceOver ? [...this.longLived.connections].filter((socket) => !socket.destroyed) : [];
     if (open.length > 0) {
       // The grace period is over: what is still open is cut, and logged as cut at shutdown (a
       // request's upstream abort too), not as clients that went away.

@@ -31,8 +31,11 @@ import type { Handler, Stages } from './pipeline/run.js';
 /** Parts that survive a config reload. */
 export interface LongLived {
   readonly evidence: EvidenceSink;
-  /** Open client connections on the proxy listener (kept by the Gateway; read by the DPoP stage). */
-  readonly connections: { count: number };
+  /**
+   * Open client connections on the proxy listener, kept by the Gateway: their number batches DPoP
+   * verifications, and what is left of them when the shutdown grace period ends is cut.
+   */
+  readonly connections: Set<Socket>;
   readonly replay: ReplayStore;
   /** The replica bus; `subscribe` replaces the previous runtime's handler (one consumer at a time). */
   readonly bus: MissionBus;
@@ -89,7 +92,7 @@ export async function buildLongLivedParts(config: Config, metrics: Metrics, logg
   metrics.heldExchanges = () => holds.size;
   return {
     evidence,
-    connections: { count: 0 },
+    connections: new Set(),
     replay,
     bus,
     holds,
@@ -131,7 +134,7 @@ export async function buildParts(config: Config, longLived: LongLived, metrics: 
   const stages: Stages = {
     credentials: createCredentialsStage(config),
     token: createTokenStage({ config, keys, metrics, logger }),
-    dpop: createDpopStage({ config, replay: longLived.replay, nonces, metrics, openConnections: () => longLived.connections.count }),
+    dpop: createDpopStage({ config, replay: longLived.replay, nonces, metrics, openConnections: () => longLived.connections.size }),
     missionReference: config.mission.accept_header_references ? deferOnMcp(missionReference) : missionReference,
     missionState: missionStates.stage(),
     parameters: createParametersStage({ config }),
