@@ -139,14 +139,19 @@ class Exchange implements Dispatcher.DispatchHandler, Holder {
   private readonly onClose = (): void => {
     this.clearDeadline();
     this.release();
-    if (!this.res.writableFinished) {
-      // Settled before the abort: undici reports the abort through onError at once, which would
-      // otherwise settle it as an upstream failure (a 502 nobody received).
-      const reason = closedReason(this.res);
-      this.settle({ kind: 'aborted', reason });
-      this.abort?.(reason);
-    }
+    if (!this.res.writableFinished) this.abortClosed(this.abort);
   };
+
+  /**
+   * The client connection closed before the answer was written: the upstream request is aborted.
+   * Settled first: undici reports the abort through onError at once, which would otherwise settle it
+   * as an upstream failure (a 502 nobody received).
+   */
+  private abortClosed(abort: ((err?: Error) => void) | null): void {
+    const reason = closedReason(this.res);
+    this.settle({ kind: 'aborted', reason });
+    abort?.(reason);
+  }
 
   private readonly onDrain = (): void => this.resume?.();
 
@@ -167,11 +172,7 @@ class Exchange implements Dispatcher.DispatchHandler, Holder {
 
   onConnect(abort: (err?: Error) => void): void {
     this.abort = abort;
-    if (this.res.destroyed) {
-      const reason = closedReason(this.res);
-      this.settle({ kind: 'aborted', reason });
-      abort(reason);
-    }
+    if (this.res.destroyed) this.abortClosed(abort);
   }
 
   onHeaders(statusCode: number, rawHeaders: Buffer[], resume: () => void, statusText: string): boolean {
