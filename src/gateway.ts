@@ -9,7 +9,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo, Socket } from 'node:net';
 import { compileRoutes } from './config/compile.js';
 import { loadConfigFile, type LoadedConfig } from './config/load.js';
-import type { Config } from './config/schema.js';
+import { formatListener, type Config } from './config/schema.js';
 import { Denial } from './errors.js';
 import { lingeringClose, Upstream } from './http/forward.js';
 import { hostFields, hostRequired, makeDropSet, TrustedProxies, type HeaderPolicy } from './http/headers.js';
@@ -247,7 +247,7 @@ export class Gateway {
       const want = next[name];
       const samePort = want.port === open.port || (want.port === 0 && now.requested[name] === 0);
       if (!samePort || want.host.toLowerCase() !== open.host.toLowerCase()) {
-        out.push({ listener: name, listening: formatAddress(open), configured: formatAddress(want) });
+        out.push({ listener: name, listening: formatListener(open.host, open.port), configured: formatListener(want.host, want.port) });
       }
     }
     return out;
@@ -391,14 +391,10 @@ function boundAddress(server: Server, host: string): Address {
   return { host, port: (server.address() as AddressInfo).port };
 }
 
-function formatAddress(a: Address): string {
-  return a.host.includes(':') && !a.host.startsWith('[') ? `[${a.host}]:${a.port}` : `${a.host}:${a.port}`;
-}
-
 /** The socket's own address, e.g. `0.0.0.0:8080` or `[::]:8080`. */
 function socketAddress(server: Server): string {
   const a = server.address() as AddressInfo;
-  return formatAddress({ host: a.address, port: a.port });
+  return formatListener(a.address, a.port);
 }
 
 function serverUrl(server: Server): string {

@@ -353,7 +353,8 @@ function boundHosts(canonical: string): '*' | readonly string[] {
   return canonical === 'localhost' ? ['127.0.0.1', '::1'] : [canonical];
 }
 
-function formatListener(host: string, port: number): string {
+/** A listener address as host:port, an IPv6 host in brackets (`[::1]:9090`). */
+export function formatListener(host: string, port: number): string {
   return host.includes(':') && !host.startsWith('[') ? `[${host}]:${port}` : `${host}:${port}`;
 }
 
