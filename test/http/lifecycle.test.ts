@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { WebSocket, WebSocketServer } from 'ws';
-import { CLI, eventually, listen, startCli, startEcho, startGateway } from '../helpers/gateway.js';
+import { CLI, eventually, listen, startCli, startEcho, startGateway, type CliGateway } from '../helpers/gateway.js';
 import { raw } from '../helpers/http.js';
 import { JwksServer, makeKey, mintToken } from '../auth/helpers.js';
 import { Agent, createServer, request } from 'node:http';
@@ -119,14 +119,19 @@ dpop: { max_age_s: "sixty" }
   });
 });
 
+/** The CLI on `yaml`, written to gw.yaml in a new temporary folder; killed after the test. */
+async function startCliOn(yaml: string, prefix: string): Promise<{ gw: CliGateway; file: string }> {
+  const file = join(mkdtempSync(join(tmpdir(), prefix)), 'gw.yaml');
+  writeFileSync(file, yaml);
+  const gw = await startCli(file);
+  procs.push(gw.proc);
+  return { gw, file };
+}
+
 describe('SPEC §2: signals', () => {
   it('SIGHUP reloads a valid config and keeps the old one when the new one is invalid', async () => {
     const echo = await startEcho();
-    const dir = mkdtempSync(join(tmpdir(), 'mgw-reload-'));
-    const file = join(dir, 'gw.yaml');
-    writeFileSync(file, cfg(echo.url));
-    const gw = await startCli(file);
-    procs.push(gw.proc);
+    const { gw, file } = await startCliOn(cfg(echo.url), 'mgw-reload-');
     try {
       expect((await raw(gw.url, { path: '/other/x' })).status).toBe(403);
       writeFileSync(file, cfg(echo.url, '  - match: { path: /public/** }\n    auth: none\n  - match: { path: /other/** }\n    auth: none'));
@@ -149,11 +154,7 @@ describe('SPEC §2: signals', () => {
     const jwks = await new JwksServer().start();
     const key = await makeKey('ES256', 'k1');
     jwks.setKeys(key);
-    const dir = mkdtempSync(join(tmpdir(), 'mgw-reload-keys-'));
-    const file = join(dir, 'gw.yaml');
-    writeFileSync(file, cfg(echo.url, '  - match: { path: /api/** }\n    action: api.read') + `issuers:\n  - issuer: ${jwks.url}\n    jwks_uri: ${jwks.url}/jwks\n    algorithms: [ES256]\ndpop: { required: false }\nmission: { required: false }\n`);
-    const gw = await startCli(file);
-    procs.push(gw.proc);
+    const { gw, file } = await startCliOn(cfg(echo.url, '  - match: { path: /api/** }\n    action: api.read') + `issuers:\n  - issuer: ${jwks.url}\n    jwks_uri: ${jwks.url}/jwks\n    algorithms: [ES256]\ndpop: { required: false }\nmission: { required: false }\n`, 'mgw-reload-keys-');
     try {
       const token = await mintToken(key, jwks.url, { jkt: null, claims: { aud: 'http://localhost:8080' } });
       const get = () => raw(gw.url, { path: '/api/x', headers: { authorization: `Bearer ${token}` } });
@@ -175,11 +176,7 @@ describe('SPEC §2: signals', () => {
       arrived = true;
       setTimeout(() => res.end('done'), 700);
     });
-    const dir = mkdtempSync(join(tmpdir(), 'mgw-term-'));
-    const file = join(dir, 'gw.yaml');
-    writeFileSync(file, cfg(echo.url));
-    const gw = await startCli(file);
-    procs.push(gw.proc);
+    const { gw } = await startCliOn(cfg(echo.url), 'mgw-term-');
     try {
       const inflight = raw(gw.url, { path: '/public/slow' });
       // SIGTERM only once the request is in flight (it reached the upstream through the gateway).
@@ -198,11 +195,7 @@ describe('SPEC §2: signals', () => {
 
   it('SIGTERM with only idle keep-alive connections exits at once and logs no cut', async () => {
     const echo = await startEcho();
-    const dir = mkdtempSync(join(tmpdir(), 'mgw-term-idle-'));
-    const file = join(dir, 'gw.yaml');
-    writeFileSync(file, cfg(echo.url));
-    const gw = await startCli(file);
-    procs.push(gw.proc);
+    const { gw } = await startCliOn(cfg(echo.url), 'mgw-term-idle-');
     const agent = new Agent({ keepAlive: true });
     try {
       for (let i = 0; i < 2; i++) {
@@ -230,11 +223,7 @@ describe('SPEC §2: signals', () => {
         res.write('data: 1\n\n');
       }
     });
-    const dir = mkdtempSync(join(tmpdir(), 'mgw-term-cut-'));
-    const file = join(dir, 'gw.yaml');
-    writeFileSync(file, cfg(echo.url).replace('shutdown_grace_s: 5', 'shutdown_grace_s: 0.3'));
-    const gw = await startCli(file);
-    procs.push(gw.proc);
+    const { gw } = await startCliOn(cfg(echo.url).replace('shutdown_grace_s: 5', 'shutdown_grace_s: 0.3'), 'mgw-term-cut-');
     try {
       const outcome = (path: string) =>
         new Promise<string>((resolve) => {
