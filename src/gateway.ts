@@ -104,7 +104,10 @@ export class Gateway {
     proxy.on('upgrade', (req: IncomingMessage, socket: Socket, head: Buffer) => this.onUpgrade(req, socket, head));
     proxy.on('connect', (req: IncomingMessage, socket: Socket) => this.onConnect(req, socket));
     proxy.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => {
-      if (!socket.writable) return socket.destroy();
+      // A response already under way on the connection (a streamed request whose body turned out
+      // malformed): an answer written now would land inside it. Node's own handler guards the same way.
+      const inFlight = (socket as Socket & { _httpMessage?: ServerResponse | null })._httpMessage;
+      if (!socket.writable || (inFlight != null && inFlight.headersSent)) return socket.destroy();
       const status = err.code === 'HPE_HEADER_OVERFLOW' ? 431 : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 408 : 400;
       const body = JSON.stringify({ error: 'invalid_request', error_description: 'malformed HTTP request', denial_reason: 'request_malformed', decision_id: null });
       socket.end(`HTTP/1.1 ${status} ${status === 431 ? 'Request Header Fields Too Large' : status === 408 ? 'Request Timeout' : 'Bad Request'}\r\ncontent-type: application/json\r\ncontent-length: ${body.length}\r\nconnection: close\r\n\r\n${body}`);

@@ -4,7 +4,7 @@
  */
 import type { ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, writeFileSync } from 'node:fs';
-import { connect, type Socket } from 'node:net';
+import { connect, createServer as createNetServer, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -124,6 +124,31 @@ describe('a request head with many fields', () => {
     } finally {
       await gw.close();
       await echo.close();
+    }
+  });
+});
+
+describe('a malformed request body while the answer is already streaming', () => {
+  it('does not write a protocol-level 400 into the middle of the response under way: the connection is closed instead', async () => {
+    // An upstream that starts a chunked answer as soon as it has the head, and keeps reading.
+    const upstream = createNetServer((s) => {
+      s.on('error', () => undefined);
+      s.once('data', () => s.write('HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n'));
+    });
+    await new Promise<void>((r) => upstream.listen(0, '127.0.0.1', () => r()));
+    const gw = await startGateway(publicRoute(`http://127.0.0.1:${(upstream.address() as { port: number }).port}`));
+    try {
+      const c = await silentClient(gw.url, 'POST /public/stream HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n');
+      await eventually(() => c.received().includes('hello'), 5000);
+      c.socket.write('zz\r\nnot a chunk\r\n'); // a chunk size that is not hex: Node's parser fails
+      await eventually(() => c.ended() || c.socket.destroyed, 5000);
+      const got = c.received();
+      expect(got).toMatch(/^HTTP\/1\.1 200 OK\r\n/);
+      expect(got).not.toContain('HTTP/1.1 400');
+      expect(got).not.toContain('malformed HTTP request');
+    } finally {
+      await gw.close();
+      await new Promise<void>((r) => upstream.close(() => r()));
     }
   });
 });
