@@ -8,6 +8,7 @@
  */
 import type { IncomingMessage } from 'node:http';
 import { BlockList, isIP } from 'node:net';
+import { targetAuthority } from './path.js';
 
 /**
  * The first field line of `name` (lower case) in Node's raw header list, or undefined. The hot path
@@ -99,14 +100,16 @@ export function makeDropSet(stripCredentials: boolean): ReadonlySet<string> {
 
 /**
  * Builds the flat [name, value, …] header list for the upstream from the client's raw headers.
- * Names listed in the client's `Connection` header are dropped too.
+ * Names listed in the client's `Connection` header are dropped too. X-Forwarded-Host is the host the
+ * client asked for: an absolute-form target's authority, else Host (RFC 9112 section 3.2.2).
  */
 export function upstreamHeaders(
-  rawHeaders: readonly string[],
+  req: { readonly rawHeaders: readonly string[]; readonly url?: string | undefined },
   clientIp: string,
   policy: HeaderPolicy,
   identity: ForwardIdentity,
 ): string[] {
+  const rawHeaders = req.rawHeaders;
   const out: string[] = [];
   const trusted = policy.trusted.has(clientIp);
   let connection: string | null = null;
@@ -142,7 +145,7 @@ export function upstreamHeaders(
   if (connection !== null) dropNamed(out, connection);
   out.push('x-forwarded-for', trusted && priorFor !== null ? `${priorFor}, ${clientIp}` : clientIp);
   out.push('x-forwarded-proto', trusted && priorProto !== null ? priorProto : policy.proto);
-  const fwdHost = trusted && priorHost !== null ? priorHost : host;
+  const fwdHost = trusted && priorHost !== null ? priorHost : (targetAuthority(req.url ?? '/') ?? host);
   if (fwdHost !== null) out.push('x-forwarded-host', fwdHost);
   out.push('mission-decision', identity.decisionId);
   for (const [k, v] of identity.mission) out.push(k, v);

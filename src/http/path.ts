@@ -73,6 +73,18 @@ function normalizeSegment(raw: string): string {
   return out;
 }
 
+const ABSOLUTE_FORM = /^[a-zA-Z][a-zA-Z0-9+.-]*:\/\/([^/?#]*)/;
+
+/**
+ * The authority of an absolute-form request target (`http://api.example.com/x` → `api.example.com`),
+ * which a recipient takes instead of Host (RFC 9112 section 3.2.2); null for origin-form. Only for
+ * a target normalizeTarget accepted.
+ */
+export function targetAuthority(target: string): string | null {
+  if (target.charCodeAt(0) === 0x2f) return null;
+  return ABSOLUTE_FORM.exec(target)?.[1] ?? null;
+}
+
 /**
  * Normalizes a request-target (origin-form or absolute-form). Throws PathError on anything that
  * cannot be normalized safely.
@@ -82,8 +94,12 @@ export function normalizeTarget(target: string): RequestTarget {
   if (rest.length === 0) throw new PathError('empty request target');
   if (rest.charCodeAt(0) !== 0x2f) {
     // absolute-form (RFC 9112 section 3.2.2): keep only path and query.
-    const m = /^[a-zA-Z][a-zA-Z0-9+.-]*:\/\/[^/?#]*/.exec(rest);
+    const m = ABSOLUTE_FORM.exec(rest);
     if (m === null) throw new PathError('request target must be origin-form or absolute-form');
+    // RFC 9110 section 4.2.4: userinfo in an http(s) URI is an error (it would name credentials to
+    // the upstream in X-Forwarded-Host), and the host is never empty.
+    if (m[1]!.includes('@')) throw new PathError('userinfo in the request target');
+    if (m[1] === '') throw new PathError('no host in an absolute-form request target');
     rest = rest.slice(m[0].length) || '/';
     if (rest.charCodeAt(0) !== 0x2f) rest = '/' + rest;
   }

@@ -85,7 +85,7 @@ export class WebSocketTunnel {
       }
       await pipeline.admit(ctx);
       const identity = ctx.token === null ? [] : pipeline.identityHeaders(ctx);
-      const flat = upstreamHeaders(req.rawHeaders, ctx.clientIp, pipeline.deps.headers.strip, { decisionId: ctx.id, mission: identity });
+      const flat = upstreamHeaders(req, ctx.clientIp, pipeline.deps.headers.strip, { decisionId: ctx.id, mission: identity });
       const headers: Record<string, string> = {};
       for (let i = 0; i < flat.length; i += 2) {
         const k = flat[i]!.toLowerCase();

@@ -60,7 +60,7 @@ export async function relay(ctx: RequestContext, pipeline: Pipeline, plan: Relay
   const up = d.upstream;
   const res = ctx.res;
   ctx.stage = 'forward';
-  const headers = upstreamHeaders(ctx.req.rawHeaders, ctx.clientIp, d.headers.strip, {
+  const headers = upstreamHeaders(ctx.req, ctx.clientIp, d.headers.strip, {
     decisionId: ctx.id,
     mission: ctx.token === null ? [] : pipeline.identityHeaders(ctx),
   });

@@ -283,7 +283,7 @@ export class Pipeline {
     const d = this.deps;
     ctx.stage = 'forward';
     const identity = ctx.token === null ? NO_IDENTITY : this.identityHeaders(ctx);
-    const headers = upstreamHeaders(ctx.req.rawHeaders, ctx.clientIp, policy, { decisionId: ctx.id, mission: identity });
+    const headers = upstreamHeaders(ctx.req, ctx.clientIp, policy, { decisionId: ctx.id, mission: identity });
     let body: Buffer | IncomingMessage | null;
     if (bodyOpt === 'stream') {
       body = hasBody(ctx.req) ? ctx.req : null;
@@ -438,6 +438,9 @@ export function layoutOf(extra: Record<string, unknown> | undefined): RecordLayo
 
 const NO_IDENTITY: readonly (readonly [string, string])[] = [];
 
+/** An absolute-form target's scheme and `//`, and its userinfo up to the `@`. */
+const USERINFO = /^([a-zA-Z][a-zA-Z0-9+.-]*:\/\/)[^/?#@]*@/;
+
 /** At most this much of a refused request target is kept in its record. */
 const ATTEMPT_MAX = 2048;
 
@@ -448,6 +451,9 @@ const ATTEMPT_MAX = 2048;
  */
 export function attemptedTarget(target: string): string {
   let out = '';
+  // Userinfo in an absolute-form target (refused) may be a password: not kept.
+  const userinfo = USERINFO.exec(target);
+  if (userinfo !== null) target = userinfo[1] + '***' + target.slice(userinfo[0].length - 1);
   for (const ch of target.length > ATTEMPT_MAX ? target.slice(0, ATTEMPT_MAX) : target) {
     const c = ch.codePointAt(0)!;
     out += c > 0x20 && c < 0x7f && c !== 0x22 && c !== 0x5c ? ch : percentEncoded(ch);

@@ -27,13 +27,20 @@ describe('request headers towards the upstream (upstreamHeaders)', () => {
   const identity = { decisionId: 'dec_1', mission: [] };
 
   it('Connection: keep-alive strips nothing beyond the hop-by-hop fields', () => {
-    const out = upstreamHeaders(['Host', 'api.example.com', 'Connection', 'Keep-Alive', 'Accept', '*/*'], '10.0.0.1', policy, identity);
+    const out = upstreamHeaders({ rawHeaders: ['Host', 'api.example.com', 'Connection', 'Keep-Alive', 'Accept', '*/*'] }, '10.0.0.1', policy, identity);
     expect(out).toEqual(['Accept', '*/*', 'x-forwarded-for', '10.0.0.1', 'x-forwarded-proto', 'https', 'x-forwarded-host', 'api.example.com', 'mission-decision', 'dec_1']);
   });
 
   it('a field named in Connection (one of several lines) does not reach the upstream', () => {
-    const out = upstreamHeaders(['Connection', 'keep-alive', 'X-A', '1', 'Connection', 'X-A, x-b', 'X-B', '2', 'X-C', '3'], '10.0.0.1', policy, identity);
+    const out = upstreamHeaders({ rawHeaders: ['Connection', 'keep-alive', 'X-A', '1', 'Connection', 'X-A, x-b', 'X-B', '2', 'X-C', '3'] }, '10.0.0.1', policy, identity);
     expect(out.filter((_, i) => i % 2 === 0)).toEqual(['X-C', 'x-forwarded-for', 'x-forwarded-proto', 'mission-decision']);
+  });
+
+  it('X-Forwarded-Host of an absolute-form target is its authority, not Host (RFC 9112 section 3.2.2)', () => {
+    const out = upstreamHeaders({ rawHeaders: ['Host', 'a', 'Accept', '*/*'], url: 'http://api.example.com:8443/public/x?q' }, '10.0.0.1', policy, identity);
+    expect(out[out.indexOf('x-forwarded-host') + 1]).toBe('api.example.com:8443');
+    const origin = upstreamHeaders({ rawHeaders: ['Host', 'a'], url: '/public/x' }, '10.0.0.1', policy, identity);
+    expect(origin[origin.indexOf('x-forwarded-host') + 1]).toBe('a');
   });
 });
 

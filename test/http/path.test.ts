@@ -39,6 +39,10 @@ describe('RFC 3986 §6.2.2 / §5.2.4 path normalization', () => {
     expect(normalizeTarget('http://evil.example/a/../admin?q')).toEqual({ path: '/admin', search: '?q' });
   });
 
+  it('refuses an absolute-form target with userinfo or without a host (RFC 9110 section 4.2.4)', () => {
+    for (const bad of ['http://user:secret@api.example.com/a', 'http://@api.example.com/a', 'http:///a']) expect(() => normalizeTarget(bad), bad).toThrow(PathError);
+  });
+
   for (const bad of ['/public/..%3B/admin', '/public/..%3bx=1/admin', '/public/.%3B/admin', '/a%2F..%3B/b', '/public/..%2Fadmin', '/public/..%5cadmin', '/public/..\\admin', '/a/x%2F..%2F..', '/a%zz', '/a%0', '/a%00b', '/..;/admin', '/public/..;x=1/admin', '/.;/a', '/a\u0001b']) {
     it(`refuses ${JSON.stringify(bad)}`, () => {
       expect(() => normalizePath(bad)).toThrow(PathError);

@@ -61,6 +61,23 @@ describe('request lines and framings the gateway does not speak are refused, wit
     expect(await recordFor(decisionOf(out))).toMatchObject({ decision: 'deny', path: '/a/%zz/b?x=1' });
   });
 
+  it('an absolute-form target with userinfo is refused, and its record does not keep the password', async () => {
+    const before = echo.requests.length;
+    const out = await rawSocket(gw.url, 'GET http://user:s3cret@api.example.com/public/x HTTP/1.1\r\nHost: api.example.com\r\nConnection: close\r\n\r\n');
+    expect(out).toMatch(/^HTTP\/1\.1 400/);
+    expect(echo.requests.length).toBe(before);
+    const rec = await recordFor(decisionOf(out));
+    expect(rec).toMatchObject({ decision: 'deny', denial_reason: 'request_malformed', path: 'http://***@api.example.com/public/x' });
+    expect(JSON.stringify(rec)).not.toContain('s3cret');
+  });
+
+  it("an absolute-form target's authority, not Host, is the upstream's X-Forwarded-Host (RFC 9112 section 3.2.2)", async () => {
+    const out = await rawSocket(gw.url, 'GET http://other.example:8443/public/abs HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n');
+    expect(out).toMatch(/^HTTP\/1\.1 200/);
+    const got = echo.requests.find((r) => r.url === '/public/abs');
+    expect(got?.headers['x-forwarded-host']).toBe('other.example:8443');
+  });
+
   it('attemptedTarget: printable ASCII kept, quotes, backslashes, controls and other bytes percent-encoded, long targets cut', () => {
     expect(attemptedTarget('/a/%2e%2e/b')).toBe('/a/%2e%2e/b');
     expect(attemptedTarget('/a"b\\c d\x00\xe9')).toBe('/a%22b%5Cc%20d%00%E9');
