@@ -334,12 +334,24 @@ function crossChecks(c: unknown, ctx: Ctx): void {
   });
 }
 
-/** A listener host as written, compared: lower case, an IPv6 address canonical and without brackets. */
+/**
+ * A listener host as written, compared: lower case, an IPv6 address canonical and without brackets,
+ * an IPv4-mapped one (::ffff:127.0.0.1) as the IPv4 address it binds.
+ */
 function canonicalHost(host: string): string {
   let h = host.toLowerCase();
   if (h.startsWith('[') && h.endsWith(']')) h = h.slice(1, -1);
-  return isIP(h) === 6 && !h.includes('%') ? new URL(`http://[${h}]/`).hostname.slice(1, -1) : h;
+  if (isIP(h) !== 6 || h.includes('%')) return h;
+  h = new URL(`http://[${h}]/`).hostname.slice(1, -1);
+  const mapped = V4_MAPPED.exec(h);
+  if (mapped === null) return h;
+  const hi = parseInt(mapped[1]!, 16);
+  const lo = parseInt(mapped[2]!, 16);
+  return `${hi >> 8}.${hi & 255}.${lo >> 8}.${lo & 255}`;
 }
+
+/** An IPv4-mapped IPv6 address as the URL parser writes it (::ffff:7f00:1). */
+const V4_MAPPED = /^::ffff:([0-9a-f]{1,4}):([0-9a-f]{1,4})$/;
 
 const WILDCARD_HOSTS = new Set(['0.0.0.0', '::', '']);
 

@@ -67,6 +67,10 @@ describe('check catches what makes start fail; start exits 2 with the same messa
     expect(clash('127.0.0.1', 'localhost')).toEqual([`admin.port: admin (localhost:18080) and listen (127.0.0.1:18080) overlap on port 18080: localhost is 127.0.0.1 and ::1${needs}`]);
     expect(clash('LocalHost', '::1')).toEqual([`admin.port: admin ([::1]:18080) and listen (LocalHost:18080) overlap on port 18080: LocalHost is 127.0.0.1 and ::1${needs}`]);
     expect(clash('[::1]', 'localhost')).toEqual([`admin.port: admin (localhost:18080) and listen ([::1]:18080) overlap on port 18080: localhost is 127.0.0.1 and ::1${needs}`]);
+    // An IPv4-mapped IPv6 address binds the IPv4 address (EADDRINUSE on Linux).
+    expect(clash('127.0.0.1', '::ffff:127.0.0.1')).toEqual([`admin.port: admin ([::ffff:127.0.0.1]:18080) and listen (127.0.0.1:18080) overlap on port 18080: the same address${needs}`]);
+    expect(clash('[::ffff:7f00:1]', 'localhost')).toEqual([`admin.port: admin (localhost:18080) and listen ([::ffff:7f00:1]:18080) overlap on port 18080: localhost is 127.0.0.1 and ::1${needs}`]);
+    expect(clash('::ffff:10.0.0.1', '10.0.0.2')).toEqual([]);
     expect(clash('localhost', 'localhost')).toEqual([`admin.port: admin (localhost:18080) and listen (localhost:18080) overlap on port 18080: the same address${needs}`]);
     expect(clash('0.0.0.0', '10.1.2.3')).toEqual([`admin.port: admin (10.1.2.3:18080) and listen (0.0.0.0:18080) overlap on port 18080: 0.0.0.0 is every address of this host${needs}`]);
     expect(clash('::', '127.0.0.1')).toEqual([`admin.port: admin (127.0.0.1:18080) and listen ([::]:18080) overlap on port 18080: :: is every address of this host${needs}`]);
