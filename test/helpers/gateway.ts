@@ -111,7 +111,10 @@ export interface CliGateway {
   logs(): string;
 }
 
-/** Starts the compiled CLI as a real process and waits for its "listening" log line (stderr). */
+/**
+ * Starts the compiled CLI as a real process and waits for its "listening" log line (stderr). A
+ * process that never prints it in time is killed, not left running past the test.
+ */
 export async function startCli(file: string): Promise<CliGateway> {
   const proc = spawn(process.execPath, [CLI, '--config', file], { stdio: ['ignore', 'pipe', 'pipe'] });
   let err = '';
@@ -119,7 +122,13 @@ export async function startCli(file: string): Promise<CliGateway> {
   proc.stdout!.resume();
   const exited = new Promise<never>((_, reject) => proc.once('exit', (code) => reject(new Error(`gateway exited with ${code}: ${err}`))));
   const listening = (): string | undefined => err.split('\n').find((l) => l.includes('mission-gateway listening'));
-  const line = await Promise.race([eventually(listening, 15_000), exited]);
+  let line: string;
+  try {
+    line = await Promise.race([eventually(listening, 15_000), exited]);
+  } catch (err) {
+    proc.kill('SIGKILL');
+    throw err;
+  }
   const { url, adminUrl } = JSON.parse(line) as { url: string; adminUrl: string };
   return { proc, url, adminUrl, logs: () => err };
 }
