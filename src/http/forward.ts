@@ -77,7 +77,9 @@ export class Upstream {
     const exchange = new Exchange(req, res, this.timeoutMs, req.ticket === null ? null : this.holds, onStart, done);
     const headers = req.headers;
     headers.push('host', this.host);
-    this.pool.dispatch({ origin: this.origin, method: req.method, path: this.basePath + req.path, headers, body: req.body }, exchange);
+    // false: no connection is free now (upstream.connections busy, long-lived streams included), so
+    // the request may wait in the pool's queue, where undici's own timeout does not run.
+    if (!this.pool.dispatch({ origin: this.origin, method: req.method, path: this.basePath + req.path, headers, body: req.body }, exchange)) exchange.mayWait();
   }
 
   close(): Promise<void> {
@@ -103,8 +105,13 @@ class Exchange implements Dispatcher.DispatchHandler, Holder {
   private ended = false;
   private abort: ((err?: Error) => void) | null = null;
   private resume: (() => void) | null = null;
-  /** Bounds the wait for a final status across 1xx responses, each of which restarts undici's timer. */
+  /**
+   * Bounds the wait for a final status across 1xx responses, each of which restarts undici's timer,
+   * and the wait for a free connection, which undici's timer does not cover.
+   */
   private deadline: NodeJS.Timeout | null = null;
+  /** Answered 504 while still waiting for a connection: it leaves the queue when it gets one. */
+  private expired = false;
 
   constructor(
     private readonly req: ForwardRequest,
@@ -119,8 +126,27 @@ class Exchange implements Dispatcher.DispatchHandler, Holder {
 
   private readonly onDeadline = (): void => {
     this.deadline = null;
-    if (!this.started) this.abort?.(new errors.HeadersTimeoutError());
+    if (this.started) return;
+    if (this.abort !== null) {
+      this.abort(new errors.HeadersTimeoutError());
+      return;
+    }
+    if (this.settled) return;
+    // Never got an upstream connection (all busy): 504 now (SPEC section 5: no response headers
+    // within upstream.timeout_s); the queued request is dropped when a connection frees (onConnect).
+    this.expired = true;
+    this.res.off('close', this.onClose);
+    this.settle({ kind: 'error', code: 'gateway_timeout', error: new errors.HeadersTimeoutError('no upstream connection became free within upstream.timeout_s (upstream.connections are all busy)') });
+    this.closeIfUnread();
   };
+
+  /**
+   * The pool had no free connection when the request was dispatched: unless it got one at once,
+   * the whole wait for response headers (the queue's included) is bounded from now.
+   */
+  mayWait(): void {
+    if (this.abort === null && !this.settled) this.deadline ??= setTimeout(this.onDeadline, this.timeoutMs);
+  }
 
   private clearDeadline(): void {
     if (this.deadline !== null) {
@@ -171,6 +197,9 @@ class Exchange implements Dispatcher.DispatchHandler, Holder {
   }
 
   onConnect(abort: (err?: Error) => void): void {
+    // Answered 504 while it waited: undici drops a request whose onConnect throws without writing it,
+    // and keeps the connection (its abort would destroy the socket).
+    if (this.expired) throw new errors.RequestAbortedError('answered 504 while waiting for an upstream connection');
     this.abort = abort;
     if (this.res.destroyed) this.abortClosed(abort);
   }
