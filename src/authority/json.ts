@@ -2,7 +2,9 @@
  * Strict reading of JSON the gateway decides on. `JSON.parse` alone is not enough, because the
  * upstream may read the same bytes differently:
  * - duplicate object keys (`{"amount":1,"amount":9000}`): JSON.parse keeps the last, other parsers
- *   the first, so any duplicate key makes the document unreadable;
+ *   the first, so any duplicate key makes the document unreadable. Names equal but for case count
+ *   as duplicates (`{"amount":1,"AMOUNT":9000}`): Go's encoding/json and ASP.NET Core bind members
+ *   case-insensitively (Go also folds `ſ` onto `s` and the Kelvin sign onto `k`), last one wins;
  * - numbers that a double cannot hold (`500.000000000000000001` parses to 500, `1e400` to
  *   Infinity): JSON.parse loses the decimal the client wrote. Such a number at a watched position
  *   is kept: its source text is recorded beside the parsed value (a side table
@@ -51,6 +53,19 @@ function flatJcs(value: unknown): string | null {
 
 export class JsonStrictError extends Error {
   override readonly name = 'JsonStrictError';
+}
+
+const NON_ASCII = /[^\x00-\x7f]/;
+
+/**
+ * A member name as case-insensitive readers compare it: lower case, and beyond ASCII folded through
+ * upper case as well, so `ſ` (U+017F) is `s`, the Kelvin sign `k`, `ß` and `ẞ` both `ss`. It folds
+ * at least as much as Go's encoding/json (ToUpper(ToLower(rune))) and .NET's ordinal ignore-case;
+ * folding more only refuses more documents.
+ */
+export function foldName(name: string): string {
+  const lower = name.toLowerCase();
+  return NON_ASCII.test(lower) ? lower.toUpperCase().toLowerCase() : lower;
 }
 
 /** RFC 6901: "" is the whole document; "/a~1b/~0c" is ["a/b", "~c"]. */
@@ -227,7 +242,7 @@ export interface ScanFrame {
   readonly onPath: boolean;
   /** True when this container is (inside) a watched value: all of it is a parameter. */
   readonly inside: boolean;
-  /** Keys seen so far (objects on a watched path only). */
+  /** Keys seen so far, case-folded (foldName; objects on a watched path only). */
   readonly keys: Set<string> | null;
   /** Current key (objects). */
   key: string;
@@ -237,8 +252,8 @@ export interface ScanFrame {
 }
 
 /**
- * Scans JSON text that JSON.parse accepted: throws JsonStrictError on a duplicate key in an object a
- * watched pointer runs through, and returns the numbers at watched positions that a double cannot
+ * Scans JSON text that JSON.parse accepted: throws JsonStrictError on a duplicate key (foldName) in
+ * an object a watched pointer runs through, and returns the numbers at watched positions that a double cannot
  * hold exactly, with their container and key (null when there is none, the common case: nothing is
  * allocated for exact numbers). `watch` are parsed pointers; 'all' checks every object and number
  * (MCP `arguments`, all of which are parameters). Members off the watched paths cannot change the
@@ -265,8 +280,9 @@ export function scanJson(text: string, watch: readonly (readonly string[])[] | '
       if (top !== undefined && top.onPath && top.object && top.expectKey) {
         const raw = text.slice(i + 1, j);
         const key = raw.includes('\\') ? (JSON.parse(text.slice(i, j + 1)) as string) : raw;
-        if (top.keys!.has(key)) throw new JsonStrictError('duplicate object key');
-        top.keys!.add(key);
+        const folded = foldName(key);
+        if (top.keys!.has(folded)) throw new JsonStrictError('duplicate object key (names that differ only in case count as one)');
+        top.keys!.add(folded);
         top.key = key;
         top.expectKey = false;
       }

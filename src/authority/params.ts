@@ -98,7 +98,7 @@ export function parseJsonStrict(body: Buffer | string, pointers: readonly (reado
   try {
     found = scanJson(text, pointers);
   } catch (err) {
-    throw unparseable('the request body is ambiguous JSON (duplicate key)', err);
+    throw unparseable('the request body is ambiguous JSON (a duplicate key, or keys that differ only in case)', err);
   }
   if (found !== null) keepNumberSources(doc, found);
   return doc;

@@ -11,7 +11,7 @@
  * upstream decide what it meant.
  */
 import { Denial } from '../errors.js';
-import { numberSource } from '../authority/json.js';
+import { foldName, numberSource } from '../authority/json.js';
 import { parseJsonStrict } from '../authority/params.js';
 import { MCP_META_KEY } from '../mission/reference.js';
 
@@ -85,8 +85,27 @@ function metaRefOf(params: unknown): unknown {
   return meta[MCP_META_KEY];
 }
 
+/** The members of a message, and of a gated request's `params`, the gateway reads. */
+const MESSAGE_MEMBERS: readonly string[] = ['jsonrpc', 'id', 'method', 'params'];
+const PARAMS_MEMBERS: readonly string[] = ['name', 'arguments', '_meta'];
+
+/**
+ * Refuses a member whose name folds onto one the gateway reads without being it (`Method`,
+ * `paramſ`, `Arguments`): a case-insensitive upstream (Go's encoding/json: mcp-go, the go-sdk
+ * before 1.3.1, CVE-2026-27896) reads it as that member, the gateway does not, so a call could
+ * reach the upstream ungated. Two members folding onto each other are refused by the strict parse.
+ */
+function refuseCaseVariants(o: Record<string, unknown>, read: readonly string[]): void {
+  for (const k of Object.keys(o)) {
+    if (read.includes(k)) continue;
+    const folded = foldName(k);
+    if (read.includes(folded)) throw malformed(`a member named ${JSON.stringify(k)} where JSON-RPC reads "${folded}": ambiguous for case-insensitive readers`);
+  }
+}
+
 function classify(item: unknown, index: number): McpMessage {
   if (!isObject(item)) return { kind: 'other', index };
+  refuseCaseVariants(item, MESSAGE_MEMBERS);
   const method = item['method'];
   if (method !== 'tools/call' && method !== 'tools/list') return { kind: 'other', index };
   const id = item['id'];
@@ -96,8 +115,9 @@ function classify(item: unknown, index: number): McpMessage {
   if (!isId(id)) throw malformed(`a ${method} request has no usable id`);
   // An id a double cannot hold would be answered (a denial) with another id than the client sent.
   if (typeof id === 'number' && numberSource(item, 'id') !== undefined) throw malformed(`a ${method} request id is a number a double cannot hold`);
-  if (method === 'tools/list') return { kind: 'list', index, id, metaRef: metaRefOf(item['params']) };
   const params = item['params'];
+  if (isObject(params)) refuseCaseVariants(params, PARAMS_MEMBERS);
+  if (method === 'tools/list') return { kind: 'list', index, id, metaRef: metaRefOf(params) };
   if (!isObject(params)) return { kind: 'invalid_call', index, id, name: null };
   const name = params['name'];
   if (typeof name !== 'string' || name.length === 0) return { kind: 'invalid_call', index, id, name: null };

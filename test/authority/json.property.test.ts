@@ -2,11 +2,20 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import canonicalizeModule from 'canonicalize';
-import { jcs, JsonStrictError, numberIsExact, parsePointer, resolvePointer, scanJson } from '../../src/authority/json.js';
+import { foldName, jcs, JsonStrictError, numberIsExact, parsePointer, resolvePointer, scanJson } from '../../src/authority/json.js';
 
 const canonicalize = canonicalizeModule as unknown as (value: unknown) => string | undefined;
 
-const doc = fc.jsonValue({ maxDepth: 4 });
+/** Whether every object in `v` has member names that stay distinct once case-folded (foldName). */
+function foldDistinct(v: unknown): boolean {
+  if (Array.isArray(v)) return v.every(foldDistinct);
+  if (v === null || typeof v !== 'object') return true;
+  const keys = Object.keys(v);
+  return new Set(keys.map(foldName)).size === keys.length && Object.values(v).every(foldDistinct);
+}
+
+/** JSON values without names equal but for case in one object (which the scan refuses). */
+const doc = fc.jsonValue({ maxDepth: 4 }).filter(foldDistinct);
 
 describe('strict JSON scan (fast-check)', () => {
   it('accepts every JSON.stringify output, compact or indented (no duplicates, exact numbers)', () => {
@@ -20,7 +29,7 @@ describe('strict JSON scan (fast-check)', () => {
 
   it('finds a duplicate key wherever it is inserted, whatever the strings around it contain', () => {
     fc.assert(
-      fc.property(fc.dictionary(fc.string(), doc, { minKeys: 1, maxKeys: 5 }), fc.nat(), fc.jsonValue({ maxDepth: 1 }), (obj, k, dupValue) => {
+      fc.property(fc.dictionary(fc.string(), doc, { minKeys: 1, maxKeys: 5 }).filter(foldDistinct), fc.nat(), fc.jsonValue({ maxDepth: 1 }), (obj, k, dupValue) => {
         const keys = Object.keys(obj);
         const key = keys[k % keys.length]!;
         const text = JSON.stringify({ wrap: [obj] }).replace(/\}\]\}$/, () => `,${JSON.stringify(key)}:${JSON.stringify(dupValue)}}]}`);
@@ -32,9 +41,32 @@ describe('strict JSON scan (fast-check)', () => {
     );
   });
 
+  it('finds a member named like another but for case (as Go and .NET bind them), on a watched path or anywhere', () => {
+    const variant = (k: string): string => (k.toUpperCase() !== k ? k.toUpperCase() : k.toLowerCase());
+    fc.assert(
+      fc.property(fc.dictionary(fc.stringMatching(/^[a-zA-Z_][a-zA-Z0-9_]{0,7}$/), doc, { minKeys: 1, maxKeys: 5 }).filter(foldDistinct), fc.nat(), (obj, k) => {
+        const keys = Object.keys(obj);
+        const key = keys[k % keys.length]!;
+        fc.pre(/[a-zA-Z]/.test(key));
+        const text = JSON.stringify(obj).replace(/\}$/, () => `,${JSON.stringify(variant(key))}:1}`);
+        expect(() => scanJson(text, 'all')).toThrow(JsonStrictError);
+        expect(() => scanJson(text, [[key]])).toThrow(JsonStrictError);
+      }),
+      { numRuns: 300 },
+    );
+  });
+
+  it('folds beyond ASCII at least as Go does: long s, the Kelvin and Angstrom signs, sharp s', () => {
+    for (const [a, b] of [['params', 'param\u017f'], ['kind', '\u212aind'], ['\u00e5r', '\u212br'], ['stra\u00dfe', 'STRASSE'], ['stra\u1e9ee', 'strasse'], ['\u03c3a', '\u03c2a']]) {
+      expect(() => scanJson(`{"${a}":1,"${b}":2}`, 'all'), `${a} / ${b}`).toThrow(JsonStrictError);
+    }
+    // Off the watched paths names are not compared (they cannot change the decision).
+    expect(scanJson('{"amount":1,"meta":{"x":1,"X":2}}', [['amount']])).toBeNull();
+  });
+
   it('watched pointers resolve to what JSON.parse sees', () => {
     fc.assert(
-      fc.property(fc.dictionary(fc.string({ maxLength: 6 }), doc, { minKeys: 1, maxKeys: 6 }), fc.nat(), (obj, k) => {
+      fc.property(fc.dictionary(fc.string({ maxLength: 6 }), doc, { minKeys: 1, maxKeys: 6 }).filter(foldDistinct), fc.nat(), (obj, k) => {
         const keys = Object.keys(obj);
         const key = keys[k % keys.length]!;
         const pointer = parsePointer('/' + key.replace(/~/g, '~0').replace(/\//g, '~1'));

@@ -129,6 +129,8 @@ describe('SPEC §4 parameter binding', () => {
       ['duplicate key', '{"amount":"1","amount":"9000"}'],
       ['duplicate key via escapes', '{"amount":"1","\\u0061mount":"9000"}'],
       ['nested duplicate key', '{"to":[{"email":"a","email":"b"}]}'],
+      ['names equal but for case (Go, ASP.NET Core read the last)', '{"amount":"1","AMOUNT":"9000"}'],
+      ['nested names equal but for case', '{"to":[{"email":"a","Email":"b"}]}'],
       ['not JSON content type', '{"amount":1}', { contentType: 'application/x-www-form-urlencoded' }],
       ['no content type', '{"amount":1}', { contentType: '' }],
       ['byte order mark', '\uFEFF{"amount":1}'],

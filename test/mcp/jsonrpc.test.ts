@@ -102,4 +102,21 @@ describe('SPEC section 7: reading MCP JSON-RPC bodies', () => {
     }
     for (const id of [1, 'a', 2.5, 1e300]) expect(parseMcpBody(buf(list(id))).lists).toBe(1);
   });
+
+  it('refuses members named like the ones it reads but for case: a Go upstream (encoding/json) would read them as those (CVE-2026-27896)', () => {
+    const call = { jsonrpc: '2.0', id: 7, method: 'tools/call', params: { name: 'get_invoice', arguments: { id: 'inv_1' } } };
+    // Alone: the gateway sees a ping, or a call without a name; Go sees tools/call delete_all.
+    expect(denialCode(() => parseMcpBody(buf({ jsonrpc: '2.0', id: 7, method: 'ping', Method: 'tools/call', params: { name: 'delete_all' } })))).toBe('parameter_unparseable');
+    expect(denialCode(() => parseMcpBody(buf({ jsonrpc: '2.0', id: 7, Method: 'tools/call', params: { name: 'delete_all' } })))).toBe('request_malformed');
+    expect(denialCode(() => parseMcpBody(buf({ ...call, params: { Name: 'delete_all', arguments: {} } })))).toBe('request_malformed');
+    expect(denialCode(() => parseMcpBody(buf({ jsonrpc: '2.0', id: 7, method: 'tools/list', params: { _Meta: {} } })))).toBe('request_malformed');
+    expect(denialCode(() => parseMcpBody(buf({ jsonrpc: '2.0', id: 7, method: 'tools/call', PARAMS: { name: 'delete_all' } })))).toBe('request_malformed');
+    // Beside the real member: refused by the strict parse (names equal but for case are duplicates).
+    expect(denialCode(() => parseMcpBody(buf({ ...call, params: { ...call.params, Name: 'delete_all' } })))).toBe('parameter_unparseable');
+    expect(denialCode(() => parseMcpBody(buf({ ...call, params: { ...call.params, Arguments: { id: 'x' } } })))).toBe('parameter_unparseable');
+    expect(denialCode(() => parseMcpBody(buf({ ...call, 'param\u017f': { name: 'delete_all' } })))).toBe('parameter_unparseable');
+    expect(denialCode(() => parseMcpBody(buf([call, { ...call, id: 8, params: { name: 'x', arguments: { amount: '1', AMOUNT: '9' } } }])))).toBe('parameter_unparseable');
+    // Other members of other methods' params are not the gateway's to read.
+    expect(parseMcpBody(buf({ jsonrpc: '2.0', id: 1, method: 'resources/read', params: { Uri: 'a' } })).calls).toBe(0);
+  });
 });

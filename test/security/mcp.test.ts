@@ -164,6 +164,25 @@ describe('ambiguous JSON-RPC', () => {
     expect(calls.length).toBe(before);
   });
 
+  // A Go MCP server (encoding/json binds members case-insensitively, last one wins: mcp-go, the
+  // go-sdk before 1.3.1, CVE-2026-27896) would run each of these as a call the gateway never gated.
+  for (const [name, body] of [
+    ['a lone Method: tools/call', '{"jsonrpc":"2.0","id":9,"Method":"tools/call","params":{"name":"send_email","arguments":{}}}'],
+    ['Method beside method: ping', '{"jsonrpc":"2.0","id":9,"method":"ping","Method":"tools/call","params":{"name":"send_email","arguments":{}}}'],
+    ['Name beside name', '{"jsonrpc":"2.0","id":9,"method":"tools/call","params":{"name":"get_invoice","arguments":{"invoice_id":"inv_1001"},"Name":"send_email"}}'],
+    ['Arguments beside arguments', '{"jsonrpc":"2.0","id":9,"method":"tools/call","params":{"name":"pay_invoice","arguments":{"invoice_id":"inv_1","amount":"10.00","currency":"USD"},"Arguments":{"invoice_id":"inv_1","amount":"99999.00","currency":"USD"}}}'],
+    ['paramſ (long s) beside params', '{"jsonrpc":"2.0","id":9,"method":"tools/call","params":{"name":"get_invoice","arguments":{}},"param\u017f":{"name":"send_email","arguments":{}}}'],
+    ['AMOUNT beside amount', '{"jsonrpc":"2.0","id":9,"method":"tools/call","params":{"name":"pay_invoice","arguments":{"invoice_id":"inv_1","amount":"10.00","AMOUNT":"99999.00","currency":"USD"}}}'],
+  ]) {
+    it(`members named like the gated ones but for case are refused, not forwarded: ${name}`, async () => {
+      const before = calls.length;
+      const r = await rpc(body!);
+      expect(r.status).toBe(400);
+      expect(r.json<{ denial_reason: string }>().denial_reason).toMatch(/^(parameter_unparseable|request_malformed)$/);
+      expect(calls.length).toBe(before);
+    });
+  }
+
   it('broken JSON is 400 parameter_unparseable', async () => {
     const r = await rpc('{"jsonrpc":"2.0","id":1,"method":"tools/call",');
     expect(r.status).toBe(400);
