@@ -5,8 +5,13 @@
  */
 import type { MissionReference } from '../pipeline/context.js';
 
+/**
+ * Each form carries its tag, so no id can name an AAuth record: an id reference (from a header,
+ * another client's) reading `s256:<hash>` must not find, or poison, the record of the AAuth
+ * reference with that hash.
+ */
 export function recordKey(issuer: string, idOrS256: string, aauth: boolean): string {
-  return aauth ? `${issuer}\ns256:${idOrS256}` : `${issuer}\n${idOrS256}`;
+  return aauth ? `${issuer}\ns256:${idOrS256}` : `${issuer}\nid:${idOrS256}`;
 }
 
 const REF_KEYS = new WeakMap<MissionReference, string>();

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { createMissionReferenceStage, parseAauthMission, parseMetaReference, parseMissionReference, sameMission } from '../../src/mission/reference.js';
+import { recordKey, refKey } from '../../src/mission/key.js';
 import type { MissionReference } from '../../src/pipeline/context.js';
 import { context, denialOf, ISSUER, makeConfig, MISSION_ID, S256, token } from './helpers.js';
 
@@ -223,5 +224,17 @@ describe('parsers', () => {
     expect(sameMission(id(ISSUER, 'a'), id(MAS, 'a'))).toBe(false);
     expect(sameMission(aa(MAS, S256), aa(MAS, S256))).toBe(true);
     expect(sameMission(aa(MAS, S256), id(MAS, S256))).toBe(false);
+  });
+});
+
+describe('the key a reference is cached and held under (key.ts)', () => {
+  it('an id reference reading "s256:<hash>" never shares the key of the AAuth reference with that hash', () => {
+    const aauth: MissionReference = { form: 'aauth_claim', issuer: ISSUER, id: null, s256: S256, authorityHash: null };
+    const lookalike: MissionReference = { form: 'reference_header', issuer: ISSUER, id: `s256:${S256}`, s256: null, authorityHash: null };
+    expect(refKey(lookalike)).not.toBe(refKey(aauth));
+    expect(recordKey(ISSUER, `s256:${S256}`, false)).not.toBe(recordKey(ISSUER, S256, true));
+    // The same Mission by id, however the reference was written, is one key.
+    const byClaim: MissionReference = { form: 'claim', issuer: ISSUER, id: MISSION_ID, s256: null, authorityHash: null };
+    expect(refKey(byClaim)).toBe(recordKey(ISSUER, MISSION_ID, false));
   });
 });
