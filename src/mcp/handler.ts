@@ -19,7 +19,7 @@ import { digestOrNull, undigestable } from '../authority/params.js';
 import { authorityHashMismatch, authorizeAction } from '../authority/stage.js';
 import type { Config } from '../config/schema.js';
 import { Denial, isDenial } from '../errors.js';
-import { readBody } from '../http/body.js';
+import { hasBody, readBody } from '../http/body.js';
 import type { Review } from '../mission/holds.js';
 import { refKey } from '../mission/key.js';
 import { parseMetaReference, sameMission, trustedMissionIssuers } from '../mission/reference.js';
@@ -67,6 +67,9 @@ export function createMcpHandler(deps: McpHandlerDeps): Handler {
   return new McpHandler(deps);
 }
 
+/** The methods the MCP endpoint forwards besides POST, none of which carries a message. */
+const BODILESS_METHODS: ReadonlySet<string> = new Set(['GET', 'DELETE', 'HEAD', 'OPTIONS']);
+
 class McpHandler implements Handler {
   private readonly toolActions: ReadonlyMap<string, string>;
   private readonly toolParams: ToolParamMap;
@@ -102,6 +105,10 @@ class McpHandler implements Handler {
   async handle(ctx: RequestContext, pipeline: Pipeline): Promise<void> {
     const policy = pipeline.deps.headers.strip;
     if (ctx.method !== 'POST') {
+      // Streamable HTTP sends messages by POST only: GET opens a stream, DELETE ends a session.
+      // Messages sent any other way would reach the upstream ungated (a lax server may read them).
+      if (!BODILESS_METHODS.has(ctx.method)) throw new Denial('no_route', { description: 'the MCP endpoint takes POST, GET and DELETE' });
+      if (hasBody(ctx.req)) throw new Denial('request_malformed', { description: `a ${ctx.method} to the MCP endpoint carries no body` });
       // A resumed stream (Last-Event-ID) may replay a tools/list answer: filter it by its shape.
       if (ctx.method === 'GET' && ctx.req.headers['last-event-id'] !== undefined) {
         const f = this.listFilter(ctx, { ref: ctx.missionRef, mission: ctx.mission });

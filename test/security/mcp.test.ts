@@ -183,6 +183,22 @@ describe('ambiguous JSON-RPC', () => {
     });
   }
 
+  it('a message sent other than by POST (PUT, PATCH, a GET or DELETE with a body) is refused, not forwarded ungated', async () => {
+    const body = JSON.stringify(call(9, 'send_email', { to: 'x@evil.example' }));
+    for (const [method, status, reason] of [['PUT', 403, 'no_route'], ['PATCH', 403, 'no_route'], ['GET', 400, 'request_malformed'], ['DELETE', 400, 'request_malformed']] as const) {
+      const before = calls.length;
+      const r = await raw(gw.url, {
+        method,
+        path: '/mcp',
+        headers: { authorization: `DPoP ${token}`, dpop: await agent.proof(method, MCP, token), 'content-type': 'application/json', 'mcp-session-id': session },
+        body,
+      });
+      expect(r.status, method).toBe(status);
+      expect(r.json<{ denial_reason: string }>().denial_reason, method).toBe(reason);
+      expect(calls.length, method).toBe(before);
+    }
+  });
+
   it('broken JSON is 400 parameter_unparseable', async () => {
     const r = await rpc('{"jsonrpc":"2.0","id":1,"method":"tools/call",');
     expect(r.status).toBe(400);
