@@ -121,16 +121,38 @@ function tenant(v: unknown): Check | null {
 
 const EMAIL = /^[^\s@,;<>()[\]"\\:]+@([A-Za-z0-9.-]+)$/;
 
+/**
+ * A URL whose host every parser reads alike: the host right after `//` (no userinfo, no
+ * percent-encoding, no IP literal), an optional port, and no backslash, whitespace or control
+ * character anywhere. WHATWG turns `\` into `/` where RFC 3986 parsers read userinfo
+ * (`https://vendor.example\@evil.example/` is vendor.example to one, evil.example to the other).
+ */
+const URL_SHAPE = /^[A-Za-z][A-Za-z0-9+.-]*:\/\/([^\s\\/?#@%:[\]\x00-\x1f\x7f]+)(?::[0-9]{1,5})?(?:[/?#][^\s\\\x00-\x1f\x7f]*)?$/;
+const ASCII_HOST = /^[A-Za-z0-9.-]+$/;
+const IDN_HOST = /^[\p{L}\p{M}\p{N}.-]+$/u;
+
+/**
+ * An ASCII host, or an internationalized one of letters, marks and digits that NFKC leaves as it
+ * is: WHATWG maps a fullwidth dot or fullwidth letters onto ASCII (`vendor．example` is
+ * vendor.example to it), which a parser without IDNA mapping reads as another host.
+ */
+function plainHost(raw: string): boolean {
+  return ASCII_HOST.test(raw) || (IDN_HOST.test(raw) && raw.normalize('NFKC') === raw);
+}
+
 /** The host an e-mail address or URL names, lower-cased ASCII, or null for anything else. */
 export function recipientHost(v: string): string | null {
   if (v.includes('://')) {
+    const shape = URL_SHAPE.exec(v);
+    if (shape === null || !plainHost(shape[1]!)) return null;
     let url: URL;
     try {
       url = new URL(v);
     } catch {
       return null;
     }
-    return url.hostname === '' ? null : url.hostname.toLowerCase();
+    const host = url.hostname.toLowerCase();
+    return host !== '' && host === domainToASCII(shape[1]!.toLowerCase()) ? host : null;
   }
   const m = EMAIL.exec(v);
   if (m === null) return null;

@@ -18,7 +18,7 @@ import { hash } from 'node:crypto';
 import type { IncomingHttpHeaders } from 'node:http';
 import type { CompiledRoute } from '../config/compile.js';
 import { Denial } from '../errors.js';
-import { jcs, keepNumberSources, numberIsExact, numberSource, parsePointer, resolvePointer, scanJson, setNumberSource } from './json.js';
+import { foldName, jcs, keepNumberSources, numberIsExact, numberSource, parsePointer, resolvePointer, scanJson, setNumberSource } from './json.js';
 
 export interface ParamsInput {
   /** Segments of the normalized path (still percent-encoded). */
@@ -150,6 +150,7 @@ export function extractParams(route: CompiledRoute, input: ParamsInput): Record<
         if (query === null) break;
         const all = query.getAll(s.key);
         if (all.length > 1) throw unparseable('a query parameter is repeated');
+        if (queryAlias(query, s.key)) throw unparseable('a query parameter is also given under another spelling (case, brackets, leading space)');
         value = all[0];
         break;
       }
@@ -166,6 +167,7 @@ export function extractParams(route: CompiledRoute, input: ParamsInput): Record<
       case 'header': {
         const h = input.headers[s.header];
         if (Array.isArray(h)) throw unparseable('a header parameter is repeated');
+        if (headerAlias(input.headers, s.header)) throw unparseable('a header parameter is also given with underscores');
         value = h;
         break;
       }
@@ -173,6 +175,33 @@ export function extractParams(route: CompiledRoute, input: ParamsInput): Record<
     if (value !== undefined) setParam(out, s.name, value);
   }
   return out;
+}
+
+/**
+ * A query key other than `key` that some server reads as `key`: ASP.NET Core compares keys
+ * case-insensitively, PHP strips leading spaces, reads `.` and ` ` as `_` and `key[]` as an array of
+ * `key` (the last one wins), so `Amount=`, `+amount=` or `amount[]=` beside `amount=` is a second,
+ * unchecked value.
+ */
+function queryAlias(query: URLSearchParams, key: string): boolean {
+  const folded = queryFold(key);
+  for (const k of query.keys()) {
+    if (k !== key && queryFold(k) === folded) return true;
+  }
+  return false;
+}
+
+function queryFold(k: string): string {
+  return foldName(k.trimStart().replace(/\[.*$/, '').replace(/[ .]/g, '_'));
+}
+
+/** A header named as `header` with underscores for dashes: CGI, WSGI, PHP and Rack read both as one. */
+function headerAlias(headers: IncomingHttpHeaders, header: string): boolean {
+  if (!header.includes('-')) return false;
+  for (const k of Object.keys(headers)) {
+    if (k !== header && k.includes('_') && k.replaceAll('_', '-') === header) return true;
+  }
+  return false;
 }
 
 function digest(value: unknown): string {

@@ -151,6 +151,16 @@ describe('SPEC §4 parameter binding', () => {
     it('a repeated header parameter', () => {
       expect(denialCode(() => extract(null, { headers: { 'x-tenant': ['a', 'b'] } }))).toBe('parameter_unparseable');
     });
+    it('a query parameter also given under a spelling another server reads as it (ASP.NET Core: case; PHP: brackets, leading space, dot)', () => {
+      for (const alias of ['Mode', 'MODE', 'mode[]', 'mode[x]', '+mode', '%20mode']) {
+        expect(denialCode(() => extract(null, { search: `?mode=a&${alias}=b` })), alias).toBe('parameter_unparseable');
+      }
+      expect(extract(null, { search: '?mode=a&model=b&other=c' })).toMatchObject({ mode: 'a' });
+    });
+    it('a header parameter also given with underscores (CGI, WSGI, PHP, Rack read both as one)', () => {
+      expect(denialCode(() => extract(null, { headers: { 'x-tenant': 'acme', x_tenant: 'victim' } }))).toBe('parameter_unparseable');
+      expect(extract(null, { headers: { 'x-tenant': 'acme', 'x-tenant-id': 'other' } })).toMatchObject({ tenant: 'acme' });
+    });
   });
 
   it('accepts exact numbers and inexact numbers outside bound params', () => {
