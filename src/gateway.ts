@@ -13,7 +13,7 @@ import { formatListener, type Config } from './config/schema.js';
 import { Denial } from './errors.js';
 import { lingeringClose, Upstream } from './http/forward.js';
 import { hostFields, hostRequired, makeDropSet, TrustedProxies, type HeaderPolicy } from './http/headers.js';
-import { cutAtShutdown } from './http/shutdown.js';
+import { answeredAtProtocolLevel, cutAtShutdown } from './http/shutdown.js';
 import { socketResponse, WebSocketTunnel } from './http/upgrade.js';
 import { createLogger, type Logger } from './observability/logger.js';
 import { Metrics } from './observability/metrics.js';
@@ -109,6 +109,8 @@ export class Gateway {
       const inFlight = (socket as Socket & { _httpMessage?: ServerResponse | null })._httpMessage;
       if (!socket.writable || (inFlight != null && inFlight.headersSent)) return socket.destroy();
       const status = err.code === 'HPE_HEADER_OVERFLOW' ? 431 : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 408 : 400;
+      // A request already forwarded on this connection (its body's framing broke) is recorded with this status.
+      if (inFlight != null) answeredAtProtocolLevel(socket, status);
       const body = JSON.stringify({ error: 'invalid_request', error_description: 'malformed HTTP request', denial_reason: 'request_malformed', decision_id: null });
       socket.end(`HTTP/1.1 ${status} ${status === 431 ? 'Request Header Fields Too Large' : status === 408 ? 'Request Timeout' : 'Bad Request'}\r\ncontent-type: application/json\r\ncontent-length: ${body.length}\r\nconnection: close\r\n\r\n${body}`);
       closeWhenAnswered(socket);

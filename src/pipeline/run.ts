@@ -315,9 +315,10 @@ export class Pipeline {
           writeDenial(ctx.res, denial, ctx.id, null, null);
           d.logger.warn({ decision_id: ctx.id, err: outcome.error.message, code: (outcome.error as { code?: string }).code }, 'upstream failed');
         } else if (outcome.kind === 'aborted' && ctx.upstreamStatus === null) {
-          // Closed before the upstream answered: nginx's 499, as no status reached the client.
-          ctx.upstreamStatus = 499;
-          const code = (outcome.reason as { code?: string }).code;
+          // Closed before the upstream answered: nginx's 499, as no status reached the client, or
+          // the status the gateway answered a body with broken framing with.
+          const { code, status } = outcome.reason as { code?: string; status?: number };
+          ctx.upstreamStatus = code === 'protocol_error' && status !== undefined ? status : 499;
           if (code === 'shutdown') d.logger.warn({ decision_id: ctx.id, err: outcome.reason.message, code }, 'request cut at shutdown');
           else d.logger.debug({ decision_id: ctx.id, err: outcome.reason.message }, 'client closed before the upstream answered');
         }

@@ -152,3 +152,23 @@ describe('a malformed request body while the answer is already streaming', () =>
     }
   });
 });
+
+describe('a request body whose framing breaks before the upstream answered', () => {
+  it('the client gets the 400, and the record says 400, not a client that went away (499)', async () => {
+    const echo = await startEcho();
+    const gw = await startGateway(publicRoute(echo.url));
+    try {
+      const c = await silentClient(gw.url, 'POST /public/broken HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n');
+      await new Promise((r) => setTimeout(r, 100)); // the request is forwarded, its body streaming
+      c.socket.write('zz\r\nnot a chunk\r\n');
+      await eventually(() => c.ended() || c.socket.destroyed, 5000);
+      expect(c.received()).toMatch(/^HTTP\/1\.1 400 /);
+      const rec = await eventually(() => gw.evidence().find((r) => r['path'] === '/public/broken'));
+      expect(rec).toMatchObject({ decision: 'permit', upstream_status: 400 });
+      expect(echo.requests.map((r) => r.url)).not.toContain('/public/broken');
+    } finally {
+      await gw.close();
+      await echo.close();
+    }
+  });
+});
