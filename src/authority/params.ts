@@ -191,7 +191,11 @@ function queryAlias(query: URLSearchParams, key: string): boolean {
   return false;
 }
 
-function queryFold(k: string): string {
+/**
+ * A form or query name as the most lenient servers read it: case-folded (ASP.NET Core, Java's
+ * equalsIgnoreCase), leading space stripped, `.` and ` ` read as `_`, and `name[...]` as `name` (PHP).
+ */
+export function queryFold(k: string): string {
   return foldName(k.trimStart().replace(/\[.*$/, '').replace(/[ .]/g, '_'));
 }
 

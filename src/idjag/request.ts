@@ -6,8 +6,13 @@
  * AS another. So the parameters it decides on (`grant_type`, `assertion`) are refused when they
  * appear more than once (RFC 6749 section 3.2 forbids it; parsers differ on which copy wins), the
  * query string counts as well as the body, and a body the guard cannot read as a form (another
- * media type, a content coding) is refused rather than passed on unseen.
+ * media type, a content coding) is refused rather than passed on unseen. Names and values are
+ * recognized as leniently as any AS might read them (`GRANT_TYPE`, `grant_type[]`, a grant type with
+ * `ſ` for `s`; a `typ` with parameters, spaces or in any case), then checked strictly.
  */
+import { foldName, scanJson } from '../authority/json.js';
+import { queryFold } from '../authority/params.js';
+import { MAX_JWS_BYTES } from '../auth/jws.js';
 import { IdJagRejection, ID_JAG_TYP } from './projection.js';
 
 export const GRANT_JWT_BEARER = 'urn:ietf:params:oauth:grant-type:jwt-bearer';
@@ -32,9 +37,24 @@ function mediaType(value: string | undefined): string | null {
   return (semi === -1 ? value : value.slice(0, semi)).trim().toLowerCase();
 }
 
-function collect(into: Map<string, string[]>, params: URLSearchParams): void {
-  for (const [k, v] of params) {
-    if (k !== 'grant_type' && k !== 'assertion') continue;
+/** The `grant_type` and `assertion` parameters of a form, by their folded names (queryFold). */
+function decisive(form: string): [string, string][] {
+  const out: [string, string][] = [];
+  for (const [name, v] of new URLSearchParams(form)) {
+    const k = queryFold(name);
+    if (k === 'grant_type' || k === 'assertion') out.push([k, v]);
+  }
+  return out;
+}
+
+function collect(into: Map<string, string[]>, form: string): void {
+  const found = decisive(form);
+  // Some form parsers (older Python, Perl CGI) also split on ';': refused when that reading would
+  // give the AS other grant parameters than the guard reads.
+  if (form.includes(';') && JSON.stringify(decisive(form.replaceAll(';', '&'))) !== JSON.stringify(found)) {
+    malformed("a token request form whose ';' some servers read as a separator");
+  }
+  for (const [k, v] of found) {
     const list = into.get(k);
     if (list === undefined) into.set(k, [v]);
     else list.push(v);
@@ -42,23 +62,34 @@ function collect(into: Map<string, string[]>, params: URLSearchParams): void {
 }
 
 /**
- * True when the compact JWS/JWE `value` declares `typ: oauth-id-jag+jwt` in its protected header.
- * Only the header is decoded: the full verification comes later, and anything that does not even
- * decode is not an ID-JAG (the AS rejects it on its own).
+ * True when the compact JWS/JWE `value` declares `typ: oauth-id-jag+jwt` in its protected header,
+ * read leniently (any case, with `application/`, parameters or spaces): the guard's verification
+ * then refuses any `typ` but the exact one. Only the header is decoded; one that does not decode is
+ * not an ID-JAG (the AS rejects it on its own). A header the guard cannot read as every reader
+ * would (larger than a JWS the verifier takes, a member named twice) is refused.
  */
 export function declaresIdJag(value: string): boolean {
   const dot = value.indexOf('.');
-  if (dot <= 0 || dot > 4096) return false;
+  if (dot <= 0) return false;
+  if (dot > MAX_JWS_BYTES) malformed('the assertion is larger than a JWS the guard verifies');
+  let text: string;
   let header: unknown;
   try {
-    header = JSON.parse(Buffer.from(value.slice(0, dot), 'base64url').toString('utf8'));
+    text = Buffer.from(value.slice(0, dot), 'base64url').toString('utf8');
+    header = JSON.parse(text);
   } catch {
     return false;
   }
   if (header === null || typeof header !== 'object' || Array.isArray(header)) return false;
+  try {
+    scanJson(text, 'all');
+  } catch {
+    malformed('the assertion header names a member twice');
+  }
   const typ = (header as Record<string, unknown>)['typ'];
   if (typeof typ !== 'string') return false;
-  const t = typ.toLowerCase();
+  const semi = typ.indexOf(';');
+  const t = foldName((semi === -1 ? typ : typ.slice(0, semi)).trim());
   return t === ID_JAG_TYP || t === 'application/' + ID_JAG_TYP;
 }
 
@@ -74,13 +105,13 @@ export interface RequestParts {
 /** Classifies a token request; throws IdJagRejection('request_malformed') when it cannot be read safely. */
 export function classifyTokenRequest(r: RequestParts): TokenRequest {
   const params = new Map<string, string[]>();
-  if (r.search.length > 1) collect(params, new URLSearchParams(r.search.slice(1)));
+  if (r.search.length > 1) collect(params, r.search.slice(1));
   if (r.body !== null && r.body.length > 0) {
     if (r.contentEncoding !== undefined && r.contentEncoding.trim().toLowerCase() !== 'identity') {
       malformed('a token request body must not be content-encoded');
     }
     if (mediaType(r.contentType) !== FORM) malformed('a token request body must be application/x-www-form-urlencoded');
-    collect(params, new URLSearchParams(r.body.toString('utf8')));
+    collect(params, r.body.toString('utf8'));
   }
   const grants = params.get('grant_type') ?? [];
   const assertions = params.get('assertion') ?? [];
@@ -88,7 +119,7 @@ export function classifyTokenRequest(r: RequestParts): TokenRequest {
   const grant = grants[0];
   // Compared leniently (case, surrounding space): an AS that is lenient too must never be handed a
   // JWT bearer grant the guard took for something else.
-  if (grant === undefined || grant.trim().toLowerCase() !== GRANT_JWT_BEARER) return { kind: 'other' };
+  if (grant === undefined || foldName(grant.trim()) !== GRANT_JWT_BEARER) return { kind: 'other' };
   const assertion = assertions[0]?.trim();
   if (assertion === undefined || !declaresIdJag(assertion)) return { kind: 'jwt_bearer' };
   return { kind: 'id_jag', assertion };

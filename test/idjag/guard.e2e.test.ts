@@ -125,6 +125,18 @@ describe('SPEC section 8 / seed 000: violations get invalid_grant and the AS gra
     await expectRefused(await presentGrant(s, idJag), 'replayed', before + 1);
   });
 
+  it('a replayed assertion under parameter names in another case (an AS reading them case-insensitively takes it)', async () => {
+    const { idJag } = await mintIdJag(s);
+    const before = s.as.calls.length;
+    expect((await presentGrant(s, idJag)).status).toBe(200);
+    const res = await fetch(s.tokenUrl, {
+      method: 'POST',
+      headers: { 'content-type': 'application/x-www-form-urlencoded', authorization: BASIC, dpop: await s.agent.proof('POST', s.tokenUrl) },
+      body: `GRANT_TYPE=${encodeURIComponent(GRANT_JWT_BEARER)}&ASSERTION=${idJag}`,
+    });
+    await expectRefused({ status: res.status, headers: res.headers, body: (await res.json()) as Record<string, unknown> }, 'replayed', before + 1);
+  });
+
   it('client_context present', async () => {
     const { missionId } = await mintIdJag(s);
     const before = s.as.calls.length;

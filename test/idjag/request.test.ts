@@ -83,6 +83,45 @@ describe('RFC 6749 section 3.2: a request the guard cannot read as the AS would 
   });
 });
 
+describe('names, values and headers an AS may read more leniently than the guard (attack run r11a)', () => {
+  const grant = encodeURIComponent(GRANT_JWT_BEARER);
+
+  it('grant parameters named in another case or shape (.NET, Java equalsIgnoreCase, PHP) are the grant parameters', () => {
+    for (const [g, a] of [['GRANT_TYPE', 'ASSERTION'], ['Grant_Type', 'Assertion'], ['grant_type[]', 'assertion[]'], ['grant.type', '%20assertion']]) {
+      expect(classifyTokenRequest(req(`${g}=${grant}&${a}=${ID_JAG}`)), `${g} ${a}`).toEqual({ kind: 'id_jag', assertion: ID_JAG });
+    }
+    // Beside the exact name it is a second copy: refused, like any repeated parameter.
+    malformed(req(`grant_type=client_credentials&GRANT_TYPE=${grant}&assertion=${ID_JAG}`));
+    malformed(req(`grant_type=${grant}&assertion=${jwt('JWT')}&Assertion=${ID_JAG}`));
+  });
+
+  it('a grant type with a letter another language folds onto ASCII (ſ, dotless ı) is the jwt-bearer grant', () => {
+    for (const g of [GRANT_JWT_BEARER.replace('s', '\u017f'), GRANT_JWT_BEARER.replace('i', '\u0131')]) {
+      expect(classifyTokenRequest(req(`grant_type=${encodeURIComponent(g)}&assertion=${ID_JAG}`)).kind, g).toBe('id_jag');
+    }
+  });
+
+  it('an assertion header larger than 4 KiB (an x5c chain) is still read, and one past the JWS limit refused', () => {
+    const big = `${b64({ alg: 'ES256', typ: 'oauth-id-jag+jwt', x5c: ['A'.repeat(6000)] })}.${b64({ iss: 'x' })}.c2ln`;
+    expect(declaresIdJag(big)).toBe(true);
+    const huge = `${b64({ alg: 'ES256', typ: 'JWT', x5c: ['A'.repeat(20_000)] })}.${b64({ iss: 'x' })}.c2ln`;
+    malformed(req(`grant_type=${grant}&assertion=${huge}`));
+  });
+
+  it('a typ with parameters or spaces declares an ID-JAG (verification then refuses it); a typ named twice is refused', () => {
+    expect(declaresIdJag(jwt('oauth-id-jag+jwt; v=1'))).toBe(true);
+    expect(declaresIdJag(jwt(' oauth-id-jag+jwt '))).toBe(true);
+    const twice = `${Buffer.from('{"alg":"ES256","typ":"oauth-id-jag+jwt","typ":"JWT"}').toString('base64url')}.${b64({ iss: 'x' })}.c2ln`;
+    malformed(req(`grant_type=${grant}&assertion=${twice}`));
+  });
+
+  it("';' as a separator some servers use: refused when it would change the grant parameters, ignored otherwise", () => {
+    malformed(req(`grant_type=${grant};assertion=${ID_JAG}`));
+    malformed(req(`grant_type=client_credentials;grant_type=${grant}&assertion=${ID_JAG}`));
+    expect(classifyTokenRequest(req('grant_type=client_credentials&scope=a;b')).kind).toBe('other');
+  });
+});
+
 describe('property: no parser choice lets an ID-JAG grant past the guard unchecked', () => {
   const key = fc.constantFrom('grant_type', 'assertion', 'scope', 'client_id');
   const value = fc.constantFrom(GRANT_JWT_BEARER, ` ${GRANT_JWT_BEARER.toUpperCase()}`, 'client_credentials', ID_JAG, jwt('JWT'), 'x');
