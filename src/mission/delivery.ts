@@ -35,17 +35,34 @@ interface DeliveryDeps {
   readonly sink: SetSink;
   readonly metrics: Metrics;
   readonly logger: Logger;
-  /** Pushes being read or verified at once, past which a push is answered 503 (default MAX_PENDING_PUSHES). */
+}
+
+/** The push receiver's own: its slots and bounds. */
+interface PushDeps extends DeliveryDeps {
+  /** The receiver's pushes being verified (one counter per receiver, not per process). */
+  readonly pending: PushSlots;
+  /** Pushes being verified at once, past which a push is answered 503 (default MAX_PENDING_PUSHES). */
   readonly maxPendingPushes?: number;
+  /** How long a push body may take to arrive (default PUSH_BODY_TIMEOUT_MS). */
+  readonly bodyTimeoutMs?: number;
+}
+
+/** The pushes a receiver has read and not answered yet. */
+export interface PushSlots {
+  count: number;
 }
 
 /**
- * SETs pushed and not yet answered, at most: a push is unauthenticated until verified, and a SET
- * with an unknown `kid` waits up to a second for the issuer's keys (events.ts), so a flood of forged
- * ones would otherwise hold memory without bound. A transmitter retries a 503.
+ * SETs read and not yet answered, at most: a push is unauthenticated until verified, and a SET with
+ * an unknown `kid` waits up to a second for the issuer's keys (events.ts), so a flood of forged ones
+ * would otherwise hold memory without bound. A transmitter retries a 503. Bodies still arriving do
+ * not count (PUSH_BODY_TIMEOUT_MS bounds them), so slow clients cannot take the slots a genuine
+ * revocation needs.
  */
 export const MAX_PENDING_PUSHES = 1000;
-let pendingPushes = 0;
+
+/** A SET is at most MAX_SET_BYTES: its body arrives within this, or the push is answered 408 and closed. */
+export const PUSH_BODY_TIMEOUT_MS = 10_000;
 
 type Outcome = { ok: true } | { ok: false; status: number; err: SetErrorCode | 'temporarily_unavailable'; description: string; retryAfter?: number };
 
@@ -65,7 +82,7 @@ function sendSetError(res: ServerResponse, status: number, err: string, descript
  * once the SET is verified, applied and shared with the other replicas; 400 with
  * `{"err", "description"}` when it is rejected.
  */
-export function handleSetPush(req: IncomingMessage, res: ServerResponse, deps: DeliveryDeps): void {
+export function handleSetPush(req: IncomingMessage, res: ServerResponse, deps: PushDeps): void {
   if (req.method !== 'POST') {
     req.resume();
     sendSetError(res, 405, 'invalid_request', 'only POST is accepted', { allow: 'POST' });
@@ -78,16 +95,17 @@ export function handleSetPush(req: IncomingMessage, res: ServerResponse, deps: D
     sendSetError(res, 400, 'invalid_request', `the Content-Type must be ${SET_CONTENT_TYPE}`);
     return;
   }
-  if (pendingPushes >= (deps.maxPendingPushes ?? MAX_PENDING_PUSHES)) {
-    req.resume();
-    sendSetError(res, 503, 'temporarily_unavailable', 'too many SETs are being processed', { 'retry-after': '1', connection: 'close' });
-    return;
-  }
-  pendingPushes++;
-  res.once('close', () => pendingPushes--);
   const chunks: Buffer[] = [];
   let size = 0;
   let tooLarge = false;
+  const slow = setTimeout(() => {
+    tooLarge = true; // nothing more is read
+    chunks.length = 0;
+    deps.metrics.events.labels('rejected').inc();
+    sendSetError(res, 408, 'invalid_request', 'the SET did not arrive in time', { connection: 'close' });
+    res.once('finish', () => req.socket.destroy());
+  }, deps.bodyTimeoutMs ?? PUSH_BODY_TIMEOUT_MS);
+  res.once('close', () => clearTimeout(slow));
   req.on('data', (chunk: Buffer) => {
     if (tooLarge) return;
     size += chunk.length;
@@ -102,7 +120,15 @@ export function handleSetPush(req: IncomingMessage, res: ServerResponse, deps: D
   });
   req.on('error', () => undefined);
   req.on('end', () => {
+    clearTimeout(slow);
     if (tooLarge) return;
+    const pending = deps.pending;
+    if (pending.count >= (deps.maxPendingPushes ?? MAX_PENDING_PUSHES)) {
+      sendSetError(res, 503, 'temporarily_unavailable', 'too many SETs are being processed', { 'retry-after': '1' });
+      return;
+    }
+    pending.count++;
+    res.once('close', () => pending.count--);
     receive(Buffer.concat(chunks).toString('utf8').trim(), deps).then(
       (outcome) => {
         if (outcome.ok) res.writeHead(202, { 'content-length': '0', 'cache-control': 'no-store' }).end();

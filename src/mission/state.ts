@@ -35,7 +35,7 @@ import { Denial } from '../errors.js';
 import type { Logger } from '../observability/logger.js';
 import type { Metrics } from '../observability/metrics.js';
 import type { AccessToken, MissionReference, MissionView, RequestContext, Stage } from '../pipeline/context.js';
-import { handleSetPush, SetPoller, type SetSink } from './delivery.js';
+import { handleSetPush, SetPoller, type PushSlots, type SetSink } from './delivery.js';
 import { SetVerifier, type EventResult, type VerifiedSet } from './events.js';
 import type { MissionHolds } from './holds.js';
 import { recordKey, refKey } from './key.js';
@@ -165,6 +165,8 @@ export class MissionStates {
   private readonly cacheStale;
 
   private readonly sink: SetSink;
+  /** The pushes this receiver has read and not answered yet (delivery.ts). */
+  private readonly pushSlots: PushSlots = { count: 0 };
   private readonly poller: SetPoller | null;
   private readonly pollSince: number;
   private readonly recheck: NodeJS.Timeout | null;
@@ -648,7 +650,7 @@ export class MissionStates {
 
   /** RFC 8935 receiver at `mission.events.push_path`. The change is applied before the 202. */
   handlePush(req: IncomingMessage, res: ServerResponse): void {
-    handleSetPush(req, res, { verifier: this.verifier, sink: this.sink, metrics: this.metrics, logger: this.logger });
+    handleSetPush(req, res, { verifier: this.verifier, sink: this.sink, metrics: this.metrics, logger: this.logger, pending: this.pushSlots });
   }
 
   /** Starts the RFC 8936 poll loop when `mission.events.poll` is configured. */

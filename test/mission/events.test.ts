@@ -4,7 +4,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { connect, type AddressInfo } from 'node:net';
 import * as jose from 'jose';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { MissionHolds, type Holder } from '../../src/mission/holds.js';
@@ -529,7 +529,7 @@ describe('lifecycle changes and the exchanges a Mission holds (holds.ts)', () =>
 
 
 describe('RFC 8935 push receiver under a flood', () => {
-  it('past maxPendingPushes SETs being read or verified, a push is answered 503 at once; the count comes down as they are answered', async () => {
+  it('past maxPendingPushes SETs being verified, a push is answered 503; the count comes down as they are answered', async () => {
     const waiting: (() => void)[] = [];
     const verifier = {
       verify: () =>
@@ -538,7 +538,9 @@ describe('RFC 8935 push receiver under a flood', () => {
         }),
     } as unknown as SetVerifier;
     const sink = { apply: () => 'accepted', publish: () => Promise.resolve(), forget: () => undefined, defer: () => undefined, isClosed: () => false } as unknown as SetSink;
-    const server = createServer((req, res) => handleSetPush(req, res, { verifier, sink, metrics: newMetrics(), logger, maxPendingPushes: 2 }));
+    const pending = { count: 0 };
+    const metrics = newMetrics();
+    const server = createServer((req, res) => handleSetPush(req, res, { verifier, sink, metrics, logger, pending, maxPendingPushes: 2 }));
     await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
     const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
     const send = () => raw(url, { method: 'POST', path: PUSH, headers: { 'content-type': 'application/secevent+jwt' }, body: 'a.b.c' });
@@ -555,6 +557,40 @@ describe('RFC 8935 push receiver under a flood', () => {
       await eventually(() => waiting.length === 1);
       waiting.pop()!();
       expect((await fourth).status).toBe(400);
+    } finally {
+      server.closeAllConnections();
+      await new Promise<void>((r) => server.close(() => r()));
+    }
+  });
+
+  it('pushes whose body is still arriving hold no slot, and are answered 408 and closed past the body timeout: slow clients cannot block a revocation', async () => {
+    const verifier = { verify: () => Promise.reject(new SetRejected('invalid_key', 'the SET signature cannot be verified')) } as unknown as SetVerifier;
+    const sink = { apply: () => 'accepted', publish: () => Promise.resolve(), forget: () => undefined, defer: () => undefined, isClosed: () => false } as unknown as SetSink;
+    const pending = { count: 0 };
+    const metrics = newMetrics();
+    const server = createServer((req, res) => handleSetPush(req, res, { verifier, sink, metrics, logger, pending, maxPendingPushes: 2, bodyTimeoutMs: 300 }));
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const port = (server.address() as AddressInfo).port;
+    const slow = await Promise.all(
+      Array.from({ length: 5 }, () => new Promise<{ got: () => string; closed: () => boolean }>((resolve) => {
+        let got = '';
+        let closed = false;
+        const sock = connect(port, '127.0.0.1', () => {
+          sock.write(`POST ${PUSH} HTTP/1.1\r\nHost: a\r\nContent-Type: application/secevent+jwt\r\nContent-Length: 60000\r\n\r\na`);
+          resolve({ got: () => got, closed: () => closed });
+        });
+        sock.on('data', (c: Buffer) => (got += c.toString()));
+        sock.on('close', () => (closed = true));
+        sock.on('error', () => undefined);
+      })),
+    );
+    try {
+      // A genuine push is read and verified while the slow ones wait (here: rejected, 400, not 503).
+      const genuine = await raw(`http://127.0.0.1:${port}`, { method: 'POST', path: PUSH, headers: { 'content-type': 'application/secevent+jwt' }, body: 'a.b.c' });
+      expect(genuine.status).toBe(400);
+      await eventually(() => slow.every((c) => c.closed()), 3000);
+      expect(slow.every((c) => /^HTTP\/1\.1 408 /.test(c.got()))).toBe(true);
+      expect(pending.count).toBe(0);
     } finally {
       server.closeAllConnections();
       await new Promise<void>((r) => server.close(() => r()));
