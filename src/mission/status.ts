@@ -360,6 +360,8 @@ export class MissionStatusClient {
         audience,
         subject: this.clientId ?? '',
         clockTolerance: CLOCK_SKEW_S,
+        // An answer to this query: issued now, give or take the skew (the draft's iat ±30 s).
+        maxTokenAge: CLOCK_SKEW_S,
         currentDate: new Date(this.now()),
         requiredClaims: ['iat', 'exp', 'nonce'],
       }));
