@@ -175,6 +175,9 @@ async function receive(jwt: string, deps: DeliveryDeps): Promise<Outcome> {
   return { ok: true };
 }
 
+/** Polls made at once in a row while `moreAvailable`, before the loop waits `interval_s` once. */
+export const MAX_POLL_BURST = 50;
+
 /**
  * RFC 8936 poll loop: every `interval_s` (at once again while `moreAvailable`), POST
  * `{ack, setErrs, maxEvents, returnImmediately: true}`, apply what comes back, and acknowledge
@@ -209,6 +212,9 @@ export class SetPoller {
     if (poll.token !== undefined) this.headers['authorization'] = `Bearer ${poll.token}`;
   }
 
+  /** Polls made at once in a row because more was available (MAX_POLL_BURST). */
+  private burst = 0;
+
   start(): void {
     if (this.timer === null && !this.stopped) this.schedule(0);
   }
@@ -218,8 +224,16 @@ export class SetPoller {
     const interval = this.poll.interval_s * 1000;
     this.timer = setTimeout(() => {
       this.pollOnce().then(
-        (more) => this.schedule(more ? 0 : interval),
-        () => this.schedule(interval),
+        (more) => {
+          // At once again while more is available, up to MAX_POLL_BURST times in a row: a
+          // transmitter answering moreAvailable forever (one junk SET each time) is not polled in a loop.
+          this.burst = more && this.burst < MAX_POLL_BURST ? this.burst + 1 : 0;
+          this.schedule(this.burst > 0 ? 0 : interval);
+        },
+        () => {
+          this.burst = 0;
+          this.schedule(interval);
+        },
       );
     }, delayMs);
     this.timer.unref();

@@ -9,7 +9,7 @@ import * as jose from 'jose';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { MissionHolds, type Holder } from '../../src/mission/holds.js';
 import { refKey } from '../../src/mission/key.js';
-import { handleSetPush, type SetSink } from '../../src/mission/delivery.js';
+import { handleSetPush, MAX_POLL_BURST, type SetSink } from '../../src/mission/delivery.js';
 import { SetRejected, type SetVerifier } from '../../src/mission/events.js';
 import { MissionStates } from '../../src/mission/state.js';
 import type { MissionReference, RequestContext } from '../../src/pipeline/context.js';
@@ -470,6 +470,23 @@ describe('RFC 8936 poll delivery (mission.events.poll)', () => {
     states.startPolling();
     await new Promise((r) => setTimeout(r, 400));
     expect(polls.length).toBe(1);
+    await states.close();
+  });
+
+  it('a transmitter that answers moreAvailable with one junk SET each time is polled at most MAX_POLL_BURST times at once, then on the interval', async () => {
+    let n = 0;
+    transmitter.removeAllListeners('request');
+    transmitter.on('request', (req: IncomingMessage, res) => {
+      req.resume();
+      req.on('end', () => {
+        polls.push({});
+        res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ sets: { [`junk-${n++}`]: 'not.a.jwt' }, moreAvailable: true }));
+      });
+    });
+    states.startPolling();
+    await eventually(() => polls.length >= MAX_POLL_BURST + 1, 5000);
+    await new Promise((r) => setTimeout(r, 500)); // inside interval_s (1 s): no further poll
+    expect(polls.length).toBe(MAX_POLL_BURST + 1);
     await states.close();
   });
 
