@@ -80,7 +80,8 @@ export function parseBusMessage(raw: string): { from: string; change: MissionCha
     !isNumberOrNull(c.suspendUntil) ||
     !isNumberOrNull(c.expiresAt) ||
     typeof c.refetch !== 'boolean' ||
-    typeof c.jti !== 'string'
+    typeof c.jti !== 'string' ||
+    typeof c.set !== 'string'
   ) {
     return null;
   }
@@ -96,6 +97,7 @@ export function parseBusMessage(raw: string): { from: string; change: MissionCha
       expiresAt: c.expiresAt,
       refetch: c.refetch,
       jti: c.jti,
+      set: c.set,
     }),
   };
 }

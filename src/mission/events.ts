@@ -120,14 +120,14 @@ export class SetVerifier {
     if (!isObject(events)) throw new SetRejected('invalid_request', 'the SET carries no events');
 
     const body = events[LIFECYCLE_EVENT];
-    if (body !== undefined) return { kind: 'lifecycle', issuer: iss, jti, change: readLifecycle(body, iss, jti) };
+    if (body !== undefined) return { kind: 'lifecycle', issuer: iss, jti, change: readLifecycle(body, iss, jti, jwt) };
     if (events[SSF_VERIFICATION_EVENT] !== undefined) return { kind: 'heartbeat', issuer: iss, jti };
     return { kind: 'other', issuer: iss, jti };
   }
 }
 
 /** The lifecycle-change body; unknown members are ignored (signals draft). */
-function readLifecycle(body: unknown, iss: string, jti: string): MissionChange {
+function readLifecycle(body: unknown, iss: string, jti: string, set: string): MissionChange {
   if (!isObject(body) || !isObject(body['mission'])) throw new SetRejected('invalid_request', 'the lifecycle event carries no mission');
   const { id, issuer } = body['mission'];
   if (typeof id !== 'string' || id.length === 0 || id.length > MAX_ID_LENGTH) throw new SetRejected('invalid_request', 'the lifecycle event mission id is invalid');
@@ -142,5 +142,5 @@ function readLifecycle(body: unknown, iss: string, jti: string): MissionChange {
   if (Number.isNaN(suspendUntil) || Number.isNaN(expiresAt)) throw new SetRejected('invalid_request', 'the lifecycle event carries an invalid timestamp');
   // We do not track containment versions: any containment_version rematerializes authority via Status.
   const refetch = body['authority_changed'] === true || body['containment_version'] !== undefined;
-  return { issuer, id, state, version, suspendUntil, expiresAt, refetch, jti };
+  return { issuer, id, state, version, suspendUntil, expiresAt, refetch, jti, set };
 }

@@ -36,7 +36,7 @@ import type { Logger } from '../observability/logger.js';
 import type { Metrics } from '../observability/metrics.js';
 import type { AccessToken, MissionReference, MissionView, RequestContext, Stage } from '../pipeline/context.js';
 import { handleSetPush, SetPoller, type PushSlots, type SetSink } from './delivery.js';
-import { SetVerifier, type EventResult, type VerifiedSet } from './events.js';
+import { SetRejected, SetVerifier, type EventResult, type VerifiedSet } from './events.js';
 import type { MissionHolds } from './holds.js';
 import { recordKey, refKey } from './key.js';
 import { isHeaderReference, trustedMissionIssuers } from './reference.js';
@@ -140,6 +140,10 @@ export function assertMissionJoin(view: MissionView, token: AccessToken | null):
   }
 }
 
+/** A bus message whose SET's keys are not at hand yet is verified again this often, this many times. */
+const REPLICATE_RETRY_MS = 1000;
+const REPLICATE_RETRIES = 3;
+
 export class MissionStates {
   private readonly metrics: Metrics;
   private readonly logger: Logger;
@@ -214,9 +218,7 @@ export class MissionStates {
     this.poller = poll === undefined ? null : new SetPoller(poll, deps.config.mission.status_timeout_s * 1000 + 5000, delivery, this.now);
     this.pollSince = this.now();
 
-    deps.bus.subscribe((change) => {
-      if (!this.closed) this.metrics.events.labels(`replicated_${this.applyChange(change, true)}`).inc();
-    });
+    deps.bus.subscribe((change) => this.replicate(change, 0));
     this.recheck = this.holds === null ? null : setInterval(() => this.recheckHeld(), recheckIntervalMs(this.maxStaleMs)).unref();
   }
 
@@ -472,6 +474,38 @@ export class MissionStates {
     const result = this.applyOnce(change);
     if (!fromBus && result !== 'duplicate') this.publish(change).catch(() => undefined);
     return result;
+  }
+
+  /**
+   * A change another replica applied: its SET is verified here again (signature, issuer, audience)
+   * and what the SET says is applied, so a message written to the bus by anyone but a replica that
+   * verified a SET changes nothing. A SET whose keys cannot be had yet is tried again, a few times.
+   */
+  private replicate(change: MissionChange, attempt: number): void {
+    if (this.closed) return;
+    if (change.set === null) {
+      this.metrics.events.labels('replicated_unverified').inc();
+      return;
+    }
+    this.verifier.verify(change.set).then(
+      (set) => {
+        if (this.closed) return;
+        if (set.kind !== 'lifecycle') {
+          this.metrics.events.labels('replicated_unverified').inc();
+          return;
+        }
+        this.metrics.events.labels(`replicated_${this.applyChange(set.change, true)}`).inc();
+      },
+      (err: unknown) => {
+        if (this.closed) return;
+        if (err instanceof SetRejected && err.transient && attempt < REPLICATE_RETRIES) {
+          setTimeout(() => this.replicate(change, attempt + 1), REPLICATE_RETRY_MS).unref();
+          return;
+        }
+        this.metrics.events.labels('replicated_unverified').inc();
+        this.logger.warn({ issuer: change.issuer, mission_id: change.id, reason: err instanceof Error ? err.message : String(err) }, 'a replica bus message whose SET does not verify was dropped');
+      },
+    );
   }
 
   private applyOnce(change: MissionChange): EventResult {

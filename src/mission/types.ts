@@ -16,6 +16,12 @@ export interface MissionChange {
   readonly refetch: boolean;
   /** The SET's jti, for duplicate suppression across replicas. */
   readonly jti: string;
+  /**
+   * The compact SET the change was read from. A replica hearing the change on the bus verifies this
+   * again and applies what it says, never the message's own fields: whoever can write to the bus
+   * cannot forge a state the issuer did not sign. Null only for a change made up in a test.
+   */
+  readonly set: string | null;
 }
 
 export interface MissionBus {

@@ -8,7 +8,7 @@ import { RedisServer } from './redis-server.js';
 import { eventually } from '../helpers/gateway.js';
 
 function change(id: string, state: string, version: number): MissionChange {
-  return { issuer: 'https://as.example.com', id, state, version, suspendUntil: null, expiresAt: null, refetch: false, jti: `set-${id}-${version}` };
+  return { issuer: 'https://as.example.com', id, state, version, suspendUntil: null, expiresAt: null, refetch: false, jti: `set-${id}-${version}`, set: `set-${id}-${version}.jws` };
 }
 
 let redis: RedisServer;

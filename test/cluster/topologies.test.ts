@@ -41,7 +41,7 @@ async function clusterPort(taken: Set<number>): Promise<number> {
   }
 }
 
-const change: MissionChange = { issuer: 'https://as.example.com', id: 'msn_t', state: 'revoked', version: 2, suspendUntil: null, expiresAt: null, refetch: false, jti: 'set-t' };
+const change: MissionChange = { issuer: 'https://as.example.com', id: 'msn_t', state: 'revoked', version: 2, suspendUntil: null, expiresAt: null, refetch: false, jti: 'set-t', set: 'a.b.c' };
 
 afterAll(async () => {
   for (const close of closers) await close().catch(() => undefined);

@@ -4,7 +4,8 @@ import { MissionHolds, type Holder } from '../../src/mission/holds.js';
 import { MissionStates } from '../../src/mission/state.js';
 import type { MissionChange } from '../../src/mission/types.js';
 import type { MissionReference, RequestContext } from '../../src/pipeline/context.js';
-import { CLIENT_ID, clientKeyFile, context, counter, denialOf, ISSUER, LocalKeys, logger, makeConfig, MISSION_ID, newMetrics, RecordingBus, RESOURCE, signingKey, StatusServer, token } from './helpers.js';
+import { eventually } from '../helpers/gateway.js';
+import { CLIENT_ID, clientKeyFile, context, counter, denialOf, ISSUER, lifecycleSet, LocalKeys, logger, makeConfig, MISSION_ID, newMetrics, RecordingBus, RESOURCE, signingKey, StatusServer, token, type SigningKey } from './helpers.js';
 
 const REF: MissionReference = { form: 'claim', issuer: ISSUER, id: MISSION_ID, s256: null, authorityHash: null };
 const iso = (ms: number): string => new Date(ms).toISOString();
@@ -16,11 +17,12 @@ let states: MissionStates;
 let metrics: ReturnType<typeof newMetrics>;
 let bus: RecordingBus;
 let holds: MissionHolds;
+let authKey: SigningKey;
 
 async function setup(mission: Record<string, unknown> = {}): Promise<void> {
   t = Date.now();
   const ck = clientKeyFile();
-  const authKey = signingKey();
+  authKey = signingKey();
   const keys = new LocalKeys().add(ISSUER, authKey);
   server = await new StatusServer(ISSUER, authKey, ck.publicKey, now).start();
   server.missions.set(MISSION_ID, { state: 'active', version: 1, expires_at: '2099-12-31T23:59:59Z', fresh_until: null, subject: { sub: 'user_1' }, client_id: 'agent_1' });
@@ -58,7 +60,13 @@ async function check(ctx = ctxFor()): Promise<{ code: string | null; sync: boole
   return { code: d?.code ?? null, sync, ctx, retryAfter: d?.retryAfter, extra: d?.extra };
 }
 
-const change = (over: Partial<MissionChange>): MissionChange => ({ issuer: ISSUER, id: MISSION_ID, state: 'revoked', version: 2, suspendUntil: null, expiresAt: null, refetch: false, jti: `set_${Math.random()}`, ...over });
+/** A change as a replica publishes it: with the SET it was read from, signed by `key` (the issuer's by default). */
+async function signedChange(opts: { state: string; version: number; id?: string }, key: SigningKey = authKey): Promise<MissionChange> {
+  const set = await lifecycleSet(key, opts);
+  return { ...change({ state: opts.state, version: opts.version, ...(opts.id === undefined ? {} : { id: opts.id }) }), set };
+}
+
+const change = (over: Partial<MissionChange>): MissionChange => ({ issuer: ISSUER, id: MISSION_ID, state: 'revoked', version: 2, suspendUntil: null, expiresAt: null, refetch: false, jti: `set_${Math.random()}`, set: null, ...over });
 
 describe('SPEC section 3: Mission state from Status, cached', () => {
   beforeEach(() => setup());
@@ -331,10 +339,28 @@ describe('draft-mcguinness-oauth-mission-signals: applying lifecycle changes', (
 
   it('changes from the bus (other replicas) are applied and not republished', async () => {
     await check();
-    bus.deliver(change({ state: 'revoked', version: 2 }));
+    bus.deliver(await signedChange({ state: 'revoked', version: 2 }));
+    await eventually(async () => (await counter(metrics, 'mission_gateway_events_total', { result: 'replicated_accepted' })) === 1);
     expect((await check()).code).toBe('mission_terminated');
     expect(bus.published.length).toBe(0);
-    expect(await counter(metrics, 'mission_gateway_events_total', { result: 'replicated_accepted' })).toBe(1);
+  });
+
+  it('a bus message applies only what its SET says, verified here: forged or unsigned messages change nothing', async () => {
+    await check();
+    // Claims active at version 50 while its SET says revoked at 2: the SET wins.
+    bus.deliver({ ...(await signedChange({ state: 'revoked', version: 2 })), state: 'active', version: 50 });
+    await eventually(async () => (await counter(metrics, 'mission_gateway_events_total', { result: 'replicated_accepted' })) === 1);
+    const r = await check();
+    expect(r.code).toBe('mission_terminated');
+    expect(r.ctx.mission).toMatchObject({ state: 'revoked', version: 2 });
+    // No SET, a SET signed by another key, a SET that is not one: dropped and counted, never applied.
+    await setup();
+    await check();
+    bus.deliver(change({ state: 'revoked', version: 2 }));
+    bus.deliver(await signedChange({ state: 'suspended', version: 3 }, signingKey(authKey.kid)));
+    bus.deliver({ ...change({ state: 'revoked', version: 4 }), set: 'not.a.set' });
+    await eventually(async () => (await counter(metrics, 'mission_gateway_events_total', { result: 'replicated_unverified' })) === 3);
+    expect((await check()).code).toBeNull();
   });
 
   it('an event for an AAuth-referenced Mission reaches it through the governance id Status returned', async () => {
@@ -361,8 +387,8 @@ describe('draft-mcguinness-oauth-mission-signals: applying lifecycle changes', (
     expect((await check(plain)).code).toBeNull();
     const p: Holder & { cuts: number } = { cuts: 0, cut: () => void p.cuts++ };
     expect(holds.hold(holds.ticket(plain)!, p)).toBe(true);
-    bus.deliver(change({ state: 'revoked', version: 2 }));
-    expect(p.cuts).toBe(1);
+    bus.deliver(await signedChange({ state: 'revoked', version: 2 }));
+    await eventually(() => p.cuts === 1);
   });
 
   it('an AAuth request whose Status answer arrives after a revocation event for the governance id is denied (the event is not forgotten)', async () => {
