@@ -17,7 +17,8 @@
  *    state an entry shows but never its deadline; a gap or `authority_changed` ends it at once;
  *  - a non-active state learned from an event is remembered for `mission.max_stale_s` from its
  *    arrival, whether or not the Mission was cached, and wins over any Status answer with a version
- *    that is not higher;
+ *    that is not higher (the first event held for a Mission never read, unless terminal, is
+ *    confirmed by one Status answer before it is served: MissionRecord.confirm);
  *  - stream liveness: once an issuer has pushed SETs (or when RFC 8936 polling is configured), if
  *    the stream is silent for `mission.max_stale_s`, entries fetched before it fell silent are stale;
  *  - high-consequence routes (`action_class` in HIGH_CONSEQUENCE) never read the cache.
@@ -87,6 +88,14 @@ interface MissionRecord {
   /** Epoch ms until which an event-learned non-active state is enforced, whatever is cached. */
   denyUntil: number;
   denyView: MissionView | null;
+  /**
+   * The remembered denial came from the first event held for a Mission never read here (a
+   * suspension, say, at version 3): it is served only after one Status answer, which wins when
+   * strictly newer (mission-contracts section 3: bootstrap via Status when the first event held has
+   * a version above 1). An old SET replayed to a fresh replica then cannot deny a Mission resumed
+   * since. Terminal states need no confirmation: nothing brings a Mission back from them.
+   */
+  confirm: boolean;
   /**
    * The version of the last change after which the Mission's authority is unknown (a version gap,
    * `authority_changed`): a Status answer with a lower version predates it and is not believed.
@@ -299,6 +308,10 @@ export class MissionStates {
       return undefined;
     }
     if (rec.denyView !== null && rec.denyUntil > now) {
+      if (rec.confirm) {
+        this.cacheMiss.inc();
+        return undefined;
+      }
       this.cacheHit.inc();
       return rec.denyView;
     }
@@ -370,7 +383,7 @@ export class MissionStates {
   private record(key: string, issuer: string): MissionRecord {
     let rec = this.records.get(key);
     if (rec === undefined) {
-      rec = { issuer, version: null, state: null, denyUntil: 0, denyView: null, authorityVersion: null, refetches: 0, entries: new Map() };
+      rec = { issuer, version: null, state: null, denyUntil: 0, denyView: null, confirm: false, authorityVersion: null, refetches: 0, entries: new Map() };
       this.records.set(key, rec);
     }
     return rec;
@@ -449,6 +462,8 @@ export class MissionStates {
       if (oldest !== undefined) rec.entries.delete(oldest);
     }
     if (!predates) rec.entries.set(audience, { view: source === 'fresh' ? { ...view, source: 'cached' } : view, deadline, fetchedAt: started });
+    // Read now: a remembered denial waiting for this confirmation stands or was superseded above.
+    rec.confirm = false;
     // A remembered event denial outlives any answer that is not strictly newer (including an
     // unversioned one): fail closed on an inconsistent authority.
     const denied = rec.denyView !== null && rec.denyUntil > this.now();
@@ -535,8 +550,13 @@ export class MissionStates {
         }
         return 'uncached';
       }
-      // Remember a non-active state even for a Mission we never cached (SPEC section 3).
-      if (this.applyTo(this.record(key, change.issuer), change, now) !== 'stale') this.settleHolds(change.state, key, null);
+      // Remember a non-active state even for a Mission we never cached (SPEC section 3), confirmed
+      // by Status before it is served unless final (MissionRecord.confirm).
+      const rec = this.record(key, change.issuer);
+      if (this.applyTo(rec, change, now) !== 'stale') {
+        rec.confirm = !isTerminal(change.state);
+        this.settleHolds(change.state, key, null);
+      }
       return 'uncached';
     }
     let result: EventResult = 'stale';
@@ -589,6 +609,7 @@ export class MissionStates {
     const gap = change.refetch || (rec.version !== null && change.version > rec.version + 1);
     rec.version = change.version;
     rec.state = change.state;
+    rec.confirm = false;
     if (gap) {
       rec.authorityVersion = change.version;
       rec.refetches++;
@@ -707,7 +728,7 @@ export class MissionStates {
     for (const entry of previous.records.rentries()) {
       const [key, rec] = entry as [string, MissionRecord];
       if (rec.version === null && rec.denyView === null) continue;
-      this.records.set(key, { issuer: rec.issuer, version: rec.version, state: rec.state, denyUntil: rec.denyUntil, denyView: rec.denyView, authorityVersion: rec.authorityVersion, refetches: 0, entries: new Map() });
+      this.records.set(key, { issuer: rec.issuer, version: rec.version, state: rec.state, denyUntil: rec.denyUntil, denyView: rec.denyView, confirm: rec.confirm, authorityVersion: rec.authorityVersion, refetches: 0, entries: new Map() });
     }
     for (const entry of previous.aliases.rentries()) {
       const [k, v] = entry as [string, string];
@@ -742,5 +763,6 @@ function adoptNewer(rec: MissionRecord, other: MissionRecord): void {
   rec.state = other.state;
   rec.denyUntil = other.denyUntil;
   rec.denyView = other.denyView;
+  rec.confirm = other.confirm;
   if (other.authorityVersion !== null && (rec.authorityVersion === null || other.authorityVersion > rec.authorityVersion)) rec.authorityVersion = other.authorityVersion;
 }

@@ -332,6 +332,23 @@ describe('draft-mcguinness-oauth-mission-signals: applying lifecycle changes', (
     expect(r.ctx.mission).toMatchObject({ state: 'revoked', version: 4, source: 'event' });
   });
 
+  it('a suspension that is the first event held for an uncached Mission is confirmed by one Status answer: a newer answer wins, an older or equal one does not (mission-contracts section 3)', async () => {
+    // An old SET replayed to a fresh replica: suspended at 2, while the Mission was resumed at 3.
+    server.missions.get(MISSION_ID)!.version = 3;
+    expect(states.applyChange(change({ state: 'suspended', version: 2 }))).toBe('uncached');
+    const r = await check();
+    expect(r).toMatchObject({ code: null, sync: false });
+    expect(r.ctx.mission).toMatchObject({ state: 'active', version: 3 });
+    expect(server.requests.length).toBe(1);
+    // A genuine suspension the authority's answer does not supersede stands, and is then served from memory.
+    await setup();
+    server.missions.get(MISSION_ID)!.version = 2;
+    states.applyChange(change({ state: 'suspended', version: 2 }));
+    expect(await check()).toMatchObject({ code: 'mission_suspended', sync: false });
+    expect(await check()).toMatchObject({ code: 'mission_suspended', sync: true });
+    expect(server.requests.length).toBe(1);
+  });
+
   it('an active event for an uncached Mission changes nothing', async () => {
     expect(states.applyChange(change({ state: 'active', version: 9 }))).toBe('uncached');
     expect((await check()).sync).toBe(false);
