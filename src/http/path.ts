@@ -77,8 +77,8 @@ const ABSOLUTE_FORM = /^[a-zA-Z][a-zA-Z0-9+.-]*:\/\/([^/?#]*)/;
 
 /**
  * The authority of an absolute-form request target (`http://api.example.com/x` → `api.example.com`),
- * which a recipient takes instead of Host (RFC 9112 section 3.2.2); null for origin-form. Only for
- * a target normalizeTarget accepted.
+ * which a recipient takes instead of Host (RFC 9112 section 3.2.2); null for origin-form or a target
+ * that is neither.
  */
 export function targetAuthority(target: string): string | null {
   if (target.charCodeAt(0) === 0x2f) return null;

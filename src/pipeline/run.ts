@@ -18,7 +18,7 @@ import type { EvidenceMission, EvidenceRecord, EvidenceSink } from '../evidence/
 import { hasBody, hasSmallBody, readBody } from '../http/body.js';
 import type { ForwardOutcome, Upstream } from '../http/forward.js';
 import { hostFields, hostRequired, setHeader, upstreamHeaders, type HeaderPolicy } from '../http/headers.js';
-import { normalizeTarget, pathSegments, PathError } from '../http/path.js';
+import { normalizeTarget, pathSegments, PathError, targetAuthority } from '../http/path.js';
 import type { MissionHolds, Review, Ticket } from '../mission/holds.js';
 import type { Logger } from '../observability/logger.js';
 import type { Metrics } from '../observability/metrics.js';
@@ -439,9 +439,6 @@ export function layoutOf(extra: Record<string, unknown> | undefined): RecordLayo
 
 const NO_IDENTITY: readonly (readonly [string, string])[] = [];
 
-/** An absolute-form target's scheme and `//`, and its userinfo up to the `@`. */
-const USERINFO = /^([a-zA-Z][a-zA-Z0-9+.-]*:\/\/)[^/?#@]*@/;
-
 /** At most this much of a refused request target is kept in its record. */
 const ATTEMPT_MAX = 2048;
 
@@ -453,8 +450,9 @@ const ATTEMPT_MAX = 2048;
 export function attemptedTarget(target: string): string {
   let out = '';
   // Userinfo in an absolute-form target (refused) may be a password: not kept.
-  const userinfo = USERINFO.exec(target);
-  if (userinfo !== null) target = userinfo[1] + '***' + target.slice(userinfo[0].length - 1);
+  const authority = targetAuthority(target);
+  const at = authority === null ? -1 : authority.lastIndexOf('@');
+  if (at !== -1) target = target.replace(authority!, '***' + authority!.slice(at));
   for (const ch of target.length > ATTEMPT_MAX ? target.slice(0, ATTEMPT_MAX) : target) {
     const c = ch.codePointAt(0)!;
     out += c > 0x20 && c < 0x7f && c !== 0x22 && c !== 0x5c ? ch : percentEncoded(ch);
