@@ -253,9 +253,9 @@ export interface ScanFrame {
 
 /**
  * Scans JSON text that JSON.parse accepted: throws JsonStrictError on a duplicate key (foldName) in
- * an object a watched pointer runs through, and returns the numbers at watched positions that a double cannot
- * hold exactly, with their container and key (null when there is none, the common case: nothing is
- * allocated for exact numbers). `watch` are parsed pointers; 'all' checks every object and number
+ * an object a watched pointer runs through, and returns the numbers at watched positions that a
+ * double cannot hold exactly, with their container and key (null when there is none, the common
+ * case: nothing is allocated for exact numbers). `watch` are parsed pointers; 'all' checks every object and number
  * (MCP `arguments`, all of which are parameters). Members off the watched paths cannot change the
  * decision, so they are not checked.
  */
