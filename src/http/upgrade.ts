@@ -12,6 +12,7 @@ import type { Logger } from '../observability/logger.js';
 import type { RequestContext } from '../pipeline/context.js';
 import { writeDenial } from '../pipeline/respond.js';
 import type { Pipeline } from '../pipeline/run.js';
+import { lingeringClose } from './forward.js';
 import { upstreamHeaders } from './headers.js';
 
 /** An admitted upgrade whose upstream has not answered yet. */
@@ -77,12 +78,18 @@ export class WebSocketTunnel {
 
   async handle(pipeline: Pipeline, req: IncomingMessage, res: ServerResponse, socket: Socket, head: Buffer): Promise<void> {
     const ctx = pipeline.context(req, res);
-    if (ctx === null) return;
+    if (ctx === null) {
+      // Answered 400 (the request line or head): the connection closes with it, as after any denial.
+      closeAfter(res, socket);
+      return;
+    }
     const upgrade = req.headers['upgrade'];
     try {
       if (typeof upgrade !== 'string' || upgrade.toLowerCase() !== 'websocket') {
         throw new Denial('request_malformed', { description: 'only WebSocket upgrades are supported' });
       }
+      // RFC 6455 section 4.1: the opening handshake is a GET (the tunnel would drop any other silently).
+      if (req.method !== 'GET') throw new Denial('request_malformed', { description: 'a WebSocket upgrade is a GET' });
       await pipeline.admit(ctx);
       const identity = ctx.token === null ? [] : pipeline.identityHeaders(ctx);
       const flat = upstreamHeaders(req, ctx.clientIp, pipeline.deps.headers.strip, { decisionId: ctx.id, mission: identity });
@@ -104,7 +111,7 @@ export class WebSocketTunnel {
       this.proxy.ws(req, socket, head, (err: Error) => this.fail(p, socket, err));
     } catch (err) {
       pipeline.deny(ctx, err);
-      res.once('finish', () => socket.end());
+      closeAfter(res, socket);
     }
   }
 
@@ -161,4 +168,14 @@ export function socketResponse(req: IncomingMessage, socket: Socket): ServerResp
   res.assignSocket(socket);
   res.shouldKeepAlive = false;
   return res;
+}
+
+/**
+ * Closes an upgrade's connection once its denial is written: Node hands the socket over with the
+ * upgrade, so nothing else ever closes it (a client that keeps its end open would hold it for good).
+ * Lingering, so the answer is not lost to a reset (forward.ts lingeringClose).
+ */
+function closeAfter(res: ServerResponse, socket: Socket): void {
+  if (res.writableFinished) lingeringClose(socket);
+  else res.once('finish', () => lingeringClose(socket));
 }

@@ -172,3 +172,36 @@ describe('a request body whose framing breaks before the upstream answered', () 
     }
   });
 });
+
+describe('WebSocket upgrades the gateway refuses', () => {
+  const ws = (method: string, host: string) =>
+    `${method} /public/ws HTTP/1.1\r\n${host}Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n`;
+
+  it('a refused upgrade (no Host, a bad target) closes its connection, even when the client keeps its end open', async () => {
+    const echo = await startEcho();
+    const gw = await startGateway(publicRoute(echo.url));
+    try {
+      const clients = await Promise.all([silentClient(gw.url, ws('GET', '')), silentClient(gw.url, ws('GET', 'Host: a\r\nHost: b\r\n')), silentClient(gw.url, ws('GET', 'Host: a\r\n').replace('/public/ws', '/public/%zz'))]);
+      await eventually(() => clients.every((c) => c.ended()), 3000);
+      for (const c of clients) expect(c.received()).toMatch(/^HTTP\/1\.1 400 [^]*request_malformed/);
+    } finally {
+      await gw.close();
+      await echo.close();
+    }
+  });
+
+  it('an upgrade by another method than GET is refused with a record, not dropped without a word', async () => {
+    const echo = await startEcho();
+    const gw = await startGateway(publicRoute(echo.url));
+    try {
+      const c = await silentClient(gw.url, ws('POST', 'Host: a\r\n'));
+      await eventually(() => c.ended(), 3000);
+      expect(c.received()).toMatch(/^HTTP\/1\.1 400 [^]*a WebSocket upgrade is a GET/);
+      const id = /mission-decision: (\S+)/i.exec(c.received())?.[1];
+      expect(await eventually(() => gw.evidence().find((r) => r['decision_id'] === id))).toMatchObject({ decision: 'deny', denial_reason: 'request_malformed', method: 'POST' });
+    } finally {
+      await gw.close();
+      await echo.close();
+    }
+  });
+});
