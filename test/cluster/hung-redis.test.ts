@@ -150,7 +150,9 @@ describe('replay_store: redis, Redis hung (SIGSTOP, connections stay open)', () 
     expect(rs.every((r) => r.err instanceof ReplayStoreUnavailableError)).toBe(true);
     expect(s.ready()).toBe(false);
     // The first reconnect flushes what ioredis held; the new connection waits for its handshake.
-    await eventually(() => s.connection.status !== 'ready' && held(s) === 0, 3000);
+    // Reconnect attempts come and go while Redis is stopped (each one's handshake held until the
+    // breaker drops it): wait for a moment between them, which a busy machine takes longer to show.
+    await eventually(() => s.connection.status !== 'ready' && held(s) === 0, 8000);
     await sleep(1000);
     expect(s.ready()).toBe(false);
     expect(held(s)).toBe(0);
