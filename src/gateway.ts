@@ -53,6 +53,7 @@ export class Gateway {
 
   private constructor(runtime: Runtime, longLived: LongLived, metrics: Metrics, logger: Logger, file: string | null) {
     this.runtime = runtime;
+    this.startedWith = runtime.config;
     this.longLived = longLived;
     this.metrics = metrics;
     this.logger = logger;
@@ -228,6 +229,8 @@ export class Gateway {
       this.logger.info({ file: this.file }, 'config reloaded');
       const moved = this.listenersMoved(loaded.config);
       if (moved.length > 0) this.logger.warn({ changed: moved }, 'listen/admin address changes need a restart; kept the current listeners');
+      const kept = restartOnly(this.startedWith, loaded.config);
+      if (kept.length > 0) this.logger.warn({ changed: kept }, 'these settings take effect at the next restart; the running gateway keeps the ones it started with');
       // Let requests in flight on the old runtime finish before closing its pools.
       setTimeout(() => void closeRuntime(old), 30_000).unref();
       return true;
@@ -237,6 +240,9 @@ export class Gateway {
       return false;
     }
   }
+
+  /** The config the gateway started with: what the parts built once (evidence, replay store, logger) run on. */
+  private readonly startedWith: Config;
 
   /**
    * The listeners a config names that differ from those open (compared with the sockets, not the
@@ -417,4 +423,19 @@ function json(res: ServerResponse, status: number, body: unknown): void {
 /** An HTTP/1.1 request without Host (Node's own check is off: the pipeline denies it, with evidence). */
 function hostMissing(req: IncomingMessage): boolean {
   return hostRequired(req) && hostFields(req.rawHeaders) === 0;
+}
+
+/**
+ * The settings a reload cannot change, because the parts they configure are built once at start
+ * (the evidence log and its chain, the replay store and replica bus, the logger): those that differ
+ * between `started` and `next`, by key path.
+ */
+export function restartOnly(started: Config, next: Config): string[] {
+  const paths: [string, (c: Config) => unknown][] = [
+    ['evidence', (c) => c.evidence],
+    ['replay_store', (c) => c.replay_store],
+    ['dpop.replay_max_entries', (c) => c.dpop.replay_max_entries],
+    ['log', (c) => c.log],
+  ];
+  return paths.filter(([, at]) => JSON.stringify(at(started)) !== JSON.stringify(at(next))).map(([path]) => path);
 }

@@ -3,10 +3,10 @@
  * endpoints, WebSocket tunnels.
  */
 import { spawnSync, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, statSync, writeFileSync } from 'node:fs';
 import { generateKeyPairSync } from 'node:crypto';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { WebSocket, WebSocketServer } from 'ws';
 import { CLI, eventually, listen, startCli, startEcho, startGateway, type CliGateway } from '../helpers/gateway.js';
@@ -144,6 +144,23 @@ describe('SPEC §2: signals', () => {
       const metrics = (await raw(gw.adminUrl, { path: '/metrics' })).text();
       expect(metrics).toContain('mission_gateway_config_reloads_total{outcome="success"} 1');
       expect(metrics).toContain('mission_gateway_config_reloads_total{outcome="failure"} 1');
+    } finally {
+      await echo.close();
+    }
+  });
+
+  it('SIGHUP with a changed evidence sink or log level says these wait for a restart, and keeps the running ones', async () => {
+    const echo = await startEcho();
+    const { gw, file } = await startCliOn(cfg(echo.url), 'mgw-reload-kept-');
+    try {
+      const moved = join(dirname(file), 'moved.jsonl');
+      writeFileSync(file, cfg(echo.url).replace('log: { level: info }', 'log: { level: warn }') + `evidence: { sink: ${JSON.stringify(moved)} }\n`);
+      gw.proc.kill('SIGHUP');
+      await eventually(() => gw.logs().includes('take effect at the next restart'));
+      const line = JSON.parse(gw.logs().split('\n').find((l) => l.includes('take effect at the next restart'))!) as { changed: string[] };
+      expect(line.changed).toEqual(['evidence', 'log']);
+      expect((await raw(gw.url, { path: '/public/x' })).status).toBe(200);
+      expect(existsSync(moved)).toBe(false);
     } finally {
       await echo.close();
     }
