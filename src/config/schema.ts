@@ -66,10 +66,15 @@ const admin = z.strictObject({
 });
 
 const upstream = z.strictObject({
-  url: httpUrl.refine((v) => {
-    const u = parseUrl(v);
-    return u === null || (u.search === '' && u.hash === '');
-  }, 'must not carry a query or fragment'),
+  url: httpUrl
+    .refine((v) => {
+      const u = parseUrl(v);
+      return u === null || (u.search === '' && u.hash === '');
+    }, 'must not carry a query or fragment')
+    .refine((v) => {
+      const u = parseUrl(v);
+      return u === null || (u.username === '' && u.password === '');
+    }, 'must not carry credentials (user:password@): they are not sent upstream, and would be logged'),
   /** Time to wait for response headers. Streams, once started, never time out. */
   timeout_s: seconds.default(30),
   /** Upper bound on concurrent connections to the upstream. */

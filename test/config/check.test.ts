@@ -38,6 +38,11 @@ function problems(text: string): readonly string[] {
 }
 
 describe('check catches what makes start fail; start exits 2 with the same message', () => {
+  it('upstream.url with credentials (they would not be sent, and would be logged)', () => {
+    const withCreds = BASE.replace('http://127.0.0.1:3000', 'http://svc:s3cret@127.0.0.1:3000');
+    expect(problems(withCreds)).toEqual(['upstream.url: must not carry credentials (user:password@): they are not sent upstream, and would be logged']);
+  });
+
   it('listen and admin on the same host:port (or a wildcard and any host on one port)', () => {
     for (const [listen, admin, message] of [
       ['{ host: 127.0.0.1, port: 18080 }', '{ host: 127.0.0.1, port: 18080 }', 'admin (127.0.0.1:18080) and listen (127.0.0.1:18080) overlap on port 18080: the same address'],
