@@ -148,6 +148,7 @@ export async function runCrossReplicaRevocation({ ctx, count, log, warmup = 1 })
     const after202 = [];
     const pushes = [];
     let allowedAfter202 = 0;
+    let cutInFlight = 0;
     let reason = null;
     for (let n = 0; n < warmup + count; n++) {
       const mc = await missionClient(dev, ctx.client, `user_xrev_${n}`);
@@ -161,7 +162,17 @@ export async function runCrossReplicaRevocation({ ctx, count, log, warmup = 1 })
       let denied = null;
       let allowed = 0;
       while (denied === null && performance.now() - t1 < DENIAL_DEADLINE_MS) {
-        const r = await mc.send(b.url);
+        let r;
+        try {
+          r = await mc.send(b.url);
+        } catch (err) {
+          // Admitted at B just before it heard of the revocation, answered just after: B cuts the
+          // held response (SPEC section 3, docs/missions.md section 7), so nothing of it arrives.
+          // Not allowed; the next request meets the denial.
+          if (err?.cause?.code !== 'UND_ERR_SOCKET') throw err;
+          cutInFlight++;
+          continue;
+        }
         if (r.status === 200) {
           allowed++;
           continue;
@@ -186,9 +197,10 @@ export async function runCrossReplicaRevocation({ ctx, count, log, warmup = 1 })
       after202: summary(after202),
       pushAcceptedP50ms: summary(pushes).p50ms,
       allowedAfter202,
+      cutInFlight,
       deniedReason: reason,
     };
-    log(`cross-replica revocation latency (revoke call -> first denial at B, n=${out.n}): p50 ${ms(out.p50ms)} ms, p99 ${ms(out.p99ms)} ms, max ${ms(out.maxMs)} ms; from A's 202: p50 ${ms(out.after202.p50ms)} ms, p99 ${ms(out.after202.p99ms)} ms; allowed at B after A's 202: ${allowedAfter202}/${out.n}`);
+    log(`cross-replica revocation latency (revoke call -> first denial at B, n=${out.n}): p50 ${ms(out.p50ms)} ms, p99 ${ms(out.p99ms)} ms, max ${ms(out.maxMs)} ms; from A's 202: p50 ${ms(out.after202.p50ms)} ms, p99 ${ms(out.after202.p99ms)} ms; allowed at B after A's 202: ${allowedAfter202}/${out.n}; responses cut in flight at B: ${cutInFlight}`);
     return out;
   } finally {
     // Gateways before redis: a replica whose redis went away first logs reconnect errors.
