@@ -296,13 +296,13 @@ class Exchange implements Dispatcher.DispatchHandler, Holder {
    * The answer is complete (or failed) while the client's request body is still arriving (an early
    * 401 or 413, an upstream reset): undici stops sending it upstream and destroys the stream,
    * detached from its socket, so the rest is never read and Node parses no further request on the
-   * connection. It is closed once the answer is written (closeUnread). A body that had fully arrived
+   * connection. It is closed once the answer is written (closeAfterAnswer). A body that had fully arrived
    * (the usual case) costs only this check.
    */
   private closeIfUnread(): void {
     const body = this.req.body;
     if (body === null || Buffer.isBuffer(body) || body.complete) return;
-    closeUnread(this.res, this.res.socket ?? (body.socket as Socket | null));
+    closeAfterAnswer(this.res, this.res.socket ?? (body.socket as Socket | null));
   }
 
   onError(err: Error): void {
@@ -340,13 +340,14 @@ export function lingeringClose(socket: Socket): void {
 }
 
 /**
- * Closes the client's connection once `res` is written, for a request whose body will not be read
- * to its end (RFC 9112 section 9.6): its write side first, so a client that sends another request
- * sees the end at once instead of waiting for an answer, and the socket LINGER_MS later. Closing
- * with unread input sends a reset, which could destroy the answer before the client has read it.
- * Not drained instead: undici has destroyed the request stream, and the rest may be any size.
+ * Closes the client's connection once `res` is written (lingeringClose): for a request whose body
+ * will not be read to its end (RFC 9112 section 9.6; not drained instead: undici has destroyed the
+ * request stream, and the rest may be any size), and for a refused upgrade, whose socket Node has
+ * handed over. Its write side first, so a client that sends another request sees the end at once
+ * instead of waiting for an answer, and the socket LINGER_MS later. Closing with unread input sends
+ * a reset, which could destroy the answer before the client has read it.
  */
-function closeUnread(res: ServerResponse, socket: Socket | null): void {
+export function closeAfterAnswer(res: ServerResponse, socket: Socket | null): void {
   if (socket === null || socket.destroyed) return;
   if (res.writableFinished) lingeringClose(socket);
   else res.once('finish', () => lingeringClose(socket));

@@ -12,7 +12,7 @@ import type { Logger } from '../observability/logger.js';
 import type { RequestContext } from '../pipeline/context.js';
 import { writeDenial } from '../pipeline/respond.js';
 import type { Pipeline } from '../pipeline/run.js';
-import { lingeringClose } from './forward.js';
+import { closeAfterAnswer } from './forward.js';
 import { upstreamHeaders } from './headers.js';
 
 /** An admitted upgrade whose upstream has not answered yet. */
@@ -80,7 +80,7 @@ export class WebSocketTunnel {
     const ctx = pipeline.context(req, res);
     if (ctx === null) {
       // Answered 400 (the request line or head): the connection closes with it, as after any denial.
-      closeAfter(res, socket);
+      closeAfterAnswer(res, socket);
       return;
     }
     const upgrade = req.headers['upgrade'];
@@ -111,7 +111,7 @@ export class WebSocketTunnel {
       this.proxy.ws(req, socket, head, (err: Error) => this.fail(p, socket, err));
     } catch (err) {
       pipeline.deny(ctx, err);
-      closeAfter(res, socket);
+      closeAfterAnswer(res, socket);
     }
   }
 
@@ -168,14 +168,4 @@ export function socketResponse(req: IncomingMessage, socket: Socket): ServerResp
   res.assignSocket(socket);
   res.shouldKeepAlive = false;
   return res;
-}
-
-/**
- * Closes an upgrade's connection once its denial is written: Node hands the socket over with the
- * upgrade, so nothing else ever closes it (a client that keeps its end open would hold it for good).
- * Lingering, so the answer is not lost to a reset (forward.ts lingeringClose).
- */
-function closeAfter(res: ServerResponse, socket: Socket): void {
-  if (res.writableFinished) lingeringClose(socket);
-  else res.once('finish', () => lingeringClose(socket));
 }
