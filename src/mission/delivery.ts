@@ -103,7 +103,6 @@ export function handleSetPush(req: IncomingMessage, res: ServerResponse, deps: P
     chunks.length = 0;
     deps.metrics.events.labels('rejected').inc();
     sendSetError(res, 408, 'invalid_request', 'the SET did not arrive in time', { connection: 'close' });
-    res.once('finish', () => req.socket.destroy());
   }, deps.bodyTimeoutMs ?? PUSH_BODY_TIMEOUT_MS);
   res.once('close', () => clearTimeout(slow));
   req.on('data', (chunk: Buffer) => {
