@@ -47,6 +47,7 @@ export const DENIALS = {
   replay_store_unavailable: { status: 503, error: 'temporarily_unavailable', reason: 'replay_store_unavailable', challenge: 'none', description: 'single-use checks cannot be made right now' },
   evidence_unavailable: { status: 503, error: 'temporarily_unavailable', reason: 'evidence_unavailable', challenge: 'none', description: 'decision evidence cannot be written' },
   bad_gateway: { status: 502, error: 'bad_gateway', reason: null, challenge: 'none', description: 'the upstream could not be reached' },
+  tunnels_full: { status: 503, error: 'temporarily_unavailable', reason: null, challenge: 'none', description: 'too many WebSocket tunnels are open; retry later' },
   gateway_timeout: { status: 504, error: 'gateway_timeout', reason: null, challenge: 'none', description: 'the upstream did not answer in time' },
 } as const satisfies Record<string, DenialSpec>;
 

@@ -344,7 +344,7 @@ async function buildRuntime(config: Config, longLived: LongLived, metrics: Metri
     pipeline,
     parts,
     upstream,
-    tunnel: new WebSocketTunnel(config.upstream.url, logger, config.upstream.timeout_s * 1000, longLived.holds, longLived.tunnels),
+    tunnel: new WebSocketTunnel(config.upstream.url, logger, config.upstream.timeout_s * 1000, longLived.holds, longLived.tunnels, config.upstream.websocket_tunnels),
     documents: parts.prm.paths,
     pushPath: config.mission.events.push_path,
   };

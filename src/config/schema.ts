@@ -80,6 +80,8 @@ const upstream = z.strictObject({
   /** Upper bound on concurrent connections to the upstream. */
   connections: z.number().int().min(1).max(10_000).default(128),
   keep_alive_timeout_s: seconds.default(4),
+  /** Upper bound on open WebSocket tunnels (each holds a client and an upstream socket, outside the pool). */
+  websocket_tunnels: z.number().int().min(0).max(100_000).default(1024),
 });
 
 /** Limits that protect the process from slow or oversized clients. */

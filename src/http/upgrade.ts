@@ -12,6 +12,7 @@ import type { Logger } from '../observability/logger.js';
 import type { RequestContext } from '../pipeline/context.js';
 import { writeDenial } from '../pipeline/respond.js';
 import type { Pipeline } from '../pipeline/run.js';
+import { hasBody } from './body.js';
 import { closeAfterAnswer } from './forward.js';
 import { upstreamHeaders } from './headers.js';
 
@@ -40,6 +41,8 @@ export class WebSocketTunnel {
      * tunnel (close()) but its open tunnels keep flowing; the gateway destroys them on shutdown.
      */
     private readonly sockets: Set<Socket>,
+    /** Bound on open tunnels (`upstream.websocket_tunnels`), over `sockets`. */
+    private readonly maxTunnels: number,
   ) {
     this.proxy = createProxyServer({ target, ws: true, xfwd: false, changeOrigin: true });
     // Errors come through each request's callback (handle); this only keeps an unexpected one from
@@ -90,13 +93,31 @@ export class WebSocketTunnel {
       }
       // RFC 6455 section 4.1: the opening handshake is a GET (the tunnel would drop any other silently).
       if (req.method !== 'GET') throw new Denial('request_malformed', { description: 'a WebSocket upgrade is a GET' });
+      // ... without a body: one would be relayed into the tunnel after the 101, as frames.
+      if (hasBody(req)) throw new Denial('request_malformed', { description: 'a WebSocket upgrade has no body' });
       await pipeline.admit(ctx);
+      // Each tunnel holds a client and an upstream socket, outside the upstream pool, for as long
+      // as it is open: past `upstream.websocket_tunnels` (the count includes upgrades still waiting
+      // for the upstream's answer), a permitted upgrade is answered 503, as a full pool answers 504.
+      if (this.sockets.size >= this.maxTunnels) {
+        writeDenial(res, new Denial('tunnels_full', { retryAfter: 1 }), ctx.id, null, null);
+        closeAfterAnswer(res, socket);
+        ctx.upstreamStatus = 503;
+        pipeline.record(ctx, 'permit', null);
+        pipeline.deps.metrics.countDecision('permit', null);
+        this.logger.debug({ decision_id: ctx.id, tunnels: this.sockets.size }, 'websocket tunnel limit reached');
+        return;
+      }
       const identity = ctx.token === null ? [] : pipeline.identityHeaders(ctx);
       const flat = upstreamHeaders(req, ctx.clientIp, pipeline.deps.headers.strip, { decisionId: ctx.id, mission: identity });
-      const headers: Record<string, string> = {};
+      // Each field stays a field of its own, as on any forwarded request: joined with ", " two
+      // Cookie fields would read as one cookie whose value holds the other.
+      const headers: Record<string, string | string[]> = {};
       for (let i = 0; i < flat.length; i += 2) {
         const k = flat[i]!.toLowerCase();
-        headers[k] = headers[k] === undefined ? flat[i + 1]! : `${headers[k]}, ${flat[i + 1]!}`;
+        const had = headers[k];
+        const v = flat[i + 1]!;
+        headers[k] = had === undefined ? v : typeof had === 'string' ? [had, v] : [...had, v];
       }
       headers['connection'] = 'Upgrade';
       headers['upgrade'] = upgrade;

@@ -10,7 +10,7 @@ import { dirname, join, resolve } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { WebSocket, WebSocketServer } from 'ws';
 import { CLI, eventually, listen, startCli, startEcho, startGateway, type CliGateway } from '../helpers/gateway.js';
-import { raw } from '../helpers/http.js';
+import { raw, rawSocket } from '../helpers/http.js';
 import { JwksServer, makeKey, mintToken } from '../auth/helpers.js';
 import { Agent, createServer, request } from 'node:http';
 
@@ -341,6 +341,92 @@ describe('SPEC §6: WebSocket upgrades', () => {
       expect(status).toBe(403);
       const permit = gw.evidence().find((r) => r['path'] === '/ws/chat');
       expect(permit).toMatchObject({ decision: 'permit', upstream_status: 101 });
+    } finally {
+      await gw.close();
+      wss.close();
+      server.close();
+    }
+  });
+
+  it('keeps each header field of an upgrade a field of its own, and refuses an upgrade that carries a body', async () => {
+    const server = createServer();
+    const wss = new WebSocketServer({ server });
+    const seen: string[][] = [];
+    wss.on('connection', (socket, req) => {
+      seen.push(req.rawHeaders);
+      socket.close();
+    });
+    const upstream = await listen(server);
+    const gw = await startGateway(`public_base_url: http://localhost:8080\nresource: http://localhost:8080\nupstream: { url: ${upstream} }\nroutes:\n  - match: { path: /ws/** }\n    auth: none\n`);
+    const head = 'GET /ws/x HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n';
+    try {
+      // Joined with ", ", two Cookie fields would read upstream as one cookie `a` worth "1, b=2".
+      expect(await rawSocket(gw.url, head + 'Cookie: a=1\r\nCookie: b=2\r\nX-Tag: one\r\nX-Tag: two\r\n\r\n')).toMatch(/^HTTP\/1\.1 101/);
+      await eventually(() => seen.length === 1);
+      const fields = (name: string): string[] => seen[0]!.filter((_v, i, all) => i % 2 === 1 && all[i - 1]!.toLowerCase() === name);
+      expect(fields('cookie').join('; ')).toBe('a=1; b=2'); // Node's client sends them as one, RFC 6265 section 5.4's way
+      expect(fields('x-tag')).toEqual(['one', 'two']);
+
+      // A body after the handshake would be relayed into the tunnel as WebSocket frames.
+      const withBody = await rawSocket(gw.url, head + 'Content-Length: 5\r\n\r\nhello');
+      expect(withBody).toMatch(/^HTTP\/1\.1 400[^]*request_malformed/);
+      const chunked = await rawSocket(gw.url, head + 'Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n');
+      expect(chunked).toMatch(/^HTTP\/1\.1 400[^]*request_malformed/);
+      expect(await rawSocket(gw.url, head + 'Content-Length: 0\r\n\r\n')).toMatch(/^HTTP\/1\.1 101/);
+      expect(seen).toHaveLength(2);
+    } finally {
+      await gw.close();
+      wss.close();
+      server.close();
+    }
+  });
+
+  it('past upstream.websocket_tunnels a permitted upgrade is 503 with Retry-After and a record; a closed tunnel frees its place', async () => {
+    const server = createServer();
+    const wss = new WebSocketServer({ server });
+    wss.on('connection', (socket) => socket.on('message', (d) => socket.send(d.toString())));
+    const upstream = await listen(server);
+    const gw = await startGateway(`public_base_url: http://localhost:8080\nresource: http://localhost:8080\nupstream: { url: ${upstream}, websocket_tunnels: 2 }\nroutes:\n  - match: { path: /ws/** }\n    auth: none\n`);
+    const open = (): Promise<WebSocket> =>
+      new Promise((resolve, reject) => {
+        const ws = new WebSocket(`${gw.url.replace('http', 'ws')}/ws/chat`);
+        ws.on('open', () => resolve(ws));
+        ws.on('error', reject);
+      });
+    try {
+      const first = await open();
+      const second = await open();
+      const third = new WebSocket(`${gw.url.replace('http', 'ws')}/ws/chat`);
+      const refused = await new Promise<{ status: number; retry: unknown; decision: unknown; body: string }>((resolve) => {
+        third.on('unexpected-response', (_req, res) => {
+          let body = '';
+          res.on('data', (c: Buffer) => (body += c.toString()));
+          res.on('end', () => resolve({ status: res.statusCode ?? 0, retry: res.headers['retry-after'], decision: res.headers['mission-decision'], body }));
+        });
+        third.on('error', () => undefined);
+      });
+      expect(refused.status).toBe(503);
+      expect(refused.retry).toBe('1');
+      expect(JSON.parse(refused.body)).toMatchObject({ error: 'temporarily_unavailable', denial_reason: null, decision_id: refused.decision });
+      await eventually(() => gw.evidence().some((r) => r['decision_id'] === refused.decision));
+      expect(gw.evidence().find((r) => r['decision_id'] === refused.decision)).toMatchObject({ decision: 'permit', upstream_status: 503 });
+
+      // The tunnels still open are untouched, and one closing makes room for the next.
+      const echoed = await new Promise<string>((resolve) => {
+        second.once('message', (d) => resolve(d.toString()));
+        second.send('still here');
+      });
+      expect(echoed).toBe('still here');
+      first.close();
+      await eventually(async () => {
+        try {
+          (await open()).close();
+          return true;
+        } catch {
+          return false;
+        }
+      });
+      second.close();
     } finally {
       await gw.close();
       wss.close();
