@@ -212,8 +212,30 @@ export class Gateway {
   /**
    * Reloads the config file (SIGHUP). An invalid file keeps the running config; the outcome is
    * logged and counted in mission_gateway_config_reloads_total.
+   *
+   * One reload runs at a time. Asked for while one runs, a reload follows it (reading the file
+   * then), once for every request made meanwhile: a storm of signals (a config watcher sending one
+   * per retry) costs two rebuilds, not one each, and every caller's promise settles with a reload
+   * that read the file after it asked.
    */
-  async reload(): Promise<boolean> {
+  reload(): Promise<boolean> {
+    if (this.reloading === null) {
+      this.reloading = this.reloadOnce().finally(() => {
+        this.reloading = null;
+      });
+      return this.reloading;
+    }
+    this.nextReload ??= this.reloading.then(() => {
+      this.nextReload = null;
+      return this.reload();
+    });
+    return this.nextReload;
+  }
+
+  private reloading: Promise<boolean> | null = null;
+  private nextReload: Promise<boolean> | null = null;
+
+  private async reloadOnce(): Promise<boolean> {
     if (this.file === null) return false;
     try {
       const loaded = loadConfigFile(this.file);

@@ -8,7 +8,8 @@
  * `dpop.nonce_secret` accepts it. Without a configured secret, a random per-process secret is
  * used, which only works for a single replica: replicas behind one load balancer need a shared
  * `nonce_secret`, or clients will keep getting `use_dpop_nonce` from the replica that did not issue
- * theirs.
+ * theirs. The random secret is the process's, not the config's: a reload keeps the nonces issued
+ * before it valid.
  *
  * Each window's nonce is computed once and cached, so issuing and checking are string operations.
  */
@@ -17,10 +18,13 @@ import { systemClock, type Clock } from './jws.js';
 
 export interface NonceIssuerOptions {
   readonly windowSeconds: number;
-  /** At least 32 characters; random per process when absent. */
+  /** At least 32 characters; random per process (PROCESS_SECRET) when absent. */
   readonly secret?: string | undefined;
   readonly clock?: Clock;
 }
+
+/** The secret of every NonceIssuer without a configured one in this process (see above). */
+const PROCESS_SECRET = randomBytes(32);
 
 export class NonceIssuer {
   private readonly windowMs: number;
@@ -32,7 +36,7 @@ export class NonceIssuer {
 
   constructor(opts: NonceIssuerOptions) {
     this.windowMs = opts.windowSeconds * 1000;
-    this.secret = opts.secret !== undefined ? Buffer.from(opts.secret, 'utf8') : randomBytes(32);
+    this.secret = opts.secret !== undefined ? Buffer.from(opts.secret, 'utf8') : PROCESS_SECRET;
     this.clock = opts.clock ?? systemClock;
   }
 

@@ -2,7 +2,7 @@
  * Test helpers: real servers on port 0. A gateway is built from YAML exactly as a user writes it.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readFileSync, existsSync } from 'node:fs';
+import { mkdtempSync, readFileSync, existsSync, writeFileSync } from 'node:fs';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -53,6 +53,8 @@ export interface TestGateway {
   readonly adminUrl: string;
   readonly evidenceFile: string;
   readonly folder: string;
+  /** The config as written out (what gateway.reload() reads again). */
+  readonly configFile: string;
   evidence(): Record<string, unknown>[];
   close(): Promise<void>;
 }
@@ -67,7 +69,10 @@ export async function startGateway(yaml: string, opts: { folder?: string; env?: 
   if (!/^evidence:/m.test(text)) text += `\nevidence: { sink: ${JSON.stringify(evidenceFile)} }`;
   if (!/^log:/m.test(text)) text += '\nlog: { level: silent }';
   const config = parseConfigText(text, folder, { ...process.env, ...opts.env });
-  const gateway = await Gateway.create({ config }, { logger: pino({ level: 'silent' }), defaultMetrics: false });
+  // Written out too, so gateway.reload() (SIGHUP) has a file to read again.
+  const configFile = join(folder, 'gateway.yaml');
+  writeFileSync(configFile, text);
+  const gateway = await Gateway.create({ config, file: configFile }, { logger: pino({ level: 'silent' }), defaultMetrics: false });
   const { url, adminUrl } = await gateway.listen();
   return {
     gateway,
@@ -75,6 +80,7 @@ export async function startGateway(yaml: string, opts: { folder?: string; env?: 
     adminUrl,
     evidenceFile,
     folder,
+    configFile,
     evidence() {
       if (!existsSync(evidenceFile)) return [];
       return readFileSync(evidenceFile, 'utf8')

@@ -136,6 +136,9 @@ describe('RFC 9449 §8: server nonces', () => {
       const stale = await n.good('/invoices/1', 'GET', { nonce: 'not-a-nonce' });
       expect(stale.status).toBe(401);
       expect(stale.json()).toMatchObject({ denial_reason: 'dpop_nonce_required' });
+      // Without dpop.nonce_secret the secret is the process's: a reload keeps issued nonces valid.
+      expect(await n.gw.gateway.reload()).toBe(true);
+      expect((await n.good('/invoices/1', 'GET', { nonce })).status).toBe(200);
     } finally {
       await n.close();
     }
