@@ -18,6 +18,7 @@ import { hash } from 'node:crypto';
 import type { IncomingHttpHeaders } from 'node:http';
 import type { CompiledRoute } from '../config/compile.js';
 import { Denial } from '../errors.js';
+import { rawHeaderLines } from '../http/headers.js';
 import { foldName, jcs, keepNumberSources, numberIsExact, numberSource, parsePointer, resolvePointer, scanJson, setNumberSource } from './json.js';
 
 export interface ParamsInput {
@@ -71,6 +72,29 @@ export function isJsonMediaType(contentType: string | undefined): boolean {
   const type = (semi === -1 ? contentType : contentType.slice(0, semi)).trim().toLowerCase();
   return type === 'application/json' || (type.startsWith('application/') && type.endsWith('+json'));
 }
+
+/**
+ * The Content-Type of a body the gateway reads as JSON, or undefined when there is none; refused
+ * where the upstream could read the body otherwise: more than one field (which one counts differs
+ * between servers), or a `charset` other than UTF-8, the only one the gateway decodes. An upstream
+ * that honours it would read members the decision never saw: Express's body-parser decodes utf-7
+ * and utf-16 through iconv-lite, and in UTF-7 `+ACI-` is a quote (r13c F1). Every `charset`
+ * parameter counts, quoted or not, even one the upstream's parser might take for another's value.
+ * Throws Denial('parameter_unparseable').
+ */
+export function jsonBodyContentType(raw: readonly string[]): string | undefined {
+  const fields = rawHeaderLines(raw, 'content-type');
+  if (fields.length > 1) throw unparseable('the request has more than one Content-Type');
+  const value = fields[0];
+  if (value !== undefined) {
+    for (const m of value.toLowerCase().matchAll(CHARSET)) {
+      if (m[1] !== 'utf-8' && m[1] !== 'utf8') throw unparseable('the request body must be UTF-8: a charset other than utf-8 is declared');
+    }
+  }
+  return value;
+}
+
+const CHARSET = /charset\s*=\s*"?([^";,\s]*)/g;
 
 const UTF8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
 

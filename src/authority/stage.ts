@@ -5,12 +5,11 @@
 import { HIGH_CONSEQUENCE } from '../config/compile.js';
 import type { Config } from '../config/schema.js';
 import { Denial, DENIALS, isDenial } from '../errors.js';
-import { rawHeader } from '../http/headers.js';
 import { pathSegments } from '../http/path.js';
 import type { Review } from '../mission/holds.js';
 import type { RequestContext, Stage } from '../pipeline/context.js';
 import { decide, type DecisionInput } from './decide.js';
-import { digestOrNull, extractParams, undigestable } from './params.js';
+import { digestOrNull, extractParams, jsonBodyContentType, undigestable } from './params.js';
 
 const EMPTY_PARAMS: Readonly<Record<string, unknown>> = Object.freeze({});
 
@@ -37,7 +36,7 @@ export function createParametersStage(_deps: { config: Config }): Stage {
         return req.headers;
       },
       body: ctx.body,
-      contentType: rawHeader(req.rawHeaders, 'content-type'),
+      contentType: ctx.body === null ? undefined : jsonBodyContentType(req.rawHeaders),
     });
     ctx.params = params;
     ctx.parameterDigest = digestOrNull(params);

@@ -15,7 +15,7 @@
  */
 import { actionVisible } from '../authority/decide.js';
 import { numberSource, stringifyExact } from '../authority/json.js';
-import { digestOrNull, undigestable } from '../authority/params.js';
+import { digestOrNull, jsonBodyContentType, undigestable } from '../authority/params.js';
 import { authorityHashMismatch, authorizeAction } from '../authority/stage.js';
 import type { Config } from '../config/schema.js';
 import { Denial, isDenial } from '../errors.js';
@@ -125,8 +125,11 @@ class McpHandler implements Handler {
       return;
     }
 
+    // Read as UTF-8 whatever the client declares: a charset the upstream honours would not be.
+    jsonBodyContentType(ctx.req.rawHeaders);
     const body = await readBody(ctx.req, pipeline.deps.maxBodyBytes);
     ctx.body = body;
+    await pipeline.recheckMission(ctx);
     const parsed = parseMcpBody(body);
     if (parsed.calls === 0 && parsed.lists === 0) {
       await pipeline.forward(ctx, { policy, body });

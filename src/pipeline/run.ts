@@ -209,7 +209,7 @@ export class Pipeline {
     if (route.readsBody && hasBody(ctx.req)) {
       return readBody(ctx.req, this.deps.maxBodyBytes).then((body) => {
         ctx.body = body;
-        return then(this.authorize(ctx), () => this.send(ctx, this.deps.headers.strip, body, true));
+        return then(this.recheckMission(ctx), () => then(this.authorize(ctx), () => this.send(ctx, this.deps.headers.strip, body, true)));
       });
     }
     return then(this.authorize(ctx), () => this.sendBody(ctx));
@@ -226,7 +226,7 @@ export class Pipeline {
   private sendBody(ctx: RequestContext): void | Promise<void> {
     const policy = this.deps.headers.strip;
     if (hasSmallBody(ctx.req, this.deps.maxBodyBytes)) {
-      return readBody(ctx.req, this.deps.maxBodyBytes).then((body) => this.send(ctx, policy, body, true));
+      return readBody(ctx.req, this.deps.maxBodyBytes).then((body) => then(this.recheckMission(ctx), () => this.send(ctx, policy, body, true)));
     }
     this.send(ctx, policy, 'stream', true);
   }
@@ -253,6 +253,19 @@ export class Pipeline {
    */
   authenticate(ctx: RequestContext): void | Promise<void> {
     return runStages(ctx, this.authentication, 0);
+  }
+
+  /**
+   * mission_state again, once a body has been read, before anything is decided on it or forwarded:
+   * a client may send its body slowly, for up to `limits.request_timeout_s`. An event that arrived
+   * meanwhile (a revocation, a suspension, a narrowed authority) changed the cached state before its
+   * 202 (SPEC section 3), so the request is decided on that, not on the state read with its
+   * headers. A cache hit, so synchronous, but after a narrowing (whose entries are read again).
+   */
+  recheckMission(ctx: RequestContext): void | Promise<void> {
+    if (ctx.missionRef === null) return;
+    ctx.stage = 'mission_state';
+    return this.deps.stages.missionState(ctx);
   }
 
   /** parameters → authority. */

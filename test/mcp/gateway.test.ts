@@ -337,6 +337,55 @@ describe('SPEC section 5 on the MCP path: bodies', () => {
     expect(up.seen).toHaveLength(0);
   });
 
+  it('a body declared in another charset than UTF-8 is refused: an upstream honouring UTF-7 would read another call (r13c F1)', async () => {
+    const up = await recorder((_req, _b, res) => res.writeHead(200, { 'content-type': 'application/json' }).end('{"jsonrpc":"2.0","id":5,"result":{"content":[]}}'));
+    const s = await setup({ upstream: up.url });
+    const id = await mission(s, [{ type: 'mission_resource_access', resource: s.mcpUrl, actions: ['invoices.read'] }]);
+    const token = await s.dev.issueAccessToken({ missionId: id, resource: s.mcpUrl });
+    // Decoded as UTF-7, the argument closes the call and opens a second `params` naming send_email.
+    const smuggled = '{"jsonrpc":"2.0","id":5,"method":"tools/call","params":{"name":"get_invoice","arguments":{"invoice_id":"inv_1+ACIAfQB9-,+ACI-params+ACI-:+AHsAIg-name+ACI-:+ACI-send+AF8-email+ACI-,+ACI-arguments+ACI-:+AHsAfQB9-"}}}';
+    for (const ct of ['application/json; charset=utf-7', 'application/json; charset="UTF-7"', 'application/json; charset=utf-7-imap']) {
+      const r = await post(s.mcpUrl, token, smuggled, { 'content-type': ct });
+      expect([ct, r.status]).toEqual([ct, 400]);
+      expect(await r.json()).toMatchObject({ denial_reason: 'parameter_unparseable' });
+    }
+    expect(up.seen).toHaveLength(0);
+    expect((await post(s.mcpUrl, token, smuggled, { 'content-type': 'application/json; charset=utf-8' })).status).toBe(200);
+    expect(up.seen).toHaveLength(1);
+  });
+
+  it('a call whose body arrives after its Mission was revoked or narrowed is decided on that, and never forwarded (r13c F2)', async () => {
+    const up = await recorder((_req, _b, res) => res.writeHead(200, { 'content-type': 'application/json' }).end('{"jsonrpc":"2.0","id":3,"result":{"content":[]}}'));
+    const s = await setup({ upstream: up.url });
+    s.dev.addReceiver({ endpoint: `${new URL(s.mcpUrl).origin}/.well-known/ssf/push`, audience: new URL(s.mcpUrl).origin });
+    const slowCall = async (token: string): Promise<{ finish(): Promise<string> }> => {
+      const body = JSON.stringify(callMsg(3, 'get_invoice', { invoice_id: 'inv_9' }));
+      const u = new URL(s.mcpUrl);
+      const head = `POST /mcp HTTP/1.1\r\nHost: ${u.host}\r\nAuthorization: Bearer ${token}\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\nContent-Length: ${body.length}\r\nConnection: close\r\n\r\n`;
+      const { connect } = await import('node:net');
+      const socket = connect(Number(u.port), '127.0.0.1');
+      let answer = '';
+      socket.on('data', (d: Buffer) => (answer += d.toString()));
+      const closed = new Promise<void>((r) => socket.on('close', () => r()));
+      socket.write(head + body.slice(0, -5));
+      await new Promise((r) => setTimeout(r, 300));
+      return { finish: async () => (socket.write(body.slice(-5)), await closed, answer) };
+    };
+
+    const revoked = await mission(s, [{ type: 'mission_resource_access', resource: s.mcpUrl, actions: ['invoices.read'] }]);
+    const first = await slowCall(await s.dev.issueAccessToken({ missionId: revoked, resource: s.mcpUrl }));
+    await s.dev.missions.revoke(revoked);
+    expect(await first.finish()).toMatch(/^HTTP\/1\.1 403[^]*"mission_status":"revoked"/);
+
+    const narrowed = await mission(s, [{ type: 'mission_resource_access', resource: s.mcpUrl, actions: ['invoices.read', 'reports.view'] }]);
+    const second = await slowCall(await s.dev.issueAccessToken({ missionId: narrowed, resource: s.mcpUrl }));
+    await s.dev.missions.changeAuthority(narrowed, [{ type: 'mission_resource_access', resource: s.mcpUrl, actions: ['reports.view'] }]);
+    const answer = await second.finish();
+    expect(answer).toMatch(/^HTTP\/1\.1 200/);
+    expect(answer).toContain('out_of_authority');
+    expect(up.seen).toHaveLength(0);
+  });
+
   it('a tools/list without a usable id is refused: a lax upstream\'s answer to it would go out unfiltered', async () => {
     const up = await recorder((_req, _b, res) => {
       res.setHeader('content-type', 'application/json');

@@ -1,0 +1,109 @@
+/**
+ * A body sent slowly is decided on the Mission's state when it has arrived, not when its headers
+ * did (r13c F2): a revocation, suspension or narrowing accepted in between (its push answered 202)
+ * stops the request before anything reaches the upstream. And a body is read as the UTF-8 it is
+ * decided on: a charset the upstream would honour instead is refused (r13c F1). Real sockets, the
+ * dev authority pushing lifecycle SETs to the gateway.
+ */
+import { connect } from 'node:net';
+import { afterEach, describe, expect, it } from 'vitest';
+import { API, startTarget, type Target } from './fixture.js';
+
+const targets: Target[] = [];
+afterEach(async () => {
+  for (const t of targets.splice(0)) await t.close();
+});
+
+async function target(): Promise<Target> {
+  // A route whose small body is read before forwarding, and has no parameters.
+  const t = await startTarget('  - match: { method: POST, path: /reports/notes }\n    action: reports.note\n');
+  targets.push(t);
+  return t;
+}
+
+/** Sends a request's head and all of its body but the last bytes; `finish` sends those and resolves with the whole answer. */
+async function halfSent(t: Target, path: string, body: string, headers: Record<string, string> = {}): Promise<{ finish(): Promise<string> }> {
+  const dpop = await t.agent.proof('POST', `${API}${path}`, t.token);
+  const extra = Object.entries(headers).map(([k, v]) => `${k}: ${v}\r\n`).join('');
+  const head = `POST ${path} HTTP/1.1\r\nHost: api.example.com\r\nAuthorization: DPoP ${t.token}\r\nDPoP: ${dpop}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n${extra}\r\n`;
+  const port = Number(new URL(t.gw.url).port);
+  const socket = connect(port, '127.0.0.1');
+  let answer = '';
+  socket.on('data', (d: Buffer) => (answer += d.toString('latin1')));
+  const closed = new Promise<void>((resolve) => socket.on('close', () => resolve()));
+  await new Promise<void>((resolve) => socket.once('connect', () => resolve()));
+  socket.write(head + body.slice(0, -5));
+  // Let the gateway get past authentication (mission_state included) and start reading the body.
+  await new Promise((r) => setTimeout(r, 300));
+  return {
+    async finish() {
+      // Not end(): a client that half-closes loses its answer (Node's server aborts the request).
+      socket.write(body.slice(-5));
+      await closed;
+      return answer;
+    },
+  };
+}
+
+const PAYMENT = JSON.stringify({ amount: '50.00', currency: 'USD', memo: 'slow' });
+
+describe('a slowly sent body is decided on the Mission as it is once the body has arrived', () => {
+  it('revoked while the body of a payment was arriving: 403 mission_terminated, nothing forwarded', async () => {
+    const t = await target();
+    const req = await halfSent(t, '/payments', PAYMENT);
+    const r = await t.dev.missions.revoke(t.missionId);
+    expect(r.deliveries.map((d: { status: number }) => d.status)).toEqual([202]);
+    const answer = await req.finish();
+    expect(answer).toMatch(/^HTTP\/1\.1 403[^]*"denial_reason":"mission_inactive"/);
+    expect(answer).toContain('"mission_status":"revoked"');
+    expect(t.echo.requests.filter((q) => q.url === '/payments')).toHaveLength(0);
+    const rec = t.gw.evidence().find((e) => e['path'] === '/payments');
+    expect(rec).toMatchObject({ decision: 'deny', denial_reason: 'mission_inactive', upstream_status: null });
+  });
+
+  it('suspended while a small body without parameters was arriving (read before forwarding): 403 mission_suspended', async () => {
+    const t = await target();
+    const req = await halfSent(t, '/reports/notes', JSON.stringify({ note: 'x'.repeat(200) }));
+    await t.dev.missions.suspend(t.missionId);
+    const answer = await req.finish();
+    expect(answer).toMatch(/^HTTP\/1\.1 403[^]*"error":"mission_suspended"/);
+    expect(t.echo.requests.filter((q) => q.url === '/reports/notes')).toHaveLength(0);
+  });
+
+  it('narrowed while the body was arriving: decided on the narrowed authority (out_of_authority), nothing forwarded', async () => {
+    const t = await target();
+    const req = await halfSent(t, '/payments', PAYMENT);
+    await t.dev.missions.changeAuthority(t.missionId, [{ type: 'mission_resource_access', resource: API, actions: ['invoices.read'] }]);
+    const answer = await req.finish();
+    expect(answer).toMatch(/^HTTP\/1\.1 403[^]*"denial_reason":"out_of_authority"/);
+    expect(t.echo.requests.filter((q) => q.url === '/payments')).toHaveLength(0);
+  });
+
+  it('nothing changed while it arrived: the payment is forwarded', async () => {
+    const t = await target();
+    const req = await halfSent(t, '/payments', PAYMENT);
+    expect(await req.finish()).toMatch(/^HTTP\/1\.1 200/);
+    expect(t.echo.requests.filter((q) => q.url === '/payments')).toHaveLength(1);
+  });
+});
+
+describe('a body the gateway reads is declared as the UTF-8 it is read as', () => {
+  it('a charset other than utf-8 (UTF-7 reads +ACI- as a quote), or two Content-Type fields, is 400 parameter_unparseable', async () => {
+    const t = await target();
+    const send = async (contentType: string | string[]) => {
+      const dpop = await t.agent.proof('POST', `${API}/payments`, t.token);
+      return t.send({ method: 'POST', path: '/payments', authorization: `DPoP ${t.token}`, dpop, headers: { 'content-type': contentType }, body: PAYMENT });
+    };
+    for (const ct of ['application/json; charset=utf-7', 'application/json;charset="UTF-7"', 'application/json; charset=utf-16le', 'application/json; charset=utf-8; charset=utf-7', 'application/json; charset=']) {
+      const r = await send(ct);
+      expect([ct, r.status, r.json<{ denial_reason: string }>().denial_reason]).toEqual([ct, 400, 'parameter_unparseable']);
+    }
+    for (const ct of ['application/json', 'application/json; charset=utf-8', 'application/json; charset="UTF-8"']) {
+      expect([ct, (await send(ct)).status]).toEqual([ct, 200]);
+    }
+    expect(t.echo.requests.filter((q) => q.url === '/payments')).toHaveLength(3);
+    // Two fields: which one an upstream reads differs between servers.
+    const req = await halfSent(t, '/payments', PAYMENT, { 'Content-Type': 'application/json; charset=utf-7' });
+    expect(await req.finish()).toMatch(/^HTTP\/1\.1 400[^]*parameter_unparseable/);
+  });
+});
