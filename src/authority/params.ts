@@ -19,7 +19,7 @@ import type { IncomingHttpHeaders } from 'node:http';
 import type { CompiledRoute } from '../config/compile.js';
 import { Denial } from '../errors.js';
 import { rawHeaderLines } from '../http/headers.js';
-import { foldName, jcs, keepNumberSources, numberIsExact, numberSource, parsePointer, resolvePointer, scanJson, setNumberSource } from './json.js';
+import { foldName, jcs, JsonTooDeepError, keepNumberSources, MAX_JSON_DEPTH, numberIsExact, numberSource, parsePointer, resolvePointer, scanJson, setNumberSource } from './json.js';
 
 export interface ParamsInput {
   /** Segments of the normalized path (still percent-encoded). */
@@ -112,18 +112,23 @@ export function parseJsonStrict(body: Buffer | string, pointers: readonly (reado
     throw unparseable('the request body is not valid UTF-8', err);
   }
   if (text.charCodeAt(0) === 0xfeff) throw unparseable('the request body starts with a byte order mark');
+  // The scan first: it refuses a body nested too deeply before JSON.parse spends time on it. Its
+  // other findings wait for JSON.parse, so that text which is not JSON is reported as such.
+  let found: ReturnType<typeof scanJson> = null;
+  let ambiguous: unknown = null;
+  try {
+    found = scanJson(text, pointers);
+  } catch (err) {
+    if (err instanceof JsonTooDeepError) throw unparseable(`the request body nests arrays and objects deeper than ${MAX_JSON_DEPTH} levels`, err);
+    ambiguous = err;
+  }
   let doc: unknown;
   try {
     doc = JSON.parse(text);
   } catch (err) {
     throw unparseable('the request body is not valid JSON', err);
   }
-  let found;
-  try {
-    found = scanJson(text, pointers);
-  } catch (err) {
-    throw unparseable('the request body is ambiguous JSON (a duplicate key, or keys that differ only in case)', err);
-  }
+  if (ambiguous !== null) throw unparseable('the request body is ambiguous JSON (a duplicate key, or keys that differ only in case)', ambiguous);
   if (found !== null) keepNumberSources(doc, found);
   return doc;
 }

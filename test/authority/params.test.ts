@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { authorityHash, entryDigest, extractParams, parameterDigest, parseJsonStrict } from '../../src/authority/params.js';
-import { numberIsExact, numberSource, parsePointer, resolvePointer, stringifyExact } from '../../src/authority/json.js';
+import { MAX_JSON_DEPTH, numberIsExact, numberSource, parsePointer, resolvePointer, stringifyExact } from '../../src/authority/json.js';
 import { compileRoutes, type CompiledRoute } from '../../src/config/compile.js';
 import { configSchema } from '../../src/config/schema.js';
 import { isDenial } from '../../src/errors.js';
@@ -214,10 +214,10 @@ describe('SPEC §4 parameter binding', () => {
     });
     it('many kept numbers deep in a document cost one walk down per container, not one per number', () => {
       const whole = route({ all: { body: '' } });
-      const deep = 20_000;
+      const deep = MAX_JSON_DEPTH - 2; // deeper is refused (below)
       for (const body of [
-        '{"a":'.repeat(deep) + '[' + '1e400,'.repeat(40_000) + '1]' + '}'.repeat(deep),
-        '['.repeat(deep) + '{"x":1e400},'.repeat(40_000) + '1' + ']'.repeat(deep),
+        '{"a":'.repeat(deep) + '[' + '1e400,'.repeat(200_000) + '1]' + '}'.repeat(deep),
+        '['.repeat(deep) + '{"x":1e400},'.repeat(200_000) + '1' + ']'.repeat(deep),
       ]) {
         const started = performance.now();
         const p = extractParams(whole, { segments: [], search: '', headers: {}, body: Buffer.from(body), contentType: 'application/json' });
@@ -227,6 +227,19 @@ describe('SPEC §4 parameter binding', () => {
         const first = (node as unknown[])[0];
         expect(typeof first === 'object' ? numberSource(first as object, 'x') : numberSource(node as object, '0')).toBe('1e400');
       }
+    });
+    it(`refuses arrays and objects nested deeper than ${MAX_JSON_DEPTH} levels, before JSON.parse reads them`, () => {
+      const whole = route({ all: { body: '' } });
+      const body = (depth: number) => Buffer.from('['.repeat(depth) + ']'.repeat(depth));
+      expect(extractParams(whole, { segments: [], search: '', headers: {}, body: body(MAX_JSON_DEPTH), contentType: 'application/json' })).toBeDefined();
+      expect(denialCode(() => extractParams(whole, { segments: [], search: '', headers: {}, body: body(MAX_JSON_DEPTH + 1), contentType: 'application/json' }))).toBe('parameter_unparseable');
+      // A million brackets: refused at once (JSON.parse alone took ~0.5 s, with the scan ~1.5 s).
+      const started = performance.now();
+      expect(denialCode(() => extractParams(whole, { segments: [], search: '', headers: {}, body: body(500_000), contentType: 'application/json' }))).toBe('parameter_unparseable');
+      expect(performance.now() - started).toBeLessThan(100);
+      // Too deep is said first, JSON or not; other text that is not JSON is said to be so, even with a duplicate key in it.
+      expect(() => parseJsonStrict('[' + '['.repeat(300), 'all')).toThrow(/nests/);
+      expect(() => parseJsonStrict('{"a":1,"a":2', 'all')).toThrow(/not valid JSON/);
     });
     it('still refuses a duplicate key beside a kept number', () => {
       expect(denialCode(() => extract('{"amount":1e400,"amount":1}'))).toBe('parameter_unparseable');

@@ -337,6 +337,21 @@ describe('SPEC section 5 on the MCP path: bodies', () => {
     expect(up.seen).toHaveLength(0);
   });
 
+  it('arrays and objects nested deeper than 256 levels are refused before they are parsed (r13c F4); 250 levels pass', async () => {
+    const up = await recorder((_req, _b, res) => res.writeHead(200, { 'content-type': 'application/json' }).end('{"jsonrpc":"2.0","id":1,"result":{"content":[]}}'));
+    const s = await setup({ upstream: up.url });
+    const id = await mission(s, [{ type: 'mission_resource_access', resource: s.mcpUrl, actions: ['invoices.read'] }]);
+    const token = await s.dev.issueAccessToken({ missionId: id, resource: s.mcpUrl });
+    const nested = (depth: number) => JSON.parse('['.repeat(depth) + ']'.repeat(depth)) as unknown;
+    // The envelope, params and arguments are three levels, the `x` value the rest.
+    const deep = await post(s.mcpUrl, token, callMsg(1, 'get_invoice', { invoice_id: 'inv_1', x: nested(254) }));
+    expect(deep.status).toBe(400);
+    expect(await deep.json()).toMatchObject({ denial_reason: 'parameter_unparseable', error_description: expect.stringContaining('256 levels') });
+    expect(up.seen).toHaveLength(0);
+    expect((await post(s.mcpUrl, token, callMsg(1, 'get_invoice', { invoice_id: 'inv_1', x: nested(250) }))).status).toBe(200);
+    expect(up.seen).toHaveLength(1);
+  });
+
   it('a body declared in another charset than UTF-8 is refused: an upstream honouring UTF-7 would read another call (r13c F1)', async () => {
     const up = await recorder((_req, _b, res) => res.writeHead(200, { 'content-type': 'application/json' }).end('{"jsonrpc":"2.0","id":5,"result":{"content":[]}}'));
     const s = await setup({ upstream: up.url });

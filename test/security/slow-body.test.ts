@@ -52,7 +52,7 @@ describe('a slowly sent body is decided on the Mission as it is once the body ha
     const t = await target();
     const req = await halfSent(t, '/payments', PAYMENT);
     const r = await t.dev.missions.revoke(t.missionId);
-    expect(r.deliveries.map((d: { status: number }) => d.status)).toEqual([202]);
+    expect(r.deliveries.map((d) => d.status)).toEqual([202]);
     const answer = await req.finish();
     expect(answer).toMatch(/^HTTP\/1\.1 403[^]*"denial_reason":"mission_inactive"/);
     expect(answer).toContain('"mission_status":"revoked"');
