@@ -15,6 +15,7 @@ import type { Readable } from 'node:stream';
 import { errors } from 'undici';
 import { Denial } from '../errors.js';
 import { clientHeaders, dropHeader, setHeader, upstreamHeaders } from '../http/headers.js';
+import { closedReason } from '../http/shutdown.js';
 import { CUT_MESSAGE, type Holder } from '../mission/holds.js';
 import type { Logger } from '../observability/logger.js';
 import type { RequestContext } from '../pipeline/context.js';
@@ -71,8 +72,14 @@ export async function relay(ctx: RequestContext, pipeline: Pipeline, plan: Relay
   d.metrics.observeDecision(ctx.kind, (decided - ctx.started) / 1000);
 
   const abort = new AbortController();
+  // Why the connection closed under the request: the client went away, or the gateway cut it at
+  // the end of the shutdown grace period (logged as such, as on the route path), or answered it itself.
   const onClose = (): void => {
-    if (!res.writableFinished) abort.abort(new Error('client closed'));
+    if (!res.writableFinished) abort.abort(closedReason(res));
+  };
+  const logCut = (): void => {
+    const reason = abort.signal.reason as { code?: string; message?: string };
+    if (reason?.code === 'shutdown') logger.warn({ decision_id: ctx.id, err: reason.message, code: reason.code }, 'request cut at shutdown');
   };
   res.once('close', onClose);
   // undici bounds the wait for headers, but each 1xx response restarts its timer: this bound holds
@@ -106,6 +113,7 @@ export async function relay(ctx: RequestContext, pipeline: Pipeline, plan: Relay
     } catch (err) {
       if (abort.signal.aborted && !timedOut) {
         ctx.upstreamStatus ??= 499;
+        logCut();
         return;
       }
       const code = timedOut || (err as { code?: string }).code === 'UND_ERR_HEADERS_TIMEOUT' ? 'gateway_timeout' : 'bad_gateway';
@@ -174,6 +182,7 @@ export async function relay(ctx: RequestContext, pipeline: Pipeline, plan: Relay
     await pipe(r.body, res, null, abort.signal);
   } catch (err) {
     if (!abort.signal.aborted) logger.warn({ decision_id: ctx.id, err: (err as Error).message }, 'MCP upstream answer failed');
+    else logCut();
     if (!res.headersSent) {
       const denial = new Denial('bad_gateway', { cause: err });
       ctx.upstreamStatus = denial.spec.status;

@@ -10,6 +10,7 @@ import { join, resolve } from 'node:path';
 import { pino } from 'pino';
 import { parseConfigText } from '../../src/config/load.js';
 import { Gateway } from '../../src/gateway.js';
+import type { Logger } from '../../src/observability/logger.js';
 
 export interface Started {
   readonly url: string;
@@ -60,7 +61,7 @@ export interface TestGateway {
 }
 
 /** Starts a gateway from YAML (ports forced to 0, evidence to a temp file unless given). */
-export async function startGateway(yaml: string, opts: { folder?: string; env?: NodeJS.ProcessEnv } = {}): Promise<TestGateway> {
+export async function startGateway(yaml: string, opts: { folder?: string; env?: NodeJS.ProcessEnv; logger?: Logger } = {}): Promise<TestGateway> {
   const folder = opts.folder ?? mkdtempSync(join(tmpdir(), 'mgw-'));
   const evidenceFile = join(folder, 'evidence.jsonl');
   let text = yaml;
@@ -72,7 +73,7 @@ export async function startGateway(yaml: string, opts: { folder?: string; env?: 
   // Written out too, so gateway.reload() (SIGHUP) has a file to read again.
   const configFile = join(folder, 'gateway.yaml');
   writeFileSync(configFile, text);
-  const gateway = await Gateway.create({ config, file: configFile }, { logger: pino({ level: 'silent' }), defaultMetrics: false });
+  const gateway = await Gateway.create({ config, file: configFile }, { logger: opts.logger ?? pino({ level: 'silent' }), defaultMetrics: false });
   const { url, adminUrl } = await gateway.listen();
   return {
     gateway,

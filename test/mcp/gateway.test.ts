@@ -8,7 +8,10 @@ import { createServer, type IncomingMessage, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { Writable } from 'node:stream';
+import { pino } from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
+import type { Logger } from '../../src/observability/logger.js';
 import type { DevAuthority } from '../../src/dev-authority/index.js';
 import { parameterDigest } from '../../src/authority/params.js';
 import { eventually, type TestGateway } from '../helpers/gateway.js';
@@ -27,7 +30,7 @@ interface Setup {
   upstreamUrl: string;
 }
 
-async function setup(opts: { upstream?: string; mission?: string; json?: boolean } = {}): Promise<Setup> {
+async function setup(opts: { upstream?: string; mission?: string; json?: boolean; logger?: Logger } = {}): Promise<Setup> {
   const folder = mkdtempSync(join(tmpdir(), 'mgw-mcpgw-'));
   const dev = await devAuthority();
   cleanups.push(() => dev.close());
@@ -59,6 +62,7 @@ routes: []
 mcp: { path: /mcp, resource: ${base}/mcp, tool_actions: { get_invoice: invoices.read } }
 `,
     folder,
+    opts.logger,
   );
   cleanups.push(() => gw.close());
   return { dev, gw, mcpUrl: `${base}/mcp`, upstreamUrl };
@@ -501,6 +505,33 @@ describe('SPEC section 6 and 7: streams the gateway looks into', () => {
     expect(res.status).toBe(504);
     expect(await res.json()).toMatchObject({ error: 'gateway_timeout', denial_reason: null });
     expect(Date.now() - started).toBeLessThan(5000);
+  });
+
+  it('a tools/list answer still streaming through the filter when the shutdown grace period ends is logged as cut at shutdown, not as a client that left', async () => {
+    const lines: Record<string, unknown>[] = [];
+    const sink = new Writable({
+      write(chunk: Buffer, _enc, done) {
+        for (const l of chunk.toString().split('\n')) if (l !== '') lines.push(JSON.parse(l) as Record<string, unknown>);
+        done();
+      },
+    });
+    // Answers with an SSE stream that never ends.
+    const up = await recorder((_req, _b, res) => {
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      res.write(`data: ${JSON.stringify({ jsonrpc: '2.0', method: 'notifications/message', params: { level: 'info', data: 'listing' } })}\n\n`);
+      const t = setInterval(() => res.write(': keepalive\n\n'), 50);
+      res.on('close', () => clearInterval(t));
+    });
+    const s = await setup({ upstream: up.url, logger: pino({ level: 'debug' }, sink) });
+    const id = await mission(s, [{ type: 'mission_resource_access', resource: s.mcpUrl, actions: ['invoices.read'] }]);
+    const token = await s.dev.issueAccessToken({ missionId: id, resource: s.mcpUrl });
+    const list = await post(s.mcpUrl, token, { jsonrpc: '2.0', id: 3, method: 'tools/list' });
+    const reading = list.text().catch(() => 'cut');
+    await eventually(() => up.seen.length === 1);
+    await s.gw.gateway.close(200);
+    await reading;
+    const cut = await eventually(() => lines.find((l) => l['msg'] === 'request cut at shutdown'));
+    expect(cut).toMatchObject({ decision_id: up.seen[0]!.headers['mission-decision'], code: 'shutdown' });
   });
 
   it('a client that goes away mid-stream aborts the upstream request', async () => {

@@ -12,6 +12,7 @@ import type * as jose from 'jose';
 import * as oidc from 'openid-client';
 import { startDevAuthority, type DevAuthority } from '../../src/dev-authority/index.js';
 import { startGateway, type TestGateway } from '../helpers/gateway.js';
+import type { Logger } from '../../src/observability/logger.js';
 // @ts-expect-error plain JS example without types
 import { startExampleServer } from '../../examples/mcp-server/server.js';
 
@@ -45,8 +46,8 @@ export function gatewayClientKey(dev: DevAuthority, folder: string, clientId = '
 }
 
 /** Starts the whole gateway from YAML (src/parts.ts builds the MCP handler). */
-export async function mcpGateway(yaml: string, folder: string): Promise<TestGateway> {
-  return startGateway(yaml, { folder });
+export async function mcpGateway(yaml: string, folder: string, logger?: Logger): Promise<TestGateway> {
+  return startGateway(yaml, logger === undefined ? { folder } : { folder, logger });
 }
 
 /**
