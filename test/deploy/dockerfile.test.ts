@@ -187,6 +187,23 @@ describe('.dockerignore', () => {
     for (const entry of ['node_modules', '.git', 'test', 'dist', '.tools', '**/*.pem', '**/*.jwk']) expect(lines).toContain(entry);
   });
 
+  it('by Docker\'s own matching, leaves every file the build copies in the context, and key material out', async () => {
+    // @balena/dockerignore ports Docker's matcher (patterns match a path or any folder above it;
+    // `**/keys` once dropped src/keys/keygen.ts, so `npm run build` failed in the image).
+    // A CommonJS module whose typings say `export default`: what import() gives is module.exports.
+    const dockerignore = (await import('@balena/dockerignore')).default as unknown as (options?: { ignorecase?: boolean }) => { add(patterns: string[]): { ignores(path: string): boolean } };
+    const ignore = dockerignore({ ignorecase: false }).add(lines);
+    const copied = stages.flatMap((s) => only(s, 'COPY').filter((i) => !i.args.includes('--from='))).flatMap((i) => i.args.split(' ').slice(0, -1));
+    const tracked = (await run('git', ['ls-files'], { cwd: root })).stdout.split('\n').filter((f) => f !== '');
+    const needed = tracked.filter((f) => copied.some((c) => f === c || f.startsWith(`${c}/`)));
+    expect(needed).toContain('src/keys/keygen.ts');
+    expect(needed.filter((f) => ignore.ignores(f))).toEqual([]);
+    const keyMaterial = tracked.filter((f) => /\.(pem|key|jwk)$/.test(f) || f.startsWith('config/keys/'));
+    expect(keyMaterial.length).toBeGreaterThan(0);
+    expect(keyMaterial.filter((f) => !ignore.ignores(f))).toEqual([]);
+    for (const f of ['keys/gw-api.jwk', 'keys/evidence-signing.pem', 'deploy/keys/client.json']) expect([f, ignore.ignores(f)]).toEqual([f, true]);
+  });
+
   it('does not exclude what the Dockerfile copies from the context', () => {
     const copied = stages.flatMap((s) => only(s, 'COPY').filter((i) => !i.args.includes('--from='))).flatMap((i) => i.args.split(' ').slice(0, -1));
     expect(copied).toEqual(expect.arrayContaining(['package.json', 'package-lock.json', 'tsconfig.json', 'src']));
