@@ -204,7 +204,10 @@ function keyProblem(file: string): string | null {
     text = readFileSync(file, 'utf8');
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code ?? 'unreadable';
-    return `cannot read ${file} (${code}); create one with \`mission-gateway keygen ${file}\``;
+    if (code === 'ENOENT') return `cannot read ${file} (${code}); create one with \`mission-gateway keygen ${file}\``;
+    // It exists: keygen writes keys 0600, readable by their owner alone (a bind mount into a container keeps the host's owner).
+    const uid = process.getuid?.();
+    return `cannot read ${file} (${code})${code === 'EACCES' && uid !== undefined ? `: the gateway runs as uid ${uid}, which may not read it; make that user the file's owner (keygen writes it 0600)` : ''}`;
   }
   try {
     const trimmed = text.trim();

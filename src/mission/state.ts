@@ -125,6 +125,8 @@ export interface LookupOptions {
   readonly fresh?: boolean;
 }
 
+const SUSPENDED = Object.freeze({ mission_status: 'suspended' });
+
 /** Throws the denial for a Mission that is not active (SPEC section 5). `view` is the state established. */
 export function assertMissionActive(view: MissionView, nowMs: number): void {
   if (view.state === 'active') {
@@ -134,7 +136,8 @@ export function assertMissionActive(view: MissionView, nowMs: number): void {
   }
   if (view.state === 'suspended') {
     const retryAfter = view.suspendUntil !== null && view.suspendUntil * 1000 > nowMs ? Math.ceil(view.suspendUntil - nowMs / 1000) : undefined;
-    throw new Denial('mission_suspended', retryAfter === undefined ? {} : { retryAfter });
+    // Named like the terminal states' (docs/decisions.md), so a client reads one member for all.
+    throw new Denial('mission_suspended', retryAfter === undefined ? { extra: SUSPENDED } : { extra: SUSPENDED, retryAfter });
   }
   throw new Denial('mission_terminated', { extra: { mission_status: isTerminal(view.state) ? view.state : 'unknown' } });
 }

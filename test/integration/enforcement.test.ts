@@ -154,7 +154,7 @@ routes:
     await dev.missions.suspend(missionId, {});
     const suspended = await call('GET', '/invoices/7');
     expect(suspended.status).toBe(403);
-    expect(suspended.json()).toMatchObject({ error: 'mission_suspended', denial_reason: 'mission_inactive' });
+    expect(suspended.json()).toMatchObject({ error: 'mission_suspended', denial_reason: 'mission_inactive', mission_status: 'suspended' });
     await dev.missions.resume(missionId);
     expect((await call('GET', '/invoices/7')).status).toBe(200);
     await dev.missions.revoke(missionId);
