@@ -6,7 +6,7 @@
 import { createPrivateKey } from 'node:crypto';
 import { readFileSync, statSync } from 'node:fs';
 import { dirname, isAbsolute, resolve } from 'node:path';
-import { isScalar, LineCounter, parseDocument, visit } from 'yaml';
+import { isAlias, isNode, isScalar, LineCounter, parseDocument, visit } from 'yaml';
 import type { z } from 'zod';
 import { configSchema, type Config } from './schema.js';
 
@@ -122,24 +122,39 @@ export const MAX_CONFIG_BYTES = 1024 * 1024;
 const MAX_PROBLEMS = 100;
 
 /**
- * YAML to a plain value. Rejects syntax errors, warnings (an unknown tag such as `!!js/function`)
- * and duplicate keys. The yaml library's own duplicate-key check compares every pair of a
- * mapping's keys, so 40,000 keys took 10 s; this check is one pass with a Set per mapping.
+ * YAML to a plain value. Rejects syntax errors, warnings (an unknown tag such as `!!js/function`),
+ * a second document (`---`: its settings would be dropped unread), and duplicate keys, compared as
+ * the property names they become (`1` and `"1"`, an alias and the key it names). The yaml library's
+ * own duplicate-key check compares every pair of a mapping's keys, so 40,000 keys took 10 s; this
+ * check is one pass with a Set per mapping. A key must be a scalar, and never `__proto__`: copied
+ * into an object, that would set its prototype, and its members would be read as config keys
+ * nobody wrote (`__proto__: { dpop: { required: false } }` turned DPoP off, r13a).
  */
 function parseYamlStrict(text: string): unknown {
   const lines = new LineCounter();
-  const doc = parseDocument(text, { prettyErrors: true, uniqueKeys: false, logLevel: 'silent', lineCounter: lines });
+  // logLevel 'error', not 'silent': the latter also drops the error for a second document.
+  const doc = parseDocument(text, { prettyErrors: true, uniqueKeys: false, logLevel: 'error', lineCounter: lines });
   const first = doc.errors[0] ?? doc.warnings[0];
   if (first !== undefined) throw first;
-  let duplicate: string | null = null;
+  let problem: string | null = null;
   visit(doc, {
     Map(_key, map) {
-      const seen = new Set<unknown>();
+      const seen = new Set<string>();
       for (const pair of map.items) {
-        const k = isScalar(pair.key) ? pair.key.value : pair.key;
+        const node = isAlias(pair.key) ? pair.key.resolve(doc) : pair.key;
+        const at = isNode(pair.key) && pair.key.range ? lines.linePos(pair.key.range[0]) : null;
+        const where = at === null ? '' : ` at line ${at.line}, column ${at.col}`;
+        if (!isScalar(node)) {
+          problem = `a key must be a plain value, not a mapping or a list${where}`;
+          return visit.BREAK;
+        }
+        const k = String(node.value);
+        if (k === '__proto__') {
+          problem = `__proto__ is not a config key${where}`;
+          return visit.BREAK;
+        }
         if (seen.has(k)) {
-          const at = isScalar(pair.key) && pair.key.range ? lines.linePos(pair.key.range[0]) : null;
-          duplicate = `Map keys must be unique: ${JSON.stringify(String(k)).slice(0, 80)}${at === null ? '' : ` at line ${at.line}, column ${at.col}`}`;
+          problem = `Map keys must be unique: ${JSON.stringify(k).slice(0, 80)}${where}`;
           return visit.BREAK;
         }
         seen.add(k);
@@ -147,7 +162,7 @@ function parseYamlStrict(text: string): unknown {
       return undefined;
     },
   });
-  if (duplicate !== null) throw new Error(duplicate);
+  if (problem !== null) throw new Error(problem);
   return doc.toJS({ maxAliasCount: 100 });
 }
 
@@ -183,14 +198,18 @@ function resolvePaths(c: Config, folder: string): Config {
   return out;
 }
 
+const UTF8 = new TextDecoder('utf-8', { fatal: true });
+
 export function loadConfigFile(file: string, env: NodeJS.ProcessEnv = process.env): LoadedConfig {
   const abs = resolve(file);
   let text: string;
   try {
     if (statSync(abs).size > MAX_CONFIG_BYTES) throw new ConfigError([`(file): ${abs} is larger than ${MAX_CONFIG_BYTES} bytes`]);
-    text = readFileSync(abs, 'utf8');
+    // Decoded strictly: a byte that is not UTF-8 would become U+FFFD, a value the file does not hold.
+    text = UTF8.decode(readFileSync(abs));
   } catch (err) {
     if (err instanceof ConfigError) throw err;
+    if ((err as { code?: string }).code === 'ERR_ENCODING_INVALID_ENCODED_DATA') throw new ConfigError([`(file): ${abs} is not UTF-8 text`]);
     throw new ConfigError([`(file): cannot read ${abs}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`]);
   }
   const folder = dirname(abs);

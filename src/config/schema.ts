@@ -5,6 +5,8 @@
  */
 import { isIP } from 'node:net';
 import { z } from 'zod';
+import { parseRedisUrl } from '../cluster/redis-url.js';
+import { compilePattern, normalizePath } from '../http/path.js';
 
 const LOOPBACK_HOSTS = new Set(['localhost', '[::1]', '::1']);
 
@@ -47,9 +49,35 @@ const trustedUrl = z.string().meta({ pattern: TRUSTED_URL_PATTERN }).superRefine
   }
 });
 
+const MAX_TIMER_S = 2_147_483;
+
+/** Matched against normalized request paths: a path that normalizes to something else never matches. */
+const normalizedPath = z
+  .string()
+  .startsWith('/', 'must start with "/"')
+  .superRefine((p, ctx) => {
+    const problem = pathProblem(p);
+    if (problem !== null) ctx.addIssue({ code: 'custom', message: problem });
+    else if (normalizePath(p) !== p) ctx.addIssue({ code: 'custom', message: `must be written normalized, as ${normalizePath(p)} (requests are matched after normalization)` });
+  });
+
+/** Why `p` cannot be normalized (a request never could be either), or null. */
+function pathProblem(p: string): string | null {
+  try {
+    normalizePath(p);
+    return null;
+  } catch (err) {
+    return `cannot be normalized: ${(err as Error).message}`;
+  }
+}
+
 const port = z.number().int().min(0).max(65535);
 const positive = z.number().positive();
-const seconds = z.number().positive().max(86_400 * 365);
+/**
+ * Seconds, at most what a Node timer holds (2^31 - 1 ms, about 24.8 days): past it setTimeout fires
+ * after 1 ms, so a poll interval of a month polled the authority every millisecond (r13a).
+ */
+const seconds = z.number().positive().max(MAX_TIMER_S, 'must be at most 2147483 (24.8 days, the longest timer Node keeps)');
 
 /** Where the listeners bind by default (also what the listen/admin clash check assumes). */
 const LISTEN_DEFAULT = { host: '0.0.0.0', port: 8080 } as const;
@@ -192,7 +220,11 @@ const route = z
       path: z
         .string()
         .startsWith('/', 'must start with "/"')
-        .refine((p) => !p.includes('**') || p === '/**' || (p.endsWith('/**') && !p.slice(0, -3).includes('**')), '"**" is allowed only as the last segment'),
+        .refine((p) => !p.includes('**') || p === '/**' || (p.endsWith('/**') && !p.slice(0, -3).includes('**')), '"**" is allowed only as the last segment')
+        .superRefine((p, ctx) => {
+          const problem = pathProblem(p.endsWith('/**') ? p.slice(0, -3) || '/' : p);
+          if (problem !== null) ctx.addIssue({ code: 'custom', message: problem });
+        }),
     }),
     auth: z.enum(['none', 'required']).default('required'),
     action: z.string().regex(/^[A-Za-z0-9_.:-]+$/, 'must match [A-Za-z0-9_.:-]+').optional(),
@@ -201,7 +233,7 @@ const route = z
   });
 
 const mcp = z.strictObject({
-  path: z.string().startsWith('/', 'must start with "/"'),
+  path: normalizedPath,
   resource: z.string().min(1).optional(),
   /** tool name -> action name (default: the tool name is the action). */
   tool_actions: z.record(z.string(), z.string().regex(/^[A-Za-z0-9_.:-]+$/)).default({}),
@@ -219,7 +251,7 @@ const idJagPolicy = z.strictObject({
 });
 
 const idJag = z.strictObject({
-  token_path: z.string().startsWith('/', 'must start with "/"'),
+  token_path: normalizedPath,
   audience: z.string().min(1).optional(),
   trusted_issuers: z.array(trustedUrl).min(1),
   max_lifetime_s: seconds.default(300),
@@ -241,7 +273,14 @@ const replayStore = z.discriminatedUnion('type', [
   z.strictObject({ type: z.literal('memory') }),
   z.strictObject({
     type: z.literal('redis'),
-    url: z.string().regex(/^rediss?(\+sentinel|\+cluster)?:\/\//, 'must be a redis:// or rediss:// URL'),
+    url: z.string().superRefine((url, ctx) => {
+      // Parsed as start parses it (its messages never repeat the URL, which may hold a password).
+      try {
+        parseRedisUrl(url);
+      } catch (err) {
+        ctx.addIssue({ code: 'custom', message: (err as Error).message });
+      }
+    }),
     key_prefix: z.string().default('mgw:'),
     connect_timeout_ms: z.number().int().positive().default(1000),
   }),
@@ -297,11 +336,17 @@ function crossChecks(c: unknown, ctx: Ctx): void {
     const method = field(m, 'method');
     const path = field(m, 'path');
     if (typeof path === 'string') {
-      const methods = method === undefined ? ['*'] : Array.isArray(method) ? [...method].map(String).sort() : [String(method)];
-      const key = `${methods.join(',')} ${path}`;
-      const first = seen.get(key);
-      if (first !== undefined) ctx.addIssue({ code: 'custom', path: ['routes', i, 'match'], message: `duplicates routes[${first}].match` });
-      else seen.set(key, i);
+      const listed = method === undefined ? ['*'] : Array.isArray(method) ? [...method].map(String) : [String(method)];
+      const methods = [...new Set(listed)].sort();
+      if (methods.length < listed.length) ctx.addIssue({ code: 'custom', path: ['routes', i, 'match', 'method'], message: 'lists a method twice' });
+      // Compared as matched: after normalization (`/a//b`, `/a/./b` and `/%61/b` are `/a/b`).
+      const pattern = comparablePattern(path);
+      if (pattern !== null) {
+        const key = `${methods.join(',')} ${pattern}`;
+        const first = seen.get(key);
+        if (first !== undefined) ctx.addIssue({ code: 'custom', path: ['routes', i, 'match'], message: `duplicates routes[${first}].match` });
+        else seen.set(key, i);
+      }
     }
     if (field(r, 'auth') !== 'none' && field(r, 'action') === undefined) {
       ctx.addIssue({ code: 'custom', path: ['routes', i, 'action'], message: 'is required on a route that needs auth' });
@@ -339,6 +384,16 @@ function crossChecks(c: unknown, ctx: Ctx): void {
     const ok = family !== 0 && extra === undefined && (bits === undefined || (/^\d+$/.test(bits) && Number(bits) <= max));
     if (!ok) ctx.addIssue({ code: 'custom', path: ['trusted_proxies', i], message: 'must be an IP address or CIDR' });
   });
+}
+
+/** A route's path as it matches (normalized, `*` for a wildcard segment), or null when it cannot be normalized (reported on the path). */
+function comparablePattern(path: string): string | null {
+  try {
+    const compiled = compilePattern(path);
+    return compiled.segments.map((seg) => seg ?? '*').join('/') + (compiled.rest ? '/**' : '');
+  } catch {
+    return null;
+  }
 }
 
 /**

@@ -199,3 +199,55 @@ describe('evidence files are neither tracked nor shipped', () => {
     expect(pkg.files).not.toContain('config');
   });
 });
+
+describe('a config file says what it means, or is refused (r13a)', () => {
+  it('a __proto__ key, anywhere, is refused: its members would be read as keys nobody wrote (DPoP off)', () => {
+    expect(problems(`${BASE}__proto__: { dpop: { required: false } }\n`)).toEqual(['(file): __proto__ is not a config key at line 5, column 1']);
+    expect(problems(BASE.replace('upstream: { url: "http://127.0.0.1:3000" }', 'upstream: { url: "http://127.0.0.1:3000", __proto__: { timeout_s: 1 } }'))).toEqual([
+      '(file): __proto__ is not a config key at line 3, column 43',
+    ]);
+  });
+
+  it('a second YAML document is refused, not dropped unread', () => {
+    const [problem] = problems(`${BASE}---\ndpop: { nonce: true }\n`);
+    expect(problem).toMatch(/^\(file\): Source contains multiple documents/);
+  });
+
+  it('keys that become one property name are duplicates: 1 and "1", true and "true", an alias and its key; a key that is a mapping is refused', () => {
+    const mcp = (map: string) => `${BASE}issuers: [{ issuer: https://as.example.com }]\nmcp: { path: /mcp, tool_actions: ${map} }\n`;
+    expect(problems(mcp('{ 1: a.b, "1": c.d }'))[0]).toMatch(/^\(file\): Map keys must be unique: "1"/);
+    expect(problems(mcp('{ true: a.b, "true": c.d }'))[0]).toMatch(/^\(file\): Map keys must be unique: "true"/);
+    expect(problems(BASE.replace('resource: https://api.example.com', 'resource: &r resource\n*r : https://evil.example.com'))[0]).toMatch(/^\(file\): Map keys must be unique: "resource"/);
+    expect(problems(`${BASE}? { a: 1 }\n: x\n`)[0]).toMatch(/^\(file\): a key must be a plain value/);
+  });
+
+  it('a file that is not UTF-8 is refused, not read with its bytes replaced', () => {
+    const file = write('');
+    writeFileSync(file, Buffer.concat([Buffer.from(BASE.replace('https://api.example.com\nupstream', 'https://api.example.com/caf')), Buffer.from([0xe9]), Buffer.from('\nupstream: { url: "http://127.0.0.1:3000" }\n')]));
+    const r = spawnSync(process.execPath, [CLI, 'check', '--config', file], { encoding: 'utf8' });
+    expect(r.status).toBe(2);
+    expect(r.stderr.trim()).toBe(`(file): ${file} is not UTF-8 text`);
+  });
+
+  it('route paths, mcp.path and id_jag.token_path are checked as requests are matched: normalizable, normalized, not duplicated after normalization', () => {
+    const route = (path: string, method = '') => BASE.replace('routes: [{ match: { path: /public/** }, auth: none }]', `routes: [{ match: { path: /public/** }, auth: none }, { match: { ${method}path: ${JSON.stringify(path)} }, auth: none }]`);
+    expect(problems(route('/a%zz'))).toEqual(['routes[1].match.path: cannot be normalized: invalid percent-encoding']);
+    expect(problems(route('/a%00/**'))).toEqual(['routes[1].match.path: cannot be normalized: encoded NUL in path']);
+    expect(problems(route('/a\tb'))).toEqual(['routes[1].match.path: cannot be normalized: control character in path']);
+    for (const dup of ['/public//**', '/public/./**', '/%70ublic/**']) expect([dup, problems(route(dup))]).toEqual([dup, ['routes[1].match: duplicates routes[0].match']]);
+    expect(problems(route('/other', 'method: [GET, GET], '))).toEqual(['routes[1].match.method: lists a method twice']);
+    const mcp = (path: string) => `${BASE}issuers: [{ issuer: https://as.example.com }]\nmcp: { path: ${path} }\n`;
+    expect(problems(mcp('/m//cp'))).toEqual(['mcp.path: must be written normalized, as /m/cp (requests are matched after normalization)']);
+    expect(problems(mcp('/mcp'))).toEqual([]);
+  });
+
+  it('a replay_store.url start could not parse is a problem check reports (no password in it); seconds stay within a Node timer', () => {
+    const redis = (url: string) => problems(`${BASE}replay_store: { type: redis, url: "${url}" }\n`);
+    expect(redis('redis://:pw@127.0.0.1:99999')).toEqual(['replay_store.url: invalid Redis URL: port must be 1-65535']);
+    expect(redis('redis+sentinel://127.0.0.1:26379')).toEqual(['replay_store.url: invalid Redis URL: redis+sentinel:// needs the master name as its path']);
+    expect(redis('redis://:s3cret@127.0.0.1:6379')).toEqual([]);
+    const poll = (s: number) => problems(`${BASE}mission: { events: { poll: { endpoint: https://as.example.com/poll, interval_s: ${s} } } }\n`);
+    expect(poll(3_000_000)).toEqual(['mission.events.poll.interval_s: must be at most 2147483 (24.8 days, the longest timer Node keeps)']);
+    expect(poll(2_147_483)).toEqual([]);
+  });
+});
