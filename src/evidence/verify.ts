@@ -5,8 +5,8 @@
  * stream, so its size does not matter.
  */
 import { createReadStream } from 'node:fs';
-import { verify as verifySignature, type KeyObject } from 'node:crypto';
-import { jcs } from '../authority/json.js';
+import { createHash, verify as verifySignature, type KeyObject } from 'node:crypto';
+import { jcs, JsonStrictError, JsonTooDeepError, scanJson } from '../authority/json.js';
 import { ENVELOPE_FORMAT, FIXED_MEMBERS, JWS_TYP, lineHash } from './format.js';
 import { loadVerificationKey } from './keys.js';
 
@@ -35,6 +35,12 @@ export interface VerifyOptions {
 
 const UTF8 = new TextDecoder('utf-8', { fatal: true });
 
+/**
+ * A line longer than this is no record the gateway writes (those are a few KiB): it is a break,
+ * hashed as it streams by (the next line's prev_hash is checked against it) and never held whole.
+ */
+export const MAX_LINE_BYTES = 1024 * 1024;
+
 function checkSignature(record: Record<string, unknown>, key: KeyObject): string | null {
   const env = record['evidence_envelope'] as { format?: unknown; value?: unknown } | undefined;
   if (env === undefined || env === null) return 'record is not signed';
@@ -42,13 +48,15 @@ function checkSignature(record: Record<string, unknown>, key: KeyObject): string
   const parts = env.value.split('.');
   if (parts.length !== 3) return 'evidence_envelope is not a compact JWS';
   const [h, p, s] = parts as [string, string, string];
-  let header: { alg?: unknown; typ?: unknown };
+  let header: unknown;
   try {
-    header = JSON.parse(Buffer.from(h, 'base64url').toString('utf8')) as typeof header;
+    header = JSON.parse(Buffer.from(h, 'base64url').toString('utf8'));
   } catch {
     return 'JWS header does not parse';
   }
-  if (header.alg !== 'ES256' || header.typ !== JWS_TYP) return 'JWS header is not ES256 / ' + JWS_TYP;
+  if (header === null || typeof header !== 'object') return 'JWS header is not a JSON object';
+  const { alg, typ } = header as { alg?: unknown; typ?: unknown };
+  if (alg !== 'ES256' || typ !== JWS_TYP) return 'JWS header is not ES256 / ' + JWS_TYP;
   const { evidence_envelope: _env, ...unsigned } = record;
   if (Buffer.from(p, 'base64url').toString('utf8') !== jcs(unsigned)) return 'signed payload differs from the record';
   const ok = verifySignature('sha256', Buffer.from(`${h}.${p}`), { key, dsaEncoding: 'ieee-p1363' }, Buffer.from(s, 'base64url'));
@@ -62,7 +70,8 @@ export async function verifyEvidenceFile(path: string, options: VerifyOptions = 
   let signaturesVerified = 0;
   let breaks = 0;
   let firstBreak: EvidenceBreak | undefined;
-  let prevLine: Buffer | null = null;
+  /** The hash of the line before (what this line's prev_hash must be), null before the first. */
+  let prevHash: string | null = null;
   let prevSequence: number | null = null;
 
   const broken = (reason: string): void => {
@@ -70,18 +79,36 @@ export async function verifyEvidenceFile(path: string, options: VerifyOptions = 
     if (firstBreak === undefined) firstBreak = { line: lineNo, reason };
   };
 
-  const check = (line: Buffer): void => {
+  /** One line: its bytes, or null for one over MAX_LINE_BYTES (only its hash was kept). */
+  const check = (line: Buffer | null, hash: string): void => {
     lineNo++;
-    const expectedPrev = prevLine === null ? null : lineHash(prevLine);
-    const first = prevLine === null;
-    prevLine = line;
+    const expectedPrev = prevHash;
+    const first = prevHash === null;
+    prevHash = hash;
+    if (line === null) {
+      broken(`a line longer than ${MAX_LINE_BYTES} bytes is not a record`);
+      prevSequence = null;
+      return;
+    }
     let record: Record<string, unknown>;
     try {
-      const v: unknown = JSON.parse(UTF8.decode(line));
+      const text = UTF8.decode(line);
+      const v: unknown = JSON.parse(text);
       if (v === null || typeof v !== 'object' || Array.isArray(v)) throw new Error('not an object');
       record = v as Record<string, unknown>;
-    } catch {
-      broken(line.length === 0 ? 'empty line' : 'not a JSON record (torn write or edited line)');
+      // JSON.parse keeps the last of two members of one name; another reader may keep the first.
+      // The writer never repeats one, so a repeat is an edit (the signature covers the last only).
+      scanJson(text, 'all');
+    } catch (err) {
+      broken(
+        err instanceof JsonTooDeepError
+          ? 'a member is nested too deeply for a record'
+          : err instanceof JsonStrictError
+            ? 'a member name appears twice (an edited line: readers disagree on which counts)'
+            : line.length === 0
+              ? 'empty line'
+              : 'not a JSON record (torn write or edited line)',
+      );
       prevSequence = null;
       return;
     }
@@ -105,25 +132,65 @@ export async function verifyEvidenceFile(path: string, options: VerifyOptions = 
       broken(first ? 'the first record has a prev_hash (file truncated at the front?)' : 'prev_hash does not match the previous line');
     }
     if (key !== null) {
-      const problem = checkSignature(record, key);
+      let problem: string | null;
+      try {
+        problem = checkSignature(record, key);
+      } catch (err) {
+        problem = `the signature cannot be checked: ${(err as Error).message}`;
+      }
       if (problem === null) signaturesVerified++;
       else broken(problem);
     }
   };
 
-  let pending: Buffer = Buffer.alloc(0);
+  // The start of the current line, in pieces (each chunk is searched for a newline once), or, once
+  // it is over MAX_LINE_BYTES, only a running hash of it.
+  let parts: Buffer[] = [];
+  let partsBytes = 0;
+  let overlong: ReturnType<typeof createHash> | null = null;
+  const add = (piece: Buffer): void => {
+    if (overlong !== null) {
+      overlong.update(piece);
+      return;
+    }
+    parts.push(Buffer.from(piece)); // a copy: the stream may reuse its chunk
+    partsBytes += piece.length;
+    if (partsBytes > MAX_LINE_BYTES) {
+      overlong = createHash('sha256');
+      for (const p of parts) overlong.update(p);
+      parts = [];
+      partsBytes = 0;
+    }
+  };
+  const end = (): void => {
+    if (overlong !== null) {
+      check(null, 'sha-256:' + overlong.digest('base64url'));
+      overlong = null;
+    } else {
+      const line = parts.length === 1 ? parts[0]! : Buffer.concat(parts, partsBytes);
+      check(line, lineHash(line));
+    }
+    parts = [];
+    partsBytes = 0;
+  };
   for await (const chunk of createReadStream(path)) {
-    let buf = pending.length === 0 ? (chunk as Buffer) : Buffer.concat([pending, chunk as Buffer]);
+    const buf = chunk as Buffer;
     let from = 0;
     for (let nl = buf.indexOf(0x0a); nl !== -1; nl = buf.indexOf(0x0a, from)) {
-      check(buf.subarray(from, nl));
+      if (parts.length === 0 && overlong === null && nl - from <= MAX_LINE_BYTES) {
+        // The usual case: the whole line is in this chunk.
+        const line = buf.subarray(from, nl);
+        check(line, lineHash(line));
+      } else {
+        add(buf.subarray(from, nl));
+        end();
+      }
       from = nl + 1;
     }
-    buf = buf.subarray(from);
-    pending = Buffer.from(buf);
+    if (from < buf.length) add(buf.subarray(from));
   }
-  if (pending.length > 0) {
-    check(pending);
+  if (parts.length > 0 || overlong !== null) {
+    end();
     // A record is only complete with its newline: the writer was cut off mid-line.
     broken('the last line has no newline (torn write)');
   }

@@ -219,6 +219,27 @@ describe('verify-evidence detects tampering (SPEC §9 chain)', () => {
     expect((await verifyEvidenceFile(file)).firstBreak?.line).toBe(3);
   });
 
+  it('a line over 1 MiB is one break, hashed as it streams by (the next line chains over it), and costs time in proportion', async () => {
+    const ls = lines(file);
+    const huge = `{"a":"${'a'.repeat(16 * 1024 * 1024)}"}`;
+    // Line 3 replaced by the huge one; line 4 re-chained to it, so only line 3 is a break.
+    const line4 = ls[3]!.replace(/"prev_hash":"[^"]*"/, `"prev_hash":"sha-256:${createHash('sha256').update(huge).digest('base64url')}"`);
+    writeFileSync(file, [ls[0], ls[1], huge, line4, ls[4]].join('\n') + '\n');
+    const started = performance.now();
+    const v = await verifyEvidenceFile(file);
+    expect(performance.now() - started).toBeLessThan(5000); // one 16 MiB line took 21 s (r13a)
+    expect(v).toMatchObject({ ok: false, breaks: 2, firstBreak: { line: 3, reason: 'a line longer than 1048576 bytes is not a record' } });
+    // The second break is line 4's sequence (3 is gone), not its prev_hash.
+    expect(v.records).toBe(4);
+  });
+
+  it('a repeated member name is a break (JSON.parse keeps the last, another reader the first); so is deep nesting, not a crash', async () => {
+    rewrite((ls) => ls.map((l, i) => (i === 4 ? l.replace('{', '{"decision":"deny",') : l)));
+    expect((await verifyEvidenceFile(file)).firstBreak).toEqual({ line: 5, reason: 'a member name appears twice (an edited line: readers disagree on which counts)' });
+    rewrite((ls) => ls.map((l, i) => (i === 4 ? l.replace('"decision":"deny",', `"x":${'['.repeat(20_000)}${']'.repeat(20_000)},`) : l)));
+    expect((await verifyEvidenceFile(file)).firstBreak).toEqual({ line: 5, reason: 'a member is nested too deeply for a record' });
+  });
+
   it('a blank line breaks', async () => {
     rewrite((ls) => [...ls.slice(0, 2), '', ...ls.slice(2)]);
     expect((await verifyEvidenceFile(file)).firstBreak).toEqual({ line: 3, reason: 'empty line' });
@@ -273,6 +294,22 @@ describe('SPEC §9 signed records: compact JWS, ES256, typ application/mission-r
     writeFileSync(file, readFileSync(file, 'utf8').replace('"dec_2"', '"dec_9"'));
     expect((await verifyEvidenceFile(file)).ok).toBe(true); // the chain alone cannot see it
     expect((await verifyEvidenceFile(file, { publicKey })).firstBreak).toEqual({ line: 2, reason: 'signed payload differs from the record' });
+  });
+
+  it('an envelope whose JWS header is JSON null is a break with its line, not an unreadable file (exit 1, not 2)', async () => {
+    const file = join(dir, 'e.log');
+    await writeAll(file, [record(1), record(2)], { privateKeyFile: keyFile });
+    const ls = lines(file);
+    const rec = JSON.parse(ls[1]!) as { evidence_envelope: { value: string } };
+    const [, p, sig] = rec.evidence_envelope.value.split('.');
+    writeFileSync(file, `${ls[0]}\n${ls[1]!.replace(rec.evidence_envelope.value, `${Buffer.from('null').toString('base64url')}.${p}.${sig}`)}\n`);
+    expect((await verifyEvidenceFile(file, { publicKey })).firstBreak).toEqual({ line: 2, reason: 'JWS header is not a JSON object' });
+    const out = vi.spyOn(process.stdout, 'write').mockImplementation(() => true);
+    try {
+      expect(await verifyEvidenceCli([file, '--key', pubFile])).toBe(1);
+    } finally {
+      out.mockRestore();
+    }
   });
 
   it('another key does not verify; an unsigned record is a break when a key is given', async () => {
