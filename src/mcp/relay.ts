@@ -131,25 +131,31 @@ export async function relay(ctx: RequestContext, pipeline: Pipeline, plan: Relay
     }
     ctx.upstreamStatus = status;
     d.metrics.observeUpstream((performance.now() - decided) / 1000);
+    const raw = r.headers as Record<string, string | string[] | undefined>;
+    const encoding = raw['content-encoding'];
+    const ok = status >= 200 && status < 300;
+    const type = mediaType(raw);
+    const whole = ok && plan.answers.length > 0 && (status === 202 || raw['content-length'] === '0');
+    // Refused before the record is written, so that it says what the client got (502, set where
+    // the refusal is answered), not the upstream's status. An encoded answer cannot be looked
+    // into, and a tool list the gateway cannot read is not shown (a lenient client might still
+    // take one from a body labelled otherwise): refused rather than passed on unfiltered.
+    if (encoding !== undefined && encoding !== 'identity') {
+      return await refuse(r.body, 'upstream answer is content-encoded');
+    }
+    if (ok && !whole && plan.lists !== null && type !== 'application/json' && type !== 'text/event-stream') {
+      return await refuse(r.body, `upstream answered tools/list as ${type === '' ? 'no media type' : type}`);
+    }
     plan.onOutcome();
     if (ticket !== null) {
       held = holds!.hold(ticket, holder);
       // Its Mission stopped being active while the upstream worked: nothing of the answer flows.
       if (!held) return holder.cut();
     }
-
-    const raw = r.headers as Record<string, string | string[] | undefined>;
     const out = clientHeaders(raw);
     if (ctx.dpopNonce !== null) out['dpop-nonce'] = ctx.dpopNonce;
-    const encoding = raw['content-encoding'];
-    // An encoded answer cannot be looked into: refuse it rather than pass a list unfiltered.
-    if (encoding !== undefined && encoding !== 'identity') {
-      return await refuse(r.body, 'upstream answer is content-encoded');
-    }
-    const ok = status >= 200 && status < 300;
-    const type = mediaType(raw);
 
-    if (ok && plan.answers.length > 0 && (status === 202 || raw['content-length'] === '0')) {
+    if (whole) {
       // Everything forwarded was a notification or a response: the answers are the whole reply.
       await r.body.dump();
       answerDirectly(ctx, pipeline, plan.answers);
@@ -170,11 +176,6 @@ export async function relay(ctx: RequestContext, pipeline: Pipeline, plan: Relay
       // client reads it as part of a field name and loses the upstream's first event.
       await pipe(r.body, res, rewriter, abort.signal, plan.answers.length > 0);
       return;
-    }
-    // A tool list the gateway cannot read is not shown (fail closed): a lenient client might
-    // still take one from a body labelled otherwise.
-    if (ok && plan.lists !== null) {
-      return await refuse(r.body, `upstream answered tools/list as ${type === '' ? 'no media type' : type}`);
     }
     // Errors, and other media types where nothing is filtered, pass through as they are.
     res.writeHead(status, out);

@@ -746,6 +746,9 @@ describe('SPEC section 7: answers the gateway cannot look into', () => {
     const res = await post(s.mcpUrl, token, { jsonrpc: '2.0', id: 1, method: 'tools/list' }, { 'accept-encoding': 'gzip' });
     expect(res.status).toBe(502);
     expect(up.seen[0]!.headers['accept-encoding']).toBeUndefined();
+    // The record says what the client got under that decision (r13a 12: it said the upstream's 200).
+    const decision = up.seen[0]!.headers['mission-decision'];
+    expect(await eventually(() => s.gw.evidence().find((r) => r['decision_id'] === decision))).toMatchObject({ decision: 'permit', upstream_status: 502 });
   });
 });
 
