@@ -319,6 +319,9 @@ export class EvidenceLog implements EvidenceSink {
   private writeDirect(stream: Writable, fd: number, bytes: Buffer, written: readonly EvidenceRecord[]): boolean {
     if (stream.writableLength > 0) return false;
     try {
+      // A file sink whose file was deleted would take these lines where nobody can read them (its
+      // path is checked only every retryMs): they are kept for the file the path is reopened as.
+      if (this.file !== null && fstatSync(fd).nlink === 0) throw new Error('the evidence file was deleted');
       for (let off = 0; off < bytes.length; ) off += writeSync(fd, bytes, off, bytes.length - off);
     } catch (err) {
       this.keepUnwritten(written);

@@ -373,6 +373,22 @@ describe('fail closed when evidence cannot be written (SPEC §2 /readyz, §9)', 
     expect((await verifyEvidenceFile(file)).ok).toBe(true);
   });
 
+  it('records written just after the file was deleted (before the path check notices) go to the reopened file, not the deleted one (r13a 11)', async () => {
+    const file = join(dir, 'e.log');
+    const log = await EvidenceLog.open({ sink: file, metrics, logger, retryMs: 50 });
+    log.write(record(1));
+    await new Promise((r) => setImmediate(r));
+    rmSync(file);
+    // Admitted before the sink knew: nothing fails them now, so they must reach the next file.
+    for (const n of [2, 3, 4]) log.write(record(n));
+    await new Promise((r) => setImmediate(r));
+    expect(log.healthy()).toBe(false);
+    await vi.waitFor(() => expect(log.healthy()).toBe(true), { timeout: 2000, interval: 5 });
+    await log.close();
+    expect(lines(file).map((l) => (JSON.parse(l) as { evidence_id: string }).evidence_id)).toEqual(['evd_2', 'evd_3', 'evd_4']);
+    expect((await verifyEvidenceFile(file)).ok).toBe(true);
+  });
+
   it('a sink that falls behind (a FIFO whose reader stalls) reports unhealthy until it drains', async () => {
     const fifo = join(dir, 'e.fifo');
     execFileSync('mkfifo', [fifo]);
