@@ -87,11 +87,16 @@ export function jsonBodyContentType(raw: readonly string[]): string | undefined 
   if (fields.length > 1) throw unparseable('the request has more than one Content-Type');
   const value = fields[0];
   if (value !== undefined) {
-    for (const m of value.toLowerCase().matchAll(CHARSET)) {
-      if (m[1] !== 'utf-8' && m[1] !== 'utf8') throw unparseable('the request body must be UTF-8: a charset other than utf-8 is declared');
+    for (const charset of declaredCharsets(value)) {
+      if (charset !== 'utf-8' && charset !== 'utf8') throw unparseable('the request body must be UTF-8: a charset other than utf-8 is declared');
     }
   }
   return value;
+}
+
+/** Every `charset` parameter of a Content-Type value, lower-cased, quoted or not (see above). */
+export function declaredCharsets(contentType: string): string[] {
+  return Array.from(contentType.toLowerCase().matchAll(CHARSET), (m) => m[1]!);
 }
 
 const CHARSET = /charset\s*=\s*"?([^";,\s]*)/g;

@@ -29,7 +29,7 @@ import { assertMissionActive } from '../mission/state.js';
 import type { MissionReference, MissionView, RequestContext } from '../pipeline/context.js';
 import type { Handler, Pipeline } from '../pipeline/run.js';
 import { checkProjection, compileRules, IdJagRejection, ID_JAG_TYP, type IdJagReason, type Projection } from './projection.js';
-import { classifyTokenRequest } from './request.js';
+import { classifyTokenRequest, tokenRequestContentType } from './request.js';
 
 /** MissionStates (src/mission/state.ts) as far as the guard needs it. */
 export interface MissionStateLookup {
@@ -263,7 +263,7 @@ export function createIdJagHandler(deps: IdJagDeps): Handler {
       try {
         request = classifyTokenRequest({
           search: ctx.search,
-          contentType: ctx.req.headers['content-type'],
+          contentType: tokenRequestContentType(ctx.req.rawHeaders),
           contentEncoding: ctx.req.headers['content-encoding'],
           body,
         });

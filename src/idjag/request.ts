@@ -11,8 +11,9 @@
  * `ſ` for `s`; a `typ` with parameters, spaces or in any case), then checked strictly.
  */
 import { foldName, scanJson } from '../authority/json.js';
-import { queryFold } from '../authority/params.js';
+import { declaredCharsets, queryFold } from '../authority/params.js';
 import { MAX_JWS_BYTES } from '../auth/jws.js';
+import { rawHeaderLines } from '../http/headers.js';
 import { IdJagRejection, ID_JAG_TYP } from './projection.js';
 
 export const GRANT_JWT_BEARER = 'urn:ietf:params:oauth:grant-type:jwt-bearer';
@@ -25,6 +26,12 @@ export type TokenRequest =
   | { readonly kind: 'id_jag'; readonly assertion: string };
 
 const FORM = 'application/x-www-form-urlencoded';
+
+/** Charsets that read the bytes of a form's ASCII as the same ASCII (its percent-escapes aside). */
+const ASCII_CHARSETS: ReadonlySet<string> = new Set(['utf-8', 'utf8', 'us-ascii', 'ascii', 'iso-8859-1', 'latin1']);
+
+/** Control characters but the white space `trim()` takes off around a value. */
+const CONTROL = /[\x00-\x08\x0e-\x1f\x7f]/;
 
 function malformed(description: string): never {
   throw new IdJagRejection('request_malformed', description);
@@ -102,6 +109,13 @@ export interface RequestParts {
   readonly body: Buffer | null;
 }
 
+/** The request's Content-Type; refused when it has two (servers differ on which one counts). */
+export function tokenRequestContentType(raw: readonly string[]): string | undefined {
+  const fields = rawHeaderLines(raw, 'content-type');
+  if (fields.length > 1) malformed('a token request with two Content-Type fields');
+  return fields[0];
+}
+
 /** Classifies a token request; throws IdJagRejection('request_malformed') when it cannot be read safely. */
 export function classifyTokenRequest(r: RequestParts): TokenRequest {
   const params = new Map<string, string[]>();
@@ -111,12 +125,22 @@ export function classifyTokenRequest(r: RequestParts): TokenRequest {
       malformed('a token request body must not be content-encoded');
     }
     if (mediaType(r.contentType) !== FORM) malformed('a token request body must be application/x-www-form-urlencoded');
+    // Read as UTF-8 (RFC 6749 appendix B). A charset in which ASCII is not ASCII (utf-16, utf-7)
+    // would let an AS that honours it read a grant the guard never saw.
+    for (const charset of declaredCharsets(r.contentType!)) {
+      if (!ASCII_CHARSETS.has(charset)) malformed(`a token request body in ${charset === '' ? 'an empty charset' : charset}, not UTF-8`);
+    }
     collect(params, r.body.toString('utf8'));
   }
   const grants = params.get('grant_type') ?? [];
   const assertions = params.get('assertion') ?? [];
   if (grants.length > 1 || assertions.length > 1) malformed('a token request parameter is repeated');
   const grant = grants[0];
+  // A NUL or another control character: an AS in C may stop reading at it, or drop it, and read
+  // a grant the guard did not recognize.
+  if ((grant !== undefined && CONTROL.test(grant)) || (assertions[0] !== undefined && CONTROL.test(assertions[0]))) {
+    malformed('a token request parameter with a control character');
+  }
   // Compared leniently (case, surrounding space): an AS that is lenient too must never be handed a
   // JWT bearer grant the guard took for something else.
   if (grant === undefined || foldName(grant.trim()) !== GRANT_JWT_BEARER) return { kind: 'other' };

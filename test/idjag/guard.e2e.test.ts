@@ -238,6 +238,31 @@ describe('SPEC section 8 / seed 000: violations get invalid_grant and the AS gra
   });
 });
 
+describe('a token request the AS could read otherwise than the guard is refused, never forwarded (rerun of r13)', () => {
+  it('a form in UTF-16 (the guard would see no grant, an AS honouring the charset an ID-JAG), two Content-Type fields, a NUL after the grant type', async () => {
+    const { idJag } = await mintIdJag(s);
+    const form = `grant_type=${encodeURIComponent(GRANT_JWT_BEARER)}&assertion=${idJag}`;
+    const send = async (contentType: string | string[], body: string | Buffer) => {
+      const { request } = await import('node:http');
+      const dpop = await s.agent.proof('POST', s.tokenUrl);
+      const u = new URL(s.gw.url);
+      return new Promise<GrantResponse>((resolve, reject) => {
+        const req = request({ host: u.hostname, port: u.port, path: TOKEN_PATH, method: 'POST', headers: { 'content-type': contentType, authorization: BASIC, dpop } }, (res) => {
+          let text = '';
+          res.on('data', (c: Buffer) => (text += c.toString()));
+          res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: new Headers(res.headers as Record<string, string>), body: JSON.parse(text) as Record<string, unknown> }));
+        });
+        req.on('error', reject);
+        req.end(body);
+      });
+    };
+    const before = s.as.calls.length;
+    await expectRefused(await send('application/x-www-form-urlencoded; charset=utf-16le', Buffer.from(form, 'utf16le')), 'request_malformed', before, 'invalid_request');
+    await expectRefused(await send(['application/x-www-form-urlencoded', 'application/x-www-form-urlencoded; charset=utf-16le'], form), 'request_malformed', before, 'invalid_request');
+    await expectRefused(await send('application/x-www-form-urlencoded', form.replace('jwt-bearer', 'jwt-bearer%00')), 'request_malformed', before, 'invalid_request');
+  });
+});
+
 describe('RFC 6749 section 3.2: the token endpoint takes POST', () => {
   it('an ID-JAG grant in the query of a GET is refused invalid_request, never forwarded', async () => {
     const { idJag } = await mintIdJag(s);

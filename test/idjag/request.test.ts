@@ -75,6 +75,16 @@ describe('RFC 6749 section 3.2: a request the guard cannot read as the AS would 
     malformed(req('grant_type=client_credentials', { search: `?grant_type=${GRANT_JWT_BEARER}` }));
   });
 
+  it('rejects a form in a charset whose ASCII is not ASCII (utf-16, utf-7; an AS honouring it reads another grant), and control characters in the grant parameters (an AS in C stops at a NUL)', () => {
+    for (const cs of ['utf-16le', '"UTF-16"', 'utf-7', '']) malformed(req(`grant_type=${GRANT_JWT_BEARER}&assertion=${ID_JAG}`, { contentType: `${FORM}; charset=${cs}` }));
+    for (const cs of ['utf-8', 'UTF-8', 'us-ascii', 'iso-8859-1']) expect(classifyTokenRequest(req('grant_type=client_credentials', { contentType: `${FORM}; charset=${cs}` })).kind).toBe('other');
+    malformed(req(`grant_type=${encodeURIComponent(GRANT_JWT_BEARER)}%00&assertion=${ID_JAG}`));
+    malformed(req(`grant_type=client_credentials%00`));
+    malformed(req(`grant_type=${encodeURIComponent(GRANT_JWT_BEARER)}&assertion=${ID_JAG}%01`));
+    // White space around a value stays lenient (trimmed as an AS would).
+    expect(classifyTokenRequest(req(`grant_type=%20${encodeURIComponent(GRANT_JWT_BEARER)}%0A&assertion=${ID_JAG}`))).toEqual({ kind: 'id_jag', assertion: ID_JAG });
+  });
+
   it('rejects a body that is not a form (JSON, no content type) or is content-encoded', () => {
     malformed(req(JSON.stringify({ grant_type: GRANT_JWT_BEARER, assertion: ID_JAG }), { contentType: 'application/json' }));
     malformed(req(`grant_type=${GRANT_JWT_BEARER}`, { contentType: undefined }));
