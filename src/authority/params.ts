@@ -94,12 +94,21 @@ export function jsonBodyContentType(raw: readonly string[]): string | undefined 
   return value;
 }
 
-/** Every `charset` parameter of a Content-Type value, lower-cased, quoted or not (see above). */
+/**
+ * Every `charset` parameter of a Content-Type value, lower-cased, quoted or not (see above). One in
+ * RFC 2231's extended or continued form (`charset*=''utf-7`, `charset*0=utf; charset*1=-7`), which
+ * Python's email parser, Django and Go read and no client needs, counts as `*`, a charset no caller
+ * accepts.
+ */
 export function declaredCharsets(contentType: string): string[] {
-  return Array.from(contentType.toLowerCase().matchAll(CHARSET), (m) => m[1]!);
+  const lower = contentType.toLowerCase();
+  const out = Array.from(lower.matchAll(CHARSET), (m) => m[1]!);
+  if (EXTENDED_CHARSET.test(lower)) out.push('*');
+  return out;
 }
 
 const CHARSET = /charset\s*=\s*"?([^";,\s]*)/g;
+const EXTENDED_CHARSET = /charset\s*\*/;
 
 const UTF8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
 

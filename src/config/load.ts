@@ -148,7 +148,8 @@ function parseYamlStrict(text: string): unknown {
           problem = `a key must be a plain value, not a mapping or a list${where}`;
           return visit.BREAK;
         }
-        const k = String(node.value);
+        // As toJS names the property: a null key (`~`, or none) becomes "", not "null".
+        const k = node.value === null ? '' : String(node.value);
         if (k === '__proto__') {
           problem = `__proto__ is not a config key${where}`;
           return visit.BREAK;

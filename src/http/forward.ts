@@ -75,6 +75,7 @@ export class Upstream {
    */
   send(req: ForwardRequest, res: ServerResponse, onStart: (status: number) => void, done: (outcome: ForwardOutcome) => void): void {
     const exchange = new Exchange(req, res, this.timeoutMs, req.ticket === null ? null : this.holds, onStart, done);
+    if (!exchange.holdUpload()) return;
     const headers = req.headers;
     headers.push('host', this.host);
     // false: no connection is free now (upstream.connections busy, long-lived streams included), so
@@ -188,8 +189,28 @@ class Exchange implements Dispatcher.DispatchHandler, Holder {
     }
   }
 
+  /**
+   * A request body that streams to the upstream (one the gateway did not read first: over 64 KiB,
+   * or chunked) is held under its Mission from dispatch, not from response start: a Mission that
+   * stops being active while the body still arrives cuts the upload, so the upstream never gets a
+   * whole request sent on after the gateway accepted the change (its 202). False, having cut it,
+   * when the Mission already ended.
+   */
+  holdUpload(): boolean {
+    const body = this.req.body;
+    if (this.holds === null || body === null || Buffer.isBuffer(body)) return true;
+    if (!this.holds.hold(this.req.ticket!, this)) {
+      this.cut();
+      return false;
+    }
+    this.held = true;
+    return true;
+  }
+
   /** The Mission that authorized this exchange is no longer active: both connections close now. */
   cut(): void {
+    // Before the answer started (an upload): the outcome is the cut, not the abort's 502 below.
+    this.settle({ kind: 'aborted', reason: Object.assign(new Error(CUT_MESSAGE), { code: 'mission_cut' }) });
     // Out of every Mission it was held under, so another one ending later does not cut it again.
     this.release();
     this.abort?.(new Error(CUT_MESSAGE));
@@ -220,7 +241,7 @@ class Exchange implements Dispatcher.DispatchHandler, Holder {
     this.started = true;
     this.resume = resume;
     this.onStart(statusCode);
-    if (this.holds !== null) {
+    if (this.holds !== null && !this.held) {
       if (!this.holds.hold(this.req.ticket!, this)) {
         // Its Mission stopped being active while the upstream worked: the answer is recorded, but
         // nothing of it reaches the client.

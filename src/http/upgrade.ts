@@ -56,7 +56,13 @@ export class WebSocketTunnel {
         p.timedOut = true;
         proxyReq.destroy(new Error('the upstream did not answer the upgrade in time'));
       }, this.timeoutMs);
+      // A client whose end arrives before the answer has gone (nothing of a handshake is sent
+      // half-closed). Node keeps an upgraded socket half-open, so without this it would hold its
+      // place under upstream.websocket_tunnels, and the upstream request, until the timeout.
+      const gone = (): void => void socket.destroy();
+      socket.once('end', gone);
       proxyReq.once('upgrade', (_res: IncomingMessage, proxySocket: Socket) => {
+        socket.off('end', gone);
         clearTimeout(timer);
         this.record(p, 101);
         // Once either side is gone the other goes too, whatever it still holds or never reads.
@@ -65,6 +71,7 @@ export class WebSocketTunnel {
       });
       // The upstream answered with plain HTTP (not a WebSocket endpoint): relayed as is.
       proxyReq.once('response', (res: IncomingMessage) => {
+        socket.off('end', gone);
         clearTimeout(timer);
         this.record(p, res.statusCode ?? 502);
       });

@@ -128,7 +128,7 @@ export function classifyTokenRequest(r: RequestParts): TokenRequest {
     // Read as UTF-8 (RFC 6749 appendix B). A charset in which ASCII is not ASCII (utf-16, utf-7)
     // would let an AS that honours it read a grant the guard never saw.
     for (const charset of declaredCharsets(r.contentType!)) {
-      if (!ASCII_CHARSETS.has(charset)) malformed(`a token request body in ${charset === '' ? 'an empty charset' : charset}, not UTF-8`);
+      if (!ASCII_CHARSETS.has(charset)) malformed(`a token request body in ${charset === '' ? 'an empty charset' : charset === '*' ? 'an RFC 2231 charset' : charset}, not UTF-8`);
     }
     collect(params, r.body.toString('utf8'));
   }

@@ -333,6 +333,7 @@ export class Pipeline {
           const { code, status } = outcome.reason as { code?: string; status?: number };
           ctx.upstreamStatus = code === 'protocol_error' && status !== undefined ? status : 499;
           if (code === 'shutdown') d.logger.warn({ decision_id: ctx.id, err: outcome.reason.message, code }, 'request cut at shutdown');
+          else if (code === 'mission_cut') d.logger.info({ decision_id: ctx.id, code }, 'request cut: its Mission stopped being active before the upstream answered');
           else d.logger.debug({ decision_id: ctx.id, err: outcome.reason.message }, 'client closed before the upstream answered');
         }
         if (record) {

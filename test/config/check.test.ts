@@ -219,6 +219,9 @@ describe('a config file says what it means, or is refused (r13a)', () => {
     expect(problems(mcp('{ true: a.b, "true": c.d }'))[0]).toMatch(/^\(file\): Map keys must be unique: "true"/);
     expect(problems(BASE.replace('resource: https://api.example.com', 'resource: &r resource\n*r : https://evil.example.com'))[0]).toMatch(/^\(file\): Map keys must be unique: "resource"/);
     expect(problems(`${BASE}? { a: 1 }\n: x\n`)[0]).toMatch(/^\(file\): a key must be a plain value/);
+    // A null key loads as "", as does "": one key (r13d); "null" is another.
+    expect(problems(mcp('{ ~: a.b, "": c.d }'))[0]).toMatch(/^\(file\): Map keys must be unique: ""/);
+    expect(problems(mcp('{ ~: a.b, "null": c.d }'))).toEqual([]);
   });
 
   it('a file that is not UTF-8 is refused, not read with its bytes replaced', () => {

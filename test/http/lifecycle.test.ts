@@ -434,6 +434,47 @@ describe('SPEC §6: WebSocket upgrades', () => {
     }
   });
 
+  it('a client that leaves before the upstream answers its upgrade frees its place under upstream.websocket_tunnels at once, recorded 499 (r13d)', async () => {
+    const server = createServer();
+    const wss = new WebSocketServer({ noServer: true });
+    // /ws/slow is never answered; anything else is an echo.
+    server.on('upgrade', (req, socket, head) => {
+      socket.on('error', () => undefined);
+      if (req.url === '/ws/slow') return;
+      wss.handleUpgrade(req, socket, head, (ws) => ws.on('message', (d) => ws.send(d.toString())));
+    });
+    const upstream = await listen(server);
+    const gw = await startGateway(`public_base_url: http://localhost:8080\nresource: http://localhost:8080\nupstream: { url: ${upstream}, timeout_s: 10, websocket_tunnels: 1 }\nroutes:\n  - match: { path: /ws/** }\n    auth: none\n`);
+    try {
+      const raw = (await import('node:net')).connect(Number(new URL(gw.url).port), '127.0.0.1');
+      raw.on('error', () => undefined);
+      raw.write('GET /ws/slow HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n');
+      await new Promise((r) => setTimeout(r, 300));
+      raw.end(); // gone: its FIN arrives, the socket is not reset
+      const started = Date.now();
+      const echoed = await eventually(async () => {
+        const ws = new WebSocket(`${gw.url.replace('http', 'ws')}/ws/chat`);
+        try {
+          return await new Promise<string>((resolve, reject) => {
+            ws.on('open', () => ws.send('hi'));
+            ws.on('message', (d) => resolve(d.toString()));
+            ws.on('unexpected-response', (_req, res) => reject(new Error(`status ${res.statusCode ?? 0}`)));
+            ws.on('error', reject);
+          });
+        } finally {
+          ws.close();
+        }
+      });
+      expect(echoed).toBe('hi');
+      expect(Date.now() - started).toBeLessThan(3000); // not the 10 s upstream.timeout_s
+      expect(gw.evidence().find((r) => r['path'] === '/ws/slow')).toMatchObject({ decision: 'permit', upstream_status: 499 });
+    } finally {
+      await gw.close();
+      wss.close();
+      server.close();
+    }
+  });
+
   it('an upgrade the upstream never answers is 504 within upstream.timeout_s, with its decision id, and releases the upstream socket', async () => {
     const { createServer: createNetServer } = await import('node:net');
     let open = 0;

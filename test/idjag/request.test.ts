@@ -76,6 +76,7 @@ describe('RFC 6749 section 3.2: a request the guard cannot read as the AS would 
   });
 
   it('rejects a form in a charset whose ASCII is not ASCII (utf-16, utf-7; an AS honouring it reads another grant), and control characters in the grant parameters (an AS in C stops at a NUL)', () => {
+    malformed(req(`grant_type=${GRANT_JWT_BEARER}&assertion=${ID_JAG}`, { contentType: `${FORM}; charset*=''utf-16le` }));
     for (const cs of ['utf-16le', '"UTF-16"', 'utf-7', '']) malformed(req(`grant_type=${GRANT_JWT_BEARER}&assertion=${ID_JAG}`, { contentType: `${FORM}; charset=${cs}` }));
     for (const cs of ['utf-8', 'UTF-8', 'us-ascii', 'iso-8859-1']) expect(classifyTokenRequest(req('grant_type=client_credentials', { contentType: `${FORM}; charset=${cs}` })).kind).toBe('other');
     malformed(req(`grant_type=${encodeURIComponent(GRANT_JWT_BEARER)}%00&assertion=${ID_JAG}`));

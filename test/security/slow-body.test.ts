@@ -22,10 +22,11 @@ async function target(): Promise<Target> {
 }
 
 /** Sends a request's head and all of its body but the last bytes; `finish` sends those and resolves with the whole answer. */
-async function halfSent(t: Target, path: string, body: string, headers: Record<string, string> = {}): Promise<{ finish(): Promise<string> }> {
+async function halfSent(t: Target, path: string, body: string, headers: Record<string, string> = {}, chunked = false): Promise<{ finish(): Promise<string> }> {
   const dpop = await t.agent.proof('POST', `${API}${path}`, t.token);
   const extra = Object.entries(headers).map(([k, v]) => `${k}: ${v}\r\n`).join('');
-  const head = `POST ${path} HTTP/1.1\r\nHost: api.example.com\r\nAuthorization: DPoP ${t.token}\r\nDPoP: ${dpop}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n${extra}\r\n`;
+  const length = chunked ? '' : `Content-Length: ${Buffer.byteLength(body)}\r\n`;
+  const head = `POST ${path} HTTP/1.1\r\nHost: api.example.com\r\nAuthorization: DPoP ${t.token}\r\nDPoP: ${dpop}\r\nContent-Type: application/json\r\n${length}Connection: close\r\n${extra}\r\n`;
   const port = Number(new URL(t.gw.url).port);
   const socket = connect(port, '127.0.0.1');
   let answer = '';
@@ -79,6 +80,25 @@ describe('a slowly sent body is decided on the Mission as it is once the body ha
     expect(t.echo.requests.filter((q) => q.url === '/payments')).toHaveLength(0);
   });
 
+  it('a body streamed to the upstream (over 64 KiB, or chunked) is cut with the upload when the Mission is revoked meanwhile: the upstream never gets the whole request (r13d)', async () => {
+    const t = await target();
+    const big = JSON.stringify({ note: 'x'.repeat(70 * 1024) });
+    const streamed = await halfSent(t, '/reports/notes', big);
+    const chunkedBody = JSON.stringify({ note: 'chunked' });
+    const chunked = await halfSent(t, '/reports/notes', `${chunkedBody.length.toString(16)}\r\n${chunkedBody}\r\n0\r\n\r\n`, { 'Transfer-Encoding': 'chunked' }, true);
+    await t.dev.missions.revoke(t.missionId);
+    // The connection is cut: no answer, and the upstream saw an aborted request, never a whole one.
+    expect(await streamed.finish()).toBe('');
+    expect(await chunked.finish()).toBe('');
+    await new Promise((r) => setTimeout(r, 200));
+    expect(t.echo.requests.filter((q) => q.url === '/reports/notes')).toHaveLength(0);
+    const records = t.gw.evidence().filter((e) => e['path'] === '/reports/notes');
+    expect(records.map((r) => [r['decision'], r['upstream_status']])).toEqual([
+      ['permit', 499],
+      ['permit', 499],
+    ]);
+  });
+
   it('nothing changed while it arrived: the payment is forwarded', async () => {
     const t = await target();
     const req = await halfSent(t, '/payments', PAYMENT);
@@ -94,7 +114,16 @@ describe('a body the gateway reads is declared as the UTF-8 it is read as', () =
       const dpop = await t.agent.proof('POST', `${API}/payments`, t.token);
       return t.send({ method: 'POST', path: '/payments', authorization: `DPoP ${t.token}`, dpop, headers: { 'content-type': contentType }, body: PAYMENT });
     };
-    for (const ct of ['application/json; charset=utf-7', 'application/json;charset="UTF-7"', 'application/json; charset=utf-16le', 'application/json; charset=utf-8; charset=utf-7', 'application/json; charset=']) {
+    for (const ct of [
+      'application/json; charset=utf-7',
+      'application/json;charset="UTF-7"',
+      'application/json; charset=utf-16le',
+      'application/json; charset=utf-8; charset=utf-7',
+      'application/json; charset=',
+      // RFC 2231's forms, which Python's email parser, Django and Go read (r13d).
+      "application/json; charset*=''utf-7",
+      'application/json; charset*0=utf; charset*1=-7',
+    ]) {
       const r = await send(ct);
       expect([ct, r.status, r.json<{ denial_reason: string }>().denial_reason]).toEqual([ct, 400, 'parameter_unparseable']);
     }
