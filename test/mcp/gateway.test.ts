@@ -385,6 +385,7 @@ describe('SPEC section 5 on the MCP path: bodies', () => {
       const socket = connect(Number(u.port), '127.0.0.1');
       let answer = '';
       socket.on('data', (d: Buffer) => (answer += d.toString()));
+      socket.on('error', () => undefined);
       const closed = new Promise<void>((r) => socket.on('close', () => r()));
       socket.write(head + body.slice(0, -5));
       await new Promise((r) => setTimeout(r, 300));
