@@ -136,6 +136,7 @@ class Exchange implements Dispatcher.DispatchHandler, Holder {
     // Never got an upstream connection (all busy): 504 now (SPEC section 5: no response headers
     // within upstream.timeout_s); the queued request is dropped when a connection frees (onConnect).
     this.expired = true;
+    this.release(); // an upload held from dispatch (holdUpload): answered now, nothing left to cut
     this.res.off('close', this.onClose);
     this.settle({ kind: 'error', code: 'gateway_timeout', error: new errors.HeadersTimeoutError('no upstream connection became free within upstream.timeout_s (upstream.connections are all busy)') });
     this.closeIfUnread();
