@@ -28,10 +28,15 @@ async function isFree(port: number): Promise<boolean> {
   });
 }
 
-/** A port whose cluster bus port (port + 10000) is free too. */
+/**
+ * A port whose cluster bus port (port + 10000) is free too. Both below Linux's ephemeral range
+ * (32768 and up), from which the kernel hands out the ports of other tests' listeners and clients
+ * while this file runs: a port found free there could be taken before redis-server binds it (a
+ * clean-clone CI run lost this file so).
+ */
 async function clusterPort(taken: Set<number>): Promise<number> {
   for (;;) {
-    const port = 20_000 + Math.floor(Math.random() * 20_000);
+    const port = 10_000 + Math.floor(Math.random() * 12_000);
     if (taken.has(port) || taken.has(port + 10_000)) continue;
     if ((await isFree(port)) && (await isFree(port + 10_000))) {
       taken.add(port);
