@@ -109,9 +109,7 @@ export class WebSocketTunnel {
       if (this.sockets.size >= this.maxTunnels) {
         writeDenial(res, new Denial('tunnels_full', { retryAfter: 1 }), ctx.id, null, null);
         closeAfterAnswer(res, socket);
-        ctx.upstreamStatus = 503;
-        pipeline.record(ctx, 'permit', null);
-        pipeline.deps.metrics.countDecision('permit', null);
+        recordPermit(pipeline, ctx, 503);
         this.logger.debug({ decision_id: ctx.id, tunnels: this.sockets.size }, 'websocket tunnel limit reached');
         return;
       }
@@ -176,15 +174,20 @@ export class WebSocketTunnel {
   private record(p: Pending, status: number): void {
     if (p.recorded) return;
     p.recorded = true;
-    p.ctx.upstreamStatus = status;
-    p.pipeline.record(p.ctx, 'permit', null);
-    p.pipeline.deps.metrics.countDecision('permit', null);
+    recordPermit(p.pipeline, p.ctx, status);
   }
 
   /** Takes no new upgrades; tunnels already open are left to run (their sockets are the gateway's). */
   async close(): Promise<void> {
     this.proxy.close();
   }
+}
+
+/** The permit record of an upgrade, with the status its client got (the upstream's, or the gateway's own). */
+function recordPermit(pipeline: Pipeline, ctx: RequestContext, status: number): void {
+  ctx.upstreamStatus = status;
+  pipeline.record(ctx, 'permit', null);
+  pipeline.deps.metrics.countDecision('permit', null);
 }
 
 /**
