@@ -4,7 +4,7 @@
  * whose value it cannot read, is `unsupported`: the entry then grants nothing (fail closed).
  *
  * Which request parameter each constraint reads (a missing or unreadable parameter fails):
- *   max_amount {amount, currency}    params `amount` (exact decimal <=; a body number a double cannot hold
+ *   max_amount {amount, currency}    the limit a decimal string (parseDecimalLimit); params `amount` (exact decimal <=; a body number a double cannot hold
  *                                     by its literal) and `currency` (ASCII case-insensitive)
  *   tenant "t" | ["t", …]            params `tenant`, exactly equal (to one of them)
  *   recipient_domain "d" | ["d", …]  params `recipient` (an e-mail address or URL, or an array of them):
@@ -17,7 +17,8 @@
  *                                     per-action approval), so such an entry never permits
  */
 import { domainToASCII } from 'node:url';
-import { compareDecimal, parseAmount, parseDecimalLiteral, parseDecimalNumber, type Decimal } from './decimal.js';
+import { parseRfc3339 } from '../rfc3339.js';
+import { compareDecimal, parseAmount, parseDecimalLimit, parseDecimalLiteral, parseDecimalNumber, type Decimal } from './decimal.js';
 import { numberSource } from './json.js';
 
 export interface ConstraintInput {
@@ -58,28 +59,6 @@ function param(params: Readonly<Record<string, unknown>>, name: string): unknown
   return Object.hasOwn(params, name) ? params[name] : undefined;
 }
 
-const RFC3339 = /^(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(\.\d{1,9})?([Zz]|([+-])(\d{2}):(\d{2}))$/;
-
-/** RFC 3339 date-time to ms, or null. Rejects impossible dates that Date.parse would roll over. */
-export function parseRfc3339(v: unknown): number | null {
-  if (typeof v !== 'string') return null;
-  const m = RFC3339.exec(v);
-  if (m === null) return null;
-  const [y, mo, d, h, mi, s] = [m[1], m[2], m[3], m[4], m[5], m[6]].map(Number) as [number, number, number, number, number, number];
-  if (mo < 1 || mo > 12 || d < 1 || h > 23 || mi > 59 || s > 59) return null;
-  const day = new Date(Date.UTC(y, mo - 1, d));
-  if (day.getUTCMonth() !== mo - 1) return null;
-  let offset = 0;
-  if (m[9] !== undefined) {
-    const oh = Number(m[10]);
-    const om = Number(m[11]);
-    if (oh > 23 || om > 59) return null;
-    offset = (m[9] === '-' ? -1 : 1) * (oh * 60 + om) * 60_000;
-  }
-  const frac = m[7] === undefined ? 0 : Math.floor(Number(m[7]) * 1000);
-  return Date.UTC(y, mo - 1, d, h, mi, s, frac) - offset;
-}
-
 function stringSet(v: unknown): ReadonlySet<string> | null {
   const list = typeof v === 'string' ? [v] : v;
   if (!Array.isArray(list) || list.length === 0) return null;
@@ -90,7 +69,7 @@ function stringSet(v: unknown): ReadonlySet<string> | null {
 function maxAmount(v: unknown): Check | null {
   if (v === null || typeof v !== 'object' || Array.isArray(v)) return null;
   const o = v as Record<string, unknown>;
-  const limit: Decimal | null = parseAmount(o['amount']);
+  const limit: Decimal | null = parseDecimalLimit(o['amount']);
   const currency = o['currency'];
   if (limit === null || typeof currency !== 'string' || currency.length === 0) return null;
   const cur = currency.toLowerCase();

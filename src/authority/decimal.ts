@@ -36,6 +36,20 @@ export function parseDecimalString(s: string): Decimal | null {
   return make(m[1]!, m[2] ?? '');
 }
 
+/**
+ * The limit of a `max_amount` constraint, as the Mission draft writes it ("Common Constraints"): a
+ * string matching `^[0-9]+(\.[0-9]{1,18})?$` (leading zeros allowed), at most 64 characters. A JSON
+ * number is malformed there (its digits are gone once JSON.parse has read it as a double:
+ * 499.99999999999999999 is 500), and so is anything else: null, and the constraint is unsupported.
+ */
+export function parseDecimalLimit(v: unknown): Decimal | null {
+  if (typeof v !== 'string' || v.length > MAX_LENGTH) return null;
+  const m = DECIMAL_LIMIT.exec(v);
+  return m === null ? null : make(m[1]!, m[2] ?? '');
+}
+
+const DECIMAL_LIMIT = /^([0-9]+)(?:\.([0-9]{1,18}))?$/;
+
 /** Parses a JSON number amount through its shortest round-trip form (may carry an exponent); -0 is zero. */
 export function parseDecimalNumber(n: number): Decimal | null {
   if (!Number.isFinite(n) || n < 0) return null;

@@ -137,9 +137,16 @@ function readLifecycle(body: unknown, iss: string, jti: string, set: string): Mi
   if (typeof state !== 'string' || state === '') throw new SetRejected('invalid_request', 'the lifecycle event carries no state');
   const version = body['version'];
   if (typeof version !== 'number' || !Number.isSafeInteger(version) || version < 1) throw new SetRejected('invalid_request', 'the lifecycle event version is invalid');
-  const suspendUntil = timeOf(body['suspend_until']);
-  const expiresAt = timeOf(body['expires_at']);
-  if (Number.isNaN(suspendUntil) || Number.isNaN(expiresAt)) throw new SetRejected('invalid_request', 'the lifecycle event carries an invalid timestamp');
+  let suspendUntil = timeOf(body['suspend_until']);
+  let expiresAt = timeOf(body['expires_at']);
+  if (Number.isNaN(suspendUntil) || Number.isNaN(expiresAt)) {
+    // A Mission that is no longer active stops here whatever its timestamps say: they only bound
+    // how long the denial is remembered, and a 400 would lose the revocation (transmitters do not
+    // resend after one, RFC 8935 section 2.4). Read as absent. An active event is refused.
+    if (state === 'active') throw new SetRejected('invalid_request', 'the lifecycle event carries an invalid timestamp');
+    if (Number.isNaN(suspendUntil)) suspendUntil = null;
+    if (Number.isNaN(expiresAt)) expiresAt = null;
+  }
   // We do not track containment versions: any containment_version rematerializes authority via Status.
   const refetch = body['authority_changed'] === true || body['containment_version'] !== undefined;
   return { issuer, id, state, version, suspendUntil, expiresAt, refetch, jti, set };

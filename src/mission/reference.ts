@@ -47,7 +47,8 @@ function ref(form: MissionReferenceForm, issuer: string, id: string | null, s256
 export function parseMetaReference(value: unknown): MissionReference | 'malformed' {
   if (value === null || typeof value !== 'object' || Array.isArray(value)) return 'malformed';
   const v = value as Record<string, unknown>;
-  if (!validId(v['mission_id']) || !validIssuer(v['issuer'])) return 'malformed';
+  // Exactly the two members (mission-authority-server "MCP Carriage": any other is malformed).
+  if (Object.keys(v).length !== 2 || !validId(v['mission_id']) || !validIssuer(v['issuer'])) return 'malformed';
   return ref('mcp_meta', v['issuer'], v['mission_id'], null);
 }
 
@@ -114,12 +115,82 @@ function stringItem(member: unknown): { value: string; params: Map<string, BareI
   return typeof value === 'string' ? { value, params } : null;
 }
 
+/**
+ * The Dictionary, or null when it does not parse or repeats a key. RFC 9651 keeps the last of
+ * duplicate member keys (and parameter keys), so `id="a", id="b"` parses to one member; another
+ * reader in the path may take the first. The Mission-Bound drafts ("HTTP Carriage") require
+ * refusing a duplicate before that collapse.
+ */
 function parseDict(value: string): Dictionary | null {
+  let dict: Dictionary;
   try {
-    return parseDictionary(value);
+    dict = parseDictionary(value);
   } catch {
     return null;
   }
+  return repeatsKey(value) ? null : dict;
+}
+
+const SF_KEY = /[a-z*][a-z0-9_\-.*]*/y;
+
+/**
+ * True when a field that parsed as a Dictionary names a member twice, or one parameter twice on
+ * the same member. Reads only keys: values are skipped (a String or an Inner List may hold `,`
+ * and `;`).
+ */
+export function repeatsKey(value: string): boolean {
+  const n = value.length;
+  const members = new Set<string>();
+  let i = 0;
+  const space = (ows: boolean): void => {
+    while (i < n && (value[i] === ' ' || (ows && value[i] === '\t'))) i++;
+  };
+  const key = (seen: Set<string>): boolean => {
+    SF_KEY.lastIndex = i;
+    const m = SF_KEY.exec(value);
+    if (m === null || seen.has(m[0])) return false;
+    seen.add(m[0]);
+    i = SF_KEY.lastIndex;
+    return true;
+  };
+  const skipString = (): void => {
+    for (i++; i < n && value[i] !== '"'; i++) if (value[i] === '\\') i++;
+    i++;
+  };
+  const skipItem = (): void => {
+    if (value[i] === '"') return skipString();
+    while (i < n && !' \t;,()'.includes(value[i]!)) i++;
+  };
+  while (i < n) {
+    space(true);
+    if (!key(members)) return true;
+    if (value[i] === '=') {
+      i++;
+      if (value[i] === '(') {
+        for (i++; i < n && value[i] !== ')'; ) {
+          if (value[i] === '"') skipString();
+          else i++;
+        }
+        i++;
+      } else skipItem();
+    }
+    const params = new Set<string>();
+    for (;;) {
+      space(false);
+      if (value[i] !== ';') break;
+      i++;
+      space(false);
+      if (!key(params)) return true;
+      if (value[i] === '=') {
+        i++;
+        skipItem();
+      }
+    }
+    space(true);
+    if (i < n && value[i] !== ',') return true;
+    i++;
+  }
+  return false;
 }
 
 /**

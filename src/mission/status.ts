@@ -20,6 +20,7 @@ import type { Logger } from '../observability/logger.js';
 import type { Metrics } from '../observability/metrics.js';
 import type { AuthorityEntry, MissionReference } from '../pipeline/context.js';
 import { CLIENT_ASSERTION_TYPE, clientAssertion, loadClientKey, type ClientKey } from './client-key.js';
+import { parseRfc3339 } from '../rfc3339.js';
 
 export const STATUS_JWT_TYPE = 'mission-status-response+jwt';
 const STATUS_CONTENT_TYPE = `application/${STATUS_JWT_TYPE}`;
@@ -92,9 +93,8 @@ function trustedEndpoint(value: unknown): string | null {
 export function timeOf(value: unknown): number | null {
   if (value === undefined || value === null) return null;
   if (typeof value === 'number') return Number.isFinite(value) ? value : NaN;
-  if (typeof value !== 'string' || !/^\d{4}-\d{2}-\d{2}T/.test(value)) return NaN;
-  const ms = Date.parse(value);
-  return Number.isNaN(ms) ? NaN : ms / 1000;
+  const ms = parseRfc3339(value);
+  return ms === null ? NaN : ms / 1000;
 }
 
 /** RFC 9110 Retry-After: delay-seconds or an HTTP-date. */

@@ -290,9 +290,15 @@ describe('mission-contracts §7 constraints', () => {
       expect(one(c, kept('-1e-400'))).toBe('parameter_violation'); // -0 as a double, but negative
       expect(one({ max_amount: { amount: '0', currency: 'USD' } }, kept('1e-400'))).toBe('parameter_violation');
     });
-    it('a JSON-number limit is read exactly too', () => {
-      expect(one({ max_amount: { amount: 500, currency: 'USD' } }, { amount: '500.00', currency: 'USD' })).toBe('permit');
-      expect(one({ max_amount: { amount: 500, currency: 'USD' } }, { amount: '500.0001', currency: 'USD' })).toBe('parameter_violation');
+    it("the limit is a decimal string as the draft writes it: a JSON number (its digits already lost to a double) is unsupported (r14b 1)", () => {
+      // 499.99999999999999999 in the token reads as 500: a 500.00 payment would pass a 499.99… ceiling.
+      for (const amount of [500, 499.99999999999999999, 9007199254740995]) {
+        expect(one({ max_amount: { amount, currency: 'USD' } }, { amount: '1.00', currency: 'USD' })).toBe('constraint_unsupported');
+      }
+      expect(one({ max_amount: { amount: '0500', currency: 'USD' } }, { amount: '500.00', currency: 'USD' })).toBe('permit');
+      expect(one({ max_amount: { amount: '0500', currency: 'USD' } }, { amount: '500.01', currency: 'USD' })).toBe('parameter_violation');
+      expect(one({ max_amount: { amount: '500.000000000000000001', currency: 'USD' } }, { amount: '1', currency: 'USD' })).toBe('permit'); // 18 digits
+      expect(one({ max_amount: { amount: '500.0000000000000000001', currency: 'USD' } }, { amount: '1', currency: 'USD' })).toBe('constraint_unsupported'); // 19
     });
     it('a malformed max_amount is unsupported', () => {
       for (const bad of [{ amount: '5e2', currency: 'USD' }, { amount: '500' }, { currency: 'USD' }, '500', null, { amount: '-1', currency: 'USD' }, { amount: '1', currency: '' }]) {

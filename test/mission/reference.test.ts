@@ -209,9 +209,25 @@ describe('parsers', () => {
     expect(parseMissionReference('id="msn_8RfX2Lqv9TqMv4z7sA2bN1k0YpEdHc9-", issuer="https://mas.example.com"')).toMatchObject({ id: 'msn_8RfX2Lqv9TqMv4z7sA2bN1k0YpEdHc9-', issuer: 'https://mas.example.com' });
   });
 
+  it('a repeated member or parameter key is malformed, not the last one read (RFC 9651 collapses them; the drafts refuse them first, r14b 4)', () => {
+    const id = 'msn_8RfX2Lqv9TqMv4z7sA2bN1k0YpEdHc9-';
+    for (const bad of [
+      `id="msn_someone_else", issuer="${MAS}", id="${id}"`,
+      `id="${id}", issuer="https://mas.evil.example", issuer="${MAS}"`,
+      `id="${id}",issuer="${MAS}",id="${id}"`,
+    ]) {
+      expect(parseMissionReference(bad)).toBe('malformed');
+    }
+    // Keys inside String values are not keys.
+    expect(parseMissionReference(`id="${id}", issuer="https://mas.example/?id=x,id=y;id"`)).toMatchObject({ id });
+    expect(parseAauthMission(`approver="https://ps.example", s256="${S256}", approver="https://evil.example"`)).toBe('malformed');
+    expect(parseAauthMission(`approver="https://ps.example"; s256="${S256}"; s256="${S256}"`)).toBe('malformed');
+    expect(parseAauthMission(`approver="https://ps.example";s256="${S256}"`)).toMatchObject({ s256: S256 });
+  });
+
   it('parseMetaReference: {mission_id, issuer}; anything else is malformed', () => {
     expect(parseMetaReference({ mission_id: MISSION_ID, issuer: MAS })).toEqual({ form: 'mcp_meta', issuer: MAS, id: MISSION_ID, s256: null, authorityHash: null });
-    for (const bad of [null, 'x', [], { mission_id: MISSION_ID }, { mission_id: 1, issuer: MAS }, { mission_id: 'm'.repeat(257), issuer: MAS }]) {
+    for (const bad of [null, 'x', [], { mission_id: MISSION_ID }, { mission_id: 1, issuer: MAS }, { mission_id: 'm'.repeat(257), issuer: MAS }, { mission_id: MISSION_ID, issuer: MAS, id: 'msn_someone_else' }]) {
       expect(parseMetaReference(bad)).toBe('malformed');
     }
   });
