@@ -12,7 +12,7 @@ import { loadConfigFile, type LoadedConfig } from './config/load.js';
 import { formatListener, type Config } from './config/schema.js';
 import { Denial } from './errors.js';
 import { lingeringClose, Upstream } from './http/forward.js';
-import { hostFields, hostRequired, makeDropSet, TrustedProxies, type HeaderPolicy } from './http/headers.js';
+import { hostField, hostRequired, makeDropSet, TrustedProxies, type HeaderPolicy } from './http/headers.js';
 import { answeredAtProtocolLevel, cutAtShutdown } from './http/shutdown.js';
 import { socketResponse, WebSocketTunnel } from './http/upgrade.js';
 import { createLogger, type Logger } from './observability/logger.js';
@@ -444,7 +444,7 @@ function json(res: ServerResponse, status: number, body: unknown): void {
 
 /** An HTTP/1.1 request without Host (Node's own check is off: the pipeline denies it, with evidence). */
 function hostMissing(req: IncomingMessage): boolean {
-  return hostRequired(req) && hostFields(req.rawHeaders) === 0;
+  return hostRequired(req) && hostField(req.rawHeaders) === null;
 }
 
 /**

@@ -20,6 +20,9 @@ export interface UpstreamOptions {
   readonly holds: MissionHolds | null;
 }
 
+/** What Node's writeHead accepts as a reason phrase (its checkInvalidHeaderChar). */
+const REASON_PHRASE = /^[\t\x20-\x7e\x80-\xff]*$/;
+
 export type ForwardOutcome =
   | { readonly kind: 'response'; readonly status: number; readonly dpopNonce: boolean }
   | { readonly kind: 'error'; readonly code: 'bad_gateway' | 'gateway_timeout'; readonly error: Error }
@@ -257,8 +260,11 @@ class Exchange implements Dispatcher.DispatchHandler, Holder {
     if (statusCode === 204 && sized) dropHeader(headers, 'content-length');
     try {
       // The upstream's reason phrase when it is not the standard one (Node writes that itself,
-      // without validating it again).
-      this.res.writeHead(statusCode, statusText === '' || statusText === STATUS_CODES[statusCode] ? undefined : statusText, headers);
+      // without validating it again). One Node refuses to write (a control byte: undici's parser
+      // lets it through) is replaced by the standard one: clients ignore it (RFC 9112 section 4),
+      // and the status the record keeps is the one the client gets.
+      const reason = statusText === '' || statusText === STATUS_CODES[statusCode] || !REASON_PHRASE.test(statusText) ? undefined : statusText;
+      this.res.writeHead(statusCode, reason, headers);
       if (statusCode === 204 || statusCode === 304) {
         // No body by definition (RFC 9110 sections 15.3.5, 15.4.5): the response is complete. A
         // body or a Content-Length the upstream sends anyway must not cut the client's answer.

@@ -225,17 +225,33 @@ export function hostRequired(req: IncomingMessage): boolean {
   return req.httpVersionMajor > 1 || req.httpVersionMinor >= 1;
 }
 
-/** How many Host fields the raw headers hold: 0, 1, or 2 for two or more. */
-export function hostFields(raw: readonly string[]): number {
-  let seen = 0;
+/** The raw headers' Host value; null when there is none, TWO_HOSTS when there are two or more. */
+export function hostField(raw: readonly string[]): string | null | typeof TWO_HOSTS {
+  let value: string | null = null;
   for (let i = 0; i < raw.length; i += 2) {
     const n = raw[i]!;
     if (n.length === 4 && (n === 'Host' || n === 'host' || n.toLowerCase() === 'host')) {
-      if (++seen > 1) return seen;
+      if (value !== null) return TWO_HOSTS;
+      value = raw[i + 1]!;
     }
   }
-  return seen;
+  return value;
 }
+
+export const TWO_HOSTS: unique symbol = Symbol('two Host fields');
+
+/**
+ * A Host value the upstream can be told of in X-Forwarded-Host: `uri-host [":" port]` (RFC 9112
+ * section 3.2), a host name of letters, digits, `.`, `-`, `_` and `~`, or an IP literal. RFC 3986's
+ * sub-delims in a reg-name (`,` `;` `&` `@`, …) are left out: no http host is spelled so, and a
+ * framework reading X-Forwarded-Host takes `a.example, evil.example` as a list (Rails the last
+ * entry) or `a@evil.example` as userinfo. An empty host is not one either (RFC 9110 section 4.2.1).
+ */
+export function validHost(value: string): boolean {
+  return HOST.test(value);
+}
+
+const HOST = /^(?:[A-Za-z0-9._~-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{0,5})?$/;
 
 /** Sets `name` (lower case) in a flat [name, value, …] list: the first field of that name, else a new one. */
 export function setHeader(headers: string[], name: string, value: string): void {

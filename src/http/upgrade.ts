@@ -3,6 +3,7 @@
  * tunneled with http-proxy-3 (the maintained TypeScript successor of http-proxy, whose upstream
  * has been unmaintained since 2020). The upstream sees the same header policy as for HTTP.
  */
+import { createHash } from 'node:crypto';
 import { ServerResponse, type ClientRequest, type IncomingMessage } from 'node:http';
 import type { Socket } from 'node:net';
 import { createProxyServer, type ProxyServer } from 'http-proxy-3';
@@ -22,8 +23,25 @@ interface Pending {
   readonly pipeline: Pipeline;
   /** The Mission that admitted the upgrade: the tunnel is held under it (cut when it ends). */
   readonly ticket: Ticket | null;
+  /** The Sec-WebSocket-Accept the upstream's 101 must carry (RFC 6455 section 4.2.2). */
+  readonly accept: string;
   timedOut: boolean;
   recorded: boolean;
+}
+
+const WEBSOCKET_GUID = '258EAFA5-E914-47DA-95CA-C5AB0DC85B11';
+
+/**
+ * Why a 101 is not the WebSocket handshake that was asked for, or null when it is: RFC 6455 section
+ * 4.1 (the client fails the connection otherwise) and RFC 9110 section 7.8 (no switch to a protocol
+ * the request did not name). A tunnel opened on an `Upgrade: h2c` 101, or on one whose upstream
+ * keeps speaking HTTP, would carry requests the gateway never decided on.
+ */
+function notTheHandshake(res: IncomingMessage, accept: string): string | null {
+  const upgrade = res.headers['upgrade'];
+  if (typeof upgrade !== 'string' || upgrade.trim().toLowerCase() !== 'websocket') return 'the upstream switched to a protocol other than websocket';
+  if (res.headers['sec-websocket-accept'] !== accept) return 'the upstream answered the upgrade without the matching Sec-WebSocket-Accept';
+  return null;
 }
 
 export class WebSocketTunnel {
@@ -61,9 +79,18 @@ export class WebSocketTunnel {
       // place under upstream.websocket_tunnels, and the upstream request, until the timeout.
       const gone = (): void => void socket.destroy();
       socket.once('end', gone);
-      proxyReq.once('upgrade', (_res: IncomingMessage, proxySocket: Socket) => {
+      proxyReq.once('upgrade', (res: IncomingMessage, proxySocket: Socket) => {
         socket.off('end', gone);
         clearTimeout(timer);
+        const wrong = notTheHandshake(res, p.accept);
+        if (wrong !== null) {
+          // 502 before the proxy's own handler (registered after this one) writes the 101: it
+          // then finds the upstream socket destroyed and the client's ended, and relays nothing.
+          proxySocket.destroy();
+          this.fail(p, socket, new Error(wrong));
+          socket.end();
+          return;
+        }
         this.record(p, 101);
         // Once either side is gone the other goes too, whatever it still holds or never reads.
         socket.once('close', () => proxySocket.destroy());
@@ -102,6 +129,9 @@ export class WebSocketTunnel {
       if (req.method !== 'GET') throw new Denial('request_malformed', { description: 'a WebSocket upgrade is a GET' });
       // ... without a body: one would be relayed into the tunnel after the 101, as frames.
       if (hasBody(req)) throw new Denial('request_malformed', { description: 'a WebSocket upgrade has no body' });
+      // ... with the key the upstream's 101 must answer (RFC 6455 section 4.1).
+      const key = req.headers['sec-websocket-key'];
+      if (typeof key !== 'string' || key.length === 0) throw new Denial('request_malformed', { description: 'a WebSocket upgrade carries a Sec-WebSocket-Key' });
       await pipeline.admit(ctx);
       // Each tunnel holds a client and an upstream socket, outside the upstream pool, for as long
       // as it is open: past `upstream.websocket_tunnels` (the count includes upgrades still waiting
@@ -132,7 +162,8 @@ export class WebSocketTunnel {
       this.sockets.add(socket);
       socket.once('close', () => this.sockets.delete(socket));
       // The permit record waits for the upstream's answer, so it carries what the client got.
-      const p: Pending = { ctx, pipeline, ticket: pipeline.ticket(ctx), timedOut: false, recorded: false };
+      const accept = createHash('sha1').update(key + WEBSOCKET_GUID).digest('base64');
+      const p: Pending = { ctx, pipeline, ticket: pipeline.ticket(ctx), accept, timedOut: false, recorded: false };
       this.pending.set(req, p);
       this.proxy.ws(req, socket, head, (err: Error) => this.fail(p, socket, err));
     } catch (err) {

@@ -17,7 +17,7 @@ import { RESERVED_MEMBERS, type RecordLayout } from '../evidence/format.js';
 import type { EvidenceMission, EvidenceRecord, EvidenceSink } from '../evidence/record.js';
 import { hasBody, hasSmallBody, readBody } from '../http/body.js';
 import type { ForwardOutcome, Upstream } from '../http/forward.js';
-import { hostFields, hostRequired, setHeader, upstreamHeaders, type HeaderPolicy } from '../http/headers.js';
+import { hostField, hostRequired, setHeader, TWO_HOSTS, upstreamHeaders, validHost, type HeaderPolicy } from '../http/headers.js';
 import { normalizeTarget, pathSegments, PathError, targetAuthority } from '../http/path.js';
 import type { MissionHolds, Review, Ticket } from '../mission/holds.js';
 import type { Logger } from '../observability/logger.js';
@@ -164,9 +164,9 @@ export class Pipeline {
     // section 3.2). Checked here rather than by Node's requireHostHeader, so the denial has the
     // SPEC body, a Mission-Decision and an evidence record like any other.
     if (bad === null) {
-      const hosts = hostFields(req.rawHeaders);
-      if (hosts > 1) bad = new PathError('duplicate Host header');
-      else if (hosts === 0 && hostRequired(req)) bad = new PathError('missing Host header');
+      const host = hostField(req.rawHeaders);
+      if (host === TWO_HOSTS) bad = new PathError('duplicate Host header');
+      else if (host === null ? hostRequired(req) : !validHost(host)) bad = new PathError(host === null ? 'missing Host header' : 'invalid Host header');
       // Node's parser takes HTTP/2.0 (and 1.2) on a request line and would have it proxied as 1.1.
       else if (req.httpVersionMajor !== 1 || req.httpVersionMinor > 1) bad = new PathError(`HTTP/${req.httpVersion} is not supported`);
       // A transfer coding other than chunked would reach the upstream still applied to the body,

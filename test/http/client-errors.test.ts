@@ -4,7 +4,7 @@
  */
 import type { ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, writeFileSync } from 'node:fs';
-import { connect, createServer as createNetServer, type Socket } from 'node:net';
+import { connect, createServer as createNetServer, type AddressInfo, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -184,6 +184,63 @@ describe('WebSocket upgrades the gateway refuses', () => {
       const clients = await Promise.all([silentClient(gw.url, ws('GET', '')), silentClient(gw.url, ws('GET', 'Host: a\r\nHost: b\r\n')), silentClient(gw.url, ws('GET', 'Host: a\r\n').replace('/public/ws', '/public/%zz'))]);
       await eventually(() => clients.every((c) => c.ended()), 3000);
       for (const c of clients) expect(c.received()).toMatch(/^HTTP\/1\.1 400 [^]*request_malformed/);
+    } finally {
+      await gw.close();
+      await echo.close();
+    }
+  });
+
+  it("a 101 that is not the WebSocket handshake asked for (Upgrade: h2c, a wrong or missing Sec-WebSocket-Accept) is 502, and nothing the client sends after reaches the upstream (r14a 2)", async () => {
+    const RIGHT = 's3pPLMBiTxaQ9kYGzzhZRbK+xOo='; // RFC 6455 section 1.3's answer to the key ws() sends
+    const seen: string[] = [];
+    // An upstream that answers each upgrade as its path says, then keeps reading whatever comes.
+    const upstream = createNetServer((socket) => {
+      let got = '';
+      socket.on('data', (d: Buffer) => {
+        got += d.toString('latin1');
+        seen.push(d.toString('latin1'));
+        if (!got.includes('\r\n\r\n') || got.includes('HTTP/1.1 101')) return;
+        const path = /^GET (\S+)/.exec(got)![1]!;
+        const head =
+          path === '/public/h2c' ? 'Upgrade: h2c\r\n' :
+          path === '/public/wrong' ? 'Upgrade: websocket\r\nSec-WebSocket-Accept: AAAAAAAAAAAAAAAAAAAAAAAAAAA=\r\n' :
+          path === '/public/none' ? 'Upgrade: websocket\r\n' :
+          `Upgrade: websocket\r\nSec-WebSocket-Accept: ${RIGHT}\r\n`;
+        got = 'HTTP/1.1 101';
+        socket.write(`HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\n${head}\r\n`);
+      });
+      socket.on('error', () => undefined);
+    });
+    await new Promise<void>((r) => upstream.listen(0, '127.0.0.1', r));
+    const gw = await startGateway(publicRoute(`http://127.0.0.1:${(upstream.address() as AddressInfo).port}`));
+    try {
+      for (const path of ['/public/h2c', '/public/wrong', '/public/none']) {
+        const c = await silentClient(gw.url, ws('GET', 'Host: a\r\n').replace('/public/ws', path));
+        await eventually(() => expect(c.received()).toMatch(/^HTTP\/1\.1 502 /), 3000);
+        if (!c.socket.destroyed) c.socket.write('GET /secret HTTP/1.1\r\nHost: a\r\n\r\n');
+        await eventually(() => c.ended() || c.socket.destroyed, 3000);
+        expect(c.received(), path).not.toMatch(/101/);
+      }
+      // The handshake as asked for opens the tunnel.
+      const ok = await silentClient(gw.url, ws('GET', 'Host: a\r\n').replace('/public/ws', '/public/ok'));
+      await eventually(() => expect(ok.received()).toMatch(/^HTTP\/1\.1 101 [^]*sec-websocket-accept: s3pPLMBiTxaQ9kYGzzhZRbK\+xOo=/i), 3000);
+      ok.socket.write('inside the tunnel');
+      await eventually(() => expect(seen.join('')).toContain('inside the tunnel'), 3000);
+      expect(seen.join('')).not.toContain('/secret');
+      await eventually(() => expect(gw.evidence().map((r) => r['upstream_status'])).toEqual([502, 502, 502, 101]));
+    } finally {
+      await gw.close();
+      await new Promise<void>((r) => upstream.close(() => r()));
+    }
+  });
+
+  it('an upgrade without Sec-WebSocket-Key is refused: there is nothing to check the 101 against', async () => {
+    const echo = await startEcho();
+    const gw = await startGateway(publicRoute(echo.url));
+    try {
+      const c = await silentClient(gw.url, ws('GET', 'Host: a\r\n').replace('Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n', ''));
+      await eventually(() => c.ended(), 3000);
+      expect(c.received()).toMatch(/^HTTP\/1\.1 400 [^]*Sec-WebSocket-Key/);
     } finally {
       await gw.close();
       await echo.close();

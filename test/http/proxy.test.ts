@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto';
+import { createServer as createNetServer, type AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { request } from 'undici';
 import { eventually, startEcho, startGateway, type TestGateway } from '../helpers/gateway.js';
@@ -479,6 +480,31 @@ describe("the upstream's status line", () => {
     } finally {
       await gw.close();
       await echo.close();
+    }
+  });
+});
+
+describe("the upstream's status line, from an upstream that writes bytes Node would not", () => {
+  it('a control byte in the reason phrase: the standard phrase goes out, and the client gets the status the record keeps (r14a 3)', async () => {
+    const upstream = createNetServer((socket) => {
+      socket.once('data', (d: Buffer) => {
+        const phrase = d.toString('latin1').startsWith('GET /public/del') ? 'O\x7fK' : 'Not\x01Found';
+        const status = phrase === 'O\x7fK' ? 200 : 404;
+        socket.end(`HTTP/1.1 ${status} ${phrase}\r\ncontent-length: 5\r\nconnection: close\r\n\r\nhello`, 'latin1');
+      });
+      socket.on('error', () => undefined);
+    });
+    await new Promise<void>((r) => upstream.listen(0, '127.0.0.1', r));
+    const gw = await startGateway(config(`http://127.0.0.1:${(upstream.address() as AddressInfo).port}`));
+    try {
+      const del = await rawSocket(gw.url, 'GET /public/del HTTP/1.1\r\nHost: api.example.com\r\nConnection: close\r\n\r\n');
+      expect(del).toMatch(/^HTTP\/1\.1 200 OK\r\n[^]*\r\n\r\nhello$/);
+      const soh = await rawSocket(gw.url, 'GET /public/soh HTTP/1.1\r\nHost: api.example.com\r\nConnection: close\r\n\r\n');
+      expect(soh).toMatch(/^HTTP\/1\.1 404 Not Found\r\n[^]*hello$/);
+      await eventually(() => expect(gw.evidence().map((r) => r['upstream_status'])).toEqual([200, 404]));
+    } finally {
+      await gw.close();
+      await new Promise<void>((r) => upstream.close(() => r()));
     }
   });
 });

@@ -37,6 +37,20 @@ describe('header tricks', () => {
     expect(out).toMatch(/^HTTP\/1\.1 400/);
   });
 
+  it('refuses a Host value that is not a host [":" port] (RFC 9112 §3.2): it would reach the upstream as X-Forwarded-Host (r14a 4)', async () => {
+    const before = t.echo.requests.length;
+    for (const host of ['api.example.com, evil.example', 'api.example.com:443@evil.example', 'evil.example/reset?next=x', 'a b', '', 'a.example:80:80', '[::1']) {
+      const out = await rawSocket(t.gw.url, `GET /public/a HTTP/1.1\r\nHost: ${host}\r\nConnection: close\r\n\r\n`);
+      expect(out, host).toMatch(/^HTTP\/1\.1 400[^]*request_malformed/);
+    }
+    expect(t.echo.requests.length).toBe(before);
+    for (const host of ['api.example.com', 'api.example.com:8443', '127.0.0.1:1', '[::1]:443', 'my_host.internal', 'API.Example.COM.']) {
+      const out = await rawSocket(t.gw.url, `GET /public/a HTTP/1.1\r\nHost: ${host}\r\nConnection: close\r\n\r\n`);
+      expect(out, host).toMatch(/^HTTP\/1\.1 200/);
+      expect(t.echo.requests.at(-1)!.headers['x-forwarded-host']).toBe(host);
+    }
+  });
+
   it('refuses a request without Host (HTTP/1.1) with the SPEC denial; HTTP/1.0 may omit it', async () => {
     const out = await rawSocket(t.gw.url, 'GET /public/a HTTP/1.1\r\n\r\n');
     expect(out).toMatch(/^HTTP\/1\.1 400/);
