@@ -20,6 +20,9 @@ export interface UpstreamOptions {
   readonly holds: MissionHolds | null;
 }
 
+/** Methods whose request content has no generally defined semantics (RFC 9110 sections 9.3.1-9.3.8). */
+const UNDEFINED_CONTENT: ReadonlySet<string> = new Set(['GET', 'HEAD', 'DELETE', 'OPTIONS', 'TRACE']);
+
 /** What Node's writeHead accepts as a reason phrase (its checkInvalidHeaderChar). */
 const REASON_PHRASE = /^[\t\x20-\x7e\x80-\xff]*$/;
 
@@ -83,7 +86,14 @@ export class Upstream {
     headers.push('host', this.host);
     // false: no connection is free now (upstream.connections busy, long-lived streams included), so
     // the request may wait in the pool's queue, where undici's own timeout does not run.
-    if (!this.pool.dispatch({ origin: this.origin, method: req.method, path: this.basePath + req.path, headers, body: req.body }, exchange)) exchange.mayWait();
+    const body = req.body;
+    // Content on a method that gives it no meaning (RFC 9110 section 9.3.1: a GET body "might lead
+    // some implementations to reject the request ... because of its potential as a request smuggling
+    // attack"): an upstream that never reads it (python's http.server on a GET) takes it for the
+    // connection's next request, one the gateway never decided on. Forwarded, as APIs that search
+    // by GET body need, on a connection that closes after it (`Connection: close`).
+    const reset = body !== null && UNDEFINED_CONTENT.has(req.method) && !(Buffer.isBuffer(body) && body.length === 0);
+    if (!this.pool.dispatch({ origin: this.origin, method: req.method, path: this.basePath + req.path, headers, body, reset }, exchange)) exchange.mayWait();
   }
 
   close(): Promise<void> {

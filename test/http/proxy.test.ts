@@ -509,6 +509,52 @@ describe("the upstream's status line, from an upstream that writes bytes Node wo
   });
 });
 
+describe('a body on a GET (or HEAD, DELETE, OPTIONS, TRACE) cannot become a request of its own at the upstream (r14a 1)', () => {
+  it("reaches an upstream that never reads it (a CL.0 server, as python's http.server on a GET) on a connection that closes after it", async () => {
+    // Reads each request's head, never its body, and takes what follows as the next request, as
+    // long as the connection stays open (it honours Connection: close).
+    const lines: string[] = [];
+    const sockets = new Set<object>();
+    const upstream = createNetServer((socket) => {
+      sockets.add(socket);
+      let buf = '';
+      let closing = false;
+      socket.on('data', (d: Buffer) => {
+        buf += d.toString('latin1');
+        for (let end = buf.indexOf('\r\n\r\n'); end !== -1 && !closing; end = buf.indexOf('\r\n\r\n')) {
+          const head = buf.slice(0, end);
+          buf = buf.slice(end + 4);
+          lines.push(head.split('\r\n')[0]!);
+          const close = /\r\nconnection: close/i.test(head);
+          socket.write(`HTTP/1.1 200 OK\r\ncontent-length: 2\r\n${close ? 'connection: close\r\n' : ''}\r\nok`);
+          if (close) {
+            closing = true;
+            socket.end();
+          }
+        }
+      });
+      socket.on('error', () => undefined);
+    });
+    await new Promise<void>((r) => upstream.listen(0, '127.0.0.1', r));
+    const gw = await startGateway(config(`http://127.0.0.1:${(upstream.address() as AddressInfo).port}`));
+    try {
+      const hidden = 'GET /invoices/secret HTTP/1.1\r\nHost: api.example.com\r\n\r\n';
+      for (const method of ['GET', 'DELETE', 'OPTIONS']) {
+        const out = await rawSocket(gw.url, `${method} /public/x HTTP/1.1\r\nHost: api.example.com\r\nContent-Length: ${hidden.length}\r\nConnection: close\r\n\r\n${hidden}`);
+        expect(out).toMatch(/^HTTP\/1\.1 200/);
+      }
+      // A request without a body keeps the pooled connection.
+      for (let i = 0; i < 3; i++) expect((await raw(gw.url, { path: '/public/plain' })).status).toBe(200);
+      await eventually(() => expect(lines.filter((l) => l.includes('/public/plain'))).toHaveLength(3));
+      expect(lines.filter((l) => l.includes('/invoices/secret'))).toEqual([]);
+      expect(sockets.size).toBe(4); // one per bodied request, closed after it; one kept for the rest
+    } finally {
+      await gw.close();
+      await new Promise<void>((r) => upstream.close(() => r()));
+    }
+  });
+});
+
 describe('request bodies: a small declared body is read before forwarding, a large one streams', () => {
   it('forwards a 1 KiB body only once it is complete, byte-identical, with its Content-Length', async () => {
     const echo = await startEcho();
