@@ -8,7 +8,8 @@
  * `aud` exactly `mission.events.audience` (default `resource`), `iat`, `jti`, and the event's
  * Mission issued by the SET's own `iss` (an issuer never speaks for another issuer's Missions).
  */
-import { decodeJwt, errors as joseErrors, jwtVerify, type JWTPayload } from 'jose';
+import { decodeJwt, errors as joseErrors, jwtVerify, type JWSHeaderParameters, type JWTPayload } from 'jose';
+import type { KeyObject } from 'node:crypto';
 import { UnknownKey } from '../auth/keys.js';
 import type { KeyResolver } from '../auth/types.js';
 import { Denial } from '../errors.js';
@@ -31,6 +32,8 @@ const CLOCK_SKEW_S = 30;
  * issuer per this interval, whatever is pushed.
  */
 const SET_KEY_REFETCH_MS = 1_000;
+/** SETs waiting for their issuer's keys to be fetched again, at once (see SetVerifier.resolveKey). */
+export const MAX_KEY_WAITS = 64;
 const MAX_JTI_LENGTH = 256;
 const DEFAULT_ALGORITHMS = ['ES256', 'ES384', 'ES512', 'EdDSA', 'Ed25519', 'PS256', 'PS384', 'PS512', 'RS256', 'RS384', 'RS512'];
 
@@ -68,6 +71,7 @@ export class SetVerifier {
   private readonly trusted: ReadonlySet<string>;
   private readonly algorithms: ReadonlyMap<string, string[]>;
   readonly audience: string;
+  private keyWaits = 0;
 
   constructor(
     config: Config,
@@ -78,6 +82,24 @@ export class SetVerifier {
     this.trusted = trusted;
     this.algorithms = new Map(config.issuers.map((i) => [i.issuer, [...i.algorithms]]));
     this.audience = config.mission.events.audience ?? config.resource;
+  }
+
+  /**
+   * The issuer's key for a SET's header. A `kid` the gateway does not have waits for a refetch (at
+   * most one per SET_KEY_REFETCH_MS) before its signature can be checked, and anyone can send such
+   * a SET: no more than MAX_KEY_WAITS wait at once, the rest are answered 503 at once. Waiting, they
+   * would hold the receiver's slots (MAX_PENDING_PUSHES), and a genuine revocation, signed with a
+   * key the gateway has and verified at once, would find none free (r14c 1).
+   */
+  private resolveKey(iss: string, header: JWSHeaderParameters): KeyObject | Promise<KeyObject> {
+    const key = this.keys.resolve(iss, header, SET_KEY_REFETCH_MS);
+    if (!(key instanceof Promise)) return key;
+    if (this.keyWaits >= MAX_KEY_WAITS) {
+      key.catch(() => undefined); // the refetch it asked for still happens; its outcome is not this SET's
+      throw new SetRejected('invalid_key', "too many SETs are waiting for the issuer's keys", undefined, true);
+    }
+    this.keyWaits++;
+    return key.finally(() => this.keyWaits--);
   }
 
   /** Verifies one compact SET. Rejects with SetRejected (its `err` is the RFC 8935 code). */
@@ -93,7 +115,7 @@ export class SetVerifier {
 
     let payload: JWTPayload;
     try {
-      ({ payload } = await jwtVerify(jwt, (header) => this.keys.resolve(iss, header, SET_KEY_REFETCH_MS), {
+      ({ payload } = await jwtVerify(jwt, (header) => this.resolveKey(iss, header), {
         typ: SET_JWT_TYPE,
         algorithms: this.algorithms.get(iss) ?? DEFAULT_ALGORITHMS,
         issuer: iss,
@@ -102,6 +124,7 @@ export class SetVerifier {
         requiredClaims: ['iat', 'jti'],
       }));
     } catch (err) {
+      if (err instanceof SetRejected) throw err;
       if (err instanceof Denial && (err.code === 'keys_unavailable' || (err.cause instanceof UnknownKey && !err.cause.current))) {
         throw new SetRejected('invalid_key', "the SET issuer's signing key is not available yet", err, true);
       }

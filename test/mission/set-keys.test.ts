@@ -7,7 +7,8 @@
 import * as jose from 'jose';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { IssuerKeys } from '../../src/auth/keys.js';
-import { SetRejected, SetVerifier } from '../../src/mission/events.js';
+import { MAX_KEY_WAITS, SetRejected, SetVerifier } from '../../src/mission/events.js';
+import { eventually } from '../helpers/gateway.js';
 import { JwksServer } from '../auth/helpers.js';
 import { lifecycleSet, logger, makeConfig, newMetrics, signingKey, type SigningKey } from './helpers.js';
 
@@ -72,6 +73,29 @@ describe('SET verification and key rotation', () => {
     const forged = await Promise.all([1, 2, 3, 4, 5].map(async (i) => rejection(v.verify(await lifecycleSet(signingKey(`evil${i}`), { issuer: jwks.url, state: 'active', version: 9 })))));
     expect(forged.map((r) => [r.err, r.transient])).toEqual(Array(5).fill(['invalid_key', false]));
     expect(jwks.requests).toBe(fetches + 1);
+  });
+
+  it(`no more than MAX_KEY_WAITS SETs wait for a refetch at once: the rest are "not verifiable yet" at once, and a SET signed with a known key verifies meanwhile (r14c 1)`, async () => {
+    const k1 = signingKey('k1');
+    await serve(k1);
+    const { verifier: v, keys } = verifier();
+    await keys.start();
+    // Forged SETs naming kids the issuer does not have: anyone can send them, no signature needed.
+    const sets = await Promise.all(Array.from({ length: MAX_KEY_WAITS + 10 }, (_, i) => lifecycleSet(signingKey(`evil${i}`), { issuer: jwks.url, state: 'active', version: 9 })));
+    const settled: { at: number; err: SetRejected }[] = [];
+    const started = Date.now();
+    const forged = sets.map((set) => rejection(v.verify(set)).then((err) => settled.push({ at: Date.now() - started, err })));
+    // The ones past the bound are answered (503 on a push) without waiting for the refetch ...
+    await eventually(() => expect(settled).toHaveLength(10), 500);
+    expect(settled.every((s) => s.err.transient && s.err.err === 'invalid_key' && s.at < 500)).toBe(true);
+    // ... and a genuine revocation, signed with the key the gateway has, is verified while they wait.
+    await expect(v.verify(await lifecycleSet(k1, { issuer: jwks.url, state: 'revoked', version: 2 }))).resolves.toMatchObject({ change: { state: 'revoked' } });
+    expect(settled).toHaveLength(10);
+    await Promise.all(forged);
+    // Those that waited: refused after the one refetch (the key is not there), and their places freed.
+    expect(settled.slice(10).map((s) => [s.err.err, s.err.transient])).toEqual(Array(MAX_KEY_WAITS).fill(['invalid_key', false]));
+    const again = await rejection(v.verify(sets[0]!));
+    expect(again.transient).toBe(false);
   });
 
   it("a key still unknown after a refetch is the SET's fault: invalid_key, not retried", async () => {
