@@ -28,6 +28,37 @@ import type { ListAnswers } from './tools.js';
 /** Largest upstream JSON answer the gateway will read to filter or merge (fail closed past it). */
 export const MAX_RESPONSE_BYTES = 16 * 1024 * 1024;
 
+/**
+ * Bytes of upstream JSON answers read whole (to filter or merge) and not yet taken by their
+ * clients, process-wide. Such an answer is written in one piece: a client that stops reading would
+ * keep it in memory, and a few dozen of them, each with an answer of some MiB, would take the
+ * process past its memory limit (r14c 2). Past the bound an answer is not read (502), and an answer
+ * its client does not take at MIN_SEND_RATE on average (or within upstream.timeout_s, whichever is
+ * longer) is cut, which frees its share.
+ */
+export const MAX_BUFFERED_ANSWER_BYTES = 64 * 1024 * 1024;
+export const MIN_SEND_RATE = 64 * 1024; // bytes per second
+
+class AnswerBudget {
+  used = 0;
+  /** Both settable for tests. */
+  constructor(
+    public max: number,
+    public minSendRate: number,
+  ) {}
+  take(n: number): boolean {
+    if (this.used + n > this.max) return false;
+    this.used += n;
+    return true;
+  }
+  give(n: number): void {
+    this.used -= n;
+  }
+}
+
+/** The process's buffered answers (exported for tests). */
+export const bufferedAnswers = new AnswerBudget(MAX_BUFFERED_ANSWER_BYTES, MIN_SEND_RATE);
+
 export interface RelayPlan {
   /** The body to send (null for GET). */
   readonly body: Buffer | null;
@@ -162,7 +193,7 @@ export async function relay(ctx: RequestContext, pipeline: Pipeline, plan: Relay
       return;
     }
     if (ok && type === 'application/json') {
-      await relayJson(res, r.body, status, out, plan);
+      await relayJson(res, r.body, status, out, plan, up.timeoutMs, logger, ctx.id);
       return;
     }
     if (ok && type === 'text/event-stream') {
@@ -198,30 +229,49 @@ export async function relay(ctx: RequestContext, pipeline: Pipeline, plan: Relay
   }
 }
 
-async function relayJson(res: RequestContext['res'], body: Readable, status: number, out: Record<string, string | string[]>, plan: RelayPlan): Promise<void> {
-  const bytes = await readLimited(body, MAX_RESPONSE_BYTES);
+async function relayJson(
+  res: RequestContext['res'],
+  body: Readable,
+  status: number,
+  out: Record<string, string | string[]>,
+  plan: RelayPlan,
+  timeoutMs: number,
+  logger: Logger,
+  decisionId: string,
+): Promise<void> {
+  // The answer's share of MAX_BUFFERED_ANSWER_BYTES, held until its client has taken it (or is gone).
+  let share = 0;
+  res.once('close', () => bufferedAnswers.give(share));
+  const bytes = await readLimited(body, MAX_RESPONSE_BYTES, (n) => {
+    if (!bufferedAnswers.take(n)) throw new Error('too many MCP answers are waiting for their clients to read them');
+    share += n;
+  });
+  const send = (data: Buffer | string): void => {
+    res.writeHead(status, out);
+    res.end(data);
+    if (res.writableFinished) return;
+    const size = typeof data === 'string' ? Buffer.byteLength(data) : data.length;
+    const timer = setTimeout(() => {
+      logger.info({ decision_id: decisionId, bytes: size }, 'MCP answer not read by its client in time: connection closed');
+      res.destroy();
+    }, Math.max(timeoutMs, (size / bufferedAnswers.minSendRate) * 1000));
+    res.once('close', () => clearTimeout(timer));
+  };
   let doc: unknown;
   try {
     doc = JSON.parse(bytes.toString('utf8'));
   } catch (err) {
     // An answer that must be filtered but cannot be read is not shown (fail closed).
     if (plan.lists !== null) throw err;
-    res.writeHead(status, out);
-    res.end(bytes);
-    return;
+    return send(bytes);
   }
   const replaced = plan.lists?.rewrite(doc);
-  if (replaced === undefined && plan.answers.length === 0) {
-    res.writeHead(status, out);
-    res.end(bytes);
-    return;
-  }
+  if (replaced === undefined && plan.answers.length === 0) return send(bytes);
   const next = replaced ?? doc;
   const payload = plan.answers.length > 0 || plan.batch ? [...plan.answers, ...(Array.isArray(next) ? next : [next])] : next;
   const text = JSON.stringify(payload);
   out['content-length'] = String(Buffer.byteLength(text));
-  res.writeHead(status, out);
-  res.end(text);
+  send(text);
 }
 
 /** An upstream answer the gateway will not relay: its body is discarded, and the caller answers 502. */
@@ -265,12 +315,13 @@ function mediaType(headers: Record<string, string | string[] | undefined>): stri
   return (semi === -1 ? s : s.slice(0, semi)).trim().toLowerCase();
 }
 
-async function readLimited(body: Readable, max: number): Promise<Buffer> {
+async function readLimited(body: Readable, max: number, take: (n: number) => void): Promise<Buffer> {
   const chunks: Buffer[] = [];
   let size = 0;
   for await (const chunk of body as AsyncIterable<Buffer>) {
     size += chunk.length;
     if (size > max) throw new Error('upstream answer too large to filter');
+    take(chunk.length);
     chunks.push(chunk);
   }
   return chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size);

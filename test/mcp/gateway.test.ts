@@ -753,6 +753,49 @@ describe('SPEC section 7: answers the gateway cannot look into', () => {
   });
 });
 
+describe('answers read whole to be filtered or merged, and clients that do not read them (r14c 2)', () => {
+  it('past the process-wide budget an answer is not read (502); an answer its client does not take in time is cut, which frees its share', async () => {
+    const { bufferedAnswers } = await import('../../src/mcp/relay.js');
+    const saved = { max: bufferedAnswers.max, rate: bufferedAnswers.minSendRate };
+    cleanups.push(() => {
+      bufferedAnswers.max = saved.max;
+      bufferedAnswers.minSendRate = saved.rate;
+    });
+    // 12 MiB: more than loopback's socket buffers take, so an unread answer stays in the process.
+    const big = JSON.stringify({ jsonrpc: '2.0', id: 1, result: { tools: [{ name: 'get_invoice', description: 'x'.repeat(12 * 1024 * 1024) }] } });
+    bufferedAnswers.max = 20 * 1024 * 1024;
+    bufferedAnswers.minSendRate = 1e12; // the deadline is then upstream.timeout_s (2 s)
+    const up = await recorder((_req, _b, res) => res.writeHead(200, { 'content-type': 'application/json' }).end(big));
+    const s = await setup({ upstream: up.url });
+    const id = await mission(s, [{ type: 'mission_resource_access', resource: s.mcpUrl, actions: ['invoices.read'] }]);
+    const token = await s.dev.issueAccessToken({ missionId: id, resource: s.mcpUrl });
+    const list = JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/list' });
+    // A client that sends the tools/list, reads the answer's first bytes, and stops reading.
+    const u = new URL(s.mcpUrl);
+    const { connect } = await import('node:net');
+    const stalled = connect(Number(u.port), u.hostname);
+    cleanups.push(() => void stalled.destroy());
+    let first = '';
+    stalled.once('data', (d: Buffer) => {
+      first = d.toString('latin1', 0, 12);
+      stalled.pause();
+    });
+    stalled.write(`POST /mcp HTTP/1.1\r\nHost: ${u.host}\r\nAuthorization: Bearer ${token}\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\nContent-Length: ${list.length}\r\n\r\n${list}`);
+    await eventually(() => expect(first).toBe('HTTP/1.1 200'));
+    expect(bufferedAnswers.used).toBeGreaterThan(12 * 1024 * 1024);
+    // Another such answer would take the process past the budget: not read, 502.
+    const refused = await post(s.mcpUrl, token, list);
+    expect(refused.status).toBe(502);
+    // The stalled client is cut once upstream.timeout_s has passed without it taking its answer ...
+    await eventually(() => expect(bufferedAnswers.used).toBe(0), 5000);
+    // ... and the next one is served whole.
+    const served = await post(s.mcpUrl, token, list);
+    expect(served.status).toBe(200);
+    expect((await served.text()).length).toBe(big.length);
+    expect(bufferedAnswers.used).toBe(0);
+  });
+});
+
 describe('SPEC section 7: tools/list answers hidden in unusual SSE shapes are still filtered', () => {
   it('a batched answer in one event, a leading BOM, a custom event type', async () => {
     const answer = (id: number) => ({ jsonrpc: '2.0', id, result: { tools: [{ name: 'get_invoice' }, { name: 'send_email' }] } });
