@@ -199,6 +199,9 @@ function mediaType(contentType: string | string[] | undefined): string {
   return (v ?? '').split(';')[0]!.trim().toLowerCase();
 }
 
+/** Connections to one Mission authority's Status endpoint (per gateway process). */
+export const MAX_STATUS_CONNECTIONS = 32;
+
 /** Rejects with StatusUnavailable('timeout') when `signal` aborts first. */
 function bounded<T>(work: T | Promise<T>, signal: AbortSignal): Promise<T> {
   if (!(work instanceof Promise)) return Promise.resolve(work);
@@ -243,7 +246,11 @@ export class MissionStatusClient {
     // No client: `check` and start warn when a route needs Mission state (cli.ts), not here, where a
     // config of public routes only would be warned too.
     this.timeoutMs = deps.config.mission.status_timeout_s * 1000;
-    this.dispatcher = new Agent({ connect: { timeout: this.timeoutMs }, headersTimeout: this.timeoutMs, bodyTimeout: this.timeoutMs });
+    // At most MAX_STATUS_CONNECTIONS queries in flight per authority; the rest wait their turn
+    // within status_timeout_s (then 503 state_unavailable). Each distinct Mission is its own query:
+    // clients naming a new Mission-Reference on every request (MAS mode) would otherwise open a
+    // connection each at the authority (r14c 3: 953 at once from 1,000 requests).
+    this.dispatcher = new Agent({ connections: MAX_STATUS_CONNECTIONS, connect: { timeout: this.timeoutMs }, headersTimeout: this.timeoutMs, bodyTimeout: this.timeoutMs });
 
     const algs = new Map(deps.config.issuers.map((i) => [i.issuer, i.algorithms as readonly string[]]));
     for (const a of deps.config.mission.authorities) {

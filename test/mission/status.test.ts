@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { parseRetryAfter, MissionStatusClient, StatusUnavailable, MAX_STATUS_BYTES } from '../../src/mission/status.js';
+import { parseRetryAfter, MissionStatusClient, StatusUnavailable, MAX_STATUS_BYTES, MAX_STATUS_CONNECTIONS } from '../../src/mission/status.js';
 import { parseClientKey } from '../../src/mission/client-key.js';
 import type { MissionReference } from '../../src/pipeline/context.js';
 import { CLIENT_ID, clientKeyFile, counter, ISSUER, LocalKeys, logger, makeConfig, MISSION_ID, newMetrics, RESOURCE, S256, signingKey, StatusServer } from './helpers.js';
@@ -42,6 +42,31 @@ async function failure(p: Promise<unknown>): Promise<StatusUnavailable> {
   }
   throw new Error('expected a failure');
 }
+
+describe('load on the authority', () => {
+  beforeEach(() => setup({ timeout: 5 }));
+
+  it(`queries for many Missions at once use at most MAX_STATUS_CONNECTIONS connections to the authority; the rest wait their turn (r14c 3)`, async () => {
+    server.delayMs = 150;
+    const sockets = new Set<unknown>();
+    let inFlight = 0;
+    let peak = 0;
+    server.respond = (async () => {
+      inFlight++;
+      peak = Math.max(peak, inFlight);
+      await new Promise((r) => setTimeout(r, 50));
+      inFlight--;
+      return null;
+    }) as unknown as StatusServer['respond'];
+    (server as unknown as { server: import('node:http').Server }).server.on('connection', (s: unknown) => sockets.add(s));
+    const refs = Array.from({ length: MAX_STATUS_CONNECTIONS * 3 }, (_, i): MissionReference => ({ ...REF, id: `msn_${i}` }));
+    const results = await Promise.allSettled(refs.map((r) => client.query(r, RESOURCE)));
+    expect(results.every((r) => r.status === 'fulfilled')).toBe(true); // unknown Missions: 404, answered
+    expect(server.requests).toHaveLength(refs.length);
+    expect(sockets.size).toBeLessThanOrEqual(MAX_STATUS_CONNECTIONS);
+    expect(peak).toBeLessThanOrEqual(MAX_STATUS_CONNECTIONS);
+  });
+});
 
 describe('Mission Status request (draft-mcguinness-oauth-mission-status, SPEC section 3)', () => {
   beforeEach(() => setup());
