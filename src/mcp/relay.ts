@@ -243,6 +243,8 @@ async function relayJson(
   let share = 0;
   res.once('close', () => bufferedAnswers.give(share));
   const bytes = await readLimited(body, MAX_RESPONSE_BYTES, (n) => {
+    // A client already gone: its 'close' has passed, and nothing would give this share back.
+    if (res.closed) throw new Error('the client went away');
     if (!bufferedAnswers.take(n)) throw new Error('too many MCP answers are waiting for their clients to read them');
     share += n;
   });
