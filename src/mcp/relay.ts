@@ -18,7 +18,7 @@ import { clientHeaders, dropHeader, setHeader, upstreamHeaders } from '../http/h
 import { closedReason } from '../http/shutdown.js';
 import { CUT_MESSAGE, type Holder } from '../mission/holds.js';
 import type { Logger } from '../observability/logger.js';
-import type { RequestContext } from '../pipeline/context.js';
+import { principalOf, type RequestContext } from '../pipeline/context.js';
 import { writeDenial } from '../pipeline/respond.js';
 import type { Pipeline } from '../pipeline/run.js';
 import type { DenialResult } from './denial.js';
@@ -32,8 +32,10 @@ export const MAX_RESPONSE_BYTES = 16 * 1024 * 1024;
  * Bytes of upstream JSON answers read whole (to filter or merge) and not yet taken by their
  * clients, process-wide. Such an answer is written in one piece: a client that stops reading would
  * keep it in memory, and a few dozen of them, each with an answer of some MiB, would take the
- * process past its memory limit (r14c 2). Past the bound an answer is not read (502), and an answer
- * its client does not take at MIN_SEND_RATE on average (or within upstream.timeout_s, whichever is
+ * process past its memory limit (r14c 2). Past the bound an answer is not read (502), and one
+ * principal (a token's issuer, subject and client, or an address) holds at most a quarter of it, so
+ * that one agent that stops reading cannot take the others' tool lists away (r14d 2). An answer its
+ * client does not take at MIN_SEND_RATE on average (or within upstream.timeout_s, whichever is
  * longer) is cut, which frees its share.
  */
 export const MAX_BUFFERED_ANSWER_BYTES = 64 * 1024 * 1024;
@@ -41,22 +43,28 @@ export const MIN_SEND_RATE = 64 * 1024; // bytes per second
 
 class AnswerBudget {
   used = 0;
+  private readonly held = new Map<string, number>();
   /** Both settable for tests. */
   constructor(
     public max: number,
     public minSendRate: number,
   ) {}
-  take(n: number): boolean {
-    if (this.used + n > this.max) return false;
+  take(who: string, n: number): boolean {
+    const mine = this.held.get(who) ?? 0;
+    if (this.used + n > this.max || mine + n > this.max / 4) return false;
     this.used += n;
+    this.held.set(who, mine + n);
     return true;
   }
-  give(n: number): void {
+  give(who: string, n: number): void {
+    if (n === 0) return;
     this.used -= n;
+    const left = (this.held.get(who) ?? 0) - n;
+    if (left > 0) this.held.set(who, left);
+    else this.held.delete(who);
   }
 }
 
-/** The process's buffered answers (exported for tests). */
 export const bufferedAnswers = new AnswerBudget(MAX_BUFFERED_ANSWER_BYTES, MIN_SEND_RATE);
 
 export interface RelayPlan {
@@ -113,6 +121,8 @@ export async function relay(ctx: RequestContext, pipeline: Pipeline, plan: Relay
     if (reason?.code === 'shutdown') logger.warn({ decision_id: ctx.id, err: reason.message, code: reason.code }, 'request cut at shutdown');
   };
   res.once('close', onClose);
+  // A response queued behind another on a pipelined connection emits no 'close' when it drops.
+  ctx.req.socket.once('close', onClose);
   // undici bounds the wait for headers, but each 1xx response restarts its timer: this bound holds
   // from dispatch to the final status, whatever comes before it.
   let timedOut = false;
@@ -193,7 +203,7 @@ export async function relay(ctx: RequestContext, pipeline: Pipeline, plan: Relay
       return;
     }
     if (ok && type === 'application/json') {
-      await relayJson(res, r.body, status, out, plan, up.timeoutMs, logger, ctx.id);
+      await relayJson(ctx, r.body, status, out, plan, up.timeoutMs, logger);
       return;
     }
     if (ok && type === 'text/event-stream') {
@@ -225,27 +235,41 @@ export async function relay(ctx: RequestContext, pipeline: Pipeline, plan: Relay
   } finally {
     clearTimeout(deadline);
     res.off('close', onClose);
+    ctx.req.socket.off('close', onClose);
     if (held) holds!.release(ticket!, holder);
   }
 }
 
 async function relayJson(
-  res: RequestContext['res'],
+  ctx: RequestContext,
   body: Readable,
   status: number,
   out: Record<string, string | string[]>,
   plan: RelayPlan,
   timeoutMs: number,
   logger: Logger,
-  decisionId: string,
 ): Promise<void> {
-  // The answer's share of MAX_BUFFERED_ANSWER_BYTES, held until its client has taken it (or is gone).
+  const res = ctx.res;
+  const socket = ctx.req.socket;
+  const who = principalOf(ctx);
+  // The answer's share of MAX_BUFFERED_ANSWER_BYTES, held until its client has taken it or is gone.
+  // Gone is the socket's 'close' too: a response queued behind another on a pipelined connection
+  // emits no 'close' of its own when the connection drops (r14d 1).
   let share = 0;
-  res.once('close', () => bufferedAnswers.give(share));
+  let timer: NodeJS.Timeout | undefined;
+  const release = (): void => {
+    bufferedAnswers.give(who, share);
+    share = 0;
+    clearTimeout(timer);
+    res.off('close', release);
+    socket.off('close', release);
+  };
+  res.once('close', release);
+  socket.once('close', release);
   const bytes = await readLimited(body, MAX_RESPONSE_BYTES, (n) => {
     // A client already gone: its 'close' has passed, and nothing would give this share back.
-    if (res.closed) throw new Error('the client went away');
-    if (!bufferedAnswers.take(n)) throw new Error('too many MCP answers are waiting for their clients to read them');
+    if (res.closed || socket.destroyed) throw new Error('the client went away');
+    if (!bufferedAnswers.take(who, n)) throw new Error('too many MCP answers are waiting for their clients to read them');
     share += n;
   });
   const send = (data: Buffer | string): void => {
@@ -253,11 +277,10 @@ async function relayJson(
     res.end(data);
     if (res.writableFinished) return;
     const size = typeof data === 'string' ? Buffer.byteLength(data) : data.length;
-    const timer = setTimeout(() => {
-      logger.info({ decision_id: decisionId, bytes: size }, 'MCP answer not read by its client in time: connection closed');
-      res.destroy();
+    timer = setTimeout(() => {
+      logger.info({ decision_id: ctx.id, bytes: size }, 'MCP answer not read by its client in time: connection closed');
+      socket.destroy();
     }, Math.max(timeoutMs, (size / bufferedAnswers.minSendRate) * 1000));
-    res.once('close', () => clearTimeout(timer));
   };
   let doc: unknown;
   try {

@@ -39,6 +39,15 @@ export interface AccessToken {
   readonly claims: Readonly<Record<string, unknown>>;
 }
 
+/**
+ * Who a request is from, as a key for per-client bounds: the token's issuer, subject and client,
+ * or the client address when there is no token.
+ */
+export function principalOf(ctx: { readonly token: AccessToken | null; readonly clientIp: string }): string {
+  const t = ctx.token;
+  return t === null ? `ip ${ctx.clientIp}` : `${t.issuer}\n${t.subject}\n${t.clientId}`;
+}
+
 /** A verified DPoP proof (RFC 9449). */
 export interface DpopProof {
   /** RFC 7638 thumbprint of the proof's public key. */

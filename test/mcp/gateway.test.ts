@@ -753,46 +753,108 @@ describe('SPEC section 7: answers the gateway cannot look into', () => {
   });
 });
 
-describe('answers read whole to be filtered or merged, and clients that do not read them (r14c 2)', () => {
-  it('past the process-wide budget an answer is not read (502); an answer its client does not take in time is cut, which frees its share', async () => {
+describe('answers read whole to be filtered or merged, and clients that do not read them (r14c 2, r14d 1-2)', () => {
+  // 12 MiB: more than loopback's socket buffers take, so an unread answer stays in the process.
+  const big = JSON.stringify({ jsonrpc: '2.0', id: 1, result: { tools: [{ name: 'get_invoice', description: 'x'.repeat(12 * 1024 * 1024) }] } });
+  const list = JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/list' });
+  const listRequest = (host: string, token: string): string =>
+    `POST /mcp HTTP/1.1\r\nHost: ${host}\r\nAuthorization: Bearer ${token}\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\nContent-Length: ${list.length}\r\n\r\n${list}`;
+
+  async function budget(max: number) {
     const { bufferedAnswers } = await import('../../src/mcp/relay.js');
     const saved = { max: bufferedAnswers.max, rate: bufferedAnswers.minSendRate };
     cleanups.push(() => {
       bufferedAnswers.max = saved.max;
       bufferedAnswers.minSendRate = saved.rate;
     });
-    // 12 MiB: more than loopback's socket buffers take, so an unread answer stays in the process.
-    const big = JSON.stringify({ jsonrpc: '2.0', id: 1, result: { tools: [{ name: 'get_invoice', description: 'x'.repeat(12 * 1024 * 1024) }] } });
-    bufferedAnswers.max = 20 * 1024 * 1024;
-    bufferedAnswers.minSendRate = 1e12; // the deadline is then upstream.timeout_s (2 s)
+    bufferedAnswers.max = max;
+    bufferedAnswers.minSendRate = 1e12; // the send deadline is then upstream.timeout_s (2 s)
+    return bufferedAnswers;
+  }
+
+  async function raw(url: string) {
+    const u = new URL(url);
+    const { connect } = await import('node:net');
+    const socket = connect(Number(u.port), u.hostname);
+    cleanups.push(() => void socket.destroy());
+    socket.on('error', () => undefined);
+    return { socket, host: u.host };
+  }
+
+  it('past the budget an answer is not read (502), one principal holds at most a quarter of it, and an answer its client does not take in time is cut, which frees its share', async () => {
+    const answers = await budget(60 * 1024 * 1024); // a principal's quarter: 15 MiB
     const up = await recorder((_req, _b, res) => res.writeHead(200, { 'content-type': 'application/json' }).end(big));
     const s = await setup({ upstream: up.url });
-    const id = await mission(s, [{ type: 'mission_resource_access', resource: s.mcpUrl, actions: ['invoices.read'] }]);
-    const token = await s.dev.issueAccessToken({ missionId: id, resource: s.mcpUrl });
-    const list = JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/list' });
+    const grant = [{ type: 'mission_resource_access', resource: s.mcpUrl, actions: ['invoices.read'] }];
+    const token = await s.dev.issueAccessToken({ missionId: await mission(s, grant), resource: s.mcpUrl });
+    const other = await s.dev.issueAccessToken({ missionId: await mission(s, grant, 'agent_2'), resource: s.mcpUrl });
     // A client that sends the tools/list, reads the answer's first bytes, and stops reading.
-    const u = new URL(s.mcpUrl);
-    const { connect } = await import('node:net');
-    const stalled = connect(Number(u.port), u.hostname);
-    cleanups.push(() => void stalled.destroy());
+    const { socket: stalled, host } = await raw(s.mcpUrl);
     let first = '';
     stalled.once('data', (d: Buffer) => {
       first = d.toString('latin1', 0, 12);
       stalled.pause();
     });
-    stalled.write(`POST /mcp HTTP/1.1\r\nHost: ${u.host}\r\nAuthorization: Bearer ${token}\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\nContent-Length: ${list.length}\r\n\r\n${list}`);
+    stalled.write(listRequest(host, token));
     await eventually(() => expect(first).toBe('HTTP/1.1 200'));
-    expect(bufferedAnswers.used).toBeGreaterThan(12 * 1024 * 1024);
-    // Another such answer would take the process past the budget: not read, 502.
-    const refused = await post(s.mcpUrl, token, list);
-    expect(refused.status).toBe(502);
+    expect(answers.used).toBeGreaterThan(12 * 1024 * 1024);
+    // The same agent's next such answer would take it past its quarter: not read, 502 ...
+    expect((await post(s.mcpUrl, token, list)).status).toBe(502);
+    // ... while another agent's is served.
+    const theirs = await post(s.mcpUrl, other, list);
+    expect(theirs.status).toBe(200);
+    expect((await theirs.text()).length).toBe(big.length);
     // The stalled client is cut once upstream.timeout_s has passed without it taking its answer ...
-    await eventually(() => expect(bufferedAnswers.used).toBe(0), 5000);
-    // ... and the next one is served whole.
+    await eventually(() => expect(answers.used).toBe(0), 5000);
+    // ... and its agent is served again.
     const served = await post(s.mcpUrl, token, list);
     expect(served.status).toBe(200);
     expect((await served.text()).length).toBe(big.length);
-    expect(bufferedAnswers.used).toBe(0);
+    expect(answers.used).toBe(0);
+  });
+
+  it('an answer queued behind another on a pipelined connection gives its share back when the connection drops', async () => {
+    const answers = await budget(64 * 1024 * 1024);
+    const up = await recorder((_req, body, res) => {
+      const slow = body.toString().includes('tools/call');
+      setTimeout(() => res.writeHead(200, { 'content-type': 'application/json' }).end(slow ? '{"jsonrpc":"2.0","id":7,"result":{"content":[]}}' : big), slow ? 500 : 0);
+    });
+    const s = await setup({ upstream: up.url });
+    const token = await s.dev.issueAccessToken({ missionId: await mission(s, [{ type: 'mission_resource_access', resource: s.mcpUrl, actions: ['invoices.read'] }]), resource: s.mcpUrl });
+    const call = JSON.stringify({ jsonrpc: '2.0', id: 7, method: 'tools/call', params: { name: 'get_invoice', arguments: { invoice_id: 'a' } } });
+    const { socket, host } = await raw(s.mcpUrl);
+    // A slow call, then a tools/list whose big answer waits behind it in Node's queue.
+    socket.write(
+      `POST /mcp HTTP/1.1\r\nHost: ${host}\r\nAuthorization: Bearer ${token}\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\nContent-Length: ${call.length}\r\n\r\n${call}` +
+        listRequest(host, token),
+    );
+    await eventually(() => expect(answers.used).toBeGreaterThan(12 * 1024 * 1024));
+    socket.destroy();
+    await eventually(() => expect(answers.used).toBe(0), 3000);
+  });
+
+  it('a filtered request queued behind another on a pipelined connection has its upstream request aborted when the connection drops', async () => {
+    let aborted = 0;
+    const up = await recorder((_req, body, res) => {
+      res.once('close', () => {
+        if (!res.writableFinished) aborted++;
+      });
+      // Both answer within upstream.timeout_s (2 s), after the client has gone.
+      const wait = body.toString().includes('tools/call') ? 1800 : 1500;
+      setTimeout(() => res.writableEnded || res.writeHead(200, { 'content-type': 'application/json' }).end('{"jsonrpc":"2.0","id":1,"result":{"tools":[]}}'), wait);
+    });
+    const s = await setup({ upstream: up.url });
+    const token = await s.dev.issueAccessToken({ missionId: await mission(s, [{ type: 'mission_resource_access', resource: s.mcpUrl, actions: ['invoices.read'] }]), resource: s.mcpUrl });
+    const call = JSON.stringify({ jsonrpc: '2.0', id: 7, method: 'tools/call', params: { name: 'get_invoice', arguments: { invoice_id: 'a' } } });
+    const { socket, host } = await raw(s.mcpUrl);
+    socket.write(
+      `POST /mcp HTTP/1.1\r\nHost: ${host}\r\nAuthorization: Bearer ${token}\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\nContent-Length: ${call.length}\r\n\r\n${call}` +
+        listRequest(host, token),
+    );
+    // Both are at the upstream; the list's response waits in Node's queue behind the call's.
+    await eventually(() => expect(up.seen).toHaveLength(2));
+    socket.destroy();
+    await eventually(() => expect(aborted).toBe(2), 1000);
   });
 });
 
