@@ -136,6 +136,21 @@ class Exchange implements Dispatcher.DispatchHandler, Holder {
     private readonly done: (outcome: ForwardOutcome) => void,
   ) {
     res.once('close', this.onClose);
+    if (res.socket === null) this.watchQueued(res.req.socket);
+  }
+
+  /**
+   * A response queued behind another's on a pipelined connection has no socket yet, and Node gives
+   * it no 'close' when the connection drops: its upstream request (a stream, maybe) would run on for
+   * nobody, holding an upstream connection for as long as the upstream streams. Watched through
+   * the request's socket until the response has one.
+   */
+  private watchQueued(socket: Socket): void {
+    const dropped = (): void => {
+      if (this.res.socket === null) this.onClose();
+    };
+    socket.once('close', dropped);
+    this.res.once('close', () => socket.off('close', dropped));
   }
 
   private readonly onDeadline = (): void => {
