@@ -4,11 +4,12 @@
  * case, and a leap second (`:60`); Date.parse takes neither reliably, and rolls impossible dates
  * (February 30th) over into the next month.
  */
-const RFC3339 = /^(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(\.\d{1,9})?([Zz]|([+-])(\d{2}):(\d{2}))$/;
+const RFC3339 = /^(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(\.\d+)?([Zz]|([+-])(\d{2}):(\d{2}))$/;
 
 /** RFC 3339 date-time to epoch milliseconds, or null. A leap second counts as the second before it. */
 export function parseRfc3339(v: unknown): number | null {
-  if (typeof v !== 'string') return null;
+  // Any number of fraction digits (RFC 3339 sets no limit); only milliseconds are kept.
+  if (typeof v !== 'string' || v.length > 64) return null;
   const m = RFC3339.exec(v);
   if (m === null) return null;
   const [y, mo, d, h, mi, s] = [m[1], m[2], m[3], m[4], m[5], m[6]].map(Number) as [number, number, number, number, number, number];
@@ -22,6 +23,6 @@ export function parseRfc3339(v: unknown): number | null {
     if (oh > 23 || om > 59) return null;
     offset = (m[9] === '-' ? -1 : 1) * (oh * 60 + om) * 60_000;
   }
-  const frac = m[7] === undefined ? 0 : Math.floor(Number(m[7]) * 1000);
+  const frac = m[7] === undefined ? 0 : Number(m[7].slice(1, 4).padEnd(3, '0')); // .029 is 29 ms, not 0.029 * 1000 = 28.99…
   return Date.UTC(y, mo - 1, d, h, mi, Math.min(s, 59), frac) - offset;
 }

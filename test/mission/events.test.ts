@@ -91,7 +91,7 @@ describe('RFC 8935 push delivery at mission.events.push_path', () => {
   it('RFC 3339 as written (lower-case t and z, a leap second) is read; a revocation whose timestamps cannot be read is applied all the same, an activation is refused (r14b 3)', async () => {
     expect(await deniedWith()).toBeNull();
     // Suspended until a lower-case, leap-second instant: read (Retry-After counts to it), not a 400.
-    expect((await push(await lifecycleSet(authKey, { state: 'suspended', version: 2, extra: { expires_at: '2099-12-31t23:59:59z', suspend_until: '2098-12-31T23:59:60Z' } }))).status).toBe(202);
+    expect((await push(await lifecycleSet(authKey, { state: 'suspended', version: 2, extra: { expires_at: '2099-12-31t23:59:59.123456789012z', suspend_until: '2098-12-31T23:59:60Z' } }))).status).toBe(202);
     const suspended = await denialOf(() => states.stage()(ctx()));
     expect(suspended?.code).toBe('mission_suspended');
     expect(suspended?.retryAfter).toBe(Math.ceil(Date.UTC(2098, 11, 31, 23, 59, 59) / 1000 - t / 1000));
