@@ -240,18 +240,6 @@ export function hostField(raw: readonly string[]): string | null | typeof TWO_HO
 
 export const TWO_HOSTS: unique symbol = Symbol('two Host fields');
 
-/**
- * A Host value the upstream can be told of in X-Forwarded-Host: `uri-host [":" port]` (RFC 9112
- * section 3.2), a host name of letters, digits, `.`, `-`, `_` and `~`, or an IP literal. RFC 3986's
- * sub-delims in a reg-name (`,` `;` `&` `@`, …) are left out: no http host is spelled so, and a
- * framework reading X-Forwarded-Host takes `a.example, evil.example` as a list (Rails the last
- * entry) or `a@evil.example` as userinfo. An empty host is not one either (RFC 9110 section 4.2.1).
- */
-export function validHost(value: string): boolean {
-  return HOST.test(value);
-}
-
-const HOST = /^(?:[A-Za-z0-9._~-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{0,5})?$/;
 
 /** Sets `name` (lower case) in a flat [name, value, …] list: the first field of that name, else a new one. */
 export function setHeader(headers: string[], name: string, value: string): void {

@@ -100,6 +100,8 @@ export function normalizeTarget(target: string): RequestTarget {
     // the upstream in X-Forwarded-Host), and the host is never empty.
     if (m[1]!.includes('@')) throw new PathError('userinfo in the request target');
     if (m[1] === '') throw new PathError('no host in an absolute-form request target');
+    // The authority stands for Host, so it is held to the same form (validHost).
+    if (!validHost(m[1]!)) throw new PathError('an invalid host in the request target');
     rest = rest.slice(m[0].length) || '/';
     if (rest.charCodeAt(0) !== 0x2f) rest = '/' + rest;
   }
@@ -193,3 +195,16 @@ export function matchPattern(pattern: PathPattern, segments: readonly string[]):
   }
   return true;
 }
+
+/**
+ * A Host value the upstream can be told of in X-Forwarded-Host: `uri-host [":" port]` (RFC 9112
+ * section 3.2), a host name of letters, digits, `.`, `-`, `_` and `~`, or an IP literal. RFC 3986's
+ * sub-delims in a reg-name (`,` `;` `&` `@`, …) are left out: no http host is spelled so, and a
+ * framework reading X-Forwarded-Host takes `a.example, evil.example` as a list (Rails the last
+ * entry) or `a@evil.example` as userinfo. An empty host is not one either (RFC 9110 section 4.2.1).
+ */
+export function validHost(value: string): boolean {
+  return HOST.test(value);
+}
+
+const HOST = /^(?:[A-Za-z0-9._~-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{0,5})?$/;

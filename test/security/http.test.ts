@@ -51,6 +51,20 @@ describe('header tricks', () => {
     }
   });
 
+  it("holds an absolute-form target's authority, which stands for Host, to the same form (r14d 4)", async () => {
+    const before = t.echo.requests.length;
+    for (const authority of ['api.example.com,evil.example', 'a b', 'api.example.com;evil', '%61pi.example.com']) {
+      for (const version of ['1.1', '1.0']) {
+        const out = await rawSocket(t.gw.url, `GET http://${authority}/public/a HTTP/${version}\r\nHost: api.example.com\r\nConnection: close\r\n\r\n`);
+        expect(out, `${authority} ${version}`).toMatch(/^HTTP\/1\.1 400[^]*request_malformed/);
+      }
+    }
+    expect(t.echo.requests.length).toBe(before);
+    const out = await rawSocket(t.gw.url, 'GET http://api.example.com:8443/public/a HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n');
+    expect(out).toMatch(/^HTTP\/1\.1 200/);
+    expect(t.echo.requests.at(-1)!.headers['x-forwarded-host']).toBe('api.example.com:8443');
+  });
+
   it('refuses a request without Host (HTTP/1.1) with the SPEC denial; HTTP/1.0 may omit it', async () => {
     const out = await rawSocket(t.gw.url, 'GET /public/a HTTP/1.1\r\n\r\n');
     expect(out).toMatch(/^HTTP\/1\.1 400/);
