@@ -26,7 +26,7 @@ import { parseMetaReference, sameMission, trustedMissionIssuers } from '../missi
 import { assertMissionActive, assertMissionJoin } from '../mission/state.js';
 import type { Logger } from '../observability/logger.js';
 import type { Metrics } from '../observability/metrics.js';
-import type { MissionReference, MissionView, RequestContext } from '../pipeline/context.js';
+import { principalOf, type MissionReference, type MissionView, type RequestContext } from '../pipeline/context.js';
 import type { Handler, Pipeline } from '../pipeline/run.js';
 import { denialResult, type DenialResult } from './denial.js';
 import { idKey, parseMcpBody, type InvalidCallMessage, type McpBody, type ToolCallMessage } from './jsonrpc.js';
@@ -36,7 +36,7 @@ import { combinePins, ListAnswers, MissionPins, ObservedTools, type ListFilter, 
 
 /** The part of MissionStates (src/mission/state.ts) this handler uses. */
 export interface MissionLookup {
-  lookup(ref: MissionReference, audience: string, opts: { fresh?: boolean; tokenExp?: number }): MissionView | Promise<MissionView>;
+  lookup(ref: MissionReference, audience: string, opts: { fresh?: boolean; tokenExp?: number; asker?: string }): MissionView | Promise<MissionView>;
 }
 
 export interface McpHandlerDeps {
@@ -270,7 +270,8 @@ class McpHandler implements Handler {
     const key = `${ref.issuer}\n${ref.id ?? ''}`;
     let state = memo.get(key);
     if (state === undefined) {
-      const opts = ctx.token === null ? {} : { tokenExp: ctx.token.exp };
+      // A `_meta` reference is named by the client: its queries count against it (state.ts fetch).
+      const opts = ctx.token === null ? { asker: principalOf(ctx) } : { tokenExp: ctx.token.exp, asker: principalOf(ctx) };
       ctx.stage = 'mission_state';
       state = this.lookup.lookup(ref, this.audience, opts);
       memo.set(key, state);

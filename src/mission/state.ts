@@ -35,7 +35,7 @@ import type { Config } from '../config/schema.js';
 import { Denial } from '../errors.js';
 import type { Logger } from '../observability/logger.js';
 import type { Metrics } from '../observability/metrics.js';
-import type { AccessToken, MissionReference, MissionView, RequestContext, Stage } from '../pipeline/context.js';
+import { principalOf, type AccessToken, type MissionReference, type MissionView, type RequestContext, type Stage } from '../pipeline/context.js';
 import { handleSetPush, SetPoller, type PushSlots, type SetSink } from './delivery.js';
 import { SetRejected, SetVerifier, type EventResult, type VerifiedSet } from './events.js';
 import type { MissionHolds } from './holds.js';
@@ -123,7 +123,12 @@ export interface LookupOptions {
   readonly tokenExp?: number;
   /** Skip the cache and ask the authority (high-consequence actions). */
   readonly fresh?: boolean;
+  /** The principal of a client that named the Mission itself (see fetch). */
+  readonly asker?: string;
 }
+
+/** Status queries in flight at once for Missions one client named itself (a header or `_meta`). */
+export const MAX_QUERIES_PER_ASKER = 8;
 
 const SUSPENDED = Object.freeze({ mission_status: 'suspended' });
 
@@ -171,6 +176,8 @@ export class MissionStates {
   private readonly aliases: LRUCache<string, string>;
   private readonly seenJti: LRUCache<string, true>;
   private readonly inflight = new Map<string, Promise<MissionView>>();
+  /** Queries in flight per asker (fetch). */
+  private readonly askers = new Map<string, number>();
   /** Issuer -> epoch ms until which its Retry-After asks us not to query. */
   private readonly cooldown = new Map<string, number>();
   /** Issuer -> epoch ms of the last verified SET pushed by it (stream liveness). */
@@ -278,7 +285,9 @@ export class MissionStates {
         const hit = this.cached(ref, ctx.audience);
         if (hit !== undefined) return this.admit(ctx, ref, hit);
       }
-      return this.fetch(ref, ctx.audience, tokenExp, fresh).then((view) => this.admit(ctx, ref, view));
+      // A reference the client names itself (a header) may name a new Mission on every request.
+      const asker = isHeaderReference(ref) ? principalOf(ctx) : undefined;
+      return this.fetch(ref, ctx.audience, tokenExp, fresh, asker).then((view) => this.admit(ctx, ref, view));
     };
   }
 
@@ -297,7 +306,7 @@ export class MissionStates {
       const hit = this.cached(ref, audience);
       if (hit !== undefined) return hit;
     }
-    return this.fetch(ref, audience, opts.tokenExp, opts.fresh === true);
+    return this.fetch(ref, audience, opts.tokenExp, opts.fresh === true, opts.asker);
   }
 
   // ---- the cache -------------------------------------------------------------------------------
@@ -345,11 +354,34 @@ export class MissionStates {
     return false;
   }
 
-  private fetch(ref: MissionReference, audience: string, tokenExp: number | undefined, fresh: boolean): Promise<MissionView> {
+  /**
+   * Asks Mission Status. `asker`: the principal (principalOf) of a client that named the Mission
+   * itself (a header or `_meta` reference); it may have at most MAX_QUERIES_PER_ASKER queries of its
+   * own in flight. Each new Mission is a query of its own, and the Status client's connections are
+   * shared (MAX_STATUS_CONNECTIONS): one client naming a new Mission on every request would queue
+   * everyone else's queries behind its own (r14d 3).
+   */
+  private fetch(ref: MissionReference, audience: string, tokenExp: number | undefined, fresh: boolean, asker?: string): Promise<MissionView> {
     const key = `${refKey(ref)}\n${audience}`;
     if (!fresh) {
       const pending = this.inflight.get(key);
       if (pending !== undefined) return pending;
+    }
+    if (asker !== undefined) {
+      const mine = this.askers.get(asker) ?? 0;
+      if (mine >= MAX_QUERIES_PER_ASKER) {
+        this.metrics.missionStatusRequests.labels('client_limit').inc();
+        return Promise.reject(this.unavailable(ref, 1, new Error('too many Mission Status queries from this client at once')));
+      }
+      this.askers.set(asker, mine + 1);
+      const done = (): void => {
+        const left = (this.askers.get(asker) ?? 1) - 1;
+        if (left > 0) this.askers.set(asker, left);
+        else this.askers.delete(asker);
+      };
+      const p = this.fetch(ref, audience, tokenExp, fresh);
+      p.then(done, done);
+      return p;
     }
     const started = this.now();
     const asked = this.records.peek(refKey(ref))?.refetches ?? 0;

@@ -1,7 +1,7 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { CompiledRoute } from '../../src/config/compile.js';
 import { MissionHolds, type Holder } from '../../src/mission/holds.js';
-import { MissionStates } from '../../src/mission/state.js';
+import { MAX_QUERIES_PER_ASKER, MissionStates } from '../../src/mission/state.js';
 import type { MissionChange } from '../../src/mission/types.js';
 import type { MissionReference, RequestContext } from '../../src/pipeline/context.js';
 import { eventually } from '../helpers/gateway.js';
@@ -67,6 +67,40 @@ async function signedChange(opts: { state: string; version: number; id?: string 
 }
 
 const change = (over: Partial<MissionChange>): MissionChange => ({ issuer: ISSUER, id: MISSION_ID, state: 'revoked', version: 2, suspendUntil: null, expiresAt: null, refetch: false, jti: `set_${Math.random()}`, set: null, ...over });
+
+describe('Missions a client names itself (header references) and the Status queries they cost', () => {
+  beforeEach(() => setup({ accept_header_references: true }));
+
+  it(`one client has at most MAX_QUERIES_PER_ASKER queries in flight; past them 503 at once, while another client's query goes ahead (r14d 3)`, async () => {
+    server.delayMs = 300;
+    const named = (i: number, subject = 'user_1'): RequestContext => ctxFor({ ref: { form: 'reference_header', issuer: ISSUER, id: `msn_flood_${i}`, s256: null, authorityHash: null }, subject });
+    const flood = Array.from({ length: MAX_QUERIES_PER_ASKER + 4 }, (_, i) => check(named(i)));
+    const other = check(named(999, 'user_2'));
+    const results = await Promise.all(flood);
+    // Unknown Missions: the first MAX_QUERIES_PER_ASKER were asked (403), the rest not (503).
+    expect(results.filter((r) => r.code === 'state_unavailable').map((r) => [r.sync, r.retryAfter])).toEqual(Array(4).fill([false, 1]));
+    expect(results.filter((r) => r.code === 'mission_terminated')).toHaveLength(MAX_QUERIES_PER_ASKER);
+    expect((await other).code).toBe('mission_terminated');
+    expect(server.requests).toHaveLength(MAX_QUERIES_PER_ASKER + 1);
+    expect(await counter(metrics, 'mission_gateway_mission_status_requests_total', { outcome: 'client_limit' })).toBe(4);
+    // Answered: room again.
+    expect((await check(named(1000))).code).toBe('mission_terminated');
+  });
+
+  it('lookup (MCP _meta references) counts against the asker it is given', async () => {
+    server.delayMs = 200;
+    const ref = (i: number): MissionReference => ({ form: 'mcp_meta', issuer: ISSUER, id: `msn_meta_${i}`, s256: null, authorityHash: null });
+    const settled = await Promise.allSettled(Array.from({ length: MAX_QUERIES_PER_ASKER + 2 }, (_, i) => states.lookup(ref(i), RESOURCE, { asker: 'agent' })));
+    expect(settled.filter((r) => r.status === 'rejected').map((r) => (r as PromiseRejectedResult).reason.code)).toEqual(['state_unavailable', 'state_unavailable']);
+  });
+
+  it("the Mission the token names is not counted: its queries are the token's own, one Mission", async () => {
+    server.delayMs = 100;
+    const results = await Promise.all(Array.from({ length: MAX_QUERIES_PER_ASKER + 4 }, () => check(ctxFor())));
+    expect(results.every((r) => r.code === null)).toBe(true);
+    expect(server.requests).toHaveLength(1);
+  });
+});
 
 describe('SPEC section 3: Mission state from Status, cached', () => {
   beforeEach(() => setup());
