@@ -757,8 +757,10 @@ describe('answers read whole to be filtered or merged, and clients that do not r
   // 12 MiB: more than loopback's socket buffers take, so an unread answer stays in the process.
   const big = JSON.stringify({ jsonrpc: '2.0', id: 1, result: { tools: [{ name: 'get_invoice', description: 'x'.repeat(12 * 1024 * 1024) }] } });
   const list = JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/list' });
-  const listRequest = (host: string, token: string): string =>
-    `POST /mcp HTTP/1.1\r\nHost: ${host}\r\nAuthorization: Bearer ${token}\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\nContent-Length: ${list.length}\r\n\r\n${list}`;
+  const call = JSON.stringify({ jsonrpc: '2.0', id: 7, method: 'tools/call', params: { name: 'get_invoice', arguments: { invoice_id: 'a' } } });
+  /** A whole POST to /mcp, as bytes for a raw socket (so that requests can be pipelined). */
+  const mcpRequest = (host: string, token: string, body: string): string =>
+    `POST /mcp HTTP/1.1\r\nHost: ${host}\r\nAuthorization: Bearer ${token}\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\nContent-Length: ${body.length}\r\n\r\n${body}`;
 
   async function budget(max: number) {
     const { bufferedAnswers } = await import('../../src/mcp/relay.js');
@@ -795,7 +797,7 @@ describe('answers read whole to be filtered or merged, and clients that do not r
       first = d.toString('latin1', 0, 12);
       stalled.pause();
     });
-    stalled.write(listRequest(host, token));
+    stalled.write(mcpRequest(host, token, list));
     await eventually(() => expect(first).toBe('HTTP/1.1 200'));
     expect(answers.used).toBeGreaterThan(12 * 1024 * 1024);
     // The same agent's next such answer would take it past its quarter: not read, 502 ...
@@ -821,13 +823,9 @@ describe('answers read whole to be filtered or merged, and clients that do not r
     });
     const s = await setup({ upstream: up.url });
     const token = await s.dev.issueAccessToken({ missionId: await mission(s, [{ type: 'mission_resource_access', resource: s.mcpUrl, actions: ['invoices.read'] }]), resource: s.mcpUrl });
-    const call = JSON.stringify({ jsonrpc: '2.0', id: 7, method: 'tools/call', params: { name: 'get_invoice', arguments: { invoice_id: 'a' } } });
     const { socket, host } = await raw(s.mcpUrl);
     // A slow call, then a tools/list whose big answer waits behind it in Node's queue.
-    socket.write(
-      `POST /mcp HTTP/1.1\r\nHost: ${host}\r\nAuthorization: Bearer ${token}\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\nContent-Length: ${call.length}\r\n\r\n${call}` +
-        listRequest(host, token),
-    );
+    socket.write(mcpRequest(host, token, call) + mcpRequest(host, token, list));
     await eventually(() => expect(answers.used).toBeGreaterThan(12 * 1024 * 1024));
     socket.destroy();
     await eventually(() => expect(answers.used).toBe(0), 3000);
@@ -845,12 +843,8 @@ describe('answers read whole to be filtered or merged, and clients that do not r
     });
     const s = await setup({ upstream: up.url });
     const token = await s.dev.issueAccessToken({ missionId: await mission(s, [{ type: 'mission_resource_access', resource: s.mcpUrl, actions: ['invoices.read'] }]), resource: s.mcpUrl });
-    const call = JSON.stringify({ jsonrpc: '2.0', id: 7, method: 'tools/call', params: { name: 'get_invoice', arguments: { invoice_id: 'a' } } });
     const { socket, host } = await raw(s.mcpUrl);
-    socket.write(
-      `POST /mcp HTTP/1.1\r\nHost: ${host}\r\nAuthorization: Bearer ${token}\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\nContent-Length: ${call.length}\r\n\r\n${call}` +
-        listRequest(host, token),
-    );
+    socket.write(mcpRequest(host, token, call) + mcpRequest(host, token, list));
     // Both are at the upstream; the list's response waits in Node's queue behind the call's.
     await eventually(() => expect(up.seen).toHaveLength(2));
     socket.destroy();
