@@ -240,7 +240,6 @@ export function hostField(raw: readonly string[]): string | null | typeof TWO_HO
 
 export const TWO_HOSTS: unique symbol = Symbol('two Host fields');
 
-
 /** Sets `name` (lower case) in a flat [name, value, …] list: the first field of that name, else a new one. */
 export function setHeader(headers: string[], name: string, value: string): void {
   for (let i = 0; i < headers.length; i += 2) {

@@ -379,10 +379,15 @@ export class MissionStates {
         if (left > 0) this.askers.set(asker, left);
         else this.askers.delete(asker);
       };
-      const p = this.fetch(ref, audience, tokenExp, fresh);
+      const p = this.query(ref, audience, tokenExp, fresh, key);
       p.then(done, done);
       return p;
     }
+    return this.query(ref, audience, tokenExp, fresh, key);
+  }
+
+  /** The Status query itself, shared by concurrent misses (`key`) unless `fresh`. */
+  private query(ref: MissionReference, audience: string, tokenExp: number | undefined, fresh: boolean, key: string): Promise<MissionView> {
     const started = this.now();
     const asked = this.records.peek(refKey(ref))?.refetches ?? 0;
     const until = this.cooldown.get(ref.issuer);
