@@ -288,6 +288,17 @@ function verifyProof(proof: string, o: ProofPolicy, method: string, expectedHtu:
   // Step 11: iat within max_age_s (and not in the future beyond the skew).
   const now = nowSeconds(o.clock);
   if (iatS > now + o.clockSkewS || iatS < now - o.maxAgeS - o.clockSkewS) invalid('iat window');
+  // RFC 9449 does not ask for exp or nbf, but a proof that carries them is a JWT (RFC 7519 sections
+  // 4.1.4-4.1.5): not accepted on or after its exp, nor before its nbf, as the access token's.
+  const { exp, nbf } = payload;
+  if (exp !== undefined) {
+    const e = numericDate(exp);
+    if (e === undefined || now - o.clockSkewS >= e) invalid('expired');
+  }
+  if (nbf !== undefined) {
+    const n = numericDate(nbf);
+    if (n === undefined || n > now + o.clockSkewS) invalid('not yet valid');
+  }
   // Step 12: ath binds the proof to the presented access token.
   if (ath !== null && payload.ath !== ath) invalid('ath');
   // Step 13: the proof key is the key the token is bound to.

@@ -259,6 +259,20 @@ describe('RFC 9449 §4.3 checks, one by one', () => {
     expect(await code(dpopHeaders(token, { claims: { iat: String(now) } }))).toBe('dpop_invalid');
   });
 
+  it('a proof that carries exp or nbf is held to them, as any JWT (RFC 7519 4.1.4-4.1.5)', async () => {
+    const now = Math.floor(Date.now() / 1000);
+    // exp: refused on or after it (less the skew), or when it is not a NumericDate.
+    expect(await code(dpopHeaders(token, { claims: { exp: now - 30 } }))).toBe('dpop_invalid');
+    expect(await code(dpopHeaders(token, { iat: now - 10, claims: { exp: now - 10 } }))).toBe('dpop_invalid');
+    expect(await code(dpopHeaders(token, { claims: { exp: 'tomorrow' } }))).toBe('dpop_invalid');
+    expect(await code(dpopHeaders(token, { claims: { exp: now + 30 } }))).toBe('ok');
+    expect(await code(dpopHeaders(token, { claims: { exp: now - 3 } }))).toBe('ok'); // inside clock_skew_s
+    // nbf: refused before it (plus the skew).
+    expect(await code(dpopHeaders(token, { claims: { nbf: now + 3600 } }))).toBe('dpop_invalid');
+    expect(await code(dpopHeaders(token, { claims: { nbf: null } }))).toBe('dpop_invalid');
+    expect(await code(dpopHeaders(token, { claims: { nbf: now - 1 } }))).toBe('ok');
+  });
+
   it('step 12: ath must be the hash of the presented token', async () => {
     expect(await code(dpopHeaders(token, { claims: { ath: 'x' } }))).toBe('dpop_invalid');
     expect(await code(dpopHeaders(token, { omit: ['ath'] }))).toBe('dpop_invalid');
