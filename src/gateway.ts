@@ -127,6 +127,10 @@ export class Gateway {
     this.listening = { ...bound, requested: { listen: c.listen.port, admin: c.admin.port } };
     // `listen`/`admin`: the addresses bound (0.0.0.0: every interface); `url`/`adminUrl`: where to reach them from this host.
     this.logger.info({ listen: socketAddress(proxy), admin: socketAddress(admin), url, adminUrl, upstream: c.upstream.url }, 'mission-gateway listening');
+    // A shared replay store means several replicas; nonces signed with a per-process secret work on one only.
+    if (c.dpop.nonce && c.dpop.nonce_secret === undefined && c.replay_store.type === 'redis') {
+      this.logger.warn('dpop.nonce without dpop.nonce_secret: this process signs nonces with its own random secret, so other replicas refuse them (use_dpop_nonce); set the same nonce_secret on every replica');
+    }
     return { url, adminUrl };
   }
 

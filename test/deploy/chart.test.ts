@@ -294,6 +294,7 @@ describe('chart: values.schema.json and the chart reject invalid values', () => 
     ['sidecar mode with the NetworkPolicy off', ['-f', valuesFile('sidecar'), '--set', 'networkPolicy.enabled=false'], /enabled/],
     ['several replicas with the in-memory replay store', ['--set', 'replicaCount=3'], /redis\.enabled/],
     ['autoscaling with the in-memory replay store', ['--set', 'autoscaling.enabled=true'], /redis\.enabled/],
+    ['several replicas with DPoP nonces but no shared nonce secret', ['--set', 'replicaCount=2', '--set', 'redis.enabled=true', '--set', 'redis.url=redis://redis:6379', '--set', 'config.dpop.nonce=true'], /dpop\.nonce_secret/],
     ['Redis on without a URL or Secret', ['--set', 'redis.enabled=true'], /redis\.url or redis\.existingSecret/],
     ['both minAvailable and maxUnavailable', ['--set', 'podDisruptionBudget.minAvailable=1'], /exactly one/],
     ['embedded mode without a pod selector', ['--set', 'mode=embedded'], /podSelector/],
@@ -315,5 +316,7 @@ describe('chart: values.schema.json and the chart reject invalid values', () => 
     await expect(render([...base, '--set', 'replicaCount=3', '--set', 'redis.enabled=true', '--set', 'redis.url=redis://redis:6379'])).resolves.toBeDefined();
     const r = await render([...base, '--set', 'replicaCount=3', '--set', 'allowPerReplicaReplayStore=true']);
     expect((r.find('Deployment') as any).spec.replicas).toBe(3);
+    const nonces = ['--set', 'config.dpop.nonce=true', '--set', 'config.dpop.nonce_secret=${DPOP_NONCE_SECRET}'];
+    await expect(render([...base, '--set', 'replicaCount=3', '--set', 'redis.enabled=true', '--set', 'redis.url=redis://redis:6379', ...nonces])).resolves.toBeDefined();
   });
 });

@@ -109,6 +109,10 @@ not the bind address, limits who else does.
 {{- if and $many (ne $store "redis") (not $v.allowPerReplicaReplayStore) -}}
 {{- fail "more than one gateway replica needs redis.enabled (replay_store type redis): with the in-memory store a DPoP or ID-JAG jti used on one replica is accepted again on another (set allowPerReplicaReplayStore: true to accept that)" -}}
 {{- end -}}
+{{- $dpop := default (dict) (get $c "dpop") -}}
+{{- if and $many (get $dpop "nonce") (not (get $dpop "nonce_secret")) -}}
+{{- fail "more than one gateway replica with dpop.nonce needs dpop.nonce_secret (32+ characters, the same for all; e.g. ${DPOP_NONCE_SECRET} from a Secret through env): without it each replica signs nonces with its own random secret and refuses the others', and a client sent to another replica gets use_dpop_nonce again" -}}
+{{- end -}}
 {{- end -}}
 {{- if eq (int $v.gateway.port) (int $v.gateway.adminPort) -}}
 {{- fail (printf "gateway.port and gateway.adminPort are both %d: the proxy and admin listeners need their own ports" (int $v.gateway.port)) -}}
