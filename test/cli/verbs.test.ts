@@ -3,7 +3,7 @@
  * gateway, every verb answers --help with its usage and exit 0, --version prints the package version.
  */
 import { spawn, spawnSync } from 'node:child_process';
-import { mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -93,6 +93,14 @@ describe('CLI verbs', () => {
     const r = await cli(['--version']);
     expect(r.status).toBe(0);
     expect(r.stdout.trim()).toBe(version);
+  });
+
+  it('the bin runs as a program (executable, its own shebang), as npx and node_modules/.bin run it', () => {
+    const { version } = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as { version: string };
+    // A build from an empty dist/ wrote cli.js 0644, and `npx mission-gateway` in the checkout was `Permission denied`.
+    expect(statSync(CLI).mode & 0o111).toBe(0o111);
+    const r = spawnSync(CLI, ['--version'], { cwd: root, encoding: 'utf8' });
+    expect([r.status, r.stdout.trim()]).toEqual([0, version]);
   });
 
   it('still runs with no verb: --config alone, or MISSION_GATEWAY_CONFIG', async () => {
