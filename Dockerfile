@@ -39,7 +39,9 @@ COPY --from=build /app/dist ./dist
 COPY package.json ./
 # Config (a ConfigMap or bind mount) at /etc/mission-gateway/config.yaml, keys (Secrets) under
 # /etc/mission-gateway/keys. Evidence goes to stdout unless the config names a file on a volume.
-RUN mkdir -p /etc/mission-gateway/keys && chmod 0755 /etc/mission-gateway /etc/mission-gateway/keys
+# `mission-gateway` on PATH for the other verbs: docker exec / kubectl exec … mission-gateway check.
+RUN mkdir -p /etc/mission-gateway/keys && chmod 0755 /etc/mission-gateway /etc/mission-gateway/keys \
+    && ln -s /app/dist/cli.js /usr/local/bin/mission-gateway
 USER node
 EXPOSE 8080 9090
 # node, not curl (slim has no curl). The admin listener must accept 127.0.0.1 (admin.host 127.0.0.1

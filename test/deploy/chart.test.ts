@@ -90,6 +90,8 @@ describe('chart: standalone mode', () => {
     const configArg = g.args[g.args.indexOf('--config') + 1];
     const mounts = new Map<string, any>(g.volumeMounts.map((m: any) => [m.name, m]));
     expect(configArg).toBe(`${mounts.get('mgw-config').mountPath}/config.yaml`);
+    // The same file for the CLI's other verbs run in the container (kubectl exec … -- mission-gateway check).
+    expect(g.env.find((e: any) => e.name === 'MISSION_GATEWAY_CONFIG')).toEqual({ name: 'MISSION_GATEWAY_CONFIG', value: configArg });
     const volumes = new Map<string, any>(pod(r).spec.volumes.map((v: any) => [v.name, v]));
     expect(volumes.get('mgw-config').configMap.name).toBe(r.find('ConfigMap')!.metadata.name);
     expect(mounts.get('mgw-keys-mission-client')).toEqual({ name: 'mgw-keys-mission-client', mountPath: '/etc/mission-gateway/keys/mission-client', readOnly: true });

@@ -120,6 +120,11 @@ describe('Dockerfile', () => {
     expect(only(runtime, 'EXPOSE').map((i) => i.args).join(' ').split(' ')).toEqual(expect.arrayContaining(['8080', '9090']));
   });
 
+  it('puts the CLI on PATH as mission-gateway (for exec: mission-gateway check), the bin the build marks executable', () => {
+    expect(only(runtime, 'RUN').map((i) => i.args).join('\n')).toMatch(/ln -s \/app\/dist\/cli\.js \/usr\/local\/bin\/mission-gateway/);
+    expect(JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')).scripts.build).toContain("chmodSync('dist/cli.js', 0o755)");
+  });
+
   it('read-only root filesystem friendly: no VOLUME and nothing written at run time inside the image', () => {
     expect(only(runtime, 'VOLUME')).toEqual([]);
     expect(dockerfile).not.toMatch(/chown\s+node|--chown=node/);

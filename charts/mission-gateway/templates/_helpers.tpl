@@ -162,8 +162,10 @@ their own container:
     - name: mgw-admin
       containerPort: {{ int .Values.gateway.adminPort }}
       protocol: TCP
-  {{- if or .Values.redis.enabled .Values.env }}
   env:
+    # The file args names, for the CLI's other verbs too: kubectl exec … -- mission-gateway check
+    - name: MISSION_GATEWAY_CONFIG
+      value: /etc/mission-gateway/config/config.yaml
     {{- if .Values.redis.enabled }}
     - name: MISSION_GATEWAY_REDIS_URL
       {{- if .Values.redis.existingSecret }}
@@ -178,7 +180,6 @@ their own container:
     {{- with .Values.env }}
     {{- toYaml . | nindent 4 }}
     {{- end }}
-  {{- end }}
   {{- with .Values.envFrom }}
   envFrom:
     {{- toYaml . | nindent 4 }}
