@@ -36,10 +36,11 @@ export class DemoAgent {
     this.header = b64({ typ: 'dpop+jwt', alg: 'ES256', jwk: pub });
   }
 
-  /** A fresh DPoP proof for one request (its own jti), bound to `accessToken` when given. */
-  proof(htm: string, htu: string, accessToken?: string): string {
+  /** A fresh DPoP proof for one request (its own jti), bound to `accessToken` when given, carrying a server `nonce` when given. */
+  proof(htm: string, htu: string, accessToken?: string, nonce?: string): string {
     const payload: Record<string, unknown> = { jti: randomUUID(), htm, htu, iat: Math.floor(Date.now() / 1000) };
     if (accessToken !== undefined) payload['ath'] = createHash('sha256').update(accessToken).digest('base64url');
+    if (nonce !== undefined) payload['nonce'] = nonce;
     const input = `${this.header}.${b64(payload)}`;
     return `${input}.${sign('sha256', Buffer.from(input), { key: this.key, dsaEncoding: 'ieee-p1363' }).toString('base64url')}`;
   }

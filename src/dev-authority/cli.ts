@@ -7,6 +7,7 @@ import { createPublicKey } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
 import type { JSONWebKeySet, JWK } from 'jose';
+import { CALL_USAGE, CallUsageError, callVerb } from './call.js';
 
 export const DEV_AUTHORITY_USAGE = `Usage:
   mission-gateway dev-authority [--port n] [--host h] [--issuer url]
@@ -18,7 +19,7 @@ export const DEV_AUTHORITY_USAGE = `Usage:
   mission-gateway dev-authority mission get|suspend|resume|revoke|complete|expire <id> --url <authority>
       [--suspend-until t] [--on-expiry resume|revoke] [--admin-token t]
   mission-gateway dev-authority mission authority <id> --url <authority> --authority <json | @file>
-`;
+${CALL_USAGE}`;
 
 class UsageError extends Error {
   override readonly name = 'UsageError';
@@ -28,13 +29,14 @@ export async function devAuthorityCli(argv: string[]): Promise<number> {
   const args = argv[0] === 'dev-authority' ? argv.slice(1) : argv;
   try {
     if (args[0] === 'mission') return await missionVerb(args.slice(1));
+    if (args[0] === 'call') return await callVerb(args.slice(1));
     if (args[0] === '--help' || args[0] === '-h' || args[0] === 'help') {
       process.stdout.write(DEV_AUTHORITY_USAGE);
       return 0;
     }
     return await serve(args);
   } catch (e) {
-    if (e instanceof UsageError || (e instanceof Error && 'code' in e && String(e.code).startsWith('ERR_PARSE_ARGS'))) {
+    if (e instanceof UsageError || e instanceof CallUsageError || (e instanceof Error && 'code' in e && String(e.code).startsWith('ERR_PARSE_ARGS'))) {
       process.stderr.write(`dev-authority: ${e.message}\n${DEV_AUTHORITY_USAGE}`);
       return 2;
     }
