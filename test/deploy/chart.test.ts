@@ -167,6 +167,27 @@ describe('chart: standalone mode', () => {
     expect(pod(r).metadata.labels).toMatchObject(service.spec.selector);
   });
 
+  it('Ingress (ingress.enabled): to the Service\'s http port, for the host of publicBaseUrl unless hosts are given', async () => {
+    const r = await render(['-f', valuesFile('standalone-minimal'), '--set', 'ingress.enabled=true', '--set', 'ingress.className=nginx']);
+    const ingress = r.find('Ingress') as any;
+    const service = r.find('Service') as any;
+    expect(ingress.spec.ingressClassName).toBe('nginx');
+    expect(ingress.spec.rules).toEqual([
+      { host: 'api.example.com', http: { paths: [{ path: '/', pathType: 'Prefix', backend: { service: { name: service.metadata.name, port: { name: 'http' } } } }] } },
+    ]);
+    expect(service.spec.ports.map((p: any) => p.name)).toContain('http');
+    expect(ingress.spec.tls).toBeUndefined();
+    const given = await render([
+      '-f', valuesFile('standalone-minimal'), '--set', 'ingress.enabled=true', '--set', 'ingress.hosts={a.example.com,b.example.com}',
+      '--set', 'ingress.tls[0].secretName=ab-tls', '--set', 'ingress.tls[0].hosts={a.example.com,b.example.com}', '--set', 'ingress.annotations.x/y=z',
+    ]);
+    const i2 = given.find('Ingress') as any;
+    expect(i2.spec.rules.map((rule: any) => rule.host)).toEqual(['a.example.com', 'b.example.com']);
+    expect(i2.spec.tls).toEqual([{ secretName: 'ab-tls', hosts: ['a.example.com', 'b.example.com'] }]);
+    expect(i2.metadata.annotations).toEqual({ 'x/y': 'z' });
+    expect((await render(['-f', valuesFile('standalone-minimal')])).find('Ingress')).toBeUndefined();
+  });
+
   it('NetworkPolicy admits only the proxy and admin ports, from the configured peers', async () => {
     const r = await render(['-f', valuesFile('standalone-full')]);
     const np = r.find('NetworkPolicy') as any;
@@ -297,6 +318,9 @@ describe('chart: values.schema.json and the chart reject invalid values', () => 
     ['several replicas with the in-memory replay store', ['--set', 'replicaCount=3'], /redis\.enabled/],
     ['autoscaling with the in-memory replay store', ['--set', 'autoscaling.enabled=true'], /redis\.enabled/],
     ['several replicas with DPoP nonces but no shared nonce secret', ['--set', 'replicaCount=2', '--set', 'redis.enabled=true', '--set', 'redis.url=redis://redis:6379', '--set', 'config.dpop.nonce=true'], /dpop\.nonce_secret/],
+    ['an Ingress host that is not a host name', ['--set', 'ingress.enabled=true', '--set', 'ingress.hosts={https://api.example.com}'], /hosts/],
+    ['an Ingress TLS entry without a Secret', ['--set', 'ingress.enabled=true', '--set', 'ingress.tls[0].hosts={api.example.com}'], /secretName/],
+    ['an Ingress whose host the chart cannot know (public_base_url from the environment)', ['--set', 'ingress.enabled=true', '--set', 'config.public_base_url=${PUBLIC_URL}', '--set', 'gateway.publicBaseUrl='], /ingress\.hosts/],
     ['Redis on without a URL or Secret', ['--set', 'redis.enabled=true'], /redis\.url or redis\.existingSecret/],
     ['both minAvailable and maxUnavailable', ['--set', 'podDisruptionBudget.minAvailable=1'], /exactly one/],
     ['embedded mode without a pod selector', ['--set', 'mode=embedded'], /podSelector/],
