@@ -335,10 +335,12 @@ async function buildRuntime(config: Config, longLived: LongLived, metrics: Metri
     connections: config.upstream.connections,
     keepAliveTimeoutMs: config.upstream.keep_alive_timeout_s * 1000,
     holds: longLived.holds,
+    preserveHost: config.upstream.preserve_host,
   });
   const trusted = new TrustedProxies(config.trusted_proxies);
   const proto = new URL(config.public_base_url).protocol.slice(0, -1);
-  const policy = (strip: boolean): HeaderPolicy => ({ drop: makeDropSet(strip), trusted, proto });
+  const hosts = { upstreamHost: upstream.host, preserveHost: config.upstream.preserve_host };
+  const policy = (strip: boolean): HeaderPolicy => ({ drop: makeDropSet(strip), trusted, proto, ...hosts });
   const algs = config.dpop.algorithms.join(' ');
   const bearerAllowed = !config.dpop.required;
   const pipeline = new Pipeline({
@@ -370,7 +372,7 @@ async function buildRuntime(config: Config, longLived: LongLived, metrics: Metri
     pipeline,
     parts,
     upstream,
-    tunnel: new WebSocketTunnel(config.upstream.url, logger, config.upstream.timeout_s * 1000, longLived.holds, longLived.tunnels, config.upstream.websocket_tunnels),
+    tunnel: new WebSocketTunnel(config.upstream.url, logger, config.upstream.timeout_s * 1000, longLived.holds, longLived.tunnels, config.upstream.websocket_tunnels, config.upstream.preserve_host),
     documents: parts.prm.paths,
     pushPath: config.mission.events.push_path,
   };

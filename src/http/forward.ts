@@ -18,6 +18,8 @@ export interface UpstreamOptions {
   readonly keepAliveTimeoutMs: number;
   /** Where a response a Mission authorized is held while it flows (cut when the Mission ends). */
   readonly holds: MissionHolds | null;
+  /** `upstream.preserve_host`: requests carry the client's Host (upstreamHeaders sets it). */
+  readonly preserveHost: boolean;
 }
 
 /** Methods whose request content has no generally defined semantics (RFC 9110 sections 9.3.1-9.3.8). */
@@ -51,6 +53,8 @@ export class Upstream {
   readonly pool: Pool;
   readonly origin: string;
   readonly host: string;
+  /** The TLS server name to ask for when the Host header is not the upstream's (`preserveHost`). */
+  readonly servername: string | undefined;
   /** The bound on the wait for the final response's headers (`upstream.timeout_s`). */
   readonly timeoutMs: number;
   private readonly holds: MissionHolds | null;
@@ -60,6 +64,9 @@ export class Upstream {
     const u = new URL(opts.url);
     this.origin = u.origin;
     this.host = u.host;
+    // undici takes a TLS server name from the Host header: a preserved one names the public host,
+    // not the upstream's certificate. The upstream's own name, whatever the Host.
+    this.servername = opts.preserveHost && u.protocol === 'https:' ? u.hostname.replace(/^\[|\]$/g, '') : undefined;
     this.timeoutMs = opts.timeoutMs;
     this.basePath = u.pathname === '/' ? '' : u.pathname.replace(/\/$/, '');
     this.pool = new Pool(this.origin, {
@@ -83,7 +90,6 @@ export class Upstream {
     const exchange = new Exchange(req, res, this.timeoutMs, req.ticket === null ? null : this.holds, onStart, done);
     if (!exchange.holdUpload()) return;
     const headers = req.headers;
-    headers.push('host', this.host);
     // false: no connection is free now (upstream.connections busy, long-lived streams included), so
     // the request may wait in the pool's queue, where undici's own timeout does not run.
     const body = req.body;
@@ -93,7 +99,8 @@ export class Upstream {
     // connection's next request, one the gateway never decided on. Forwarded, as APIs that search
     // by GET body need, on a connection that closes after it (`Connection: close`).
     const reset = body !== null && UNDEFINED_CONTENT.has(req.method) && !(Buffer.isBuffer(body) && body.length === 0);
-    if (!this.pool.dispatch({ origin: this.origin, method: req.method, path: this.basePath + req.path, headers, body, reset }, exchange)) exchange.mayWait();
+    const opts = { origin: this.origin, method: req.method, path: this.basePath + req.path, headers, body, reset, servername: this.servername };
+    if (!this.pool.dispatch(opts, exchange)) exchange.mayWait();
   }
 
   close(): Promise<void> {
@@ -267,6 +274,12 @@ class Exchange implements Dispatcher.DispatchHandler, Holder {
       this.abort?.(new Error(`upstream answered with status ${statusCode}`));
       return false;
     }
+    const { headers, sized, dpopNonce, coded } = relayHeaders(rawHeaders, this.req.responseHeaders);
+    if (coded) {
+      // Transfer-Encoding gzip (or another coding) under the chunks: nothing the client gets would say so.
+      this.abort?.(new Error('upstream response in a transfer coding other than chunked'));
+      return false;
+    }
     this.started = true;
     this.resume = resume;
     this.onStart(statusCode);
@@ -280,7 +293,6 @@ class Exchange implements Dispatcher.DispatchHandler, Holder {
       }
       this.held = true;
     }
-    const { headers, sized, dpopNonce } = relayHeaders(rawHeaders, this.req.responseHeaders);
     // RFC 9110 section 8.6: no Content-Length in a 204, whatever the upstream sent.
     if (statusCode === 204 && sized) dropHeader(headers, 'content-length');
     try {

@@ -92,6 +92,10 @@ export interface HeaderPolicy {
   readonly drop: ReadonlySet<string>;
   readonly trusted: TrustedProxies;
   readonly proto: string;
+  /** The upstream's host[:port], the Host it is sent unless `preserveHost`. */
+  readonly upstreamHost: string;
+  /** `upstream.preserve_host`: the upstream gets the Host the client asked for (an HTTP/1.0 request without one: upstreamHost). */
+  readonly preserveHost: boolean;
 }
 
 export function makeDropSet(stripCredentials: boolean): ReadonlySet<string> {
@@ -99,12 +103,12 @@ export function makeDropSet(stripCredentials: boolean): ReadonlySet<string> {
 }
 
 /**
- * Builds the flat [name, value, …] header list for the upstream from the client's raw headers.
- * Names listed in the client's `Connection` header are dropped too. X-Forwarded-Host is the host the
+ * Builds the flat [name, value, …] header list for the upstream from the client's raw headers, Host
+ * last. Names listed in the client's `Connection` header are dropped too. X-Forwarded-Host is the host the
  * client asked for: an absolute-form target's authority, else Host (RFC 9112 section 3.2.2).
  */
 export function upstreamHeaders(
-  req: { readonly rawHeaders: readonly string[]; readonly url?: string | undefined },
+  req: { readonly rawHeaders: readonly string[]; readonly url?: string | undefined; readonly httpVersion?: string },
   clientIp: string,
   policy: HeaderPolicy,
   identity: ForwardIdentity,
@@ -117,10 +121,15 @@ export function upstreamHeaders(
   let priorProto: string | null = null;
   let priorHost: string | null = null;
   let host: string | null = null;
+  let priorVia: string | null = null;
   for (let i = 0; i < rawHeaders.length; i += 2) {
     const name = rawHeaders[i]!;
     const lower = name.toLowerCase();
     const value = rawHeaders[i + 1]!;
+    if (lower.length === 3 && lower === 'via') {
+      priorVia = priorVia === null ? value : `${priorVia}, ${value}`;
+      continue;
+    }
     if (policy.drop.has(lower)) {
       if (lower === 'connection') {
         connection = connection === null ? value : `${connection},${value}`;
@@ -145,12 +154,22 @@ export function upstreamHeaders(
   if (connection !== null) dropNamed(out, connection);
   out.push('x-forwarded-for', trusted && priorFor !== null ? `${priorFor}, ${clientIp}` : clientIp);
   out.push('x-forwarded-proto', trusted && priorProto !== null ? priorProto : policy.proto);
-  const fwdHost = trusted && priorHost !== null ? priorHost : (targetAuthority(req.url ?? '/') ?? host);
+  const asked = targetAuthority(req.url ?? '/') ?? host;
+  const fwdHost = trusted && priorHost !== null ? priorHost : asked;
   if (fwdHost !== null) out.push('x-forwarded-host', fwdHost);
+  // RFC 9110 section 7.6.3: a gateway MUST add itself to Via in each inbound request, after the
+  // entries of the hops before it, with the protocol it received the request in.
+  const via = req.httpVersion === '1.0' ? VIA_10 : VIA_11;
+  out.push('via', priorVia === null ? via : `${priorVia}, ${via}`);
   out.push('mission-decision', identity.decisionId);
   for (const [k, v] of identity.mission) out.push(k, v);
+  out.push('host', policy.preserveHost && asked !== null ? asked : policy.upstreamHost);
   return out;
 }
+
+/** This gateway's Via entry (a pseudonym, no host or port: RFC 9110 section 7.6.3 allows it). */
+const VIA_11 = '1.1 mission-gateway';
+const VIA_10 = '1.0 mission-gateway';
 
 /**
  * Whether a header name with underscores folds (`_` read as `-`, as CGI-style servers do) onto one
@@ -186,16 +205,18 @@ const RESPONSE_DROP = new Set(['connection', 'keep-alive', 'proxy-connection', '
  * `sized` tells whether the response declared a Content-Length; `dpopNonce` whether it carried a
  * DPoP-Nonce (an AS asking for a nonce, RFC 9449 section 8).
  */
-export function relayHeaders(raw: readonly Buffer[], extra: Record<string, string> | null): { headers: string[]; sized: boolean; dpopNonce: boolean } {
+export function relayHeaders(raw: readonly Buffer[], extra: Record<string, string> | null): { headers: string[]; sized: boolean; dpopNonce: boolean; coded: boolean } {
   const out: string[] = [];
   let sized = false;
   let dpopNonce = false;
+  let coded = false;
   let connection: string | null = null;
   for (let i = 0; i < raw.length; i += 2) {
     const name = raw[i]!.toString('latin1');
     const lower = name.toLowerCase();
     if (RESPONSE_DROP.has(lower)) {
       if (lower === 'connection') connection = connection === null ? raw[i + 1]!.toString('latin1') : `${connection},${raw[i + 1]!.toString('latin1')}`;
+      else if (lower === 'transfer-encoding' && foreignCoding(raw[i + 1]!.toString('latin1'))) coded = true;
       continue;
     }
     if (lower === 'content-length') sized = true;
@@ -204,7 +225,21 @@ export function relayHeaders(raw: readonly Buffer[], extra: Record<string, strin
   }
   if (connection !== null) dropNamed(out, connection);
   if (extra !== null) for (const k in extra) out.push(k, extra[k]!);
-  return { headers: out, sized, dpopNonce };
+  return { headers: out, sized, dpopNonce, coded };
+}
+
+/**
+ * Whether a Transfer-Encoding value names a coding other than chunked (gzip, deflate, compress):
+ * undici and Node's parser take the chunks off and leave such a coding on the bytes, and the field
+ * that says so is hop-by-hop, so relayed as it is the body would arrive coded with nothing saying so.
+ */
+export function foreignCoding(value: string): boolean {
+  if (value === 'chunked') return false;
+  for (const coding of value.split(',')) {
+    const c = coding.trim().toLowerCase();
+    if (c !== 'chunked' && c !== '') return true;
+  }
+  return false;
 }
 
 /** The same policy for a parsed header object (lower-case keys), as a Node header object. */

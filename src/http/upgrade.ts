@@ -61,8 +61,10 @@ export class WebSocketTunnel {
     private readonly sockets: Set<Socket>,
     /** Bound on open tunnels (`upstream.websocket_tunnels`), over `sockets`. */
     private readonly maxTunnels: number,
+    /** `upstream.preserve_host`: the Host upstreamHeaders chose goes as it is (else the target's). */
+    preserveHost: boolean,
   ) {
-    this.proxy = createProxyServer({ target, ws: true, xfwd: false, changeOrigin: true });
+    this.proxy = createProxyServer({ target, ws: true, xfwd: false, changeOrigin: !preserveHost });
     // Errors come through each request's callback (handle); this only keeps an unexpected one from
     // being an unhandled 'error' event.
     this.proxy.on('error', (err: Error) => this.logger.warn({ err: err.message }, 'websocket proxy error'));

@@ -143,14 +143,9 @@ export async function relay(ctx: RequestContext, pipeline: Pipeline, plan: Relay
   try {
     let r;
     try {
-      r = await up.pool.request({
-        origin: up.origin,
-        method: ctx.method as 'POST',
-        path: up.basePath + ctx.path + ctx.search,
-        headers: ['host', up.host, ...headers],
-        body: plan.body,
-        signal: abort.signal,
-      });
+      // servername: undici reads it (Upstream.servername), its request types do not list it.
+      const options = { origin: up.origin, method: ctx.method as 'POST', path: up.basePath + ctx.path + ctx.search, headers, body: plan.body, signal: abort.signal, servername: up.servername };
+      r = await up.pool.request(options);
     } catch (err) {
       if (abort.signal.aborted && !timedOut) {
         ctx.upstreamStatus ??= 499;

@@ -23,17 +23,33 @@ describe('response headers towards the client (relayHeaders)', () => {
 });
 
 describe('request headers towards the upstream (upstreamHeaders)', () => {
-  const policy = { drop: makeDropSet(true), trusted: new TrustedProxies([]), proto: 'https' };
+  const policy = { drop: makeDropSet(true), trusted: new TrustedProxies([]), proto: 'https', upstreamHost: '127.0.0.1:3000', preserveHost: false };
   const identity = { decisionId: 'dec_1', mission: [] };
 
   it('Connection: keep-alive strips nothing beyond the hop-by-hop fields', () => {
     const out = upstreamHeaders({ rawHeaders: ['Host', 'api.example.com', 'Connection', 'Keep-Alive', 'Accept', '*/*'] }, '10.0.0.1', policy, identity);
-    expect(out).toEqual(['Accept', '*/*', 'x-forwarded-for', '10.0.0.1', 'x-forwarded-proto', 'https', 'x-forwarded-host', 'api.example.com', 'mission-decision', 'dec_1']);
+    expect(out).toEqual(['Accept', '*/*', 'x-forwarded-for', '10.0.0.1', 'x-forwarded-proto', 'https', 'x-forwarded-host', 'api.example.com', 'via', '1.1 mission-gateway', 'mission-decision', 'dec_1', 'host', '127.0.0.1:3000']);
+  });
+
+  it('Host: the upstream\'s, or with preserveHost the one the client asked for (Host, or an absolute-form authority)', () => {
+    const host = (o: string[]): string[] => o.filter((_, i) => i > 0 && o[i - 1] === 'host');
+    const keep = { ...policy, preserveHost: true };
+    expect(host(upstreamHeaders({ rawHeaders: ['Host', 'api.example.com'], url: '/x' }, '10.0.0.1', policy, identity))).toEqual(['127.0.0.1:3000']);
+    expect(host(upstreamHeaders({ rawHeaders: ['Host', 'api.example.com'], url: '/x' }, '10.0.0.1', keep, identity))).toEqual(['api.example.com']);
+    expect(host(upstreamHeaders({ rawHeaders: ['Host', 'a'], url: 'http://api.example.com:8443/x' }, '10.0.0.1', keep, identity))).toEqual(['api.example.com:8443']);
+    // HTTP/1.0 may send none: the upstream's.
+    expect(host(upstreamHeaders({ rawHeaders: [], url: '/x', httpVersion: '1.0' }, '10.0.0.1', keep, identity))).toEqual(['127.0.0.1:3000']);
+  });
+
+  it('adds the gateway to Via after the hops before it, with the protocol received (RFC 9110 section 7.6.3)', () => {
+    const via = (o: string[]): string[] => o.filter((_, i) => i > 0 && o[i - 1] === 'via');
+    expect(via(upstreamHeaders({ rawHeaders: ['Via', '1.1 cdn', 'Accept', '*/*', 'via', '1.1 lb'], httpVersion: '1.1' }, '10.0.0.1', policy, identity))).toEqual(['1.1 cdn, 1.1 lb, 1.1 mission-gateway']);
+    expect(via(upstreamHeaders({ rawHeaders: ['Host', 'a'], httpVersion: '1.0' }, '10.0.0.1', policy, identity))).toEqual(['1.0 mission-gateway']);
   });
 
   it('a field named in Connection (one of several lines) does not reach the upstream', () => {
     const out = upstreamHeaders({ rawHeaders: ['Connection', 'keep-alive', 'X-A', '1', 'Connection', 'X-A, x-b', 'X-B', '2', 'X-C', '3'] }, '10.0.0.1', policy, identity);
-    expect(out.filter((_, i) => i % 2 === 0)).toEqual(['X-C', 'x-forwarded-for', 'x-forwarded-proto', 'mission-decision']);
+    expect(out.filter((_, i) => i % 2 === 0)).toEqual(['X-C', 'x-forwarded-for', 'x-forwarded-proto', 'via', 'mission-decision', 'host']);
   });
 
   it('X-Forwarded-Host of an absolute-form target is its authority, not Host (RFC 9112 section 3.2.2)', () => {

@@ -348,6 +348,35 @@ describe('SPEC §6: WebSocket upgrades', () => {
     }
   });
 
+  it('upstream.preserve_host: HTTP requests and upgrades carry the client\'s Host; by default the upstream\'s', async () => {
+    const server = createServer((req, res) => res.end(JSON.stringify({ host: req.headers.host, via: req.headers.via })));
+    const wss = new WebSocketServer({ server });
+    const upgraded: (string | undefined)[] = [];
+    wss.on('connection', (socket, req) => {
+      upgraded.push(req.headers.host);
+      socket.close();
+    });
+    const upstream = await listen(server);
+    const yaml = (preserve: string) => `public_base_url: http://localhost:8080\nresource: http://localhost:8080\nupstream: { url: ${upstream}${preserve} }\nroutes:\n  - match: { path: /ws/** }\n    auth: none\n`;
+    const kept = await startGateway(yaml(', preserve_host: true'));
+    const plain = await startGateway(yaml(''));
+    const ws = (host: string) => `GET /ws/x HTTP/1.1\r\nHost: ${host}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n`;
+    try {
+      expect(JSON.parse((await rawSocket(kept.url, 'GET /ws/h HTTP/1.1\r\nHost: api.example.com\r\nConnection: close\r\n\r\n')).split('\r\n\r\n')[1]!)).toEqual({ host: 'api.example.com', via: '1.1 mission-gateway' });
+      expect(JSON.parse((await rawSocket(kept.url, 'GET http://abs.example.com:8443/ws/h HTTP/1.1\r\nHost: abs.example.com:8443\r\nConnection: close\r\n\r\n')).split('\r\n\r\n')[1]!).host).toBe('abs.example.com:8443');
+      expect(JSON.parse((await rawSocket(plain.url, 'GET /ws/h HTTP/1.1\r\nHost: api.example.com\r\nConnection: close\r\n\r\n')).split('\r\n\r\n')[1]!).host).toBe(new URL(upstream).host);
+      expect(await rawSocket(kept.url, ws('api.example.com'))).toMatch(/^HTTP\/1\.1 101/);
+      expect(await rawSocket(plain.url, ws('api.example.com'))).toMatch(/^HTTP\/1\.1 101/);
+      await eventually(() => upgraded.length === 2);
+      expect(upgraded).toEqual(['api.example.com', new URL(upstream).host]);
+    } finally {
+      await kept.close();
+      await plain.close();
+      wss.close();
+      server.close();
+    }
+  });
+
   it('keeps each header field of an upgrade a field of its own, and refuses an upgrade that carries a body', async () => {
     const server = createServer();
     const wss = new WebSocketServer({ server });

@@ -111,6 +111,13 @@ describe('SPEC §4/§5/§6: a transparent proxy on auth: none routes', () => {
     expect(h['x-forwarded-host']).toBe('api.example.com');
   });
 
+  it('RFC 9110 §7.6.3: the upstream sees the gateway in Via, after the client\'s entries', async () => {
+    const direct = (await raw(gw.url, { path: '/public/via' })).json()['headers'] as Record<string, string>;
+    expect(direct['via']).toBe('1.1 mission-gateway');
+    const behind = (await raw(gw.url, { path: '/public/via', headers: { via: '1.1 edge-cdn' } })).json()['headers'] as Record<string, string>;
+    expect(behind['via']).toBe('1.1 edge-cdn, 1.1 mission-gateway');
+  });
+
   it('SPEC §6: strips credentials and Mission references on auth: none routes too (a bound token and its proof never reach the upstream)', async () => {
     const r = await raw(gw.url, {
       path: '/public/auth',
@@ -334,6 +341,14 @@ describe('upstream failures (SPEC §5, after a permit)', () => {
       const w = await raw(gw.url, { path: '/public/weird' });
       expect(w.status).toBe(502);
       expect(w.json()).toMatchObject({ error: 'bad_gateway', denial_reason: null });
+      // gzip under the chunks: relayed, the client would read gzip bytes with nothing saying so.
+      // (The bytes need not be gzip: the gateway never decodes them. ASCII, as the socket writes UTF-8.)
+      answer = 'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: gzip, chunked\r\n\r\n7\r\n{"a":1}\r\n0\r\n\r\n';
+      const coded = await raw(gw.url, { path: '/public/coded' });
+      expect([coded.status, coded.json()]).toEqual([502, expect.objectContaining({ error: 'bad_gateway', denial_reason: null })]);
+      answer = 'HTTP/1.1 200 OK\r\nTransfer-Encoding: Chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n';
+      const plain = await raw(gw.url, { path: '/public/chunked' });
+      expect([plain.status, plain.body.toString()]).toEqual([200, 'ok']);
     } finally {
       await gw.close();
       await new Promise<void>((r) => up.close(() => r()));
