@@ -2,26 +2,17 @@
  * `mission-gateway dev-authority call`: one request as an agent of a Mission, through a real
  * gateway (server nonces on), printed as `curl -i` prints it.
  */
-import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
-import { devAuthorityCli } from '../../src/dev-authority/index.js';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { API, startTarget, type Target } from '../security/fixture.js';
+import { runCli } from './helpers.js';
 
 let t: Target;
 beforeAll(async () => {
   t = await startTarget('dpop: { nonce: true }');
 });
 afterAll(() => t.close());
-afterEach(() => vi.restoreAllMocks());
 
-async function run(argv: string[]): Promise<{ code: number; out: string; err: string }> {
-  let out = '';
-  let err = '';
-  vi.spyOn(process.stdout, 'write').mockImplementation((c: string | Uint8Array) => ((out += String(c)), true));
-  vi.spyOn(process.stderr, 'write').mockImplementation((c: string | Uint8Array) => ((err += String(c)), true));
-  const code = await devAuthorityCli(['dev-authority', ...argv]);
-  vi.restoreAllMocks();
-  return { code, out, err };
-}
+const run = (argv: string[]) => runCli(['dev-authority', ...argv]);
 
 /** The Mission's id, and `call` with the gateway's public URL as the proofs' htu base. */
 const call = (...args: string[]) => run(['call', t.missionId, '--url', t.dev.url, '--public-url', API, ...args]);

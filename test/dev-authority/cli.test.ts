@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { decodeJwt } from 'jose';
 import { devAuthorityCli, type DevAuthority } from '../../src/dev-authority/index.js';
-import { API, clientAssertion, clientKey, ENTRIES, postForm, start, type ClientKey } from './helpers.js';
+import { API, clientAssertion, clientKey, ENTRIES, postForm, runCli, start, type ClientKey } from './helpers.js';
 
 let dev: DevAuthority;
 beforeAll(async () => {
@@ -14,16 +14,7 @@ beforeAll(async () => {
 afterAll(() => dev.close());
 afterEach(() => vi.restoreAllMocks());
 
-/** Runs the CLI capturing what it writes. */
-async function run(argv: string[]): Promise<{ code: number; out: string; err: string }> {
-  let out = '';
-  let err = '';
-  vi.spyOn(process.stdout, 'write').mockImplementation((c: string | Uint8Array) => ((out += String(c)), true));
-  vi.spyOn(process.stderr, 'write').mockImplementation((c: string | Uint8Array) => ((err += String(c)), true));
-  const code = await devAuthorityCli(argv);
-  vi.restoreAllMocks();
-  return { code, out, err };
-}
+const run = runCli;
 
 describe('mission-gateway dev-authority CLI', () => {
   it('usage errors exit 2', async () => {

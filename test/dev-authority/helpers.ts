@@ -1,7 +1,8 @@
 /** Client-side helpers for dev-authority tests: real DPoP proofs and private_key_jwt assertions. */
 import { randomUUID } from 'node:crypto';
 import { calculateJwkThumbprint, exportJWK, generateKeyPair, SignJWT, type CryptoKey, type JWK } from 'jose';
-import { startDevAuthority, type DevAuthority, type DevAuthorityOptions } from '../../src/dev-authority/index.js';
+import { vi } from 'vitest';
+import { devAuthorityCli, startDevAuthority, type DevAuthority, type DevAuthorityOptions } from '../../src/dev-authority/index.js';
 
 export interface ClientKey {
   readonly privateKey: CryptoKey;
@@ -59,4 +60,17 @@ export function start(opts: DevAuthorityOptions = {}): Promise<DevAuthority> {
 export async function newMission(dev: DevAuthority, extra: Record<string, unknown> = {}): Promise<string> {
   const m = await dev.missions.create({ subject: 'user_3p2q8mN1a0kV7tR', client_id: 'agent-1', purpose: 'https://example.com/purposes/reconcile', authorization_details: ENTRIES, ...extra });
   return m.id;
+}
+
+/** Runs the dev-authority CLI in process, capturing what it writes. */
+export async function runCli(argv: string[]): Promise<{ code: number; out: string; err: string }> {
+  let out = '';
+  let err = '';
+  vi.spyOn(process.stdout, 'write').mockImplementation((c: string | Uint8Array) => ((out += String(c)), true));
+  vi.spyOn(process.stderr, 'write').mockImplementation((c: string | Uint8Array) => ((err += String(c)), true));
+  try {
+    return { code: await devAuthorityCli(argv), out, err };
+  } finally {
+    vi.restoreAllMocks();
+  }
 }
