@@ -339,8 +339,8 @@ async function buildRuntime(config: Config, longLived: LongLived, metrics: Metri
   });
   const trusted = new TrustedProxies(config.trusted_proxies);
   const proto = new URL(config.public_base_url).protocol.slice(0, -1);
-  const hosts = { upstreamHost: upstream.host, preserveHost: config.upstream.preserve_host };
-  const policy = (strip: boolean): HeaderPolicy => ({ drop: makeDropSet(strip), trusted, proto, ...hosts });
+  const upstreamHost = config.upstream.preserve_host ? new URL(config.public_base_url).host : upstream.host;
+  const policy = (strip: boolean): HeaderPolicy => ({ drop: makeDropSet(strip), trusted, proto, upstreamHost });
   const algs = config.dpop.algorithms.join(' ');
   const bearerAllowed = !config.dpop.required;
   const pipeline = new Pipeline({

@@ -110,7 +110,7 @@ const upstream = z.strictObject({
   keep_alive_timeout_s: seconds.default(4),
   /** Upper bound on open WebSocket tunnels (each holds a client and an upstream socket, outside the pool). */
   websocket_tunnels: z.number().int().min(0).max(100_000).default(1024),
-  /** true: the upstream gets the Host the client asked for; false: the upstream's own host[:port]. */
+  /** true: the upstream gets the public Host (public_base_url's); false: the upstream's own host[:port]. */
   preserve_host: z.boolean().default(false),
 });
 

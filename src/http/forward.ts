@@ -18,7 +18,7 @@ export interface UpstreamOptions {
   readonly keepAliveTimeoutMs: number;
   /** Where a response a Mission authorized is held while it flows (cut when the Mission ends). */
   readonly holds: MissionHolds | null;
-  /** `upstream.preserve_host`: requests carry the client's Host (upstreamHeaders sets it). */
+  /** `upstream.preserve_host`: requests carry the public Host (upstreamHeaders sets it). */
   readonly preserveHost: boolean;
 }
 

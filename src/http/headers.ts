@@ -92,10 +92,11 @@ export interface HeaderPolicy {
   readonly drop: ReadonlySet<string>;
   readonly trusted: TrustedProxies;
   readonly proto: string;
-  /** The upstream's host[:port], the Host it is sent unless `preserveHost`. */
+  /**
+   * The Host the upstream gets: its own host[:port], or with `upstream.preserve_host` the public one
+   * (public_base_url's), never a client's value, which could name another virtual host upstream.
+   */
   readonly upstreamHost: string;
-  /** `upstream.preserve_host`: the upstream gets the Host the client asked for (an HTTP/1.0 request without one: upstreamHost). */
-  readonly preserveHost: boolean;
 }
 
 export function makeDropSet(stripCredentials: boolean): ReadonlySet<string> {
@@ -154,8 +155,7 @@ export function upstreamHeaders(
   if (connection !== null) dropNamed(out, connection);
   out.push('x-forwarded-for', trusted && priorFor !== null ? `${priorFor}, ${clientIp}` : clientIp);
   out.push('x-forwarded-proto', trusted && priorProto !== null ? priorProto : policy.proto);
-  const asked = targetAuthority(req.url ?? '/') ?? host;
-  const fwdHost = trusted && priorHost !== null ? priorHost : asked;
+  const fwdHost = trusted && priorHost !== null ? priorHost : (targetAuthority(req.url ?? '/') ?? host);
   if (fwdHost !== null) out.push('x-forwarded-host', fwdHost);
   // RFC 9110 section 7.6.3: a gateway MUST add itself to Via in each inbound request, after the
   // entries of the hops before it, with the protocol it received the request in.
@@ -163,7 +163,7 @@ export function upstreamHeaders(
   out.push('via', priorVia === null ? via : `${priorVia}, ${via}`);
   out.push('mission-decision', identity.decisionId);
   for (const [k, v] of identity.mission) out.push(k, v);
-  out.push('host', policy.preserveHost && asked !== null ? asked : policy.upstreamHost);
+  out.push('host', policy.upstreamHost);
   return out;
 }
 

@@ -6,6 +6,7 @@
 import { createHash } from 'node:crypto';
 import { ServerResponse, type ClientRequest, type IncomingMessage } from 'node:http';
 import type { Socket } from 'node:net';
+import { Agent as HttpsAgent } from 'node:https';
 import { createProxyServer, type ProxyServer } from 'http-proxy-3';
 import { Denial } from '../errors.js';
 import type { Holder, MissionHolds, Ticket } from '../mission/holds.js';
@@ -64,7 +65,11 @@ export class WebSocketTunnel {
     /** `upstream.preserve_host`: the Host upstreamHeaders chose goes as it is (else the target's). */
     preserveHost: boolean,
   ) {
-    this.proxy = createProxyServer({ target, ws: true, xfwd: false, changeOrigin: !preserveHost });
+    // Node's https client takes the TLS server name from the Host header: with the public one, the
+    // upstream is still asked for its own name (an agent's options win over the request's).
+    const u = new URL(target);
+    const agent = preserveHost && u.protocol === 'https:' ? new HttpsAgent({ servername: u.hostname.replace(/^\[|\]$/g, '') }) : undefined;
+    this.proxy = createProxyServer({ target, ws: true, xfwd: false, changeOrigin: !preserveHost, ...(agent === undefined ? {} : { agent }) });
     // Errors come through each request's callback (handle); this only keeps an unexpected one from
     // being an unhandled 'error' event.
     this.proxy.on('error', (err: Error) => this.logger.warn({ err: err.message }, 'websocket proxy error'));

@@ -23,7 +23,7 @@ describe('response headers towards the client (relayHeaders)', () => {
 });
 
 describe('request headers towards the upstream (upstreamHeaders)', () => {
-  const policy = { drop: makeDropSet(true), trusted: new TrustedProxies([]), proto: 'https', upstreamHost: '127.0.0.1:3000', preserveHost: false };
+  const policy = { drop: makeDropSet(true), trusted: new TrustedProxies([]), proto: 'https', upstreamHost: '127.0.0.1:3000' };
   const identity = { decisionId: 'dec_1', mission: [] };
 
   it('Connection: keep-alive strips nothing beyond the hop-by-hop fields', () => {
@@ -31,14 +31,10 @@ describe('request headers towards the upstream (upstreamHeaders)', () => {
     expect(out).toEqual(['Accept', '*/*', 'x-forwarded-for', '10.0.0.1', 'x-forwarded-proto', 'https', 'x-forwarded-host', 'api.example.com', 'via', '1.1 mission-gateway', 'mission-decision', 'dec_1', 'host', '127.0.0.1:3000']);
   });
 
-  it('Host: the upstream\'s, or with preserveHost the one the client asked for (Host, or an absolute-form authority)', () => {
+  it('Host is the policy\'s (the upstream\'s, or the public one), never the client\'s', () => {
     const host = (o: string[]): string[] => o.filter((_, i) => i > 0 && o[i - 1] === 'host');
-    const keep = { ...policy, preserveHost: true };
-    expect(host(upstreamHeaders({ rawHeaders: ['Host', 'api.example.com'], url: '/x' }, '10.0.0.1', policy, identity))).toEqual(['127.0.0.1:3000']);
-    expect(host(upstreamHeaders({ rawHeaders: ['Host', 'api.example.com'], url: '/x' }, '10.0.0.1', keep, identity))).toEqual(['api.example.com']);
-    expect(host(upstreamHeaders({ rawHeaders: ['Host', 'a'], url: 'http://api.example.com:8443/x' }, '10.0.0.1', keep, identity))).toEqual(['api.example.com:8443']);
-    // HTTP/1.0 may send none: the upstream's.
-    expect(host(upstreamHeaders({ rawHeaders: [], url: '/x', httpVersion: '1.0' }, '10.0.0.1', keep, identity))).toEqual(['127.0.0.1:3000']);
+    expect(host(upstreamHeaders({ rawHeaders: ['Host', 'internal.example'], url: '/x' }, '10.0.0.1', policy, identity))).toEqual(['127.0.0.1:3000']);
+    expect(host(upstreamHeaders({ rawHeaders: ['Host', 'a'], url: 'http://internal.example/x' }, '10.0.0.1', policy, identity))).toEqual(['127.0.0.1:3000']);
   });
 
   it('adds the gateway to Via after the hops before it, with the protocol received (RFC 9110 section 7.6.3)', () => {

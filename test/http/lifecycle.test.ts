@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { WebSocket, WebSocketServer } from 'ws';
-import { CLI, eventually, listen, startCli, startEcho, startGateway, type CliGateway } from '../helpers/gateway.js';
+import { CLI, eventually, listen, startCli, startEcho, startGateway, type CliGateway, type TestGateway } from '../helpers/gateway.js';
 import { raw, rawSocket } from '../helpers/http.js';
 import { JwksServer, makeKey, mintToken } from '../auth/helpers.js';
 import { Agent, createServer, request } from 'node:http';
@@ -348,7 +348,7 @@ describe('SPEC §6: WebSocket upgrades', () => {
     }
   });
 
-  it('upstream.preserve_host: HTTP requests and upgrades carry the client\'s Host; by default the upstream\'s', async () => {
+  it('upstream.preserve_host: HTTP requests and upgrades carry the public Host, whatever the client sends; by default the upstream\'s', async () => {
     const server = createServer((req, res) => res.end(JSON.stringify({ host: req.headers.host, via: req.headers.via })));
     const wss = new WebSocketServer({ server });
     const upgraded: (string | undefined)[] = [];
@@ -361,14 +361,17 @@ describe('SPEC §6: WebSocket upgrades', () => {
     const kept = await startGateway(yaml(', preserve_host: true'));
     const plain = await startGateway(yaml(''));
     const ws = (host: string) => `GET /ws/x HTTP/1.1\r\nHost: ${host}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n`;
+    const seen = async (gw: TestGateway, head: string) => JSON.parse((await rawSocket(gw.url, head)).split('\r\n\r\n')[1]!) as { host: string; via: string };
     try {
-      expect(JSON.parse((await rawSocket(kept.url, 'GET /ws/h HTTP/1.1\r\nHost: api.example.com\r\nConnection: close\r\n\r\n')).split('\r\n\r\n')[1]!)).toEqual({ host: 'api.example.com', via: '1.1 mission-gateway' });
-      expect(JSON.parse((await rawSocket(kept.url, 'GET http://abs.example.com:8443/ws/h HTTP/1.1\r\nHost: abs.example.com:8443\r\nConnection: close\r\n\r\n')).split('\r\n\r\n')[1]!).host).toBe('abs.example.com:8443');
-      expect(JSON.parse((await rawSocket(plain.url, 'GET /ws/h HTTP/1.1\r\nHost: api.example.com\r\nConnection: close\r\n\r\n')).split('\r\n\r\n')[1]!).host).toBe(new URL(upstream).host);
-      expect(await rawSocket(kept.url, ws('api.example.com'))).toMatch(/^HTTP\/1\.1 101/);
-      expect(await rawSocket(plain.url, ws('api.example.com'))).toMatch(/^HTTP\/1\.1 101/);
+      expect(await seen(kept, 'GET /ws/h HTTP/1.1\r\nHost: localhost:8080\r\nConnection: close\r\n\r\n')).toEqual({ host: 'localhost:8080', via: '1.1 mission-gateway' });
+      // Another name (a virtual host the upstream also serves) never reaches it, nor does an absolute-form one.
+      expect((await seen(kept, 'GET /ws/h HTTP/1.1\r\nHost: internal.example\r\nConnection: close\r\n\r\n')).host).toBe('localhost:8080');
+      expect((await seen(kept, 'GET http://internal.example/ws/h HTTP/1.1\r\nHost: internal.example\r\nConnection: close\r\n\r\n')).host).toBe('localhost:8080');
+      expect((await seen(plain, 'GET /ws/h HTTP/1.1\r\nHost: localhost:8080\r\nConnection: close\r\n\r\n')).host).toBe(new URL(upstream).host);
+      expect(await rawSocket(kept.url, ws('internal.example'))).toMatch(/^HTTP\/1\.1 101/);
+      expect(await rawSocket(plain.url, ws('localhost:8080'))).toMatch(/^HTTP\/1\.1 101/);
       await eventually(() => upgraded.length === 2);
-      expect(upgraded).toEqual(['api.example.com', new URL(upstream).host]);
+      expect(upgraded).toEqual(['localhost:8080', new URL(upstream).host]);
     } finally {
       await kept.close();
       await plain.close();
