@@ -22,6 +22,14 @@ export interface UpstreamOptions {
   readonly preserveHost: boolean;
 }
 
+/**
+ * The TLS server name to ask an https upstream for when the Host header it gets is not its own
+ * (`upstream.preserve_host`): undici and Node's https client would take it from that Host.
+ */
+export function upstreamServername(u: URL, preserveHost: boolean): string | undefined {
+  return preserveHost && u.protocol === 'https:' ? u.hostname.replace(/^\[|\]$/g, '') : undefined;
+}
+
 /** Methods whose request content has no generally defined semantics (RFC 9110 sections 9.3.1-9.3.8). */
 const UNDEFINED_CONTENT: ReadonlySet<string> = new Set(['GET', 'HEAD', 'DELETE', 'OPTIONS', 'TRACE']);
 
@@ -66,7 +74,7 @@ export class Upstream {
     this.host = u.host;
     // undici takes a TLS server name from the Host header: a preserved one names the public host,
     // not the upstream's certificate. The upstream's own name, whatever the Host.
-    this.servername = opts.preserveHost && u.protocol === 'https:' ? u.hostname.replace(/^\[|\]$/g, '') : undefined;
+    this.servername = upstreamServername(u, opts.preserveHost);
     this.timeoutMs = opts.timeoutMs;
     this.basePath = u.pathname === '/' ? '' : u.pathname.replace(/\/$/, '');
     this.pool = new Pool(this.origin, {

@@ -15,7 +15,7 @@ import type { RequestContext } from '../pipeline/context.js';
 import { writeDenial } from '../pipeline/respond.js';
 import type { Pipeline } from '../pipeline/run.js';
 import { hasBody } from './body.js';
-import { closeAfterAnswer } from './forward.js';
+import { closeAfterAnswer, upstreamServername } from './forward.js';
 import { upstreamHeaders } from './headers.js';
 
 /** An admitted upgrade whose upstream has not answered yet. */
@@ -67,8 +67,8 @@ export class WebSocketTunnel {
   ) {
     // Node's https client takes the TLS server name from the Host header: with the public one, the
     // upstream is still asked for its own name (an agent's options win over the request's).
-    const u = new URL(target);
-    const agent = preserveHost && u.protocol === 'https:' ? new HttpsAgent({ servername: u.hostname.replace(/^\[|\]$/g, '') }) : undefined;
+    const servername = upstreamServername(new URL(target), preserveHost);
+    const agent = servername === undefined ? undefined : new HttpsAgent({ servername });
     this.proxy = createProxyServer({ target, ws: true, xfwd: false, changeOrigin: !preserveHost, ...(agent === undefined ? {} : { agent }) });
     // Errors come through each request's callback (handle); this only keeps an unexpected one from
     // being an unhandled 'error' event.
