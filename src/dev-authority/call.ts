@@ -39,6 +39,7 @@ export async function callVerb(argv: string[], out: NodeJS.WritableStream = proc
   if (rest.length > 0) throw new CallUsageError(`unexpected argument ${rest[0]}`);
   if (values.url === undefined || !URL.canParse(values.url)) throw new CallUsageError('--url <authority url> is required');
   if (!URL.canParse(target) || !/^https?:$/.test(new URL(target).protocol)) throw new CallUsageError('the request URL must be an absolute http(s) URL');
+  if (values['public-url'] !== undefined && !URL.canParse(values['public-url'])) throw new CallUsageError('--public-url must be an absolute URL');
   const url = new URL(target);
   const method = (values.request ?? (values.data === undefined ? 'GET' : 'POST')).toUpperCase();
   const headers: Record<string, string> = {};

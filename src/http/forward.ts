@@ -283,7 +283,8 @@ class Exchange implements Dispatcher.DispatchHandler, Holder {
       return false;
     }
     const { headers, sized, dpopNonce, coded } = relayHeaders(rawHeaders, this.req.responseHeaders);
-    if (coded) {
+    // HEAD, 204 and 304 have no body for a coding to be on (RFC 9112 section 6.1 allows the field).
+    if (coded && statusCode !== 204 && statusCode !== 304 && this.req.method !== 'HEAD') {
       // Transfer-Encoding gzip (or another coding) under the chunks: nothing the client gets would say so.
       this.abort?.(new Error('upstream response in a transfer coding other than chunked'));
       return false;

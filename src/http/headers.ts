@@ -216,7 +216,9 @@ export function relayHeaders(raw: readonly Buffer[], extra: Record<string, strin
     const lower = name.toLowerCase();
     if (RESPONSE_DROP.has(lower)) {
       if (lower === 'connection') connection = connection === null ? raw[i + 1]!.toString('latin1') : `${connection},${raw[i + 1]!.toString('latin1')}`;
-      else if (lower === 'transfer-encoding' && foreignCoding(raw[i + 1]!.toString('latin1'))) coded = true;
+      // Anything but one plain `chunked` (a coding under it, `chunked,`, tabs around it): undici does not
+      // read every such value as chunked, and the client would get the framing, or the coding, as body.
+      else if (lower === 'transfer-encoding' && raw[i + 1]!.toString('latin1').toLowerCase() !== 'chunked') coded = true;
       continue;
     }
     if (lower === 'content-length') sized = true;

@@ -43,6 +43,7 @@ describe('dev-authority call', () => {
     expect((await run(['call', t.missionId, '--url', t.dev.url])).code).toBe(2); // no request URL
     expect((await call('-H', 'no-colon', `${t.gw.url}/invoices/1`)).code).toBe(2);
     expect((await call('ftp://x/y')).code).toBe(2);
+    expect((await run(['call', t.missionId, '--url', t.dev.url, '--public-url', 'not a url', `${t.gw.url}/invoices/1`])).code).toBe(2);
     const unknown = await run(['call', 'msn_nope', '--url', t.dev.url, `${t.gw.url}/invoices/1`]);
     expect(unknown.code).toBe(1);
     expect(unknown.err).toMatch(/msn_nope not found/);
