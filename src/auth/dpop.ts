@@ -29,6 +29,7 @@ import {
   systemClock,
   thumbprintOf,
   typIs,
+  validityProblem,
   verifySignature,
   type Clock,
 } from './jws.js';
@@ -290,15 +291,8 @@ function verifyProof(proof: string, o: ProofPolicy, method: string, expectedHtu:
   if (iatS > now + o.clockSkewS || iatS < now - o.maxAgeS - o.clockSkewS) invalid('iat window');
   // RFC 9449 does not ask for exp or nbf, but a proof that carries them is a JWT (RFC 7519 sections
   // 4.1.4-4.1.5): not accepted on or after its exp, nor before its nbf, as the access token's.
-  const { exp, nbf } = payload;
-  if (exp !== undefined) {
-    const e = numericDate(exp);
-    if (e === undefined || now - o.clockSkewS >= e) invalid('expired');
-  }
-  if (nbf !== undefined) {
-    const n = numericDate(nbf);
-    if (n === undefined || n > now + o.clockSkewS) invalid('not yet valid');
-  }
+  const window = validityProblem(payload, now, o.clockSkewS);
+  if (window !== null) invalid(window);
   // Step 12: ath binds the proof to the presented access token.
   if (ath !== null && payload.ath !== ath) invalid('ath');
   // Step 13: the proof key is the key the token is bound to.

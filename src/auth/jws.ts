@@ -288,3 +288,20 @@ export function nowSeconds(clock: Clock): number {
 export function numericDate(v: unknown): number | undefined {
   return typeof v === 'number' && Number.isFinite(v) ? v : undefined;
 }
+
+/**
+ * Why a JWT's `exp` or `nbf`, when present, refuses it at `now` (RFC 7519 sections 4.1.4-4.1.5:
+ * not on or after its exp, not before its nbf, `skew` seconds of leeway; a value that is not a
+ * NumericDate refuses it too), or null.
+ */
+export function validityProblem(p: Readonly<Record<string, unknown>>, now: number, skew: number): 'expired' | 'not yet valid' | null {
+  if (p['exp'] !== undefined) {
+    const e = numericDate(p['exp']);
+    if (e === undefined || now - skew >= e) return 'expired';
+  }
+  if (p['nbf'] !== undefined) {
+    const n = numericDate(p['nbf']);
+    if (n === undefined || n > now + skew) return 'not yet valid';
+  }
+  return null;
+}

@@ -15,7 +15,7 @@ import { Denial, type DenialCode } from '../errors.js';
 import type { Logger } from '../observability/logger.js';
 import type { Metrics } from '../observability/metrics.js';
 import type { AccessToken, RequestContext, Stage } from '../pipeline/context.js';
-import { ASYMMETRIC_ALGS, JwsError, numericDate, nowSeconds, parseCompact, systemClock, typIs, verifySignature, type Clock } from './jws.js';
+import { ASYMMETRIC_ALGS, JwsError, numericDate, nowSeconds, parseCompact, systemClock, typIs, validityProblem, verifySignature, type Clock } from './jws.js';
 import type { IssuerKeys } from './keys.js';
 import type { KeyResolver } from './types.js';
 
@@ -121,16 +121,8 @@ function checkClaims(c: CompiledVerify, p: Readonly<Record<string, unknown>>): v
       if (numericDate(v) === undefined) fail(c, `missing ${name}`);
     } else if (v === undefined) fail(c, `missing ${name}`);
   }
-  const exp = p.exp;
-  if (exp !== undefined) {
-    const e = numericDate(exp);
-    if (e === undefined || now - c.skew >= e) fail(c, 'expired');
-  }
-  const nbf = p.nbf;
-  if (nbf !== undefined) {
-    const n = numericDate(nbf);
-    if (n === undefined || n > now + c.skew) fail(c, 'not yet valid');
-  }
+  const window = validityProblem(p, now, c.skew);
+  if (window !== null) fail(c, window);
   const iat = p.iat;
   if (iat !== undefined) {
     const i = numericDate(iat);
