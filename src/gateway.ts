@@ -338,8 +338,9 @@ async function buildRuntime(config: Config, longLived: LongLived, metrics: Metri
     preserveHost: config.upstream.preserve_host,
   });
   const trusted = new TrustedProxies(config.trusted_proxies);
-  const proto = new URL(config.public_base_url).protocol.slice(0, -1);
-  const upstreamHost = config.upstream.preserve_host ? new URL(config.public_base_url).host : upstream.host;
+  const publicUrl = new URL(config.public_base_url);
+  const proto = publicUrl.protocol.slice(0, -1);
+  const upstreamHost = config.upstream.preserve_host ? publicUrl.host : upstream.host;
   const policy = (strip: boolean): HeaderPolicy => ({ drop: makeDropSet(strip), trusted, proto, upstreamHost });
   const algs = config.dpop.algorithms.join(' ');
   const bearerAllowed = !config.dpop.required;

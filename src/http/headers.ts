@@ -230,20 +230,6 @@ export function relayHeaders(raw: readonly Buffer[], extra: Record<string, strin
   return { headers: out, sized, dpopNonce, coded };
 }
 
-/**
- * Whether a Transfer-Encoding value names a coding other than chunked (gzip, deflate, compress):
- * undici and Node's parser take the chunks off and leave such a coding on the bytes, and the field
- * that says so is hop-by-hop, so relayed as it is the body would arrive coded with nothing saying so.
- */
-export function foreignCoding(value: string): boolean {
-  if (value === 'chunked') return false;
-  for (const coding of value.split(',')) {
-    const c = coding.trim().toLowerCase();
-    if (c !== 'chunked' && c !== '') return true;
-  }
-  return false;
-}
-
 /** The same policy for a parsed header object (lower-case keys), as a Node header object. */
 export function clientHeaders(headers: Record<string, string | string[] | undefined>): Record<string, string | string[]> {
   const out: Record<string, string | string[]> = {};

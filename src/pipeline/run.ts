@@ -17,7 +17,7 @@ import { RESERVED_MEMBERS, type RecordLayout } from '../evidence/format.js';
 import type { EvidenceMission, EvidenceRecord, EvidenceSink } from '../evidence/record.js';
 import { hasBody, hasSmallBody, readBody } from '../http/body.js';
 import type { ForwardOutcome, Upstream } from '../http/forward.js';
-import { foreignCoding, hostField, hostRequired, setHeader, TWO_HOSTS, upstreamHeaders, type HeaderPolicy } from '../http/headers.js';
+import { hostField, hostRequired, setHeader, TWO_HOSTS, upstreamHeaders, type HeaderPolicy } from '../http/headers.js';
 import { normalizeTarget, pathSegments, PathError, targetAuthority, validHost } from '../http/path.js';
 import type { MissionHolds, Review, Ticket } from '../mission/holds.js';
 import type { Logger } from '../observability/logger.js';
@@ -488,7 +488,12 @@ function percentEncoded(ch: string): string {
 function hasForeignCoding(raw: readonly string[]): boolean {
   for (let i = 0; i < raw.length; i += 2) {
     const k = raw[i]!;
-    if (k.length === 17 && k.toLowerCase() === 'transfer-encoding' && foreignCoding(raw[i + 1]!)) return true;
+    if (k.length === 17 && k.toLowerCase() === 'transfer-encoding') {
+      for (const coding of raw[i + 1]!.split(',')) {
+        const c = coding.trim().toLowerCase();
+        if (c !== 'chunked' && c !== '') return true;
+      }
+    }
   }
   return false;
 }
