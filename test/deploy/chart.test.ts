@@ -319,6 +319,8 @@ describe('chart: values.schema.json and the chart reject invalid values', () => 
     ['autoscaling with the in-memory replay store', ['--set', 'autoscaling.enabled=true'], /redis\.enabled/],
     ['several replicas with DPoP nonces but no shared nonce secret', ['--set', 'replicaCount=2', '--set', 'redis.enabled=true', '--set', 'redis.url=redis://redis:6379', '--set', 'config.dpop.nonce=true'], /dpop\.nonce_secret/],
     ['an Ingress host that is not a host name', ['--set', 'ingress.enabled=true', '--set', 'ingress.hosts={https://api.example.com}'], /hosts/],
+    ['an Ingress host that is an IP address', ['--set', 'ingress.enabled=true', '--set', 'ingress.hosts={10.0.0.5}'], /hosts/],
+    ['an Ingress for a publicBaseUrl whose host is an IP address', ['--set', 'ingress.enabled=true', '--set', 'gateway.publicBaseUrl=http://10.0.0.5:8080'], /IP address/],
     ['an Ingress TLS entry without a Secret', ['--set', 'ingress.enabled=true', '--set', 'ingress.tls[0].hosts={api.example.com}'], /secretName/],
     ['an Ingress whose host the chart cannot know (public_base_url from the environment)', ['--set', 'ingress.enabled=true', '--set', 'config.public_base_url=${PUBLIC_URL}', '--set', 'gateway.publicBaseUrl='], /ingress\.hosts/],
     ['Redis on without a URL or Secret', ['--set', 'redis.enabled=true'], /redis\.url or redis\.existingSecret/],
