@@ -4,9 +4,9 @@
  * has started never times out. A client that goes away aborts the upstream request.
  */
 import { STATUS_CODES, type IncomingMessage, type ServerResponse } from 'node:http';
-import type { Socket } from 'node:net';
+import { isIP, type Socket } from 'node:net';
 import { performance } from 'node:perf_hooks';
-import { errors, Pool, type Dispatcher } from 'undici';
+import { buildConnector, errors, Pool, type Dispatcher } from 'undici';
 import { CUT_MESSAGE, type Holder, type MissionHolds, type Ticket } from '../mission/holds.js';
 import { dropHeader, relayHeaders } from './headers.js';
 import { closedReason } from './shutdown.js';
@@ -24,10 +24,19 @@ export interface UpstreamOptions {
 
 /**
  * The TLS server name to ask an https upstream for when the Host header it gets is not its own
- * (`upstream.preserve_host`): undici and Node's https client would take it from that Host.
+ * (`upstream.preserve_host`): undici and Node's https client would take it from that Host. An
+ * upstream named by its IP address is asked for none (`''`): RFC 6066 section 3 allows no address
+ * in SNI, and its certificate is checked against the address.
  */
 export function upstreamServername(u: URL, preserveHost: boolean): string | undefined {
-  return preserveHost && u.protocol === 'https:' ? u.hostname.replace(/^\[|\]$/g, '') : undefined;
+  if (!preserveHost || u.protocol !== 'https:') return undefined;
+  const host = u.hostname.replace(/^\[|\]$/g, '');
+  return isIP(host) === 0 ? host : '';
+}
+
+/** A connector that asks for no TLS server name: undici's would take each request's from its Host. */
+function withoutServername(connect: buildConnector.connector): buildConnector.connector {
+  return ({ servername: _, ...options }, callback) => connect(options, callback);
 }
 
 /** Methods whose request content has no generally defined semantics (RFC 9110 sections 9.3.1-9.3.8). */
@@ -83,6 +92,7 @@ export class Upstream {
       bodyTimeout: 0,
       keepAliveTimeout: opts.keepAliveTimeoutMs,
       pipelining: 1,
+      ...(this.servername === '' ? { connect: withoutServername(buildConnector({})) } : {}),
     });
   }
 

@@ -122,8 +122,8 @@ export interface CliGateway {
  * Starts the compiled CLI as a real process and waits for its "listening" log line (stderr). A
  * process that never prints it in time is killed, not left running past the test.
  */
-export async function startCli(file: string): Promise<CliGateway> {
-  const proc = spawn(process.execPath, [CLI, '--config', file], { stdio: ['ignore', 'pipe', 'pipe'] });
+export async function startCli(file: string, env?: NodeJS.ProcessEnv): Promise<CliGateway> {
+  const proc = spawn(process.execPath, [CLI, '--config', file], { stdio: ['ignore', 'pipe', 'pipe'], ...(env === undefined ? {} : { env: { ...process.env, ...env } }) });
   let err = '';
   proc.stderr!.on('data', (c: Buffer) => (err += c.toString()));
   proc.stdout!.resume();

@@ -68,12 +68,3 @@ describe('an upload held from dispatch', () => {
     await upstream.destroy();
   });
 });
-
-describe('Upstream TLS server name (upstream.preserve_host)', () => {
-  it('asks an https upstream for its own name when the Host header is the client\'s; leaves it to undici otherwise', async () => {
-    const make = (url: string, preserveHost: boolean) => new Upstream({ url, timeoutMs: 1000, connections: 1, keepAliveTimeoutMs: 1000, holds: null, preserveHost });
-    const cases = [make('https://up.internal:8443', true), make('https://[::1]:8443', true), make('https://up.internal', false), make('http://up.internal', true)];
-    expect(cases.map((u) => u.servername)).toEqual(['up.internal', '::1', undefined, undefined]);
-    await Promise.all(cases.map((u) => u.close()));
-  });
-});
