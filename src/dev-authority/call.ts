@@ -8,6 +8,7 @@
  */
 import { parseArgs } from 'node:util';
 import { DemoAgent } from '../demo/agent.js';
+import { adminFetch } from './admin-client.js';
 
 export const CALL_USAGE = `  mission-gateway dev-authority call <mission id> --url <authority> <request url>
       [-X method] [-d body] [-H 'name: value']... [--client-id c] [--resource r] [--public-url u]
@@ -79,9 +80,7 @@ export async function callVerb(argv: string[], out: NodeJS.WritableStream = proc
 
 /** The Mission's client_id, from the authority's admin API. */
 async function missionClient(authority: string, missionId: string, adminToken: string | undefined): Promise<string> {
-  const res = await fetch(`${authority}/admin/missions/${encodeURIComponent(missionId)}`, {
-    headers: adminToken === undefined ? {} : { authorization: `Bearer ${adminToken}` },
-  });
+  const res = await adminFetch(authority, `/missions/${encodeURIComponent(missionId)}`, adminToken);
   const body = (await res.json().catch(() => null)) as { client_id?: unknown } | null;
   if (!res.ok || typeof body?.client_id !== 'string') throw new Error(`Mission ${missionId} not found at ${authority} (${res.status}); give --client-id to skip the lookup`);
   return body.client_id;

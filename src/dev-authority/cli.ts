@@ -7,6 +7,7 @@ import { createPublicKey } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
 import type { JSONWebKeySet, JWK } from 'jose';
+import { adminFetch } from './admin-client.js';
 import { CALL_USAGE, CallUsageError, callVerb } from './call.js';
 
 export const DEV_AUTHORITY_USAGE = `Usage:
@@ -172,7 +173,6 @@ async function missionVerb(argv: string[]): Promise<number> {
     }
   };
 
-  let method = 'POST';
   let path: string;
   let body: Record<string, unknown> | undefined = {};
   if (verb === 'create') {
@@ -186,7 +186,6 @@ async function missionVerb(argv: string[]): Promise<number> {
     if (id === undefined) throw new UsageError(`${verb} needs a Mission id`);
     path = `/missions/${encodeURIComponent(id)}`;
     if (verb === 'get') {
-      method = 'GET';
       body = undefined;
     } else if (verb === 'authority') {
       path += '/authority';
@@ -201,14 +200,7 @@ async function missionVerb(argv: string[]): Promise<number> {
     }
   }
 
-  const res = await fetch(`${values.url.replace(/\/$/, '')}/admin${path}`, {
-    method,
-    headers: {
-      ...(body === undefined ? {} : { 'content-type': 'application/json' }),
-      ...(values['admin-token'] === undefined ? {} : { authorization: `Bearer ${values['admin-token']}` }),
-    },
-    ...(body === undefined ? {} : { body: JSON.stringify(body) }),
-  });
+  const res = await adminFetch(values.url, path, values['admin-token'], body);
   const text = await res.text();
   (res.ok ? process.stdout : process.stderr).write(`${text}\n`);
   return res.ok ? 0 : 1;
