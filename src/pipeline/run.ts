@@ -18,7 +18,7 @@ import type { EvidenceMission, EvidenceRecord, EvidenceSink } from '../evidence/
 import { hasBody, hasSmallBody, readBody } from '../http/body.js';
 import type { ForwardOutcome, Upstream } from '../http/forward.js';
 import { hostField, hostRequired, setHeader, TWO_HOSTS, upstreamHeaders, type HeaderPolicy } from '../http/headers.js';
-import { normalizeTarget, pathSegments, PathError, targetAuthority, validHost } from '../http/path.js';
+import { normalizeTarget, pathSegments, PathError, validHost } from '../http/path.js';
 import type { MissionHolds, Review, Ticket } from '../mission/holds.js';
 import type { Logger } from '../observability/logger.js';
 import type { Metrics } from '../observability/metrics.js';
@@ -463,10 +463,15 @@ const ATTEMPT_MAX = 2048;
  */
 export function attemptedTarget(target: string): string {
   let out = '';
-  // Userinfo in an absolute-form target (refused) may be a password: not kept.
-  const authority = targetAuthority(target);
-  const at = authority === null ? -1 : authority.lastIndexOf('@');
-  if (at !== -1) target = target.replace(authority!, '***' + authority!.slice(at));
+  // Userinfo in an absolute-form target (refused) may be a password, one that holds a raw `/` or `?`
+  // too: everything between `://` and the target's last `@` goes.
+  const scheme = target.charCodeAt(0) === 0x2f ? -1 : target.indexOf('://');
+  const at = scheme === -1 ? -1 : target.lastIndexOf('@');
+  if (at > scheme) target = target.slice(0, scheme + 3) + '***' + target.slice(at);
+  // A query (or fragment) may carry a credential (`?access_token=`, `?code=`, a signature): only
+  // that there was one is kept.
+  const query = target.search(/[?#]/);
+  if (query !== -1) target = target.slice(0, query + 1);
   for (const ch of target.length > ATTEMPT_MAX ? target.slice(0, ATTEMPT_MAX) : target) {
     const c = ch.codePointAt(0)!;
     out += c > 0x20 && c < 0x7f && c !== 0x22 && c !== 0x5c ? ch : percentEncoded(ch);

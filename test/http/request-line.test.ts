@@ -58,7 +58,25 @@ describe('request lines and framings the gateway does not speak are refused, wit
   it('the record of a refused request target keeps what was asked for, not "/"', async () => {
     const out = await rawSocket(gw.url, 'GET /a/%zz/b?x=1 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n');
     expect(out).toMatch(/^HTTP\/1\.1 400/);
-    expect(await recordFor(decisionOf(out))).toMatchObject({ decision: 'deny', path: '/a/%zz/b?x=1' });
+    expect(await recordFor(decisionOf(out))).toMatchObject({ decision: 'deny', path: '/a/%zz/b?' });
+  });
+
+  it('the record of a refused request target keeps no query or fragment (a credential may ride there), nor any userinfo', async () => {
+    const sent: [target: string, recorded: string][] = [
+      ['/api/%zz?access_token=eyJ.SECRET-1.sig', '/api/%zz?'],
+      ['/public/cb/%00?state=x&code=SECRET-2', '/public/cb/%00?'],
+      ['/public/f/..;/g#SECRET-3', '/public/f/..;/g#'],
+      ['http://u:p@api.example.com/api/%zz?access_token=SECRET-4', 'http://***@api.example.com/api/%zz?'],
+      ['http://svc:pa/SECRET-5@api.example.com/api/x', 'http://***@api.example.com/api/x'],
+      ['http://svc:pa?SECRET-6@api.example.com/api/x', 'http://***@api.example.com/api/x'],
+    ];
+    for (const [target, recorded] of sent) {
+      const out = await rawSocket(gw.url, `GET ${target} HTTP/1.1\r\nHost: api.example.com\r\nConnection: close\r\n\r\n`);
+      expect(out).toMatch(/^HTTP\/1\.1 400/);
+      const rec = await recordFor(decisionOf(out));
+      expect(rec).toMatchObject({ decision: 'deny', denial_reason: 'request_malformed', path: recorded });
+      expect(JSON.stringify(rec)).not.toMatch(/SECRET/);
+    }
   });
 
   it('an absolute-form target with userinfo is refused, and its record does not keep the password', async () => {
