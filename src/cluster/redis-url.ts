@@ -87,7 +87,10 @@ export function parseRedisUrl(url: string): RedisTarget {
     rest = rest.slice(0, q);
   }
   for (const key of query.keys()) {
-    if (!QUERY_KEYS.has(key) || mode !== 'sentinel') throw new RedisUrlError(`unsupported query parameter "${key}"`);
+    // Not quoted: with a raw "?" in the password, what follows it reads as a query.
+    if (!QUERY_KEYS.has(key) || mode !== 'sentinel') {
+      throw new RedisUrlError(`unsupported query parameter: ${mode === 'sentinel' ? 'redis+sentinel:// takes only sentinel_username and sentinel_password' : 'only redis+sentinel:// takes any'}; a "?" in a password must be written %3F`);
+    }
   }
 
   // userinfo ends at the last "@" before the path: passwords may contain "/" only percent-encoded.

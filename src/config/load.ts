@@ -6,7 +6,7 @@
 import { createPrivateKey } from 'node:crypto';
 import { readFileSync, statSync } from 'node:fs';
 import { dirname, isAbsolute, resolve } from 'node:path';
-import { isAlias, isNode, isScalar, LineCounter, parseDocument, visit } from 'yaml';
+import { isAlias, isNode, isScalar, LineCounter, parseDocument, visit, type YAMLError } from 'yaml';
 import type { z } from 'zod';
 import { configSchema, type Config } from './schema.js';
 
@@ -122,6 +122,29 @@ export const MAX_CONFIG_BYTES = 1024 * 1024;
 const MAX_PROBLEMS = 100;
 
 /**
+ * A YAML error by its code and place only: the parser's own messages quote the source (an alias
+ * name, a tag, the line itself), which may be a secret written in the file.
+ */
+function yamlProblem(err: YAMLError): string {
+  const at = err.linePos?.[0];
+  const where = at === undefined ? '' : ` at line ${at.line}, column ${at.col}`;
+  return `${YAML_PROBLEMS[err.code] ?? 'not valid YAML'} (${err.code})${where}`;
+}
+
+const YAML_PROBLEMS: Partial<Record<YAMLError['code'], string>> = {
+  MULTIPLE_DOCS: 'Source contains multiple documents; a config file is one',
+  BAD_ALIAS: 'an alias (*name) that names no anchor',
+  TAG_RESOLVE_FAILED: 'an unknown tag (!name)',
+  BAD_SCALAR_START: 'a plain value that cannot start with this character (quote it)',
+  BAD_INDENT: 'bad indentation',
+  TAB_AS_INDENT: 'a tab used as indentation',
+  DUPLICATE_KEY: 'Map keys must be unique',
+  BAD_DQ_ESCAPE: 'an invalid escape in a double-quoted string',
+  MISSING_CHAR: 'a missing character (a closing quote or bracket, a comma, or a space after ":")',
+  UNEXPECTED_TOKEN: 'unexpected text',
+};
+
+/**
  * YAML to a plain value. Rejects syntax errors, warnings (an unknown tag such as `!!js/function`),
  * a second document (`---`: its settings would be dropped unread), and duplicate keys, compared as
  * the property names they become (`1` and `"1"`, an alias and the key it names). The yaml library's
@@ -135,15 +158,24 @@ function parseYamlStrict(text: string): unknown {
   // logLevel 'error', not 'silent': the latter also drops the error for a second document.
   const doc = parseDocument(text, { prettyErrors: true, uniqueKeys: false, logLevel: 'error', lineCounter: lines });
   const first = doc.errors[0] ?? doc.warnings[0];
-  if (first !== undefined) throw first;
+  if (first !== undefined) throw new Error(yamlProblem(first));
   let problem: string | null = null;
+  const place = (node: unknown): string => {
+    const at = isNode(node) && node.range ? lines.linePos(node.range[0]) : null;
+    return at === null ? '' : ` at line ${at.line}, column ${at.col}`;
+  };
   visit(doc, {
+    // toJS would throw for it, with the alias's name (the text written there) in its message.
+    Alias(_key, alias) {
+      if (alias.resolve(doc) !== undefined) return undefined;
+      problem = `${YAML_PROBLEMS.BAD_ALIAS} (BAD_ALIAS)${place(alias)}`;
+      return visit.BREAK;
+    },
     Map(_key, map) {
       const seen = new Set<string>();
       for (const pair of map.items) {
         const node = isAlias(pair.key) ? pair.key.resolve(doc) : pair.key;
-        const at = isNode(pair.key) && pair.key.range ? lines.linePos(pair.key.range[0]) : null;
-        const where = at === null ? '' : ` at line ${at.line}, column ${at.col}`;
+        const where = place(pair.key);
         if (!isScalar(node)) {
           problem = `a key must be a plain value, not a mapping or a list${where}`;
           return visit.BREAK;

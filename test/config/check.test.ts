@@ -208,6 +208,18 @@ describe('a config file says what it means, or is refused (r13a)', () => {
     ]);
   });
 
+  it('a YAML error names its code and place, never the text there (it may be a secret written in the file)', () => {
+    const secret = (value: string) => problems(`${BASE}dpop: { nonce: true, nonce_secret: ${value} }\n`);
+    expect(secret('*hunter2-alias-secret')).toEqual(['(file): an alias (*name) that names no anchor (BAD_ALIAS) at line 5, column 36']);
+    expect(secret('!hunter2-tag-secret')).toEqual(['(file): an unknown tag (!name) (TAG_RESOLVE_FAILED) at line 5, column 36']);
+    for (const value of ['|hunter2-block', '>hunter2-folded', '@hunter2-at', '`hunter2-tick', '"hunter2\\q"']) {
+      const [problem, ...rest] = secret(value);
+      expect(rest).toEqual([]);
+      expect(problem).toMatch(/^\(file\): .* \([A-Z_0-9]+\) at line \d+, column \d+$/);
+      expect(problem).not.toContain('hunter2');
+    }
+  });
+
   it('a second YAML document is refused, not dropped unread', () => {
     const [problem] = problems(`${BASE}---\ndpop: { nonce: true }\n`);
     expect(problem).toMatch(/^\(file\): Source contains multiple documents/);
