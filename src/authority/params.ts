@@ -118,6 +118,9 @@ const UTF8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
  * beside the parsed value (json.ts `numberSource`). Throws Denial('parameter_unparseable').
  * Exported for the MCP handler, whose `arguments` are all parameters.
  */
+/** Where JSON.parse's message says it stopped: its last words, after any text it quotes. */
+const JSON_ERROR_POSITION = /at position (\d+)(?: \(line \d+ column \d+\))?$/;
+
 export function parseJsonStrict(body: Buffer | string, pointers: readonly (readonly string[])[] | 'all'): unknown {
   let text: string;
   try {
@@ -140,7 +143,9 @@ export function parseJsonStrict(body: Buffer | string, pointers: readonly (reado
   try {
     doc = JSON.parse(text);
   } catch (err) {
-    throw unparseable('the request body is not valid JSON', err);
+    // Only where: V8's message quotes the body around the error, a secret there included.
+    const at = JSON_ERROR_POSITION.exec((err as Error).message)?.[1];
+    throw unparseable('the request body is not valid JSON', at === undefined ? undefined : `at position ${at}`);
   }
   if (ambiguous !== null) throw unparseable('the request body is ambiguous JSON (a duplicate key, or keys that differ only in case)', ambiguous);
   if (found !== null) keepNumberSources(doc, found);

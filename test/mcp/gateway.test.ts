@@ -341,6 +341,35 @@ describe('SPEC section 5 on the MCP path: bodies', () => {
     expect(up.seen).toHaveLength(0);
   });
 
+  it('the debug log of a body that is not JSON says where it broke, never the text around it (a PIN or password may sit there)', async () => {
+    const lines: string[] = [];
+    const sink = new Writable({
+      write(chunk: Buffer, _enc, done) {
+        lines.push(chunk.toString());
+        done();
+      },
+    });
+    const up = await recorder((_req, _b, res) => res.end());
+    const s = await setup({ upstream: up.url, logger: pino({ level: 'debug' }, sink) });
+    const id = await mission(s, [{ type: 'mission_resource_access', resource: s.mcpUrl, actions: ['invoices.read'] }]);
+    const token = await s.dev.issueAccessToken({ missionId: id, resource: s.mcpUrl });
+    const bodies = [
+      `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"get_invoice","arguments":{"pin":'4711-SECRET'}}}`,
+      `{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"get_invoice","arguments":{"password":"SECRET-hunter2}}}`,
+      `PASSWORD=SECRET-hunter2&x=1`,
+    ];
+    for (const body of bodies) {
+      const r = await post(s.mcpUrl, token, body);
+      expect(r.status).toBe(400);
+      expect(JSON.stringify(await r.json())).not.toContain('SECRET');
+    }
+    // V8 gives a position for some errors only ("Unexpected token 'P', "PASSWORD=S"... is not valid JSON" has none).
+    const denied = await eventually(() => lines.find((l) => l.includes('parameter_unparseable')));
+    expect(JSON.parse(denied)).toMatchObject({ msg: 'denied', cause: 'at position 119' });
+    expect(lines.join('')).not.toContain('SECRET');
+    expect(up.seen).toHaveLength(0);
+  });
+
   it('arrays and objects nested deeper than 256 levels are refused before they are parsed (r13c F4); 250 levels pass', async () => {
     const up = await recorder((_req, _b, res) => res.writeHead(200, { 'content-type': 'application/json' }).end('{"jsonrpc":"2.0","id":1,"result":{"content":[]}}'));
     const s = await setup({ upstream: up.url });
