@@ -79,12 +79,8 @@ export class Gateway {
     const c = this.runtime.config;
     const proxy = createServer(
       {
-        maxHeaderSize: c.limits.max_header_bytes,
-        headersTimeout: wholeMs(c.limits.headers_timeout_s),
-        requestTimeout: wholeMs(c.limits.request_timeout_s),
-        keepAliveTimeout: wholeMs(c.limits.keep_alive_timeout_s),
-        // Node checks these timeouts on this interval (30 s by default): check often enough that
-        // a slowloris connection is cut close to its deadline.
+        // Node checks the head and request timeouts on this interval (30 s by default): check often
+        // enough that a slowloris connection is cut close to its deadline. Set once, at start.
         connectionsCheckingInterval: Math.min(1000, Math.max(1, Math.round(wholeMs(c.limits.headers_timeout_s) / 2))),
         // The pipeline denies a missing Host itself, with the SPEC body and an evidence record.
         requireHostHeader: false,
@@ -92,7 +88,7 @@ export class Gateway {
       },
       (req, res) => this.onRequest(req, res),
     );
-    proxy.maxRequestsPerSocket = c.limits.max_requests_per_socket;
+    applyLimits(proxy, c.limits);
     // Node keeps the first 1000 fields of a head and drops the rest without an error, Content-Length
     // included: the request would go upstream without its framing or body. No count limit leaves
     // limits.max_header_bytes (431) as the only bound, and a head within it arrives whole.
@@ -251,6 +247,7 @@ export class Gateway {
       next.parts.keys.adopt(old.parts.keys);
       this.runtime = next;
       next.parts.start();
+      if (this.proxyServer !== null) applyLimits(this.proxyServer, loaded.config.limits);
       this.metrics.configReloads.labels('success').inc();
       this.logger.info({ file: this.file }, 'config reloaded');
       const moved = this.listenersMoved(loaded.config);
@@ -452,6 +449,21 @@ function json(res: ServerResponse, status: number, body: unknown): void {
 /** An HTTP/1.1 request without Host (Node's own check is off: the pipeline denies it, with evidence). */
 function hostMissing(req: IncomingMessage): boolean {
   return hostRequired(req) && hostField(req.rawHeaders) === null;
+}
+
+/**
+ * `limits` on the proxy listener, at start and on every reload: the timeouts and the request cap
+ * apply to open connections too (Node reads them as it checks), `max_header_bytes` to connections
+ * opened from now on (each one's parser takes it when the connection opens).
+ */
+function applyLimits(server: Server, limits: Config['limits']): void {
+  // createServer's maxHeaderSize option, kept on the server as this (untyped) property, which
+  // Node 20 and 24 read as each connection opens (test/cli/reload-limits.test.ts runs on both).
+  (server as Server & { maxHeaderSize: number }).maxHeaderSize = limits.max_header_bytes;
+  server.headersTimeout = wholeMs(limits.headers_timeout_s);
+  server.requestTimeout = wholeMs(limits.request_timeout_s);
+  server.keepAliveTimeout = wholeMs(limits.keep_alive_timeout_s);
+  server.maxRequestsPerSocket = limits.max_requests_per_socket;
 }
 
 /**

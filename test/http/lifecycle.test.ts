@@ -166,6 +166,32 @@ describe('SPEC §2: signals', () => {
     }
   });
 
+  it('SIGHUP applies limits at once: head size (new connections), head timeout and requests per connection, with no restart warning', async () => {
+    const echo = await startEcho();
+    const { gw, file } = await startCliOn(cfg(echo.url), 'mgw-reload-limits-');
+    const big = `GET /public/big HTTP/1.1\r\nHost: a\r\nX-Pad: ${'a'.repeat(8000)}\r\nConnection: close\r\n\r\n`;
+    const two = 'GET /public/1 HTTP/1.1\r\nHost: a\r\n\r\nGET /public/2 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n';
+    try {
+      expect(await rawSocket(gw.url, big)).toMatch(/^HTTP\/1\.1 200/);
+      expect((await rawSocket(gw.url, two)).match(/HTTP\/1\.1 200/g)).toHaveLength(2);
+      writeFileSync(file, cfg(echo.url) + 'limits: { max_header_bytes: 2048, headers_timeout_s: 1, request_timeout_s: 2, max_requests_per_socket: 1 }\n');
+      gw.proc.kill('SIGHUP');
+      await eventually(() => gw.logs().includes('config reloaded'));
+      expect(await rawSocket(gw.url, big)).toMatch(/^HTTP\/1\.1 431/);
+      // One request per connection now: the first answer closes it, the second request is never read.
+      const answered = await rawSocket(gw.url, two);
+      expect(answered.match(/HTTP\/1\.1 200/g)).toHaveLength(1);
+      expect(answered).toMatch(/connection: close/i);
+      // A client that sends no head is cut after the new 1 s (checked every second), not the old 10 s.
+      const started = Date.now();
+      expect(await rawSocket(gw.url, 'GET /public/slow HTTP/1.1\r\nHost: a\r\n', 5000)).toMatch(/^HTTP\/1\.1 408/);
+      expect(Date.now() - started).toBeLessThan(3500);
+      expect(gw.logs()).not.toContain('take effect at the next restart');
+    } finally {
+      await echo.close();
+    }
+  });
+
   it('SIGHUP while the issuer is unreachable keeps its last-good keys: tokens keep working', async () => {
     const echo = await startEcho();
     const jwks = await new JwksServer().start();
