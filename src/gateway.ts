@@ -364,6 +364,7 @@ async function buildRuntime(config: Config, longLived: LongLived, metrics: Metri
             handler: parts.mcp,
           },
     idJag: config.id_jag === undefined || parts.idJag === null ? null : { path: config.id_jag.token_path, handler: parts.idJag },
+    pushPath: config.mission.events.push_path,
   });
   return {
     config,

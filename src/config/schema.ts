@@ -164,7 +164,7 @@ const authority = z.strictObject({
 });
 
 const events = z.strictObject({
-  push_path: z.string().startsWith('/', 'must start with "/"').default('/.well-known/ssf/push'),
+  push_path: normalizedPath.default('/.well-known/ssf/push'),
   poll: z
     .strictObject({
       endpoint: trustedUrl,
@@ -365,6 +365,12 @@ function crossChecks(c: unknown, ctx: Ctx): void {
     if (ids.has(id)) ctx.addIssue({ code: 'custom', path: ['issuers', i, 'issuer'], message: 'duplicate issuer' });
     ids.add(id);
   });
+  // The SET receiver is answered before routing: on mcp.path or the ID-JAG token path it would take their POSTs.
+  const push = field(field(field(c, 'mission'), 'events'), 'push_path') ?? '/.well-known/ssf/push';
+  const taken: [string, unknown][] = [['mcp.path', field(field(c, 'mcp'), 'path')], ['id_jag.token_path', field(field(c, 'id_jag'), 'token_path')]];
+  for (const [name, path] of taken) {
+    if (path === push) ctx.addIssue({ code: 'custom', path: ['mission', 'events', 'push_path'], message: `is also ${name}; the SET receiver would take its requests` });
+  }
   const clash = listenerClash(field(c, 'listen'), field(c, 'admin'));
   if (clash !== null) ctx.addIssue({ code: 'custom', path: ['admin', 'port'], message: clash });
   // Node's server refuses a headers timeout longer than a (non-zero) request timeout at start.

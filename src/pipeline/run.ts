@@ -63,6 +63,8 @@ export interface PipelineDeps {
   readonly headers: { readonly strip: HeaderPolicy; readonly passCredentials: HeaderPolicy };
   readonly mcp: { readonly path: string; readonly resource: string; readonly challenges: Challenges; readonly handler: Handler } | null;
   readonly idJag: { readonly path: string; readonly handler: Handler } | null;
+  /** `mission.events.push_path`: answered before the pipeline when asked for as written (gateway.ts). */
+  readonly pushPath: string;
 }
 
 const HEADER_SAFE = /^[\x20-\x7e]*$/;
@@ -197,10 +199,7 @@ export class Pipeline {
       const mcp = d.mcp.handler;
       return then(this.authenticate(ctx), () => mcp.handle(ctx, this));
     }
-    const route = findRoute(d.routes, ctx.method, pathSegments(ctx.path));
-    if (route === null) throw new Denial('no_route');
-    ctx.route = route;
-    ctx.action = route.action;
+    const route = this.route(ctx);
     if (route.auth === 'none') return this.sendBody(ctx);
     return then(this.authenticate(ctx), () => this.readAndAuthorize(ctx, route));
   }
@@ -231,6 +230,17 @@ export class Pipeline {
     this.send(ctx, policy, 'stream', true);
   }
 
+  /** The first route that matches (SPEC section 4), set on the context; no_route when none does. */
+  private route(ctx: RequestContext): CompiledRoute {
+    // Another spelling of the SET receiver's path (`//`, `%70`) is never forwarded either.
+    if (ctx.path === this.deps.pushPath) throw new Denial('no_route', { description: `the SET receiver answers only ${this.deps.pushPath} as written` });
+    const route = findRoute(this.deps.routes, ctx.method, pathSegments(ctx.path));
+    if (route === null) throw new Denial('no_route');
+    ctx.route = route;
+    ctx.action = route.action;
+    return route;
+  }
+
   /**
    * The same decision for a WebSocket upgrade (no body is read): resolves when admitted, or throws a
    * Denial. The tunnel's headers follow the same policy as any route (`headers.strip`).
@@ -238,10 +248,7 @@ export class Pipeline {
   async admit(ctx: RequestContext): Promise<void> {
     const d = this.deps;
     if (!d.evidence.healthy()) throw new Denial('evidence_unavailable');
-    const route = findRoute(d.routes, ctx.method, pathSegments(ctx.path));
-    if (route === null) throw new Denial('no_route');
-    ctx.route = route;
-    ctx.action = route.action;
+    const route = this.route(ctx);
     if (route.auth === 'none') return;
     await this.authenticate(ctx);
     await this.authorize(ctx);

@@ -244,7 +244,7 @@ describe('a config file says what it means, or is refused (r13a)', () => {
     expect(r.stderr.trim()).toBe(`(file): ${file} is not UTF-8 text`);
   });
 
-  it('route paths, mcp.path and id_jag.token_path are checked as requests are matched: normalizable, normalized, not duplicated after normalization', () => {
+  it('route paths, mcp.path, id_jag.token_path and mission.events.push_path are checked as requests are matched: normalizable, normalized, not duplicated after normalization', () => {
     const route = (path: string, method = '') => BASE.replace('routes: [{ match: { path: /public/** }, auth: none }]', `routes: [{ match: { path: /public/** }, auth: none }, { match: { ${method}path: ${JSON.stringify(path)} }, auth: none }]`);
     expect(problems(route('/a%zz'))).toEqual(['routes[1].match.path: cannot be normalized: invalid percent-encoding']);
     expect(problems(route('/a%00/**'))).toEqual(['routes[1].match.path: cannot be normalized: encoded NUL in path']);
@@ -254,6 +254,10 @@ describe('a config file says what it means, or is refused (r13a)', () => {
     const mcp = (path: string) => `${BASE}issuers: [{ issuer: https://as.example.com }]\nmcp: { path: ${path} }\n`;
     expect(problems(mcp('/m//cp'))).toEqual(['mcp.path: must be written normalized, as /m/cp (requests are matched after normalization)']);
     expect(problems(mcp('/mcp'))).toEqual([]);
+    const push = (path: string, extra = '') => `${BASE}issuers: [{ issuer: https://as.example.com }]\n${extra}mission: { events: { push_path: ${path} } }\n`;
+    expect(problems(push('/ssf//push'))).toEqual(['mission.events.push_path: must be written normalized, as /ssf/push (requests are matched after normalization)']);
+    expect(problems(push('/mcp', 'mcp: { path: /mcp }\n'))).toEqual(['mission.events.push_path: is also mcp.path; the SET receiver would take its requests']);
+    expect(problems(push('/ssf/push', 'mcp: { path: /mcp }\n'))).toEqual([]);
   });
 
   it('a replay_store.url start could not parse is a problem check reports (no password in it); seconds stay within a Node timer', () => {

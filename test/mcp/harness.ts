@@ -122,6 +122,7 @@ export async function startHarness(
     headers: { strip: policy(true), passCredentials: policy(false) },
     mcp: { path: '/mcp', resource: MCP_RESOURCE, challenges: new Challenges({ algs: 'ES256', resourceMetadata: `${BASE}/.well-known/oauth-protected-resource/mcp`, bearerAllowed: true }), handler },
     idJag: null,
+    pushPath: config.mission.events.push_path,
   });
   const server: Server = createServer((req, res) => void pipeline.handle(req, res));
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
