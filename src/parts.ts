@@ -19,6 +19,7 @@ import { EvidenceLog } from './evidence/log.js';
 import type { EvidenceSink } from './evidence/record.js';
 import { createIdJagHandler } from './idjag/guard.js';
 import { createMcpHandler } from './mcp/handler.js';
+import { McpSessions } from './mcp/sessions.js';
 import { createMissionReferenceStage } from './mission/reference.js';
 import { MissionHolds, type Review } from './mission/holds.js';
 import { MissionStates } from './mission/state.js';
@@ -43,6 +44,8 @@ export interface LongLived {
   readonly holds: MissionHolds;
   /** Client sockets of open WebSocket tunnels: they outlive a reload, and close with the gateway. */
   readonly tunnels: Set<Socket>;
+  /** MCP sessions held under the Missions their requests ran under (ended with them); outlive a reload. */
+  readonly sessions: McpSessions;
   close(): Promise<void>;
 }
 
@@ -97,6 +100,7 @@ export async function buildLongLivedParts(config: Config, metrics: Metrics, logg
     bus,
     holds,
     tunnels,
+    sessions: new McpSessions(holds, logger),
     async close() {
       holds.close();
       for (const s of tunnels) s.destroy();
@@ -146,7 +150,7 @@ export async function buildParts(config: Config, longLived: LongLived, metrics: 
     stages,
     reviewer: createReviewer({ config }),
     prm: createProtectedResourceMetadata(config),
-    mcp: config.mcp === undefined ? null : createMcpHandler({ config, missionStates, metrics, logger }),
+    mcp: config.mcp === undefined ? null : createMcpHandler({ config, missionStates, metrics, logger, sessions: longLived.sessions }),
     idJag: config.id_jag === undefined ? null : createIdJagHandler({ config, keys, replay: longLived.replay, missionStates, metrics, logger }),
     start() {
       void keys.start();

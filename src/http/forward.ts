@@ -100,6 +100,20 @@ export class Upstream {
   readonly basePath: string;
 
   /**
+   * A request of the gateway's own (an MCP session's end, src/mcp/sessions.ts), bounded by
+   * `upstream.timeout_s`: its answer is read and dropped. The status, or null when it failed.
+   */
+  async own(method: string, path: string, headers: Record<string, string>): Promise<number | null> {
+    try {
+      const res = await this.pool.request({ method, path: this.basePath + path, headers, headersTimeout: this.timeoutMs, bodyTimeout: this.timeoutMs, ...(this.servername ? { servername: this.servername } : {}) });
+      await res.body.dump();
+      return res.statusCode;
+    } catch {
+      return null;
+    }
+  }
+
+  /**
    * Sends the request and streams the response to `res`. `done` runs once, when the outcome is
    * known: at response start (status), on failure before headers, or when the client went away.
    * `onStart` runs just before headers are written to the client.

@@ -32,6 +32,7 @@ import { denialResult, type DenialResult } from './denial.js';
 import { idKey, parseMcpBody, type InvalidCallMessage, type McpBody, type ToolCallMessage } from './jsonrpc.js';
 import { compileToolParams, toolParams, type ToolParamMap } from './params.js';
 import { answerDirectly, relay } from './relay.js';
+import type { McpSessions } from './sessions.js';
 import { combinePins, ListAnswers, MissionPins, ObservedTools, type ListFilter, type Pins, type Visible } from './tools.js';
 
 /** The part of MissionStates (src/mission/state.ts) this handler uses. */
@@ -44,6 +45,8 @@ export interface McpHandlerDeps {
   readonly missionStates: MissionLookup;
   readonly metrics: Metrics;
   readonly logger: Logger;
+  /** Sessions held under their Missions and ended with them (sessions.ts); none: not tracked. */
+  readonly sessions?: McpSessions;
 }
 
 /** The Mission one message runs under. */
@@ -62,6 +65,20 @@ interface CallState {
 }
 
 const NONE: Visible = () => false;
+
+/** What deciding a call again needs of its request (not the request itself: a review may outlive it). */
+interface Asked {
+  readonly token: RequestContext['token'];
+  readonly audience: string;
+  readonly path: string;
+  readonly ref: MissionReference | null;
+}
+
+/** The request's `Mcp-Session-Id`, when it names one. */
+function sessionOf(ctx: RequestContext): string | undefined {
+  const v = ctx.req.headers['mcp-session-id'];
+  return typeof v === 'string' && v !== '' ? v : undefined;
+}
 
 export function createMcpHandler(deps: McpHandlerDeps): Handler {
   return new McpHandler(deps);
@@ -84,6 +101,11 @@ class McpHandler implements Handler {
   private readonly lookup: MissionLookup;
   private readonly metrics: Metrics;
   private readonly logger: Logger;
+  private readonly sessions: McpSessions | null;
+  /** `mcp.path`: where the upstream takes the session's requests. */
+  private readonly path: string;
+  /** The pipeline of the latest request: its upstream is where sessions are ended. */
+  private pipeline: Pipeline | null = null;
 
   constructor(deps: McpHandlerDeps) {
     const c = deps.config;
@@ -100,10 +122,24 @@ class McpHandler implements Handler {
     this.lookup = deps.missionStates;
     this.metrics = deps.metrics;
     this.logger = deps.logger;
+    this.sessions = deps.sessions ?? null;
+    this.path = mcp?.path ?? '/';
+    if (this.sessions !== null) this.sessions.terminate = (id) => void this.endAtUpstream(id);
+  }
+
+  /** MCP Streamable HTTP's session end (DELETE with the id), sent by the gateway itself. */
+  private async endAtUpstream(id: string): Promise<void> {
+    const pipeline = this.pipeline;
+    if (pipeline === null) return;
+    const status = await pipeline.deps.upstream.own('DELETE', this.path, { 'mcp-session-id': id, host: pipeline.deps.headers.strip.upstreamHost, via: '1.1 mission-gateway' });
+    this.logger.info({ status }, 'MCP session end sent to the upstream');
   }
 
   async handle(ctx: RequestContext, pipeline: Pipeline): Promise<void> {
     const policy = pipeline.deps.headers.strip;
+    this.pipeline = pipeline;
+    const session = this.sessions === null ? undefined : sessionOf(ctx);
+    if (session !== undefined && this.sessions!.isEnded(session)) throw new Denial('session_ended');
     if (ctx.method !== 'POST') {
       // Streamable HTTP sends messages by POST only: GET opens a stream, DELETE ends a session.
       // Messages sent any other way would reach the upstream ungated (a lax server may read them).
@@ -117,9 +153,15 @@ class McpHandler implements Handler {
           if (!recorded) this.recordRequest(ctx, pipeline);
           recorded = true;
         };
+        if (session !== undefined) this.sessions!.use(session, ctx, null, null);
         await relay(ctx, pipeline, { body: null, answers: [], batch: false, lists: new ListAnswers(null, f, this.observed), onOutcome: record }, this.logger);
         record();
         return;
+      }
+      if (session !== undefined) {
+        // The client ends its session: nothing to hold it under any more.
+        if (ctx.method === 'DELETE') this.sessions!.release(session);
+        else this.sessions!.use(session, ctx, null, null);
       }
       await pipeline.forward(ctx, { policy, body: 'stream' });
       return;
@@ -132,13 +174,16 @@ class McpHandler implements Handler {
     await pipeline.recheckMission(ctx);
     const parsed = parseMcpBody(body);
     if (parsed.calls === 0 && parsed.lists === 0) {
+      // Notifications, and the client's answers to the server's requests (a confirmation asked
+      // for by a call): they go on while the session does.
+      if (session !== undefined) this.sessions!.use(session, ctx, null, null);
       await pipeline.forward(ctx, { policy, body });
       return;
     }
-    await this.gate(ctx, pipeline, body, parsed);
+    await this.gate(ctx, pipeline, body, parsed, session);
   }
 
-  private async gate(ctx: RequestContext, pipeline: Pipeline, body: Buffer, parsed: McpBody): Promise<void> {
+  private async gate(ctx: RequestContext, pipeline: Pipeline, body: Buffer, parsed: McpBody, session: string | undefined): Promise<void> {
     const memo = new Map<string, MissionView | Promise<MissionView>>();
     const calls: CallState[] = [];
     const lists = new Map<string, ListFilter>();
@@ -211,9 +256,11 @@ class McpHandler implements Handler {
     }
     // Should a Mission's authority change while the answer flows, the calls forwarded under it are
     // decided again against the authority just read (holds.ts): each Mission reviews its own calls.
-    const reviewOf = (key: string): Review | null => {
-      const mine = permitted.filter((c) => c.scope !== null && c.scope.ref !== null && refKey(c.scope.ref) === key);
-      return mine.length === 0 ? null : (view) => mine.every((c) => this.permitsAgain(ctx, c, view));
+    // What a review keeps of the request (a session keeps a task's review as long as it lives).
+    const asked: Asked = { token: ctx.token, audience: ctx.audience, path: ctx.path, ref: ctx.missionRef };
+    const reviewOf = (key: string, which: (c: CallState) => boolean = () => true): Review | null => {
+      const mine = permitted.filter((c) => which(c) && c.scope !== null && c.scope.ref !== null && refKey(c.scope.ref) === key);
+      return mine.length === 0 ? null : (view) => mine.every((c) => this.permitsAgain(asked, c, view));
     };
     const others: { ref: MissionReference; view: MissionView; review: Review | null }[] = [];
     const keys = new Set(ctx.missionRef === null ? [] : [refKey(ctx.missionRef)]);
@@ -225,6 +272,10 @@ class McpHandler implements Handler {
     }
     if (others.length > 0) ctx.otherMissions = others;
     if (ctx.missionRef !== null) ctx.review = reviewOf(refKey(ctx.missionRef));
+    if (session !== undefined) {
+      const tasks = ctx.missionRef === null ? null : reviewOf(refKey(ctx.missionRef), (c) => c.msg.kind === 'call' && c.msg.task);
+      this.sessions!.use(session, ctx, ctx.review, tasks);
+    }
 
     // Nothing removed: the upstream gets the client's bytes. Otherwise the remaining batch elements.
     const forwardBody = denied === null ? body : Buffer.from(batchText(parsed.items, denied), 'utf8');
@@ -314,11 +365,11 @@ class McpHandler implements Handler {
   }
 
   /** A forwarded call decided again under `view` (its Mission, read again): true when still permitted. */
-  private permitsAgain(ctx: RequestContext, c: CallState, view: MissionView): boolean {
+  private permitsAgain(asked: Asked, c: CallState, view: MissionView): boolean {
     if (c.action === null || c.msg.kind !== 'call') return false;
     try {
       const params = toolParams(this.toolParams, c.msg.name, c.msg.args);
-      authorizeAction({ token: ctx.token, mission: view, missionRef: c.scope?.ref ?? ctx.missionRef, audience: ctx.audience, path: ctx.path }, this.origin, c.action, params, c.msg.name);
+      authorizeAction({ token: asked.token, mission: view, missionRef: c.scope?.ref ?? asked.ref, audience: asked.audience, path: asked.path }, this.origin, c.action, params, c.msg.name);
       return true;
     } catch (err) {
       if (isDenial(err)) return false;

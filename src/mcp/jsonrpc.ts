@@ -28,6 +28,8 @@ export interface ToolCallMessage {
   readonly args: Record<string, unknown>;
   /** `params._meta["com.karlmcguinness.mission/reference"]`, undefined when absent. */
   readonly metaRef: unknown;
+  /** Task-augmented (MCP 2025-11-25 `params.task`): it runs on after its answer, its result fetched later. */
+  readonly task: boolean;
 }
 
 /** A `tools/call` with a usable id but params the gateway cannot read: denied per call. */
@@ -123,7 +125,7 @@ function classify(item: unknown, index: number): McpMessage {
   if (typeof name !== 'string' || name.length === 0) return { kind: 'invalid_call', index, id, name: null };
   const args = params['arguments'];
   if (args !== undefined && !isObject(args)) return { kind: 'invalid_call', index, id, name };
-  return { kind: 'call', index, id, name, args: args ?? {}, metaRef: metaRefOf(params) };
+  return { kind: 'call', index, id, name, args: args ?? {}, metaRef: metaRefOf(params), task: params['task'] !== undefined };
 }
 
 /**

@@ -32,6 +32,11 @@ export const CUT_MESSAGE = 'the Mission that authorized this exchange is no long
 /** Something that can be ended now: an exchange in flight. */
 export interface Holder {
   cut(): void;
+  /**
+   * True for what is held under a Mission without being an exchange (an MCP session its requests
+   * ran in, src/mcp/sessions.ts): cut like one, but not counted as an open or cut exchange.
+   */
+  readonly session?: boolean;
 }
 
 /**
@@ -201,7 +206,7 @@ export class MissionHolds {
         this.logger.error({ err }, 'cutting an exchange failed');
       }
     }
-    const n = g.members.size;
+    const n = exchanges(g.members.keys());
     this.counted(cause, n);
     this.logger.info({ issuer: g.first.issuer, mission: g.first.id, state, exchanges: n }, 'Mission no longer active: its open exchanges were cut');
     return n;
@@ -236,9 +241,10 @@ export class MissionHolds {
         this.logger.error({ err }, 'cutting an exchange failed');
       }
     }
-    this.counted('authority_changed', denied.length);
-    this.logger.info({ issuer: g.first.issuer, mission: g.first.id, exchanges: denied.length }, "Mission's authority changed: open exchanges it no longer permits were cut");
-    return denied.length;
+    const n = exchanges(denied.map(([h]) => h));
+    this.counted('authority_changed', n);
+    this.logger.info({ issuer: g.first.issuer, mission: g.first.id, exchanges: n }, "Mission's authority changed: open exchanges it no longer permits were cut");
+    return n;
   }
 
   /**
@@ -271,7 +277,7 @@ export class MissionHolds {
   /** Exchanges held now (the `mission_gateway_open_exchanges` gauge; one held under several Missions counts once). */
   get size(): number {
     const all = new Set<Holder>();
-    for (const g of this.groups.values()) for (const h of g.members.keys()) all.add(h);
+    for (const g of this.groups.values()) for (const h of g.members.keys()) if (h.session !== true) all.add(h);
     return all.size;
   }
 
@@ -293,6 +299,13 @@ export class MissionHolds {
     if (this.timer !== null) clearInterval(this.timer);
     this.timer = null;
   }
+}
+
+/** How many of these holders are exchanges (not sessions). */
+function exchanges(holders: Iterable<Holder>): number {
+  let n = 0;
+  for (const h of holders) if (h.session !== true) n++;
+  return n;
 }
 
 /** The ticket `root` (a request's) was held with under the Mission `key`. */

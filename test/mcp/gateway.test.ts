@@ -30,7 +30,7 @@ interface Setup {
   upstreamUrl: string;
 }
 
-async function setup(opts: { upstream?: string; mission?: string; json?: boolean; logger?: Logger } = {}): Promise<Setup> {
+async function setup(opts: { upstream?: string; mission?: string; json?: boolean; logger?: Logger; mcp?: string } = {}): Promise<Setup> {
   const folder = mkdtempSync(join(tmpdir(), 'mgw-mcpgw-'));
   const dev = await devAuthority();
   cleanups.push(() => dev.close());
@@ -59,7 +59,7 @@ mission:
   client: { client_id: gw-mcp, private_key_file: ${keyFile} }
   ${opts.mission ?? ''}
 routes: []
-mcp: { path: /mcp, resource: ${base}/mcp, tool_actions: { get_invoice: invoices.read } }
+mcp: { path: /mcp, resource: ${base}/mcp, ${opts.mcp ?? 'tool_actions: { get_invoice: invoices.read }'} }
 `,
     folder,
     opts.logger,
@@ -81,8 +81,8 @@ const post = (url: string, token: string, body: unknown, headers: Record<string,
   });
 
 /** initialize + initialized through the gateway; returns the session headers for later requests. */
-async function initialize(url: string, token: string): Promise<Record<string, string>> {
-  const res = await post(url, token, { jsonrpc: '2.0', id: 0, method: 'initialize', params: { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 'raw', version: '1' } } });
+async function initialize(url: string, token: string, capabilities: Record<string, unknown> = {}): Promise<Record<string, string>> {
+  const res = await post(url, token, { jsonrpc: '2.0', id: 0, method: 'initialize', params: { protocolVersion: '2025-06-18', capabilities, clientInfo: { name: 'raw', version: '1' } } });
   expect(res.status).toBe(200);
   await res.text();
   const headers = { 'mcp-session-id': res.headers.get('mcp-session-id')!, 'mcp-protocol-version': '2025-06-18' };
@@ -699,8 +699,10 @@ describe('open MCP streams end with their Mission (mission/holds.ts)', () => {
     expect(Date.now() - changedAt).toBeLessThan(1000);
     const metrics = await (await fetch(`${s.gw.adminUrl}/metrics`)).text();
     expect(metrics).toMatch(/^mission_gateway_exchanges_cut_total\{cause="authority_changed"\} 1$/m);
-    // The tool the Mission still grants is called as before.
-    const kept = await post(s.mcpUrl, token, callMsg(3, 'get_invoice', { invoice_id: 'inv_1001' }, ref), sh);
+    // The session the cut call ran in is ended (its server may wait in it for the client); the tool
+    // the Mission still grants is called as before in a new one.
+    expect((await post(s.mcpUrl, token, callMsg(3, 'get_invoice', { invoice_id: 'inv_1001' }, ref), sh)).status).toBe(404);
+    const kept = await post(s.mcpUrl, token, callMsg(3, 'get_invoice', { invoice_id: 'inv_1001' }, ref), await initialize(s.mcpUrl, token));
     expect(kept.status).toBe(200);
     expect(await kept.text()).not.toContain('isError":true');
   });
@@ -760,6 +762,151 @@ describe('open MCP streams end with their Mission (mission/holds.ts)', () => {
     await s.dev.missions.suspend(id, {});
     expect(await stream.ended).toBe('cut');
     await eventually(() => up.closed, 2000);
+  });
+
+  /**
+   * A stock SDK server whose `pay_invoice` asks the client to confirm (elicitation/create) on the
+   * call's stream and pays only on "accept" (and `get_invoice`); which sessions were ended by DELETE.
+   */
+  async function confirmingUpstream(): Promise<{ url: string; paid: string[]; deleted: string[]; close(): Promise<void> }> {
+    const { McpServer } = await import('@modelcontextprotocol/sdk/server/mcp.js');
+    const { StreamableHTTPServerTransport } = await import('@modelcontextprotocol/sdk/server/streamableHttp.js');
+    const { z } = await import('zod');
+    const paid: string[] = [];
+    const deleted: string[] = [];
+    const sessions = new Map<string, InstanceType<typeof StreamableHTTPServerTransport>>();
+    const server = createServer(async (req, res) => {
+      const sid = req.headers['mcp-session-id'];
+      if (req.method === 'DELETE' && typeof sid === 'string') deleted.push(sid);
+      let transport = typeof sid === 'string' ? sessions.get(sid) : undefined;
+      if (transport === undefined) {
+        if (typeof sid === 'string') return void res.writeHead(404).end();
+        const t = new StreamableHTTPServerTransport({ sessionIdGenerator: () => crypto.randomUUID(), onsessioninitialized: (id) => void sessions.set(id, t), onsessionclosed: (id) => void sessions.delete(id) });
+        const mcp = new McpServer({ name: 'confirming', version: '1.0.0' });
+        mcp.registerTool('get_invoice', { inputSchema: { invoice_id: z.string() } }, async (a) => ({ content: [{ type: 'text', text: a.invoice_id }] }));
+        mcp.registerTool('pay_invoice', { inputSchema: { invoice_id: z.string(), amount: z.string(), currency: z.string() } }, async (a, extra) => {
+          const answer = await mcp.server.elicitInput({ message: 'confirm payment?', requestedSchema: { type: 'object', properties: { ok: { type: 'boolean' } } } }, { relatedRequestId: extra.requestId });
+          if (answer.action === 'accept') paid.push(a.invoice_id);
+          return { content: [{ type: 'text', text: answer.action }] };
+        });
+        await mcp.connect(t);
+        transport = t;
+      }
+      await transport.handleRequest(req, res);
+    });
+    const url = await new Promise<string>((r) => server.listen(0, '127.0.0.1', () => r(`http://127.0.0.1:${(server.address() as AddressInfo).port}`)));
+    return {
+      url,
+      paid,
+      deleted,
+      close: async () => {
+        for (const t of sessions.values()) await t.close().catch(() => undefined);
+        server.closeAllConnections();
+        await new Promise<void>((r) => server.close(() => r()));
+      },
+    };
+  }
+
+  /** pay_invoice called in a fresh session, up to the server's elicitation/create on the call's stream. */
+  async function waitingForConfirmation(s: Setup, token: string): Promise<{ sh: Record<string, string>; stream: ReturnType<typeof readEvents>; ask: { id: number } }> {
+    const sh = await initialize(s.mcpUrl, token, { elicitation: {} });
+    const res = await post(s.mcpUrl, token, callMsg(2, 'pay_invoice', { invoice_id: 'inv_9', amount: '900.00', currency: 'USD' }), sh);
+    expect(res.status).toBe(200);
+    const stream = readEvents(res);
+    const event = await eventually(() => stream.events.find((e) => e.includes('elicitation/create')));
+    return { sh, stream, ask: JSON.parse(event.slice(event.indexOf('data: ') + 6)) as { id: number } };
+  }
+
+  const READ = (resource: string) => ({ type: 'mission_resource_access', resource, actions: ['invoices.read'] });
+  const payAuthority = (resource: string, max = '1000.00') => [
+    READ(resource),
+    { type: 'mission_resource_access', resource, actions: ['payments.create'], constraints: { max_amount: { amount: max, currency: 'USD' } } },
+  ];
+  const accept = (id: number) => ({ jsonrpc: '2.0', id, result: { action: 'accept', content: { ok: true } } });
+  const payYaml = 'tool_actions: { get_invoice: invoices.read, pay_invoice: payments.create }';
+
+  it("a session whose call was cut is ended: the client's confirmation of that call never reaches the server, which is told to end the session (r16d F1)", async () => {
+    const up = await confirmingUpstream();
+    cleanups.push(() => up.close());
+    const s = await setup({ upstream: up.url, mcp: payYaml });
+    s.dev.addReceiver({ endpoint: `${new URL(s.mcpUrl).origin}/.well-known/ssf/push`, audience: new URL(s.mcpUrl).origin });
+    for (const change of ['narrow', 'constrain', 'revoke', 'suspend'] as const) {
+      const id = await mission(s, payAuthority(s.mcpUrl));
+      const token = await s.dev.issueAccessToken({ missionId: id, resource: s.mcpUrl });
+      const { sh, stream, ask } = await waitingForConfirmation(s, token);
+      if (change === 'narrow') await s.dev.missions.changeAuthority(id, [READ(s.mcpUrl)]);
+      if (change === 'constrain') await s.dev.missions.changeAuthority(id, payAuthority(s.mcpUrl, '500.00'));
+      if (change === 'revoke') await s.dev.missions.revoke(id);
+      if (change === 'suspend') await s.dev.missions.suspend(id, {});
+      expect([change, await stream.ended]).toEqual([change, 'cut']);
+      if (change === 'suspend') await s.dev.missions.resume(id);
+      // The answer, with the same token or (the Mission gone) another Mission's of the same agent.
+      const other = await mission(s, payAuthority(s.mcpUrl));
+      const answerToken = change === 'revoke' ? await s.dev.issueAccessToken({ missionId: other, resource: s.mcpUrl }) : token;
+      const answer = await post(s.mcpUrl, answerToken, accept(ask.id), sh);
+      expect([change, answer.status]).toEqual([change, 404]);
+      expect(await answer.json()).toMatchObject({ error: 'not_found', denial_reason: 'session_ended' });
+      await eventually(() => up.deleted.includes(sh['mcp-session-id']!));
+      expect(up.paid).toEqual([]);
+      // A new session carries on with what the Mission still allows (a token for its new authority).
+      const after = change === 'narrow' || change === 'constrain' ? await s.dev.issueAccessToken({ missionId: id, resource: s.mcpUrl }) : answerToken;
+      const read = await post(s.mcpUrl, after, callMsg(3, 'get_invoice', { invoice_id: 'inv_1' }), await initialize(s.mcpUrl, after));
+      expect([change, read.status, await read.text()]).toEqual([change, 200, expect.not.stringContaining('isError')]);
+    }
+    const ended = s.gw.evidence().filter((r) => r['denial_reason'] === 'session_ended');
+    expect(ended).toHaveLength(4);
+  });
+
+  it("a session outlives its calls: its Mission's end ends it, and so does a narrowing once a task-augmented call ran in it (r16d F2)", async () => {
+    const deletes: string[] = [];
+    const up = await recorder((req, body, res) => {
+      if (req.method === 'DELETE') deletes.push(String(req.headers['mcp-session-id']));
+      const msg = body.length === 0 ? null : (JSON.parse(body.toString()) as { id?: unknown; method?: string });
+      if (msg?.id === undefined) return void res.writeHead(202).end();
+      res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ jsonrpc: '2.0', id: msg.id, result: { content: [], task: { taskId: 't1', status: 'working' } } }));
+    });
+    const s = await setup({ upstream: up.url, mcp: payYaml });
+    s.dev.addReceiver({ endpoint: `${new URL(s.mcpUrl).origin}/.well-known/ssf/push`, audience: new URL(s.mcpUrl).origin });
+    const id = await mission(s, payAuthority(s.mcpUrl));
+    const token = await s.dev.issueAccessToken({ missionId: id, resource: s.mcpUrl });
+    const inSession = (sid: string, body: unknown, t = token) => post(s.mcpUrl, t, body, { 'mcp-session-id': sid, 'mcp-protocol-version': '2025-11-25' });
+    const pay = { jsonrpc: '2.0', id: 2, method: 'tools/call', params: { name: 'pay_invoice', arguments: { invoice_id: 'inv_9', amount: '900.00', currency: 'USD' }, task: { ttl: 60000 } } };
+    expect((await inSession('tasks', pay)).status).toBe(200);
+    const read = await inSession('reads', callMsg(3, 'get_invoice', { invoice_id: 'inv_1' }));
+    expect([read.status, await read.text()]).toEqual([200, expect.not.stringContaining('isError')]);
+
+    // Narrowed, no exchange in flight: the session where the payment task runs is ended, the other is not.
+    await s.dev.missions.changeAuthority(id, [READ(s.mcpUrl)]);
+    await eventually(() => deletes.includes('tasks'));
+    const renewed = await s.dev.issueAccessToken({ missionId: id, resource: s.mcpUrl });
+    const result = { jsonrpc: '2.0', id: 4, method: 'tasks/result', params: { taskId: 't1' } };
+    expect((await inSession('tasks', result, renewed)).status).toBe(404);
+    const again = await inSession('reads', callMsg(5, 'get_invoice', { invoice_id: 'inv_1' }), renewed);
+    expect([again.status, await again.text()]).toEqual([200, expect.not.stringContaining('isError')]);
+    expect(deletes).toEqual(['tasks']);
+
+    // Revoked: every session its requests ran in ends, even for another Mission's token.
+    await s.dev.missions.revoke(id);
+    await eventually(() => deletes.includes('reads'));
+    const other = await s.dev.issueAccessToken({ missionId: await mission(s, payAuthority(s.mcpUrl)), resource: s.mcpUrl });
+    expect((await inSession('reads', result, other)).status).toBe(404);
+    expect((await inSession('fresh', callMsg(6, 'get_invoice', { invoice_id: 'inv_1' }), other)).status).toBe(200);
+  });
+
+  it('a confirmation in a session nothing cut goes through: another Mission of the agent ending ends nothing', async () => {
+    const up = await confirmingUpstream();
+    cleanups.push(() => up.close());
+    const s = await setup({ upstream: up.url, mcp: payYaml });
+    s.dev.addReceiver({ endpoint: `${new URL(s.mcpUrl).origin}/.well-known/ssf/push`, audience: new URL(s.mcpUrl).origin });
+    const id = await mission(s, payAuthority(s.mcpUrl));
+    const token = await s.dev.issueAccessToken({ missionId: id, resource: s.mcpUrl });
+    const unrelated = await mission(s, payAuthority(s.mcpUrl));
+    const { sh, stream, ask } = await waitingForConfirmation(s, token);
+    await s.dev.missions.revoke(unrelated);
+    expect((await post(s.mcpUrl, token, accept(ask.id), sh)).status).toBe(202);
+    expect(await stream.ended).toBe('end');
+    expect(up.paid).toEqual(['inv_9']);
+    expect(up.deleted).toEqual([]);
   });
 });
 

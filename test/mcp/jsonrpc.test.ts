@@ -20,7 +20,12 @@ describe('SPEC section 7: reading MCP JSON-RPC bodies', () => {
     const b = parseMcpBody(buf({ jsonrpc: '2.0', id: 7, method: 'tools/call', params: { name: 'pay_invoice', arguments: { amount: '10.00' }, _meta: { 'com.karlmcguinness.mission/reference': meta, progressToken: 1 } } }));
     expect(b.batch).toBe(false);
     expect(b.calls).toBe(1);
-    expect(b.messages[0]).toEqual({ kind: 'call', index: 0, id: 7, name: 'pay_invoice', args: { amount: '10.00' }, metaRef: meta });
+    expect(b.messages[0]).toEqual({ kind: 'call', index: 0, id: 7, name: 'pay_invoice', args: { amount: '10.00' }, metaRef: meta, task: false });
+  });
+
+  it('marks a task-augmented tools/call (MCP 2025-11-25 params.task)', () => {
+    const b = parseMcpBody(buf({ jsonrpc: '2.0', id: 8, method: 'tools/call', params: { name: 'pay_later', arguments: {}, task: { ttl: 60000 } } }));
+    expect(b.messages[0]).toMatchObject({ kind: 'call', name: 'pay_later', task: true });
   });
 
   it('treats absent arguments as {} (no defaults inserted)', () => {
