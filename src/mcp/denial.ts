@@ -38,3 +38,27 @@ export function denialResult(id: JsonRpcId, denial: Denial, decisionId: string):
     result: { isError: true, content: [{ type: 'text', text: JSON.stringify(structuredContent) }], structuredContent },
   };
 }
+
+/** How long the gateway answers for a task it made for a denied call (tasks.ts). */
+export const DENIED_TASK_TTL_MS = 15 * 60 * 1000;
+
+/** A task as MCP 2025-11-25 describes one (`Task`). */
+export interface TaskInfo {
+  readonly taskId: string;
+  readonly status: 'completed';
+  readonly ttl: number;
+  readonly createdAt: string;
+  readonly lastUpdatedAt: string;
+}
+
+/**
+ * The answer to a denied task-augmented `tools/call` (MCP 2025-11-25 tasks): the requester expects
+ * a `CreateTaskResult`, so the SPEC's result also carries a task, completed at once, named by the
+ * decision. A stock client then asks for its result (`tasks/result`, answered by the gateway with
+ * the same tool error), as it would for a tool that ran and failed.
+ */
+export function taskDenialResult(denied: DenialResult, now: Date): DenialResult & { readonly result: { readonly task: TaskInfo } } {
+  const at = now.toISOString();
+  const task: TaskInfo = { taskId: denied.result.structuredContent.decision_id, status: 'completed', ttl: DENIED_TASK_TTL_MS, createdAt: at, lastUpdatedAt: at };
+  return { ...denied, result: { ...denied.result, task } };
+}

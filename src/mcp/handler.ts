@@ -28,11 +28,12 @@ import type { Logger } from '../observability/logger.js';
 import type { Metrics } from '../observability/metrics.js';
 import { principalOf, type MissionReference, type MissionView, type RequestContext } from '../pipeline/context.js';
 import type { Handler, Pipeline } from '../pipeline/run.js';
-import { denialResult, type DenialResult } from './denial.js';
+import { denialResult, taskDenialResult, type DenialResult } from './denial.js';
 import { idKey, parseMcpBody, type InvalidCallMessage, type McpBody, type ToolCallMessage } from './jsonrpc.js';
 import { compileToolParams, toolParams, type ToolParamMap } from './params.js';
 import { answerDirectly, relay } from './relay.js';
 import type { McpSessions } from './sessions.js';
+import { DeniedTasks } from './tasks.js';
 import { combinePins, ListAnswers, MissionPins, ObservedTools, type ListFilter, type Pins, type Visible } from './tools.js';
 
 /** The part of MissionStates (src/mission/state.ts) this handler uses. */
@@ -102,6 +103,7 @@ class McpHandler implements Handler {
   private readonly metrics: Metrics;
   private readonly logger: Logger;
   private readonly sessions: McpSessions | null;
+  private readonly deniedTasks = new DeniedTasks();
   /** `mcp.path`: where the upstream takes the session's requests. */
   private readonly path: string;
   /** The pipeline of the latest request: its upstream is where sessions are ended. */
@@ -173,6 +175,13 @@ class McpHandler implements Handler {
     ctx.body = body;
     await pipeline.recheckMission(ctx);
     const parsed = parseMcpBody(body);
+    // A task the gateway made for a denied call: the upstream does not know it.
+    const made = parsed.batch ? null : this.deniedTasks.answer(parsed.items[0], principalOf(ctx), Date.now());
+    if (made !== null) {
+      this.recordRequest(ctx, pipeline);
+      answerDirectly(ctx, pipeline, made);
+      return;
+    }
     if (parsed.calls === 0 && parsed.lists === 0) {
       // Notifications, and the client's answers to the server's requests (a confirmation asked
       // for by a call): they go on while the session does.
@@ -225,7 +234,15 @@ class McpHandler implements Handler {
       // never the permit of a call forwarded beside it (which share the request's, the
       // Mission-Decision the upstream receives).
       const decisionId = parsed.batch ? `${ctx.id}_${c.msg.index}` : ctx.id;
-      answers.push(denialResult(c.msg.id, c.denial, decisionId));
+      const answer = denialResult(c.msg.id, c.denial, decisionId);
+      if (c.msg.kind === 'call' && c.msg.task) {
+        // Asked as a task: the requester reads a CreateTaskResult, then the task's result.
+        const asTask = taskDenialResult(answer, new Date());
+        this.deniedTasks.remember(asTask, principalOf(ctx), Date.now());
+        answers.push(asTask);
+      } else {
+        answers.push(answer);
+      }
       this.recordCall(ctx, pipeline, c, 'deny', decisionId);
     }
 

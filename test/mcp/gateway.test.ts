@@ -771,7 +771,9 @@ describe('open MCP streams end with their Mission (mission/holds.ts)', () => {
   async function confirmingUpstream(): Promise<{ url: string; paid: string[]; deleted: string[]; close(): Promise<void> }> {
     const { McpServer } = await import('@modelcontextprotocol/sdk/server/mcp.js');
     const { StreamableHTTPServerTransport } = await import('@modelcontextprotocol/sdk/server/streamableHttp.js');
+    const { InMemoryTaskStore } = await import('@modelcontextprotocol/sdk/experimental/tasks');
     const { z } = await import('zod');
+    const taskStore = new InMemoryTaskStore();
     const paid: string[] = [];
     const deleted: string[] = [];
     const sessions = new Map<string, InstanceType<typeof StreamableHTTPServerTransport>>();
@@ -782,8 +784,19 @@ describe('open MCP streams end with their Mission (mission/holds.ts)', () => {
       if (transport === undefined) {
         if (typeof sid === 'string') return void res.writeHead(404).end();
         const t = new StreamableHTTPServerTransport({ sessionIdGenerator: () => crypto.randomUUID(), onsessioninitialized: (id) => void sessions.set(id, t), onsessionclosed: (id) => void sessions.delete(id) });
-        const mcp = new McpServer({ name: 'confirming', version: '1.0.0' });
+        const mcp = new McpServer({ name: 'confirming', version: '1.0.0' }, { capabilities: { tasks: { requests: { tools: { call: {} } } } }, taskStore });
         mcp.registerTool('get_invoice', { inputSchema: { invoice_id: z.string() } }, async (a) => ({ content: [{ type: 'text', text: a.invoice_id }] }));
+        // A task tool (MCP 2025-11-25): pays when the task is created, its result read later.
+        mcp.experimental.tasks.registerToolTask('pay_later', { inputSchema: { invoice_id: z.string(), amount: z.string(), currency: z.string() }, execution: { taskSupport: 'optional' } }, {
+          createTask: async (a, extra) => {
+            const task = await extra.taskStore.createTask({ ttl: 60_000 });
+            paid.push(a.invoice_id);
+            await extra.taskStore.storeTaskResult(task.taskId, 'completed', { content: [{ type: 'text', text: 'paid' }] });
+            return { task };
+          },
+          getTask: async (_a, extra) => (await extra.taskStore.getTask(extra.taskId))!,
+          getTaskResult: async (_a, extra) => (await extra.taskStore.getTaskResult(extra.taskId)) as never,
+        });
         mcp.registerTool('pay_invoice', { inputSchema: { invoice_id: z.string(), amount: z.string(), currency: z.string() } }, async (a, extra) => {
           const answer = await mcp.server.elicitInput({ message: 'confirm payment?', requestedSchema: { type: 'object', properties: { ok: { type: 'boolean' } } } }, { relatedRequestId: extra.requestId });
           if (answer.action === 'accept') paid.push(a.invoice_id);
@@ -891,6 +904,38 @@ describe('open MCP streams end with their Mission (mission/holds.ts)', () => {
     const other = await s.dev.issueAccessToken({ missionId: await mission(s, payAuthority(s.mcpUrl)), resource: s.mcpUrl });
     expect((await inSession('reads', result, other)).status).toBe(404);
     expect((await inSession('fresh', callMsg(6, 'get_invoice', { invoice_id: 'inv_1' }), other)).status).toBe(200);
+  });
+
+  it("a denied task-augmented call reaches the stock SDK client as the tool error, through a task the gateway made and answers for (r16d F3)", async () => {
+    const { Client } = await import('@modelcontextprotocol/sdk/client/index.js');
+    const { StreamableHTTPClientTransport } = await import('@modelcontextprotocol/sdk/client/streamableHttp.js');
+    const { CallToolResultSchema } = await import('@modelcontextprotocol/sdk/types.js');
+    const up = await confirmingUpstream();
+    cleanups.push(() => up.close());
+    const s = await setup({ upstream: up.url, mcp: 'tool_actions: { get_invoice: invoices.read, pay_later: payments.create }' });
+    const id = await mission(s, payAuthority(s.mcpUrl));
+    const token = await s.dev.issueAccessToken({ missionId: id, resource: s.mcpUrl });
+    const client = new Client({ name: 'tasks', version: '1.0.0' });
+    await client.connect(new StreamableHTTPClientTransport(new URL(s.mcpUrl), { requestInit: { headers: { authorization: `Bearer ${token}` } } }));
+    cleanups.push(() => client.close());
+    // Listed with taskSupport: callToolStream asks for a task by itself.
+    expect((await client.listTools()).tools.find((t) => t.name === 'pay_later')?.execution).toEqual({ taskSupport: 'optional' });
+    const pay = async (amount: string) => {
+      const out: { type: string; result?: unknown; task?: { taskId: string } }[] = [];
+      for await (const m of client.experimental.tasks.callToolStream({ name: 'pay_later', arguments: { invoice_id: `inv_${amount}`, amount, currency: 'USD' } }, CallToolResultSchema)) out.push(m as never);
+      return out;
+    };
+    const denied = await pay('5000.00');
+    expect(denied.map((m) => m.type)).toEqual(['taskCreated', 'taskStatus', 'result']);
+    expect(denied[2]!.result).toMatchObject({ isError: true, structuredContent: { denial_reason: 'parameter_violation', decision_id: denied[0]!.task!.taskId } });
+    expect(up.paid).toEqual([]);
+    // Only the caller reads the gateway's task; another agent's request goes to the upstream, which does not know it.
+    const stranger = await s.dev.issueAccessToken({ missionId: await mission(s, payAuthority(s.mcpUrl), 'agent_2'), resource: s.mcpUrl });
+    const peek = await post(s.mcpUrl, stranger, { jsonrpc: '2.0', id: 9, method: 'tasks/result', params: { taskId: denied[0]!.task!.taskId } }, await initialize(s.mcpUrl, stranger));
+    expect(await peek.text()).not.toContain('parameter_violation');
+    const permitted = await pay('10.00');
+    expect(permitted.at(-1)).toMatchObject({ type: 'result', result: { content: [{ type: 'text', text: 'paid' }] } });
+    expect(up.paid).toEqual(['inv_10.00']);
   });
 
   it('a confirmation in a session nothing cut goes through: another Mission of the agent ending ends nothing', async () => {
