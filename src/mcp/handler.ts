@@ -141,7 +141,11 @@ class McpHandler implements Handler {
     const policy = pipeline.deps.headers.strip;
     this.pipeline = pipeline;
     const session = this.sessions === null ? undefined : sessionOf(ctx);
-    if (session !== undefined && this.sessions!.isEnded(session)) throw new Denial('session_ended');
+    if (session !== undefined) {
+      if (this.sessions!.isEnded(session)) throw new Denial('session_ended');
+      const owner = this.sessions!.ownerOf(session);
+      if (owner !== undefined && owner !== principalOf(ctx)) throw new Denial('session_mismatch');
+    }
     if (ctx.method !== 'POST') {
       // Streamable HTTP sends messages by POST only: GET opens a stream, DELETE ends a session.
       // Messages sent any other way would reach the upstream ungated (a lax server may read them).

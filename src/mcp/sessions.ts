@@ -16,6 +16,10 @@
  * request naming the session is denied, 404 `session_ended` (MCP: a client that gets 404 for its
  * session starts a new one), whatever its token.
  *
+ * A session is also bound to the principal whose Mission-bound request used it first (MCP's
+ * security best practices: bind a session to its user): another principal naming it gets 404
+ * `session_mismatch`, as if it did not exist.
+ *
  * Both maps are bounded. Past MAX_SESSIONS the session used least recently is forgotten (no longer
  * held, so no longer ended with its Mission); past MAX_ENDED the oldest ended id is forgotten (the
  * upstream was told to end it). Per replica: another replica learns of a session from the
@@ -23,7 +27,7 @@
  */
 import type { MissionHolds, Review, Ticket } from '../mission/holds.js';
 import type { Logger } from '../observability/logger.js';
-import type { RequestContext } from '../pipeline/context.js';
+import { principalOf, type RequestContext } from '../pipeline/context.js';
 
 export const MAX_SESSIONS = 10_000;
 export const MAX_ENDED = 10_000;
@@ -48,8 +52,11 @@ class SessionHold {
 }
 
 export class McpSessions {
-  /** Session id -> its holds, by the request's ticket keys (insertion order = least recently used first). */
-  private readonly live = new Map<string, Map<string, SessionHold>>();
+  /**
+   * Session id -> the principal whose requests used it first (a token's issuer, subject and client)
+   * and its holds, by the request's ticket keys (insertion order = least recently used first).
+   */
+  private readonly live = new Map<string, { readonly principal: string; readonly holds: Map<string, SessionHold> }>();
   private readonly ended = new Set<string>();
   /** Ends a session at the upstream; set by the MCP handler of the running config. */
   terminate: (id: string) => void = () => {};
@@ -62,6 +69,11 @@ export class McpSessions {
   /** True when the gateway ended this session: requests naming it are denied. */
   isEnded(id: string): boolean {
     return this.ended.has(id);
+  }
+
+  /** The principal the session is bound to (its first Mission-bound request's), if it is held here. */
+  ownerOf(id: string): string | undefined {
+    return this.live.get(id)?.principal;
   }
 
   /**
@@ -82,10 +94,11 @@ export class McpSessions {
     if (!holds.hold(during, exchange)) return this.end(id);
     ctx.res.once('close', () => holds.release(during, exchange));
 
-    let mine = this.live.get(id);
-    if (mine !== undefined) this.live.delete(id);
-    mine ??= new Map();
-    this.live.set(id, mine);
+    let session = this.live.get(id);
+    if (session !== undefined) this.live.delete(id);
+    session ??= { principal: principalOf(ctx), holds: new Map() };
+    this.live.set(id, session);
+    const mine = session.holds;
     const key = during.more === null ? during.key : [during.key, ...during.more.map((t) => t.key)].join(' ');
     let hold = mine.get(key);
     if (hold === undefined) {
@@ -119,9 +132,9 @@ export class McpSessions {
   }
 
   private forget(id: string): void {
-    const mine = this.live.get(id);
-    if (mine === undefined) return;
+    const session = this.live.get(id);
+    if (session === undefined) return;
     this.live.delete(id);
-    for (const hold of mine.values()) this.holds?.release(hold.ticket, hold);
+    for (const hold of session.holds.values()) this.holds?.release(hold.ticket, hold);
   }
 }

@@ -938,6 +938,26 @@ describe('open MCP streams end with their Mission (mission/holds.ts)', () => {
     expect(up.paid).toEqual(['inv_10.00']);
   });
 
+  it("a session is bound to the agent that used it first: another agent's token naming it is 404 session_mismatch, never forwarded", async () => {
+    const up = await recorder((_req, body, res) => {
+      const msg = body.length === 0 ? null : (JSON.parse(body.toString()) as { id?: unknown });
+      if (msg?.id === undefined) return void res.writeHead(202).end();
+      res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ jsonrpc: '2.0', id: msg.id, result: { content: [] } }));
+    });
+    const s = await setup({ upstream: up.url, mcp: payYaml });
+    const token = await s.dev.issueAccessToken({ missionId: await mission(s, payAuthority(s.mcpUrl)), resource: s.mcpUrl });
+    const stranger = await s.dev.issueAccessToken({ missionId: await mission(s, payAuthority(s.mcpUrl), 'agent_2'), resource: s.mcpUrl });
+    const inSession = (t: string, id: number) => post(s.mcpUrl, t, callMsg(id, 'get_invoice', { invoice_id: 'inv_1' }), { 'mcp-session-id': 'sess-1' });
+    expect((await inSession(token, 1)).status).toBe(200);
+    const foreign = await inSession(stranger, 2);
+    expect(foreign.status).toBe(404);
+    expect(await foreign.json()).toMatchObject({ error: 'not_found', denial_reason: 'session_mismatch' });
+    expect(up.seen).toHaveLength(1);
+    // The same agent with another token (a refreshed one, another of its Missions) carries on.
+    const again = await s.dev.issueAccessToken({ missionId: await mission(s, payAuthority(s.mcpUrl)), resource: s.mcpUrl });
+    expect((await inSession(again, 3)).status).toBe(200);
+  });
+
   it('a confirmation in a session nothing cut goes through: another Mission of the agent ending ends nothing', async () => {
     const up = await confirmingUpstream();
     cleanups.push(() => up.close());
