@@ -159,16 +159,14 @@ class McpHandler implements Handler {
           if (!recorded) this.recordRequest(ctx, pipeline);
           recorded = true;
         };
-        if (session !== undefined) this.sessions!.use(session, ctx, null, null);
+        this.track(ctx, session);
         await relay(ctx, pipeline, { body: null, answers: [], batch: false, lists: new ListAnswers(null, f, this.observed), onOutcome: record }, this.logger);
         record();
         return;
       }
-      if (session !== undefined) {
-        // The client ends its session: nothing to hold it under any more.
-        if (ctx.method === 'DELETE') this.sessions!.release(session);
-        else this.sessions!.use(session, ctx, null, null);
-      }
+      // The client ending its session: nothing to hold it under any more.
+      if (ctx.method === 'DELETE' && session !== undefined) this.sessions!.release(session);
+      else this.track(ctx, session);
       await pipeline.forward(ctx, { policy, body: 'stream' });
       return;
     }
@@ -189,7 +187,7 @@ class McpHandler implements Handler {
     if (parsed.calls === 0 && parsed.lists === 0) {
       // Notifications, and the client's answers to the server's requests (a confirmation asked
       // for by a call): they go on while the session does.
-      if (session !== undefined) this.sessions!.use(session, ctx, null, null);
+      this.track(ctx, session);
       await pipeline.forward(ctx, { policy, body });
       return;
     }
@@ -293,10 +291,8 @@ class McpHandler implements Handler {
     }
     if (others.length > 0) ctx.otherMissions = others;
     if (ctx.missionRef !== null) ctx.review = reviewOf(refKey(ctx.missionRef));
-    if (session !== undefined) {
-      const tasks = ctx.missionRef === null ? null : reviewOf(refKey(ctx.missionRef), (c) => c.msg.kind === 'call' && c.msg.task);
-      this.sessions!.use(session, ctx, ctx.review, tasks);
-    }
+    // A task-augmented call runs on after its answer: the session is reviewed for it as long as it lives.
+    if (session !== undefined) this.track(ctx, session, ctx.review, ctx.missionRef === null ? null : reviewOf(refKey(ctx.missionRef), (c) => c.msg.kind === 'call' && c.msg.task));
 
     // Nothing removed: the upstream gets the client's bytes. Otherwise the remaining batch elements.
     const forwardBody = denied === null ? body : Buffer.from(batchText(parsed.items, denied), 'utf8');
@@ -315,6 +311,11 @@ class McpHandler implements Handler {
       await relay(ctx, pipeline, { body: forwardBody, answers, batch: parsed.batch, lists: listAnswers, onOutcome: record }, this.logger);
     }
     record();
+  }
+
+  /** The request runs in `session` (when it names one): held under its Missions (sessions.ts). */
+  private track(ctx: RequestContext, session: string | undefined, review: Review | null = null, tasks: Review | null = null): void {
+    if (session !== undefined) this.sessions!.use(session, ctx, review, tasks);
   }
 
   private actionOf(tool: string): string {
