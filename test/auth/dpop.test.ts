@@ -252,6 +252,14 @@ describe('RFC 9449 §4.3 checks, one by one', () => {
     expect(await code(dpopHeaders(token, { iat: now - 50 }))).toBe('ok');
   });
 
+  it('step 11 at its edge (fake clock): iat exactly max_age_s + clock_skew_s old is accepted, one second older is not', async () => {
+    const T = Math.floor(Date.now() / 1000);
+    const g = await gateway({}, { clock: () => T * 1000 });
+    expect(await outcome(async () => g.run(await dpopHeaders(token, { iat: T - 60 - 5 })))).toBe('ok');
+    expect(await outcome(async () => g.run(await dpopHeaders(token, { iat: T - 60 - 5 - 1 })))).toBe('dpop_invalid');
+    g.close();
+  });
+
   it('step 11: a proof from the future (iat beyond the skew) is refused', async () => {
     const now = Math.floor(Date.now() / 1000);
     expect(await code(dpopHeaders(token, { iat: now + 60 }))).toBe('dpop_invalid');
@@ -378,6 +386,17 @@ describe('verifyDpopProof for token-endpoint requests (ID-JAG guard)', () => {
     const opts = { method: 'POST', htu, algorithms: ['ES256'], maxAgeS: 60, clockSkewS: 5 };
     expect(verifyDpopProof(proof, opts)).toMatchObject({ jkt: clientJkt });
     expect(await outcome(() => verifyDpopProof(proof, { ...opts, expectedJkt: 'other' }))).toBe('dpop_invalid');
+  });
+});
+
+describe('the proof header cache (a header seen before is not parsed again)', () => {
+  it('still holds the header to the algorithms of this verification', async () => {
+    const ps = await makeKey('PS256');
+    const htu = normalizeHtu('https://as.example.com/oauth2/token')!;
+    const opts = { method: 'POST', htu, maxAgeS: 60, clockSkewS: 5 };
+    const proof = () => mintProof(ps, { method: 'POST', htu: 'https://as.example.com/oauth2/token' });
+    expect(await outcome(async () => verifyDpopProof(await proof(), { ...opts, algorithms: ['ES256', 'PS256'] }))).toBe('ok');
+    expect(await outcome(async () => verifyDpopProof(await proof(), { ...opts, algorithms: ['ES256'] }))).toBe('dpop_invalid');
   });
 });
 

@@ -187,3 +187,15 @@ describe('fast path limits (stricter than jose where noted)', () => {
     expect(publicJwkCore([jwk])).toBeNull();
   });
 });
+
+describe('validityProblem: the exp / nbf window at its edges (RFC 7519 4.1.4-4.1.5, with clock skew)', () => {
+  it('not accepted on or after exp - skew; accepted from nbf - skew', async () => {
+    const { validityProblem } = await import('../../src/auth/jws.js');
+    const now = 1_000_000;
+    const skew = 30;
+    expect(validityProblem({ exp: now - skew }, now, skew)).toBe('expired');
+    expect(validityProblem({ exp: now - skew + 1 }, now, skew)).toBeNull();
+    expect(validityProblem({ nbf: now + skew }, now, skew)).toBeNull();
+    expect(validityProblem({ nbf: now + skew + 1 }, now, skew)).toBe('not yet valid');
+  });
+});

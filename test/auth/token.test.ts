@@ -1,7 +1,7 @@
 /**
  * RFC 9068 access tokens through the token stage, with keys from a real JWKS server (keys.ts).
  */
-import { createHmac } from 'node:crypto';
+import { createHmac, generateKeyPairSync, randomUUID } from 'node:crypto';
 import * as jose from 'jose';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { IssuerKeys } from '../../src/auth/keys.js';
@@ -72,6 +72,74 @@ describe('RFC 9068 §4 access token validation', () => {
     const { run, keys } = setup({ config });
     await keys.start();
     expect(await outcome(async () => run(await mintToken(signing, issuer)))).toBe('token_invalid');
+  });
+
+  it("RFC 8725 §3.1: an issuer's algorithms bind its own keys, even when its JWK names no alg and another issuer allows the one used", async () => {
+    const other = await new JwksServer().start();
+    try {
+      const config = makeConfig(issuer, `${issuer}/jwks`, {
+        issuers: [
+          { issuer, jwks_uri: `${issuer}/jwks`, algorithms: ['RS256'] },
+          { issuer: other.url, jwks_uri: `${other.url}/jwks`, algorithms: ['PS256'] },
+        ],
+      });
+      const { run, keys } = setup({ config });
+      const { privateKey, publicKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
+      jwks.keys = [{ ...(publicKey.export({ format: 'jwk' }) as jose.JWK), kid: 'rsa-a' }]; // no alg member
+      other.setKeys(await makeKey('PS256', 'b1'));
+      await keys.start();
+      const signed = (alg: string) =>
+        new jose.CompactSign(new TextEncoder().encode(JSON.stringify({ iss: issuer, sub: 's', aud: RESOURCE, client_id: 'c', jti: randomUUID(), iat: Math.floor(Date.now() / 1000), exp: Math.floor(Date.now() / 1000) + 60 })))
+          .setProtectedHeader({ alg, typ: 'at+jwt', kid: 'rsa-a' })
+          .sign(privateKey);
+      expect(await outcome(async () => run(await signed('RS256')))).toBe('ok');
+      expect(await outcome(async () => run(await signed('PS256')))).toBe('token_invalid');
+      // Each layer on its own: the key source gives issuer A no key for PS256, and the verifier
+      // refuses it before asking for one.
+      expect(() => keys.resolve(issuer, { alg: 'PS256', kid: 'rsa-a' })).toThrow(Denial);
+      const lookups: string[] = [];
+      const resolver = { resolve: (iss: string) => (lookups.push(iss), keys.resolve(iss, { alg: 'RS256', kid: 'rsa-a' })), metadata: () => Promise.reject(new Error('none')), ready: () => true };
+      const verify = (t: string, o: Partial<Parameters<typeof verifyJwt>[1]> = {}) => outcome(() => verifyJwt(t, { typ: 'at+jwt', algorithms: ['RS256', 'PS256'], keys: resolver, ...o }));
+      expect(await verify(await signed('PS256'), { issuerAlgorithms: new Map([[issuer, ['RS256']]]) })).toBe('token_invalid');
+      expect(await verify(await signed('PS256'), { algorithms: ['RS256'] })).toBe('token_invalid');
+      expect(await verify(await signed('RS256'), { issuer: [other.url] })).toBe('token_invalid');
+      expect(lookups).toEqual([]);
+      expect(await verify(await signed('RS256'))).toBe('ok');
+    } finally {
+      await other.close();
+    }
+  });
+
+  it('a cached token is held to its nbf again (a clock stepped back) and to its key being current (a key gone, no event heard)', async () => {
+    let now = Date.now();
+    const nbf = Math.floor(now / 1000) - 10;
+    // Keys whose change listeners are never told: only isCurrent can say the key is gone.
+    class Deaf extends IssuerKeys {
+      override onKeysChanged(): void {}
+    }
+    const config = makeConfig(issuer, `${issuer}/jwks`);
+    jwks.setKeys(signing);
+    const metrics = newMetrics();
+    const keys = new Deaf({ issuers: config.issuers, metrics, logger, cooldownMs: 0, refreshIntervalMs: 0, clock: () => now });
+    open.push(keys);
+    const stage = createTokenStage({ config, keys, metrics, logger, clock: () => now });
+    const run = (token: string): unknown => {
+      const ctx = makeCtx([]);
+      ctx.credentials = { scheme: 'DPoP', token, proof: null };
+      return stage(ctx);
+    };
+    await keys.start();
+    const token = await mintToken(signing, issuer, { claims: { nbf } });
+    expect(await outcome(() => run(token))).toBe('ok');
+    now = (nbf - 30 - 1) * 1000; // before nbf - clock_skew_s
+    expect(await outcome(() => run(token))).toBe('token_invalid');
+    now = Date.now();
+    expect(await outcome(() => run(token))).toBe('ok');
+    // The issuer rotates away from k1; a token under the new key makes the gateway fetch the set.
+    const next = await makeKey('ES256', 'k2');
+    jwks.setKeys(next);
+    expect(await outcome(async () => run(await mintToken(next, issuer)))).toBe('ok');
+    expect(await outcome(() => run(token))).toBe('token_invalid');
   });
 
   it('RFC 8725 §3.1: alg none is refused', async () => {

@@ -19,9 +19,11 @@ let bus: RecordingBus;
 let holds: MissionHolds;
 let authKey: SigningKey;
 
+let ck: ReturnType<typeof clientKeyFile>;
+
 async function setup(mission: Record<string, unknown> = {}): Promise<void> {
   t = Date.now();
-  const ck = clientKeyFile();
+  ck = clientKeyFile();
   authKey = signingKey();
   const keys = new LocalKeys().add(ISSUER, authKey);
   server = await new StatusServer(ISSUER, authKey, ck.publicKey, now).start();
@@ -143,6 +145,20 @@ describe('SPEC section 3: Mission state from Status, cached', () => {
     expect((await check()).sync).toBe(true);
     t += 1_000;
     expect((await check()).sync).toBe(false);
+  });
+
+  it("lifetime ends at the issuer's advertised mission_max_stale_seconds (metadata discovery), below mission.max_stale_s", async () => {
+    await states.close();
+    const keys = new LocalKeys().add(ISSUER, authKey);
+    keys.meta.set(ISSUER, { issuer: ISSUER, mission_status_endpoint: server.url, mission_max_stale_seconds: 10 });
+    const config = makeConfig({}, { client: { client_id: CLIENT_ID, private_key_file: ck.file }, authorities: [{ issuer: ISSUER }] });
+    states = new MissionStates({ config, keys, metrics, logger, bus, holds, now });
+    expect((await check()).code).toBeNull();
+    server.missions.get(MISSION_ID)!.state = 'revoked';
+    t += 9_000;
+    expect(await check()).toMatchObject({ code: null, sync: true });
+    t += 1_000;
+    expect(await check()).toMatchObject({ code: 'mission_terminated', sync: false });
   });
 
   it("lifetime ends at the token's exp", async () => {
