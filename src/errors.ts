@@ -44,7 +44,7 @@ export const DENIALS = {
   parameter_unparseable: { status: 400, error: 'invalid_request', reason: 'parameter_unparseable', challenge: 'none', description: 'the request parameters cannot be read' },
   request_malformed: { status: 400, error: 'invalid_request', reason: 'request_malformed', challenge: 'none', description: 'the request is malformed' },
   body_too_large: { status: 413, error: 'payload_too_large', reason: 'body_too_large', challenge: 'none', description: 'the request body is larger than this gateway accepts' },
-  session_ended: { status: 404, error: 'not_found', reason: 'session_ended', challenge: 'none', description: 'this MCP session was ended: a Mission it ran under is no longer active or no longer allows a call made in it; start a new session' },
+  session_ended: { status: 404, error: 'not_found', reason: 'session_ended', challenge: 'none', description: 'this MCP session was ended (its client ended it, it was idle, or a Mission it ran under is no longer active or no longer allows a call made in it); start a new session' },
   session_mismatch: { status: 404, error: 'not_found', reason: 'session_mismatch', challenge: 'none', description: 'no such MCP session for this client; start a new session' },
   replay_store_unavailable: { status: 503, error: 'temporarily_unavailable', reason: 'replay_store_unavailable', challenge: 'none', description: 'single-use checks cannot be made right now' },
   evidence_unavailable: { status: 503, error: 'temporarily_unavailable', reason: 'evidence_unavailable', challenge: 'none', description: 'decision evidence cannot be written' },

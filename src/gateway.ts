@@ -15,6 +15,7 @@ import { lingeringClose, Upstream } from './http/forward.js';
 import { hostField, hostRequired, makeDropSet, TrustedProxies, type HeaderPolicy } from './http/headers.js';
 import { answeredAtProtocolLevel, cutAtShutdown } from './http/shutdown.js';
 import { socketResponse, WebSocketTunnel } from './http/upgrade.js';
+import { upstreamEnder } from './mcp/sessions.js';
 import { createLogger, type Logger } from './observability/logger.js';
 import { Metrics } from './observability/metrics.js';
 import { Challenges } from './pipeline/respond.js';
@@ -338,6 +339,8 @@ async function buildRuntime(config: Config, longLived: LongLived, metrics: Metri
   const publicUrl = new URL(config.public_base_url);
   const proto = publicUrl.protocol.slice(0, -1);
   const upstreamHost = config.upstream.preserve_host ? publicUrl.host : upstream.host;
+  // Sessions the gateway ends are ended at this runtime's upstream from now on (a reload included).
+  if (config.mcp !== undefined) longLived.sessions.terminate = upstreamEnder(upstream, config.mcp.path, upstreamHost, logger);
   const policy = (strip: boolean): HeaderPolicy => ({ drop: makeDropSet(strip), trusted, proto, upstreamHost });
   const algs = config.dpop.algorithms.join(' ');
   const bearerAllowed = !config.dpop.required;

@@ -92,6 +92,7 @@ export async function buildLongLivedParts(config: Config, metrics: Metrics, logg
   const bus = switchableBus(createMissionBus(config.replay_store, { logger, metrics, catchUpMs: config.mission.max_stale_s * 1000 }));
   const tunnels = new Set<Socket>();
   const holds = new MissionHolds({ logger, counted: (cause, n) => metrics.exchangesCut.labels(cause).inc(n) });
+  const sessions = new McpSessions(holds, logger);
   metrics.heldExchanges = () => holds.size;
   return {
     evidence,
@@ -100,9 +101,10 @@ export async function buildLongLivedParts(config: Config, metrics: Metrics, logg
     bus,
     holds,
     tunnels,
-    sessions: new McpSessions(holds, logger),
+    sessions,
     async close() {
       holds.close();
+      sessions.close();
       for (const s of tunnels) s.destroy();
       await Promise.allSettled([evidence.close(), replay.close(), bus.close()]);
     },

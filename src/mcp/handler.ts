@@ -75,10 +75,28 @@ interface Asked {
   readonly ref: MissionReference | null;
 }
 
-/** The request's `Mcp-Session-Id`, when it names one. */
+/**
+ * The request's `Mcp-Session-Id`, when it names one. Two fields are refused: the gateway would
+ * check them joined ("a, b") while an upstream that reads the first serves that session (r16e F4).
+ */
 function sessionOf(ctx: RequestContext): string | undefined {
-  const v = ctx.req.headers['mcp-session-id'];
-  return typeof v === 'string' && v !== '' ? v : undefined;
+  const raw = ctx.req.rawHeaders;
+  let value: string | undefined;
+  for (let i = 0; i < raw.length; i += 2) {
+    if (raw[i]!.length !== 14 || raw[i]!.toLowerCase() !== 'mcp-session-id') continue;
+    if (value !== undefined) throw new Denial('request_malformed', { description: 'more than one Mcp-Session-Id field' });
+    value = raw[i + 1]!;
+  }
+  return value === '' ? undefined : value;
+}
+
+/**
+ * How these calls are decided again (null when there are none). Built here, not inside the
+ * request's handling: a closure made there would keep the whole request (its body) alive for as
+ * long as a session keeps the review (r16e F2).
+ */
+function reviewOver(handler: { permitsAgain(asked: Asked, c: CallState, view: MissionView): boolean }, asked: Asked, calls: readonly CallState[]): Review | null {
+  return calls.length === 0 ? null : (view) => calls.every((c) => handler.permitsAgain(asked, c, view));
 }
 
 export function createMcpHandler(deps: McpHandlerDeps): Handler {
@@ -104,10 +122,6 @@ class McpHandler implements Handler {
   private readonly logger: Logger;
   private readonly sessions: McpSessions | null;
   private readonly deniedTasks = new DeniedTasks();
-  /** `mcp.path`: where the upstream takes the session's requests. */
-  private readonly path: string;
-  /** The pipeline of the latest request: its upstream is where sessions are ended. */
-  private pipeline: Pipeline | null = null;
 
   constructor(deps: McpHandlerDeps) {
     const c = deps.config;
@@ -125,21 +139,10 @@ class McpHandler implements Handler {
     this.metrics = deps.metrics;
     this.logger = deps.logger;
     this.sessions = deps.sessions ?? null;
-    this.path = mcp?.path ?? '/';
-    if (this.sessions !== null) this.sessions.terminate = (id) => void this.endAtUpstream(id);
-  }
-
-  /** MCP Streamable HTTP's session end (DELETE with the id), sent by the gateway itself. */
-  private async endAtUpstream(id: string): Promise<void> {
-    const pipeline = this.pipeline;
-    if (pipeline === null) return;
-    const status = await pipeline.deps.upstream.own('DELETE', this.path, { 'mcp-session-id': id, host: pipeline.deps.headers.strip.upstreamHost, via: '1.1 mission-gateway' });
-    this.logger.info({ status }, 'MCP session end sent to the upstream');
   }
 
   async handle(ctx: RequestContext, pipeline: Pipeline): Promise<void> {
     const policy = pipeline.deps.headers.strip;
-    this.pipeline = pipeline;
     const session = this.sessions === null ? undefined : sessionOf(ctx);
     if (session !== undefined) {
       if (this.sessions!.isEnded(session)) throw new Denial('session_ended');
@@ -164,8 +167,9 @@ class McpHandler implements Handler {
         record();
         return;
       }
-      // The client ending its session: nothing to hold it under any more.
-      if (ctx.method === 'DELETE' && session !== undefined) this.sessions!.release(session);
+      // The client ends its session: ended here too, whatever the upstream answers (a server may
+      // refuse and keep it, and it would go on unheld).
+      if (ctx.method === 'DELETE' && session !== undefined) this.sessions!.closedByClient(session);
       else this.track(ctx, session);
       await pipeline.forward(ctx, { policy, body: 'stream' });
       return;
@@ -277,10 +281,8 @@ class McpHandler implements Handler {
     // decided again against the authority just read (holds.ts): each Mission reviews its own calls.
     // What a review keeps of the request (a session keeps a task's review as long as it lives).
     const asked: Asked = { token: ctx.token, audience: ctx.audience, path: ctx.path, ref: ctx.missionRef };
-    const reviewOf = (key: string, which: (c: CallState) => boolean = () => true): Review | null => {
-      const mine = permitted.filter((c) => which(c) && c.scope !== null && c.scope.ref !== null && refKey(c.scope.ref) === key);
-      return mine.length === 0 ? null : (view) => mine.every((c) => this.permitsAgain(asked, c, view));
-    };
+    const reviewOf = (key: string, which: (c: CallState) => boolean = () => true): Review | null =>
+      reviewOver(this, asked, permitted.filter((c) => which(c) && c.scope !== null && c.scope.ref !== null && refKey(c.scope.ref) === key));
     const others: { ref: MissionReference; view: MissionView; review: Review | null }[] = [];
     const keys = new Set(ctx.missionRef === null ? [] : [refKey(ctx.missionRef)]);
     for (const h of held) {
@@ -387,7 +389,7 @@ class McpHandler implements Handler {
   }
 
   /** A forwarded call decided again under `view` (its Mission, read again): true when still permitted. */
-  private permitsAgain(asked: Asked, c: CallState, view: MissionView): boolean {
+  permitsAgain(asked: Asked, c: CallState, view: MissionView): boolean {
     if (c.action === null || c.msg.kind !== 'call') return false;
     try {
       const params = toolParams(this.toolParams, c.msg.name, c.msg.args);

@@ -10,63 +10,86 @@
  *  - a Mission a request in it ran under stops being active (revoked, suspended, expired, its
  *    state not establishable), or
  *  - that Mission's authority narrows so that a call in flight in the session, or a task-augmented
- *    call made in it, would now be denied.
+ *    call made in it, would now be denied, or
+ *  - it goes unused for IDLE_MS, or its principal opens more than MAX_PER_PRINCIPAL sessions, or
+ *    more than MAX_SESSIONS are held (the least recently used first): a session is never just
+ *    forgotten, which would let it escape the first two (r16e).
  * Ending it: the upstream is sent `DELETE` with the session id (MCP Streamable HTTP's session end:
  * a stock SDK server closes the transport, which fails the requests it waits on), and every later
  * request naming the session is denied, 404 `session_ended` (MCP: a client that gets 404 for its
- * session starts a new one), whatever its token.
+ * session starts a new one), whatever its token. A client's own DELETE ends it at the gateway too,
+ * whatever the upstream answers (a server may refuse it and keep the session).
  *
  * A session is also bound to the principal whose Mission-bound request used it first (MCP's
  * security best practices: bind a session to its user): another principal naming it gets 404
  * `session_mismatch`, as if it did not exist.
  *
- * Both maps are bounded. Past MAX_SESSIONS the session used least recently is forgotten (no longer
- * held, so no longer ended with its Mission); past MAX_ENDED the oldest ended id is forgotten (the
- * upstream was told to end it). Per replica: another replica learns of a session from the
- * requests it carries, and the upstream's own end of the session covers the rest.
+ * Per replica: another replica learns of a session from the requests it carries, and the
+ * upstream's own end of the session covers the rest.
  */
+import type { Upstream } from '../http/forward.js';
 import type { MissionHolds, Review, Ticket } from '../mission/holds.js';
 import type { Logger } from '../observability/logger.js';
 import { principalOf, type RequestContext } from '../pipeline/context.js';
 
 export const MAX_SESSIONS = 10_000;
-export const MAX_ENDED = 10_000;
-/** Task-augmented calls remembered per session and Missions for a narrowing's review. */
-export const MAX_CALLS = 64;
+export const MAX_PER_PRINCIPAL = 100;
+export const IDLE_MS = 30 * 60_000;
+/** Ended ids remembered (past it the oldest is forgotten; the upstream was told to end it). */
+export const MAX_ENDED = 100_000;
+/**
+ * What a session keeps to decide its task-augmented calls again on a narrowing: at most
+ * MAX_TASK_CALLS of them, from request bodies of MAX_TASK_BYTES in all. Past either, any narrowing
+ * of its Mission ends the session (fail closed) rather than the gateway keeping more.
+ */
+export const MAX_TASK_CALLS = 16;
+export const MAX_TASK_BYTES = 64 * 1024;
 
-/** A session held under one request's Missions, until the client ends the session. */
+/** A session held under one request's Missions, until the session ends. */
 class SessionHold {
   readonly session = true;
-  /** How the task-augmented calls made under it are decided again; past MAX_CALLS, any narrowing ends the session. */
+  /** How the task-augmented calls made under it are decided again. */
   readonly reviews: Review[] = [];
-  overflow = false;
   constructor(
-    private readonly sessions: McpSessions,
-    readonly id: string,
+    private readonly owner: Session,
     readonly ticket: Ticket,
   ) {}
   cut(): void {
-    this.sessions.end(this.id);
+    this.owner.end();
   }
-  readonly review: Review = (view) => !this.overflow && this.reviews.every((r) => r(view));
+  readonly review: Review = (view) => !this.owner.overflow && this.reviews.every((r) => r(view));
+}
+
+interface Session {
+  readonly principal: string;
+  readonly holds: Map<string, SessionHold>;
+  lastUsed: number;
+  taskBytes: number;
+  taskCalls: number;
+  /** Past the task bounds: any narrowing ends it. */
+  overflow: boolean;
+  end(): void;
 }
 
 export class McpSessions {
-  /**
-   * Session id -> the principal whose requests used it first (a token's issuer, subject and client)
-   * and its holds, by the request's ticket keys (insertion order = least recently used first).
-   */
-  private readonly live = new Map<string, { readonly principal: string; readonly holds: Map<string, SessionHold> }>();
+  /** Session id -> its state (insertion order = least recently used first). */
+  private readonly live = new Map<string, Session>();
+  /** Principal -> its sessions (insertion order = oldest first). */
+  private readonly byPrincipal = new Map<string, Set<string>>();
   private readonly ended = new Set<string>();
-  /** Ends a session at the upstream; set by the MCP handler of the running config. */
+  private readonly timer: NodeJS.Timeout;
+  /** Ends a session at the upstream; set with each runtime's upstream (upstreamEnder). */
   terminate: (id: string) => void = () => {};
 
   constructor(
     private readonly holds: MissionHolds | null,
     private readonly logger: Logger,
-  ) {}
+    private readonly now: () => number = Date.now,
+  ) {
+    this.timer = setInterval(() => this.sweep(), Math.min(IDLE_MS / 2, 60_000)).unref();
+  }
 
-  /** True when the gateway ended this session: requests naming it are denied. */
+  /** True when the session was ended (by the gateway or its client): requests naming it are denied. */
   isEnded(id: string): boolean {
     return this.ended.has(id);
   }
@@ -94,47 +117,86 @@ export class McpSessions {
     if (!holds.hold(during, exchange)) return this.end(id);
     ctx.res.once('close', () => holds.release(during, exchange));
 
-    let session = this.live.get(id);
-    if (session !== undefined) this.live.delete(id);
-    session ??= { principal: principalOf(ctx), holds: new Map() };
-    this.live.set(id, session);
-    const mine = session.holds;
+    const session = this.touch(id, principalOf(ctx));
     const key = during.more === null ? during.key : [during.key, ...during.more.map((t) => t.key)].join(' ');
-    let hold = mine.get(key);
+    let hold = session.holds.get(key);
     if (hold === undefined) {
       let created: SessionHold | null = null;
       const ticket = holds.ticket(ctx, (view) => created!.review(view))!;
-      created = new SessionHold(this, id, ticket);
+      created = new SessionHold(session, ticket);
       holds.hold(ticket, created);
       hold = created;
-      mine.set(key, hold);
+      session.holds.set(key, hold);
     }
     if (taskReview !== null) {
-      if (hold.reviews.length < MAX_CALLS) hold.reviews.push(taskReview);
-      else hold.overflow = true;
+      session.taskCalls++;
+      session.taskBytes += ctx.body?.length ?? 0;
+      if (session.taskCalls > MAX_TASK_CALLS || session.taskBytes > MAX_TASK_BYTES) session.overflow = true;
+      if (!session.overflow) hold.reviews.push(taskReview);
     }
-    if (this.live.size > MAX_SESSIONS) this.forget(this.live.keys().next().value!);
   }
 
-  /** The client ended the session (a DELETE passed to the upstream). */
-  release(id: string): void {
-    this.forget(id);
+  /** The client ends its session (a DELETE passed to the upstream): ended here whatever the upstream answers. */
+  closedByClient(id: string): void {
+    this.markEnded(id);
   }
 
   /** Ends the session: no longer held, denied from now on, and the upstream told. */
   end(id: string): void {
     if (this.ended.has(id)) return;
-    this.forget(id);
-    this.ended.add(id);
-    if (this.ended.size > MAX_ENDED) this.ended.delete(this.ended.values().next().value!);
-    this.logger.info('MCP session ended: a Mission it ran under stopped being active or no longer permits a call made in it');
+    this.markEnded(id);
+    this.logger.info('MCP session ended: a Mission it ran under is no longer active or no longer permits a call made in it, or it was idle or past its bounds');
     this.terminate(id);
   }
 
-  private forget(id: string): void {
-    const session = this.live.get(id);
-    if (session === undefined) return;
-    this.live.delete(id);
-    for (const hold of session.holds.values()) this.holds?.release(hold.ticket, hold);
+  close(): void {
+    clearInterval(this.timer);
   }
+
+  /** The session, bound to `principal` when new, as the most recently used; the bounds applied. */
+  private touch(id: string, principal: string): Session {
+    let session = this.live.get(id);
+    if (session !== undefined) {
+      this.live.delete(id);
+    } else {
+      session = { principal, holds: new Map(), lastUsed: 0, taskBytes: 0, taskCalls: 0, overflow: false, end: () => this.end(id) };
+      let mine = this.byPrincipal.get(principal);
+      if (mine === undefined) this.byPrincipal.set(principal, (mine = new Set()));
+      mine.add(id);
+      if (mine.size > MAX_PER_PRINCIPAL) this.end(mine.values().next().value!);
+    }
+    session.lastUsed = this.now();
+    this.live.set(id, session);
+    if (this.live.size > MAX_SESSIONS) this.end(this.live.keys().next().value!);
+    return session;
+  }
+
+  private markEnded(id: string): void {
+    const session = this.live.get(id);
+    if (session !== undefined) {
+      this.live.delete(id);
+      const mine = this.byPrincipal.get(session.principal);
+      mine?.delete(id);
+      if (mine?.size === 0) this.byPrincipal.delete(session.principal);
+      for (const hold of session.holds.values()) this.holds?.release(hold.ticket, hold);
+    }
+    this.ended.add(id);
+    if (this.ended.size > MAX_ENDED) this.ended.delete(this.ended.values().next().value!);
+  }
+
+  /** Ends the sessions unused for IDLE_MS (the least recently used come first); run by a timer. */
+  sweep(): void {
+    const before = this.now() - IDLE_MS;
+    for (const [id, session] of this.live) {
+      if (session.lastUsed > before) break;
+      this.end(id);
+    }
+  }
+}
+
+/** How sessions are ended at this upstream: `DELETE <mcp.path>` with the id, the answer logged. */
+export function upstreamEnder(upstream: Upstream, path: string, host: string, logger: Logger): (id: string) => void {
+  return (id) => {
+    void upstream.own('DELETE', path, { 'mcp-session-id': id, host, via: '1.1 mission-gateway' }).then((status) => logger.info({ status }, 'MCP session end sent to the upstream'));
+  };
 }

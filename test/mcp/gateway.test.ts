@@ -80,6 +80,15 @@ const post = (url: string, token: string, body: unknown, headers: Record<string,
     body: typeof body === 'string' ? body : JSON.stringify(body),
   });
 
+/** A POST written by hand, for header fields fetch would merge (two of one name). */
+async function rawPost(url: string, token: string, body: unknown, fields: string[]): Promise<string> {
+  const { rawSocket } = await import('../helpers/http.js');
+  const u = new URL(url);
+  const text = JSON.stringify(body);
+  const head = [`POST ${u.pathname} HTTP/1.1`, `Host: ${u.host}`, `Authorization: Bearer ${token}`, 'Content-Type: application/json', 'Accept: application/json, text/event-stream', `Content-Length: ${Buffer.byteLength(text)}`, 'Connection: close', ...fields];
+  return rawSocket(u.origin, `${head.join('\r\n')}\r\n\r\n${text}`, 3000);
+}
+
 /** initialize + initialized through the gateway; returns the session headers for later requests. */
 async function initialize(url: string, token: string, capabilities: Record<string, unknown> = {}): Promise<Record<string, string>> {
   const res = await post(url, token, { jsonrpc: '2.0', id: 0, method: 'initialize', params: { protocolVersion: '2025-06-18', capabilities, clientInfo: { name: 'raw', version: '1' } } });
@@ -956,6 +965,41 @@ describe('open MCP streams end with their Mission (mission/holds.ts)', () => {
     // The same agent with another token (a refreshed one, another of its Missions) carries on.
     const again = await s.dev.issueAccessToken({ missionId: await mission(s, payAuthority(s.mcpUrl)), resource: s.mcpUrl });
     expect((await inSession(again, 3)).status).toBe(200);
+  });
+
+  it('a session the client DELETEs is ended here even when the upstream refuses (405); after a reload the next Mission end still reaches the upstream; two Mcp-Session-Id fields are refused (r16e F1, F3, F4)', async () => {
+    const deletes: string[] = [];
+    const up = await recorder((req, body, res) => {
+      if (req.method === 'DELETE') {
+        deletes.push(String(req.headers['mcp-session-id']));
+        return void res.writeHead(405).end();
+      }
+      const msg = body.length === 0 ? null : (JSON.parse(body.toString()) as { id?: unknown });
+      if (msg?.id === undefined) return void res.writeHead(202).end();
+      res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ jsonrpc: '2.0', id: msg.id, result: { content: [] } }));
+    });
+    const s = await setup({ upstream: up.url, mcp: payYaml });
+    s.dev.addReceiver({ endpoint: `${new URL(s.mcpUrl).origin}/.well-known/ssf/push`, audience: new URL(s.mcpUrl).origin });
+    const id = await mission(s, payAuthority(s.mcpUrl));
+    const token = await s.dev.issueAccessToken({ missionId: id, resource: s.mcpUrl });
+    const read = (sid: string, n: number) => post(s.mcpUrl, token, callMsg(n, 'get_invoice', { invoice_id: 'inv_1' }), { 'mcp-session-id': sid });
+    expect((await read('a', 1)).status).toBe(200);
+    const del = await fetch(s.mcpUrl, { method: 'DELETE', headers: { authorization: `Bearer ${token}`, 'mcp-session-id': 'a' } });
+    expect(del.status).toBe(405);
+    const after = await read('a', 2);
+    expect(after.status).toBe(404);
+    expect(await after.json()).toMatchObject({ denial_reason: 'session_ended' });
+
+    expect((await read('b', 3)).status).toBe(200);
+    expect(await s.gw.gateway.reload()).toBe(true);
+    await s.dev.missions.revoke(id);
+    await eventually(() => deletes.includes('b'));
+    expect(deletes).toEqual(['a', 'b']);
+
+    const other = await s.dev.issueAccessToken({ missionId: await mission(s, payAuthority(s.mcpUrl)), resource: s.mcpUrl });
+    const twice = await rawPost(s.mcpUrl, other, callMsg(4, 'get_invoice', { invoice_id: 'inv_1' }), ['Mcp-Session-Id: c', 'Mcp-Session-Id: b']);
+    expect(twice).toMatch(/^HTTP\/1\.1 400[^]*request_malformed/);
+    expect(up.seen.filter((r) => r.headers['mcp-session-id']?.includes('c'))).toEqual([]);
   });
 
   it('a confirmation in a session nothing cut goes through: another Mission of the agent ending ends nothing', async () => {

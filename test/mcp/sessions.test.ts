@@ -1,0 +1,84 @@
+/**
+ * The bounds of McpSessions (src/mcp/sessions.ts), each of which ends a session rather than
+ * forgetting it (a forgotten session would escape its Mission's end): idle time, sessions per
+ * principal, and what a session keeps of its task-augmented calls for a narrowing's review.
+ * The gateway-level behaviour (real SDK upstream, real Mission authority) is in gateway.test.ts.
+ */
+import { EventEmitter } from 'node:events';
+import type { ServerResponse } from 'node:http';
+import { afterEach, describe, expect, it } from 'vitest';
+import { MissionHolds } from '../../src/mission/holds.js';
+import { refKey } from '../../src/mission/key.js';
+import { IDLE_MS, MAX_PER_PRINCIPAL, MAX_TASK_BYTES, MAX_TASK_CALLS, McpSessions } from '../../src/mcp/sessions.js';
+import type { RequestContext } from '../../src/pipeline/context.js';
+import { context, logger, token } from '../mission/helpers.js';
+import { claimRef, view } from './harness.js';
+
+let now = 1_000_000;
+const all: McpSessions[] = [];
+afterEach(() => {
+  for (const s of all.splice(0)) s.close();
+});
+
+function make(): { sessions: McpSessions; holds: MissionHolds; ended: string[] } {
+  const holds = new MissionHolds({ logger, counted: () => {}, now: () => now });
+  const sessions = new McpSessions(holds, logger, () => now);
+  all.push(sessions);
+  const ended: string[] = [];
+  sessions.terminate = (id) => ended.push(id);
+  return { sessions, holds, ended };
+}
+
+/** A finished request of `subject` under Mission m1, with a body of `bytes`. */
+function request(subject = 'user_1', bytes = 100): RequestContext {
+  const ctx = context({ token: token({}, { subject }) });
+  ctx.mission = view('m1', null);
+  ctx.missionRef = claimRef('m1');
+  ctx.body = Buffer.alloc(bytes);
+  (ctx as { res: ServerResponse }).res = new EventEmitter() as unknown as ServerResponse;
+  return ctx;
+}
+
+describe('McpSessions bounds: a session is ended, never just forgotten', () => {
+  it('unused for IDLE_MS: ended (upstream told), later requests denied', () => {
+    const { sessions, ended } = make();
+    sessions.use('a', request(), null, null);
+    now += IDLE_MS / 2;
+    sessions.use('b', request(), null, null);
+    now += IDLE_MS / 2;
+    sessions.sweep();
+    expect(ended).toEqual(['a']);
+    expect(sessions.isEnded('a')).toBe(true);
+    expect(sessions.isEnded('b')).toBe(false);
+  });
+
+  it('past MAX_PER_PRINCIPAL sessions of one principal, its oldest is ended; another principal keeps its own', () => {
+    const { sessions, ended } = make();
+    sessions.use('other', request('user_2'), null, null);
+    for (let i = 0; i <= MAX_PER_PRINCIPAL; i++) sessions.use(`s${i}`, request(), null, null);
+    expect(ended).toEqual(['s0']);
+    expect(sessions.ownerOf('other')).toBeDefined();
+  });
+
+  it('a client DELETE ends it here whatever the upstream does; the gateway sends no DELETE of its own', () => {
+    const { sessions, holds, ended } = make();
+    sessions.use('a', request(), null, null);
+    sessions.closedByClient('a');
+    expect(sessions.isEnded('a')).toBe(true);
+    expect(ended).toEqual([]);
+    // Nothing is held for it any more: the Mission's end has nothing to end.
+    holds.cut(refKey(claimRef('m1')), 'revoked');
+    expect(ended).toEqual([]);
+  });
+
+  it('task-augmented calls past MAX_TASK_CALLS or MAX_TASK_BYTES are not kept: any narrowing then ends the session', () => {
+    const { sessions, holds, ended } = make();
+    const permits = () => true;
+    for (let i = 0; i < MAX_TASK_CALLS; i++) sessions.use('few', request(), null, permits);
+    sessions.use('many', request(), null, permits);
+    for (let i = 0; i < MAX_TASK_CALLS; i++) sessions.use('many', request(), null, permits);
+    sessions.use('big', request('user_1', MAX_TASK_BYTES + 1), null, permits);
+    holds.review(refKey(claimRef('m1')), 'https://api.example.com', view('m1', []));
+    expect(ended.sort()).toEqual(['big', 'many']);
+  });
+});
