@@ -167,11 +167,11 @@ class McpHandler implements Handler {
         record();
         return;
       }
-      // The client ends its session: ended here too, whatever the upstream answers (a server may
-      // refuse and keep it, and it would go on unheld).
-      if (ctx.method === 'DELETE' && session !== undefined) this.sessions!.closedByClient(session);
-      else this.track(ctx, session);
+      if (ctx.method !== 'DELETE') this.track(ctx, session);
       await pipeline.forward(ctx, { policy, body: 'stream' });
+      // The client ended its session (the DELETE went to the upstream): ended here too, whatever the
+      // upstream answered (a server may refuse and keep it, and it would go on unheld).
+      if (ctx.method === 'DELETE' && session !== undefined) this.sessions!.closedByClient(session);
       return;
     }
 

@@ -190,7 +190,8 @@ describe('ambiguous JSON-RPC', () => {
       const r = await raw(gw.url, {
         method,
         path: '/mcp',
-        headers: { authorization: `DPoP ${token}`, dpop: await agent.proof(method, MCP, token), 'content-type': 'application/json', 'mcp-session-id': session },
+        // Content-Length given: Node's client frames no body of its own for GET and DELETE.
+        headers: { authorization: `DPoP ${token}`, dpop: await agent.proof(method, MCP, token), 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), 'mcp-session-id': session },
         body,
       });
       expect(r.status, method).toBe(status);
