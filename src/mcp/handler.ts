@@ -32,7 +32,7 @@ import { denialResult, taskDenialResult, type DenialResult } from './denial.js';
 import { idKey, parseMcpBody, type InvalidCallMessage, type McpBody, type ToolCallMessage } from './jsonrpc.js';
 import { compileToolParams, toolParams, type ToolParamMap } from './params.js';
 import { answerDirectly, relay } from './relay.js';
-import type { McpSessions } from './sessions.js';
+import { MAX_ID_LENGTH, type McpSessions } from './sessions.js';
 import { DeniedTasks } from './tasks.js';
 import { combinePins, ListAnswers, MissionPins, ObservedTools, type ListFilter, type Pins, type Visible } from './tools.js';
 
@@ -75,6 +75,8 @@ interface Asked {
   readonly ref: MissionReference | null;
 }
 
+const SESSION_ID = /^[\x21-\x7e]+$/;
+
 /**
  * The request's `Mcp-Session-Id`, when it names one. Two fields are refused: the gateway would
  * check them joined ("a, b") while an upstream that reads the first serves that session (r16e F4).
@@ -87,7 +89,10 @@ function sessionOf(ctx: RequestContext): string | undefined {
     if (value !== undefined) throw new Denial('request_malformed', { description: 'more than one Mcp-Session-Id field' });
     value = raw[i + 1]!;
   }
-  return value === '' ? undefined : value;
+  if (value === undefined || value === '') return undefined;
+  // MCP: visible ASCII. Bounded: ids are kept per session, and ended ones remembered (r16f F3).
+  if (value.length > MAX_ID_LENGTH || !SESSION_ID.test(value)) throw new Denial('request_malformed', { description: `an Mcp-Session-Id must be 1-${MAX_ID_LENGTH} visible ASCII characters` });
+  return value;
 }
 
 /**
@@ -281,8 +286,8 @@ class McpHandler implements Handler {
     // decided again against the authority just read (holds.ts): each Mission reviews its own calls.
     // What a review keeps of the request (a session keeps a task's review as long as it lives).
     const asked: Asked = { token: ctx.token, audience: ctx.audience, path: ctx.path, ref: ctx.missionRef };
-    const reviewOf = (key: string, which: (c: CallState) => boolean = () => true): Review | null =>
-      reviewOver(this, asked, permitted.filter((c) => which(c) && c.scope !== null && c.scope.ref !== null && refKey(c.scope.ref) === key));
+    const reviewOf = (key: string): Review | null =>
+      reviewOver(this, asked, permitted.filter((c) => c.scope !== null && c.scope.ref !== null && refKey(c.scope.ref) === key));
     const others: { ref: MissionReference; view: MissionView; review: Review | null }[] = [];
     const keys = new Set(ctx.missionRef === null ? [] : [refKey(ctx.missionRef)]);
     for (const h of held) {
@@ -293,8 +298,9 @@ class McpHandler implements Handler {
     }
     if (others.length > 0) ctx.otherMissions = others;
     if (ctx.missionRef !== null) ctx.review = reviewOf(refKey(ctx.missionRef));
-    // A task-augmented call runs on after its answer: the session is reviewed for it as long as it lives.
-    if (session !== undefined) this.track(ctx, session, ctx.review, ctx.missionRef === null ? null : reviewOf(refKey(ctx.missionRef), (c) => c.msg.kind === 'call' && c.msg.task));
+    // A call may outlive its stream (a server waiting on the client, a task running on): the session
+    // is reviewed for each Mission's calls as long as it lives.
+    if (session !== undefined) this.track(ctx, session, ctx.review, (key) => reviewOf(key));
 
     // Nothing removed: the upstream gets the client's bytes. Otherwise the remaining batch elements.
     const forwardBody = denied === null ? body : Buffer.from(batchText(parsed.items, denied), 'utf8');
@@ -316,8 +322,8 @@ class McpHandler implements Handler {
   }
 
   /** The request runs in `session` (when it names one): held under its Missions (sessions.ts). */
-  private track(ctx: RequestContext, session: string | undefined, review: Review | null = null, tasks: Review | null = null): void {
-    if (session !== undefined) this.sessions!.use(session, ctx, review, tasks);
+  private track(ctx: RequestContext, session: string | undefined, review: Review | null = null, calls: (key: string) => Review | null = () => null): void {
+    if (session !== undefined) this.sessions!.use(session, ctx, review, calls);
   }
 
   private actionOf(tool: string): string {

@@ -9,8 +9,8 @@
  * So the gateway ends a session (holds.ts `session` holders, not counted as exchanges) when:
  *  - a Mission a request in it ran under stops being active (revoked, suspended, expired, its
  *    state not establishable), or
- *  - that Mission's authority narrows so that a call in flight in the session, or a task-augmented
- *    call made in it, would now be denied, or
+ *  - that Mission's authority narrows so that a call made in the session under it would now be
+ *    denied (whether its stream is still open or not: the server may wait on it), or
  *  - it goes unused for IDLE_MS, or its principal opens more than MAX_PER_PRINCIPAL sessions, or
  *    more than MAX_SESSIONS are held (the least recently used first): a session is never just
  *    forgotten, which would let it escape the first two (r16e).
@@ -38,17 +38,19 @@ export const IDLE_MS = 30 * 60_000;
 /** Ended ids remembered (past it the oldest is forgotten; the upstream was told to end it). */
 export const MAX_ENDED = 100_000;
 /**
- * What a session keeps to decide its task-augmented calls again on a narrowing: at most
- * MAX_TASK_CALLS of them, from request bodies of MAX_TASK_BYTES in all. Past either, any narrowing
- * of its Mission ends the session (fail closed) rather than the gateway keeping more.
+ * What a session keeps to decide its calls again on a narrowing: those of at most MAX_CALLS
+ * requests, from request bodies of MAX_CALL_BYTES in all. Past either, any narrowing of its Missions
+ * ends the session (fail closed) rather than the gateway keeping more.
  */
-export const MAX_TASK_CALLS = 16;
-export const MAX_TASK_BYTES = 64 * 1024;
+export const MAX_CALLS = 16;
+export const MAX_CALL_BYTES = 64 * 1024;
+/** The longest session id kept (MCP: visible ASCII); a longer one is refused. */
+export const MAX_ID_LENGTH = 256;
 
 /** A session held under one request's Missions, until the session ends. */
 class SessionHold {
   readonly session = true;
-  /** How the task-augmented calls made under it are decided again. */
+  /** How the calls made in the session under its Mission are decided again. */
   readonly reviews: Review[] = [];
   constructor(
     private readonly owner: Session,
@@ -64,9 +66,9 @@ interface Session {
   readonly principal: string;
   readonly holds: Map<string, SessionHold>;
   lastUsed: number;
-  taskBytes: number;
-  taskCalls: number;
-  /** Past the task bounds: any narrowing ends it. */
+  callBytes: number;
+  calls: number;
+  /** Past the call bounds: any narrowing ends it. */
   overflow: boolean;
   end(): void;
 }
@@ -102,12 +104,14 @@ export class McpSessions {
   /**
    * A request on session `id`, admitted under `ctx`'s Missions, is being forwarded:
    *  - while it is in flight, the session is held with the request's own review (`review`: its
-   *    calls decided again), so that what cuts the exchange ends the session too (a server waiting
-   *    in it for the client's confirmation of a call that was cut);
-   *  - until the session ends, it is held under those Missions, with `taskReview` (the request's
-   *    task-augmented calls decided again, null when it made none) added to what a narrowing checks.
+   *    calls decided again), so that what cuts the exchange ends the session too;
+   *  - until the session ends, it is held under each of those Missions, with `calls(key)` (the
+   *    request's tools/call under that Mission decided again, null when none) added to what a
+   *    narrowing of that Mission checks: a server may still wait in the session on a call whose
+   *    stream is gone (its client dropped it after an `elicitation/create`, r16f F1), and a task
+   *    call runs on after its answer.
    */
-  use(id: string, ctx: RequestContext, review: Review | null, taskReview: Review | null): void {
+  use(id: string, ctx: RequestContext, review: Review | null, calls: (key: string) => Review | null): void {
     const holds = this.holds;
     if (holds === null || ctx.mission === null || ctx.missionRef === null) return;
     const during = holds.ticket(ctx, review);
@@ -118,27 +122,34 @@ export class McpSessions {
     ctx.res.once('close', () => holds.release(during, exchange));
 
     const session = this.touch(id, principalOf(ctx));
-    const key = during.more === null ? during.key : [during.key, ...during.more.map((t) => t.key)].join(' ');
-    let hold = session.holds.get(key);
-    if (hold === undefined) {
-      let created: SessionHold | null = null;
-      const ticket = holds.ticket(ctx, (view) => created!.review(view))!;
-      created = new SessionHold(session, ticket);
-      holds.hold(ticket, created);
-      hold = created;
-      session.holds.set(key, hold);
-    }
-    if (taskReview !== null) {
-      session.taskCalls++;
-      session.taskBytes += ctx.body?.length ?? 0;
-      if (session.taskCalls > MAX_TASK_CALLS || session.taskBytes > MAX_TASK_BYTES) session.overflow = true;
-      if (!session.overflow) hold.reviews.push(taskReview);
+    if (this.ended.has(id)) return; // past its principal's bounds just now
+    const tickets = holds.ticketsOf(ctx, (key) => (view) => session.holds.get(key)?.review(view) ?? true);
+    let added = false;
+    for (const ticket of tickets) {
+      let hold = session.holds.get(ticket.key);
+      if (hold === undefined) {
+        hold = new SessionHold(session, ticket);
+        session.holds.set(ticket.key, hold);
+        holds.hold(ticket, hold);
+      }
+      const r = calls(ticket.key);
+      if (r === null) continue;
+      if (!added) {
+        added = true;
+        session.calls++;
+        session.callBytes += ctx.body?.length ?? 0;
+        if (session.calls > MAX_CALLS || session.callBytes > MAX_CALL_BYTES) session.overflow = true;
+      }
+      if (!session.overflow) hold.reviews.push(r);
     }
   }
 
-  /** The client ends its session (a DELETE passed to the upstream): ended here whatever the upstream answers. */
+  /**
+   * The client ended its session (a DELETE passed to the upstream): ended here whatever the upstream
+   * answers. Only a session held here is remembered (ids never seen would only fill the set, r16f F3).
+   */
   closedByClient(id: string): void {
-    this.markEnded(id);
+    if (this.live.has(id)) this.markEnded(id);
   }
 
   /** Ends the session: no longer held, denied from now on, and the upstream told. */
@@ -159,7 +170,7 @@ export class McpSessions {
     if (session !== undefined) {
       this.live.delete(id);
     } else {
-      session = { principal, holds: new Map(), lastUsed: 0, taskBytes: 0, taskCalls: 0, overflow: false, end: () => this.end(id) };
+      session = { principal, holds: new Map(), lastUsed: 0, callBytes: 0, calls: 0, overflow: false, end: () => this.end(id) };
       let mine = this.byPrincipal.get(principal);
       if (mine === undefined) this.byPrincipal.set(principal, (mine = new Set()));
       mine.add(id);

@@ -135,6 +135,25 @@ export class MissionHolds {
   }
 
   /**
+   * One ticket per Mission the request was admitted under (its own and, in an MCP batch, the
+   * others), each with `reviewOf(key)`: for what is held under each Mission separately (an MCP
+   * session, which gathers calls of several requests under each, src/mcp/sessions.ts).
+   */
+  ticketsOf(ctx: RequestContext, reviewOf: (key: string) => Review): Ticket[] {
+    const out: Ticket[] = [];
+    const add = (ref: MissionReference, view: MissionView): void => {
+      const key = refKey(ref);
+      const review = reviewOf(key);
+      // An AAuth reference under the Mission's governance id too, as in ticket().
+      const byId = ref.s256 !== null && view.id !== null ? [ticketOf(recordKey(view.issuer, view.id, false), { form: 'claim', issuer: view.issuer, id: view.id, s256: null, authorityHash: null }, view, ctx.started, ctx.audience, null, review)] : null;
+      out.push(ticketOf(key, ref, view, ctx.started, ctx.audience, byId, review));
+    };
+    if (ctx.mission !== null && ctx.missionRef !== null) add(ctx.missionRef, ctx.mission);
+    for (const o of ctx.otherMissions ?? []) add(o.ref, o.view);
+    return out;
+  }
+
+  /**
    * Holds `holder` until released or cut. Returns false, holding nothing, when a Mission of the
    * ticket was cut after the request was admitted or has expired: the caller must end the exchange
    * itself (counted here, like any cut).

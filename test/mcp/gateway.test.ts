@@ -879,7 +879,7 @@ describe('open MCP streams end with their Mission (mission/holds.ts)', () => {
     expect(ended).toHaveLength(4);
   });
 
-  it("a session outlives its calls: its Mission's end ends it, and so does a narrowing once a task-augmented call ran in it (r16d F2)", async () => {
+  it("a session outlives its calls: its Mission's end ends it, and so does a narrowing against a call made in it, a task still running included (r16d F2)", async () => {
     const deletes: string[] = [];
     const up = await recorder((req, body, res) => {
       if (req.method === 'DELETE') deletes.push(String(req.headers['mcp-session-id']));
@@ -894,8 +894,8 @@ describe('open MCP streams end with their Mission (mission/holds.ts)', () => {
     const inSession = (sid: string, body: unknown, t = token) => post(s.mcpUrl, t, body, { 'mcp-session-id': sid, 'mcp-protocol-version': '2025-11-25' });
     const pay = { jsonrpc: '2.0', id: 2, method: 'tools/call', params: { name: 'pay_invoice', arguments: { invoice_id: 'inv_9', amount: '900.00', currency: 'USD' }, task: { ttl: 60000 } } };
     expect((await inSession('tasks', pay)).status).toBe(200);
-    const read = await inSession('reads', callMsg(3, 'get_invoice', { invoice_id: 'inv_1' }));
-    expect([read.status, await read.text()]).toEqual([200, expect.not.stringContaining('isError')]);
+    // A session that made no call yet (the client only said it is initialized).
+    expect((await inSession('reads', { jsonrpc: '2.0', method: 'notifications/initialized' })).status).toBe(202);
 
     // Narrowed, no exchange in flight: the session where the payment task runs is ended, the other is not.
     await s.dev.missions.changeAuthority(id, [READ(s.mcpUrl)]);
@@ -1000,6 +1000,38 @@ describe('open MCP streams end with their Mission (mission/holds.ts)', () => {
     const twice = await rawPost(s.mcpUrl, other, callMsg(4, 'get_invoice', { invoice_id: 'inv_1' }), ['Mcp-Session-Id: c', 'Mcp-Session-Id: b']);
     expect(twice).toMatch(/^HTTP\/1\.1 400[^]*request_malformed/);
     expect(up.seen.filter((r) => r.headers['mcp-session-id']?.includes('c'))).toEqual([]);
+  });
+
+  it('a client that drops the call stream after the server asked to confirm cannot confirm it after a narrowing (r16f F1); session ids must be short visible ASCII', async () => {
+    const up = await confirmingUpstream();
+    cleanups.push(() => up.close());
+    const s = await setup({ upstream: up.url, mcp: payYaml });
+    s.dev.addReceiver({ endpoint: `${new URL(s.mcpUrl).origin}/.well-known/ssf/push`, audience: new URL(s.mcpUrl).origin });
+    const id = await mission(s, payAuthority(s.mcpUrl));
+    const token = await s.dev.issueAccessToken({ missionId: id, resource: s.mcpUrl });
+    const sh = await initialize(s.mcpUrl, token, { elicitation: {} });
+    const drop = new AbortController();
+    const res = await fetch(s.mcpUrl, {
+      method: 'POST',
+      signal: drop.signal,
+      headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json', accept: 'application/json, text/event-stream', ...sh },
+      body: JSON.stringify(callMsg(2, 'pay_invoice', { invoice_id: 'inv_9', amount: '900.00', currency: 'USD' })),
+    });
+    const stream = readEvents(res);
+    const event = await eventually(() => stream.events.find((e) => e.includes('elicitation/create')));
+    const ask = JSON.parse(event.slice(event.indexOf('data: ') + 6)) as { id: number };
+    drop.abort();
+    await stream.ended;
+    await new Promise((r) => setTimeout(r, 100));
+    await s.dev.missions.changeAuthority(id, [READ(s.mcpUrl)]);
+    await eventually(() => up.deleted.includes(sh['mcp-session-id']!));
+    expect((await post(s.mcpUrl, token, accept(ask.id), sh)).status).toBe(404);
+    expect(up.paid).toEqual([]);
+
+    for (const bad of ['x'.repeat(257), 'a b', 'caf\u00e9']) {
+      const r = await rawPost(s.mcpUrl, token, callMsg(3, 'get_invoice', { invoice_id: 'inv_1' }), [`Mcp-Session-Id: ${bad}`]);
+      expect(r).toMatch(/^HTTP\/1\.1 400[^]*request_malformed/);
+    }
   });
 
   it('a confirmation in a session nothing cut goes through: another Mission of the agent ending ends nothing', async () => {

@@ -9,12 +9,14 @@ import type { ServerResponse } from 'node:http';
 import { afterEach, describe, expect, it } from 'vitest';
 import { MissionHolds } from '../../src/mission/holds.js';
 import { refKey } from '../../src/mission/key.js';
-import { IDLE_MS, MAX_PER_PRINCIPAL, MAX_TASK_BYTES, MAX_TASK_CALLS, McpSessions } from '../../src/mcp/sessions.js';
+import { IDLE_MS, MAX_CALL_BYTES, MAX_CALLS, MAX_PER_PRINCIPAL, McpSessions } from '../../src/mcp/sessions.js';
+import type { Review } from '../../src/mission/holds.js';
 import type { RequestContext } from '../../src/pipeline/context.js';
 import { context, logger, token } from '../mission/helpers.js';
 import { claimRef, view } from './harness.js';
 
 let now = 1_000_000;
+const none = (): Review | null => null;
 const all: McpSessions[] = [];
 afterEach(() => {
   for (const s of all.splice(0)) s.close();
@@ -42,9 +44,9 @@ function request(subject = 'user_1', bytes = 100): RequestContext {
 describe('McpSessions bounds: a session is ended, never just forgotten', () => {
   it('unused for IDLE_MS: ended (upstream told), later requests denied', () => {
     const { sessions, ended } = make();
-    sessions.use('a', request(), null, null);
+    sessions.use('a', request(), null, none);
     now += IDLE_MS / 2;
-    sessions.use('b', request(), null, null);
+    sessions.use('b', request(), null, none);
     now += IDLE_MS / 2;
     sessions.sweep();
     expect(ended).toEqual(['a']);
@@ -54,15 +56,15 @@ describe('McpSessions bounds: a session is ended, never just forgotten', () => {
 
   it('past MAX_PER_PRINCIPAL sessions of one principal, its oldest is ended; another principal keeps its own', () => {
     const { sessions, ended } = make();
-    sessions.use('other', request('user_2'), null, null);
-    for (let i = 0; i <= MAX_PER_PRINCIPAL; i++) sessions.use(`s${i}`, request(), null, null);
+    sessions.use('other', request('user_2'), null, none);
+    for (let i = 0; i <= MAX_PER_PRINCIPAL; i++) sessions.use(`s${i}`, request(), null, none);
     expect(ended).toEqual(['s0']);
     expect(sessions.ownerOf('other')).toBeDefined();
   });
 
   it('a client DELETE ends it here whatever the upstream does; the gateway sends no DELETE of its own', () => {
     const { sessions, holds, ended } = make();
-    sessions.use('a', request(), null, null);
+    sessions.use('a', request(), null, none);
     sessions.closedByClient('a');
     expect(sessions.isEnded('a')).toBe(true);
     expect(ended).toEqual([]);
@@ -71,14 +73,38 @@ describe('McpSessions bounds: a session is ended, never just forgotten', () => {
     expect(ended).toEqual([]);
   });
 
-  it('task-augmented calls past MAX_TASK_CALLS or MAX_TASK_BYTES are not kept: any narrowing then ends the session', () => {
+  it('calls past MAX_CALLS requests or MAX_CALL_BYTES are not kept: any narrowing then ends the session', () => {
     const { sessions, holds, ended } = make();
-    const permits = () => true;
-    for (let i = 0; i < MAX_TASK_CALLS; i++) sessions.use('few', request(), null, permits);
+    const permits = () => (): boolean => true;
+    for (let i = 0; i < MAX_CALLS; i++) sessions.use('few', request(), null, permits);
     sessions.use('many', request(), null, permits);
-    for (let i = 0; i < MAX_TASK_CALLS; i++) sessions.use('many', request(), null, permits);
-    sessions.use('big', request('user_1', MAX_TASK_BYTES + 1), null, permits);
+    for (let i = 0; i < MAX_CALLS; i++) sessions.use('many', request(), null, permits);
+    sessions.use('big', request('user_1', MAX_CALL_BYTES + 1), null, permits);
     holds.review(refKey(claimRef('m1')), 'https://api.example.com', view('m1', []));
     expect(ended.sort()).toEqual(['big', 'many']);
+  });
+
+  it("each Mission of a request (MAS mode) is reviewed for its own calls, whichever request made them (r16f F2)", () => {
+    const { sessions, holds, ended } = make();
+    const both = (): RequestContext => {
+      const ctx = request();
+      ctx.otherMissions = [{ ref: claimRef('m2'), view: view('m2', null), review: null }];
+      return ctx;
+    };
+    // First a request whose calls ran under m1 only; then one with a call under m2.
+    sessions.use('s', both(), null, (key) => (key === refKey(claimRef('m1')) ? () => true : null));
+    let m2Permits = true;
+    sessions.use('s', both(), null, (key) => (key === refKey(claimRef('m2')) ? () => m2Permits : null));
+    holds.review(refKey(claimRef('m1')), 'https://api.example.com', view('m1', []));
+    expect(ended).toEqual([]);
+    m2Permits = false;
+    holds.review(refKey(claimRef('m2')), 'https://api.example.com', view('m2', []));
+    expect(ended).toEqual(['s']);
+  });
+
+  it('a client DELETE of a session never held here is not remembered (ids sent only to fill memory)', () => {
+    const { sessions } = make();
+    sessions.closedByClient('never-seen');
+    expect(sessions.isEnded('never-seen')).toBe(false);
   });
 });
