@@ -847,6 +847,17 @@ describe('open MCP streams end with their Mission (mission/holds.ts)', () => {
   const accept = (id: number) => ({ jsonrpc: '2.0', id, result: { action: 'accept', content: { ok: true } } });
   const payYaml = 'tool_actions: { get_invoice: invoices.read, pay_invoice: payments.create }';
 
+  /** The confirming upstream behind a gateway that hears pushed lifecycle SETs, a paying Mission and its token. */
+  async function confirmingStack() {
+    const up = await confirmingUpstream();
+    cleanups.push(() => up.close());
+    const s = await setup({ upstream: up.url, mcp: payYaml });
+    s.dev.addReceiver({ endpoint: `${new URL(s.mcpUrl).origin}/.well-known/ssf/push`, audience: new URL(s.mcpUrl).origin });
+    const id = await mission(s, payAuthority(s.mcpUrl));
+    const token = await s.dev.issueAccessToken({ missionId: id, resource: s.mcpUrl });
+    return { up, s, id, token };
+  }
+
   it("a session whose call was cut is ended: the client's confirmation of that call never reaches the server, which is told to end the session (r16d F1)", async () => {
     const up = await confirmingUpstream();
     cleanups.push(() => up.close());
@@ -1003,12 +1014,7 @@ describe('open MCP streams end with their Mission (mission/holds.ts)', () => {
   });
 
   it('a client that drops the call stream after the server asked to confirm cannot confirm it after a narrowing (r16f F1); session ids must be short visible ASCII', async () => {
-    const up = await confirmingUpstream();
-    cleanups.push(() => up.close());
-    const s = await setup({ upstream: up.url, mcp: payYaml });
-    s.dev.addReceiver({ endpoint: `${new URL(s.mcpUrl).origin}/.well-known/ssf/push`, audience: new URL(s.mcpUrl).origin });
-    const id = await mission(s, payAuthority(s.mcpUrl));
-    const token = await s.dev.issueAccessToken({ missionId: id, resource: s.mcpUrl });
+    const { up, s, id, token } = await confirmingStack();
     const sh = await initialize(s.mcpUrl, token, { elicitation: {} });
     const drop = new AbortController();
     const res = await fetch(s.mcpUrl, {
@@ -1035,12 +1041,7 @@ describe('open MCP streams end with their Mission (mission/holds.ts)', () => {
   });
 
   it('a confirmation in a session nothing cut goes through: another Mission of the agent ending ends nothing', async () => {
-    const up = await confirmingUpstream();
-    cleanups.push(() => up.close());
-    const s = await setup({ upstream: up.url, mcp: payYaml });
-    s.dev.addReceiver({ endpoint: `${new URL(s.mcpUrl).origin}/.well-known/ssf/push`, audience: new URL(s.mcpUrl).origin });
-    const id = await mission(s, payAuthority(s.mcpUrl));
-    const token = await s.dev.issueAccessToken({ missionId: id, resource: s.mcpUrl });
+    const { up, s, id, token } = await confirmingStack();
     const unrelated = await mission(s, payAuthority(s.mcpUrl));
     const { sh, stream, ask } = await waitingForConfirmation(s, token);
     await s.dev.missions.revoke(unrelated);
