@@ -47,7 +47,7 @@ export const MAX_CALL_BYTES = 64 * 1024;
 /** The longest session id kept (MCP: visible ASCII); a longer one is refused. */
 export const MAX_ID_LENGTH = 256;
 
-/** A session held under one request's Missions, until the session ends. */
+/** A session held under one of its Missions, until the session ends. */
 class SessionHold {
   readonly session = true;
   /** How the calls made in the session under its Mission are decided again. */
@@ -122,7 +122,6 @@ export class McpSessions {
     ctx.res.once('close', () => holds.release(during, exchange));
 
     const session = this.touch(id, principalOf(ctx));
-    if (this.ended.has(id)) return; // past its principal's bounds just now
     const tickets = holds.ticketsOf(ctx, (key) => (view) => session.holds.get(key)?.review(view) ?? true);
     let added = false;
     for (const ticket of tickets) {
