@@ -123,14 +123,8 @@ export class MissionHolds {
     if (view === null || ref === null) return null;
     const others = ctx.otherMissions;
     let more = others === null ? null : others.map((o) => ticketOf(refKey(o.ref), o.ref, o.view, ctx.started, ctx.audience, null, o.review ?? null));
-    // An AAuth reference is held under the Mission's governance id too (what events name, and what
-    // an id-form request's Status answer cuts), once Status has told it. Its key is built here, not
-    // memoized through refKey: the id-form reference is made for this request only.
-    if (ref.s256 !== null && view.id !== null) {
-      const idRef: MissionReference = { form: 'claim', issuer: view.issuer, id: view.id, s256: null, authorityHash: null };
-      const byId = ticketOf(recordKey(view.issuer, view.id, false), idRef, view, ctx.started, ctx.audience, null, review);
-      more = more === null ? [byId] : [...more, byId];
-    }
+    const byId = governanceTicket(ref, view, ctx, review);
+    if (byId !== null) more = more === null ? [byId] : [...more, byId];
     return ticketOf(refKey(ref), ref, view, ctx.started, ctx.audience, more, review);
   }
 
@@ -144,9 +138,8 @@ export class MissionHolds {
     const add = (ref: MissionReference, view: MissionView): void => {
       const key = refKey(ref);
       const review = reviewOf(key);
-      // An AAuth reference under the Mission's governance id too, as in ticket().
-      const byId = ref.s256 !== null && view.id !== null ? [ticketOf(recordKey(view.issuer, view.id, false), { form: 'claim', issuer: view.issuer, id: view.id, s256: null, authorityHash: null }, view, ctx.started, ctx.audience, null, review)] : null;
-      out.push(ticketOf(key, ref, view, ctx.started, ctx.audience, byId, review));
+      const byId = governanceTicket(ref, view, ctx, review);
+      out.push(ticketOf(key, ref, view, ctx.started, ctx.audience, byId === null ? null : [byId], review));
     };
     if (ctx.mission !== null && ctx.missionRef !== null) add(ctx.missionRef, ctx.mission);
     for (const o of ctx.otherMissions ?? []) add(o.ref, o.view);
@@ -330,6 +323,17 @@ function exchanges(holders: Iterable<Holder>): number {
 /** The ticket `root` (a request's) was held with under the Mission `key`. */
 function under(root: Ticket, key: string): Ticket | undefined {
   return root.key === key ? root : root.more?.find((m) => m.key === key);
+}
+
+/**
+ * An AAuth reference is held under the Mission's governance id too (what events name, and what an
+ * id-form request's Status answer cuts), once Status has told it; null for any other reference. Its
+ * key is built here, not memoized through refKey: the id-form reference is made for this request only.
+ */
+function governanceTicket(ref: MissionReference, view: MissionView, ctx: RequestContext, review: Review | null): Ticket | null {
+  if (ref.s256 === null || view.id === null) return null;
+  const idRef: MissionReference = { form: 'claim', issuer: view.issuer, id: view.id, s256: null, authorityHash: null };
+  return ticketOf(recordKey(view.issuer, view.id, false), idRef, view, ctx.started, ctx.audience, null, review);
 }
 
 function ticketOf(key: string, ref: MissionReference, view: MissionView, admittedAt: number, audience: string, more: readonly Ticket[] | null, review: Review | null): Ticket {
