@@ -462,7 +462,7 @@ function hostMissing(req: IncomingMessage): boolean {
  */
 function applyLimits(server: Server, limits: Config['limits']): void {
   // createServer's maxHeaderSize option, kept on the server as this (untyped) property, which
-  // Node 20 and 24 read as each connection opens (test/cli/reload-limits.test.ts runs on both).
+  // Node 20 and 24 read as each connection opens (test/http/lifecycle.test.ts, SIGHUP, runs on both).
   (server as Server & { maxHeaderSize: number }).maxHeaderSize = limits.max_header_bytes;
   server.headersTimeout = wholeMs(limits.headers_timeout_s);
   server.requestTimeout = wholeMs(limits.request_timeout_s);

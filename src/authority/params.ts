@@ -112,15 +112,15 @@ const EXTENDED_CHARSET = /charset\s*\*/;
 
 const UTF8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
 
+/** Where JSON.parse's message says it stopped: its last words, after any text it quotes. */
+const JSON_ERROR_POSITION = /at position (\d+)(?: \(line \d+ column \d+\))?$/;
+
 /**
  * Parses a JSON body strictly (UTF-8, no BOM, syntax, no duplicate keys at `pointers` or everywhere
  * with 'all'). A number there that a double cannot hold exactly is kept: its literal is recorded
  * beside the parsed value (json.ts `numberSource`). Throws Denial('parameter_unparseable').
  * Exported for the MCP handler, whose `arguments` are all parameters.
  */
-/** Where JSON.parse's message says it stopped: its last words, after any text it quotes. */
-const JSON_ERROR_POSITION = /at position (\d+)(?: \(line \d+ column \d+\))?$/;
-
 export function parseJsonStrict(body: Buffer | string, pointers: readonly (readonly string[])[] | 'all'): unknown {
   let text: string;
   try {

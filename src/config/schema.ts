@@ -163,8 +163,11 @@ const authority = z.strictObject({
   accept_json_status: z.boolean().default(false),
 });
 
+/** RFC 8935 receiver path on the proxy port (`mission.events.push_path`). */
+const DEFAULT_PUSH_PATH = '/.well-known/ssf/push';
+
 const events = z.strictObject({
-  push_path: normalizedPath.default('/.well-known/ssf/push'),
+  push_path: normalizedPath.default(DEFAULT_PUSH_PATH),
   poll: z
     .strictObject({
       endpoint: trustedUrl,
@@ -366,7 +369,7 @@ function crossChecks(c: unknown, ctx: Ctx): void {
     ids.add(id);
   });
   // The SET receiver is answered before routing: on mcp.path or the ID-JAG token path it would take their POSTs.
-  const push = field(field(field(c, 'mission'), 'events'), 'push_path') ?? '/.well-known/ssf/push';
+  const push = field(field(field(c, 'mission'), 'events'), 'push_path') ?? DEFAULT_PUSH_PATH;
   const taken: [string, unknown][] = [['mcp.path', field(field(c, 'mcp'), 'path')], ['id_jag.token_path', field(field(c, 'id_jag'), 'token_path')]];
   for (const [name, path] of taken) {
     if (path === push) ctx.addIssue({ code: 'custom', path: ['mission', 'events', 'push_path'], message: `is also ${name}; the SET receiver would take its requests` });
