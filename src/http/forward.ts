@@ -3,7 +3,7 @@
  * backpressure; only the wait for response headers is bounded (`upstream.timeout_s`): a stream that
  * has started never times out. A client that goes away aborts the upstream request.
  */
-import { STATUS_CODES, type IncomingMessage, type ServerResponse } from 'node:http';
+import { STATUS_CODES, validateHeaderName, validateHeaderValue, type IncomingMessage, type ServerResponse } from 'node:http';
 import { isIP, type Socket } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { buildConnector, errors, Pool, type Dispatcher } from 'undici';
@@ -306,7 +306,7 @@ class Exchange implements Dispatcher.DispatchHandler, Holder {
       this.abort?.(new Error(`upstream answered with status ${statusCode}`));
       return false;
     }
-    const { headers, sized, dpopNonce, coded } = relayHeaders(rawHeaders, this.req.responseHeaders);
+    const { headers, sized, dpopNonce, coded, trailer } = relayHeaders(rawHeaders, this.req.responseHeaders);
     // HEAD, 204 and 304 have no body for a coding to be on (RFC 9112 section 6.1 allows the field).
     if (coded && statusCode !== 204 && statusCode !== 304 && this.req.method !== 'HEAD') {
       // Transfer-Encoding gzip (or another coding) under the chunks: nothing the client gets would say so.
@@ -328,6 +328,9 @@ class Exchange implements Dispatcher.DispatchHandler, Holder {
     }
     // RFC 9110 section 8.6: no Content-Length in a 204, whatever the upstream sent.
     if (statusCode === 204 && sized) dropHeader(headers, 'content-length');
+    // The fields the trailers will carry (RFC 9110 section 6.6.2), on an answer that can have them:
+    // a chunked one, which is what Node writes for an unsized body to an HTTP/1.1 client.
+    if (trailer !== null && !sized && statusCode !== 204 && statusCode !== 304 && this.req.method !== 'HEAD' && chunkedTo(this.res.req)) headers.push('Trailer', trailer);
     try {
       // The upstream's reason phrase when it is not the standard one (Node writes that itself,
       // without validating it again). One Node refuses to write (a control byte: undici's parser
@@ -382,11 +385,12 @@ class Exchange implements Dispatcher.DispatchHandler, Holder {
     return false;
   }
 
-  onComplete(): void {
+  onComplete(trailers: readonly (Buffer | string)[] | null): void {
     this.closeIfUnread();
     if (this.ended) return;
     this.release();
     this.res.off('close', this.onClose);
+    if (trailers !== null && trailers.length !== 0) relayTrailers(this.res, trailers);
     this.res.end();
   }
 
@@ -423,6 +427,38 @@ class Exchange implements Dispatcher.DispatchHandler, Holder {
     if (!this.res.destroyed) this.closeIfUnread();
   }
 }
+
+/** Whether Node answers `req` chunked when no length is given: from HTTP/1.1 on. */
+function chunkedTo(req: IncomingMessage): boolean {
+  return req.httpVersionMajor > 1 || (req.httpVersionMajor === 1 && req.httpVersionMinor >= 1);
+}
+
+/**
+ * The upstream's trailer fields, after the last chunk of the client's answer (RFC 9110 section 6.5):
+ * an integrity digest, a final status. Hop-by-hop and framing fields are not trailers to pass on
+ * (section 6.5.1), nor one Node will not write (a control byte in it). Node writes them only on a
+ * chunked answer and drops them on any other. undici gives them as Buffers (its types say strings).
+ */
+function relayTrailers(res: ServerResponse, raw: readonly (Buffer | string)[]): void {
+  const fields: [string, string][] = [];
+  for (let i = 0; i + 1 < raw.length; i += 2) {
+    const name = latin1(raw[i]!);
+    const value = latin1(raw[i + 1]!);
+    if (TRAILER_DROP.has(name.toLowerCase())) continue;
+    try {
+      validateHeaderName(name);
+      validateHeaderValue(name, value);
+    } catch {
+      continue;
+    }
+    fields.push([name, value]);
+  }
+  if (fields.length !== 0) res.addTrailers(fields);
+}
+
+const latin1 = (b: Buffer | string): string => (typeof b === 'string' ? b : b.toString('latin1'));
+
+const TRAILER_DROP = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'te', 'trailer', 'upgrade', 'content-length', 'host', 'http2-settings']);
 
 /** How long a connection closed after an answer that left its request unread stays half-closed (Go's net/http waits as long). */
 export const LINGER_MS = 500;

@@ -123,6 +123,7 @@ export function upstreamHeaders(
   let priorHost: string | null = null;
   let host: string | null = null;
   let priorVia: string | null = null;
+  let trailers = false;
   for (let i = 0; i < rawHeaders.length; i += 2) {
     const name = rawHeaders[i]!;
     const lower = name.toLowerCase();
@@ -142,6 +143,8 @@ export function upstreamHeaders(
         priorProto ??= value;
       } else if (lower === 'x-forwarded-host') {
         priorHost ??= value;
+      } else if (lower === 'te') {
+        trailers ||= acceptsTrailers(value);
       }
       continue;
     }
@@ -161,10 +164,19 @@ export function upstreamHeaders(
   // entries of the hops before it, with the protocol it received the request in.
   const via = req.httpVersion === '1.0' ? VIA_10 : VIA_11;
   out.push('via', priorVia === null ? via : `${priorVia}, ${via}`);
+  // TE is hop-by-hop, but a client that takes trailers says so for the whole chain: some servers
+  // (gRPC-style ones) send trailers only then, and the gateway relays them (Exchange.onComplete).
+  if (trailers) out.push('te', 'trailers');
   out.push('mission-decision', identity.decisionId);
   for (const [k, v] of identity.mission) out.push(k, v);
   out.push('host', policy.upstreamHost);
   return out;
+}
+
+/** Whether a TE value lists `trailers` (RFC 9110 section 10.1.4; `trailers` takes no weight). */
+function acceptsTrailers(te: string): boolean {
+  for (const t of te.split(',')) if (t.trim().toLowerCase() === 'trailers') return true;
+  return false;
 }
 
 /** This gateway's Via entry (a pseudonym, no host or port: RFC 9110 section 7.6.3 allows it). */
@@ -203,19 +215,22 @@ const RESPONSE_DROP = new Set(['connection', 'keep-alive', 'proxy-connection', '
  * Response headers from undici's raw list minus hop-by-hop ones (and those the response's own
  * `Connection` header names), as a flat [name, value, …] list for writeHead, plus `extra`.
  * `sized` tells whether the response declared a Content-Length; `dpopNonce` whether it carried a
- * DPoP-Nonce (an AS asking for a nonce, RFC 9449 section 8).
+ * DPoP-Nonce (an AS asking for a nonce, RFC 9449 section 8); `trailer` the `Trailer` value, which
+ * is written only on a chunked answer (Node refuses it on any other).
  */
-export function relayHeaders(raw: readonly Buffer[], extra: Record<string, string> | null): { headers: string[]; sized: boolean; dpopNonce: boolean; coded: boolean } {
+export function relayHeaders(raw: readonly Buffer[], extra: Record<string, string> | null): { headers: string[]; sized: boolean; dpopNonce: boolean; coded: boolean; trailer: string | null } {
   const out: string[] = [];
   let sized = false;
   let dpopNonce = false;
   let coded = false;
   let connection: string | null = null;
+  let trailer: string | null = null;
   for (let i = 0; i < raw.length; i += 2) {
     const name = raw[i]!.toString('latin1');
     const lower = name.toLowerCase();
     if (RESPONSE_DROP.has(lower)) {
       if (lower === 'connection') connection = connection === null ? raw[i + 1]!.toString('latin1') : `${connection},${raw[i + 1]!.toString('latin1')}`;
+      else if (lower === 'trailer') trailer = trailer === null ? raw[i + 1]!.toString('latin1') : `${trailer}, ${raw[i + 1]!.toString('latin1')}`;
       // Anything but one plain `chunked` (a coding under it, `chunked,`, tabs around it): undici does not
       // read every such value as chunked, and the client would get the framing, or the coding, as body.
       else if (lower === 'transfer-encoding' && raw[i + 1]!.toString('latin1').toLowerCase() !== 'chunked') coded = true;
@@ -227,7 +242,7 @@ export function relayHeaders(raw: readonly Buffer[], extra: Record<string, strin
   }
   if (connection !== null) dropNamed(out, connection);
   if (extra !== null) for (const k in extra) out.push(k, extra[k]!);
-  return { headers: out, sized, dpopNonce, coded };
+  return { headers: out, sized, dpopNonce, coded, trailer };
 }
 
 /** The same policy for a parsed header object (lower-case keys), as a Node header object. */
