@@ -12,7 +12,7 @@ import { loadConfigFile, type LoadedConfig } from './config/load.js';
 import { formatListener, type Config } from './config/schema.js';
 import { Denial } from './errors.js';
 import { lingeringClose, Upstream } from './http/forward.js';
-import { hostField, hostRequired, makeDropSet, TrustedProxies, type HeaderPolicy } from './http/headers.js';
+import { soleField, hostRequired, makeDropSet, TrustedProxies, type HeaderPolicy } from './http/headers.js';
 import { answeredAtProtocolLevel, cutAtShutdown } from './http/shutdown.js';
 import { socketResponse, WebSocketTunnel } from './http/upgrade.js';
 import { upstreamEnder } from './mcp/sessions.js';
@@ -452,7 +452,7 @@ function json(res: ServerResponse, status: number, body: unknown): void {
 
 /** An HTTP/1.1 request without Host (Node's own check is off: the pipeline denies it, with evidence). */
 function hostMissing(req: IncomingMessage): boolean {
-  return hostRequired(req) && hostField(req.rawHeaders) === null;
+  return hostRequired(req) && soleField(req.rawHeaders, 'host') === null;
 }
 
 /**

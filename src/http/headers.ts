@@ -263,20 +263,24 @@ export function hostRequired(req: IncomingMessage): boolean {
   return req.httpVersionMajor > 1 || req.httpVersionMinor >= 1;
 }
 
-/** The raw headers' Host value; null when there is none, TWO_HOSTS when there are two or more. */
-export function hostField(raw: readonly string[]): string | null | typeof TWO_HOSTS {
+/**
+ * The raw headers' one `name` field (lower case): null when there is none, TWO_FIELDS when there are
+ * two or more (a Host, an Mcp-Session-Id: a second one would let two readers see two values).
+ */
+export function soleField(raw: readonly string[], name: string): string | null | typeof TWO_FIELDS {
+  const n = name.length;
   let value: string | null = null;
   for (let i = 0; i < raw.length; i += 2) {
-    const n = raw[i]!;
-    if (n.length === 4 && (n === 'Host' || n === 'host' || n.toLowerCase() === 'host')) {
-      if (value !== null) return TWO_HOSTS;
+    const k = raw[i]!;
+    if (k.length === n && (k === name || k.toLowerCase() === name)) {
+      if (value !== null) return TWO_FIELDS;
       value = raw[i + 1]!;
     }
   }
   return value;
 }
 
-export const TWO_HOSTS: unique symbol = Symbol('two Host fields');
+export const TWO_FIELDS: unique symbol = Symbol('two fields of one name');
 
 /** Sets `name` (lower case) in a flat [name, value, …] list: the first field of that name, else a new one. */
 export function setHeader(headers: string[], name: string, value: string): void {

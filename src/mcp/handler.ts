@@ -20,6 +20,7 @@ import { authorityHashMismatch, authorizeAction } from '../authority/stage.js';
 import type { Config } from '../config/schema.js';
 import { Denial, isDenial } from '../errors.js';
 import { hasBody, readBody } from '../http/body.js';
+import { soleField, TWO_FIELDS } from '../http/headers.js';
 import type { Review } from '../mission/holds.js';
 import { refKey } from '../mission/key.js';
 import { parseMetaReference, sameMission, trustedMissionIssuers } from '../mission/reference.js';
@@ -82,14 +83,9 @@ const SESSION_ID = /^[\x21-\x7e]+$/;
  * check them joined ("a, b") while an upstream that reads the first serves that session (r16e F4).
  */
 function sessionOf(ctx: RequestContext): string | undefined {
-  const raw = ctx.req.rawHeaders;
-  let value: string | undefined;
-  for (let i = 0; i < raw.length; i += 2) {
-    if (raw[i]!.length !== 14 || raw[i]!.toLowerCase() !== 'mcp-session-id') continue;
-    if (value !== undefined) throw new Denial('request_malformed', { description: 'more than one Mcp-Session-Id field' });
-    value = raw[i + 1]!;
-  }
-  if (value === undefined || value === '') return undefined;
+  const value = soleField(ctx.req.rawHeaders, 'mcp-session-id');
+  if (value === TWO_FIELDS) throw new Denial('request_malformed', { description: 'more than one Mcp-Session-Id field' });
+  if (value === null || value === '') return undefined;
   // MCP: visible ASCII. Bounded: ids are kept per session, and ended ones remembered (r16f F3).
   if (value.length > MAX_ID_LENGTH || !SESSION_ID.test(value)) throw new Denial('request_malformed', { description: `an Mcp-Session-Id must be 1-${MAX_ID_LENGTH} visible ASCII characters` });
   return value;

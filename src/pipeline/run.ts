@@ -17,7 +17,7 @@ import { RESERVED_MEMBERS, type RecordLayout } from '../evidence/format.js';
 import type { EvidenceMission, EvidenceRecord, EvidenceSink } from '../evidence/record.js';
 import { hasBody, hasSmallBody, readBody } from '../http/body.js';
 import type { ForwardOutcome, Upstream } from '../http/forward.js';
-import { hostField, hostRequired, setHeader, TWO_HOSTS, upstreamHeaders, type HeaderPolicy } from '../http/headers.js';
+import { soleField, hostRequired, setHeader, TWO_FIELDS, upstreamHeaders, type HeaderPolicy } from '../http/headers.js';
 import { normalizeTarget, pathSegments, PathError, validHost } from '../http/path.js';
 import type { MissionHolds, Review, Ticket } from '../mission/holds.js';
 import type { Logger } from '../observability/logger.js';
@@ -166,8 +166,8 @@ export class Pipeline {
     // section 3.2). Checked here rather than by Node's requireHostHeader, so the denial has the
     // SPEC body, a Mission-Decision and an evidence record like any other.
     if (bad === null) {
-      const host = hostField(req.rawHeaders);
-      if (host === TWO_HOSTS) bad = new PathError('duplicate Host header');
+      const host = soleField(req.rawHeaders, 'host');
+      if (host === TWO_FIELDS) bad = new PathError('duplicate Host header');
       else if (host === null ? hostRequired(req) : !validHost(host)) bad = new PathError(host === null ? 'missing Host header' : 'invalid Host header');
       // Node's parser takes HTTP/2.0 (and 1.2) on a request line and would have it proxied as 1.1.
       else if (req.httpVersionMajor !== 1 || req.httpVersionMinor > 1) bad = new PathError(`HTTP/${req.httpVersion} is not supported`);
