@@ -2,6 +2,7 @@
  * Authority Set helpers of the dev authority: the `authority_hash` commitment, which entries apply
  * to an audience, and the "authority only narrows" check for authority changes.
  */
+import { compileConstraints, SUPPORTED_CONSTRAINTS } from '../authority/constraints.js';
 import { authorityHash as gatewayAuthorityHash } from '../authority/params.js';
 
 export interface AuthorityEntry {
@@ -39,6 +40,14 @@ export function parseEntries(input: unknown): AuthorityEntry[] {
     const constraints = e['constraints'];
     if (constraints !== undefined && (typeof constraints !== 'object' || constraints === null || Array.isArray(constraints))) {
       throw new AuthorityInputError(`authorization_details[${i}].constraints must be an object`);
+    }
+    for (const [name, value] of Object.entries((constraints ?? {}) as Record<string, unknown>)) {
+      // A constraint the gateway enforces, with a value it cannot read, would grant nothing there
+      // (a number or negative max_amount, an empty tenant list): refused here, where it is written.
+      // Other names pass: a newer draft's constraint is how an operator tests the gateway's refusal.
+      if (SUPPORTED_CONSTRAINTS.includes(name) && compileConstraints({ [name]: value }).unsupported !== null) {
+        throw new AuthorityInputError(`authorization_details[${i}].constraints.${name} has a value the gateway cannot enforce (docs/decisions.md, Constraints)`);
+      }
     }
     return structuredClone(e) as AuthorityEntry;
   });

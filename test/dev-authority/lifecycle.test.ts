@@ -86,6 +86,32 @@ describe('Mission lifecycle via the admin API (mission-contracts.md §1 state ma
     expect((await postJson(`${dev.url}/admin/nothing`, {})).status).toBe(404);
   });
 
+  it.each([
+    ['a number max_amount', { max_amount: { amount: 500, currency: 'USD' } }],
+    ['a negative max_amount', { max_amount: { amount: '-5', currency: 'USD' } }],
+    ['a max_amount without currency', { max_amount: { amount: '5.00' } }],
+    ['an empty tenant list', { tenant: [] }],
+    ['a time_window that is not RFC 3339', { time_window: { not_after: 'tomorrow' } }],
+  ])('refuses %s, which the gateway could not enforce (400, naming the constraint)', async (_what, constraints) => {
+    dev = await start();
+    const entries = [{ type: 'mission_resource_access', resource: API, actions: ['payments.create'], constraints }];
+    const res = await postJson(`${dev.url}/admin/missions`, { ...CREATE, authorization_details: entries });
+    expect(res.status).toBe(400);
+    const body = (await res.json()) as Record<string, unknown>;
+    expect(body['error']).toBe('invalid_request');
+    expect(String(body['error_description'])).toContain(`authorization_details[0].constraints.${Object.keys(constraints)[0]!}`);
+    // The same Mission through an authority change is refused as well.
+    const id = (await create(dev))['id'] as string;
+    const change = await postJson(`${dev.url}/admin/missions/${id}/authority`, { authorization_details: entries });
+    expect(change.status).toBe(400);
+  });
+
+  it('accepts a constraint the gateway does not know, and requires_action_approval true (the gateway refuses those per request)', async () => {
+    dev = await start();
+    const entries = [{ type: 'mission_resource_access', resource: API, actions: ['payments.create'], constraints: { geo_fence: 'EU', requires_action_approval: true } }];
+    expect((await postJson(`${dev.url}/admin/missions`, { ...CREATE, authorization_details: entries })).status).toBe(201);
+  });
+
   it('suspend_until with on_expiry resume returns to active when the time comes; with revoke it ends revoked', async () => {
     let now = Date.now();
     dev = await start({ now: () => now, sweepIntervalMs: 60_000 });
