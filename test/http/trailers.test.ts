@@ -5,9 +5,9 @@
  * only then. Where the answer cannot carry trailers (HTTP/1.0, HEAD, 204, 304, a sized body), the
  * answer is still whole and never a 502.
  */
-import { createServer, type Server, type Socket } from 'node:net';
+import { createServer, type AddressInfo, type Server, type Socket } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { listen, startGateway, type TestGateway } from '../helpers/gateway.js';
+import { startGateway, type TestGateway } from '../helpers/gateway.js';
 import { rawSocket } from '../helpers/http.js';
 
 let upstream: Server;
@@ -47,7 +47,8 @@ beforeAll(async () => {
       }
     });
   });
-  upstreamUrl = await listen(upstream as unknown as Parameters<typeof listen>[0]);
+  await new Promise<void>((r) => upstream.listen(0, '127.0.0.1', r));
+  upstreamUrl = `http://127.0.0.1:${(upstream.address() as AddressInfo).port}`;
   gw = await startGateway(`
 public_base_url: https://api.example.com
 resource: https://api.example.com
