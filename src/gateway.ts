@@ -12,7 +12,7 @@ import { loadConfigFile, type LoadedConfig } from './config/load.js';
 import { formatListener, type Config } from './config/schema.js';
 import { Denial } from './errors.js';
 import { lingeringClose, Upstream } from './http/forward.js';
-import { soleField, hostRequired, makeDropSet, TrustedProxies, type HeaderPolicy } from './http/headers.js';
+import { hostRequired, makeDropSet, soleField, TrustedProxies, type HeaderPolicy } from './http/headers.js';
 import { answeredAtProtocolLevel, cutAtShutdown } from './http/shutdown.js';
 import { socketResponse, WebSocketTunnel } from './http/upgrade.js';
 import { upstreamEnder } from './mcp/sessions.js';

@@ -6,6 +6,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { randomBytes } from 'node:crypto';
 import { createLocalJWKSet, jwtVerify, type JWTPayload } from 'jose';
+import { tokenEndpointMissionError } from '../mission/state.js';
 import { entriesFor } from './authority.js';
 import { nowSeconds, type AuthorityContext } from './context.js';
 import { NO_STORE, oauthError, param, readForm, sendJson } from './http.js';
@@ -178,13 +179,11 @@ async function authenticateClient(ctx: AuthorityContext, req: IncomingMessage, f
   return claimed === '' ? undefined : claimed;
 }
 
-const MISSION_ERRORS: Readonly<Record<string, string>> = { revoked: 'mission_revoked', expired: 'mission_expired', superseded: 'mission_superseded' };
-
 function activeMission(ctx: AuthorityContext, id: string): Mission {
   const m = ctx.missions.get(id);
   if (m === undefined) throw oauthError(400, 'invalid_grant', 'the Mission is unknown');
   if (m.state !== 'active') {
-    const code = MISSION_ERRORS[m.state];
+    const code = tokenEndpointMissionError(m.state);
     throw oauthError(400, 'invalid_grant', 'the Mission is not active', code === undefined ? {} : { mission_error: code });
   }
   return m;

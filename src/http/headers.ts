@@ -55,10 +55,14 @@ export const GATEWAY_SET = [
 ];
 
 /**
- * Credentials and Mission references: consumed by the gateway, never forwarded (SPEC section 6),
- * except to the token endpoint the ID-JAG guard fronts (SPEC section 8).
+ * Credentials: consumed by the gateway, never forwarded (SPEC section 6), except to the token
+ * endpoint the ID-JAG guard fronts, whose AS authenticates the client and binds its token to the
+ * proof (SPEC section 8).
  */
-export const CREDENTIALS = ['authorization', 'dpop', 'aauth-mission', 'mission-reference'];
+const CREDENTIALS = ['authorization', 'dpop'];
+
+/** Mission references: consumed by the gateway, never forwarded, to a token endpoint neither. */
+const MISSION_REFERENCES = ['aauth-mission', 'mission-reference'];
 
 export class TrustedProxies {
   private readonly list = new BlockList();
@@ -100,7 +104,7 @@ export interface HeaderPolicy {
 }
 
 export function makeDropSet(stripCredentials: boolean): ReadonlySet<string> {
-  return new Set([...HOP_BY_HOP, ...GATEWAY_SET, ...(stripCredentials ? CREDENTIALS : [])]);
+  return new Set([...HOP_BY_HOP, ...GATEWAY_SET, ...MISSION_REFERENCES, ...(stripCredentials ? CREDENTIALS : [])]);
 }
 
 /**

@@ -25,7 +25,7 @@ import { Denial, isDenial } from '../errors.js';
 import { hasBody, readBody } from '../http/body.js';
 import type { Logger } from '../observability/logger.js';
 import type { Metrics } from '../observability/metrics.js';
-import { assertMissionActive } from '../mission/state.js';
+import { assertMissionActive, tokenEndpointMissionError } from '../mission/state.js';
 import type { MissionReference, MissionView, RequestContext } from '../pipeline/context.js';
 import type { Handler, Pipeline } from '../pipeline/run.js';
 import { checkProjection, compileRules, IdJagRejection, ID_JAG_TYP, type IdJagReason, type Projection } from './projection.js';
@@ -233,7 +233,9 @@ export function createIdJagHandler(deps: IdJagDeps): Handler {
       rejection = err;
     } else if (isDenial(err) && (err.code === 'mission_terminated' || err.code === 'mission_suspended')) {
       const status = err.extra?.['mission_status'] ?? (err.code === 'mission_suspended' ? 'suspended' : 'unknown');
-      rejection = new IdJagRejection('mission_inactive', 'the Mission is not active', { mission_status: status });
+      // The token endpoint's own member beside SPEC's (mission-contracts section 7), as the AS would answer.
+      const missionError = tokenEndpointMissionError(status);
+      rejection = new IdJagRejection('mission_inactive', 'the Mission is not active', missionError === undefined ? { mission_status: status } : { mission_status: status, mission_error: missionError });
     } else if (isDenial(err) && err.code === 'dpop_invalid') {
       rejection = new IdJagRejection('dpop_invalid', 'the DPoP proof is not valid');
     } else if (isDenial(err) && err.code === 'token_invalid') {

@@ -68,12 +68,15 @@ function collect(into: Map<string, string[]>, form: string): void {
   }
 }
 
+const UNREADABLE_ASSERTION = 'an encrypted or JSON-serialized assertion, which the guard cannot check';
+
 /**
- * True when the compact JWS/JWE `value` declares `typ: oauth-id-jag+jwt` in its protected header,
+ * True when the compact JWS `value` declares `typ: oauth-id-jag+jwt` in its protected header,
  * read leniently (any case, with `application/`, parameters or spaces): the guard's verification
  * then refuses any `typ` but the exact one. Only the header is decoded; one that does not decode is
  * not an ID-JAG (the AS rejects it on its own). A header the guard cannot read as every reader
- * would (larger than a JWS the verifier takes, a member named twice) is refused.
+ * would (larger than a JWS the verifier takes, a member named twice) is refused, and so is a JWE
+ * header (`enc`: the claims are encrypted).
  */
 export function declaresIdJag(value: string): boolean {
   const dot = value.indexOf('.');
@@ -88,6 +91,7 @@ export function declaresIdJag(value: string): boolean {
     return false;
   }
   if (header === null || typeof header !== 'object' || Array.isArray(header)) return false;
+  if (Object.hasOwn(header, 'enc')) malformed(UNREADABLE_ASSERTION);
   try {
     scanJson(text, 'all');
   } catch {
@@ -145,6 +149,10 @@ export function classifyTokenRequest(r: RequestParts): TokenRequest {
   // JWT bearer grant the guard took for something else.
   if (grant === undefined || foldName(grant.trim()) !== GRANT_JWT_BEARER) return { kind: 'other' };
   const assertion = assertions[0]?.trim();
-  if (assertion === undefined || !declaresIdJag(assertion)) return { kind: 'jwt_bearer' };
+  if (assertion === undefined) return { kind: 'jwt_bearer' };
+  // An encrypted JWT (RFC 7516 compact form: five parts) or one in JSON form hides its claims from
+  // the guard; an AS that decrypts or reads it would issue on an ID-JAG nobody checked (r17c 1).
+  if (assertion.startsWith('{') || assertion.split('.', 6).length === 5) malformed(UNREADABLE_ASSERTION);
+  if (!declaresIdJag(assertion)) return { kind: 'jwt_bearer' };
   return { kind: 'id_jag', assertion };
 }

@@ -132,6 +132,15 @@ export const MAX_QUERIES_PER_ASKER = 8;
 
 const SUSPENDED = Object.freeze({ mission_status: 'suspended' });
 
+/**
+ * A token endpoint's `mission_error` (with `invalid_grant`) for a Mission in this state, where the
+ * drafts name one (mission-contracts section 7): the dev authority's token endpoint and the ID-JAG
+ * guard in front of another's both answer it. Other states have none (no `mission_suspended`).
+ */
+export function tokenEndpointMissionError(state: unknown): string | undefined {
+  return state === 'revoked' || state === 'expired' || state === 'superseded' ? `mission_${state}` : undefined;
+}
+
 /** Throws the denial for a Mission that is not active (SPEC section 5). `view` is the state established. */
 export function assertMissionActive(view: MissionView, nowMs: number): void {
   if (view.state === 'active') {

@@ -17,7 +17,7 @@ import { RESERVED_MEMBERS, type RecordLayout } from '../evidence/format.js';
 import type { EvidenceMission, EvidenceRecord, EvidenceSink } from '../evidence/record.js';
 import { hasBody, hasSmallBody, readBody } from '../http/body.js';
 import type { ForwardOutcome, Upstream } from '../http/forward.js';
-import { soleField, hostRequired, setHeader, TWO_FIELDS, upstreamHeaders, type HeaderPolicy } from '../http/headers.js';
+import { hostRequired, setHeader, soleField, TWO_FIELDS, upstreamHeaders, type HeaderPolicy } from '../http/headers.js';
 import { normalizeTarget, pathSegments, PathError, validHost } from '../http/path.js';
 import type { MissionHolds, Review, Ticket } from '../mission/holds.js';
 import type { Logger } from '../observability/logger.js';

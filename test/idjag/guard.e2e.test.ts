@@ -3,7 +3,7 @@
  * exchange and presents it as a JWT bearer grant to a real oidc-provider behind the gateway.
  */
 import { randomUUID } from 'node:crypto';
-import { decodeJwt } from 'jose';
+import { CompactEncrypt, decodeJwt, generateKeyPair } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startDevAuthority } from '../../src/dev-authority/index.js';
 import { GRANT_JWT_BEARER } from '../../src/idjag/request.js';
@@ -194,6 +194,17 @@ describe('SPEC section 8 / seed 000: violations get invalid_grant and the AS gra
     const r = await presentGrant(s, idJag);
     await expectRefused(r, 'mission_inactive', before);
     expect(r.body['mission_status']).toBe('revoked');
+    // The token endpoint's own member (mission-contracts section 7), as the AS would answer it.
+    expect(r.body['mission_error']).toBe('mission_revoked');
+  });
+
+  it('an ID-JAG encrypted to the AS (a nested JWT): the guard cannot read it, so it is refused (r17c 1)', async () => {
+    const { missionId, idJag } = await mintIdJag(s);
+    await s.dev.missions.revoke(missionId);
+    const { publicKey } = await generateKeyPair('RSA-OAEP-256');
+    const wrapped = await new CompactEncrypt(new TextEncoder().encode(idJag)).setProtectedHeader({ alg: 'RSA-OAEP-256', enc: 'A256GCM', cty: 'JWT' }).encrypt(publicKey);
+    const before = s.as.calls.length;
+    await expectRefused(await presentGrant(s, wrapped), 'request_malformed', before, 'invalid_request');
   });
 
   it('a suspended Mission (Retry-After when suspend_until is known)', async () => {
@@ -203,6 +214,7 @@ describe('SPEC section 8 / seed 000: violations get invalid_grant and the AS gra
     const r = await presentGrant(s, idJag);
     await expectRefused(r, 'mission_inactive', before);
     expect(r.body['mission_status']).toBe('suspended');
+    expect(r.body['mission_error']).toBeUndefined(); // the drafts name none for a suspension
     expect(Number(r.headers.get('retry-after'))).toBeGreaterThan(500);
   });
 
@@ -302,28 +314,34 @@ describe('SPEC section 8: grants that are not ID-JAGs pass through to the AS', (
 });
 
 describe('SPEC section 8: what the AS receives', () => {
-  it('pass-through and permitted bodies arrive byte-identical, with Authorization and DPoP', async () => {
+  it('pass-through and permitted bodies arrive byte-identical, with Authorization and DPoP, without Mission references', async () => {
     const echo = await startEcho();
     const scene = await startScene({ upstream: echo.url });
     try {
       const odd = 'grant_type=client_credentials&scope=a%20b&x=%F0%9F%98%80&&y=+';
-      const r1 = await fetch(scene.tokenUrl, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded', authorization: BASIC, dpop: 'not-a-proof' }, body: odd });
+      // Mission references are the gateway's to read, never the AS's (SPEC section 6; r17c 2).
+      const refs = { 'mission-reference': 'msn_other', 'aauth-mission': 'approver="https://ps.example"; s256="x"' };
+      const r1 = await fetch(scene.tokenUrl, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded', authorization: BASIC, dpop: 'not-a-proof', ...refs }, body: odd });
       expect(r1.status).toBe(200);
       const seen1 = echo.requests.at(-1)!;
       expect(seen1.body.toString('latin1')).toBe(odd);
       expect(seen1.headers['authorization']).toBe(BASIC);
       expect(seen1.headers['dpop']).toBe('not-a-proof');
+      expect(seen1.headers['mission-reference']).toBeUndefined();
+      expect(seen1.headers['aauth-mission']).toBeUndefined();
 
       const { idJag } = await mintIdJag(scene);
       const proof = await scene.agent.proof('POST', scene.tokenUrl);
       const body = `grant_type=${encodeURIComponent(GRANT_JWT_BEARER)}&assertion=${idJag}&scope=crm.notes.write`;
-      const r2 = await fetch(scene.tokenUrl, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded', authorization: BASIC, dpop: proof }, body });
+      const r2 = await fetch(scene.tokenUrl, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded', authorization: BASIC, dpop: proof, ...refs }, body });
       expect(r2.status).toBe(200);
       const seen2 = echo.requests.at(-1)!;
       expect(seen2.url).toBe(TOKEN_PATH);
       expect(seen2.body.toString('latin1')).toBe(body);
       expect(seen2.headers['authorization']).toBe(BASIC);
       expect(seen2.headers['dpop']).toBe(proof);
+      expect(seen2.headers['mission-reference']).toBeUndefined();
+      expect(seen2.headers['aauth-mission']).toBeUndefined();
       const jti = decodeJwt(idJag).jti;
       const record = await eventually(() => scene.gw.evidence().find((e) => e['token_jti'] === jti));
       expect(seen2.headers['mission-decision']).toBe(record['decision_id']);

@@ -86,6 +86,15 @@ describe('RFC 6749 section 3.2: a request the guard cannot read as the AS would 
     expect(classifyTokenRequest(req(`grant_type=%20${encodeURIComponent(GRANT_JWT_BEARER)}%0A&assertion=${ID_JAG}`))).toEqual({ kind: 'id_jag', assertion: ID_JAG });
   });
 
+  it('rejects an encrypted assertion (JWE: five parts, or an enc header) and a JSON-serialized one: the guard cannot see whether it is an ID-JAG (r17c 1)', () => {
+    const jwe = `${b64({ alg: 'RSA-OAEP-256', enc: 'A256GCM', cty: 'JWT' })}.a2V5.aXY.Y2lwaGVy.dGFn`;
+    for (const assertion of [jwe, `${b64({ alg: 'dir', enc: 'A256GCM' })}.x.y`, JSON.stringify({ payload: 'x', signatures: [] })]) {
+      malformed(req(`grant_type=${GRANT_JWT_BEARER}&assertion=${encodeURIComponent(assertion)}`));
+    }
+    // Another grant's parameters are not the guard's business, whatever they hold.
+    expect(classifyTokenRequest(req(`grant_type=client_credentials&assertion=${jwe}`)).kind).toBe('other');
+  });
+
   it('rejects a body that is not a form (JSON, no content type) or is content-encoded', () => {
     malformed(req(JSON.stringify({ grant_type: GRANT_JWT_BEARER, assertion: ID_JAG }), { contentType: 'application/json' }));
     malformed(req(`grant_type=${GRANT_JWT_BEARER}`, { contentType: undefined }));
