@@ -16,7 +16,7 @@ export interface UpstreamOptions {
   readonly timeoutMs: number;
   readonly connections: number;
   readonly keepAliveTimeoutMs: number;
-  /** Where a response a Mission authorized is held while it flows (cut when the Mission ends). */
+  /** Where an exchange a Mission authorized is held from dispatch to its end (cut when the Mission ends). */
   readonly holds: MissionHolds | null;
   /** `upstream.preserve_host`: requests carry the public Host (upstreamHeaders sets it). */
   readonly preserveHost: boolean;
@@ -62,7 +62,7 @@ export interface ForwardRequest {
   readonly responseHeaders: Record<string, string> | null;
   /** When the request is handed to the upstream (performance.now()): the start of `timeoutMs`. */
   readonly sentAt: number;
-  /** The Mission that admitted the request: its response is held under it while it flows. */
+  /** The Mission that admitted the request: the exchange is held under it from dispatch to its end. */
   readonly ticket: Ticket | null;
 }
 
@@ -120,7 +120,7 @@ export class Upstream {
    */
   send(req: ForwardRequest, res: ServerResponse, onStart: (status: number) => void, done: (outcome: ForwardOutcome) => void): void {
     const exchange = new Exchange(req, res, this.timeoutMs, req.ticket === null ? null : this.holds, onStart, done);
-    if (!exchange.holdUpload()) return;
+    if (!exchange.holdFromDispatch()) return;
     const headers = req.headers;
     // false: no connection is free now (upstream.connections busy, long-lived streams included), so
     // the request may wait in the pool's queue, where undici's own timeout does not run.
@@ -151,7 +151,7 @@ export class Upstream {
  */
 class Exchange implements Dispatcher.DispatchHandler, Holder {
   private settled = false;
-  /** Held under its Mission (holds.ts) from response start until it ends or is cut. */
+  /** Held under its Mission (holds.ts) from dispatch until it ends or is cut. */
   private held = false;
   private started = false;
   /** A 204 or 304: the response ended with its head; whatever the upstream adds is not relayed. */
@@ -203,7 +203,7 @@ class Exchange implements Dispatcher.DispatchHandler, Holder {
     // Never got an upstream connection (all busy): 504 now (SPEC section 5: no response headers
     // within upstream.timeout_s); the queued request is dropped when a connection frees (onConnect).
     this.expired = true;
-    this.release(); // an upload held from dispatch (holdUpload): answered now, nothing left to cut
+    this.release(); // held from dispatch (holdFromDispatch): answered now, nothing left to cut
     this.res.off('close', this.onClose);
     this.settle({ kind: 'error', code: 'gateway_timeout', error: new errors.HeadersTimeoutError('no upstream connection became free within upstream.timeout_s (upstream.connections are all busy)') });
     this.closeIfUnread();
@@ -258,15 +258,14 @@ class Exchange implements Dispatcher.DispatchHandler, Holder {
   }
 
   /**
-   * A request body that streams to the upstream (one the gateway did not read first: over 64 KiB,
-   * or chunked) is held under its Mission from dispatch, not from response start: a Mission that
-   * stops being active while the body still arrives cuts the upload, so the upstream never gets a
-   * whole request sent on after the gateway accepted the change (its 202). False, having cut it,
-   * when the Mission already ended.
+   * An exchange under a Mission is held from dispatch, not from response start: a Mission that stops
+   * being active while the request waits for a free upstream connection (r17a 1), while its body
+   * still arrives, or while the upstream works cuts it, so the upstream never gets a request sent on
+   * after the gateway accepted the change (its 202). A cut request still queued is never written
+   * (onConnect finds its response destroyed). False, having cut it, when the Mission already ended.
    */
-  holdUpload(): boolean {
-    const body = this.req.body;
-    if (this.holds === null || body === null || Buffer.isBuffer(body)) return true;
+  holdFromDispatch(): boolean {
+    if (this.holds === null) return true;
     if (!this.holds.hold(this.req.ticket!, this)) {
       this.cut();
       return false;
@@ -277,7 +276,7 @@ class Exchange implements Dispatcher.DispatchHandler, Holder {
 
   /** The Mission that authorized this exchange is no longer active: both connections close now. */
   cut(): void {
-    // Before the answer started (an upload): the outcome is the cut, not the abort's 502 below.
+    // Before the answer started: the outcome is the cut, not the abort's 502 below.
     this.settle({ kind: 'aborted', reason: Object.assign(new Error(CUT_MESSAGE), { code: 'mission_cut' }) });
     // Out of every Mission it was held under, so another one ending later does not cut it again.
     this.release();
@@ -316,16 +315,6 @@ class Exchange implements Dispatcher.DispatchHandler, Holder {
     this.started = true;
     this.resume = resume;
     this.onStart(statusCode);
-    if (this.holds !== null && !this.held) {
-      if (!this.holds.hold(this.req.ticket!, this)) {
-        // Its Mission stopped being active while the upstream worked: the answer is recorded, but
-        // nothing of it reaches the client.
-        this.settle({ kind: 'response', status: statusCode, dpopNonce: false });
-        this.cut();
-        return false;
-      }
-      this.held = true;
-    }
     // RFC 9110 section 8.6: no Content-Length in a 204, whatever the upstream sent.
     if (statusCode === 204 && sized) dropHeader(headers, 'content-length');
     // The fields the trailers will carry (RFC 9110 section 6.6.2), on an answer that can have them:

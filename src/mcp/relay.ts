@@ -130,7 +130,8 @@ export async function relay(ctx: RequestContext, pipeline: Pipeline, plan: Relay
     timedOut = true;
     abort.abort(new errors.HeadersTimeoutError());
   }, up.timeoutMs);
-  // Once the answer starts it is held under the Mission that admitted the request (holds.ts).
+  // Held under the Mission that admitted the request from dispatch (holds.ts): one that ends while
+  // the request waits for a connection or the upstream works cuts it, unsent or unanswered (r17a 1).
   const holds = d.holds;
   const ticket = pipeline.ticket(ctx);
   const holder: Holder = {
@@ -141,6 +142,10 @@ export async function relay(ctx: RequestContext, pipeline: Pipeline, plan: Relay
   };
   let held = false;
   try {
+    if (ticket !== null) {
+      held = holds!.hold(ticket, holder);
+      if (!held) return holder.cut();
+    }
     let r;
     try {
       // servername: undici reads it (Upstream.servername), its request types do not list it.
@@ -183,11 +188,6 @@ export async function relay(ctx: RequestContext, pipeline: Pipeline, plan: Relay
       return await refuse(r.body, `upstream answered tools/list as ${type === '' ? 'no media type' : type}`);
     }
     plan.onOutcome();
-    if (ticket !== null) {
-      held = holds!.hold(ticket, holder);
-      // Its Mission stopped being active while the upstream worked: nothing of the answer flows.
-      if (!held) return holder.cut();
-    }
     const out = clientHeaders(raw);
     if (ctx.dpopNonce !== null) out['dpop-nonce'] = ctx.dpopNonce;
 

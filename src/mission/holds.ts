@@ -1,6 +1,7 @@
 /**
- * Exchanges a Mission authorized that outlive their decision: response bodies still flowing (SSE,
- * chunked, long downloads, MCP streams) and WebSocket tunnels. A Mission can stop being active at
+ * Exchanges a Mission authorized that outlive their decision: requests waiting for an upstream
+ * connection or an answer, response bodies still flowing (SSE, chunked, long downloads, MCP
+ * streams) and WebSocket tunnels. A Mission can stop being active at
  * any moment, and from then on nothing it authorized may keep flowing: every such exchange is cut
  * (both connections closed, the client sees a broken stream) when the gateway learns the change:
  *
@@ -13,13 +14,12 @@
  *    other entries): each exchange held under it is decided again against the authority just read,
  *    and cut when its request would now be denied (`review`).
  *
- * An exchange is held from the moment its response starts, under every Mission its request was
- * admitted under (an MCP batch may name several) and, for an AAuth reference, under the Mission's
- * governance id too. A response that starts after its Mission was cut (the change landed while
- * the upstream was still working) is refused, before its head reaches the client: its request was
- * decided while the Mission was active, so the upstream's answer is in the evidence record, but
- * nothing of it flows under a Mission that is no longer active. A Mission seen active again
- * (reinstate) lets responses start again.
+ * An exchange is held from the moment it is forwarded (a WebSocket tunnel from the upstream's
+ * 101), under every Mission its request was admitted under (an MCP batch may name several) and,
+ * for an AAuth reference, under the Mission's governance id too. One whose Mission was cut after
+ * its request was admitted (the change landed between the decision and the hold) is refused: the
+ * request is never sent, or for a tunnel nothing of the upstream's answer reaches the client. A
+ * Mission seen active again (reinstate) lets exchanges start again.
  */
 import { performance } from 'node:perf_hooks';
 import type { Logger } from '../observability/logger.js';

@@ -276,22 +276,23 @@ routes:
     await eventually(() => closed, 2000);
   });
 
-  it('a response that starts after its Mission was revoked never reaches the client', async () => {
+  it('a request the upstream is still working on when its Mission is revoked is cut: its answer never reaches the client', async () => {
     const m = await mission();
     const s = await open('/slow', m.token);
     await eventually(() => held.length === 1);
-    await dev.missions.revoke(m.id);
-    // The upstream answers only now, under a Mission that is no longer active.
     const res = held.shift()!;
-    res.writeHead(200, { 'content-type': 'text/event-stream' });
-    res.write('data: too late\n\n');
+    let upstreamClosed = false;
+    res.on('close', () => (upstreamClosed = true));
+    await dev.missions.revoke(m.id);
+    // Held from dispatch: the revocation cuts the upstream request too, before any answer.
     await eventually(() => s.ended, 2000);
     expect(s.status).toBeNull();
     expect(s.ended).toBe('cut');
-    res.end();
-    // The evidence says what happened: permitted while active, the upstream answered 200.
+    await eventually(() => upstreamClosed, 2000);
+    // The evidence says what happened: permitted while active, no answer relayed (499, as for an
+    // upload the revocation cut).
     const record = await eventually(() => gw.evidence().find((r) => r['path'] === '/slow'));
-    expect(record).toMatchObject({ decision: 'permit', upstream_status: 200 });
+    expect(record).toMatchObject({ decision: 'permit', upstream_status: 499 });
   });
 
   it("the Mission's expires_at passing cuts its stream, with no event from the authority", async () => {
