@@ -245,6 +245,7 @@ export class Gateway {
       // Keep what events taught the old cache (revocations, seen SET ids) across the reload, and
       // the issuers' last-good keys (an issuer unreachable now must not turn every token into a 503).
       next.parts.missionStates.adopt(old.parts.missionStates);
+      old.parts.missionStates.stopPolling();
       next.parts.keys.adopt(old.parts.keys);
       this.runtime = next;
       next.parts.start();

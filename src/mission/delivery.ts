@@ -275,6 +275,9 @@ export class SetPoller {
       }
       try {
         const set = await this.deps.verifier.verify(jwt);
+        // Stopped meanwhile (a reload retired this poller): left unacknowledged for the next one, so
+        // the running config's cache learns it, not this retired one's (r17e 1).
+        if (this.stopped) break;
         const result = this.deps.sink.apply(set, 'poll');
         this.deps.metrics.events.labels(result).inc();
         if (set.kind === 'lifecycle' && result !== 'duplicate') {

@@ -762,6 +762,16 @@ export class MissionStates {
     if (!this.closed) this.poller?.start();
   }
 
+  /**
+   * Stops the RFC 8936 poll loop: a reload's new instance polls from now on, and what this one
+   * has not acknowledged yet is delivered to it again. Without this, the retired instance would
+   * take events for itself until it is closed, and a revocation it took would never reach the
+   * cache requests read (r17e 1).
+   */
+  stopPolling(): void {
+    this.poller?.stop();
+  }
+
   /** One RFC 8936 poll now (tests, and the loop). Resolves with `moreAvailable`. */
   pollOnce(): Promise<boolean> {
     return this.poller === null ? Promise.resolve(false) : this.poller.pollOnce();
