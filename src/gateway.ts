@@ -8,7 +8,8 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import { compileRoutes } from './config/compile.js';
-import { loadConfigFile, type LoadedConfig } from './config/load.js';
+import { ConfigError, loadConfigFile, type LoadedConfig } from './config/load.js';
+import { preflightProblems } from './config/preflight.js';
 import { formatListener, type Config } from './config/schema.js';
 import { Denial } from './errors.js';
 import { lingeringClose, Upstream } from './http/forward.js';
@@ -240,6 +241,11 @@ export class Gateway {
     if (this.file === null) return false;
     try {
       const loaded = loadConfigFile(this.file);
+      // What start would refuse on this machine (a missing key file, an evidence folder that is
+      // gone) is refused here too, with the same key-path lines: a reload that logs success must
+      // not leave a config the next restart refuses (r17e 2).
+      const problems = preflightProblems(loaded.config);
+      if (problems.length > 0) throw new ConfigError(problems);
       const next = await buildRuntime(loaded.config, this.longLived, this.metrics, this.logger);
       const old = this.runtime;
       // Keep what events taught the old cache (revocations, seen SET ids) across the reload, and

@@ -166,6 +166,27 @@ describe('SPEC §2: signals', () => {
     }
   });
 
+  it('SIGHUP refuses what start would refuse here (a missing key file, an evidence folder that is gone), with the key path, and keeps the running config (r17e 2)', async () => {
+    const echo = await startEcho();
+    const { gw, file } = await startCliOn(cfg(echo.url), 'mgw-reload-preflight-');
+    try {
+      const gone = join(dirname(file), 'no-such-folder', 'e.jsonl');
+      writeFileSync(file, cfg(echo.url) + `evidence: { sink: ${JSON.stringify(gone)}, sign: { private_key_file: ./no-such-key.jwk } }\n`);
+      gw.proc.kill('SIGHUP');
+      await eventually(() => gw.logs().includes('config reload failed'));
+      const line = JSON.parse(gw.logs().split('\n').find((l) => l.includes('config reload failed'))!) as { problems: string[] };
+      expect(line.problems.some((p) => p.startsWith('evidence.sign.private_key_file: '))).toBe(true);
+      expect(line.problems.some((p) => p.startsWith('evidence.sink: '))).toBe(true);
+      expect(gw.logs()).not.toContain('config reloaded');
+      // The same file fails check the same way, and the running gateway still serves.
+      const checked = spawnSync(process.execPath, [CLI, 'check', '--config', file], { encoding: 'utf8' });
+      expect(checked.status).toBe(2);
+      expect((await raw(gw.url, { path: '/public/x' })).status).toBe(200);
+    } finally {
+      await echo.close();
+    }
+  });
+
   it('SIGHUP applies limits at once: head size (new connections), head timeout and requests per connection, with no restart warning', async () => {
     const echo = await startEcho();
     const { gw, file } = await startCliOn(cfg(echo.url), 'mgw-reload-limits-');
