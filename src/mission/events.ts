@@ -119,8 +119,9 @@ export class SetVerifier {
         typ: SET_JWT_TYPE,
         algorithms: this.algorithms.get(iss) ?? DEFAULT_ALGORITHMS,
         issuer: iss,
-        clockTolerance: CLOCK_SKEW_S,
-        currentDate: new Date(this.now()),
+        // The clock claims are checked below, once the event is read: they cannot refuse a
+        // Mission's end (r17a 2).
+        clockTolerance: Number.MAX_SAFE_INTEGER,
         requiredClaims: ['iat', 'jti'],
       }));
     } catch (err) {
@@ -138,14 +139,31 @@ export class SetVerifier {
     if (!(aud === this.audience || (Array.isArray(aud) && aud.includes(this.audience)))) throw new SetRejected('invalid_audience', 'the SET is not addressed to this resource');
     const jti = payload.jti;
     if (typeof jti !== 'string' || jti.length === 0 || jti.length > MAX_JTI_LENGTH) throw new SetRejected('invalid_request', 'the SET jti is invalid');
-    if ((payload.iat ?? 0) > this.now() / 1000 + CLOCK_SKEW_S) throw new SetRejected('invalid_request', 'the SET is issued in the future');
     const events = payload['events'];
     if (!isObject(events)) throw new SetRejected('invalid_request', 'the SET carries no events');
 
     const body = events[LIFECYCLE_EVENT];
-    if (body !== undefined) return { kind: 'lifecycle', issuer: iss, jti, change: readLifecycle(body, iss, jti, jwt) };
+    if (body !== undefined) {
+      const change = readLifecycle(body, iss, jti, jwt);
+      // An authentic SET that ends or suspends a Mission is applied whatever its clock claims say (a
+      // transmitter's fast clock, a push retried past `exp`): applying it can only deny, and a 400
+      // would lose it (transmitters do not resend after one, RFC 8935 section 2.4). Versions and jtis
+      // still keep an old one from undoing anything newer.
+      if (change.state !== 'active') return { kind: 'lifecycle', issuer: iss, jti, change };
+      this.checkClock(payload);
+      return { kind: 'lifecycle', issuer: iss, jti, change };
+    }
+    this.checkClock(payload);
     if (events[SSF_VERIFICATION_EVENT] !== undefined) return { kind: 'heartbeat', issuer: iss, jti };
     return { kind: 'other', issuer: iss, jti };
+  }
+
+  /** RFC 7519 sections 4.1.4-4.1.6 with CLOCK_SKEW_S: not expired, valid already, not issued in the future. */
+  private checkClock(payload: JWTPayload): void {
+    const now = this.now() / 1000;
+    if (payload.iat! > now + CLOCK_SKEW_S) throw new SetRejected('invalid_request', 'the SET is issued in the future');
+    if (typeof payload.exp === 'number' && payload.exp <= now - CLOCK_SKEW_S) throw new SetRejected('invalid_request', 'the SET has expired');
+    if (typeof payload.nbf === 'number' && payload.nbf > now + CLOCK_SKEW_S) throw new SetRejected('invalid_request', 'the SET is not valid yet');
   }
 }
 

@@ -105,6 +105,22 @@ describe('RFC 8935 push delivery at mission.events.push_path', () => {
     expect(await deniedWith()).toBe('mission_terminated');
   });
 
+  it('a revocation is applied whatever its clock claims say (a fast transmitter clock, a retried push past exp); an activation is refused on them (r17a 2)', async () => {
+    const nowS = Math.floor(Date.now() / 1000);
+    const off = [{ iat: nowS + 40 }, { exp: nowS - 100 }, { nbf: nowS + 100 }];
+    // An activation: refused on each (it would lift a denial).
+    for (const claims of off) {
+      expect((await push(await lifecycleSet(authKey, { state: 'active', version: 2, claims }))).status).toBe(400);
+    }
+    expect(await deniedWith()).toBeNull();
+    // Each end is applied (202) and denies at once.
+    let version = 2;
+    for (const [i, claims] of off.entries()) {
+      expect((await push(await lifecycleSet(authKey, { state: i === 0 ? 'suspended' : 'revoked', version: version++, claims }))).status).toBe(202);
+      expect(await deniedWith()).toBe(i === 0 ? 'mission_suspended' : 'mission_terminated');
+    }
+  });
+
   it('a duplicate jti is 202 and applied once', async () => {
     await deniedWith();
     const set = await lifecycleSet(authKey, { state: 'suspended', version: 2, jti: 'set_dup' });

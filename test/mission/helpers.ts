@@ -212,7 +212,7 @@ export class StatusServer {
 /** Mints a lifecycle-change SET. */
 export function lifecycleSet(
   key: SigningKey,
-  opts: { issuer?: string; aud?: unknown; jti?: string; id?: string; state: string; version: number; missionIssuer?: string; extra?: Record<string, unknown>; header?: Record<string, unknown>; iat?: number },
+  opts: { issuer?: string; aud?: unknown; jti?: string; id?: string; state: string; version: number; missionIssuer?: string; extra?: Record<string, unknown>; header?: Record<string, unknown>; iat?: number; claims?: Record<string, unknown> },
 ): Promise<string> {
   const issuer = opts.issuer ?? ISSUER;
   const id = opts.id ?? MISSION_ID;
@@ -232,6 +232,7 @@ export function lifecycleSet(
         ...opts.extra,
       },
     },
+    ...opts.claims,
   })
     .setProtectedHeader({ alg: 'ES256', kid: key.kid, typ: 'secevent+jwt', ...opts.header })
     .sign(key.privateKey);
