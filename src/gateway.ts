@@ -38,7 +38,6 @@ interface Runtime {
   readonly tunnel: WebSocketTunnel;
   /** Documents served by the gateway itself (no decision record): path → JSON body. */
   readonly documents: ReadonlyMap<string, string>;
-  readonly pushPath: string | null;
 }
 
 export class Gateway {
@@ -148,12 +147,7 @@ export class Gateway {
         return;
       }
     }
-    if (rt.pushPath !== null && rawPath === rt.pushPath && !hostMissing(req)) {
-      if (req.method !== 'POST') {
-        res.writeHead(405, { allow: 'POST', 'content-type': 'application/json' });
-        res.end(JSON.stringify({ err: 'invalid_request', description: 'SET push accepts POST only' }));
-        return;
-      }
+    if (rawPath === rt.pipeline.deps.pushPath && !hostMissing(req)) {
       rt.parts.missionStates.handlePush(req, res);
       return;
     }
@@ -383,7 +377,6 @@ async function buildRuntime(config: Config, longLived: LongLived, metrics: Metri
     upstream,
     tunnel: new WebSocketTunnel(config.upstream.url, logger, config.upstream.timeout_s * 1000, longLived.holds, longLived.tunnels, config.upstream.websocket_tunnels, config.upstream.preserve_host),
     documents: parts.prm.paths,
-    pushPath: config.mission.events.push_path,
   };
 }
 

@@ -2,7 +2,6 @@
  * Wiring: which implementation backs each stage and service, built from the config.
  * gateway.ts owns lifecycles; this file only says what is made of what.
  */
-import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import { createDpopStage } from './auth/dpop.js';
 import { createCredentialsStage } from './auth/credentials.js';
@@ -10,7 +9,7 @@ import { IssuerKeys, type TrustedIssuer } from './auth/keys.js';
 import { NonceIssuer } from './auth/nonce.js';
 import { createProtectedResourceMetadata } from './auth/prm.js';
 import { createTokenStage } from './auth/token.js';
-import type { KeyResolver, ReplayStore } from './auth/types.js';
+import type { ReplayStore } from './auth/types.js';
 import { createAuthorityStage, createParametersStage, createReviewer } from './authority/stage.js';
 import { createMissionBus, createReplayStore } from './cluster/index.js';
 import type { Config } from './config/schema.js';
@@ -47,11 +46,6 @@ export interface LongLived {
   /** MCP sessions held under the Missions their requests ran under (ended with them); outlive a reload. */
   readonly sessions: McpSessions;
   close(): Promise<void>;
-}
-
-export interface MissionService {
-  handlePush(req: IncomingMessage, res: ServerResponse): void;
-  ready(): boolean;
 }
 
 /** Parts rebuilt on every config (re)load. */
@@ -138,12 +132,12 @@ export async function buildParts(config: Config, longLived: LongLived, metrics: 
   const nonces = config.dpop.nonce ? new NonceIssuer({ windowSeconds: config.dpop.nonce_window_s, secret: config.dpop.nonce_secret }) : null;
   const missionReference = createMissionReferenceStage({ config });
   const stages: Stages = {
-    credentials: createCredentialsStage(config),
+    credentials: createCredentialsStage(),
     token: createTokenStage({ config, keys, metrics, logger }),
     dpop: createDpopStage({ config, replay: longLived.replay, nonces, metrics, openConnections: () => longLived.connections.size }),
     missionReference: config.mission.accept_header_references ? deferOnMcp(missionReference) : missionReference,
     missionState: missionStates.stage(),
-    parameters: createParametersStage({ config }),
+    parameters: createParametersStage(),
     authority: config.mission.required ? createAuthorityStage({ config }) : migrationAuthority(createAuthorityStage({ config })),
   };
   return {
@@ -152,7 +146,7 @@ export async function buildParts(config: Config, longLived: LongLived, metrics: 
     stages,
     reviewer: createReviewer({ config }),
     prm: createProtectedResourceMetadata(config),
-    mcp: config.mcp === undefined ? null : createMcpHandler({ config, missionStates, metrics, logger, sessions: longLived.sessions }),
+    mcp: config.mcp === undefined ? null : createMcpHandler({ config, missionStates, logger, sessions: longLived.sessions }),
     idJag: config.id_jag === undefined ? null : createIdJagHandler({ config, keys, replay: longLived.replay, missionStates, metrics, logger }),
     start() {
       void keys.start();

@@ -8,14 +8,16 @@
  * body (RFC 6750 sections 2.2 and 2.3) are not accepted (metadata says `bearer_methods_supported:
  * ["header"]`).
  */
-import type { Config } from '../config/schema.js';
 import { Denial } from '../errors.js';
 import type { Credentials, RequestContext, Stage } from '../pipeline/context.js';
 import { MAX_JWS_BYTES } from './jws.js';
 
 const TOKEN68 = /^[A-Za-z0-9._~+/-]+=*$/;
 
-/** Both header values, each null when absent; throws when one is repeated. */
+/**
+ * Both header values, each null when absent; throws when one is repeated. One pass for the two
+ * (http/headers.ts soleField reads one name), on every request that needs auth.
+ */
 function readHeaders(raw: readonly string[]): { authorization: string | null; dpop: string | null } {
   let authorization: string | null = null;
   let dpop: string | null = null;
@@ -37,7 +39,7 @@ function readHeaders(raw: readonly string[]): { authorization: string | null; dp
 }
 
 /**
- * Parses credentials from raw headers (exported for the ID-JAG guard and tests). The token68
+ * Parses credentials from raw headers (exported for tests). The token68
  * syntax check (RFC 9110 section 11.4) is a single linear regex; the proof is only length-checked
  * here, the DPoP stage parses it strictly.
  */
@@ -61,7 +63,7 @@ export function parseCredentials(rawHeaders: readonly string[]): Credentials {
   return { scheme: scheme === 'dpop' ? 'DPoP' : 'Bearer', token, proof };
 }
 
-export function createCredentialsStage(_config: Config): Stage {
+export function createCredentialsStage(): Stage {
   return function credentials(ctx: RequestContext): void {
     ctx.credentials = parseCredentials(ctx.req.rawHeaders);
   };

@@ -18,7 +18,7 @@ const EMPTY_PARAMS: Readonly<Record<string, unknown>> = Object.freeze({});
  * A route without params gets `{}` and a null digest. MCP requests set their own (the `arguments`
  * of each call), so this stage leaves them alone.
  */
-export function createParametersStage(_deps: { config: Config }): Stage {
+export function createParametersStage(): Stage {
   return (ctx: RequestContext): void => {
     const route = ctx.route;
     if (ctx.kind !== 'route' || route === null) return;

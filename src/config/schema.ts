@@ -72,7 +72,6 @@ function pathProblem(p: string): string | null {
 }
 
 const port = z.number().int().min(0).max(65535);
-const positive = z.number().positive();
 /**
  * Seconds, at most what a Node timer holds (2^31 - 1 ms, about 24.8 days): past it setTimeout fires
  * after 1 ms, so a poll interval of a month polled the authority every millisecond (r13a).
@@ -470,6 +469,5 @@ function listenerClash(listenValue: unknown, adminValue: unknown): string | null
 
 export type ConfigInput = z.input<typeof configSchema>;
 export type Config = z.output<typeof configSchema>;
-export type RouteConfig = Config['routes'][number];
 export type ParamSource = z.output<typeof paramSource>;
 export type ActionClass = (typeof ACTION_CLASSES)[number];

@@ -50,7 +50,7 @@ export class WebSocketTunnel {
   private readonly pending = new WeakMap<IncomingMessage, Pending>();
 
   constructor(
-    private readonly target: string,
+    target: string,
     private readonly logger: Logger,
     /** Bound on the wait for the upstream's answer to the upgrade (`upstream.timeout_s`). */
     private readonly timeoutMs: number,
@@ -225,7 +225,6 @@ export class WebSocketTunnel {
 function recordPermit(pipeline: Pipeline, ctx: RequestContext, status: number): void {
   ctx.upstreamStatus = status;
   pipeline.record(ctx, 'permit', null);
-  pipeline.deps.metrics.countDecision('permit', null);
 }
 
 /**

@@ -23,6 +23,7 @@ import type { KeyResolver, ReplayStore } from '../auth/types.js';
 import type { Config } from '../config/schema.js';
 import { Denial, isDenial } from '../errors.js';
 import { hasBody, readBody } from '../http/body.js';
+import { soleField, TWO_FIELDS } from '../http/headers.js';
 import type { Logger } from '../observability/logger.js';
 import type { Metrics } from '../observability/metrics.js';
 import { assertMissionActive, tokenEndpointMissionError } from '../mission/state.js';
@@ -63,13 +64,8 @@ function reject(reason: IdJagReason, description: string, extra?: Record<string,
 
 /** The single DPoP header, null when absent; more than one is a bad proof (RFC 9449 section 4.3 step 1). */
 function dpopHeader(req: IncomingMessage): string | null {
-  let found: string | null = null;
-  const raw = req.rawHeaders;
-  for (let i = 0; i < raw.length; i += 2) {
-    if (raw[i]!.length !== 4 || raw[i]!.toLowerCase() !== 'dpop') continue;
-    if (found !== null) reject('dpop_invalid', 'exactly one DPoP proof is required');
-    found = raw[i + 1]!;
-  }
+  const found = soleField(req.rawHeaders, 'dpop');
+  if (found === TWO_FIELDS) reject('dpop_invalid', 'exactly one DPoP proof is required');
   return found;
 }
 
@@ -249,7 +245,6 @@ export function createIdJagHandler(deps: IdJagDeps): Handler {
     metrics.observeDecision(ctx.kind, (performance.now() - ctx.started) / 1000);
     pipeline.record(ctx, 'deny', rejection.reason, extra);
     writeGrantError(ctx.res, rejection, ctx.id, isDenial(err) ? err.retryAfter : undefined);
-    metrics.countDecision('deny', rejection.reason);
     const cause = err instanceof Error && err.cause !== undefined ? String(err.cause) : undefined;
     logger.debug({ decision_id: ctx.id, denial_reason: rejection.reason, cause }, 'id-jag grant denied');
   }
@@ -290,7 +285,6 @@ export function createIdJagHandler(deps: IdJagDeps): Handler {
       const outcome = await pipeline.forward(ctx, { policy, body, record: false });
       if (outcome.kind === 'response' && outcome.status === 400 && outcome.dpopNonce) release(evidence.claimed);
       pipeline.record(ctx, 'permit', null, evidence.extra);
-      metrics.countDecision('permit', null);
     },
   };
 }

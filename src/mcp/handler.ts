@@ -26,7 +26,6 @@ import { refKey } from '../mission/key.js';
 import { parseMetaReference, sameMission, trustedMissionIssuers } from '../mission/reference.js';
 import { assertMissionActive, assertMissionJoin } from '../mission/state.js';
 import type { Logger } from '../observability/logger.js';
-import type { Metrics } from '../observability/metrics.js';
 import { principalOf, type MissionReference, type MissionView, type RequestContext } from '../pipeline/context.js';
 import type { Handler, Pipeline } from '../pipeline/run.js';
 import { denialResult, taskDenialResult, type DenialResult } from './denial.js';
@@ -45,7 +44,6 @@ export interface MissionLookup {
 export interface McpHandlerDeps {
   readonly config: Config;
   readonly missionStates: MissionLookup;
-  readonly metrics: Metrics;
   readonly logger: Logger;
   /** Sessions held under their Missions and ended with them (sessions.ts); none: not tracked. */
   readonly sessions?: McpSessions;
@@ -119,7 +117,6 @@ class McpHandler implements Handler {
   private readonly required: boolean;
   private readonly trusted: ReadonlySet<string>;
   private readonly lookup: MissionLookup;
-  private readonly metrics: Metrics;
   private readonly logger: Logger;
   private readonly sessions: McpSessions | null;
   private readonly deniedTasks = new DeniedTasks();
@@ -137,7 +134,6 @@ class McpHandler implements Handler {
     this.required = c.mission.required;
     this.trusted = trustedMissionIssuers(c);
     this.lookup = deps.missionStates;
-    this.metrics = deps.metrics;
     this.logger = deps.logger;
     this.sessions = deps.sessions ?? null;
   }
@@ -432,7 +428,6 @@ class McpHandler implements Handler {
     if (decision === 'deny') ctx.upstreamStatus = null;
     const reason = c.denial === null ? null : c.denial.spec.reason;
     pipeline.record(ctx, decision, reason, { tool: c.msg.name, call_index: c.msg.index, jsonrpc_id: c.msg.id }, decisionId);
-    this.metrics.countDecision(decision, reason);
     ctx.action = saved.action;
     ctx.params = saved.params;
     ctx.parameterDigest = saved.digest;
@@ -444,7 +439,6 @@ class McpHandler implements Handler {
   /** One permit record for a request that carried no tools/call (tools/list, resumed stream). */
   private recordRequest(ctx: RequestContext, pipeline: Pipeline): void {
     pipeline.record(ctx, 'permit', null);
-    this.metrics.countDecision('permit', null);
   }
 }
 

@@ -223,7 +223,6 @@ function bounded<T>(work: T | Promise<T>, signal: AbortSignal): Promise<T> {
 }
 
 export class MissionStatusClient {
-  private readonly config: Config;
   private readonly keys: KeyResolver;
   private readonly metrics: Metrics;
   private readonly logger: Logger;
@@ -235,7 +234,6 @@ export class MissionStatusClient {
   private readonly dispatcher: Agent;
 
   constructor(deps: StatusClientDeps) {
-    this.config = deps.config;
     this.keys = deps.keys;
     this.metrics = deps.metrics;
     this.logger = deps.logger;

@@ -5,7 +5,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { CompiledRoute } from '../config/compile.js';
 
-/** Stage labels: the same strings in logs, metrics and evidence. */
+/** Stage labels, in the pipeline's order (run.ts); the log of an unexpected error names the stage it came from. */
 export type StageName =
   | 'route'
   | 'credentials'
@@ -15,7 +15,6 @@ export type StageName =
   | 'mission_state'
   | 'parameters'
   | 'authority'
-  | 'evidence'
   | 'forward';
 
 /** Where credentials came from (`Authorization` scheme and the raw DPoP header). */

@@ -345,7 +345,6 @@ export class Pipeline {
         }
         if (record) {
           this.record(ctx, 'permit', null);
-          d.metrics.countDecision('permit', null);
         }
         done?.(outcome);
       },
@@ -394,12 +393,12 @@ export class Pipeline {
     writeDenial(ctx.res, denial, ctx.id, challenges, denial.code === 'dpop_nonce_required' ? ctx.dpopNonce : null);
     d.metrics.observeDecision(ctx.kind, (performance.now() - ctx.started) / 1000);
     this.record(ctx, 'deny', denial.spec.reason);
-    d.metrics.countDecision('deny', denial.spec.reason);
     if (denial.cause !== undefined) d.logger.debug({ decision_id: ctx.id, code: denial.code, cause: String(denial.cause) }, 'denied');
   }
 
   /**
-   * Builds and writes one evidence record (SPEC section 9). The members are listed in SPEC order,
+   * Builds and writes one evidence record (SPEC section 9), and counts the decision in
+   * mission_gateway_requests_total. The members are listed in SPEC order,
    * each one set, so the writer serializes the record as built (its layout, format.ts), unless an
    * extra needs orderRecord (an undefined value, or a member the sink sets).
    */
@@ -440,6 +439,8 @@ export class Pipeline {
     } catch (err) {
       this.deps.logger.error({ err }, 'evidence write failed');
     }
+    // Counted where it is recorded, so the metric and the evidence never disagree.
+    this.deps.metrics.countDecision(decision, reason);
   }
 }
 

@@ -51,7 +51,7 @@ async function gateway(extra: Partial<ConfigInput> = {}, o: { replay?: ReplaySto
   await keys.start();
   const nonces = config.dpop.nonce ? new NonceIssuer({ windowSeconds: config.dpop.nonce_window_s, ...(o.clock ? { clock: o.clock } : {}) }) : null;
   const stages = [
-    createCredentialsStage(config),
+    createCredentialsStage(),
     createTokenStage({ config, keys, metrics, logger }),
     createDpopStage({ config, replay: o.replay ?? new MemoryReplayStore({ maxEntries: 10_000, metrics }), nonces, metrics, ...(o.clock ? { clock: o.clock } : {}), ...(o.openConnections ? { openConnections: o.openConnections } : {}) }),
   ];

@@ -109,7 +109,7 @@ beforeAll(async () => {
   keys = new IssuerKeys({ issuers: config.issuers, metrics, logger, cooldownMs: 0, refreshIntervalMs: 0 });
   await keys.start();
   stages = [
-    createCredentialsStage(config),
+    createCredentialsStage(),
     createTokenStage({ config, keys, metrics, logger }),
     createDpopStage({ config, replay: new MemoryReplayStore({ maxEntries: 10_000, metrics }), nonces: null, metrics }),
   ];

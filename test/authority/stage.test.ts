@@ -59,7 +59,7 @@ function ctx(over: Partial<RequestContext> & { body?: Buffer | null; contentType
   } as RequestContext;
 }
 
-const params = createParametersStage({ config });
+const params = createParametersStage();
 const authority = createAuthorityStage({ config });
 
 function denial(f: () => void): Denial | null {

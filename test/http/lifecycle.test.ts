@@ -218,7 +218,7 @@ describe('SPEC §2: signals', () => {
     const jwks = await new JwksServer().start();
     const key = await makeKey('ES256', 'k1');
     jwks.setKeys(key);
-    const { gw, file } = await startCliOn(cfg(echo.url, '  - match: { path: /api/** }\n    action: api.read') + `issuers:\n  - issuer: ${jwks.url}\n    jwks_uri: ${jwks.url}/jwks\n    algorithms: [ES256]\ndpop: { required: false }\nmission: { required: false }\n`, 'mgw-reload-keys-');
+    const { gw } = await startCliOn(cfg(echo.url, '  - match: { path: /api/** }\n    action: api.read') + `issuers:\n  - issuer: ${jwks.url}\n    jwks_uri: ${jwks.url}/jwks\n    algorithms: [ES256]\ndpop: { required: false }\nmission: { required: false }\n`, 'mgw-reload-keys-');
     try {
       const token = await mintToken(key, jwks.url, { jkt: null, claims: { aud: 'http://localhost:8080' } });
       const get = () => raw(gw.url, { path: '/api/x', headers: { authorization: `Bearer ${token}` } });

@@ -1041,7 +1041,7 @@ describe('open MCP streams end with their Mission (mission/holds.ts)', () => {
   });
 
   it('a confirmation in a session nothing cut goes through: another Mission of the agent ending ends nothing', async () => {
-    const { up, s, id, token } = await confirmingStack();
+    const { up, s, token } = await confirmingStack();
     const unrelated = await mission(s, payAuthority(s.mcpUrl));
     const { sh, stream, ask } = await waitingForConfirmation(s, token);
     await s.dev.missions.revoke(unrelated);

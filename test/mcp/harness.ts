@@ -104,7 +104,7 @@ export async function startHarness(
       return m;
     },
   };
-  const handler = createMcpHandler({ config, missionStates: lookup, metrics, logger });
+  const handler = createMcpHandler({ config, missionStates: lookup, logger });
   const upstream = new Upstream({ url: config.upstream.url, timeoutMs: 5000, connections: 8, keepAliveTimeoutMs: 4000, holds: null, preserveHost: false });
   const policy = (strip: boolean) => ({ drop: makeDropSet(strip), trusted: new TrustedProxies([]), proto: 'https', upstreamHost: upstream.host });
   const pipeline = new Pipeline({
