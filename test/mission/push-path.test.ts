@@ -25,6 +25,12 @@ const post = (path: string) => rawSocket(gw.url, `POST ${path} HTTP/1.1\r\nHost:
 describe('mission.events.push_path behind a catch-all route', () => {
   it('as written: the receiver answers (a SET that does not verify is 400), nothing is forwarded', async () => {
     expect(await post('/.well-known/ssf/push')).toMatch(/^HTTP\/1\.1 400[^]*invalid_request/);
+    // Another method: the receiver's RFC 8935 405, sized and never cached, its body read.
+    const get = await rawSocket(gw.url, 'GET /.well-known/ssf/push HTTP/1.1\r\nHost: localhost:8080\r\nConnection: close\r\n\r\n');
+    expect(get).toMatch(/^HTTP\/1\.1 405 /);
+    expect(get).toMatch(/\r\nallow: POST\r\n/i);
+    expect(get).toMatch(/\r\ncache-control: no-store\r\n/i);
+    expect(get).toMatch(/\r\ncontent-length: \d+\r\n/i);
     expect(echo.requests).toHaveLength(0);
   });
 
