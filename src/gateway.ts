@@ -5,13 +5,13 @@
  * runtime (routes, upstream pool, keys, Mission state, stages) is rebuilt from the new config and
  * swapped in atomically. An invalid new config keeps the old runtime running.
  */
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createServer, STATUS_CODES, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import { compileRoutes } from './config/compile.js';
 import { ConfigError, loadConfigFile, type LoadedConfig } from './config/load.js';
 import { preflightProblems } from './config/preflight.js';
 import { formatListener, type Config } from './config/schema.js';
-import { Denial } from './errors.js';
+import { Denial, DENIALS } from './errors.js';
 import { lingeringClose, Upstream } from './http/forward.js';
 import { hostRequired, makeDropSet, soleField, TrustedProxies, type HeaderPolicy } from './http/headers.js';
 import { answeredAtProtocolLevel, cutAtShutdown } from './http/shutdown.js';
@@ -109,8 +109,8 @@ export class Gateway {
       const status = err.code === 'HPE_HEADER_OVERFLOW' ? 431 : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 408 : 400;
       // A request already forwarded on this connection (its body's framing broke) is recorded with this status.
       if (inFlight != null) answeredAtProtocolLevel(socket, status);
-      const body = JSON.stringify({ error: 'invalid_request', error_description: 'malformed HTTP request', denial_reason: 'request_malformed', decision_id: null });
-      socket.end(`HTTP/1.1 ${status} ${status === 431 ? 'Request Header Fields Too Large' : status === 408 ? 'Request Timeout' : 'Bad Request'}\r\ncontent-type: application/json\r\ncontent-length: ${body.length}\r\nconnection: close\r\n\r\n${body}`);
+      const body = JSON.stringify({ error: MALFORMED.error, error_description: 'malformed HTTP request', denial_reason: MALFORMED.reason, decision_id: null });
+      socket.end(`HTTP/1.1 ${status} ${STATUS_CODES[status]!}\r\ncontent-type: application/json\r\ncontent-length: ${body.length}\r\nconnection: close\r\n\r\n${body}`);
       closeWhenAnswered(socket);
     });
     const admin = createServer((req, res) => this.onAdmin(req, res));
@@ -407,6 +407,9 @@ function closeWhenAnswered(socket: Socket): void {
   socket.once('finish', () => lingeringClose(socket));
   socket.once('close', () => clearTimeout(timer));
 }
+
+/** The answer to a request Node's parser refused (clientError): the catalogue's request_malformed. */
+const MALFORMED = DENIALS.request_malformed;
 
 async function closeRuntime(rt: Runtime): Promise<void> {
   await Promise.allSettled([rt.upstream.close(), rt.parts.close(), rt.tunnel.close()]);

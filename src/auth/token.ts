@@ -18,6 +18,7 @@ import type { AccessToken, RequestContext, Stage } from '../pipeline/context.js'
 import { ASYMMETRIC_ALGS, JwsError, numericDate, nowSeconds, parseCompact, systemClock, typIs, validityProblem, verifySignature, type Clock } from './jws.js';
 import type { IssuerKeys } from './keys.js';
 import type { KeyResolver } from './types.js';
+import { deepFreeze } from '../values.js';
 
 export interface VerifyJwtOptions {
   /** Trusted issuers; the unverified `iss` must be one of them before any key is looked up. */
@@ -202,13 +203,6 @@ interface CachedToken {
 /** The token cache's key: the compact JWS's signature segment. */
 function signatureOf(raw: string): string {
   return raw.slice(raw.lastIndexOf('.') + 1);
-}
-
-function deepFreeze(value: unknown): void {
-  if (value !== null && typeof value === 'object' && !Object.isFrozen(value)) {
-    Object.freeze(value);
-    for (const v of Object.values(value)) deepFreeze(v);
-  }
 }
 
 const TOKEN_REQUIRED = ['iss', 'exp', 'aud', 'sub', 'client_id', 'iat', 'jti'];

@@ -8,6 +8,9 @@
  * of the payload, the rules and the time (no I/O), so it is unit-tested exhaustively.
  */
 import type { Config } from '../config/schema.js';
+import { validId } from '../mission/key.js';
+import { numericDate } from '../auth/jws.js';
+import { isObject } from '../values.js';
 
 /** `denial_reason` values of the guard (evidence and the response body). */
 export type IdJagReason =
@@ -39,9 +42,6 @@ export class IdJagRejection extends Error {
 
 /** The ID-JAG media type (`typ`, compared case-insensitively, `application/` prefix optional). */
 export const ID_JAG_TYP = 'oauth-id-jag+jwt';
-
-/** Bound on identifiers that become replay-store keys and evidence members. */
-export const MAX_ID_LENGTH = 256;
 
 /** Bound on `act` nesting (delegation chains are short; a deep one is hostile). */
 const MAX_ACT_DEPTH = 8;
@@ -141,17 +141,7 @@ function reject(reason: IdJagReason, description: string): never {
   throw new IdJagRejection(reason, description);
 }
 
-function nonEmptyString(v: unknown): v is string {
-  return typeof v === 'string' && v.length > 0 && v.length <= MAX_ID_LENGTH;
-}
 
-function numericDate(v: unknown): number | null {
-  return typeof v === 'number' && Number.isFinite(v) ? v : null;
-}
-
-function isObject(v: unknown): v is Record<string, unknown> {
-  return v !== null && typeof v === 'object' && !Array.isArray(v);
-}
 
 /** Seed 000: `aud` binds the projection to exactly one downstream AS. */
 export function audienceIsExactly(aud: unknown, audience: string): boolean {
@@ -192,29 +182,29 @@ export function checkProjection(payload: Readonly<Record<string, unknown>>, rule
 
   const iat = numericDate(p['iat']);
   const exp = numericDate(p['exp']);
-  if (iat === null || exp === null) reject('id_jag_claim_missing', 'the assertion lacks a required claim');
+  if (iat === undefined || exp === undefined) reject('id_jag_claim_missing', 'the assertion lacks a required claim');
   const skew = rules.clockSkewS;
   if (nowS - skew >= exp) reject('id_jag_expired', 'the assertion has expired');
   if (iat > nowS + skew) reject('id_jag_time_invalid', 'the assertion is issued in the future');
   if (exp <= iat || exp - iat > rules.maxLifetimeS) reject('id_jag_time_invalid', 'the assertion lifetime is not acceptable');
   if (has.call(p, 'nbf')) {
     const nbf = numericDate(p['nbf']);
-    if (nbf === null || nbf > nowS + skew) reject('id_jag_time_invalid', 'the assertion is not yet valid');
+    if (nbf === undefined || nbf > nowS + skew) reject('id_jag_time_invalid', 'the assertion is not yet valid');
   }
 
   const iss = p['iss'];
   const sub = p['sub'];
   const missionRef = p['mission_ref'];
   const jti = p['jti'];
-  if (!nonEmptyString(iss) || !nonEmptyString(sub) || !nonEmptyString(missionRef) || !nonEmptyString(jti)) {
+  if (!validId(iss) || !validId(sub) || !validId(missionRef) || !validId(jti)) {
     reject('id_jag_claim_missing', 'the assertion lacks a required claim');
   }
   // `purpose` and `purpose_kind` both carry the applied purpose.kind (a string: an object would be
   // the applied purpose context itself, display and params included).
   const purpose = p['purpose'];
   const purposeKind = p['purpose_kind'];
-  if (purpose !== undefined && !nonEmptyString(purpose)) reject('id_jag_claim_missing', 'the assertion purpose is not a purpose kind');
-  if (purposeKind !== undefined && !nonEmptyString(purposeKind)) reject('id_jag_claim_missing', 'the assertion purpose is not a purpose kind');
+  if (purpose !== undefined && !validId(purpose)) reject('id_jag_claim_missing', 'the assertion purpose is not a purpose kind');
+  if (purposeKind !== undefined && !validId(purposeKind)) reject('id_jag_claim_missing', 'the assertion purpose is not a purpose kind');
   const applied = purpose ?? purposeKind;
   if (applied === undefined) reject('id_jag_claim_missing', 'the assertion lacks a required claim');
   if (purpose !== undefined && purposeKind !== undefined && purpose !== purposeKind) {
@@ -229,7 +219,7 @@ export function checkProjection(payload: Readonly<Record<string, unknown>>, rule
   if (has.call(p, 'cnf')) {
     // A confirmation we cannot check (mTLS x5t#S256, a malformed jkt) must not count as unbound.
     const cnf = p['cnf'];
-    if (!isObject(cnf) || !nonEmptyString(cnf['jkt'])) reject('id_jag_invalid', 'the assertion confirmation method is not supported');
+    if (!isObject(cnf) || !validId(cnf['jkt'])) reject('id_jag_invalid', 'the assertion confirmation method is not supported');
     jkt = cnf['jkt'];
   }
 

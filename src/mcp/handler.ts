@@ -22,8 +22,8 @@ import { Denial, isDenial } from '../errors.js';
 import { hasBody, readBody } from '../http/body.js';
 import { soleField, TWO_FIELDS } from '../http/headers.js';
 import type { Review } from '../mission/holds.js';
-import { refKey } from '../mission/key.js';
-import { parseMetaReference, sameMission, trustedMissionIssuers } from '../mission/reference.js';
+import { refKey, trustedMissionIssuers } from '../mission/key.js';
+import { parseMetaReference, sameMission } from '../mission/reference.js';
 import { assertMissionActive, assertMissionJoin } from '../mission/state.js';
 import type { Logger } from '../observability/logger.js';
 import { principalOf, type MissionReference, type MissionView, type RequestContext } from '../pipeline/context.js';
@@ -32,7 +32,7 @@ import { denialResult, taskDenialResult, type DenialResult } from './denial.js';
 import { idKey, parseMcpBody, type InvalidCallMessage, type McpBody, type ToolCallMessage } from './jsonrpc.js';
 import { compileToolParams, toolParams, type ToolParamMap } from './params.js';
 import { answerDirectly, relay } from './relay.js';
-import { MAX_ID_LENGTH, type McpSessions } from './sessions.js';
+import { MAX_SESSION_ID_LENGTH, type McpSessions } from './sessions.js';
 import { DeniedTasks } from './tasks.js';
 import { combinePins, ListAnswers, MissionPins, ObservedTools, type ListFilter, type Pins, type Visible } from './tools.js';
 
@@ -85,7 +85,7 @@ function sessionOf(ctx: RequestContext): string | undefined {
   if (value === TWO_FIELDS) throw new Denial('request_malformed', { description: 'more than one Mcp-Session-Id field' });
   if (value === null || value === '') return undefined;
   // MCP: visible ASCII. Bounded: ids are kept per session, and ended ones remembered (r16f F3).
-  if (value.length > MAX_ID_LENGTH || !SESSION_ID.test(value)) throw new Denial('request_malformed', { description: `an Mcp-Session-Id must be 1-${MAX_ID_LENGTH} visible ASCII characters` });
+  if (value.length > MAX_SESSION_ID_LENGTH || !SESSION_ID.test(value)) throw new Denial('request_malformed', { description: `an Mcp-Session-Id must be 1-${MAX_SESSION_ID_LENGTH} visible ASCII characters` });
   return value;
 }
 
@@ -340,7 +340,7 @@ class McpHandler implements Handler {
     if (!this.headerMode) return this.required ? new Denial('mission_claim_missing') : base;
     if (!this.trusted.has(ref.issuer)) return new Denial('token_invalid', { description: "the Mission's issuer is not trusted" });
 
-    const key = `${ref.issuer}\n${ref.id ?? ''}`;
+    const key = refKey(ref);
     let state = memo.get(key);
     if (state === undefined) {
       // A `_meta` reference is named by the client: its queries count against it (state.ts fetch).

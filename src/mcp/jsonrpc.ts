@@ -14,6 +14,7 @@ import { Denial } from '../errors.js';
 import { foldName, numberSource } from '../authority/json.js';
 import { parseJsonStrict } from '../authority/params.js';
 import { MCP_META_KEY } from '../mission/reference.js';
+import { isObject } from '../values.js';
 
 export type JsonRpcId = string | number;
 
@@ -67,9 +68,7 @@ export interface McpBody {
 
 const malformed = (description: string): Denial => new Denial('request_malformed', { description });
 
-function isObject(v: unknown): v is Record<string, unknown> {
-  return v !== null && typeof v === 'object' && !Array.isArray(v);
-}
+
 
 function isId(v: unknown): v is JsonRpcId {
   return typeof v === 'string' || (typeof v === 'number' && Number.isFinite(v));

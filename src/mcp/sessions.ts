@@ -45,7 +45,7 @@ export const MAX_ENDED = 100_000;
 export const MAX_CALLS = 16;
 export const MAX_CALL_BYTES = 64 * 1024;
 /** The longest session id kept (MCP: visible ASCII); a longer one is refused. */
-export const MAX_ID_LENGTH = 256;
+export const MAX_SESSION_ID_LENGTH = 256;
 
 /** A session held under one of its Missions, until the session ends. */
 class SessionHold {

@@ -15,8 +15,9 @@ import type { KeyResolver } from '../auth/types.js';
 import { Denial } from '../errors.js';
 import type { Config } from '../config/schema.js';
 import type { MissionChange } from './types.js';
-import { MAX_ID_LENGTH, MAX_ISSUER_LENGTH } from './reference.js';
+import { MAX_ISSUER_LENGTH, validId } from './key.js';
 import { timeOf } from './status.js';
+import { isObject } from '../values.js';
 
 export const LIFECYCLE_EVENT = 'https://schemas.karlmcguinness.com/mission/lifecycle-change';
 /** SSF stream verification event: a heartbeat for liveness, nothing to apply. */
@@ -65,7 +66,6 @@ export type VerifiedSet =
   | { readonly kind: 'heartbeat'; readonly issuer: string; readonly jti: string }
   | { readonly kind: 'other'; readonly issuer: string; readonly jti: string };
 
-const isObject = (v: unknown): v is Record<string, unknown> => v !== null && typeof v === 'object' && !Array.isArray(v);
 
 export class SetVerifier {
   private readonly trusted: ReadonlySet<string>;
@@ -171,7 +171,7 @@ export class SetVerifier {
 function readLifecycle(body: unknown, iss: string, jti: string, set: string): MissionChange {
   if (!isObject(body) || !isObject(body['mission'])) throw new SetRejected('invalid_request', 'the lifecycle event carries no mission');
   const { id, issuer } = body['mission'];
-  if (typeof id !== 'string' || id.length === 0 || id.length > MAX_ID_LENGTH) throw new SetRejected('invalid_request', 'the lifecycle event mission id is invalid');
+  if (!validId(id)) throw new SetRejected('invalid_request', 'the lifecycle event mission id is invalid');
   if (typeof issuer !== 'string' || issuer.length > MAX_ISSUER_LENGTH) throw new SetRejected('invalid_request', 'the lifecycle event mission issuer is invalid');
   if (issuer !== iss) throw new SetRejected('invalid_issuer', "the SET issuer does not govern this Mission");
   const state = body['state'];

@@ -13,21 +13,12 @@ import type { Config } from '../config/schema.js';
 import { Denial } from '../errors.js';
 import { rawHeaderLines } from '../http/headers.js';
 import type { AccessToken, MissionReference, MissionReferenceForm, RequestContext, Stage } from '../pipeline/context.js';
+import { MAX_ISSUER_LENGTH, trustedMissionIssuers, validId } from './key.js';
 
-/** Bounds from the Mission-Reference field definition; applied to every form so cache keys stay small. */
-export const MAX_ID_LENGTH = 256;
-export const MAX_ISSUER_LENGTH = 512;
 /** AAuth `s256`: base64url (no padding) of a SHA-256 digest. */
 const S256 = /^[A-Za-z0-9_-]{43}$/;
 
 export const MCP_META_KEY = 'com.karlmcguinness.mission/reference';
-
-const HEADER_FORMS: ReadonlySet<MissionReferenceForm> = new Set(['aauth_header', 'reference_header', 'mcp_meta']);
-
-/** True when the reference came from a header or `_meta` (MAS mode), not from the token. */
-export function isHeaderReference(ref: MissionReference): boolean {
-  return HEADER_FORMS.has(ref.form);
-}
 
 /** Same Mission in the same form: an id reference never equals an AAuth (approver, s256) one. */
 export function sameMission(a: MissionReference, b: MissionReference): boolean {
@@ -36,7 +27,6 @@ export function sameMission(a: MissionReference, b: MissionReference): boolean {
   return a.id === b.id;
 }
 
-const validId = (v: unknown): v is string => typeof v === 'string' && v.length > 0 && v.length <= MAX_ID_LENGTH;
 const validIssuer = (v: unknown): v is string => typeof v === 'string' && v.length > 0 && v.length <= MAX_ISSUER_LENGTH;
 
 function ref(form: MissionReferenceForm, issuer: string, id: string | null, s256: string | null, authorityHash: string | null = null): MissionReference {
@@ -239,11 +229,6 @@ function readHeader(ctx: RequestContext, name: string, parse: (v: string) => Mis
   const parsed = raw === 'malformed' ? raw : parse(raw);
   if (parsed === 'malformed') throw new Denial('mission_reference_malformed', { description: `the ${name} header is not a valid Mission reference` });
   return parsed;
-}
-
-/** Issuers whose Missions this gateway may ask about: token issuers, Mission authorities, ID-JAG issuers. */
-export function trustedMissionIssuers(config: Config): ReadonlySet<string> {
-  return new Set([...config.issuers.map((i) => i.issuer), ...config.mission.authorities.map((a) => a.issuer), ...(config.id_jag?.trusted_issuers ?? [])]);
 }
 
 export function createMissionReferenceStage(deps: { config: Config }): Stage {

@@ -39,8 +39,7 @@ import { principalOf, type AccessToken, type MissionReference, type MissionView,
 import { handleSetPush, SetPoller, type PushSlots, type SetSink } from './delivery.js';
 import { SetRejected, SetVerifier, type EventResult, type VerifiedSet } from './events.js';
 import type { MissionHolds } from './holds.js';
-import { recordKey, refKey } from './key.js';
-import { isHeaderReference, trustedMissionIssuers } from './reference.js';
+import { isHeaderReference, jtiKey, recordKey, refKey, trustedMissionIssuers } from './key.js';
 import { MissionStatusClient, StatusUnavailable, type StatusResult } from './status.js';
 import type { MissionBus, MissionChange } from './types.js';
 
@@ -237,7 +236,7 @@ export class MissionStates {
         return this.applySet(set);
       },
       publish: (change) => this.publish(change),
-      forget: (set) => this.seenJti.delete(`${set.issuer}\n${set.jti}`),
+      forget: (set) => this.seenJti.delete(jtiKey(set.issuer, set.jti)),
       defer: (change) => this.defer(change),
       isClosed: () => this.closed,
     };
@@ -573,9 +572,9 @@ export class MissionStates {
   }
 
   private applyOnce(change: MissionChange): EventResult {
-    const jtiKey = `${change.issuer}\n${change.jti}`;
-    if (this.seenJti.has(jtiKey)) return 'duplicate';
-    this.seenJti.set(jtiKey, true);
+    const seen = jtiKey(change.issuer, change.jti);
+    if (this.seenJti.has(seen)) return 'duplicate';
+    this.seenJti.set(seen, true);
     return this.applyVersioned(change);
   }
 
@@ -742,9 +741,9 @@ export class MissionStates {
   /** Applies one verified SET from push or poll. Sync; returns the metrics result. */
   private applySet(set: VerifiedSet): EventResult {
     if (set.kind === 'heartbeat' || set.kind === 'other') {
-      const jtiKey = `${set.issuer}\n${set.jti}`;
-      if (this.seenJti.has(jtiKey)) return 'duplicate';
-      this.seenJti.set(jtiKey, true);
+      const seen = jtiKey(set.issuer, set.jti);
+      if (this.seenJti.has(seen)) return 'duplicate';
+      this.seenJti.set(seen, true);
       return set.kind === 'heartbeat' ? 'heartbeat' : 'ignored';
     }
     return this.applyOnce(set.change);

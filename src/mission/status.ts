@@ -21,6 +21,7 @@ import type { Metrics } from '../observability/metrics.js';
 import type { AuthorityEntry, MissionReference } from '../pipeline/context.js';
 import { CLIENT_ASSERTION_TYPE, clientAssertion, loadClientKey, type ClientKey } from './client-key.js';
 import { parseRfc3339 } from '../rfc3339.js';
+import { isObject } from '../values.js';
 
 export const STATUS_JWT_TYPE = 'mission-status-response+jwt';
 const STATUS_CONTENT_TYPE = `application/${STATUS_JWT_TYPE}`;
@@ -111,7 +112,6 @@ export function parseRetryAfter(value: string | string[] | undefined, nowMs: num
   return Math.min(MAX_RETRY_AFTER_S, Math.max(1, s));
 }
 
-const isObject = (v: unknown): v is Record<string, unknown> => v !== null && typeof v === 'object' && !Array.isArray(v);
 
 function authorityEntries(value: unknown): readonly AuthorityEntry[] | null | 'invalid' {
   if (value === undefined) return null;

@@ -6,7 +6,8 @@
  */
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { MAX_ID_LENGTH, MAX_ISSUER_LENGTH, parseAauthMission, parseMissionReference } from '../../src/mission/reference.js';
+import { MAX_ID_LENGTH, MAX_ISSUER_LENGTH } from '../../src/mission/key.js';
+import { parseAauthMission, parseMissionReference } from '../../src/mission/reference.js';
 import { bounded, RUNS } from './bounds.js';
 
 /** RFC 9651 section 4.1.6: sf-string is printable ASCII with `"` and `\` escaped. */
