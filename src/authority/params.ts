@@ -18,7 +18,7 @@ import { hash } from 'node:crypto';
 import type { IncomingHttpHeaders } from 'node:http';
 import type { CompiledRoute } from '../config/compile.js';
 import { Denial } from '../errors.js';
-import { rawHeaderLines } from '../http/headers.js';
+import { mediaTypeOf, rawHeaderLines } from '../http/headers.js';
 import { foldName, jcs, JsonTooDeepError, keepNumberSources, MAX_JSON_DEPTH, numberIsExact, numberSource, parsePointer, resolvePointer, scanJson, setNumberSource } from './json.js';
 
 export interface ParamsInput {
@@ -67,9 +67,7 @@ const unparseable = (description: string, cause?: unknown): Denial =>
 
 /** `application/json` or any `+json` media type, parameters ignored. */
 export function isJsonMediaType(contentType: string | undefined): boolean {
-  if (contentType === undefined) return false;
-  const semi = contentType.indexOf(';');
-  const type = (semi === -1 ? contentType : contentType.slice(0, semi)).trim().toLowerCase();
+  const type = mediaTypeOf(contentType);
   return type === 'application/json' || (type.startsWith('application/') && type.endsWith('+json'));
 }
 

@@ -23,6 +23,16 @@ export function rawHeader(raw: readonly string[], name: string): string | undefi
   return undefined;
 }
 
+/**
+ * The media type of a Content-Type value (the first, given several), lower-cased, without
+ * parameters; '' when there is none.
+ */
+export function mediaTypeOf(value: string | readonly string[] | undefined): string {
+  const v = typeof value === 'string' ? value : (value?.[0] ?? '');
+  const semi = v.indexOf(';');
+  return (semi === -1 ? v : v.slice(0, semi)).trim().toLowerCase();
+}
+
 /** Every field line of `name` (lower case), in order; empty when absent. */
 export function rawHeaderLines(raw: readonly string[], name: string): string[] {
   const out: string[] = [];

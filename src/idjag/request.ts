@@ -13,7 +13,7 @@
 import { foldName, scanJson } from '../authority/json.js';
 import { declaredCharsets, queryFold } from '../authority/params.js';
 import { MAX_JWS_BYTES } from '../auth/jws.js';
-import { rawHeaderLines } from '../http/headers.js';
+import { mediaTypeOf, rawHeaderLines } from '../http/headers.js';
 import { IdJagRejection, ID_JAG_TYP } from './projection.js';
 
 export const GRANT_JWT_BEARER = 'urn:ietf:params:oauth:grant-type:jwt-bearer';
@@ -35,13 +35,6 @@ const CONTROL = /[\x00-\x08\x0e-\x1f\x7f]/;
 
 function malformed(description: string): never {
   throw new IdJagRejection('request_malformed', description);
-}
-
-/** The media type of a Content-Type value, lower-cased, without parameters. */
-function mediaType(value: string | undefined): string | null {
-  if (value === undefined) return null;
-  const semi = value.indexOf(';');
-  return (semi === -1 ? value : value.slice(0, semi)).trim().toLowerCase();
 }
 
 /** The `grant_type` and `assertion` parameters of a form, by their folded names (queryFold). */
@@ -128,7 +121,7 @@ export function classifyTokenRequest(r: RequestParts): TokenRequest {
     if (r.contentEncoding !== undefined && r.contentEncoding.trim().toLowerCase() !== 'identity') {
       malformed('a token request body must not be content-encoded');
     }
-    if (mediaType(r.contentType) !== FORM) malformed('a token request body must be application/x-www-form-urlencoded');
+    if (mediaTypeOf(r.contentType) !== FORM) malformed('a token request body must be application/x-www-form-urlencoded');
     // Read as UTF-8 (RFC 6749 appendix B). A charset in which ASCII is not ASCII (utf-16, utf-7)
     // would let an AS that honours it read a grant the guard never saw.
     for (const charset of declaredCharsets(r.contentType!)) {

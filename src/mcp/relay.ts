@@ -14,7 +14,7 @@ import { performance } from 'node:perf_hooks';
 import type { Readable } from 'node:stream';
 import { errors } from 'undici';
 import { Denial } from '../errors.js';
-import { clientHeaders, dropHeader, setHeader, upstreamHeaders } from '../http/headers.js';
+import { clientHeaders, dropHeader, mediaTypeOf, setHeader, upstreamHeaders } from '../http/headers.js';
 import { closedReason } from '../http/shutdown.js';
 import { CUT_MESSAGE, type Holder } from '../mission/holds.js';
 import type { Logger } from '../observability/logger.js';
@@ -175,7 +175,7 @@ export async function relay(ctx: RequestContext, pipeline: Pipeline, plan: Relay
     const raw = r.headers as Record<string, string | string[] | undefined>;
     const encoding = raw['content-encoding'];
     const ok = status >= 200 && status < 300;
-    const type = mediaType(raw);
+    const type = mediaTypeOf(raw['content-type']);
     const whole = ok && plan.answers.length > 0 && (status === 202 || raw['content-length'] === '0');
     // Refused before the record is written, so that it says what the client got (502, set where
     // the refusal is answered), not the upstream's status. An encoded answer cannot be looked
@@ -328,12 +328,6 @@ async function pipe(body: Readable, res: RequestContext['res'], rewriter: SseRew
   res.end();
 }
 
-function mediaType(headers: Record<string, string | string[] | undefined>): string {
-  const v = headers['content-type'];
-  const s = Array.isArray(v) ? (v[0] ?? '') : (v ?? '');
-  const semi = s.indexOf(';');
-  return (semi === -1 ? s : s.slice(0, semi)).trim().toLowerCase();
-}
 
 async function readLimited(body: Readable, max: number, take: (n: number) => void): Promise<Buffer> {
   const chunks: Buffer[] = [];

@@ -6,6 +6,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { request } from 'undici';
 import type { Config } from '../config/schema.js';
+import { mediaTypeOf } from '../http/headers.js';
 import type { Logger } from '../observability/logger.js';
 import type { Metrics } from '../observability/metrics.js';
 import { MAX_SET_BYTES, SetRejected, type EventResult, type SetErrorCode, type SetVerifier, type VerifiedSet } from './events.js';
@@ -88,7 +89,7 @@ export function handleSetPush(req: IncomingMessage, res: ServerResponse, deps: P
     sendSetError(res, 405, 'invalid_request', 'only POST is accepted', { allow: 'POST' });
     return;
   }
-  const type = (req.headers['content-type'] ?? '').split(';')[0]!.trim().toLowerCase();
+  const type = mediaTypeOf(req.headers['content-type']);
   if (type !== SET_CONTENT_TYPE) {
     req.resume();
     deps.metrics.events.labels('rejected').inc();

@@ -16,6 +16,7 @@ import { jwtVerify, type JWTPayload } from 'jose';
 import { Agent, request } from 'undici';
 import { isLoopbackHost, type Config } from '../config/schema.js';
 import type { KeyResolver } from '../auth/types.js';
+import { mediaTypeOf } from '../http/headers.js';
 import type { Logger } from '../observability/logger.js';
 import type { Metrics } from '../observability/metrics.js';
 import type { AuthorityEntry, MissionReference } from '../pipeline/context.js';
@@ -194,11 +195,6 @@ async function readBody(body: AsyncIterable<Buffer>, limit: number): Promise<str
   return Buffer.concat(chunks).toString('utf8');
 }
 
-function mediaType(contentType: string | string[] | undefined): string {
-  const v = Array.isArray(contentType) ? contentType[0] : contentType;
-  return (v ?? '').split(';')[0]!.trim().toLowerCase();
-}
-
 /** Connections to one Mission authority's Status endpoint (per gateway process). */
 export const MAX_STATUS_CONNECTIONS = 32;
 
@@ -315,7 +311,7 @@ export class MissionStatusClient {
       dispatcher: this.dispatcher,
     });
     const text = await readBody(res.body, MAX_STATUS_BYTES);
-    const type = mediaType(res.headers['content-type']);
+    const type = mediaTypeOf(res.headers['content-type']);
 
     if (res.statusCode === 404) {
       // Anti-oracle: unknown and not-visible look the same; both deny as 'unknown'.

@@ -3,7 +3,7 @@
  * and a plain `keep-alive` names nothing beyond the hop-by-hop fields.
  */
 import { describe, expect, it } from 'vitest';
-import { makeDropSet, relayHeaders, TrustedProxies, upstreamHeaders } from '../../src/http/headers.js';
+import { makeDropSet, mediaTypeOf, relayHeaders, TrustedProxies, upstreamHeaders } from '../../src/http/headers.js';
 import { headerSafe } from '../../src/pipeline/run.js';
 import { Denial } from '../../src/errors.js';
 
@@ -71,5 +71,15 @@ describe('X-Mission-* values (headerSafe, SPEC section 6)', () => {
       expect(err).toBeInstanceOf(Denial);
       expect((err as Denial).code).toBe('request_malformed');
     }
+  });
+});
+
+describe('media types (mediaTypeOf: Status answers, SET pushes, token requests, MCP answers, JSON bodies)', () => {
+  it('reads the type without parameters, in lower case, from the first of several; absent is ""', () => {
+    expect(mediaTypeOf('Application/JSON; charset=utf-8')).toBe('application/json');
+    expect(mediaTypeOf(' application/secevent+jwt ')).toBe('application/secevent+jwt');
+    expect(mediaTypeOf(['text/event-stream;x=1', 'application/json'])).toBe('text/event-stream');
+    expect(mediaTypeOf(undefined)).toBe('');
+    expect(mediaTypeOf([])).toBe('');
   });
 });
