@@ -368,6 +368,16 @@ export interface DpopStageDeps {
 }
 
 /**
+ * `public_base_url` as the start of every `htu` the gateway expects (RFC 9449 section 4.3 step 9):
+ * normalized, without a trailing slash, so a request path (or the ID-JAG token path) follows it.
+ */
+export function htuBase(publicBaseUrl: string): string {
+  const base = normalizeHtu(publicBaseUrl);
+  if (base === null) throw new Error('public_base_url cannot be normalized');
+  return base.replace(/\/$/, '');
+}
+
+/**
  * The DPoP stage. After the token stage: a cnf-bound token must come with the DPoP scheme and a
  * proof for its key; a Bearer token is accepted only when unbound and `dpop.required` is false;
  * an unbound token under the DPoP scheme is refused (RFC 9449 section 7.1: the proof would prove
@@ -376,9 +386,7 @@ export interface DpopStageDeps {
  */
 export function createDpopStage(deps: DpopStageDeps): Stage {
   const { config, replay, nonces } = deps;
-  const base = normalizeHtu(config.public_base_url);
-  if (base === null) throw new Error('public_base_url cannot be normalized');
-  const origin = base.replace(/\/$/, '');
+  const origin = htuBase(config.public_base_url);
   const algorithms = new Set<string>(config.dpop.algorithms);
   const keyCache = new ProofKeyCache(10_000, () => deps.metrics.cacheEvictions.labels('dpop_keys').inc());
   const required = config.dpop.required;

@@ -17,7 +17,7 @@
 import { createHash } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { performance } from 'node:perf_hooks';
-import { normalizeHtu, ProofKeyCache, verifyDpopProof, type VerifyDpopOptions } from '../auth/dpop.js';
+import { htuBase, normalizeHtu, ProofKeyCache, verifyDpopProof, type VerifyDpopOptions } from '../auth/dpop.js';
 import { ASYMMETRIC_ALGS, JwsError, nowSeconds, parseCompact, systemClock, typIs, verifySignature, type Clock, type ParsedJws } from '../auth/jws.js';
 import type { KeyResolver, ReplayStore } from '../auth/types.js';
 import type { Config } from '../config/schema.js';
@@ -107,9 +107,7 @@ export function createIdJagHandler(deps: IdJagDeps): Handler {
     });
   }
 
-  const base = normalizeHtu(config.public_base_url);
-  if (base === null) throw new Error('public_base_url cannot be normalized');
-  const htu = normalizeHtu(base.replace(/\/$/, '') + idJag.token_path);
+  const htu = normalizeHtu(htuBase(config.public_base_url) + idJag.token_path);
   if (htu === null) throw new Error('id_jag.token_path cannot be normalized');
   // The AS runs its own DPoP nonces, so none are demanded here; the proof's jti is still single use.
   const dpopOptions: Omit<VerifyDpopOptions, 'method'> = {
