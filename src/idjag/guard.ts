@@ -29,7 +29,7 @@ import type { Metrics } from '../observability/metrics.js';
 import { assertMissionActive, tokenEndpointMissionError } from '../mission/state.js';
 import type { MissionReference, MissionView, RequestContext } from '../pipeline/context.js';
 import type { Handler, Pipeline } from '../pipeline/run.js';
-import { checkProjection, compileRules, IdJagRejection, ID_JAG_TYP, type IdJagReason, type Projection } from './projection.js';
+import { checkProjection, compileRules, ID_JAG_ERRORS, IdJagRejection, ID_JAG_TYP, type IdJagReason, type Projection } from './projection.js';
 import { classifyTokenRequest, tokenRequestContentType } from './request.js';
 
 /** MissionStates (src/mission/state.ts) as far as the guard needs it. */
@@ -51,13 +51,6 @@ export interface IdJagDeps {
 /** The evidence `action` of an ID-JAG grant. */
 export const ID_JAG_ACTION = 'id_jag.grant';
 
-/** RFC 6749 section 5.2 `error` for each reason. */
-function oauthError(reason: IdJagReason): string {
-  if (reason === 'dpop_invalid') return 'invalid_dpop_proof';
-  if (reason === 'request_malformed') return 'invalid_request';
-  return 'invalid_grant';
-}
-
 function reject(reason: IdJagReason, description: string, extra?: Record<string, unknown>): never {
   throw new IdJagRejection(reason, description, extra);
 }
@@ -75,7 +68,7 @@ function writeGrantError(res: ServerResponse, e: IdJagRejection, decisionId: str
     res.end();
     return;
   }
-  const body = JSON.stringify({ error: oauthError(e.reason), error_description: e.message, denial_reason: e.reason, decision_id: decisionId, ...e.extra });
+  const body = JSON.stringify({ error: ID_JAG_ERRORS[e.reason], error_description: e.message, denial_reason: e.reason, decision_id: decisionId, ...e.extra });
   const headers: Record<string, string | number> = {
     'content-type': 'application/json',
     'cache-control': 'no-store',

@@ -12,21 +12,28 @@ import { validId } from '../mission/key.js';
 import { numericDate } from '../auth/jws.js';
 import { isObject } from '../values.js';
 
-/** `denial_reason` values of the guard (evidence and the response body). */
-export type IdJagReason =
-  | 'id_jag_invalid' // not a well-formed, correctly signed ID-JAG (structure, alg, signature, cnf)
-  | 'id_jag_untrusted_issuer'
-  | 'id_jag_audience'
-  | 'id_jag_expired'
-  | 'id_jag_time_invalid' // iat in the future, nbf not reached, lifetime above max_lifetime_s
-  | 'id_jag_claim_missing' // a minimum claim absent or of the wrong type
-  | 'id_jag_forbidden_claim'
-  | 'id_jag_policy' // outside local policy (purpose, actor profile, issuer without a policy entry)
-  | 'id_jag_key_mismatch' // cnf.jkt differs from the DPoP proof key, or a bound assertion came without a proof
-  | 'replayed'
-  | 'mission_inactive'
-  | 'dpop_invalid'
-  | 'request_malformed';
+/**
+ * The guard's catalogue: each `denial_reason` (evidence and the response body) with the RFC 6749
+ * section 5.2 `error` it answers (`invalid_dpop_proof` per RFC 9449 section 5). A reason added
+ * here must name its error, or this does not compile.
+ */
+export const ID_JAG_ERRORS = {
+  id_jag_invalid: 'invalid_grant', // not a well-formed, correctly signed ID-JAG (structure, alg, signature, cnf)
+  id_jag_untrusted_issuer: 'invalid_grant',
+  id_jag_audience: 'invalid_grant',
+  id_jag_expired: 'invalid_grant',
+  id_jag_time_invalid: 'invalid_grant', // iat in the future, nbf not reached, lifetime above max_lifetime_s
+  id_jag_claim_missing: 'invalid_grant', // a minimum claim absent or of the wrong type
+  id_jag_forbidden_claim: 'invalid_grant',
+  id_jag_policy: 'invalid_grant', // outside local policy (purpose, actor profile, issuer without a policy entry)
+  id_jag_key_mismatch: 'invalid_grant', // cnf.jkt differs from the DPoP proof key, or a bound assertion came without a proof
+  replayed: 'invalid_grant',
+  mission_inactive: 'invalid_grant',
+  dpop_invalid: 'invalid_dpop_proof',
+  request_malformed: 'invalid_request', // a request the guard cannot read safely
+} as const satisfies Record<string, 'invalid_grant' | 'invalid_dpop_proof' | 'invalid_request'>;
+
+export type IdJagReason = keyof typeof ID_JAG_ERRORS;
 
 /** A rejection of the token request; `description` is generic and never holds a claim value. */
 export class IdJagRejection extends Error {
