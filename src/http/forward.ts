@@ -337,7 +337,7 @@ class Exchange implements Dispatcher.DispatchHandler, Holder {
       } else if (!sized) {
         // A response without a length may be a stream (SSE, long poll) whose first byte comes much
         // later: its headers must reach the client now. A sized one goes out with its body in one write.
-        this.res.flushHeaders();
+        flushHead(this.res);
       }
     } catch (err) {
       this.abort?.(err as Error);
@@ -415,6 +415,16 @@ class Exchange implements Dispatcher.DispatchHandler, Holder {
     // A 502/504 written while the body was still arriving.
     if (!this.res.destroyed) this.closeIfUnread();
   }
+}
+
+/**
+ * Writes a response's head now, as its body would: byte for byte. Node's flushHeaders() writes the
+ * head as UTF-8, so a header value's obs-text byte (0x80-0xff, relayed as latin1) reached the
+ * client as two bytes on every unsized answer (r17f 1). A HEAD answer has no body to write the
+ * head with: it goes with end(), which the upstream's answer to a HEAD reaches at once.
+ */
+export function flushHead(res: ServerResponse): void {
+  if (res.req.method !== 'HEAD') res.write('', 'latin1');
 }
 
 /** Whether Node answers `req` chunked when no length is given: from HTTP/1.1 on. */

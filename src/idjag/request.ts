@@ -61,7 +61,7 @@ function collect(into: Map<string, string[]>, form: string): void {
   }
 }
 
-const UNREADABLE_ASSERTION = 'an encrypted or JSON-serialized assertion, which the guard cannot check';
+const UNREADABLE_ASSERTION = 'an encrypted, nested or JSON-serialized assertion, which the guard cannot check';
 
 /**
  * True when the compact JWS `value` declares `typ: oauth-id-jag+jwt` in its protected header,
@@ -69,7 +69,7 @@ const UNREADABLE_ASSERTION = 'an encrypted or JSON-serialized assertion, which t
  * then refuses any `typ` but the exact one. Only the header is decoded; one that does not decode is
  * not an ID-JAG (the AS rejects it on its own). A header the guard cannot read as every reader
  * would (larger than a JWS the verifier takes, a member named twice) is refused, and so is a JWE
- * header (`enc`: the claims are encrypted).
+ * header (`enc`: the claims are encrypted) or a nested JWT's (`cty: JWT`).
  */
 export function declaresIdJag(value: string): boolean {
   const dot = value.indexOf('.');
@@ -85,6 +85,10 @@ export function declaresIdJag(value: string): boolean {
   }
   if (header === null || typeof header !== 'object' || Array.isArray(header)) return false;
   if (Object.hasOwn(header, 'enc')) malformed(UNREADABLE_ASSERTION);
+  // A nested JWT (RFC 7519 section 5.2: `cty: JWT`): its claims are another JWT the guard would
+  // not read, and an AS that trusts the outer signer may unwrap an ID-JAG from it (r17f).
+  const cty = (header as Record<string, unknown>)['cty'];
+  if (typeof cty === 'string' && /^(?:application\/)?jwt$/.test(foldName(cty.trim()))) malformed(UNREADABLE_ASSERTION);
   try {
     scanJson(text, 'all');
   } catch {

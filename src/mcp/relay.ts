@@ -15,6 +15,7 @@ import type { Readable } from 'node:stream';
 import { errors } from 'undici';
 import { Denial } from '../errors.js';
 import { clientHeaders, dropHeader, mediaTypeOf, setHeader, upstreamHeaders } from '../http/headers.js';
+import { flushHead } from '../http/forward.js';
 import { closedReason } from '../http/shutdown.js';
 import { CUT_MESSAGE, type Holder } from '../mission/holds.js';
 import type { Logger } from '../observability/logger.js';
@@ -206,7 +207,7 @@ export async function relay(ctx: RequestContext, pipeline: Pipeline, plan: Relay
       const rewriter = lists === null ? null : new SseRewriter((m) => lists.rewrite(m));
       delete out['content-length'];
       res.writeHead(status, out);
-      res.flushHeaders();
+      flushHead(res);
       for (const a of plan.answers) res.write(messageEvent(a));
       // After the gateway's own events, an upstream byte order mark would sit mid-stream, where a
       // client reads it as part of a field name and loses the upstream's first event.
@@ -215,7 +216,7 @@ export async function relay(ctx: RequestContext, pipeline: Pipeline, plan: Relay
     }
     // Errors, and other media types where nothing is filtered, pass through as they are.
     res.writeHead(status, out);
-    res.flushHeaders();
+    flushHead(res);
     await pipe(r.body, res, null, abort.signal);
   } catch (err) {
     if (!abort.signal.aborted) logger.warn({ decision_id: ctx.id, err: (err as Error).message }, 'MCP upstream answer failed');

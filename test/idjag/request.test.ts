@@ -86,9 +86,10 @@ describe('RFC 6749 section 3.2: a request the guard cannot read as the AS would 
     expect(classifyTokenRequest(req(`grant_type=%20${encodeURIComponent(GRANT_JWT_BEARER)}%0A&assertion=${ID_JAG}`))).toEqual({ kind: 'id_jag', assertion: ID_JAG });
   });
 
-  it('rejects an encrypted assertion (JWE: five parts, or an enc header) and a JSON-serialized one: the guard cannot see whether it is an ID-JAG (r17c 1)', () => {
+  it('rejects an encrypted assertion (JWE: five parts, or an enc header), a nested JWT (cty: JWT) and a JSON-serialized one: the guard cannot see whether it is an ID-JAG (r17c 1, r17f)', () => {
     const jwe = `${b64({ alg: 'RSA-OAEP-256', enc: 'A256GCM', cty: 'JWT' })}.a2V5.aXY.Y2lwaGVy.dGFn`;
-    for (const assertion of [jwe, `${b64({ alg: 'dir', enc: 'A256GCM' })}.x.y`, JSON.stringify({ payload: 'x', signatures: [] })]) {
+    const nested = `${b64({ alg: 'ES256', cty: 'jwt' })}.${Buffer.from(ID_JAG).toString('base64url')}.c2ln`;
+    for (const assertion of [jwe, `${b64({ alg: 'dir', enc: 'A256GCM' })}.x.y`, JSON.stringify({ payload: 'x', signatures: [] }), nested]) {
       malformed(req(`grant_type=${GRANT_JWT_BEARER}&assertion=${encodeURIComponent(assertion)}`));
     }
     // Another grant's parameters are not the guard's business, whatever they hold.
