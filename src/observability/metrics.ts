@@ -187,14 +187,14 @@ export class Metrics {
     this.cacheEvictions = new client.Counter({ name: 'mission_gateway_cache_evictions_total', help: 'Entries evicted from bounded caches', labelNames: ['cache'], registers });
     this.exchangesCut = new client.Counter({
       name: 'mission_gateway_exchanges_cut_total',
-      help: 'Open exchanges (response streams, WebSocket tunnels) cut because their Mission stopped being active or no longer permits them, by cause',
+      help: 'Open exchanges (requests in flight, response streams, WebSocket tunnels) cut because their Mission stopped being active or no longer permits them, by cause',
       labelNames: ['cause'],
       registers,
     });
     const held = (): number => this.heldExchanges();
     this.openExchanges = new client.Gauge({
       name: 'mission_gateway_open_exchanges',
-      help: 'Exchanges held open under a Mission: response streams and WebSocket tunnels still flowing',
+      help: 'Exchanges held open under a Mission: requests forwarded and not yet answered, response streams and WebSocket tunnels still flowing',
       registers,
       collect() {
         this.set(held());
