@@ -195,7 +195,47 @@ class McpHandler implements Handler {
     await this.gate(ctx, pipeline, body, parsed, session);
   }
 
+  /**
+   * The gate, in four steps: decide every message, answer the denied calls, hold what goes on
+   * under its Missions, forward the rest.
+   */
   private async gate(ctx: RequestContext, pipeline: Pipeline, body: Buffer, parsed: McpBody, session: string | undefined): Promise<void> {
+    const { calls, lists, listScopes } = await this.decideAll(ctx, parsed);
+    const { answers, permitted, denied } = this.answerDenied(ctx, pipeline, parsed, calls);
+
+    const forwardItems = denied === null ? parsed.items : parsed.items.filter((_, i) => !denied.has(i));
+    if (forwardItems.length === 0) {
+      // Nothing forwarded, so no record carries the request's own id: the header names the first
+      // denial's (SPEC section 5: Mission-Decision is a record's decision_id).
+      answerDirectly(ctx, pipeline, parsed.batch ? answers : answers[0], answers[0]?.result.structuredContent.decision_id ?? ctx.id);
+      return;
+    }
+    this.holdForwarded(ctx, permitted, listScopes, session);
+
+    // Nothing removed: the upstream gets the client's bytes. Otherwise the remaining batch elements.
+    const forwardBody = denied === null ? body : Buffer.from(batchText(parsed.items, denied), 'utf8');
+    // Permit records carry the upstream status, so they are written once it is known.
+    let recorded = false;
+    const record = (): void => {
+      if (recorded) return;
+      recorded = true;
+      for (const c of permitted) this.recordCall(ctx, pipeline, c, 'permit');
+      if (calls.length === 0) this.recordRequest(ctx, pipeline);
+    };
+    if (answers.length === 0 && lists.size === 0) {
+      await pipeline.forward(ctx, { policy: pipeline.deps.headers.strip, body: forwardBody, record: false });
+    } else {
+      const listAnswers = lists.size === 0 ? null : new ListAnswers(lists, null, this.observed);
+      await relay(ctx, pipeline, { body: forwardBody, answers, batch: parsed.batch, lists: listAnswers, onOutcome: record }, this.logger);
+    }
+    record();
+  }
+
+  /**
+   * Step 1: each tools/call decided (its Mission resolved, its action, parameters and digest), each
+   * tools/list given the filter of its Mission. Other messages are not the gate's.
+   */
+  private async decideAll(ctx: RequestContext, parsed: McpBody): Promise<{ calls: CallState[]; lists: Map<string, ListFilter>; listScopes: Scope[] }> {
     const memo = new Map<string, MissionView | Promise<MissionView>>();
     const calls: CallState[] = [];
     const lists = new Map<string, ListFilter>();
@@ -223,7 +263,11 @@ class McpHandler implements Handler {
       if (denial === null && digest === null) denial = undigestable();
       calls.push({ msg: m, action, args: m.args, digest, scope: isDenial(scope) ? null : scope, denial });
     }
+    return { calls, lists, listScopes };
+  }
 
+  /** Step 2: each denied call answered (a task's as a task) and recorded; the permitted ones returned. */
+  private answerDenied(ctx: RequestContext, pipeline: Pipeline, parsed: McpBody, calls: readonly CallState[]): { answers: DenialResult[]; permitted: CallState[]; denied: Set<number> | null } {
     const answers: DenialResult[] = [];
     const permitted: CallState[] = [];
     let denied: Set<number> | null = null;
@@ -248,16 +292,15 @@ class McpHandler implements Handler {
       }
       this.recordCall(ctx, pipeline, c, 'deny', decisionId);
     }
+    return { answers, permitted, denied };
+  }
 
-    const forwardItems = denied === null ? parsed.items : parsed.items.filter((_, i) => !denied.has(i));
-    if (forwardItems.length === 0) {
-      // Nothing forwarded, so no record carries the request's own id: the header names the first
-      // denial's (SPEC section 5: Mission-Decision is a record's decision_id).
-      answerDirectly(ctx, pipeline, parsed.batch ? answers : answers[0], answers[0]?.result.structuredContent.decision_id ?? ctx.id);
-      return;
-    }
-
-    // Identity headers for the upstream: the permitted calls' actions, and their Mission in MAS mode.
+  /**
+   * Step 3: the identity the upstream gets (the permitted calls' actions, their Mission in MAS
+   * mode), and the Missions what is forwarded runs under, so that any of them ending cuts it, and
+   * an authority change decides its calls again (holds.ts); the session too, when there is one.
+   */
+  private holdForwarded(ctx: RequestContext, permitted: readonly CallState[], listScopes: readonly Scope[], session: string | undefined): void {
     const actions = [...new Set(permitted.map((c) => c.action).filter((a): a is string => a !== null))];
     ctx.action = actions.length === 0 ? null : actions.join(', ');
     if (permitted.length === 1) {
@@ -293,24 +336,6 @@ class McpHandler implements Handler {
     // A call may outlive its stream (a server waiting on the client, a task running on): the session
     // is reviewed for each Mission's calls as long as it lives.
     if (session !== undefined) this.track(ctx, session, ctx.review, (key) => reviewOf(key));
-
-    // Nothing removed: the upstream gets the client's bytes. Otherwise the remaining batch elements.
-    const forwardBody = denied === null ? body : Buffer.from(batchText(parsed.items, denied), 'utf8');
-    // Permit records carry the upstream status, so they are written once it is known.
-    let recorded = false;
-    const record = (): void => {
-      if (recorded) return;
-      recorded = true;
-      for (const c of permitted) this.recordCall(ctx, pipeline, c, 'permit');
-      if (calls.length === 0) this.recordRequest(ctx, pipeline);
-    };
-    if (answers.length === 0 && lists.size === 0) {
-      await pipeline.forward(ctx, { policy: pipeline.deps.headers.strip, body: forwardBody, record: false });
-    } else {
-      const listAnswers = lists.size === 0 ? null : new ListAnswers(lists, null, this.observed);
-      await relay(ctx, pipeline, { body: forwardBody, answers, batch: parsed.batch, lists: listAnswers, onOutcome: record }, this.logger);
-    }
-    record();
   }
 
   /** The request runs in `session` (when it names one): held under its Missions (sessions.ts). */
