@@ -3,12 +3,12 @@
  * backpressure; only the wait for response headers is bounded (`upstream.timeout_s`): a stream that
  * has started never times out. A client that goes away aborts the upstream request.
  */
-import { STATUS_CODES, validateHeaderName, validateHeaderValue, type IncomingMessage, type ServerResponse } from 'node:http';
+import { STATUS_CODES, type IncomingMessage, type ServerResponse } from 'node:http';
 import { isIP, type Socket } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { buildConnector, errors, Pool, type Dispatcher } from 'undici';
 import { CUT_MESSAGE, type Holder, type MissionHolds, type Ticket } from '../mission/holds.js';
-import { dropHeader, relayHeaders } from './headers.js';
+import { dropHeader, relayHeaders, relayTrailerFields } from './headers.js';
 import { closedReason } from './shutdown.js';
 
 export interface UpstreamOptions {
@@ -433,31 +433,14 @@ function chunkedTo(req: IncomingMessage): boolean {
 }
 
 /**
- * The upstream's trailer fields, after the last chunk of the client's answer (RFC 9110 section 6.5):
- * an integrity digest, a final status. Hop-by-hop and framing fields are not trailers to pass on
- * (section 6.5.1), nor one Node will not write (a control byte in it). Node writes them only on a
- * chunked answer and drops them on any other. undici gives them as Buffers (its types say strings).
+ * The upstream's trailer fields after the last chunk of the client's answer (RFC 9110 section 6.5):
+ * an integrity digest, a final status. Node writes them only on a chunked answer and drops them on
+ * any other.
  */
 function relayTrailers(res: ServerResponse, raw: readonly (Buffer | string)[]): void {
-  const fields: [string, string][] = [];
-  for (let i = 0; i + 1 < raw.length; i += 2) {
-    const name = latin1(raw[i]!);
-    const value = latin1(raw[i + 1]!);
-    if (TRAILER_DROP.has(name.toLowerCase())) continue;
-    try {
-      validateHeaderName(name);
-      validateHeaderValue(name, value);
-    } catch {
-      continue;
-    }
-    fields.push([name, value]);
-  }
+  const fields = relayTrailerFields(raw);
   if (fields.length !== 0) res.addTrailers(fields);
 }
-
-const latin1 = (b: Buffer | string): string => (typeof b === 'string' ? b : b.toString('latin1'));
-
-const TRAILER_DROP = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'te', 'trailer', 'upgrade', 'content-length', 'host', 'http2-settings']);
 
 /** How long a connection closed after an answer that left its request unread stays half-closed (Go's net/http waits as long). */
 export const LINGER_MS = 500;

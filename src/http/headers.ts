@@ -6,7 +6,7 @@
  * (Port, Prefix, Ssl, ...) or X-Real-IP from a client that is not a trusted proxy is dropped, since
  * upstreams trust these as the proxy's word.
  */
-import type { IncomingMessage } from 'node:http';
+import { validateHeaderName, validateHeaderValue, type IncomingMessage } from 'node:http';
 import { BlockList, isIP } from 'node:net';
 import { targetAuthority } from './path.js';
 
@@ -258,6 +258,33 @@ export function relayHeaders(raw: readonly Buffer[], extra: Record<string, strin
   if (extra !== null) for (const k in extra) out.push(k, extra[k]!);
   return { headers: out, sized, dpopNonce, coded, trailer };
 }
+
+/** Not trailers to pass on (RFC 9110 section 6.5.1): the hop-by-hop fields, framing and routing. */
+const TRAILER_DROP: ReadonlySet<string> = new Set([...RESPONSE_DROP, 'content-length', 'host']);
+
+/**
+ * The trailer fields of undici's raw list to relay, as [name, value] pairs for addTrailers: the
+ * same policy as relayHeaders, minus framing and routing fields, and minus one Node will not write
+ * (a control byte in it). undici gives them as Buffers (its types say strings).
+ */
+export function relayTrailerFields(raw: readonly (Buffer | string)[]): [string, string][] {
+  const fields: [string, string][] = [];
+  for (let i = 0; i + 1 < raw.length; i += 2) {
+    const name = latin1(raw[i]!);
+    const value = latin1(raw[i + 1]!);
+    if (TRAILER_DROP.has(name.toLowerCase())) continue;
+    try {
+      validateHeaderName(name);
+      validateHeaderValue(name, value);
+    } catch {
+      continue;
+    }
+    fields.push([name, value]);
+  }
+  return fields;
+}
+
+const latin1 = (b: Buffer | string): string => (typeof b === 'string' ? b : b.toString('latin1'));
 
 /** The same policy for a parsed header object (lower-case keys), as a Node header object. */
 export function clientHeaders(headers: Record<string, string | string[] | undefined>): Record<string, string | string[]> {
