@@ -29,7 +29,7 @@ import type { Metrics } from '../observability/metrics.js';
 import { assertMissionActive, tokenEndpointMissionError } from '../mission/state.js';
 import type { MissionReference, MissionView, RequestContext } from '../pipeline/context.js';
 import type { Handler, Pipeline } from '../pipeline/run.js';
-import { checkProjection, compileRules, ID_JAG_ERRORS, IdJagRejection, ID_JAG_TYP, type IdJagReason, type Projection } from './projection.js';
+import { checkProjection, compileRules, ID_JAG_ERRORS, IdJagRejection, ID_JAG_TYP, type IdJagReason, type Projection, type ProjectionRules } from './projection.js';
 import { classifyTokenRequest, tokenRequestContentType } from './request.js';
 
 /** MissionStates (src/mission/state.ts) as far as the guard needs it. */
@@ -125,7 +125,7 @@ class IdJagGuard implements Handler {
   private readonly metrics: Metrics;
   private readonly logger: Logger;
   private readonly clock: Clock;
-  private readonly rules: ReturnType<typeof compileRules>;
+  private readonly rules: ProjectionRules;
   /**
    * Per trusted issuer: its allowed algs (a token issuer's configured list, else any asymmetric
    * one) and its replay-key prefix (a hash, so no issuer URL can be a prefix of another's keys).

@@ -14,8 +14,8 @@ import { performance } from 'node:perf_hooks';
 import type { Readable } from 'node:stream';
 import { errors } from 'undici';
 import { Denial } from '../errors.js';
-import { clientHeaders, dropHeader, mediaTypeOf, setHeader, upstreamHeaders } from '../http/headers.js';
 import { flushHead } from '../http/forward.js';
+import { clientHeaders, dropHeader, mediaTypeOf, setHeader, upstreamHeaders } from '../http/headers.js';
 import { closedReason } from '../http/shutdown.js';
 import { CUT_MESSAGE, type Holder } from '../mission/holds.js';
 import type { Logger } from '../observability/logger.js';
@@ -328,7 +328,6 @@ async function pipe(body: Readable, res: RequestContext['res'], rewriter: SseRew
   if (rest !== null) res.write(rest);
   res.end();
 }
-
 
 async function readLimited(body: Readable, max: number, take: (n: number) => void): Promise<Buffer> {
   const chunks: Buffer[] = [];

@@ -66,7 +66,6 @@ export type VerifiedSet =
   | { readonly kind: 'heartbeat'; readonly issuer: string; readonly jti: string }
   | { readonly kind: 'other'; readonly issuer: string; readonly jti: string };
 
-
 export class SetVerifier {
   private readonly trusted: ReadonlySet<string>;
   private readonly algorithms: ReadonlyMap<string, string[]>;
@@ -149,8 +148,7 @@ export class SetVerifier {
       // transmitter's fast clock, a push retried past `exp`): applying it can only deny, and a 400
       // would lose it (transmitters do not resend after one, RFC 8935 section 2.4). Versions and jtis
       // still keep an old one from undoing anything newer.
-      if (change.state !== 'active') return { kind: 'lifecycle', issuer: iss, jti, change };
-      this.checkClock(payload);
+      if (change.state === 'active') this.checkClock(payload);
       return { kind: 'lifecycle', issuer: iss, jti, change };
     }
     this.checkClock(payload);
