@@ -14,6 +14,7 @@ import { formatListener, type Config } from './config/schema.js';
 import { Denial, DENIALS } from './errors.js';
 import { lingeringClose, Upstream } from './http/forward.js';
 import { hostRequired, makeDropSet, soleField, TrustedProxies, type HeaderPolicy } from './http/headers.js';
+import { writeJson } from './http/json.js';
 import { answeredAtProtocolLevel, cutAtShutdown } from './http/shutdown.js';
 import { socketResponse, WebSocketTunnel } from './http/upgrade.js';
 import { upstreamEnder } from './mcp/sessions.js';
@@ -142,8 +143,8 @@ export class Gateway {
     if (req.method === 'GET' || req.method === 'HEAD') {
       const doc = rt.documents.get(rawPath);
       if (doc !== undefined && !hostMissing(req)) {
-        res.writeHead(200, { 'content-type': 'application/json', 'cache-control': 'max-age=300', 'content-length': Buffer.byteLength(doc) });
-        res.end(req.method === 'HEAD' ? undefined : doc);
+        // Node writes no body to a HEAD: the same head, without the document.
+        writeJson(res, 200, doc, { 'cache-control': 'max-age=300' });
         return;
       }
     }
@@ -448,9 +449,7 @@ function serverUrl(server: Server): string {
 }
 
 function json(res: ServerResponse, status: number, body: unknown): void {
-  const text = JSON.stringify(body);
-  res.writeHead(status, { 'content-type': 'application/json', 'cache-control': 'no-store', 'content-length': Buffer.byteLength(text) });
-  res.end(text);
+  writeJson(res, status, JSON.stringify(body));
 }
 
 /** An HTTP/1.1 request without Host (Node's own check is off: the pipeline denies it, with evidence). */

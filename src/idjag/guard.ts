@@ -24,6 +24,7 @@ import type { Config } from '../config/schema.js';
 import { Denial, isDenial } from '../errors.js';
 import { hasBody, readBody } from '../http/body.js';
 import { soleField, TWO_FIELDS } from '../http/headers.js';
+import { writeJson } from '../http/json.js';
 import type { Logger } from '../observability/logger.js';
 import type { Metrics } from '../observability/metrics.js';
 import { assertMissionActive, tokenEndpointMissionError } from '../mission/state.js';
@@ -64,22 +65,11 @@ function dpopHeader(req: IncomingMessage): string | null {
 
 /** Writes the RFC 6749 section 5.2 error (never cached: section 5.1). */
 function writeGrantError(res: ServerResponse, e: IdJagRejection, decisionId: string, retryAfter: number | undefined): void {
-  if (res.headersSent) {
-    res.end();
-    return;
-  }
   const body = JSON.stringify({ error: ID_JAG_ERRORS[e.reason], error_description: e.message, denial_reason: e.reason, decision_id: decisionId, ...e.extra });
-  const headers: Record<string, string | number> = {
-    'content-type': 'application/json',
-    'cache-control': 'no-store',
-    pragma: 'no-cache',
-    'mission-decision': decisionId,
-    'content-length': Buffer.byteLength(body),
-  };
+  const headers: Record<string, string | number> = { pragma: 'no-cache', 'mission-decision': decisionId };
   // A suspended Mission with a known suspend_until (SPEC section 5).
   if (retryAfter !== undefined) headers['retry-after'] = retryAfter;
-  res.writeHead(400, headers);
-  res.end(body);
+  writeJson(res, 400, body, headers);
 }
 
 export function createIdJagHandler(deps: IdJagDeps): Handler {

@@ -16,6 +16,7 @@ import { errors } from 'undici';
 import { Denial } from '../errors.js';
 import { flushHead } from '../http/forward.js';
 import { clientHeaders, dropHeader, mediaTypeOf, setHeader, upstreamHeaders } from '../http/headers.js';
+import { writeJson } from '../http/json.js';
 import { closedReason } from '../http/shutdown.js';
 import { CUT_MESSAGE, type Holder } from '../mission/holds.js';
 import type { Logger } from '../observability/logger.js';
@@ -83,17 +84,10 @@ export interface RelayPlan {
 
 /** Answers the client without the upstream (every gated message was denied). */
 export function answerDirectly(ctx: RequestContext, pipeline: Pipeline, payload: unknown, decisionId = ctx.id): void {
-  const text = JSON.stringify(payload);
-  const headers: Record<string, string> = {
-    'content-type': 'application/json',
-    'content-length': String(Buffer.byteLength(text)),
-    'mission-decision': decisionId,
-    'cache-control': 'no-store',
-  };
+  const headers: Record<string, string> = { 'mission-decision': decisionId };
   if (ctx.dpopNonce !== null) headers['dpop-nonce'] = ctx.dpopNonce;
   pipeline.deps.metrics.observeDecision(ctx.kind, (performance.now() - ctx.started) / 1000);
-  ctx.res.writeHead(200, headers);
-  ctx.res.end(text);
+  writeJson(ctx.res, 200, JSON.stringify(payload), headers);
 }
 
 export async function relay(ctx: RequestContext, pipeline: Pipeline, plan: RelayPlan, logger: Logger): Promise<void> {

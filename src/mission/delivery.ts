@@ -7,6 +7,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { request } from 'undici';
 import type { Config } from '../config/schema.js';
 import { mediaTypeOf } from '../http/headers.js';
+import { writeJson } from '../http/json.js';
 import type { Logger } from '../observability/logger.js';
 import type { Metrics } from '../observability/metrics.js';
 import { MAX_SET_BYTES, SetRejected, type EventResult, type SetErrorCode, type SetVerifier, type VerifiedSet } from './events.js';
@@ -73,9 +74,7 @@ const KEYS_RETRY_AFTER_S = 5;
 const MAX_HELD_BACK = 10_000;
 
 function sendSetError(res: ServerResponse, status: number, err: string, description: string, headers: Record<string, string> = {}): void {
-  if (res.headersSent) return;
-  const body = JSON.stringify({ err, description });
-  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), 'cache-control': 'no-store', ...headers }).end(body);
+  writeJson(res, status, JSON.stringify({ err, description }), headers);
 }
 
 /**

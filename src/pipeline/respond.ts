@@ -4,6 +4,7 @@
  */
 import type { ServerResponse } from 'node:http';
 import type { Denial, DenialSpec } from '../errors.js';
+import { writeJson } from '../http/json.js';
 
 export interface ChallengeParams {
   /** `algs` attribute value, e.g. "ES256 EdDSA". */
@@ -70,7 +71,7 @@ export function denialBody(denial: Denial, decisionId: string): DenialBody {
   };
 }
 
-/** Writes a denial response. Safe to call when headers were already sent (then it only ends). */
+/** Writes a denial response. When headers were already sent, the connection is cut instead (writeJson). */
 export function writeDenial(
   res: ServerResponse,
   denial: Denial,
@@ -78,21 +79,10 @@ export function writeDenial(
   challenges: Challenges | null,
   dpopNonce: string | null,
 ): void {
-  if (res.headersSent) {
-    res.destroy();
-    return;
-  }
-  const body = JSON.stringify(denialBody(denial, decisionId));
-  const headers: Record<string, string> = {
-    'content-type': 'application/json',
-    'cache-control': 'no-store',
-    'mission-decision': decisionId,
-    'content-length': String(Buffer.byteLength(body)),
-  };
+  const headers: Record<string, string> = { 'mission-decision': decisionId };
   const challenge = challenges?.forDenial(denial.spec) ?? null;
   if (challenge !== null) headers['www-authenticate'] = challenge;
   if (denial.retryAfter !== undefined) headers['retry-after'] = String(Math.max(0, Math.ceil(denial.retryAfter)));
   if (dpopNonce !== null) headers['dpop-nonce'] = dpopNonce;
-  res.writeHead(denial.spec.status, headers);
-  res.end(body);
+  writeJson(res, denial.spec.status, JSON.stringify(denialBody(denial, decisionId)), headers);
 }
