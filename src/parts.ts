@@ -5,6 +5,7 @@
 import type { Socket } from 'node:net';
 import { createDpopStage } from './auth/dpop.js';
 import { createCredentialsStage } from './auth/credentials.js';
+import { ASYMMETRIC_ALGS } from './auth/jws.js';
 import { IssuerKeys, type TrustedIssuer } from './auth/keys.js';
 import { NonceIssuer } from './auth/nonce.js';
 import { createProtectedResourceMetadata } from './auth/prm.js';
@@ -105,14 +106,18 @@ export async function buildLongLivedParts(config: Config, metrics: Metrics, logg
   };
 }
 
-/** Issuers whose keys the gateway may need besides token issuers: Mission authorities, ID-JAG issuers. */
-function extraIssuers(config: Config): TrustedIssuer[] {
+/**
+ * Issuers whose keys the gateway may need besides token issuers: Mission authorities, ID-JAG
+ * issuers. Not configured with algorithms of their own, they may sign with any asymmetric one
+ * (docs/id-jag.md, docs/missions.md); never `none` or HS*.
+ */
+export function extraIssuers(config: Config): TrustedIssuer[] {
   const known = new Set(config.issuers.map((i) => i.issuer));
   const out: TrustedIssuer[] = [];
   const add = (issuer: string, jwks?: string): void => {
     if (known.has(issuer)) return;
     known.add(issuer);
-    out.push({ issuer, jwks_uri: jwks, algorithms: ['ES256', 'ES384', 'EdDSA', 'RS256', 'PS256'] });
+    out.push({ issuer, jwks_uri: jwks, algorithms: [...ASYMMETRIC_ALGS] });
   };
   for (const a of config.mission.authorities) add(a.issuer, a.jwks_uri);
   for (const i of config.id_jag?.trusted_issuers ?? []) add(i);

@@ -6,7 +6,10 @@
  * discovery. Like jose's `jwks/remote.ts`: one in-flight fetch per issuer (single flight), an
  * unknown `kid` triggers a refetch only after a cooldown, and a failed fetch keeps the last good
  * keys. A background refresh (default every 5 minutes) notices keys that leave the set, so verified
- * tokens cached by token.ts are forgotten (see `isCurrent` and `onKeysChanged`). An issuer whose
+ * tokens cached by token.ts are forgotten (see `isCurrent` and `onKeysChanged`). Discovered
+ * metadata is a living document: read again once older than the refresh period (in the background,
+ * its last copy served meanwhile and while discovery fails), and at once when a key set fetched
+ * through it fails (the issuer may have moved its `jwks_uri`). An issuer whose
  * keys never loaded is retried on its own, on a backoff, so a gateway started while its issuer was
  * down becomes ready soon after the issuer returns, without waiting for traffic.
  *
@@ -81,6 +84,8 @@ interface IssuerState {
   inflight: Promise<void> | null;
   generation: number;
   metadata: Readonly<Record<string, unknown>> | null;
+  /** When `metadata` was fetched (clock ms). */
+  metadataAt: number;
   metadataInflight: Promise<Readonly<Record<string, unknown>>> | null;
   /** Pending retry while the keys never loaded (unref'd). */
   retryTimer: NodeJS.Timeout | null;
@@ -97,6 +102,11 @@ class FetchError extends Error {
 const MAX_KEYS = 100;
 const RETRY_FIRST_MS = 500;
 const RETRY_MAX_MS = 30_000;
+
+function jwksUriOf(md: Readonly<Record<string, unknown>>): string {
+  if (!isTrustedUrl(md.jwks_uri)) throw new FetchError('metadata has no usable jwks_uri');
+  return md.jwks_uri;
+}
 
 function isTrustedUrl(value: unknown): value is string {
   if (typeof value !== 'string') return false;
@@ -126,6 +136,8 @@ export class IssuerKeys implements KeyResolver {
   private readonly fetchTimeoutMs: number;
   private readonly cooldownMs: number;
   private readonly retryMaxMs: number;
+  /** Discovered metadata older than this is read again. */
+  private readonly metadataMaxAgeMs: number;
   private readonly maxResponseBytes: number;
   private readonly clock: Clock;
   private readonly metrics: Metrics;
@@ -161,6 +173,7 @@ export class IssuerKeys implements KeyResolver {
         inflight: null,
         generation: 0,
         metadata: null,
+        metadataAt: -Infinity,
         metadataInflight: null,
         retryTimer: null,
         retryDelayMs: RETRY_FIRST_MS,
@@ -169,6 +182,7 @@ export class IssuerKeys implements KeyResolver {
     for (const i of opts.issuers) add(i, true);
     for (const i of opts.extraIssuers ?? []) add(i, false);
     const every = opts.refreshIntervalMs ?? 300_000;
+    this.metadataMaxAgeMs = every > 0 ? every : 300_000;
     this.timer = every > 0 ? setInterval(() => void this.refreshAll(), every) : null;
     this.timer?.unref();
   }
@@ -204,6 +218,7 @@ export class IssuerKeys implements KeyResolver {
       s.lastAttempt = p.lastAttempt;
       s.generation = p.generation;
       s.metadata = p.metadata;
+      s.metadataAt = p.metadataAt;
     }
   }
 
@@ -284,18 +299,41 @@ export class IssuerKeys implements KeyResolver {
     return found;
   }
 
-  async metadata(issuer: string): Promise<Readonly<Record<string, unknown>>> {
+  /**
+   * The issuer's RFC 8414 / OIDC metadata. A copy older than the refresh period is returned while a
+   * new one is fetched in the background; `fresh` waits for a new one. While discovery fails, the
+   * last copy stands (its endpoints most likely still do); with none, the failure is thrown.
+   */
+  async metadata(issuer: string, fresh = false): Promise<Readonly<Record<string, unknown>>> {
     const s = this.states.get(issuer);
     if (s === undefined) throw new Error('untrusted issuer');
-    if (s.metadata !== null) return s.metadata;
-    if (s.metadataInflight === null) {
-      s.metadataInflight = this.discover(issuer).finally(() => {
-        s.metadataInflight = null;
-      });
+    const cached = s.metadata;
+    if (cached !== null && !fresh) {
+      if (this.clock() - s.metadataAt >= this.metadataMaxAgeMs) this.rediscover(s).catch(() => undefined);
+      return cached;
     }
-    const md = await s.metadataInflight;
-    s.metadata = md;
-    return md;
+    try {
+      return await this.rediscover(s);
+    } catch (err) {
+      if (s.metadata !== null) return s.metadata;
+      throw err;
+    }
+  }
+
+  /** Single flight: concurrent callers share one discovery. */
+  private rediscover(s: IssuerState): Promise<Readonly<Record<string, unknown>>> {
+    if (s.metadataInflight === null) {
+      s.metadataInflight = this.discover(s.spec.issuer)
+        .then((md) => {
+          s.metadata = md;
+          s.metadataAt = this.clock();
+          return md;
+        })
+        .finally(() => {
+          s.metadataInflight = null;
+        });
+    }
+    return s.metadataInflight;
   }
 
   private async discover(issuer: string): Promise<Readonly<Record<string, unknown>>> {
@@ -328,13 +366,7 @@ export class IssuerKeys implements KeyResolver {
   private async load(s: IssuerState): Promise<void> {
     const issuer = s.spec.issuer;
     try {
-      let uri = s.spec.jwks_uri;
-      if (uri === undefined) {
-        const md = await this.metadata(issuer);
-        if (!isTrustedUrl(md.jwks_uri)) throw new FetchError('metadata has no usable jwks_uri');
-        uri = md.jwks_uri;
-      }
-      const body = await this.fetchJson(uri);
+      const body = s.spec.jwks_uri !== undefined ? await this.fetchJson(s.spec.jwks_uri) : await this.fetchDiscovered(s);
       const keys = this.importKeys(body, s.spec.algorithms);
       this.install(s, keys);
       s.lastOk = true;
@@ -348,6 +380,24 @@ export class IssuerKeys implements KeyResolver {
       this.logger.warn({ issuer, err: (err as Error).message }, 'issuer keys could not be loaded; keeping the last good keys');
       if (!s.loaded) this.scheduleRetry(s);
       throw err;
+    }
+  }
+
+  /**
+   * The key set named by the issuer's metadata. After a failed fetch the metadata is read again
+   * first; a fetch that fails through a copy not read just now is tried once more through a new
+   * one, when that names another `jwks_uri` (the issuer moved its keys).
+   */
+  private async fetchDiscovered(s: IssuerState): Promise<Record<string, unknown>> {
+    const fresh = !s.lastOk;
+    const md = await this.metadata(s.spec.issuer, fresh);
+    try {
+      return await this.fetchJson(jwksUriOf(md));
+    } catch (err) {
+      if (fresh) throw err;
+      const again = await this.metadata(s.spec.issuer, true);
+      if (again.jwks_uri === md.jwks_uri) throw err;
+      return this.fetchJson(jwksUriOf(again));
     }
   }
 
@@ -374,8 +424,12 @@ export class IssuerKeys implements KeyResolver {
     const list = body.keys;
     if (!Array.isArray(list)) throw new FetchError('JWKS has no keys array');
     const out: StoredKey[] = [];
+    let malformed = 0;
     for (const jwk of list.slice(0, MAX_KEYS)) {
-      if (jwk === null || typeof jwk !== 'object' || Array.isArray(jwk)) continue;
+      if (jwk === null || typeof jwk !== 'object' || Array.isArray(jwk) || typeof (jwk as { kty?: unknown }).kty !== 'string') {
+        malformed++;
+        continue;
+      }
       const j = jwk as Record<string, unknown>;
       if (j.use !== undefined && j.use !== 'sig') continue;
       if (j.kty !== 'EC' && j.kty !== 'RSA' && j.kty !== 'OKP') continue; // never `oct`
@@ -388,11 +442,15 @@ export class IssuerKeys implements KeyResolver {
         const { kty, crv, x, y, n, e } = j;
         key = createPublicKey({ key: { kty, crv, x, y, n, e } as never, format: 'jwk' });
       } catch {
+        malformed++;
         continue;
       }
       if (!algorithms.some((a) => keyFitsAlg(a, key))) continue;
       out.push({ kid: typeof j.kid === 'string' ? j.kid : undefined, alg, key });
     }
+    // A set of broken entries is a broken answer, not the issuer withdrawing its keys: the last good
+    // ones stay. Keys it publishes for other uses or algorithms are its own choice: an empty set.
+    if (out.length === 0 && malformed > 0) throw new FetchError('JWKS has no well-formed key');
     return out;
   }
 

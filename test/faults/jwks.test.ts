@@ -8,11 +8,15 @@
  * An unknown `kid` refetches at most once per 30 s cooldown (like jose's remote JWKS). The clock
  * (Date only; real timers) is moved forward past it instead of waiting.
  */
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { afterAll, afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { eventually } from '../helpers/gateway.js';
 import { denialOf, PASS, startFaultTarget, type FaultTarget } from './harness.js';
 
 const COOLDOWN_MS = 30_000;
+/** A key set whose entries are all malformed (no usable key, none withdrawn on purpose). */
+const BROKEN_ENTRIES = '{"keys":[{"kty":"EC","crv":"P-256","x":"AA","y":"AA"},{"use":"sig"},7,null]}';
 
 function kidOf(jwt: string): string {
   return (JSON.parse(Buffer.from(jwt.split('.')[0]!, 'base64url').toString('utf8')) as { kid: string }).kid;
@@ -110,6 +114,7 @@ describe('issuer keys (JWKS) rotating, vanishing and returning', () => {
       ['application/json', '{"keys":[{"kty":"EC"'],
       ['application/json', '[]'],
       ['application/json', '{"keys":"none"}'],
+      ['application/json', BROKEN_ENTRIES],
     ];
     for (const [type, body] of garbage) {
       t.proxy.set('/jwks', { kind: 'answer', status: 200, headers: { 'content-type': type }, body });
@@ -122,6 +127,48 @@ describe('issuer keys (JWKS) rotating, vanishing and returning', () => {
     t.proxy.set('/jwks', PASS);
     skip(COOLDOWN_MS + 1000);
     expect((await t.get(fresh)).status).toBe(200);
+  });
+
+  it('a JWKS of broken entries does not replace the last good keys: tokens they verified keep working', async () => {
+    const m = await t.mission();
+    expect((await t.get(m.token)).status).toBe(200);
+    t.proxy.set('/jwks', { kind: 'answer', status: 200, headers: { 'content-type': 'application/json' }, body: BROKEN_ENTRIES });
+    skip(COOLDOWN_MS + 1000);
+    // A kid the issuer never had makes the gateway fetch the set again.
+    const b64 = (v: object): string => Buffer.from(JSON.stringify(v)).toString('base64url');
+    const now = Math.floor(Date.now() / 1000);
+    const stranger = `${b64({ alg: 'ES256', typ: 'at+jwt', kid: 'never-published' })}.${b64({ iss: t.proxy.url, aud: 'https://api.example.com', sub: 'user_1', client_id: 'agent-1', iat: now, exp: now + 300, jti: 'j1', cnf: { jkt: t.agent.jkt } })}.${'A'.repeat(86)}`;
+    const fetches = t.proxy.count('/jwks');
+    expect(denialOf(await t.get(stranger))).toMatchObject({ status: 503, reason: 'keys_unavailable' });
+    expect(t.proxy.count('/jwks')).toBe(fetches + 1);
+    expect((await t.get(m.token)).status).toBe(200);
+  });
+
+  it('the issuer moves its JWKS (metadata names a new jwks_uri, the old one is gone): followed on the next fetch; a key left behind stops working', async () => {
+    const m = await t.mission();
+    const a = m.token;
+    expect((await t.get(a)).status).toBe(200);
+    const oldKid = kidOf(a);
+    await t.dev.rotateKey();
+    const b = await t.dev.issueAccessToken({ missionId: m.id, resource: 'https://api.example.com', jkt: t.agent.jkt });
+    // The new home serves the authority's current keys without the old one.
+    const moved = createServer((_req, res) => {
+      void fetch(`http://127.0.0.1:${t.dev.port}/jwks`)
+        .then((r) => r.json() as Promise<{ keys: { kid: string }[] }>)
+        .then((set) => res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ keys: set.keys.filter((k) => k.kid !== oldKid) })));
+    });
+    await new Promise<void>((r) => moved.listen(0, '127.0.0.1', r));
+    try {
+      const movedUrl = `http://127.0.0.1:${(moved.address() as AddressInfo).port}/keys`;
+      t.proxy.set('/.well-known', { kind: 'rewrite', fn: (body) => JSON.stringify({ ...(JSON.parse(body) as object), jwks_uri: movedUrl }) });
+      t.proxy.set('/jwks', { kind: 'answer', status: 404 });
+      skip(COOLDOWN_MS + 1000);
+      expect((await t.get(b)).status).toBe(200);
+      expect(denialOf(await t.get(a))).toMatchObject({ status: 401, reason: 'token_invalid' });
+    } finally {
+      moved.closeAllConnections();
+      await new Promise((r) => moved.close(r));
+    }
   });
 
   it('a Status answer signed by a new key while the JWKS endpoint hangs: 503 state_unavailable within mission.status_timeout_s', async () => {

@@ -26,3 +26,22 @@ describe('issuer unreachable when the gateway starts', () => {
     await eventually(async () => (await t.admin('/readyz')).status === 200, 10_000);
   });
 });
+
+describe('issuer metadata naming an unusable jwks_uri when the gateway starts', () => {
+  let t: FaultTarget;
+  afterAll(async () => {
+    await t?.close();
+  });
+  it('ready by itself once the metadata is fixed: the retry reads the metadata again', async () => {
+    t = await startFaultTarget({
+      beforeGateway: (p) => {
+        // Plain http on a public host: refused as a key source (keys.ts isTrustedUrl).
+        p.set('/.well-known', { kind: 'rewrite', fn: (body) => JSON.stringify({ ...(JSON.parse(body) as object), jwks_uri: 'http://idp.example.com/jwks' }) });
+      },
+    });
+    await new Promise((r) => setTimeout(r, 300));
+    expect((await t.admin('/readyz')).status).toBe(503);
+    t.proxy.set('/.well-known', PASS);
+    await eventually(async () => (await t.admin('/readyz')).status === 200, 10_000);
+  });
+});

@@ -2,7 +2,9 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { parseConfigText } from '../../src/config/load.js';
+import { ASYMMETRIC_ALGS } from '../../src/auth/jws.js';
 import { compileRules } from '../../src/idjag/projection.js';
+import { extraIssuers } from '../../src/parts.js';
 
 const folder = join(import.meta.dirname, '../../config');
 
@@ -18,5 +20,14 @@ describe('config/id-jag.yaml', () => {
     expect(policy).toHaveLength(1);
     expect([...policy![0]!.purposes!]).toEqual(['https://example.com/purposes/schedule-meeting']);
     expect([...policy![0]!.actProfiles!]).toEqual(['ai_agent']);
+  });
+});
+
+describe('issuers trusted for ID-JAGs (or as Mission authorities) but not for access tokens', () => {
+  it('verify with any asymmetric algorithm (ES512, PS384, RS512, Ed25519 too), as docs/id-jag.md says', () => {
+    const config = parseConfigText(readFileSync(join(folder, 'id-jag.yaml'), 'utf8'), folder, {});
+    const extra = extraIssuers(config);
+    const idp = extra.find((i) => i.issuer === 'https://idp.example.com');
+    expect([...(idp?.algorithms ?? [])].sort()).toEqual([...ASYMMETRIC_ALGS].sort());
   });
 });
