@@ -84,8 +84,9 @@ interface IssuerState {
   inflight: Promise<void> | null;
   generation: number;
   metadata: Readonly<Record<string, unknown>> | null;
-  /** When `metadata` was fetched (clock ms). */
+  /** When `metadata` was fetched, and when discovery was last tried (clock ms). */
   metadataAt: number;
+  metadataTriedAt: number;
   metadataInflight: Promise<Readonly<Record<string, unknown>>> | null;
   /** Pending retry while the keys never loaded (unref'd). */
   retryTimer: NodeJS.Timeout | null;
@@ -174,6 +175,7 @@ export class IssuerKeys implements KeyResolver {
         generation: 0,
         metadata: null,
         metadataAt: -Infinity,
+        metadataTriedAt: -Infinity,
         metadataInflight: null,
         retryTimer: null,
         retryDelayMs: RETRY_FIRST_MS,
@@ -309,7 +311,9 @@ export class IssuerKeys implements KeyResolver {
     if (s === undefined) throw new Error('untrusted issuer');
     const cached = s.metadata;
     if (cached !== null && !fresh) {
-      if (this.clock() - s.metadataAt >= this.metadataMaxAgeMs) this.rediscover(s).catch(() => undefined);
+      // In the background, and no more often than the key cooldown while discovery fails.
+      const now = this.clock();
+      if (now - s.metadataAt >= this.metadataMaxAgeMs && now - s.metadataTriedAt >= this.cooldownMs) this.rediscover(s).catch(() => undefined);
       return cached;
     }
     try {
@@ -323,6 +327,7 @@ export class IssuerKeys implements KeyResolver {
   /** Single flight: concurrent callers share one discovery. */
   private rediscover(s: IssuerState): Promise<Readonly<Record<string, unknown>>> {
     if (s.metadataInflight === null) {
+      s.metadataTriedAt = this.clock();
       s.metadataInflight = this.discover(s.spec.issuer)
         .then((md) => {
           s.metadata = md;
