@@ -267,6 +267,10 @@ export class SetPoller {
     this.errs = Object.create(null) as Record<string, { err: string; description: string }>;
     this.lastSuccess = this.now();
     let settled = 0;
+    // Every SET of the answer is applied before any is shared: publications go out together (in
+    // order on the bus's connection) and are awaited after, so a bus that hangs delays none of the
+    // answer's revocations here, only their acknowledgement (r18d 1).
+    const shared: { readonly jti: string; readonly set: VerifiedSet; readonly change: MissionChange; readonly published: Promise<boolean> }[] = [];
     for (const [jti, jwt] of Object.entries(parsed.sets)) {
       if (typeof jwt !== 'string') {
         this.errs[jti] = { err: 'invalid_request', description: 'the SET is not a string' };
@@ -281,22 +285,10 @@ export class SetPoller {
         const result = this.deps.sink.apply(set, 'poll');
         this.deps.metrics.events.labels(result).inc();
         if (set.kind === 'lifecycle' && result !== 'duplicate') {
-          try {
-            await this.deps.sink.publish(set.change);
-          } catch {
-            if (!this.heldBack.has(jti)) {
-              // Applied here, but the other replicas did not hear of it: not acknowledged this
-              // time, so the transmitter delivers it again (as a push is answered 503).
-              if (this.heldBack.size >= MAX_HELD_BACK) this.heldBack.clear();
-              this.heldBack.add(jti);
-              this.deps.sink.forget(set);
-              continue;
-            }
-            this.deps.sink.defer(set.change);
-          }
+          shared.push({ jti, set, change: set.change, published: this.deps.sink.publish(set.change).then(() => true, () => false) });
+          continue;
         }
-        this.heldBack.delete(jti);
-        this.acks.push(jti);
+        this.settle(jti);
         settled++;
       } catch (err) {
         if (err instanceof SetRejected && err.transient) {
@@ -311,7 +303,28 @@ export class SetPoller {
         settled++;
       }
     }
+    for (const { jti, set, change, published } of shared) {
+      if (!(await published)) {
+        if (!this.heldBack.has(jti)) {
+          // Applied here, but the other replicas did not hear of it: not acknowledged this
+          // time, so the transmitter delivers it again (as a push is answered 503).
+          if (this.heldBack.size >= MAX_HELD_BACK) this.heldBack.clear();
+          this.heldBack.add(jti);
+          this.deps.sink.forget(set);
+          continue;
+        }
+        this.deps.sink.defer(change);
+      }
+      this.settle(jti);
+      settled++;
+    }
     return parsed.more && settled > 0;
+  }
+
+  /** A SET done with: acknowledged at the next poll. */
+  private settle(jti: string): void {
+    this.heldBack.delete(jti);
+    this.acks.push(jti);
   }
 
   stop(): void {

@@ -5,6 +5,7 @@
 import { randomUUID } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server } from 'node:http';
 import { connect, type AddressInfo } from 'node:net';
+import { performance } from 'node:perf_hooks';
 import * as jose from 'jose';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { MissionHolds, type Holder } from '../../src/mission/holds.js';
@@ -461,6 +462,23 @@ describe('RFC 8936 poll delivery (mission.events.poll)', () => {
     for (let i = 0; i < 8 && (await deniedWith()) !== 'mission_terminated'; i++) await states.pollOnce();
     expect(await deniedWith()).toBe('mission_terminated');
     expect(polls.length).toBeLessThanOrEqual(6);
+  });
+
+  it('with the bus hung, a poll answer\'s SETs are all applied at once: a revocation behind ten others waits for no publication (r18d 1)', async () => {
+    await deniedWith();
+    for (let i = 0; i < 10; i++) queue.set(`set_other_${i}`, await lifecycleSet(authKey, { id: `msn_other_${i}`, state: 'suspended', version: 2, jti: `set_other_${i}` }));
+    queue.set('set_rev', await lifecycleSet(authKey, { state: 'revoked', version: 2, jti: 'set_rev' }));
+    bus.fail = true;
+    bus.failAfterMs = 400;
+    const start = performance.now();
+    const poll = states.pollOnce();
+    await eventually(async () => (await deniedWith()) === 'mission_terminated', 300);
+    await poll;
+    // The eleven publications timed out together, not one after another (4.4 s).
+    expect(performance.now() - start).toBeLessThan(1500);
+    // None acknowledged: each is delivered again, as a push would be answered 503.
+    await states.pollOnce();
+    expect(polls[1]!['ack']).toEqual([]);
   });
 
   it('a SET signed with a key the gateway cannot fetch yet is neither acknowledged nor reported (so it comes again), and is applied once the key is there', async () => {

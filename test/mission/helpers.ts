@@ -243,8 +243,10 @@ export class RecordingBus implements MissionBus {
   readonly published: MissionChange[] = [];
   private handler: ((c: MissionChange) => void) | null = null;
   fail = false;
+  /** With `fail`: each publication fails only after this long (a hung Redis, and the bus's timeout). */
+  failAfterMs = 0;
   publish(change: MissionChange): Promise<void> {
-    if (this.fail) return Promise.reject(new Error('bus down'));
+    if (this.fail) return this.failAfterMs > 0 ? new Promise((_, reject) => setTimeout(() => reject(new Error('bus timed out')), this.failAfterMs)) : Promise.reject(new Error('bus down'));
     this.published.push(change);
     return Promise.resolve();
   }
