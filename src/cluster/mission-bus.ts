@@ -9,6 +9,13 @@
  *
  * Each entry carries the publishing replica's instance id; a replica ignores its own entries. A
  * malformed entry is dropped and counted, never delivered.
+ *
+ * A reader that fell further behind than the trimmed length (paused, partitioned, swamped) would
+ * read on past the changes it lost, unaware. Before each read it asks Redis (XINFO STREAM) whether
+ * the stream was ever trimmed and where it now starts: trimmed, and starting after the reader's
+ * position, entries after that position may be gone. It counts that (`result="gap"`) and tells its
+ * subscribers, whose cached states are then asked again. A reader that keeps up stays inside the
+ * kept window (about `maxLength` entries), so only a reader that far behind is ever told.
  */
 import { randomUUID } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -49,7 +56,7 @@ export interface RedisMissionBusOptions extends RedisTuning {
   readonly registry?: client.Registry;
 }
 
-export type BusResult = 'published' | 'publish_failed' | 'delivered' | 'own' | 'malformed' | 'handler_error';
+export type BusResult = 'published' | 'publish_failed' | 'delivered' | 'own' | 'malformed' | 'handler_error' | 'gap';
 
 const MAX_MESSAGE_BYTES = 16_384;
 const READ_COUNT = 100;
@@ -114,11 +121,12 @@ export class RedisMissionBus implements MissionBus {
   readonly instanceId: string;
   readonly stream: string;
   /** Running totals by result (also in the metric when a registry was given). */
-  readonly counts: Record<BusResult, number> = { published: 0, publish_failed: 0, delivered: 0, own: 0, malformed: 0, handler_error: 0 };
+  readonly counts: Record<BusResult, number> = { published: 0, publish_failed: 0, delivered: 0, own: 0, malformed: 0, handler_error: 0, gap: 0 };
 
   private readonly writer: RedisConnection;
   private readonly reader: RedisConnection;
   private readonly handlers: Array<(change: MissionChange) => void> = [];
+  private readonly gapHandlers: Array<() => void> = [];
   private readonly maxLength: number;
   private readonly catchUpMs: number;
   private readonly blockMs: number;
@@ -127,6 +135,8 @@ export class RedisMissionBus implements MissionBus {
   private readonly stop = new AbortController();
   private loop: Promise<void> | null = null;
   private lastId: string | null = null;
+  /** The position a gap was last reported for (each gap is reported once). */
+  private gapAt: string | null = null;
   private reading = false;
 
   constructor(options: RedisMissionBusOptions) {
@@ -167,8 +177,9 @@ export class RedisMissionBus implements MissionBus {
     }
   }
 
-  subscribe(handler: (change: MissionChange) => void): void {
+  subscribe(handler: (change: MissionChange) => void, onGap?: () => void): void {
     this.handlers.push(handler);
+    if (onGap !== undefined) this.gapHandlers.push(onGap);
     this.loop ??= this.run();
   }
 
@@ -206,6 +217,7 @@ export class RedisMissionBus implements MissionBus {
         }
         // The position is fixed: every later entry will be read.
         this.reading = true;
+        await this.checkGap(this.lastId);
         const reply = (await this.reader.xread('COUNT', READ_COUNT, 'BLOCK', this.blockMs, 'STREAMS', this.stream, this.lastId)) as
           | Array<[string, Array<[string, string[]]>]>
           | null;
@@ -221,6 +233,38 @@ export class RedisMissionBus implements MissionBus {
         this.reading = false;
         this.logger?.debug({ err: { message: (err as Error).message } }, 'replica bus read failed; retrying');
         await this.pause(100);
+      }
+    }
+  }
+
+  /** Reports a gap when entries after `position` may have been trimmed before this reader read them. */
+  private async checkGap(position: string): Promise<void> {
+    if (position === this.gapAt) return;
+    let info: unknown[];
+    try {
+      info = (await this.reader.xinfo('STREAM', this.stream)) as unknown[];
+    } catch {
+      return; // no stream yet: nothing was trimmed
+    }
+    const field = (name: string): unknown => {
+      for (let i = 0; i + 1 < info.length; i += 2) if (info[i] === name) return info[i + 1];
+      return undefined;
+    };
+    const length = Number(field('length'));
+    const added = field('entries-added'); // Redis 7; before it, a full stream may have been trimmed
+    const trimmed = typeof added === 'number' ? added > length : length >= this.maxLength;
+    const first = field('first-entry');
+    const firstId = Array.isArray(first) && typeof first[0] === 'string' ? first[0] : null;
+    if (!trimmed || firstId === null || compareIds(firstId, position) <= 0) return;
+    this.gapAt = position;
+    this.count('gap');
+    this.logger?.warn({ position, first: firstId }, 'replica bus: changes may have been trimmed before this replica read them; cached Mission states will be asked again');
+    for (const onGap of this.gapHandlers) {
+      try {
+        onGap();
+      } catch (err) {
+        this.count('handler_error');
+        this.logger?.error({ err: { message: (err as Error).message } }, 'replica bus gap handler failed');
       }
     }
   }
@@ -250,4 +294,14 @@ export class RedisMissionBus implements MissionBus {
       }
     }
   }
+}
+
+/** Orders two stream entry ids (`<ms>-<seq>`). */
+export function compareIds(a: string, b: string): number {
+  const [am = '0', as = '0'] = a.split('-');
+  const [bm = '0', bs = '0'] = b.split('-');
+  const ms = BigInt(am) - BigInt(bm);
+  if (ms !== 0n) return ms < 0n ? -1 : 1;
+  const seq = BigInt(as) - BigInt(bs);
+  return seq === 0n ? 0 : seq < 0n ? -1 : 1;
 }

@@ -200,6 +200,8 @@ export class MissionStates {
   private readonly pushSlots: PushSlots = { count: 0 };
   private readonly poller: SetPoller | null;
   private readonly pollSince: number;
+  /** When the replica bus last lost changes before they were read: entries fetched earlier are stale. */
+  private busGapAt = -Infinity;
   private readonly recheck: NodeJS.Timeout | null;
   /**
    * Changes applied here, whose polled SETs were acknowledged, that could not be shared with the
@@ -245,8 +247,20 @@ export class MissionStates {
     this.poller = poll === undefined ? null : new SetPoller(poll, deps.config.mission.status_timeout_s * 1000 + 5000, delivery, this.now);
     this.pollSince = this.now();
 
-    deps.bus.subscribe((change) => this.replicate(change, 0));
+    deps.bus.subscribe(
+      (change) => this.replicate(change, 0),
+      () => this.busGap(),
+    );
     this.recheck = this.holds === null ? null : setInterval(() => this.recheckHeld(), recheckIntervalMs(this.maxStaleMs)).unref();
+  }
+
+  /**
+   * The replica bus lost changes this replica never read (a revocation among them, maybe): every
+   * cached state is asked of Mission Status again before it is used, and held streams at once.
+   */
+  private busGap(): void {
+    this.busGapAt = this.now();
+    this.recheckHeld();
   }
 
   /**
@@ -340,7 +354,7 @@ export class MissionStates {
       this.cacheMiss.inc();
       return undefined;
     }
-    if (entry.deadline <= now || this.streamSilent(rec.issuer, entry.fetchedAt, now)) {
+    if (entry.deadline <= now || entry.fetchedAt <= this.busGapAt || this.streamSilent(rec.issuer, entry.fetchedAt, now)) {
       this.cacheStale.inc();
       return undefined;
     }

@@ -27,7 +27,10 @@ export interface MissionChange {
 export interface MissionBus {
   /** Publishes a change to the other replicas; resolves once sent (not necessarily delivered). */
   publish(change: MissionChange): Promise<void>;
-  /** Handler for changes published by other replicas. */
-  subscribe(handler: (change: MissionChange) => void): void;
+  /**
+   * Handler for changes published by other replicas. `onGap`: changes were lost before this
+   * replica read them (the stream was trimmed past its position), so what it cached may be out of date.
+   */
+  subscribe(handler: (change: MissionChange) => void, onGap?: () => void): void;
   close(): Promise<void>;
 }

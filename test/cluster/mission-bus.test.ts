@@ -114,6 +114,31 @@ describe('SPEC §3 a lifecycle change reaches every replica (replica bus over Re
     expect(got[0]?.id).toBe('msn_gap');
   });
 
+  it('a replica whose position Redis trimmed past is told of the gap, once, and counts it (r18d 2)', async () => {
+    const bus = fleet();
+    const a = bus({ maxLength: 10 });
+    await eventually(() => a.ready(), 5000);
+    // Far more than the stream keeps: the oldest entries are trimmed (MAXLEN ~, whole nodes of 100).
+    await Promise.all(Array.from({ length: 400 }, (_, i) => a.publish(change(`msn_${i}`, 'revoked', 2))));
+    // B starts inside the catch-up window: the entries it should read first are gone.
+    const b = bus({ catchUpMs: 60_000 });
+    let gaps = 0;
+    b.subscribe(() => undefined, () => gaps++);
+    await eventually(() => gaps === 1, 5000);
+    expect(b.counts.gap).toBe(1);
+    await a.publish(change('msn_after', 'revoked', 2));
+    await sleep(300);
+    expect(gaps).toBe(1);
+
+    // A replica whose window lost nothing hears of no gap.
+    const quiet = fleet()();
+    let quietGaps = 0;
+    quiet.subscribe(() => undefined, () => quietGaps++);
+    await eventually(() => quiet.ready(), 5000);
+    await sleep(300);
+    expect(quietGaps).toBe(0);
+  });
+
   it('malformed messages are dropped and counted, never delivered', async () => {
     const bus = fleet();
     const metrics = new Metrics({ defaultMetrics: false });

@@ -367,6 +367,22 @@ describe('revocation is applied before the 202 (the latency bar itself is measur
   });
 });
 
+describe('the replica bus lost changes before this replica read them (r18d 2)', () => {
+  beforeEach(() => setup());
+
+  it('every cached state is asked of Mission Status again before it is used', async () => {
+    expect(await deniedWith()).toBeNull();
+    expect(await deniedWith()).toBeNull();
+    expect(statusServer.requests).toHaveLength(1); // cached
+    // Revoked at the authority; the change went to another replica and was trimmed from the stream.
+    statusServer.missions.set(MISSION_ID, { state: 'revoked', version: 2, fresh_until: null });
+    expect(await deniedWith()).toBeNull(); // still cached: nothing told this replica
+    bus.gap();
+    expect(await deniedWith()).toBe('mission_terminated');
+    expect(statusServer.requests).toHaveLength(2);
+  });
+});
+
 describe('RFC 8936 poll delivery (mission.events.poll)', () => {
   let transmitter: Server;
   let queue: Map<string, string>;

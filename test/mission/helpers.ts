@@ -242,6 +242,7 @@ export function lifecycleSet(
 export class RecordingBus implements MissionBus {
   readonly published: MissionChange[] = [];
   private handler: ((c: MissionChange) => void) | null = null;
+  private onGap: (() => void) | null = null;
   fail = false;
   /** With `fail`: each publication fails only after this long (a hung Redis, and the bus's timeout). */
   failAfterMs = 0;
@@ -250,11 +251,16 @@ export class RecordingBus implements MissionBus {
     this.published.push(change);
     return Promise.resolve();
   }
-  subscribe(handler: (change: MissionChange) => void): void {
+  subscribe(handler: (change: MissionChange) => void, onGap?: () => void): void {
     this.handler = handler;
+    this.onGap = onGap ?? null;
   }
   deliver(change: MissionChange): void {
     this.handler?.(change);
+  }
+  /** As the Redis bus reports changes trimmed before this replica read them. */
+  gap(): void {
+    this.onGap?.();
   }
   close(): Promise<void> {
     return Promise.resolve();
