@@ -68,7 +68,15 @@ export interface McpBody {
 
 const malformed = (description: string): Denial => new Denial('request_malformed', { description });
 
-
+/**
+ * Bounds on what a client chooses and the gateway writes into evidence (one record per gated
+ * message, `tool` and `mcp_id` among its members): a batch of more gated requests than this, a
+ * string id or a tool name longer than this, is refused whole (r18c 1-2). Tool names are 1-128
+ * characters by the MCP specification's advice (2025-11-25); JSON-RPC ids are short tokens.
+ */
+export const MAX_GATED_PER_BATCH = 100;
+export const MAX_ID_CHARS = 256;
+export const MAX_TOOL_NAME_CHARS = 256;
 
 function isId(v: unknown): v is JsonRpcId {
   return typeof v === 'string' || (typeof v === 'number' && Number.isFinite(v));
@@ -114,6 +122,7 @@ function classify(item: unknown, index: number): McpMessage {
   // its answer: the gateway could not deny a call per call, nor find a tool list to filter in what
   // a lax upstream answers anyway. It must not reach the upstream.
   if (!isId(id)) throw malformed(`a ${method} request has no usable id`);
+  if (typeof id === 'string' && id.length > MAX_ID_CHARS) throw malformed(`a ${method} request id is longer than ${MAX_ID_CHARS} characters`);
   // An id a double cannot hold would be answered (a denial) with another id than the client sent.
   if (typeof id === 'number' && numberSource(item, 'id') !== undefined) throw malformed(`a ${method} request id is a number a double cannot hold`);
   const params = item['params'];
@@ -122,6 +131,7 @@ function classify(item: unknown, index: number): McpMessage {
   if (!isObject(params)) return { kind: 'invalid_call', index, id, name: null };
   const name = params['name'];
   if (typeof name !== 'string' || name.length === 0) return { kind: 'invalid_call', index, id, name: null };
+  if (name.length > MAX_TOOL_NAME_CHARS) throw malformed(`a tool name is longer than ${MAX_TOOL_NAME_CHARS} characters`);
   const args = params['arguments'];
   if (args !== undefined && !isObject(args)) return { kind: 'invalid_call', index, id, name };
   return { kind: 'call', index, id, name, args: args ?? {}, metaRef: metaRefOf(params), task: params['task'] !== undefined };
@@ -148,6 +158,7 @@ export function parseMcpBody(body: Buffer): McpBody {
     if (m.kind === 'other') continue;
     if (m.kind === 'list') lists++;
     else calls++;
+    if (calls + lists > MAX_GATED_PER_BATCH) throw malformed(`a batch holds more than ${MAX_GATED_PER_BATCH} tools/call and tools/list requests`);
     if (batch) {
       seen ??= new Set();
       const k = idKey(m.id);

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { numberSource } from '../../src/authority/json.js';
 import { isDenial } from '../../src/errors.js';
-import { idKey, parseMcpBody } from '../../src/mcp/jsonrpc.js';
+import { idKey, MAX_GATED_PER_BATCH, MAX_ID_CHARS, MAX_TOOL_NAME_CHARS, parseMcpBody } from '../../src/mcp/jsonrpc.js';
 
 const buf = (v: unknown): Buffer => Buffer.from(typeof v === 'string' ? v : JSON.stringify(v));
 
@@ -60,6 +60,21 @@ describe('SPEC section 7: reading MCP JSON-RPC bodies', () => {
     expect(denialCode(() => parseMcpBody(buf({ jsonrpc: '2.0', method: 'tools/call', params: { name: 'x' } })))).toBe('request_malformed');
     expect(denialCode(() => parseMcpBody(buf({ jsonrpc: '2.0', id: null, method: 'tools/call', params: { name: 'x' } })))).toBe('request_malformed');
     expect(denialCode(() => parseMcpBody(buf([{ jsonrpc: '2.0', id: {}, method: 'tools/call', params: { name: 'x' } }])))).toBe('request_malformed');
+  });
+
+  it('bounds what one request writes into evidence (r18c 1-2): gated requests per batch, string id and tool name lengths', () => {
+    const call = (id: unknown, name = 'x') => ({ jsonrpc: '2.0', id, method: 'tools/call', params: { name } });
+    const other = (i: number) => ({ jsonrpc: '2.0', id: `o${i}`, method: 'resources/read', params: {} });
+    const at = (n: number) => Array.from({ length: n }, (_, i) => (i % 2 === 0 ? call(i) : { jsonrpc: '2.0', id: i, method: 'tools/list' }));
+    expect(parseMcpBody(buf(at(MAX_GATED_PER_BATCH))).calls + parseMcpBody(buf(at(MAX_GATED_PER_BATCH))).lists).toBe(MAX_GATED_PER_BATCH);
+    expect(denialCode(() => parseMcpBody(buf(at(MAX_GATED_PER_BATCH + 1))))).toBe('request_malformed');
+    // Messages the gateway does not gate write no record of their own: not counted.
+    expect(parseMcpBody(buf([...at(MAX_GATED_PER_BATCH), ...Array.from({ length: 50 }, (_, i) => other(i))])).items).toHaveLength(MAX_GATED_PER_BATCH + 50);
+    expect(parseMcpBody(buf(call('i'.repeat(MAX_ID_CHARS)))).calls).toBe(1);
+    expect(denialCode(() => parseMcpBody(buf(call('i'.repeat(MAX_ID_CHARS + 1)))))).toBe('request_malformed');
+    expect(denialCode(() => parseMcpBody(buf({ jsonrpc: '2.0', id: 'i'.repeat(MAX_ID_CHARS + 1), method: 'tools/list' })))).toBe('request_malformed');
+    expect(parseMcpBody(buf(call(1, 'n'.repeat(MAX_TOOL_NAME_CHARS)))).calls).toBe(1);
+    expect(denialCode(() => parseMcpBody(buf(call(1, 'n'.repeat(MAX_TOOL_NAME_CHARS + 1)))))).toBe('request_malformed');
   });
 
   it('refuses a batch that uses one id for two gated requests, but tells 1 from "1"', () => {
