@@ -45,6 +45,9 @@ function notTheHandshake(res: IncomingMessage, accept: string): string | null {
   return null;
 }
 
+/** Socket errors a tunnel's peer causes by going away: not the operator's concern. */
+const ROUTINE_SOCKET_ERRORS: ReadonlySet<string> = new Set(['ECONNRESET', 'EPIPE', 'ECONNABORTED']);
+
 export class WebSocketTunnel {
   private readonly proxy: ProxyServer;
   private readonly pending = new WeakMap<IncomingMessage, Pending>();
@@ -71,8 +74,13 @@ export class WebSocketTunnel {
     const agent = servername === undefined ? undefined : new HttpsAgent({ servername });
     this.proxy = createProxyServer({ target, ws: true, xfwd: false, changeOrigin: !preserveHost, ...(agent === undefined ? {} : { agent }) });
     // Errors come through each request's callback (handle); this only keeps an unexpected one from
-    // being an unhandled 'error' event.
-    this.proxy.on('error', (err: Error) => this.logger.warn({ err: err.message }, 'websocket proxy error'));
+    // being an unhandled 'error' event. A peer that resets an open tunnel (a client gone away, most
+    // often, which anyone can do on an `auth: none` route) is routine: debug, as any client that
+    // goes away (r18c 4).
+    this.proxy.on('error', (err: NodeJS.ErrnoException) => {
+      if (err.code !== undefined && ROUTINE_SOCKET_ERRORS.has(err.code)) this.logger.debug({ err: err.message }, 'websocket tunnel reset');
+      else this.logger.warn({ err: err.message }, 'websocket proxy error');
+    });
     this.proxy.on('proxyReqWs', (proxyReq: ClientRequest, req: IncomingMessage, socket: Socket) => {
       const p = this.pending.get(req);
       if (p === undefined) return;

@@ -154,7 +154,10 @@ async function receive(jwt: string, deps: DeliveryDeps): Promise<Outcome> {
     }
     deps.metrics.events.labels('rejected').inc();
     if (err instanceof SetRejected) {
-      deps.logger.warn({ err: err.err, reason: err.message }, 'SET rejected');
+      // Anyone can send junk to the push path: only a refused SET the issuer signed is the
+      // operator's concern (an authority whose revocations are being lost), at warn (r18c 3).
+      if (err.signedBy !== null) deps.logger.warn({ err: err.err, reason: err.message, issuer: err.signedBy }, 'SET rejected');
+      else deps.logger.debug({ err: err.err, reason: err.message }, 'SET rejected before its signature verified');
       return { ok: false, status: 400, err: err.err, description: err.message };
     }
     throw err;

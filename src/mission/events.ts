@@ -53,6 +53,12 @@ export class SetRejected extends Error {
    * reported, so it is delivered again: reporting it would make the transmitter drop it.
    */
   readonly transient: boolean;
+  /**
+   * The issuer, when the SET was refused after its signature verified: only that issuer could have
+   * sent it, so the refusal may lose a real lifecycle change (logged at warn). Null when refused
+   * before: it may be anyone's junk (logged at debug).
+   */
+  signedBy: string | null = null;
   constructor(err: SetErrorCode, description: string, cause?: unknown, transient = false) {
     super(description, cause === undefined ? undefined : { cause });
     this.name = 'SetRejected';
@@ -133,6 +139,16 @@ export class SetVerifier {
       }
       throw new SetRejected('invalid_request', 'the SET is not valid', err);
     }
+    try {
+      return this.read(payload, iss, jwt);
+    } catch (err) {
+      if (err instanceof SetRejected) err.signedBy = iss;
+      throw err;
+    }
+  }
+
+  /** The events of a SET whose signature verified. */
+  private read(payload: JWTPayload, iss: string, jwt: string): VerifiedSet {
     // `aud` exact: the string itself, or an array holding it (RFC 7519 section 4.1.3).
     const aud = payload.aud;
     if (!(aud === this.audience || (Array.isArray(aud) && aud.includes(this.audience)))) throw new SetRejected('invalid_audience', 'the SET is not addressed to this resource');

@@ -13,6 +13,9 @@ import { CLI, eventually, listen, startCli, startEcho, startGateway, type CliGat
 import { raw, rawSocket } from '../helpers/http.js';
 import { JwksServer, makeKey, mintToken } from '../auth/helpers.js';
 import { Agent, createServer, request } from 'node:http';
+import type { Socket } from 'node:net';
+import { Writable } from 'node:stream';
+import { createLogger } from '../../src/observability/logger.js';
 
 
 function cfg(upstream: string, routes = '  - match: { path: /public/** }\n    auth: none'): string {
@@ -388,6 +391,39 @@ describe('SPEC §6: WebSocket upgrades', () => {
       expect(status).toBe(403);
       const permit = gw.evidence().find((r) => r['path'] === '/ws/chat');
       expect(permit).toMatchObject({ decision: 'permit', upstream_status: 101 });
+    } finally {
+      await gw.close();
+      wss.close();
+      server.close();
+    }
+  });
+
+  it('a client that resets its tunnel is routine: logged at debug, never at warn (r18c 4)', async () => {
+    const server = createServer();
+    const wss = new WebSocketServer({ server });
+    wss.on('connection', (socket) => socket.on('message', (data) => socket.send(data)));
+    const upstream = await listen(server);
+    const lines: Array<{ level: number; msg: string }> = [];
+    const sink = new Writable({
+      write(chunk: Buffer, _enc, done) {
+        for (const l of chunk.toString('utf8').split('\n')) if (l !== '') lines.push(JSON.parse(l) as { level: number; msg: string });
+        done();
+      },
+    });
+    const gw = await startGateway(`public_base_url: http://localhost:8080\nresource: http://localhost:8080\nupstream: { url: ${upstream} }\nroutes:\n  - match: { path: /ws/** }\n    auth: none\n`, { logger: createLogger('debug', sink) });
+    try {
+      for (let i = 0; i < 3; i++) {
+        const ws = new WebSocket(`${gw.url.replace('http', 'ws')}/ws/chat`);
+        await new Promise<void>((resolve, reject) => {
+          ws.on('open', () => ws.send('hello'));
+          ws.on('message', () => resolve());
+          ws.on('error', reject);
+        });
+        // A TCP reset, as a client whose process died or whose network dropped.
+        (ws as unknown as { _socket: Socket })._socket.resetAndDestroy();
+      }
+      await eventually(() => lines.some((l) => l.msg === 'websocket tunnel reset'), 3000);
+      expect(lines.filter((l) => l.level >= 40)).toEqual([]);
     } finally {
       await gw.close();
       wss.close();

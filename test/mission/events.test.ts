@@ -6,6 +6,7 @@ import { randomUUID } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server } from 'node:http';
 import { connect, type AddressInfo } from 'node:net';
 import { performance } from 'node:perf_hooks';
+import { Writable } from 'node:stream';
 import * as jose from 'jose';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { MissionHolds, type Holder } from '../../src/mission/holds.js';
@@ -13,6 +14,7 @@ import { refKey } from '../../src/mission/key.js';
 import { handleSetPush, MAX_POLL_BURST, type SetSink } from '../../src/mission/delivery.js';
 import { SetRejected, type SetVerifier } from '../../src/mission/events.js';
 import { MissionStates } from '../../src/mission/state.js';
+import { createLogger, type Logger } from '../../src/observability/logger.js';
 import type { MissionReference, RequestContext } from '../../src/pipeline/context.js';
 import { eventually } from '../helpers/gateway.js';
 import { raw } from '../helpers/http.js';
@@ -33,7 +35,7 @@ let authKey: SigningKey;
 let holds: MissionHolds;
 let keys: LocalKeys;
 
-async function setup(mission: Record<string, unknown> = {}, realClock = false): Promise<void> {
+async function setup(mission: Record<string, unknown> = {}, realClock = false, log: Logger = logger): Promise<void> {
   t = Date.now();
   const clock = realClock ? Date.now : now;
   const ck = clientKeyFile();
@@ -48,7 +50,7 @@ async function setup(mission: Record<string, unknown> = {}, realClock = false): 
     { client: { client_id: CLIENT_ID, private_key_file: ck.file }, authorities: [{ issuer: ISSUER, status_endpoint: statusServer.url }], ...mission },
   );
   holds = new MissionHolds({ logger, counted: () => {}, now: clock });
-  states = new MissionStates({ config, keys, metrics, logger, bus, holds, now: clock });
+  states = new MissionStates({ config, keys, metrics, logger: log, bus, holds, now: clock });
   receiver = createServer((req, res) => {
     if (req.url === PUSH) states.handlePush(req, res);
     else res.writeHead(404).end();
@@ -364,6 +366,26 @@ describe('revocation is applied before the 202 (the latency bar itself is measur
       expect(code).toBe('mission_terminated');
       expect(statusServer.requests).toHaveLength(queries);
     }
+  });
+});
+
+describe('what a refused push logs (r18c 3)', () => {
+  it('junk anyone could send is logged at debug; a SET the issuer signed and the gateway refused, at warn with the issuer', async () => {
+    const lines: Array<{ level: number; msg: string; issuer?: string }> = [];
+    const sink = new Writable({
+      write(chunk: Buffer, _enc, done) {
+        for (const l of chunk.toString('utf8').split('\n')) if (l !== '') lines.push(JSON.parse(l) as { level: number; msg: string });
+        done();
+      },
+    });
+    await setup({}, false, createLogger('debug', sink));
+    const warns = () => lines.filter((l) => l.level === 40 && l.msg === 'SET rejected');
+    expect((await push('not.a.jwt')).status).toBe(400);
+    expect((await push(await lifecycleSet(signingKey(), { state: 'revoked', version: 2 }))).status).toBe(400); // not the issuer's key
+    expect(warns()).toHaveLength(0);
+    expect(lines.filter((l) => l.level === 20 && l.msg === 'SET rejected before its signature verified')).toHaveLength(2);
+    expect((await push(await lifecycleSet(authKey, { state: 'revoked', version: 2, aud: 'https://other.example.com' }))).status).toBe(400);
+    expect(warns()).toEqual([expect.objectContaining({ issuer: ISSUER })]);
   });
 });
 
