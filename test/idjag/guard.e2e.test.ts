@@ -461,6 +461,29 @@ describe('fail closed on the replay store; counted in metrics', () => {
   });
 });
 
+describe('an assertion the AS refuses for another reason than a DPoP nonce stays spent (r18a 3)', () => {
+  it('400 invalid_grant without DPoP-Nonce: the same assertion again is replayed, and the AS is not asked twice', async () => {
+    const as = await startEcho((_req, res) => {
+      res.writeHead(400, { 'content-type': 'application/json', 'cache-control': 'no-store' }).end('{"error":"invalid_grant","error_description":"refused by the AS"}');
+    });
+    const scene = await startScene({ upstream: as.url });
+    try {
+      const { idJag } = await mintIdJag(scene);
+      const first = await presentGrant(scene, idJag);
+      expect(first.status).toBe(400);
+      expect(first.body).toMatchObject({ error: 'invalid_grant', error_description: 'refused by the AS' });
+      expect(as.requests).toHaveLength(1);
+      const again = await presentGrant(scene, idJag);
+      expect(again.status).toBe(400);
+      expect(again.body).toMatchObject({ error: 'invalid_grant', denial_reason: 'replayed' });
+      expect(as.requests).toHaveLength(1);
+    } finally {
+      await scene.close();
+      await as.close();
+    }
+  });
+});
+
 describe('RFC 9449 section 8: a downstream AS that requires DPoP nonces', () => {
   let n: Scene;
   beforeAll(async () => {
