@@ -3,7 +3,7 @@
  * and a plain `keep-alive` names nothing beyond the hop-by-hop fields.
  */
 import { describe, expect, it } from 'vitest';
-import { makeDropSet, mediaTypeOf, relayHeaders, TrustedProxies, upstreamHeaders } from '../../src/http/headers.js';
+import { makeDropSet, mediaTypeOf, relayHeaders, relayTrailerFields, TrustedProxies, upstreamHeaders } from '../../src/http/headers.js';
 import { headerSafe } from '../../src/pipeline/run.js';
 import { Denial } from '../../src/errors.js';
 
@@ -81,5 +81,32 @@ describe('media types (mediaTypeOf: Status answers, SET pushes, token requests, 
     expect(mediaTypeOf(['text/event-stream;x=1', 'application/json'])).toBe('text/event-stream');
     expect(mediaTypeOf(undefined)).toBe('');
     expect(mediaTypeOf([])).toBe('');
+  });
+});
+
+describe('trailers (r18a 6)', () => {
+  const policy = { drop: makeDropSet(true), trusted: new TrustedProxies([]), proto: 'https', upstreamHost: '127.0.0.1:3000' };
+  const identity = { decisionId: 'dec_1', mission: [] };
+  const te = (value: string): string[] => {
+    const out = upstreamHeaders({ rawHeaders: ['Host', 'api.example.com', 'TE', value] }, '10.0.0.1', policy, identity);
+    return out.filter((_, i) => i > 0 && out[i - 1] === 'te');
+  };
+
+  it('the upstream is told trailers are accepted only when the client\'s TE lists the member `trailers`', () => {
+    expect(te('gzip, trailers')).toEqual(['trailers']);
+    expect(te(' Trailers ')).toEqual(['trailers']);
+    expect(te('gzip')).toEqual([]);
+    expect(te('x-trailers-y, notrailers')).toEqual([]);
+  });
+
+  it('framing, routing and authentication fields, and values Node would refuse, are not relayed as trailers', () => {
+    const raw = (...pairs: string[]): Buffer[] => pairs.map((p) => Buffer.from(p, 'latin1'));
+    const fields = relayTrailerFields(raw('Content-Length', '5', 'Host', 'evil.example', 'Proxy-Authenticate', 'Basic', 'Transfer-Encoding', 'chunked', 'X-Bad', 'a\x01b', 'X-Checksum', 'abc'));
+    expect(fields).toEqual([['X-Checksum', 'abc']]);
+  });
+
+  it('Proxy-Authenticate is hop-by-hop in the response head too', () => {
+    const raw = (...pairs: string[]): Buffer[] => pairs.map((p) => Buffer.from(p, 'latin1'));
+    expect(relayHeaders(raw('Proxy-Authenticate', 'Basic', 'X-Kept', '1'), null).headers).toEqual(['X-Kept', '1']);
   });
 });
