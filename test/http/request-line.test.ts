@@ -103,6 +103,10 @@ describe('request lines and framings the gateway does not speak are refused, wit
     expect(attemptedTarget('')).toBe('/');
     expect(attemptedTarget('/' + 'a'.repeat(5000))).toHaveLength(2048);
   });
+
+  it('attemptedTarget: userinfo of an absolute-form target goes whole, a password holding `@` included (r18a 9)', () => {
+    expect(attemptedTarget('http://user:p@ss@h.example/x')).toBe('http://***@h.example/x');
+  });
 });
 
 describe('1xx from the upstream (RFC 9110 section 15.2)', () => {
