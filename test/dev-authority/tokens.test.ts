@@ -153,6 +153,13 @@ describe('token endpoint: client_credentials (RFC 6749 §4.4, RFC 9068, RFC 9449
     expect(await revoked.json()).toMatchObject({ error: 'invalid_grant', mission_error: 'mission_revoked' });
     const unknown = await dpopToken({ mission_id: 'msn_unknown' });
     expect(await unknown.json()).toMatchObject({ error: 'invalid_grant' });
+    // mission-contracts section 7 names the other two (r18a 7).
+    const superseded = await newMission(dev);
+    await dev.missions.supersede(superseded);
+    expect(await (await dpopToken({ mission_id: superseded })).json()).toMatchObject({ error: 'invalid_grant', mission_error: 'mission_superseded' });
+    const expired = await newMission(dev);
+    await dev.missions.expire(expired);
+    expect(await (await dpopToken({ mission_id: expired })).json()).toMatchObject({ error: 'invalid_grant', mission_error: 'mission_expired' });
   });
 
   it('RFC 7523 §2.2: a registered client may authenticate with private_key_jwt; a bad assertion is invalid_client', async () => {
