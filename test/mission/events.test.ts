@@ -323,6 +323,19 @@ describe('RFC 8935 push delivery at mission.events.push_path', () => {
     expect(await counter(metrics, 'mission_gateway_events_total', { result: 'heartbeat' })).toBe(1);
   });
 
+  it('clock claims bound an activation and a heartbeat: exp exactly at the skew\'s edge is expired, a heartbeat issued in the future is refused (r18a 8)', async () => {
+    t = Math.floor(t / 1000) * 1000; // a whole second: exp can sit exactly on now - 30 s
+    const nowS = t / 1000;
+    expect((await push(await lifecycleSet(authKey, { state: 'active', version: 2, claims: { iat: nowS - 100, exp: nowS - 30 } }))).status).toBe(400);
+    expect((await push(await lifecycleSet(authKey, { state: 'active', version: 2, claims: { iat: nowS - 100, exp: nowS - 29 } }))).status).toBe(202);
+    const heartbeat = (iat: number) =>
+      new jose.SignJWT({ iss: ISSUER, aud: RESOURCE, iat, jti: randomUUID(), events: { 'https://schemas.openid.net/secevent/ssf/event-type/verification': { state: 'x' } } })
+        .setProtectedHeader({ alg: 'ES256', kid: authKey.kid, typ: 'secevent+jwt' })
+        .sign(authKey.privateKey);
+    expect((await push(await heartbeat(nowS + 600))).status).toBe(400);
+    expect((await push(await heartbeat(nowS))).status).toBe(202);
+  });
+
   it('stream liveness: once an issuer pushes, silence past max_stale_s makes older entries stale', async () => {
     await push(await lifecycleSet(authKey, { id: 'msn_other', state: 'active', version: 1 }));
     t += 1_000;
