@@ -89,7 +89,12 @@ describe('RFC 6749 section 3.2: a request the guard cannot read as the AS would 
   it('rejects an encrypted assertion (JWE: five parts, or an enc header), a nested JWT (cty: JWT) and a JSON-serialized one: the guard cannot see whether it is an ID-JAG (r17c 1, r17f)', () => {
     const jwe = `${b64({ alg: 'RSA-OAEP-256', enc: 'A256GCM', cty: 'JWT' })}.a2V5.aXY.Y2lwaGVy.dGFn`;
     const nested = `${b64({ alg: 'ES256', cty: 'jwt' })}.${Buffer.from(ID_JAG).toString('base64url')}.c2ln`;
-    for (const assertion of [jwe, `${b64({ alg: 'dir', enc: 'A256GCM' })}.x.y`, JSON.stringify({ payload: 'x', signatures: [] }), nested]) {
+    // Each layer alone (r18a 5): a five-part value whose header names no `enc`, and the nested
+    // JWT's media type in its other spellings (RFC 7515 section 4.1.10: `application/` may go).
+    const fivePartsNoEnc = `${b64({ alg: 'dir' })}.a2V5.aXY.Y2lwaGVy.dGFn`;
+    const nestedAs = (cty: string): string => `${b64({ alg: 'ES256', cty })}.${Buffer.from(ID_JAG).toString('base64url')}.c2ln`;
+    const spellings = ['application/jwt', 'Application/JWT', ' JWT ', 'jwt'].map(nestedAs);
+    for (const assertion of [jwe, `${b64({ alg: 'dir', enc: 'A256GCM' })}.x.y`, JSON.stringify({ payload: 'x', signatures: [] }), nested, fivePartsNoEnc, ...spellings]) {
       malformed(req(`grant_type=${GRANT_JWT_BEARER}&assertion=${encodeURIComponent(assertion)}`));
     }
     // Another grant's parameters are not the guard's business, whatever they hold.
