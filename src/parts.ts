@@ -64,13 +64,18 @@ export interface Parts {
 }
 
 /** A bus whose single consumer can be swapped on reload (the newest runtime's Mission cache). */
-function switchableBus(inner: MissionBus): MissionBus {
+export function switchableBus(inner: MissionBus): MissionBus {
   let handler: ((change: MissionChange) => void) | null = null;
-  inner.subscribe((change) => handler?.(change));
+  let onGap: (() => void) | null = null;
+  inner.subscribe(
+    (change) => handler?.(change),
+    () => onGap?.(),
+  );
   return {
     publish: (change) => inner.publish(change),
-    subscribe: (h) => {
+    subscribe: (h, gap) => {
       handler = h;
+      onGap = gap ?? null;
     },
     close: () => inner.close(),
   };

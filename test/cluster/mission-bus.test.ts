@@ -4,6 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createMissionBus, LocalMissionBus, parseBusMessage, RedisMissionBus } from '../../src/cluster/index.js';
 import type { MissionChange } from '../../src/mission/types.js';
 import { Metrics } from '../../src/observability/metrics.js';
+import { switchableBus } from '../../src/parts.js';
 import { RedisServer } from './redis-server.js';
 import { eventually } from '../helpers/gateway.js';
 
@@ -137,6 +138,19 @@ describe('SPEC §3 a lifecycle change reaches every replica (replica bus over Re
     await eventually(() => quiet.ready(), 5000);
     await sleep(300);
     expect(quietGaps).toBe(0);
+  });
+
+  it('the gap reaches the Mission cache through the bus the gateway builds (switchableBus; r18e 1)', async () => {
+    const bus = fleet();
+    const a = bus({ maxLength: 10 });
+    await eventually(() => a.ready(), 5000);
+    await Promise.all(Array.from({ length: 400 }, (_, i) => a.publish(change(`msn_${i}`, 'revoked', 2))));
+    const wrapped = switchableBus(bus({ catchUpMs: 60_000 }));
+    let gaps = 0;
+    const got: MissionChange[] = [];
+    wrapped.subscribe((c) => got.push(c), () => gaps++);
+    await eventually(() => gaps === 1, 5000);
+    await eventually(() => got.length > 0, 5000);
   });
 
   it('malformed messages are dropped and counted, never delivered', async () => {
