@@ -5,6 +5,7 @@
  * The gateway-level behaviour (real SDK upstream, real Mission authority) is in gateway.test.ts.
  */
 import { EventEmitter } from 'node:events';
+import { performance } from 'node:perf_hooks';
 import type { ServerResponse } from 'node:http';
 import { afterEach, describe, expect, it } from 'vitest';
 import { MissionHolds } from '../../src/mission/holds.js';
@@ -40,6 +41,24 @@ function request(subject = 'user_1', bytes = 100): RequestContext {
   (ctx as { res: ServerResponse }).res = new EventEmitter() as unknown as ServerResponse;
   return ctx;
 }
+
+describe('a request admitted before its Mission was cut (r18a 1, sessions part)', () => {
+  it('ends the session it names instead of holding it: the upstream is told, later requests are denied', () => {
+    const { sessions, holds, ended } = make();
+    const ctx = request();
+    (ctx as { started: number }).started = performance.now(); // admitted now
+    holds.cut(refKey(claimRef('m1')), 'revoked'); // cut before the request reaches the session
+    sessions.use('s', ctx, null, none);
+    expect(ended).toEqual(['s']);
+    expect(sessions.isEnded('s')).toBe(true);
+    expect(sessions.ownerOf('s')).toBeUndefined();
+    // Control: admitted after the cut, a request holds its session.
+    const later = request();
+    (later as { started: number }).started = performance.now() + 1;
+    sessions.use('t', later, null, none);
+    expect(sessions.isEnded('t')).toBe(false);
+  });
+});
 
 describe('McpSessions bounds: a session is ended, never just forgotten', () => {
   it('unused for IDLE_MS: ended (upstream told), later requests denied', () => {
