@@ -11,9 +11,9 @@
  * malformed entry is dropped and counted, never delivered.
  *
  * A reader that fell further behind than the trimmed length (paused, partitioned, swamped) would
- * read on past the changes it lost, unaware. Before each read it asks Redis (XINFO STREAM) whether
- * the stream was ever trimmed and where it now starts: trimmed, and starting after the reader's
- * position, entries after that position may be gone. It counts that (`result="gap"`) and tells its
+ * read on past the changes it lost, unaware. After each read it asks Redis (XINFO STREAM) whether
+ * the stream was ever trimmed and where it now starts: trimmed, and starting after the position the
+ * read was from, entries after that position may be gone. It counts that (`result="gap"`) and tells its
  * subscribers, whose cached states are then asked again. A reader that keeps up stays inside the
  * kept window (about `maxLength` entries), so only a reader that far behind is ever told.
  */
@@ -217,17 +217,22 @@ export class RedisMissionBus implements MissionBus {
         }
         // The position is fixed: every later entry will be read.
         this.reading = true;
-        await this.checkGap(this.lastId);
-        const reply = (await this.reader.xread('COUNT', READ_COUNT, 'BLOCK', this.blockMs, 'STREAMS', this.stream, this.lastId)) as
+        const from = this.lastId;
+        const reply = (await this.reader.xread('COUNT', READ_COUNT, 'BLOCK', this.blockMs, 'STREAMS', this.stream, from)) as
           | Array<[string, Array<[string, string[]]>]>
           | null;
-        if (reply === null) continue;
-        for (const [, entries] of reply) {
-          for (const [id, fields] of entries) {
-            this.lastId = id;
-            this.deliver(fields);
+        if (reply !== null) {
+          for (const [, entries] of reply) {
+            for (const [id, fields] of entries) {
+              this.lastId = id;
+              this.deliver(fields);
+            }
           }
         }
+        // After the read, not before: a trim that came before the read (even one while it
+        // blocked, by a transaction that added and trimmed at once) is seen, since the stream
+        // then starts after `from`. One after it is reported too (harmless: Status is asked again).
+        await this.checkGap(from);
       } catch (err) {
         if (signal.aborted) break;
         this.reading = false;

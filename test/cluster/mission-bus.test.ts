@@ -140,6 +140,29 @@ describe('SPEC §3 a lifecycle change reaches every replica (replica bus over Re
     expect(quietGaps).toBe(0);
   });
 
+  it('a trim while the reader blocks is a gap too: one transaction adds and trims past its position (r18e lead)', async () => {
+    const bus = fleet();
+    const b = bus({ catchUpMs: 0 });
+    let gaps = 0;
+    const got: MissionChange[] = [];
+    b.subscribe((c) => got.push(c), () => gaps++);
+    await eventually(() => b.ready(), 5000);
+    await sleep(200); // B is now blocked in XREAD at the stream's tail
+    const raw = new Redis(redis.url);
+    try {
+      // Served to the blocked reader only once the transaction is done: the first 400 are gone by then.
+      const tx = raw.multi();
+      for (let i = 0; i < 500; i++) tx.xadd(b.stream, 'MAXLEN', '~', 10, '*', 'm', JSON.stringify({ v: 1, from: 'replica-a', change: change(`msn_${i}`, 'revoked', 2) }));
+      await tx.exec();
+    } finally {
+      raw.disconnect();
+    }
+    await eventually(() => gaps === 1, 5000);
+    expect(b.counts.gap).toBe(1);
+    expect(got.length).toBeLessThan(500);
+    expect(got.at(-1)?.id).toBe('msn_499');
+  });
+
   it('the gap reaches the Mission cache through the bus the gateway builds (switchableBus; r18e 1)', async () => {
     const bus = fleet();
     const a = bus({ maxLength: 10 });
