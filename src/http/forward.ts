@@ -101,16 +101,21 @@ export class Upstream {
 
   /**
    * A request of the gateway's own (an MCP session's end, src/mcp/sessions.ts), bounded by
-   * `upstream.timeout_s`: its answer is read and dropped. The status, or null when it failed.
+   * `upstream.timeout_s` as a whole: its answer is read and dropped. The status, or null when it
+   * failed. The bound includes the wait for a connection: undici's timeouts start only once the
+   * request is written, and long-lived streams may hold every connection (`upstream.connections`).
    */
-  async own(method: string, path: string, headers: Record<string, string>): Promise<number | null> {
-    try {
-      const res = await this.pool.request({ method, path: this.basePath + path, headers, headersTimeout: this.timeoutMs, bodyTimeout: this.timeoutMs, ...(this.servername ? { servername: this.servername } : {}) });
-      await res.body.dump();
-      return res.statusCode;
-    } catch {
-      return null;
-    }
+  own(method: string, path: string, headers: Record<string, string>): Promise<number | null> {
+    const signal = AbortSignal.timeout(this.timeoutMs);
+    const answered = this.pool
+      .request({ method, path: this.basePath + path, headers, signal, headersTimeout: this.timeoutMs, bodyTimeout: this.timeoutMs, ...(this.servername ? { servername: this.servername } : {}) })
+      .then(
+        async (res) => (await res.body.dump(), res.statusCode),
+        () => null,
+      );
+    // undici fails a request still queued for a connection only once it gets one: not waited for.
+    const gaveUp = new Promise<null>((resolve) => signal.addEventListener('abort', () => resolve(null), { once: true }));
+    return Promise.race([answered, gaveUp]);
   }
 
   /**

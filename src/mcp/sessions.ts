@@ -207,6 +207,9 @@ export class McpSessions {
 /** How sessions are ended at this upstream: `DELETE <mcp.path>` with the id, the answer logged. */
 export function upstreamEnder(upstream: Upstream, path: string, host: string, logger: Logger): (id: string) => void {
   return (id) => {
-    void upstream.own('DELETE', path, { 'mcp-session-id': id, host, via: '1.1 mission-gateway' }).then((status) => logger.info({ status }, 'MCP session end sent to the upstream'));
+    void upstream.own('DELETE', path, { 'mcp-session-id': id, host, via: '1.1 mission-gateway' }).then((status) => {
+      if (status === null) logger.warn('MCP session end not delivered to the upstream (no answer within upstream.timeout_s); the gateway denies the session anyway');
+      else logger.info({ status }, 'MCP session end sent to the upstream');
+    });
   };
 }

@@ -10,7 +10,7 @@ import type { ServerResponse } from 'node:http';
 import { afterEach, describe, expect, it } from 'vitest';
 import { MissionHolds } from '../../src/mission/holds.js';
 import { refKey } from '../../src/mission/key.js';
-import { IDLE_MS, MAX_CALL_BYTES, MAX_CALLS, MAX_PER_PRINCIPAL, McpSessions } from '../../src/mcp/sessions.js';
+import { IDLE_MS, MAX_CALL_BYTES, MAX_CALLS, MAX_PER_PRINCIPAL, MAX_SESSIONS, McpSessions } from '../../src/mcp/sessions.js';
 import type { Review } from '../../src/mission/holds.js';
 import type { RequestContext } from '../../src/pipeline/context.js';
 import { context, logger, token } from '../mission/helpers.js';
@@ -118,6 +118,37 @@ describe('McpSessions bounds: a session is ended, never just forgotten', () => {
     expect(ended).toEqual([]);
     m2Permits = false;
     holds.review(refKey(claimRef('m2')), 'https://api.example.com', view('m2', []));
+    expect(ended).toEqual(['s']);
+  });
+
+  it('past MAX_SESSIONS held, the least recently used session is ended (a use makes it recent)', () => {
+    const { sessions, ended } = make();
+    // Spread over principals, so no principal's own bound is what ends one.
+    const per = MAX_PER_PRINCIPAL / 2;
+    for (let i = 0; i < MAX_SESSIONS; i++) sessions.use(`s${i}`, request(`user_${Math.floor(i / per)}`), null, none);
+    expect(ended).toEqual([]);
+    sessions.use('s0', request('user_0'), null, none); // s0 is now the most recently used
+    sessions.use('new', request('user_new'), null, none);
+    expect(ended).toEqual(['s1']);
+    expect(sessions.isEnded('s1')).toBe(true);
+    expect(sessions.ownerOf('s0')).toBe(sessions.ownerOf('s2'));
+    expect(sessions.ownerOf('new')).toBeDefined();
+  });
+
+  it('a session is never counted as an open exchange; ending it releases its holds, and its request\'s hold goes when the response closes', () => {
+    const { sessions, holds, ended } = make();
+    const ctx = request();
+    sessions.use('s', ctx, null, none);
+    expect(holds.size).toBe(0); // the forwarder counts the exchange; the session's holders are not counted
+    expect(holds.held().map((h) => h.key)).toEqual([refKey(claimRef('m1'))]);
+    sessions.end('s');
+    expect(ended).toEqual(['s']);
+    // The request's own hold stays while its response flows...
+    expect(holds.held()).toHaveLength(1);
+    (ctx.res as unknown as EventEmitter).emit('close');
+    // ...and nothing is held once it closed.
+    expect(holds.held()).toEqual([]);
+    holds.cut(refKey(claimRef('m1')), 'revoked');
     expect(ended).toEqual(['s']);
   });
 
