@@ -24,9 +24,9 @@ import { soleField, TWO_FIELDS } from '../http/headers.js';
 import type { Review } from '../mission/holds.js';
 import { refKey, trustedMissionIssuers } from '../mission/key.js';
 import { parseMetaReference, sameMission } from '../mission/reference.js';
-import { assertMissionActive, assertMissionJoin } from '../mission/state.js';
+import { assertMissionActive } from '../mission/state.js';
 import type { Logger } from '../observability/logger.js';
-import { principalOf, type MissionReference, type MissionView, type RequestContext } from '../pipeline/context.js';
+import { principalOf, type AccessToken, type MissionReference, type MissionView, type RequestContext } from '../pipeline/context.js';
 import type { Handler, Pipeline } from '../pipeline/run.js';
 import { denialResult, taskDenialResult, type DenialResult } from './denial.js';
 import { idKey, parseMcpBody, type InvalidCallMessage, type McpBody, type ToolCallMessage } from './jsonrpc.js';
@@ -39,6 +39,8 @@ import { combinePins, ListAnswers, MissionPins, ObservedTools, type ListFilter, 
 /** The part of MissionStates (src/mission/state.ts) this handler uses. */
 export interface MissionLookup {
   lookup(ref: MissionReference, audience: string, opts: { fresh?: boolean; tokenExp?: number; asker?: string }): MissionView | Promise<MissionView>;
+  /** Throws mission_reference_conflict unless the Mission belongs to the token's subject and client (state.ts assertMissionJoin). */
+  join(view: MissionView, token: AccessToken | null): void;
 }
 
 export interface McpHandlerDeps {
@@ -377,15 +379,21 @@ class McpHandler implements Handler {
     return state instanceof Promise ? state.then((v) => this.admit(ctx, ref, v)) : this.admit(ctx, ref, state);
   }
 
-  /** Active or throw (HTTP-level denial); joined to the token's subject and client or denied per call. */
+  /**
+   * Joined to the token's subject and client or denied per call, then active or throw (HTTP-level
+   * denial): the state of a Mission that is not the caller's is not for the caller to learn (r19d 4;
+   * one Status does not know stays `unknown`, as in state.ts).
+   */
   private admit(ctx: RequestContext, ref: MissionReference, view: MissionView): Scope | Denial {
-    assertMissionActive(view, Date.now());
-    try {
-      assertMissionJoin(view, ctx.token);
-    } catch (err) {
-      if (isDenial(err)) return err;
-      throw err;
+    if (view.state !== 'unknown') {
+      try {
+        this.lookup.join(view, ctx.token);
+      } catch (err) {
+        if (isDenial(err)) return err;
+        throw err;
+      }
     }
+    assertMissionActive(view, Date.now());
     return { ref, mission: view };
   }
 

@@ -157,11 +157,18 @@ export function assertMissionActive(view: MissionView, nowMs: number): void {
 
 /**
  * MAS mode: a Mission named by a header (or `_meta`) must belong to the token's subject and client,
- * as the Status response says (`mission.subject.sub`, `mission.client_id`).
+ * as the Status response says (`mission.subject.sub`, `mission.client_id`). A `sub` is unique only
+ * within its issuer (RFC 7519 section 4.1.2), so it must also be a subject of the token's issuer:
+ * the one the response names (`mission.subject.iss`); without one, the gateway's only token issuer,
+ * or, with several, the Mission's own issuer (r19d 1: else any issuer's "alice" is every issuer's).
  */
-export function assertMissionJoin(view: MissionView, token: AccessToken | null): void {
+export function assertMissionJoin(view: MissionView, token: AccessToken | null, tokenIssuers: number): void {
   if (token === null || view.subject === null || view.clientId === null || view.subject !== token.subject || view.clientId !== token.clientId) {
     throw new Denial('mission_reference_conflict', { description: 'the named Mission does not belong to this subject and client' });
+  }
+  const subjectIssuer = view.subjectIssuer ?? (tokenIssuers > 1 ? view.issuer : token.issuer);
+  if (subjectIssuer !== token.issuer) {
+    throw new Denial('mission_reference_conflict', { description: "the named Mission's subject is not a subject of this token's issuer" });
   }
 }
 
@@ -178,6 +185,8 @@ export class MissionStates {
   private readonly status: MissionStatusClient;
   private readonly verifier: SetVerifier;
   private readonly maxStaleMs: number;
+  /** How many token issuers the gateway trusts (`issuers`), for MAS-mode joins. */
+  private readonly tokenIssuers: number;
 
   private readonly records: LRUCache<string, MissionRecord>;
   /** Governance key (issuer, id) -> AAuth record key, learned from Status answers to AAuth queries. */
@@ -218,6 +227,7 @@ export class MissionStates {
     this.holds = deps.holds ?? null;
     this.now = deps.now ?? Date.now;
     this.maxStaleMs = deps.config.mission.max_stale_s * 1000;
+    this.tokenIssuers = deps.config.issuers.length;
     this.status = new MissionStatusClient({ config: deps.config, keys: deps.keys, metrics: deps.metrics, logger: deps.logger, now: this.now });
     this.verifier = new SetVerifier(deps.config, trustedMissionIssuers(deps.config), deps.keys, this.now);
 
@@ -315,8 +325,15 @@ export class MissionStates {
 
   private admit(ctx: RequestContext, ref: MissionReference, view: MissionView): void {
     ctx.mission = view;
+    // Joined first: the state of a Mission that is not the caller's is not for the caller to learn
+    // (r19d 4). A Mission Status does not know stays `unknown` (SPEC section 5), joined or not.
+    if (isHeaderReference(ref) && view.state !== 'unknown') this.join(view, ctx.token);
     assertMissionActive(view, this.now());
-    if (isHeaderReference(ref)) assertMissionJoin(view, ctx.token);
+  }
+
+  /** assertMissionJoin with this gateway's token issuers. */
+  join(view: MissionView, token: AccessToken | null): void {
+    assertMissionJoin(view, token, this.tokenIssuers);
   }
 
   /**
@@ -509,6 +526,7 @@ export class MissionStates {
       expiresAt: r.expiresAt,
       suspendUntil,
       subject: r.subject,
+      subjectIssuer: r.subjectIssuer,
       clientId: r.clientId,
     };
 
@@ -692,6 +710,7 @@ export class MissionStates {
         expiresAt: change.expiresAt,
         suspendUntil: change.suspendUntil,
         subject: null,
+        subjectIssuer: null,
         clientId: null,
       };
     }

@@ -46,6 +46,8 @@ export interface StatusResult {
   readonly expiresAt: number | null;
   readonly suspendUntil: number | null;
   readonly subject: string | null;
+  /** `mission.subject.iss`: the issuer `subject` is a subject of, when the authority says. */
+  readonly subjectIssuer: string | null;
   readonly clientId: string | null;
   /** `mission.fresh_until`: hard stop for caching; null when not given. */
   readonly freshUntil: number | null;
@@ -151,11 +153,13 @@ function readMission(ref: MissionReference, m: unknown, shape: 'jwt' | 'json'): 
   if (!isObject(m)) throw invalid('response carries no mission object');
   if (ref.id !== null) {
     if (m['id'] !== ref.id) throw invalid('response names another Mission');
-    const issuer = m['issuer'] ?? m['origin'];
-    if (issuer !== undefined && issuer !== ref.issuer) throw invalid('response names another Mission issuer');
   } else if (shape === 'jwt' || m['s256'] !== undefined || m['approver'] !== undefined) {
     if (m['approver'] !== ref.issuer || m['s256'] !== ref.s256) throw invalid('response names another AAuth Mission');
   }
+  // An authority answers for its own Missions only, an AAuth approver too: one naming another
+  // issuer's would have its Mission's holds cut and its identity sent upstream (r19d 2).
+  const named = m['issuer'] ?? m['origin'];
+  if (named !== undefined && named !== ref.issuer) throw invalid('response names another Mission issuer');
   const state = m['state'];
   if (typeof state !== 'string' || state === '') throw invalid('response carries no state');
   const version = m['version'];
@@ -166,19 +170,21 @@ function readMission(ref: MissionReference, m: unknown, shape: 'jwt' | 'json'): 
   const freshUntil = timeOf(m['fresh_until']);
   if (Number.isNaN(expiresAt) || Number.isNaN(suspendUntil) || Number.isNaN(freshUntil)) throw invalid('response carries an invalid timestamp');
   const hash = m['authority_hash'];
-  const subject = isObject(m['subject']) && typeof m['subject']['sub'] === 'string' ? m['subject']['sub'] : null;
+  const who = isObject(m['subject']) ? m['subject'] : null;
+  const subject = who !== null && typeof who['sub'] === 'string' ? who['sub'] : null;
+  const subjectIssuer = who !== null && typeof who['iss'] === 'string' ? who['iss'] : null;
   const clientId = typeof m['client_id'] === 'string' ? m['client_id'] : null;
   const id = typeof m['id'] === 'string' ? m['id'] : ref.id;
-  const issuer = typeof m['issuer'] === 'string' ? m['issuer'] : typeof m['origin'] === 'string' ? m['origin'] : ref.issuer;
   return {
     state,
     version: (version as number | undefined) ?? null,
     id,
-    issuer,
+    issuer: ref.issuer,
     authorityHash: typeof hash === 'string' ? hash : null,
     expiresAt,
     suspendUntil,
     subject,
+    subjectIssuer,
     clientId,
     freshUntil,
   };
@@ -316,7 +322,7 @@ export class MissionStatusClient {
     if (res.statusCode === 404) {
       // Anti-oracle: unknown and not-visible look the same; both deny as 'unknown'.
       this.checkErrorNonce(text, nonce);
-      const result: StatusResult = { state: 'unknown', version: null, id: ref.id, issuer: ref.issuer, authorityHash: null, authority: null, expiresAt: null, suspendUntil: null, subject: null, clientId: null, freshUntil: null, maxStaleSeconds: maxStale };
+      const result: StatusResult = { state: 'unknown', version: null, id: ref.id, issuer: ref.issuer, authorityHash: null, authority: null, expiresAt: null, suspendUntil: null, subject: null, subjectIssuer: null, clientId: null, freshUntil: null, maxStaleSeconds: maxStale };
       return { result, outcome: 'not_found' };
     }
     if (res.statusCode === 429 || res.statusCode === 503) {

@@ -102,8 +102,9 @@ export interface MissionView {
   /** Unix seconds, when known. */
   readonly expiresAt: number | null;
   readonly suspendUntil: number | null;
-  /** From Status: `mission.subject.sub` and `mission.client_id`, for MAS-mode joins. */
+  /** From Status: `mission.subject.sub`, `.iss` and `mission.client_id`, for MAS-mode joins. */
   readonly subject: string | null;
+  readonly subjectIssuer: string | null;
   readonly clientId: string | null;
 }
 

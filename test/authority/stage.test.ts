@@ -26,7 +26,7 @@ const SET: AuthorityEntry[] = [
 ];
 
 function mission(over: Partial<MissionView> = {}): MissionView {
-  return { id: 'msn_1', issuer: ISS, state: 'active', version: 1, authorityHash: null, source: 'cached', authority: SET, expiresAt: null, suspendUntil: null, subject: null, clientId: null, ...over };
+  return { id: 'msn_1', issuer: ISS, state: 'active', version: 1, authorityHash: null, source: 'cached', authority: SET, expiresAt: null, suspendUntil: null, subject: null, subjectIssuer: null, clientId: null, ...over };
 }
 
 function ctx(over: Partial<RequestContext> & { body?: Buffer | null; contentType?: string }): RequestContext {

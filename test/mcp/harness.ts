@@ -14,6 +14,7 @@ import type { EvidenceRecord } from '../../src/evidence/record.js';
 import { Upstream } from '../../src/http/forward.js';
 import { makeDropSet, TrustedProxies } from '../../src/http/headers.js';
 import { createMcpHandler, type MissionLookup } from '../../src/mcp/index.js';
+import { assertMissionJoin } from '../../src/mission/state.js';
 import { createLogger } from '../../src/observability/logger.js';
 import { Metrics } from '../../src/observability/metrics.js';
 import type { AccessToken, MissionReference, MissionView, Stage } from '../../src/pipeline/context.js';
@@ -44,6 +45,7 @@ export function view(id: string, authority: readonly Record<string, unknown>[] |
     expiresAt: null,
     suspendUntil: null,
     subject: 'user_1',
+    subjectIssuer: null,
     clientId: 'agent_1',
     ...extra,
   };
@@ -103,6 +105,7 @@ export async function startHarness(
       if (m instanceof Error) return Promise.reject(m);
       return m;
     },
+    join: (view, token) => assertMissionJoin(view, token, 1),
   };
   const handler = createMcpHandler({ config, missionStates: lookup, logger });
   const upstream = new Upstream({ url: config.upstream.url, timeoutMs: 5000, connections: 8, keepAliveTimeoutMs: 4000, holds: null, preserveHost: false });

@@ -41,6 +41,7 @@ const MISSION: MissionView = {
   expiresAt: null,
   suspendUntil: null,
   subject: 'user_1',
+  subjectIssuer: null,
   clientId: 'agent_1',
 };
 const TOKEN: AccessToken = { raw: 'x', issuer: ISSUER, subject: 'user_1', clientId: 'agent_1', jti: 'jti_1', exp: Math.floor(Date.now() / 1000) + 3600, jkt: null, claims: {} };

@@ -248,6 +248,70 @@ describe('SPEC section 5: denials from state', () => {
   });
 });
 
+describe('MAS mode joins across issuers and states (r19d 1, 4)', () => {
+  const OTHER = 'https://other-as.example.com';
+  const headerRef: MissionReference = { ...REF, form: 'reference_header' };
+  const from = (issuer: string, subject = 'user_1'): RequestContext => {
+    const ctx = context({ token: token({ iss: issuer }, { issuer, subject, exp: Math.floor(t / 1000) + 3600 }) });
+    ctx.missionRef = headerRef;
+    return ctx;
+  };
+
+  it("with one token issuer, a bare sub is that issuer's; a subject.iss naming another issuer does not join", async () => {
+    await setup({ accept_header_references: true });
+    expect((await check(from(ISSUER))).code).toBeNull();
+    server.missions.set(MISSION_ID, { state: 'active', version: 2, subject: { sub: 'user_1', iss: OTHER }, client_id: 'agent_1' });
+    await states.close();
+    await setup({ accept_header_references: true });
+    server.missions.set(MISSION_ID, { state: 'active', version: 2, subject: { sub: 'user_1', iss: OTHER }, client_id: 'agent_1' });
+    expect((await check(from(ISSUER))).code).toBe('mission_reference_conflict');
+  });
+
+  it("with several token issuers, another issuer's same-named subject does not join; subject.iss decides when given", async () => {
+    await setup({ accept_header_references: true });
+    const config = makeConfig({ issuers: [{ issuer: ISSUER, algorithms: ['ES256'] }, { issuer: OTHER, algorithms: ['ES256'] }] }, { client: { client_id: CLIENT_ID, private_key_file: ck.file }, authorities: [{ issuer: ISSUER, status_endpoint: server.url }], accept_header_references: true });
+    await states.close();
+    states = new MissionStates({ config, keys: new LocalKeys().add(ISSUER, authKey), metrics, logger, bus, holds, now });
+    // The Mission's issuer is the token's: its subject.
+    expect((await check(from(ISSUER))).code).toBeNull();
+    // Another trusted issuer's "user_1" / "agent_1" is someone else.
+    expect((await check(from(OTHER))).code).toBe('mission_reference_conflict');
+    // The authority says whose subject it is: that issuer's token joins, the Mission issuer's does not.
+    server.missions.set('msn_other_sub', { state: 'active', version: 1, subject: { sub: 'user_1', iss: OTHER }, client_id: 'agent_1' });
+    const named = (issuer: string): RequestContext => Object.assign(from(issuer), { missionRef: { ...headerRef, id: 'msn_other_sub' } });
+    expect((await check(named(OTHER))).code).toBeNull();
+    expect((await check(named(ISSUER))).code).toBe('mission_reference_conflict');
+  });
+
+  it("another subject's Mission is a conflict whatever its state; one Status does not know stays unknown", async () => {
+    await setup({ accept_header_references: true });
+    for (const state of ['suspended', 'revoked', 'completed']) {
+      server.missions.set(`msn_${state}`, { state, version: 2, subject: { sub: 'user_2' }, client_id: 'agent_1' });
+      const ctx = Object.assign(from(ISSUER), { missionRef: { ...headerRef, id: `msn_${state}` } });
+      expect((await check(ctx)).code).toBe('mission_reference_conflict');
+      // The owner learns the state.
+      const own = Object.assign(from(ISSUER, 'user_2'), { missionRef: { ...headerRef, id: `msn_${state}` } });
+      expect((await check(own)).code).toBe(state === 'suspended' ? 'mission_suspended' : 'mission_terminated');
+    }
+    const unknown = Object.assign(from(ISSUER), { missionRef: { ...headerRef, id: 'msn_nowhere' } });
+    expect(await check(unknown)).toMatchObject({ code: 'mission_terminated', extra: { mission_status: 'unknown' } });
+  });
+});
+
+describe('an AAuth Status answer speaks for its approver only (r19d 2)', () => {
+  beforeEach(() => setup());
+
+  it("an answer naming another issuer's Mission is not a verified answer", async () => {
+    const aauth: MissionReference = { form: 'claim', issuer: ISSUER, id: null, s256: 'abc', authorityHash: null };
+    server.missions.set('s256:abc', { state: 'active', version: 1, id: 'msn_A', issuer: 'https://other-as.example.com' });
+    expect((await check(ctxFor({ ref: aauth }))).code).toBe('state_unavailable');
+    server.missions.set('s256:abc', { state: 'active', version: 1, id: 'msn_A' });
+    const ok = await check(ctxFor({ ref: aauth }));
+    expect(ok.code).toBeNull();
+    expect(ok.ctx.mission).toMatchObject({ id: 'msn_A', issuer: ISSUER });
+  });
+});
+
 describe('SPEC section 3: concurrent misses share one Status request', () => {
   beforeEach(() => setup());
 
