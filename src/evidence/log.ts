@@ -249,8 +249,17 @@ export class EvidenceLog implements EvidenceSink {
   }
 
   write(record: EvidenceRecord, layout?: RecordLayout): void {
-    if (this.closed || this.failed) {
+    if (this.closed) {
       this.opts.metrics.evidenceFailures.inc();
+      return;
+    }
+    if (this.failed) {
+      // No request is admitted while the sink is failed: a permit now is one admitted before, whose
+      // upstream answered since (its record carries `upstream_status`). It was forwarded, so its
+      // record is kept for the reopened file (r19a 1). A denial now refused nothing that went
+      // upstream: counted only, so a flood of them cannot crowd the permits out.
+      if (record.decision === 'permit') this.keepUnwritten([record]);
+      else this.opts.metrics.evidenceFailures.inc();
       return;
     }
     this.queue.push(record);

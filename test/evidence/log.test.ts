@@ -341,14 +341,33 @@ describe('fail closed when evidence cannot be written (SPEC §2 /readyz, §9)', 
     const log = await EvidenceLog.open({ sink: file, metrics, logger, retryMs: 20 });
     expect(log.healthy()).toBe(false);
     expect(await gauge()).toBe(0);
-    log.write(record(1));
+    log.write(record(2, { denial_reason: 'evidence_unavailable' })); // what a request gets meanwhile
     expect(await failures()).toBe(1);
     mkdirSync(sub);
     await vi.waitFor(() => expect(log.healthy()).toBe(true), { timeout: 2000, interval: 10 });
     expect(await gauge()).toBe(1);
-    log.write(record(2));
+    log.write(record(3));
     await log.close();
-    expect(lines(file)).toHaveLength(1);
+    expect(lines(file).map((l) => (JSON.parse(l) as { evidence_id: string }).evidence_id)).toEqual(['evd_3']);
+    expect((await verifyEvidenceFile(file)).ok).toBe(true);
+  });
+
+  it('a permit recorded while the sink is failed (a request admitted before, answered since) goes to the reopened file; denials are counted only (r19a 1)', async () => {
+    const file = join(dir, 'e.log');
+    const log = await EvidenceLog.open({ sink: file, metrics, logger, retryMs: 200 });
+    log.write(record(1));
+    await new Promise((r) => setImmediate(r));
+    renameSync(file, join(dir, 'e.log.1'));
+    await vi.waitFor(() => expect(log.healthy()).toBe(false), { timeout: 3000, interval: 5 });
+    // The sink is failed: a forwarded request's upstream answers now, others are being refused.
+    log.write(record(3, { upstream_status: 200 }));
+    for (let i = 0; i < 5; i++) log.write(record(10 + 2 * i, { denial_reason: 'evidence_unavailable' }));
+    log.write(record(5, { upstream_status: 201 }));
+    expect(await failures()).toBe(7);
+    await vi.waitFor(() => expect(log.healthy()).toBe(true), { timeout: 3000, interval: 5 });
+    await log.close();
+    expect(lines(join(dir, 'e.log.1'))).toHaveLength(1);
+    expect(lines(file).map((l) => (JSON.parse(l) as { evidence_id: string }).evidence_id)).toEqual(['evd_3', 'evd_5']);
     expect((await verifyEvidenceFile(file)).ok).toBe(true);
   });
 
