@@ -53,9 +53,27 @@ export function signingKey(text: string, kid?: string): SigningKey {
   return { privateKey: key, publicKey, kid: kid ?? jwkKid ?? thumbprint(publicKey) };
 }
 
-/** A public key (or the public half of a private one) from a JWK or PEM file, for verification. */
-export async function loadVerificationKey(file: string): Promise<KeyObject> {
-  const { key } = parseKey(await readFile(file, 'utf8'), 'public');
-  assertP256(key);
-  return key;
+/**
+ * The public keys of a file, for verification: a JWK or PEM (a private one gives its public half),
+ * or a JWK Set (`{"keys": [...]}`), one key per signing key a file's records were signed with.
+ */
+export async function loadVerificationKeys(file: string): Promise<KeyObject[]> {
+  const text = await readFile(file, 'utf8');
+  let set: unknown;
+  try {
+    set = text.trim().startsWith('{') ? (JSON.parse(text) as { keys?: unknown }).keys : undefined;
+  } catch {
+    set = undefined; // parseKey reports it
+  }
+  if (set === undefined) {
+    const { key } = parseKey(text, 'public');
+    assertP256(key);
+    return [key];
+  }
+  if (!Array.isArray(set) || set.length === 0) throw new Error('the public key file is a JWK Set without keys');
+  return set.map((jwk) => {
+    const { key } = parseKey(JSON.stringify(jwk), 'public');
+    assertP256(key);
+    return key;
+  });
 }

@@ -57,25 +57,38 @@ export interface ChainTail {
   readonly torn: boolean;
   /** `evidence_id` of the last readable record (the one `sequence` comes from), or null. */
   readonly evidenceId: string | null;
+  /** That record's signing key: its JWS header's `kid` ("" without one), or null when it is not signed. */
+  readonly signedBy: string | null;
 }
 
 interface Readable {
   readonly sequence: number;
   readonly evidenceId: string | null;
+  readonly signedBy: string | null;
 }
 
 function readableOf(line: Buffer): Readable | null {
   try {
-    const v = JSON.parse(line.toString('utf8')) as { sequence?: unknown; evidence_id?: unknown } | null;
+    const v = JSON.parse(line.toString('utf8')) as { sequence?: unknown; evidence_id?: unknown; evidence_envelope?: { value?: unknown } } | null;
     const s = v?.sequence;
     if (typeof s !== 'number' || !Number.isSafeInteger(s) || s < 1) return null;
-    return { sequence: s, evidenceId: typeof v?.evidence_id === 'string' ? v.evidence_id : null };
+    return { sequence: s, evidenceId: typeof v?.evidence_id === 'string' ? v.evidence_id : null, signedBy: signerOf(v?.evidence_envelope?.value) };
   } catch {
     return null;
   }
 }
 
-const EMPTY_TAIL: ChainTail = { sequence: 0, prevHash: null, torn: false, evidenceId: null };
+function signerOf(jws: unknown): string | null {
+  if (typeof jws !== 'string') return null;
+  try {
+    const kid = (JSON.parse(Buffer.from(jws.slice(0, jws.indexOf('.')), 'base64url').toString('utf8')) as { kid?: unknown } | null)?.kid;
+    return typeof kid === 'string' ? kid : '';
+  } catch {
+    return '';
+  }
+}
+
+const EMPTY_TAIL: ChainTail = { sequence: 0, prevHash: null, torn: false, evidenceId: null, signedBy: null };
 
 /** Reads the end of an evidence file to continue its chain: last line's hash, last readable sequence. */
 export async function readChainTail(path: string): Promise<ChainTail> {
@@ -122,7 +135,7 @@ export async function readChainTail(path: string): Promise<ChainTail> {
       let readable: Readable | null = null;
       for (let i = lines.length - 1; i >= 0 && readable === null; i--) readable = readableOf(lines[i]!);
       if (readable === null && start > 0) continue;
-      return { sequence: readable?.sequence ?? 0, prevHash: lineHash(last), torn, evidenceId: readable?.evidenceId ?? null };
+      return { sequence: readable?.sequence ?? 0, prevHash: lineHash(last), torn, evidenceId: readable?.evidenceId ?? null, signedBy: readable?.signedBy ?? null };
     }
   } finally {
     await fh.close();
@@ -421,6 +434,7 @@ export class EvidenceLog implements EvidenceSink {
       this.sequence = tail.sequence;
       this.prevHash = tail.prevHash;
       this.file = file;
+      this.noteKeyChange(tail);
       if (this.unwritten.length > 0) {
         // Proves the file writable before any request is admitted again.
         await this.writeUnwritten(file, tail.evidenceId);
@@ -433,6 +447,19 @@ export class EvidenceLog implements EvidenceSink {
     } catch (err) {
       this.fail(err as Error);
     }
+  }
+
+  /**
+   * A chain continued under another signing key than its last record's (a key rotation, signing
+   * switched on or off) is logged: a verifier then needs both keys (r19a 2).
+   */
+  private noteKeyChange(tail: ChainTail): void {
+    const now = this.signer?.key.kid ?? null;
+    if (tail.sequence === 0 || tail.signedBy === now) return;
+    const sink = this.opts.sink;
+    if (now === null) this.opts.logger.warn({ sink, previous_kid: tail.signedBy }, 'evidence file continues unsigned after signed records: verify-evidence with a key reports the unsigned ones');
+    else if (tail.signedBy === null) this.opts.logger.warn({ sink, kid: now }, 'evidence file continues signed after unsigned records: verify-evidence with a key reports the unsigned ones');
+    else this.opts.logger.info({ sink, kid: now, previous_kid: tail.signedBy }, 'evidence file continues under a new signing key: verify it with both keys (--key twice, or a JWK Set)');
   }
 
   /** Writes the kept records after the tail, skipping those a part-failed write already put there. */

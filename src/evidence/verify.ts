@@ -1,14 +1,15 @@
 /**
- * `mission-gateway verify-evidence <file> [--key <public JWK or PEM>]`: checks an evidence file's
- * chain (every line's `prev_hash` is the hash of the line before, `sequence` counts up by one from
- * 1) and, with a key, every record's signature; reports the first break. Reads the file as a
- * stream, so its size does not matter.
+ * `mission-gateway verify-evidence <file> [--key <public JWK, PEM or JWK Set>]...`: checks an
+ * evidence file's chain (every line's `prev_hash` is the hash of the line before, `sequence` counts
+ * up by one from 1) and, with keys, every record's signature by one of them (a file continued
+ * across a signing-key rotation holds records of each key); reports the first break. Reads the file
+ * as a stream, so its size does not matter.
  */
 import { createReadStream } from 'node:fs';
 import { createHash, verify as verifySignature, type KeyObject } from 'node:crypto';
 import { jcs, JsonStrictError, JsonTooDeepError, scanJson } from '../authority/json.js';
 import { ENVELOPE_FORMAT, FIXED_MEMBERS, JWS_TYP, lineHash } from './format.js';
-import { loadVerificationKey } from './keys.js';
+import { loadVerificationKeys } from './keys.js';
 
 export interface EvidenceBreak {
   /** 1-based line number. */
@@ -29,8 +30,11 @@ export interface VerifyResult {
 }
 
 export interface VerifyOptions {
-  /** A KeyObject, or a path to a public (or private) JWK or PEM file. Required signatures when given. */
-  readonly publicKey?: KeyObject | string;
+  /**
+   * KeyObjects, or paths to public (or private) JWK, PEM or JWK Set files. When given, every record
+   * must be signed, and verify under one of them.
+   */
+  readonly publicKey?: KeyObject | string | readonly (KeyObject | string)[];
 }
 
 const UTF8 = new TextDecoder('utf-8', { fatal: true });
@@ -41,7 +45,8 @@ const UTF8 = new TextDecoder('utf-8', { fatal: true });
  */
 export const MAX_LINE_BYTES = 1024 * 1024;
 
-function checkSignature(record: Record<string, unknown>, key: KeyObject): string | null {
+/** Null when `record` is signed by one of `keys`, which are tried in order; else why not. */
+function checkSignature(record: Record<string, unknown>, keys: readonly KeyObject[]): string | null {
   const env = record['evidence_envelope'] as { format?: unknown; value?: unknown } | undefined;
   if (env === undefined || env === null) return 'record is not signed';
   if (env.format !== ENVELOPE_FORMAT || typeof env.value !== 'string') return 'evidence_envelope is not a compact JWS';
@@ -59,12 +64,21 @@ function checkSignature(record: Record<string, unknown>, key: KeyObject): string
   if (alg !== 'ES256' || typ !== JWS_TYP) return 'JWS header is not ES256 / ' + JWS_TYP;
   const { evidence_envelope: _env, ...unsigned } = record;
   if (Buffer.from(p, 'base64url').toString('utf8') !== jcs(unsigned)) return 'signed payload differs from the record';
-  const ok = verifySignature('sha256', Buffer.from(`${h}.${p}`), { key, dsaEncoding: 'ieee-p1363' }, Buffer.from(s, 'base64url'));
-  return ok ? null : 'signature does not verify';
+  const input = Buffer.from(`${h}.${p}`);
+  const signature = Buffer.from(s, 'base64url');
+  for (const key of keys) if (verifySignature('sha256', input, { key, dsaEncoding: 'ieee-p1363' }, signature)) return null;
+  return keys.length === 1 ? 'signature does not verify' : 'signature does not verify under any of the keys';
+}
+
+async function keysOf(given: VerifyOptions['publicKey']): Promise<KeyObject[] | null> {
+  if (given === undefined) return null;
+  const out: KeyObject[] = [];
+  for (const k of Array.isArray(given) ? given : [given]) out.push(...(typeof k === 'string' ? await loadVerificationKeys(k) : [k as KeyObject]));
+  return out.length === 0 ? null : out;
 }
 
 export async function verifyEvidenceFile(path: string, options: VerifyOptions = {}): Promise<VerifyResult> {
-  const key = typeof options.publicKey === 'string' ? await loadVerificationKey(options.publicKey) : (options.publicKey ?? null);
+  const keys = await keysOf(options.publicKey);
   let lineNo = 0;
   let records = 0;
   let signaturesVerified = 0;
@@ -131,10 +145,10 @@ export async function verifyEvidenceFile(path: string, options: VerifyOptions = 
     if (record['prev_hash'] !== expectedPrev) {
       broken(first ? 'the first record has a prev_hash (file truncated at the front?)' : 'prev_hash does not match the previous line');
     }
-    if (key !== null) {
+    if (keys !== null) {
       let problem: string | null;
       try {
-        problem = checkSignature(record, key);
+        problem = checkSignature(record, keys);
       } catch (err) {
         problem = `the signature cannot be checked: ${(err as Error).message}`;
       }
@@ -199,20 +213,21 @@ export async function verifyEvidenceFile(path: string, options: VerifyOptions = 
   return firstBreak === undefined ? result : { ...result, firstBreak };
 }
 
-const USAGE = 'usage: mission-gateway verify-evidence <file> [--key <public key: JWK or PEM>]\n';
+const USAGE = 'usage: mission-gateway verify-evidence <file> [--key <public key: JWK, PEM or JWK Set>]...\n  (--key again, or a JWK Set, for a file whose records were signed by several keys)\n';
 
 /** The CLI verb: prints a summary; exit 0 intact, 1 broken, 2 usage or unreadable input. */
 export async function verifyEvidenceCli(argv: string[]): Promise<number> {
   let file: string | undefined;
-  let keyFile: string | undefined;
+  const keyFiles: string[] = [];
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
     if (a === '--key') {
-      keyFile = argv[++i];
+      const keyFile = argv[++i];
       if (keyFile === undefined) {
         process.stderr.write(USAGE);
         return 2;
       }
+      keyFiles.push(keyFile);
     } else if (a === '--help' || a === '-h') {
       process.stdout.write(USAGE);
       return 0;
@@ -229,12 +244,12 @@ export async function verifyEvidenceCli(argv: string[]): Promise<number> {
   }
   let result: VerifyResult;
   try {
-    result = await verifyEvidenceFile(file, keyFile === undefined ? {} : { publicKey: keyFile });
+    result = await verifyEvidenceFile(file, keyFiles.length === 0 ? {} : { publicKey: keyFiles });
   } catch (err) {
     process.stderr.write(`verify-evidence: ${(err as Error).message}\n`);
     return 2;
   }
-  const sigs = keyFile === undefined ? 'signatures not checked (no --key)' : `${result.signaturesVerified} signatures verified`;
+  const sigs = keyFiles.length === 0 ? 'signatures not checked (no --key)' : `${result.signaturesVerified} signatures verified`;
   if (result.ok) {
     process.stdout.write(`intact: ${result.records} records, chain unbroken, ${sigs}\n`);
     return 0;

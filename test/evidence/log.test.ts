@@ -107,7 +107,7 @@ describe('SPEC §9 evidence records and chain', () => {
     const file = join(dir, 'e.log');
     await writeAll(file, [record(1), record(2)]);
     appendFileSync(file, '{"evidence_id":"evd_3","decis');
-    expect(await readChainTail(file)).toEqual({ sequence: 2, prevHash: hash('{"evidence_id":"evd_3","decis'), torn: true, evidenceId: 'evd_2' });
+    expect(await readChainTail(file)).toEqual({ sequence: 2, prevHash: hash('{"evidence_id":"evd_3","decis'), torn: true, evidenceId: 'evd_2', signedBy: null });
     await writeAll(file, [record(4)]);
     const ls = lines(file);
     expect(ls).toHaveLength(4);
@@ -320,6 +320,60 @@ describe('SPEC §9 signed records: compact JWS, ES256, typ application/mission-r
     const plain = join(dir, 'plain.log');
     await writeAll(plain, [record(1)]);
     expect((await verifyEvidenceFile(plain, { publicKey })).firstBreak?.reason).toBe('record is not signed');
+  });
+
+  it('a file continued across a signing-key rotation verifies under both keys: --key twice, or a JWK Set (r19a 2)', async () => {
+    const file = join(dir, 'e.log');
+    await writeAll(file, [record(1), record(2)], { privateKeyFile: keyFile });
+    const next = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+    const nextKey = join(dir, 'next.jwk');
+    writeFileSync(nextKey, JSON.stringify({ ...next.privateKey.export({ format: 'jwk' }), kid: 'ev-2027' }));
+    await writeAll(file, [record(3), record(4)], { privateKeyFile: nextKey });
+    const nextPub = join(dir, 'next.pub.jwk');
+    writeFileSync(nextPub, JSON.stringify(next.publicKey.export({ format: 'jwk' })));
+    // Either key alone: the other's records are breaks.
+    expect(await verifyEvidenceFile(file, { publicKey: pubFile })).toMatchObject({ ok: false, breaks: 2, firstBreak: { line: 3, reason: 'signature does not verify' } });
+    expect(await verifyEvidenceFile(file, { publicKey: nextPub })).toMatchObject({ ok: false, breaks: 2, firstBreak: { line: 1 } });
+    expect(await verifyEvidenceFile(file, { publicKey: [pubFile, nextPub] })).toEqual({ ok: true, records: 4, signaturesVerified: 4, breaks: 0 });
+    const jwks = join(dir, 'keys.json');
+    writeFileSync(jwks, JSON.stringify({ keys: [publicKey.export({ format: 'jwk' }), next.publicKey.export({ format: 'jwk' })] }));
+    expect(await verifyEvidenceFile(file, { publicKey: jwks })).toMatchObject({ ok: true, signaturesVerified: 4 });
+    // A third, unrelated key verifies nothing, and says so.
+    const stranger = generateKeyPairSync('ec', { namedCurve: 'P-256' }).publicKey;
+    expect((await verifyEvidenceFile(file, { publicKey: [stranger, publicKey] })).firstBreak).toEqual({ line: 3, reason: 'signature does not verify under any of the keys' });
+    const out = vi.spyOn(process.stdout, 'write').mockImplementation(() => true);
+    try {
+      expect(await verifyEvidenceCli([file, '--key', pubFile, '--key', nextPub])).toBe(0);
+      expect(await verifyEvidenceCli([file, '--key', nextPub])).toBe(1);
+      expect(await verifyEvidenceCli([file, '--key', jwks])).toBe(0);
+    } finally {
+      out.mockRestore();
+    }
+    writeFileSync(jwks, '{"keys": []}');
+    await expect(verifyEvidenceFile(file, { publicKey: jwks })).rejects.toThrow(/without keys/);
+  });
+
+  it('the gateway says so when it continues a file under another signing key, or unsigned', async () => {
+    const file = join(dir, 'e.log');
+    const said: Record<string, unknown>[] = [];
+    const capture = pino({ level: 'info' }, { write: (line: string) => void said.push(JSON.parse(line) as Record<string, unknown>) });
+    const reopen = async (sign?: { privateKeyFile: string }): Promise<void> => {
+      const log = await EvidenceLog.open({ sink: file, metrics, logger: capture, ...(sign === undefined ? {} : { sign }) });
+      log.write(record(1));
+      await log.close();
+    };
+    await reopen({ privateKeyFile: keyFile });
+    await reopen({ privateKeyFile: keyFile });
+    expect(said).toEqual([]);
+    const next = join(dir, 'next.jwk');
+    writeFileSync(next, JSON.stringify({ ...generateKeyPairSync('ec', { namedCurve: 'P-256' }).privateKey.export({ format: 'jwk' }), kid: 'ev-2027' }));
+    await reopen({ privateKeyFile: next });
+    expect(said.at(-1)).toMatchObject({ kid: 'ev-2027', previous_kid: 'ev-2026', msg: expect.stringMatching(/new signing key/) });
+    await reopen();
+    expect(said.at(-1)).toMatchObject({ previous_kid: 'ev-2027', msg: expect.stringMatching(/continues unsigned/) });
+    await reopen({ privateKeyFile: keyFile });
+    expect(said.at(-1)).toMatchObject({ kid: 'ev-2026', msg: expect.stringMatching(/continues signed after unsigned/) });
+    expect(said).toHaveLength(3);
   });
 
   it('refuses a key that is not P-256', async () => {

@@ -109,9 +109,12 @@ export interface MissionRecordFixture {
   expires_at?: string;
   fresh_until?: string | null;
   suspend_until?: string;
-  subject?: { sub: string };
+  subject?: { sub: string; iss?: string };
   client_id?: string;
   authorization_details?: unknown[];
+  /** Override what the answer names (an AAuth answer's governance id, or another issuer). */
+  id?: string;
+  issuer?: string;
 }
 
 /**
