@@ -21,7 +21,7 @@ const USAGE = `usage:
   mission-gateway [run] --config <file>       start the gateway (-c <file>; MISSION_GATEWAY_CONFIG may name the file)
   mission-gateway check --config <file>       validate a config file (exit 0 ok, 2 invalid)
   mission-gateway dev-authority --port <n>    start the development-only Mission Authority (dev-authority --help for more)
-  mission-gateway verify-evidence <file> [--key <public key file>]
+  mission-gateway verify-evidence <file> [--key <public key file or JWK Set>]...
                                               verify an evidence file's hash chain (and signatures with --key)
   mission-gateway keygen <file> [--alg ES256|EdDSA] [--kid <kid>] [--force]
                                               write a new private key (JWK, mode 0600) and print its public JWK
