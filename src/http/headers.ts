@@ -162,8 +162,7 @@ export function upstreamHeaders(
       }
       continue;
     }
-    // The proxy's word on the client (X-Forwarded-Port, -Prefix, X-Real-IP, ...) only from a proxy.
-    if (!trusted && lower.charCodeAt(0) === 120 /* x */ && (lower.startsWith('x-forwarded-') || lower === 'x-real-ip')) continue;
+    if (lower.charCodeAt(0) === 120 /* x */ && droppedX(lower, trusted)) continue;
     // CGI, WSGI, PHP and Rack read `X_Mission_Id` as `X-Mission-Id` (both HTTP_X_MISSION_ID): an
     // underscore spelling of a name the gateway sets or strips is that name, and dropped with it.
     if (lower.includes('_') && underscoreAlias(lower, policy.drop)) continue;
@@ -204,7 +203,22 @@ const VIA_10 = '1.0 mission-gateway';
  */
 function underscoreAlias(lower: string, drop: ReadonlySet<string>): boolean {
   const folded = lower.replaceAll('_', '-');
-  return drop.has(folded) || folded.startsWith('x-forwarded-') || folded === 'x-real-ip';
+  return drop.has(folded) || droppedX(folded, false);
+}
+
+/**
+ * An `x-` name (lower-case) a client's request never carries upstream:
+ *  - the proxy's word on the client (X-Forwarded-Port, -Prefix, X-Real-IP, ...), unless a trusted
+ *    proxy sent it;
+ *  - any `X-Mission-*`: the gateway's identity headers are its word, and an upstream that reads the
+ *    family as such must not take a client's `X-Mission-Tenant` for it (r19d 5);
+ *  - `X-Original-URL`, `X-Rewrite-URL`: read as the request path by some frameworks (Symfony and
+ *    Zend before CVE-2018-14773, IIS URL Rewrite setups), they would serve another path than the
+ *    one the gateway authorized (SPEC section 4), from any client.
+ */
+function droppedX(lower: string, trusted: boolean): boolean {
+  if (lower.startsWith('x-mission-') || lower === 'x-original-url' || lower === 'x-rewrite-url') return true;
+  return !trusted && (lower.startsWith('x-forwarded-') || lower === 'x-real-ip');
 }
 
 /**

@@ -140,6 +140,18 @@ describe('SPEC §4/§5/§6: a transparent proxy on auth: none routes', () => {
     expect(h['x-forwarded-for']).toBe('127.0.0.1');
   });
 
+  it("a client's X-Mission-* of any name, X-Original-URL and X-Rewrite-URL never reach the upstream, in any spelling (r19d 5)", async () => {
+    const r = await raw(gw.url, {
+      path: '/public/names',
+      headers: { 'X-Mission-Tenant': 'acme', 'x-mission-scope': 'admin', 'X-Original-URL': '/admin/users/delete', 'X-Rewrite-URL': '/admin', X_Original_URL: '/admin', X_Mission_Role: 'root', 'X-Missionary': 'kept', 'X-Original-Host-Name': 'kept' },
+    });
+    const h = r.json()['headers'] as Record<string, string>;
+    expect(r.status).toBe(200);
+    for (const name of ['x-mission-tenant', 'x-mission-scope', 'x-original-url', 'x-rewrite-url', 'x_original_url', 'x_mission_role']) expect(h[name]).toBeUndefined();
+    expect(h['x-missionary']).toBe('kept');
+    expect(h['x-original-host-name']).toBe('kept');
+  });
+
   it('SPEC §6: underscore spellings of identity, forwarding and credential headers are dropped (CGI, WSGI, PHP and Rack read X_Mission_Id as X-Mission-Id)', async () => {
     const r = await raw(gw.url, {
       path: '/public/underscores',
