@@ -78,9 +78,18 @@ export function isJsonMediaType(contentType: string | undefined): boolean {
  * that honours it would read members the decision never saw: Express's body-parser decodes utf-7
  * and utf-16 through iconv-lite, and in UTF-7 `+ACI-` is a quote (r13c F1). Every `charset`
  * parameter counts, quoted or not, even one the upstream's parser might take for another's value.
+ * So is a content coding (`Content-Encoding` other than `identity`): the gateway decides on the bytes
+ * as sent, an upstream that decodes them (Express's body-parser: gzip, deflate, br) reads others, and
+ * one body can be JSON as sent and other JSON decoded (r19b 1).
  * Throws Denial('parameter_unparseable').
  */
 export function jsonBodyContentType(raw: readonly string[]): string | undefined {
+  for (const coding of rawHeaderLines(raw, 'content-encoding')) {
+    for (const c of coding.split(',')) {
+      const name = c.trim().toLowerCase();
+      if (name !== '' && name !== 'identity') throw unparseable('a body the gateway reads for its decision must not be content-encoded');
+    }
+  }
   const fields = rawHeaderLines(raw, 'content-type');
   if (fields.length > 1) throw unparseable('the request has more than one Content-Type');
   const value = fields[0];

@@ -411,6 +411,22 @@ describe('SPEC section 5 on the MCP path: bodies', () => {
     expect(up.seen).toHaveLength(1);
   });
 
+  it('a content-encoded body is refused: an upstream that decodes it would read another call than the one decided on (r19b 1)', async () => {
+    const up = await recorder((_req, _b, res) => res.writeHead(200, { 'content-type': 'application/json' }).end('{"jsonrpc":"2.0","id":5,"result":{"content":[]}}'));
+    const s = await setup({ upstream: up.url });
+    const id = await mission(s, [{ type: 'mission_resource_access', resource: s.mcpUrl, actions: ['invoices.read'] }]);
+    const token = await s.dev.issueAccessToken({ missionId: id, resource: s.mcpUrl });
+    const call = JSON.stringify(callMsg(5, 'get_invoice', { invoice_id: 'inv_1' }));
+    for (const encoding of ['br', 'gzip', 'deflate']) {
+      const r = await post(s.mcpUrl, token, call, { 'content-encoding': encoding });
+      expect([encoding, r.status]).toEqual([encoding, 400]);
+      expect(await r.json()).toMatchObject({ denial_reason: 'parameter_unparseable' });
+    }
+    expect(up.seen).toHaveLength(0);
+    expect((await post(s.mcpUrl, token, call, { 'content-encoding': 'identity' })).status).toBe(200);
+    expect(up.seen).toHaveLength(1);
+  });
+
   it('a call whose body arrives after its Mission was revoked or narrowed is decided on that, and never forwarded (r13c F2)', async () => {
     const up = await recorder((_req, _b, res) => res.writeHead(200, { 'content-type': 'application/json' }).end('{"jsonrpc":"2.0","id":3,"result":{"content":[]}}'));
     const s = await setup({ upstream: up.url });

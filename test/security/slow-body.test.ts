@@ -137,4 +137,19 @@ describe('a body the gateway reads is declared as the UTF-8 it is read as', () =
     const req = await halfSent(t, '/payments', PAYMENT, { 'Content-Type': 'application/json; charset=utf-7' });
     expect(await req.finish()).toMatch(/^HTTP\/1\.1 400[^]*parameter_unparseable/);
   });
+
+  it('a content-encoded body is 400 parameter_unparseable: an upstream that decodes it reads other parameters than the ones decided on (r19b 1)', async () => {
+    const t = await target();
+    const send = async (encoding: string) => {
+      const dpop = await t.agent.proof('POST', `${API}/payments`, t.token);
+      return t.send({ method: 'POST', path: '/payments', authorization: `DPoP ${t.token}`, dpop, headers: { 'content-type': 'application/json', 'content-encoding': encoding }, body: PAYMENT });
+    };
+    for (const encoding of ['gzip', 'br', 'deflate', 'GZIP', 'identity, gzip', 'x-gzip', 'zstd']) {
+      const r = await send(encoding);
+      expect([encoding, r.status, r.json<{ denial_reason: string }>().denial_reason]).toEqual([encoding, 400, 'parameter_unparseable']);
+    }
+    expect(t.echo.requests.filter((q) => q.url === '/payments')).toHaveLength(0);
+    for (const encoding of ['identity', 'Identity', '']) expect([encoding, (await send(encoding)).status]).toEqual([encoding, 200]);
+    expect(t.echo.requests.filter((q) => q.url === '/payments')).toHaveLength(3);
+  });
 });
