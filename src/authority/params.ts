@@ -248,10 +248,11 @@ function queryAlias(query: URLSearchParams, key: string): boolean {
 
 /**
  * A form or query name as the most lenient servers read it: case-folded (ASP.NET Core, Java's
- * equalsIgnoreCase), leading space stripped, `.` and ` ` read as `_`, and `name[...]` as `name` (PHP).
+ * equalsIgnoreCase), leading space stripped, `.` and ` ` read as `_`, `name[...]` as `name` (PHP),
+ * and cut at a NUL (`amount%00x`: a server in C reads `amount`; r19b).
  */
 export function queryFold(k: string): string {
-  return foldName(k.trimStart().replace(/\[.*$/, '').replace(/[ .]/g, '_'));
+  return foldName(k.replace(/\0[^]*$/, '').trimStart().replace(/\[.*$/, '').replace(/[ .]/g, '_'));
 }
 
 /** A header named as `header` with underscores for dashes: CGI, WSGI, PHP and Rack read both as one. */

@@ -152,7 +152,7 @@ describe('SPEC §4 parameter binding', () => {
       expect(denialCode(() => extract(null, { headers: { 'x-tenant': ['a', 'b'] } }))).toBe('parameter_unparseable');
     });
     it('a query parameter also given under a spelling another server reads as it (ASP.NET Core: case; PHP: brackets, leading space, dot)', () => {
-      for (const alias of ['Mode', 'MODE', 'mode[]', 'mode[x]', '+mode', '%20mode']) {
+      for (const alias of ['Mode', 'MODE', 'mode[]', 'mode[x]', '+mode', '%20mode', 'mode%00', 'mode%00x', 'Mode%00[']) {
         expect(denialCode(() => extract(null, { search: `?mode=a&${alias}=b` })), alias).toBe('parameter_unparseable');
       }
       expect(extract(null, { search: '?mode=a&model=b&other=c' })).toMatchObject({ mode: 'a' });
