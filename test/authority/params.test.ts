@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import { authorityHash, entryDigest, extractParams, parameterDigest, parseJsonStrict } from '../../src/authority/params.js';
+import { authorityHash, entryDigest, extractParams, parameterDigest, parseJsonStrict, queryFold } from '../../src/authority/params.js';
 import { MAX_JSON_DEPTH, numberIsExact, numberSource, parsePointer, resolvePointer, stringifyExact } from '../../src/authority/json.js';
 import { compileRoutes, type CompiledRoute } from '../../src/config/compile.js';
 import { configSchema } from '../../src/config/schema.js';
@@ -156,6 +156,15 @@ describe('SPEC §4 parameter binding', () => {
         expect(denialCode(() => extract(null, { search: `?mode=a&${alias}=b` })), alias).toBe('parameter_unparseable');
       }
       expect(extract(null, { search: '?mode=a&model=b&other=c' })).toMatchObject({ mode: 'a' });
+    });
+    it('a name of many brackets before a newline folds in linear time, and a bracket before a newline still cuts it (r19c 1)', () => {
+      expect(queryFold('mode[\n]')).toBe('mode');
+      expect(denialCode(() => extract(null, { search: '?mode=a&mode%5B%0A%5D=b' }))).toBe('parameter_unparseable');
+      // Quadratic, this is minutes of CPU; linear, milliseconds. The bound only catches the former.
+      const hostile = 'x' + '['.repeat(1 << 20) + '\n';
+      const started = performance.now();
+      expect(queryFold(hostile)).toBe('x');
+      expect(performance.now() - started).toBeLessThan(5000);
     });
     it('a header parameter also given with underscores (CGI, WSGI, PHP, Rack read both as one)', () => {
       expect(denialCode(() => extract(null, { headers: { 'x-tenant': 'acme', x_tenant: 'victim' } }))).toBe('parameter_unparseable');

@@ -119,6 +119,9 @@ describe('names, values and headers an AS may read more leniently than the guard
     // Beside the exact name it is a second copy: refused, like any repeated parameter.
     malformed(req(`grant_type=client_credentials&GRANT_TYPE=${grant}&assertion=${ID_JAG}`));
     malformed(req(`grant_type=${grant}&assertion=${jwt('JWT')}&Assertion=${ID_JAG}`));
+    // A bracket before a newline (r19c's lead: the old pattern's `.` stopped at the newline) and a NUL.
+    malformed(req(`grant_type=${grant}&assertion=${jwt('JWT')}&assertion%5B%0A%5D=${ID_JAG}`));
+    malformed(req(`grant_type=${grant}&assertion=${jwt('JWT')}&assertion%00x=${ID_JAG}`));
   });
 
   it('a grant type with a letter another language folds onto ASCII (ſ, dotless ı) is the jwt-bearer grant', () => {
