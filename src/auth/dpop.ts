@@ -119,9 +119,17 @@ interface ProofHeader {
  */
 export class ProofKeyCache {
   private readonly lru: LRUCache<string, ProofHeader>;
-  constructor(max = 10_000, onEvict?: () => void) {
+  /**
+   * At most `max` headers, and `maxBytes` counted as each segment's length plus a KiB for the
+   * imported key: a client can make every header unique and up to MAX_PROOF_BYTES long, and
+   * headers are cached before the proof's signature is checked (r19c 3: 10,000 of them held
+   * ~110 MiB). Ordinary headers (~300 bytes) fit `max` first.
+   */
+  constructor(max = 10_000, onEvict?: () => void, maxBytes = 16 * 1024 * 1024) {
     this.lru = new LRUCache<string, ProofHeader>({
       max,
+      maxSize: maxBytes,
+      sizeCalculation: (_h, segment) => segment.length + 1024,
       ...(onEvict ? { dispose: (_v: ProofHeader, _k: string, reason: LRUCache.DisposeReason) => reason === 'evict' && onEvict() } : {}),
     });
   }
