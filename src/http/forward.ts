@@ -46,7 +46,8 @@ const UNDEFINED_CONTENT: ReadonlySet<string> = new Set(['GET', 'HEAD', 'DELETE',
 const REASON_PHRASE = /^[\t\x20-\x7e\x80-\xff]*$/;
 
 export type ForwardOutcome =
-  | { readonly kind: 'response'; readonly status: number; readonly dpopNonce: boolean }
+  /** `session`: the response's Mcp-Session-Id, if any (an MCP server creating a session). */
+  | { readonly kind: 'response'; readonly status: number; readonly dpopNonce: boolean; readonly session: string | null }
   | { readonly kind: 'error'; readonly code: 'bad_gateway' | 'gateway_timeout'; readonly error: Error }
   /** The client connection closed first (the client went away, or the gateway cut it at shutdown): `reason` says which. */
   | { readonly kind: 'aborted'; readonly reason: Error };
@@ -310,7 +311,7 @@ class Exchange implements Dispatcher.DispatchHandler, Holder {
       this.abort?.(new Error(`upstream answered with status ${statusCode}`));
       return false;
     }
-    const { headers, sized, dpopNonce, coded, trailer } = relayHeaders(rawHeaders, this.req.responseHeaders);
+    const { headers, sized, dpopNonce, session, coded, trailer } = relayHeaders(rawHeaders, this.req.responseHeaders);
     // HEAD, 204 and 304 have no body for a coding to be on (RFC 9112 section 6.1 allows the field).
     if (coded && statusCode !== 204 && statusCode !== 304 && this.req.method !== 'HEAD') {
       // Transfer-Encoding gzip (or another coding) under the chunks: nothing the client gets would say so.
@@ -348,7 +349,7 @@ class Exchange implements Dispatcher.DispatchHandler, Holder {
       this.abort?.(err as Error);
       return false;
     }
-    this.settle({ kind: 'response', status: statusCode, dpopNonce });
+    this.settle({ kind: 'response', status: statusCode, dpopNonce, session });
     return true;
   }
 

@@ -243,13 +243,18 @@ const RESPONSE_DROP = new Set(['connection', 'keep-alive', 'proxy-connection', '
  * Response headers from undici's raw list minus hop-by-hop ones (and those the response's own
  * `Connection` header names), as a flat [name, value, …] list for writeHead, plus `extra`.
  * `sized` tells whether the response declared a Content-Length; `dpopNonce` whether it carried a
- * DPoP-Nonce (an AS asking for a nonce, RFC 9449 section 8); `trailer` the `Trailer` value, which
- * is written only on a chunked answer (Node refuses it on any other).
+ * DPoP-Nonce (an AS asking for a nonce, RFC 9449 section 8); `session` its `Mcp-Session-Id` (an
+ * MCP server creating a session); `trailer` the `Trailer` value, which is written only on a chunked
+ * answer (Node refuses it on any other).
  */
-export function relayHeaders(raw: readonly Buffer[], extra: Record<string, string> | null): { headers: string[]; sized: boolean; dpopNonce: boolean; coded: boolean; trailer: string | null } {
+export function relayHeaders(
+  raw: readonly Buffer[],
+  extra: Record<string, string> | null,
+): { headers: string[]; sized: boolean; dpopNonce: boolean; session: string | null; coded: boolean; trailer: string | null } {
   const out: string[] = [];
   let sized = false;
   let dpopNonce = false;
+  let session: string | null = null;
   let coded = false;
   let connection: string | null = null;
   let trailer: string | null = null;
@@ -264,13 +269,15 @@ export function relayHeaders(raw: readonly Buffer[], extra: Record<string, strin
       else if (lower === 'transfer-encoding' && raw[i + 1]!.toString('latin1').toLowerCase() !== 'chunked') coded = true;
       continue;
     }
+    const value = raw[i + 1]!.toString('latin1');
     if (lower === 'content-length') sized = true;
     else if (lower === 'dpop-nonce') dpopNonce = true;
-    out.push(name, raw[i + 1]!.toString('latin1'));
+    else if (lower === 'mcp-session-id') session = value;
+    out.push(name, value);
   }
   if (connection !== null) dropNamed(out, connection);
   if (extra !== null) for (const k in extra) out.push(k, extra[k]!);
-  return { headers: out, sized, dpopNonce, coded, trailer };
+  return { headers: out, sized, dpopNonce, session, coded, trailer };
 }
 
 /** Not trailers to pass on (RFC 9110 section 6.5.1): the hop-by-hop fields, framing and routing. */

@@ -87,8 +87,12 @@ function sessionOf(ctx: RequestContext): string | undefined {
   if (value === TWO_FIELDS) throw new Denial('request_malformed', { description: 'more than one Mcp-Session-Id field' });
   if (value === null || value === '') return undefined;
   // MCP: visible ASCII. Bounded: ids are kept per session, and ended ones remembered (r16f F3).
-  if (value.length > MAX_SESSION_ID_LENGTH || !SESSION_ID.test(value)) throw new Denial('request_malformed', { description: `an Mcp-Session-Id must be 1-${MAX_SESSION_ID_LENGTH} visible ASCII characters` });
+  if (!validSessionId(value)) throw new Denial('request_malformed', { description: `an Mcp-Session-Id must be 1-${MAX_SESSION_ID_LENGTH} visible ASCII characters` });
   return value;
+}
+
+function validSessionId(value: string): boolean {
+  return value.length <= MAX_SESSION_ID_LENGTH && SESSION_ID.test(value);
 }
 
 /**
@@ -191,7 +195,9 @@ class McpHandler implements Handler {
       // Notifications, and the client's answers to the server's requests (a confirmation asked
       // for by a call): they go on while the session does.
       this.track(ctx, session);
-      await pipeline.forward(ctx, { policy, body });
+      const outcome = await pipeline.forward(ctx, { policy, body });
+      // An `initialize` answered with a new session: bound to its creator from now (sessions.ts).
+      if (session === undefined && outcome.kind === 'response' && outcome.session !== null && validSessionId(outcome.session)) this.sessions?.created(outcome.session, ctx);
       return;
     }
     await this.gate(ctx, pipeline, body, parsed, session);

@@ -20,9 +20,13 @@
  * session starts a new one), whatever its token. A client's own DELETE ends it at the gateway too,
  * whatever the upstream answers (a server may refuse it and keep the session).
  *
- * A session is also bound to the principal whose Mission-bound request used it first (MCP's
- * security best practices: bind a session to its user): another principal naming it gets 404
- * `session_mismatch`, as if it did not exist.
+ * A session is also bound to its principal (MCP's security best practices: bind a session to its
+ * user): the one whose Mission-bound request created it (the upstream's answer carrying the new
+ * `Mcp-Session-Id`), or, for a session created through another replica, the first whose
+ * Mission-bound request used it here. Another principal naming it gets 404 `session_mismatch`, as
+ * if it did not exist. Binding at creation closes the moment between an `initialize` answer and the
+ * creator's next request, and a principal who named an id before the upstream issued it (a
+ * guessable id) loses it to the creator (r19d 3).
  *
  * Per replica: another replica learns of a session from the requests it carries, and the
  * upstream's own end of the session covers the rest.
@@ -144,6 +148,20 @@ export class McpSessions {
   }
 
   /**
+   * The upstream created session `id` answering `ctx`'s Mission-bound request: bound to its
+   * principal. Whoever named the id before (the upstream did not know it then) loses it: its holds
+   * are released and it is no longer ended here (it names a new session now).
+   */
+  created(id: string, ctx: RequestContext): void {
+    if (this.holds === null || ctx.mission === null) return;
+    const principal = principalOf(ctx);
+    this.ended.delete(id);
+    const before = this.live.get(id);
+    if (before !== undefined && before.principal !== principal) this.forget(id, before);
+    this.touch(id, principal);
+  }
+
+  /**
    * The client ended its session (a DELETE passed to the upstream): ended here whatever the upstream
    * answers. Only a session held here is remembered (ids never seen would only fill the set, r16f F3).
    */
@@ -183,15 +201,18 @@ export class McpSessions {
 
   private markEnded(id: string): void {
     const session = this.live.get(id);
-    if (session !== undefined) {
-      this.live.delete(id);
-      const mine = this.byPrincipal.get(session.principal);
-      mine?.delete(id);
-      if (mine?.size === 0) this.byPrincipal.delete(session.principal);
-      for (const hold of session.holds.values()) this.holds?.release(hold.ticket, hold);
-    }
+    if (session !== undefined) this.forget(id, session);
     this.ended.add(id);
     if (this.ended.size > MAX_ENDED) this.ended.delete(this.ended.values().next().value!);
+  }
+
+  /** No longer held here: its principal's count and its holds released. */
+  private forget(id: string, session: Session): void {
+    this.live.delete(id);
+    const mine = this.byPrincipal.get(session.principal);
+    mine?.delete(id);
+    if (mine?.size === 0) this.byPrincipal.delete(session.principal);
+    for (const hold of session.holds.values()) this.holds?.release(hold.ticket, hold);
   }
 
   /** Ends the sessions unused for IDLE_MS (the least recently used come first); run by a timer. */

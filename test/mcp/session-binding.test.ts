@@ -188,3 +188,28 @@ describe('r18a 4: a session is bound and held by its first Mission-bound request
     });
   }
 });
+
+describe('r19d 3: a session is bound to the agent whose Mission-bound initialize created it', () => {
+  it('another agent naming it right after the initialize answer is 404 session_mismatch; the creator goes on in it', async () => {
+    const s = await stack(false);
+    const a = await missionOf(s, 'agent_1');
+    const b = await missionOf(s, 'agent_2');
+    const tokenA = await tokenOf(s, 'agent_1');
+    const tokenB = await tokenOf(s, 'agent_2');
+    const created = await send(s, 'POST', tokenA, byId(s, a.id), initialize(0));
+    expect(created.status).toBe(200);
+    await created.text();
+    const sid = created.headers.get('mcp-session-id')!;
+    expect(s.upstreamSessions.has(sid)).toBe(true);
+
+    // Before the creator's next request: the other agent names the new session first.
+    const foreign = await send(s, 'POST', tokenB, { 'mcp-session-id': sid, ...byId(s, b.id) }, getInvoice(1));
+    expect(foreign.status).toBe(404);
+    expect(await foreign.json()).toMatchObject({ error: 'not_found', denial_reason: 'session_mismatch' });
+
+    const initialized = await send(s, 'POST', tokenA, { 'mcp-session-id': sid, ...byId(s, a.id) }, { jsonrpc: '2.0', method: 'notifications/initialized' });
+    expect(initialized.status).toBe(202);
+    const call = await send(s, 'POST', tokenA, { 'mcp-session-id': sid, ...byId(s, a.id) }, getInvoice(2));
+    expect([call.status, await call.text()]).toEqual([200, expect.stringContaining('inv_1001')]);
+  });
+});

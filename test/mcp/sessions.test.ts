@@ -152,6 +152,34 @@ describe('McpSessions bounds: a session is ended, never just forgotten', () => {
     expect(ended).toEqual(['s']);
   });
 
+  it('a session is bound to its creator when the upstream issues it; one who named the id before loses it (r19d 3)', () => {
+    const { sessions, holds, ended } = make();
+    // user_2 names an id the upstream has not issued yet (a guessable one), even ends it.
+    const early = [request('user_2'), request('user_2')];
+    sessions.use('sess-2', early[0]!, null, none);
+    expect(sessions.ownerOf('sess-2')).toBeDefined();
+    const bob = sessions.ownerOf('sess-2');
+    sessions.closedByClient('sess-2');
+    sessions.use('sess-3', early[1]!, null, none);
+    for (const ctx of early) (ctx.res as unknown as EventEmitter).emit('close'); // the upstream answered them 404
+    // The upstream then issues both to user_1's initialize.
+    sessions.created('sess-2', request('user_1'));
+    sessions.created('sess-3', request('user_1'));
+    for (const id of ['sess-2', 'sess-3']) {
+      expect(sessions.isEnded(id)).toBe(false);
+      expect(sessions.ownerOf(id)).not.toBe(bob);
+      expect(sessions.ownerOf(id)).toBeDefined();
+    }
+    expect(ended).toEqual([]);
+    // user_2's session holds are released with it; the creator's requests hold it from their first use.
+    expect(holds.held()).toEqual([]);
+    // A request under no Mission binds nothing.
+    const anonymous = request('user_3');
+    anonymous.mission = null;
+    sessions.created('sess-4', anonymous);
+    expect(sessions.ownerOf('sess-4')).toBeUndefined();
+  });
+
   it('a client DELETE of a session never held here is not remembered (ids sent only to fill memory)', () => {
     const { sessions } = make();
     sessions.closedByClient('never-seen');
