@@ -148,6 +148,13 @@ export class WebSocketTunnel {
       const key = req.headers['sec-websocket-key'];
       if (typeof key !== 'string' || key.length === 0) throw new Denial('request_malformed', { description: 'a WebSocket upgrade carries a Sec-WebSocket-Key' });
       await pipeline.admit(ctx);
+      // The client went away while it was decided (a Status query, a key fetch): no tunnel, and
+      // no slot taken (its 'close' came before any listener here; r19f 2).
+      if (socket.destroyed || !socket.readable) {
+        socket.destroy();
+        recordPermit(pipeline, ctx, 499);
+        return;
+      }
       // Each tunnel holds a client and an upstream socket, outside the upstream pool, for as long
       // as it is open: past `upstream.websocket_tunnels` (the count includes upgrades still waiting
       // for the upstream's answer), a permitted upgrade is answered 503, as a full pool answers 504.

@@ -248,6 +248,12 @@ export class Pipeline {
   async admit(ctx: RequestContext): Promise<void> {
     const d = this.deps;
     if (!d.evidence.healthy()) throw new Denial('evidence_unavailable');
+    // The MCP endpoint and the token endpoint the ID-JAG guard fronts are never the routes' to
+    // decide (as in dispatch), and neither speaks WebSocket: a route matching them (a catch-all)
+    // would tunnel past the MCP gate or the guard (r19f 1).
+    if ((d.mcp !== null && ctx.path === d.mcp.path) || (d.idJag !== null && ctx.path === d.idJag.path)) {
+      throw new Denial('no_route', { description: 'this endpoint takes no WebSocket upgrade' });
+    }
     const route = this.route(ctx);
     if (route.auth === 'none') return;
     await this.authenticate(ctx);

@@ -5,7 +5,7 @@
  */
 import { mkdtempSync } from 'node:fs';
 import { createServer, type IncomingMessage, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { connect, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
@@ -1202,5 +1202,60 @@ describe('SPEC section 7: tools/list answers hidden in unusual SSE shapes are st
     const text = await res.text();
     expect(text.match(/get_invoice/g)).toHaveLength(3);
     expect(text).not.toContain('send_email');
+  });
+});
+
+describe('r19f 1: a WebSocket upgrade at the MCP endpoint is never decided by a route', () => {
+  it('a catch-all auth: none route does not tunnel an anonymous upgrade to the MCP server: 403 no_route, nothing reaches it', async () => {
+    const folder = mkdtempSync(join(tmpdir(), 'mgw-mcpws-'));
+    const dev = await devAuthority();
+    cleanups.push(() => dev.close());
+    let seen = 0;
+    const upstream = createServer((_req, res) => res.end('plain'));
+    upstream.on('upgrade', (_req, socket) => {
+      seen++;
+      socket.destroy();
+    });
+    await new Promise<void>((r) => upstream.listen(0, '127.0.0.1', () => r()));
+    cleanups.push(() => new Promise<void>((r) => upstream.close(() => r())));
+    const port = await freePort();
+    const base = `http://127.0.0.1:${port}`;
+    const gw = await mcpGateway(
+      `
+listen: { host: 127.0.0.1, port: ${port} }
+public_base_url: ${base}
+resource: ${base}
+upstream: { url: http://127.0.0.1:${(upstream.address() as AddressInfo).port}, timeout_s: 2 }
+issuers:
+  - issuer: ${dev.url}
+    algorithms: [ES256]
+dpop: { required: false }
+mission:
+  required: true
+  client: { client_id: gw-mcp, private_key_file: ${gatewayClientKey(dev, folder)} }
+routes:
+  - match: { path: "/**" }
+    auth: none
+mcp: { path: /mcp, resource: ${base}/mcp, tool_actions: { get_invoice: invoices.read } }
+`,
+      folder,
+    );
+    cleanups.push(() => gw.close());
+    const upgrade = (path: string): Promise<string> =>
+      new Promise((resolve) => {
+        const socket = connect(port, '127.0.0.1');
+        let got = '';
+        socket.on('data', (d: Buffer) => (got += d.toString('latin1')));
+        socket.on('close', () => resolve(got));
+        socket.on('error', () => resolve(got));
+        socket.write(`GET ${path} HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n`);
+        setTimeout(() => socket.destroy(), 2000);
+      });
+    const atMcp = await upgrade('/mcp');
+    expect(atMcp).toMatch(/^HTTP\/1\.1 403[^]*no_route/);
+    expect(seen).toBe(0);
+    // Control: elsewhere the catch-all tunnels (the upstream gets the upgrade).
+    await upgrade('/elsewhere');
+    expect(seen).toBe(1);
   });
 });
