@@ -24,7 +24,7 @@ import { soleField, TWO_FIELDS } from '../http/headers.js';
 import type { Review } from '../mission/holds.js';
 import { refKey, trustedMissionIssuers } from '../mission/key.js';
 import { parseMetaReference, sameMission } from '../mission/reference.js';
-import { assertMissionActive } from '../mission/state.js';
+import { assertMissionActive, joinable } from '../mission/state.js';
 import type { Logger } from '../observability/logger.js';
 import { principalOf, type AccessToken, type MissionReference, type MissionView, type RequestContext } from '../pipeline/context.js';
 import type { Handler, Pipeline } from '../pipeline/run.js';
@@ -391,15 +391,15 @@ class McpHandler implements Handler {
    * one Status does not know stays `unknown`, as in state.ts).
    */
   private admit(ctx: RequestContext, ref: MissionReference, view: MissionView): Scope | Denial {
-    if (view.state !== 'unknown') {
-      try {
-        this.lookup.join(view, ctx.token);
-      } catch (err) {
-        if (isDenial(err)) return err;
-        throw err;
-      }
+    const early = joinable(view);
+    if (!early) assertMissionActive(view, Date.now());
+    try {
+      this.lookup.join(view, ctx.token);
+    } catch (err) {
+      if (isDenial(err)) return err;
+      throw err;
     }
-    assertMissionActive(view, Date.now());
+    if (early) assertMissionActive(view, Date.now());
     return { ref, mission: view };
   }
 

@@ -172,6 +172,11 @@ export function assertMissionJoin(view: MissionView, token: AccessToken | null, 
   }
 }
 
+/** Whether a view can be joined before its state is judged: Status named its subject (see admit). */
+export function joinable(view: MissionView): boolean {
+  return view.state !== 'unknown' && (view.subject !== null || view.clientId !== null);
+}
+
 /** A bus message whose SET's keys are not at hand yet is verified again this often, this many times. */
 const REPLICATE_RETRY_MS = 1000;
 const REPLICATE_RETRIES = 3;
@@ -326,9 +331,13 @@ export class MissionStates {
   private admit(ctx: RequestContext, ref: MissionReference, view: MissionView): void {
     ctx.mission = view;
     // Joined first: the state of a Mission that is not the caller's is not for the caller to learn
-    // (r19d 4). A Mission Status does not know stays `unknown` (SPEC section 5), joined or not.
-    if (isHeaderReference(ref) && view.state !== 'unknown') this.join(view, ctx.token);
+    // (r19d 4). A Mission Status does not know stays `unknown` (SPEC section 5), joined or not; so
+    // does a state learned from a lifecycle event, which names no subject (its owner must still be
+    // told `mission_terminated` / `mission_suspended`; r19e 1).
+    const named = isHeaderReference(ref);
+    if (named && joinable(view)) this.join(view, ctx.token);
     assertMissionActive(view, this.now());
+    if (named && !joinable(view)) this.join(view, ctx.token);
   }
 
   /** assertMissionJoin with this gateway's token issuers. */

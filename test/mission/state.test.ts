@@ -298,6 +298,18 @@ describe('MAS mode joins across issuers and states (r19d 1, 4)', () => {
   });
 });
 
+describe('MAS mode: the owner of a Mission whose end came by event is told its state (r19e 1)', () => {
+  it('revoked or suspended by a lifecycle event: mission_terminated / mission_suspended for its owner, not a conflict', async () => {
+    await setup({ accept_header_references: true });
+    const headerRef: MissionReference = { ...REF, form: 'reference_header' };
+    expect((await check(ctxFor({ ref: headerRef }))).code).toBeNull();
+    states.applyChange(change({ state: 'suspended', version: 2 }));
+    expect((await check(ctxFor({ ref: headerRef }))).code).toBe('mission_suspended');
+    states.applyChange(change({ state: 'revoked', version: 3 }));
+    expect(await check(ctxFor({ ref: headerRef }))).toMatchObject({ code: 'mission_terminated', extra: { mission_status: 'revoked' } });
+  });
+});
+
 describe('an AAuth Status answer speaks for its approver only (r19d 2)', () => {
   beforeEach(() => setup());
 
