@@ -214,10 +214,15 @@ function underscoreAlias(lower: string, drop: ReadonlySet<string>): boolean {
  *    family as such must not take a client's `X-Mission-Tenant` for it (r19d 5);
  *  - `X-Original-URL`, `X-Rewrite-URL`: read as the request path by some frameworks (Symfony and
  *    Zend before CVE-2018-14773, IIS URL Rewrite setups), they would serve another path than the
- *    one the gateway authorized (SPEC section 4), from any client.
+ *    one the gateway authorized (SPEC section 4), from any client;
+ *  - `X-HTTP-Method-Override`, `X-HTTP-Method`, `X-Method-Override`: read as the method by Symfony
+ *    and Laravel, Rack, ASP.NET Core and Express's method-override, they would run another method
+ *    than the one the route matched (a permitted POST as a DELETE; r19e 2).
  */
+const OVERRIDES: ReadonlySet<string> = new Set(['x-original-url', 'x-rewrite-url', 'x-http-method-override', 'x-http-method', 'x-method-override']);
+
 function droppedX(lower: string, trusted: boolean): boolean {
-  if (lower.startsWith('x-mission-') || lower === 'x-original-url' || lower === 'x-rewrite-url') return true;
+  if (lower.startsWith('x-mission-') || OVERRIDES.has(lower)) return true;
   return !trusted && (lower.startsWith('x-forwarded-') || lower === 'x-real-ip');
 }
 
