@@ -110,10 +110,9 @@ export class Upstream {
     const signal = AbortSignal.timeout(this.timeoutMs);
     const answered = this.pool
       .request({ method, path: this.basePath + path, headers, signal, headersTimeout: this.timeoutMs, bodyTimeout: this.timeoutMs, ...(this.servername ? { servername: this.servername } : {}) })
-      .then(
-        async (res) => (await res.body.dump(), res.statusCode),
-        () => null,
-      );
+      .then(async (res) => (await res.body.dump(), res.statusCode))
+      // A failed request or body (a timeout while the answer is read) is null, as before.
+      .catch(() => null);
     // undici fails a request still queued for a connection only once it gets one: not waited for.
     const gaveUp = new Promise<null>((resolve) => signal.addEventListener('abort', () => resolve(null), { once: true }));
     return Promise.race([answered, gaveUp]);

@@ -24,9 +24,10 @@
  * user): the one whose Mission-bound request created it (the upstream's answer carrying the new
  * `Mcp-Session-Id`), or, for a session created through another replica, the first whose
  * Mission-bound request used it here. Another principal naming it gets 404 `session_mismatch`, as
- * if it did not exist. Binding at creation closes the moment between an `initialize` answer and the
- * creator's next request, and a principal who named an id before the upstream issued it (a
- * guessable id) loses it to the creator (r19d 3).
+ * if it did not exist. When the `initialize` is Mission-bound, binding at creation closes the
+ * moment between its answer and the creator's next request, and a principal who named an id before
+ * the upstream issued it (a guessable id) loses it to the creator (r19d 3); one created under no
+ * Mission (MAS mode's bare `initialize`) is bound at its first Mission-bound use, as before.
  *
  * Per replica: another replica learns of a session from the requests it carries, and the
  * upstream's own end of the session covers the rest.
