@@ -462,18 +462,28 @@ export class EvidenceLog implements EvidenceSink {
     else this.opts.logger.info({ sink, kid: now, previous_kid: tail.signedBy }, 'evidence file continues under a new signing key: verify it with both keys (--key twice, or a JWK Set)');
   }
 
-  /** Writes the kept records after the tail, skipping those a part-failed write already put there. */
+  /**
+   * Writes the kept records after the tail, skipping those a part-failed write already put there,
+   * then any kept while that write was in flight (permits of requests admitted before the failure,
+   * answered since: bounded by the requests then in flight). A failed write keeps them all, in order.
+   */
   private async writeUnwritten(file: WriteStream, tailEvidenceId: string | null): Promise<void> {
-    let from = 0;
+    let pending = this.unwritten;
     if (tailEvidenceId !== null) {
-      const i = this.unwritten.findIndex((r) => r.evidence_id === tailEvidenceId);
-      if (i !== -1) from = i + 1;
+      const i = pending.findIndex((r) => r.evidence_id === tailEvidenceId);
+      if (i !== -1) pending = pending.slice(i + 1);
     }
-    const pending = this.unwritten;
-    const { chunk } = this.lines(from === 0 ? pending : pending.slice(from));
-    if (chunk.length > 0) {
-      const bytes = Buffer.from(chunk); // its own copy: `chunk` is a view of the buffer the next turn reuses
-      await new Promise<void>((resolve, reject) => file.write(bytes, (err) => (err ? reject(err) : resolve())));
+    while (pending.length > 0) {
+      this.unwritten = [];
+      const bytes = Buffer.from(this.lines(pending).chunk); // its own copy: the view is of the buffer the next turn reuses
+      try {
+        if (bytes.length > 0) await new Promise<void>((resolve, reject) => file.write(bytes, (err) => (err ? reject(err) : resolve())));
+      } catch (err) {
+        this.unwritten = pending.concat(this.unwritten).slice(0, MAX_UNWRITTEN);
+        throw err;
+      }
+      if (this.closed || this.file !== file) return;
+      pending = this.unwritten;
     }
     this.unwritten = [];
   }

@@ -1,6 +1,6 @@
 import { createHash, generateKeyPairSync, type KeyObject } from 'node:crypto';
 import { execFileSync } from 'node:child_process';
-import { appendFileSync, createReadStream, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { appendFileSync, createReadStream, WriteStream, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { compactVerify } from 'jose';
@@ -554,6 +554,35 @@ describe('a reopened file is proven writable before requests are admitted (SPEC 
     const parsed = lines(file).map((l) => JSON.parse(l) as { evidence_id: string; sequence: number });
     expect(parsed.map((p) => [p.evidence_id, p.sequence])).toEqual([['evd_1', 1], ['evd_2', 2], ['evd_3', 3], ['evd_4', 4]]);
     expect(await verifyEvidenceFile(file)).toMatchObject({ ok: true, records: 4 });
+  });
+
+  it('a permit recorded while the kept records are being written goes to the file too (r19e 7)', async () => {
+    const file = fullDisk();
+    const log = await failedWith(file, 3);
+    await new Promise((r) => setTimeout(r, 60));
+    freeDisk(file);
+    // The reopen's write of the kept records is in flight when a forwarded request's upstream answers.
+    const write = WriteStream.prototype.write;
+    let answered = false;
+    const spy = vi.spyOn(WriteStream.prototype, 'write').mockImplementation(function (this: WriteStream, ...args: Parameters<WriteStream['write']>) {
+      const r = write.apply(this, args);
+      if (!answered) {
+        answered = true;
+        log.write(record(5, { upstream_status: 200 }));
+      }
+      return r;
+    });
+    try {
+      await vi.waitFor(() => expect(log.healthy()).toBe(true), { timeout: 2000, interval: 5 });
+    } finally {
+      spy.mockRestore();
+    }
+    expect(answered).toBe(true);
+    log.write(record(7));
+    await log.close();
+    const parsed = lines(file).map((l) => JSON.parse(l) as { evidence_id: string; sequence: number });
+    expect(parsed.map((p) => [p.evidence_id, p.sequence])).toEqual([['evd_1', 1], ['evd_2', 2], ['evd_3', 3], ['evd_5', 4], ['evd_7', 5]]);
+    expect(await verifyEvidenceFile(file)).toMatchObject({ ok: true, records: 5 });
   });
 
   it('records a part-failed write already put in the file are not written twice', async () => {
