@@ -103,6 +103,11 @@ interface MissionRecord {
   /** How many such changes were applied: a Status query asked before one is not cached after it. */
   refetches: number;
   readonly entries: Map<string, Entry>;
+  /**
+   * For an AAuth record (keyed by `s256`): the governance key (issuer, id) events name it by, whose
+   * entry in `aliases` leads to it. Null otherwise.
+   */
+  alias: string | null;
 }
 
 export interface MissionStatesDeps {
@@ -194,7 +199,20 @@ export class MissionStates {
   private readonly tokenIssuers: number;
 
   private readonly records: LRUCache<string, MissionRecord>;
-  /** Governance key (issuer, id) -> AAuth record key, learned from Status answers to AAuth queries. */
+  /**
+   * Records the LRU evicted while they held a live event-learned denial, by key, until it expires
+   * (r19g 2): SPEC section 3 remembers a non-active state for `max_stale_s` whatever is cached, so
+   * records made for other Missions (Status answers, a client naming made-up references) cannot
+   * push it out, and a lagging Status replica cannot resurrect the Mission. Only verified events
+   * make live denials, so only the authorities fill this; its own bound is counted as
+   * `cache="mission_denial"`.
+   */
+  private readonly denials: LRUCache<string, MissionRecord>;
+  /**
+   * Governance key (issuer, id) -> AAuth record key, learned from Status answers to AAuth queries.
+   * A hit on the record touches its alias; an evicted alias drops its record (r19g 1), since events
+   * could no longer reach it.
+   */
   private readonly aliases: LRUCache<string, string>;
   private readonly seenJti: LRUCache<string, true>;
   private readonly inflight = new Map<string, Promise<MissionView>>();
@@ -238,8 +256,20 @@ export class MissionStates {
 
     const max = deps.config.mission.cache_max_entries;
     const evicted = deps.metrics.cacheEvictions.labels('mission');
-    this.records = growingLru<MissionRecord>(max, () => evicted.inc());
-    this.aliases = growingLru<string>(max);
+    this.records = growingLru<MissionRecord>(max, (rec, key) => {
+      evicted.inc();
+      this.keepDenial(key, rec);
+    });
+    const denialEvicted = deps.metrics.cacheEvictions.labels('mission_denial');
+    this.denials = growingLru<MissionRecord>(max, () => denialEvicted.inc());
+    this.aliases = growingLru<string>(max, (target, idKey) => {
+      const rec = this.records.peek(target);
+      if (rec === undefined || rec.alias !== idKey) return;
+      evicted.inc();
+      this.records.delete(target);
+      // Its next request asks Status, whose answer finds what events taught under the id (store()).
+      if (this.records.peek(idKey) === undefined) this.keepDenial(idKey, rec);
+    });
     const jtiEvicted = deps.metrics.cacheEvictions.labels('set_jti');
     this.seenJti = growingLru<true>(JTI_MEMORY, () => jtiEvicted.inc());
 
@@ -362,11 +392,12 @@ export class MissionStates {
   /** A usable cached view, or undefined (and the miss/stale counted). Never awaits. */
   private cached(ref: MissionReference, audience: string): MissionView | undefined {
     const now = this.now();
-    const rec = this.records.get(refKey(ref));
+    const rec = this.recordAt(refKey(ref));
     if (rec === undefined) {
       this.cacheMiss.inc();
       return undefined;
     }
+    if (rec.alias !== null) this.aliases.get(rec.alias);
     if (rec.denyView !== null && rec.denyUntil > now) {
       if (rec.confirm) {
         this.cacheMiss.inc();
@@ -437,7 +468,7 @@ export class MissionStates {
   /** The Status query itself, shared by concurrent misses (`key`) unless `fresh`. */
   private query(ref: MissionReference, audience: string, tokenExp: number | undefined, fresh: boolean, key: string): Promise<MissionView> {
     const started = this.now();
-    const asked = this.records.peek(refKey(ref))?.refetches ?? 0;
+    const asked = this.peekRecord(refKey(ref))?.refetches ?? 0;
     const until = this.cooldown.get(ref.issuer);
     if (until !== undefined && until > started) {
       this.metrics.missionStatusRequests.labels('cooldown').inc();
@@ -449,8 +480,8 @@ export class MissionStates {
         const retryAfter = err instanceof StatusUnavailable ? err.retryAfter : undefined;
         if (retryAfter !== undefined) this.cooldown.set(ref.issuer, this.now() + retryAfter * 1000);
         // An event already told us the Mission is not active: say so rather than 503.
-        const rec = this.records.peek(refKey(ref));
-        if (rec !== undefined && rec.denyView !== null && rec.denyUntil > this.now()) return rec.denyView;
+        const rec = this.peekRecord(refKey(ref));
+        if (rec !== undefined && this.denies(rec)) return rec.denyView!;
         throw this.unavailable(ref, retryAfter, err);
       },
     );
@@ -469,12 +500,41 @@ export class MissionStates {
   }
 
   private record(key: string, issuer: string): MissionRecord {
-    let rec = this.records.get(key);
+    let rec = this.recordAt(key);
     if (rec === undefined) {
-      rec = { issuer, version: null, state: null, denyUntil: 0, denyView: null, confirm: false, authorityVersion: null, refetches: 0, entries: new Map() };
+      rec = { issuer, version: null, state: null, denyUntil: 0, denyView: null, confirm: false, authorityVersion: null, refetches: 0, entries: new Map(), alias: null };
       this.records.set(key, rec);
     }
     return rec;
+  }
+
+  /** The record under `key`, brought back from `denials` while its denial lives. */
+  private recordAt(key: string): MissionRecord | undefined {
+    const rec = this.records.get(key);
+    if (rec !== undefined || this.denials.size === 0) return rec;
+    const kept = this.denials.get(key);
+    if (kept === undefined) return undefined;
+    this.denials.delete(key);
+    if (!this.denies(kept)) return undefined;
+    this.records.set(key, kept);
+    return kept;
+  }
+
+  private peekRecord(key: string): MissionRecord | undefined {
+    return this.records.peek(key) ?? this.denials.peek(key);
+  }
+
+  /** True while an event-learned non-active state is enforced for this record. */
+  private denies(rec: MissionRecord): boolean {
+    return rec.denyView !== null && rec.denyUntil > this.now();
+  }
+
+  /** Keeps an evicted record under `key` while its event denial lives, without its cached answers. */
+  private keepDenial(key: string, rec: MissionRecord): void {
+    if (!this.denies(rec)) return;
+    rec.entries.clear();
+    rec.alias = null;
+    this.denials.set(key, rec);
   }
 
   /** Merges a verified Status answer into the record; returns the view for the waiting requests. */
@@ -493,10 +553,11 @@ export class MissionStates {
     // An AAuth reference's Mission is also known by its governance id, which events name.
     const idKey = ref.s256 !== null && r.id !== null ? recordKey(r.issuer, r.id, false) : null;
     if (idKey !== null) {
+      rec.alias = idKey;
       this.aliases.set(idKey, key);
       // What events taught the record under that id (they may have arrived before this answer told
       // us the id) holds for this reference too: a later version, a remembered denial, a terminal state.
-      const byId = this.records.get(idKey);
+      const byId = this.recordAt(idKey);
       if (byId !== undefined && byId !== rec) adoptNewer(rec, byId);
     }
 
@@ -555,7 +616,7 @@ export class MissionStates {
     rec.confirm = false;
     // A remembered event denial outlives any answer that is not strictly newer (including an
     // unversioned one): fail closed on an inconsistent authority.
-    const denied = rec.denyView !== null && rec.denyUntil > this.now();
+    const denied = this.denies(rec);
     // Whatever this Mission still holds open, under either form of reference, stops with it (a
     // later request asked and learned); or it is active, and responses may start again.
     this.settleHolds(denied ? rec.denyView!.state : state, key, idKey);
@@ -623,10 +684,10 @@ export class MissionStates {
     const now = this.now();
     const key = recordKey(change.issuer, change.id, false);
     const targets: MissionRecord[] = [];
-    const direct = this.records.get(key);
+    const direct = this.recordAt(key);
     if (direct !== undefined) targets.push(direct);
     const aliasKey = this.aliases.get(key);
-    const aliased = aliasKey === undefined ? undefined : this.records.get(aliasKey);
+    const aliased = aliasKey === undefined ? undefined : this.recordAt(aliasKey);
     if (aliased !== undefined) targets.push(aliased);
 
     if (targets.length === 0) {
@@ -825,10 +886,14 @@ export class MissionStates {
    * under the new config.
    */
   adopt(previous: MissionStates): void {
+    for (const entry of previous.denials.rentries()) {
+      const [key, rec] = entry as [string, MissionRecord];
+      this.keepDenial(key, { ...rec, refetches: 0, entries: new Map() });
+    }
     for (const entry of previous.records.rentries()) {
       const [key, rec] = entry as [string, MissionRecord];
       if (rec.version === null && rec.denyView === null) continue;
-      this.records.set(key, { issuer: rec.issuer, version: rec.version, state: rec.state, denyUntil: rec.denyUntil, denyView: rec.denyView, confirm: rec.confirm, authorityVersion: rec.authorityVersion, refetches: 0, entries: new Map() });
+      this.records.set(key, { issuer: rec.issuer, version: rec.version, state: rec.state, denyUntil: rec.denyUntil, denyView: rec.denyView, confirm: rec.confirm, authorityVersion: rec.authorityVersion, refetches: 0, entries: new Map(), alias: rec.alias });
     }
     for (const entry of previous.aliases.rentries()) {
       const [k, v] = entry as [string, string];
@@ -855,7 +920,6 @@ export class MissionStates {
   }
 }
 
-/** Copies into `rec` what `other` (the same Mission under its other key) knows that is newer. */
 /**
  * An LRU of at most `max` entries that allocates as it fills. Given `max`, lru-cache allocates all
  * its slots up front: ~1.5 MB for 100,000, so ~4.6 MB for these three caches in every runtime a
@@ -863,13 +927,15 @@ export class MissionStates {
  * the old generation each major GC walks. Bounded by size instead, each entry counting 1, it grows
  * to the same bound.
  */
-function growingLru<V extends {}>(max: number, onEvict?: () => void): LRUCache<string, V> {
+function growingLru<V extends {}>(max: number, onEvict?: (value: V, key: string) => void): LRUCache<string, V> {
   return new LRUCache<string, V>({
     maxSize: max,
     sizeCalculation: () => 1,
-    ...(onEvict === undefined ? {} : { dispose: (_v: V, _k: string, reason: LRUCache.DisposeReason) => reason === 'evict' && onEvict() }),
+    ...(onEvict === undefined ? {} : { dispose: (v: V, k: string, reason: LRUCache.DisposeReason) => reason === 'evict' && onEvict(v, k) }),
   });
 }
+
+/** Copies into `rec` what `other` (the same Mission under its other key) knows that is newer. */
 
 function adoptNewer(rec: MissionRecord, other: MissionRecord): void {
   const newer = other.version !== null && (rec.version === null || other.version > rec.version);

@@ -612,3 +612,51 @@ describe('event denials versus Status answers', () => {
     expect((await check()).code).toBeNull();
   });
 });
+
+describe('bounded caches keep what events taught (r19g 1, 2)', () => {
+  beforeEach(() => setup({ cache_max_entries: 100 }));
+
+  const aauth = (s256: string): MissionReference => ({ form: 'aauth_claim', issuer: ISSUER, id: null, s256, authorityHash: null });
+  const s256 = (i: number): string => `${i}`.padStart(43, 'A');
+
+  it('a revocation is remembered for max_stale_s while records for other Missions fill the cache: a lagging Status answer does not bring the Mission back', async () => {
+    expect((await check()).code).toBeNull();
+    states.applyChange(change({ state: 'revoked', version: 2 }));
+    // Status still answers `active` version 1 for it (a replica that has not seen the revocation).
+    for (let i = 0; i < 150; i++) {
+      server.missions.set(`msn_other_${i}`, { state: 'active', version: 1 });
+      expect((await check(ctxFor({ ref: { ...REF, id: `msn_other_${i}` } }))).code).toBeNull();
+    }
+    for (let i = 0; i < 150; i++) states.applyChange(change({ id: `msn_suspended_${i}`, state: 'suspended', version: 3 }));
+    expect(await counter(metrics, 'mission_gateway_cache_evictions_total', { cache: 'mission' })).toBeGreaterThan(100);
+    expect((await check()).code).toBe('mission_terminated');
+  });
+
+  it('an AAuth Mission in use keeps the alias its events arrive by, however many other AAuth Missions are read', async () => {
+    server.missions.set(`s256:${s256(0)}`, { state: 'active', version: 1, id: 'msn_hot' });
+    expect((await check(ctxFor({ ref: aauth(s256(0)) }))).code).toBeNull();
+    for (let i = 1; i <= 130; i++) {
+      server.missions.set(`s256:${s256(i)}`, { state: 'active', version: 1, id: `msn_aauth_${i}` });
+      expect((await check(ctxFor({ ref: aauth(s256(i)) }))).code).toBeNull();
+      if (i % 5 === 0) expect((await check(ctxFor({ ref: aauth(s256(0)) }))).sync).toBe(true);
+    }
+    states.applyChange(change({ id: 'msn_hot', state: 'revoked', version: 2 }));
+    const after = await check(ctxFor({ ref: aauth(s256(0)) }));
+    expect(after).toMatchObject({ code: 'mission_terminated', sync: true });
+  });
+
+  it('an AAuth Mission whose alias was evicted is read from Status again, and a revocation that arrived meanwhile stands', async () => {
+    server.missions.set(`s256:${s256(0)}`, { state: 'active', version: 1, id: 'msn_cold' });
+    expect((await check(ctxFor({ ref: aauth(s256(0)) }))).code).toBeNull();
+    for (let i = 1; i <= 101; i++) {
+      server.missions.set(`s256:${s256(i)}`, { state: 'active', version: 1, id: `msn_aauth_${i}` });
+      expect((await check(ctxFor({ ref: aauth(s256(i)) }))).code).toBeNull();
+    }
+    states.applyChange(change({ id: 'msn_cold', state: 'revoked', version: 2 }));
+    const asked = server.requests.length;
+    // Status lags (still `active` version 1): the event learned under the governance id wins.
+    const after = await check(ctxFor({ ref: aauth(s256(0)) }));
+    expect(after).toMatchObject({ code: 'mission_terminated', sync: false });
+    expect(server.requests.length).toBe(asked + 1);
+  });
+});
