@@ -617,6 +617,10 @@ export class MissionStates {
     // A remembered event denial outlives any answer that is not strictly newer (including an
     // unversioned one): fail closed on an inconsistent authority.
     const denied = this.denies(rec);
+    if (denied && !joinable(rec.denyView!) && joinable(view)) {
+      // The event named no owner; this answer does (r19e 4).
+      rec.denyView = { ...rec.denyView!, subject: view.subject, subjectIssuer: view.subjectIssuer, clientId: view.clientId };
+    }
     // Whatever this Mission still holds open, under either form of reference, stops with it (a
     // later request asked and learned); or it is active, and responses may start again.
     this.settleHolds(denied ? rec.denyView!.state : state, key, idKey);
@@ -768,6 +772,9 @@ export class MissionStates {
       rec.denyUntil = 0;
       rec.denyView = null;
     } else {
+      // Its owner, when a Status answer named it: a Mission's owner does not change with its state,
+      // and a view naming it is joined before its state is told (joinable; r19e 4).
+      const owner = ownerOf(rec);
       rec.denyUntil = now + this.maxStaleMs;
       rec.denyView = {
         id: change.id,
@@ -779,9 +786,9 @@ export class MissionStates {
         authority: null,
         expiresAt: change.expiresAt,
         suspendUntil: change.suspendUntil,
-        subject: null,
-        subjectIssuer: null,
-        clientId: null,
+        subject: owner?.subject ?? null,
+        subjectIssuer: owner?.subjectIssuer ?? null,
+        clientId: owner?.clientId ?? null,
       };
     }
     for (const entry of rec.entries.values()) {
@@ -933,6 +940,13 @@ function growingLru<V extends {}>(max: number, onEvict?: (value: V, key: string)
     sizeCalculation: () => 1,
     ...(onEvict === undefined ? {} : { dispose: (v: V, k: string, reason: LRUCache.DisposeReason) => reason === 'evict' && onEvict(v, k) }),
   });
+}
+
+/** The view that names the Mission's subject and client, if any does. */
+function ownerOf(rec: MissionRecord): MissionView | null {
+  if (rec.denyView !== null && joinable(rec.denyView)) return rec.denyView;
+  for (const entry of rec.entries.values()) if (joinable(entry.view)) return entry.view;
+  return null;
 }
 
 /** Copies into `rec` what `other` (the same Mission under its other key) knows that is newer. */

@@ -308,6 +308,23 @@ describe('MAS mode: the owner of a Mission whose end came by event is told its s
     states.applyChange(change({ state: 'revoked', version: 3 }));
     expect(await check(ctxFor({ ref: headerRef }))).toMatchObject({ code: 'mission_terminated', extra: { mission_status: 'revoked' } });
   });
+
+  it('another subject naming it is told mission_reference_conflict when this gateway knows its owner: read before the event, or after it (r19e 4)', async () => {
+    await setup({ accept_header_references: true });
+    const headerRef: MissionReference = { ...REF, form: 'reference_header' };
+    expect((await check(ctxFor({ ref: headerRef }))).code).toBeNull();
+    states.applyChange(change({ state: 'revoked', version: 2 }));
+    expect((await check(ctxFor({ ref: headerRef, subject: 'mallory' }))).code).toBe('mission_reference_conflict');
+    expect((await check(ctxFor({ ref: headerRef }))).code).toBe('mission_terminated');
+
+    // Never read here: a suspension is confirmed by Status first, whose answer names the owner.
+    server.missions.set('msn_other', { state: 'suspended', version: 2, subject: { sub: 'user_1' }, client_id: 'agent_1' });
+    states.applyChange(change({ id: 'msn_other', state: 'suspended', version: 2 }));
+    const other: MissionReference = { ...headerRef, id: 'msn_other' };
+    expect((await check(ctxFor({ ref: other, subject: 'mallory' }))).code).toBe('mission_reference_conflict');
+    expect((await check(ctxFor({ ref: other }))).code).toBe('mission_suspended');
+    expect((await check(ctxFor({ ref: other, subject: 'mallory' }))).code).toBe('mission_reference_conflict');
+  });
 });
 
 describe('an AAuth Status answer speaks for its approver only (r19d 2)', () => {
