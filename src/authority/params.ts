@@ -247,6 +247,17 @@ function queryAlias(query: URLSearchParams, key: string): boolean {
 }
 
 /**
+ * True when the query (`?...`) names `_method` as some server reads names (queryFold): Symfony and
+ * Laravel take the method from it, and Express's method-override can (`POST /x?_method=DELETE`
+ * runs a DELETE). Only a query mentioning "method" or holding a percent-escape is parsed.
+ */
+export function overridesMethod(search: string): boolean {
+  if (search.length < 8 || (!search.includes('%') && !/method/i.test(search))) return false;
+  for (const k of new URLSearchParams(search).keys()) if (queryFold(k) === '_method') return true;
+  return false;
+}
+
+/**
  * A form or query name as the most lenient servers read it: case-folded (ASP.NET Core, Java's
  * equalsIgnoreCase), leading space stripped, `.` and ` ` read as `_`, `name[...]` as `name` (PHP),
  * and cut at a NUL (`amount%00x`: a server in C reads `amount`; r19b).

@@ -11,6 +11,7 @@
 import { randomBytes } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { performance } from 'node:perf_hooks';
+import { overridesMethod } from '../authority/params.js';
 import { findRoute, type CompiledRoute } from '../config/compile.js';
 import { Denial, isDenial } from '../errors.js';
 import { RESERVED_MEMBERS, type RecordLayout } from '../evidence/format.js';
@@ -177,6 +178,11 @@ export class Pipeline {
     }
     if (bad !== null) {
       this.deny(ctx, new Denial('request_malformed', { description: 'the request line or headers are not acceptable', cause: bad }));
+      return null;
+    }
+    // Decided as the method sent, run as the one named (r19e 5): refused, like the override headers are dropped.
+    if (overridesMethod(search)) {
+      this.deny(ctx, new Denial('request_malformed', { description: 'a method override in the query (_method) is not accepted: send the method itself' }));
       return null;
     }
     return ctx;

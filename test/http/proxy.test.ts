@@ -152,6 +152,18 @@ describe('SPEC §4/§5/§6: a transparent proxy on auth: none routes', () => {
     expect(h['x-original-host-name']).toBe('kept');
   });
 
+  it('a query naming _method, in any spelling a framework reads as it, is refused 400 request_malformed before routing (r19e 5)', async () => {
+    for (const q of ['_method=DELETE', 'a=1&_method=PUT', '_METHOD=DELETE', '.method=DELETE', '%20_method=DELETE', '_method[]=DELETE', '_m%65thod=DELETE', '_method%00x=DELETE', '+_method=PATCH']) {
+      const r = await raw(gw.url, { method: 'POST', path: `/public/x?${q}`, body: '{}', headers: { 'content-type': 'application/json' } });
+      expect(r.status, q).toBe(400);
+      expect(r.json(), q).toMatchObject({ error: 'invalid_request', denial_reason: 'request_malformed' });
+    }
+    for (const q of ['method=GET', 'http_method=x', 'methods=1', 'q=%2F_method', '__method=1', 'x=_method']) {
+      const r = await raw(gw.url, { method: 'POST', path: `/public/x?${q}`, body: '{}', headers: { 'content-type': 'application/json' } });
+      expect(r.status, q).toBe(200);
+    }
+  });
+
   it('SPEC §6: underscore spellings of identity, forwarding and credential headers are dropped (CGI, WSGI, PHP and Rack read X_Mission_Id as X-Mission-Id)', async () => {
     const r = await raw(gw.url, {
       path: '/public/underscores',
