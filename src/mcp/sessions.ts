@@ -21,13 +21,12 @@
  * whatever the upstream answers (a server may refuse it and keep the session).
  *
  * A session is also bound to its principal (MCP's security best practices: bind a session to its
- * user): the one whose Mission-bound request created it (the upstream's answer carrying the new
- * `Mcp-Session-Id`), or, for a session created through another replica, the first whose
- * Mission-bound request used it here. Another principal naming it gets 404 `session_mismatch`, as
- * if it did not exist. When the `initialize` is Mission-bound, binding at creation closes the
- * moment between its answer and the creator's next request, and a principal who named an id before
- * the upstream issued it (a guessable id) loses it to the creator (r19d 3); one created under no
- * Mission (MAS mode's bare `initialize`) is bound at its first Mission-bound use, as before.
+ * user): the one whose authenticated request created it (the upstream's answer carrying the new
+ * `Mcp-Session-Id`), Mission-bound or not (MAS mode's bare `initialize`, r19e 6), or, for a
+ * session created through another replica, the first whose Mission-bound request used it here.
+ * Another principal naming it gets 404 `session_mismatch`, as if it did not exist. Binding at
+ * creation closes the moment between its answer and the creator's next request, and a principal
+ * who named an id before the upstream issued it (a guessable id) loses it to the creator (r19d 3).
  *
  * Per replica: another replica learns of a session from the requests it carries, and the
  * upstream's own end of the session covers the rest.
@@ -101,7 +100,7 @@ export class McpSessions {
     return this.ended.has(id);
   }
 
-  /** The principal the session is bound to (its first Mission-bound request's), if it is held here. */
+  /** The principal the session is bound to (its creator, or its first Mission-bound user here), if it is held here. */
   ownerOf(id: string): string | undefined {
     return this.live.get(id)?.principal;
   }
@@ -149,12 +148,13 @@ export class McpSessions {
   }
 
   /**
-   * The upstream created session `id` answering `ctx`'s Mission-bound request: bound to its
-   * principal. Whoever named the id before (the upstream did not know it then) loses it: its holds
-   * are released and it is no longer ended here (it names a new session now).
+   * The upstream created session `id` answering `ctx`'s authenticated request: bound to its
+   * principal (held under Missions by its Mission-bound requests, `use`). Whoever named the id
+   * before (the upstream did not know it then) loses it: its holds are released and it is no
+   * longer ended here (it names a new session now).
    */
   created(id: string, ctx: RequestContext): void {
-    if (this.holds === null || ctx.mission === null) return;
+    if (ctx.token === null) return;
     const principal = principalOf(ctx);
     this.ended.delete(id);
     const before = this.live.get(id);

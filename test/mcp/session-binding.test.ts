@@ -212,4 +212,20 @@ describe('r19d 3: a session is bound to the agent whose Mission-bound initialize
     const call = await send(s, 'POST', tokenA, { 'mcp-session-id': sid, ...byId(s, a.id) }, getInvoice(2));
     expect([call.status, await call.text()]).toEqual([200, expect.stringContaining('inv_1001')]);
   });
+
+  it('MAS mode: a bare initialize (no Mission) binds the session to its creator too: another agent naming it next is 404 session_mismatch (r19e 6)', async () => {
+    const s = await stack(false);
+    const b = await missionOf(s, 'agent_2');
+    const a = await missionOf(s, 'agent_1');
+    const tokenA = await tokenOf(s, 'agent_1');
+    const tokenB = await tokenOf(s, 'agent_2');
+    const sid = await openSession(s, tokenA);
+    const foreign = await send(s, 'POST', tokenB, { 'mcp-session-id': sid, ...byId(s, b.id) }, getInvoice(1));
+    expect(foreign.status).toBe(404);
+    expect(await foreign.json()).toMatchObject({ denial_reason: 'session_mismatch' });
+    const initialized = await send(s, 'POST', tokenA, { 'mcp-session-id': sid, ...byId(s, a.id) }, { jsonrpc: '2.0', method: 'notifications/initialized' });
+    expect(initialized.status).toBe(202);
+    const call = await send(s, 'POST', tokenA, { 'mcp-session-id': sid, ...byId(s, a.id) }, getInvoice(2));
+    expect([call.status, await call.text()]).toEqual([200, expect.stringContaining('inv_1001')]);
+  });
 });
