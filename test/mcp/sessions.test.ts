@@ -12,7 +12,7 @@ import { MissionHolds } from '../../src/mission/holds.js';
 import { refKey } from '../../src/mission/key.js';
 import { IDLE_MS, MAX_CALL_BYTES, MAX_CALLS, MAX_PER_PRINCIPAL, MAX_SESSIONS, McpSessions } from '../../src/mcp/sessions.js';
 import type { Review } from '../../src/mission/holds.js';
-import type { RequestContext } from '../../src/pipeline/context.js';
+import { principalOf, type RequestContext } from '../../src/pipeline/context.js';
 import { context, logger, token } from '../mission/helpers.js';
 import { claimRef, view } from './harness.js';
 
@@ -173,11 +173,16 @@ describe('McpSessions bounds: a session is ended, never just forgotten', () => {
     expect(ended).toEqual([]);
     // user_2's session holds are released with it; the creator's requests hold it from their first use.
     expect(holds.held()).toEqual([]);
-    // A request under no Mission binds nothing.
-    const anonymous = request('user_3');
-    anonymous.mission = null;
-    sessions.created('sess-4', anonymous);
-    expect(sessions.ownerOf('sess-4')).toBeUndefined();
+    // A request under no Mission (MAS mode's bare initialize) binds it to its principal (r19e 6);
+    // one with no token binds nothing.
+    const bare = request('user_3');
+    bare.mission = null;
+    sessions.created('sess-4', bare);
+    expect(sessions.ownerOf('sess-4')).toBe(principalOf(bare));
+    const anonymous = request('user_4');
+    anonymous.token = null;
+    sessions.created('sess-5', anonymous);
+    expect(sessions.ownerOf('sess-5')).toBeUndefined();
   });
 
   it('a client DELETE of a session never held here is not remembered (ids sent only to fill memory)', () => {
