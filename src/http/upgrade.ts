@@ -6,6 +6,7 @@
 import { createHash } from 'node:crypto';
 import { ServerResponse, type ClientRequest, type IncomingMessage } from 'node:http';
 import type { Socket } from 'node:net';
+import { performance } from 'node:perf_hooks';
 import { Agent as HttpsAgent } from 'node:https';
 import { createProxyServer, type ProxyServer } from 'http-proxy-3';
 import { Denial } from '../errors.js';
@@ -16,7 +17,7 @@ import { writeDenial } from '../pipeline/respond.js';
 import type { Pipeline } from '../pipeline/run.js';
 import { hasBody } from './body.js';
 import { closeAfterAnswer, upstreamServername } from './forward.js';
-import { upstreamHeaders } from './headers.js';
+import { clientHeaders, upstreamHeaders } from './headers.js';
 
 /** An admitted upgrade whose upstream has not answered yet. */
 interface Pending {
@@ -26,6 +27,8 @@ interface Pending {
   readonly ticket: Ticket | null;
   /** The Sec-WebSocket-Accept the upstream's 101 must carry (RFC 6455 section 4.2.2). */
   readonly accept: string;
+  /** performance.now() when the upgrade was admitted: the upstream's time is counted from it. */
+  readonly decided: number;
   timedOut: boolean;
   recorded: boolean;
 }
@@ -106,17 +109,23 @@ export class WebSocketTunnel {
           socket.end();
           return;
         }
+        this.answered(p);
         this.record(p, 101);
         // Once either side is gone the other goes too, whatever it still holds or never reads.
         socket.once('close', () => proxySocket.destroy());
         if (p.ticket !== null && this.holds !== null) this.holdTunnel(p.ticket, this.holds, socket, proxySocket);
       });
-      // The upstream answered with plain HTTP (not a WebSocket endpoint): relayed as is.
+      // The upstream answered with plain HTTP (not a WebSocket endpoint): relayed under the same
+      // response policy as any answer, then the connection closes (r19f 3).
       proxyReq.once('response', (res: IncomingMessage) => {
         socket.off('end', gone);
         clearTimeout(timer);
-        this.record(p, res.statusCode ?? 502);
+        this.relayAnswer(p, socket, res);
       });
+      // http-proxy's own relay of that answer (registered next) writes it raw, with the upstream's
+      // reason phrase, hop-by-hop and Connection-named fields, and any transfer coding: not registered.
+      const on = proxyReq.on.bind(proxyReq) as (event: string | symbol, listener: (...args: unknown[]) => void) => ClientRequest;
+      proxyReq.on = ((event: string | symbol, listener: (...args: unknown[]) => void) => (event === 'response' ? proxyReq : on(event, listener))) as ClientRequest['on'];
       // A client that goes away before the answer: the upstream request is dropped with it.
       socket.once('close', () => {
         clearTimeout(timer);
@@ -148,6 +157,8 @@ export class WebSocketTunnel {
       const key = req.headers['sec-websocket-key'];
       if (typeof key !== 'string' || key.length === 0) throw new Denial('request_malformed', { description: 'a WebSocket upgrade carries a Sec-WebSocket-Key' });
       await pipeline.admit(ctx);
+      const decided = performance.now();
+      pipeline.deps.metrics.observeDecision(ctx.kind, (decided - ctx.started) / 1000);
       // The client went away while it was decided (a Status query, a key fetch): no tunnel, and
       // no slot taken (its 'close' came before any listener here; r19f 2).
       if (socket.destroyed || !socket.readable) {
@@ -185,7 +196,7 @@ export class WebSocketTunnel {
       socket.once('close', () => this.sockets.delete(socket));
       // The permit record waits for the upstream's answer, so it carries what the client got.
       const accept = createHash('sha1').update(key + WEBSOCKET_GUID).digest('base64');
-      const p: Pending = { ctx, pipeline, ticket: pipeline.ticket(ctx), accept, timedOut: false, recorded: false };
+      const p: Pending = { ctx, pipeline, ticket: pipeline.ticket(ctx), accept, decided, timedOut: false, recorded: false };
       this.pending.set(req, p);
       this.proxy.ws(req, socket, head, (err: Error) => this.fail(p, socket, err));
     } catch (err) {
@@ -202,6 +213,37 @@ export class WebSocketTunnel {
     if (socket.writable) writeDenial(socketResponse(p.ctx.req, socket), denial, p.ctx.id, null, null);
     else socket.destroy();
     this.record(p, denial.spec.status);
+  }
+
+  /**
+   * An answer other than 101: its status and body, with the fields relayHeaders would relay (no
+   * hop-by-hop or Connection-named ones) and the standard reason phrase; in a transfer coding other
+   * than chunked, a 502 as on any request. The connection closes after it.
+   */
+  private relayAnswer(p: Pending, socket: Socket, res: IncomingMessage): void {
+    this.answered(p);
+    const te = res.headers['transfer-encoding'];
+    if (te !== undefined && te.toLowerCase() !== 'chunked') {
+      res.resume();
+      this.fail(p, socket, new Error('upstream response in a transfer coding other than chunked'));
+      socket.end();
+      return;
+    }
+    const status = res.statusCode ?? 502;
+    this.record(p, status);
+    if (!socket.writable) {
+      res.resume();
+      return;
+    }
+    const out = socketResponse(p.ctx.req, socket);
+    out.writeHead(status, clientHeaders(res.headers));
+    out.once('finish', () => socket.end());
+    res.once('error', () => socket.destroy());
+    res.pipe(out);
+  }
+
+  private answered(p: Pending): void {
+    p.pipeline.deps.metrics.observeUpstream((performance.now() - p.decided) / 1000);
   }
 
   /**

@@ -630,6 +630,55 @@ describe('SPEC §6: WebSocket upgrades', () => {
     }
   });
 
+  it('an upstream answering an upgrade with plain HTTP: relayed under the response policy, a foreign transfer coding 502; permitted upgrades are timed in the decision and upstream histograms (r19f 3, 4)', async () => {
+    const { createServer: createNetServer } = await import('node:net');
+    const answers: Record<string, string> = {
+      '/ws/reason': 'HTTP/1.1 404 Not\x01Found\r\nContent-Length: 4\r\n\r\nnope',
+      '/ws/hop': 'HTTP/1.1 403 Forbidden\r\nConnection: close, X-Internal-Token\r\nX-Internal-Token: secret-123\r\nKeep-Alive: timeout=5\r\nX-Kept: yes\r\nContent-Length: 2\r\n\r\nno',
+      '/ws/coded': 'HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n',
+      '/ws/chunked': 'HTTP/1.1 426 Upgrade Required\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n',
+    };
+    const plain = createNetServer((sock) => {
+      let head = '';
+      sock.on('data', (c: Buffer) => {
+        head += c.toString('latin1');
+        if (!head.includes('\r\n\r\n')) return;
+        sock.end(answers[head.split(' ')[1]!] ?? 'HTTP/1.1 500 x\r\nContent-Length: 0\r\n\r\n');
+      });
+      sock.on('error', () => undefined);
+    });
+    const upstream = await new Promise<string>((r) => plain.listen(0, '127.0.0.1', () => r(`http://127.0.0.1:${(plain.address() as { port: number }).port}`)));
+    const gw = await startGateway(`public_base_url: http://localhost:8080\nresource: http://localhost:8080\nupstream: { url: ${upstream} }\nroutes:\n  - match: { path: /ws/** }\n    auth: none\n`);
+    const upgrade = (path: string): Promise<string> => rawSocket(gw.url, `GET ${path} HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n`);
+    const headOf = (out: string): string => out.slice(0, out.indexOf('\r\n\r\n')).toLowerCase();
+    try {
+      const reason = await upgrade('/ws/reason');
+      expect(reason).toMatch(/^HTTP\/1\.1 404 Not Found\r\n/);
+      expect(reason.endsWith('\r\n\r\nnope')).toBe(true);
+      const hop = await upgrade('/ws/hop');
+      expect(hop).toMatch(/^HTTP\/1\.1 403 Forbidden\r\n/);
+      expect(headOf(hop)).toContain('x-kept: yes');
+      expect(headOf(hop)).not.toContain('x-internal-token');
+      expect(headOf(hop)).not.toContain('keep-alive');
+      expect(headOf(hop)).not.toContain('upgrade');
+      expect(headOf(hop)).toContain('connection: close');
+      const coded = await upgrade('/ws/coded');
+      expect(coded).toMatch(/^HTTP\/1\.1 502 /);
+      expect(coded).not.toContain('abc');
+      const chunked = await upgrade('/ws/chunked');
+      expect(chunked).toMatch(/^HTTP\/1\.1 426 Upgrade Required\r\n/);
+      expect(chunked).toContain('hello');
+      await eventually(() => gw.evidence().filter((r) => r['path']?.toString().startsWith('/ws/')).length === 4);
+      expect(gw.evidence().map((r) => r['upstream_status'])).toEqual([404, 403, 502, 426]);
+      const metrics = await (await fetch(`${gw.adminUrl}/metrics`)).text();
+      expect(metrics).toMatch(/^mission_gateway_decision_seconds_count\{kind="route"\} 4$/m);
+      expect(metrics).toMatch(/^mission_gateway_upstream_seconds_count 4$/m);
+    } finally {
+      await gw.close();
+      plain.close();
+    }
+  });
+
   it('an upgrade to an unreachable upstream is 502 with its decision id, and the record says 502', async () => {
     const gw = await startGateway(`public_base_url: http://localhost:8080\nresource: http://localhost:8080\nupstream: { url: http://127.0.0.1:9 }\nroutes:\n  - match: { path: /ws/** }\n    auth: none\n`);
     try {
