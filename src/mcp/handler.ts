@@ -24,7 +24,7 @@ import { soleField, TWO_FIELDS } from '../http/headers.js';
 import type { Review } from '../mission/holds.js';
 import { refKey, trustedMissionIssuers } from '../mission/key.js';
 import { parseMetaReference, sameMission } from '../mission/reference.js';
-import { assertMissionActive, joinable } from '../mission/state.js';
+import { judgeNamed } from '../mission/state.js';
 import type { Logger } from '../observability/logger.js';
 import { principalOf, type AccessToken, type MissionReference, type MissionView, type RequestContext } from '../pipeline/context.js';
 import type { Handler, Pipeline } from '../pipeline/run.js';
@@ -386,20 +386,16 @@ class McpHandler implements Handler {
   }
 
   /**
-   * Joined to the token's subject and client or denied per call, then active or throw (HTTP-level
-   * denial): the state of a Mission that is not the caller's is not for the caller to learn (r19d 4;
-   * one Status does not know stays `unknown`, as in state.ts).
+   * Joined to the token's subject and client (a conflict denies the call), and active (else the
+   * request is denied), in judgeNamed's order.
    */
   private admit(ctx: RequestContext, ref: MissionReference, view: MissionView): Scope | Denial {
-    const early = joinable(view);
-    if (!early) assertMissionActive(view, Date.now());
     try {
-      this.lookup.join(view, ctx.token);
+      judgeNamed(view, () => this.lookup.join(view, ctx.token), Date.now());
     } catch (err) {
-      if (isDenial(err)) return err;
+      if (isDenial(err) && err.code === 'mission_reference_conflict') return err;
       throw err;
     }
-    if (early) assertMissionActive(view, Date.now());
     return { ref, mission: view };
   }
 

@@ -182,6 +182,20 @@ export function joinable(view: MissionView): boolean {
   return view.state !== 'unknown' && (view.subject !== null || view.clientId !== null);
 }
 
+/**
+ * A Mission the client named itself (MAS mode): joined to the caller (`join` throws
+ * `mission_reference_conflict`) before its state is judged, so the state of a Mission that is not
+ * the caller's is not for the caller to learn (r19d 4). A Mission Status does not know stays
+ * `unknown` (SPEC section 5), joined or not; so does a state learned from a lifecycle event that
+ * named no owner, which its owner must still be told (r19e 1).
+ */
+export function judgeNamed(view: MissionView, join: () => void, now: number): void {
+  const early = joinable(view);
+  if (early) join();
+  assertMissionActive(view, now);
+  if (!early) join();
+}
+
 /** A bus message whose SET's keys are not at hand yet is verified again this often, this many times. */
 const REPLICATE_RETRY_MS = 1000;
 const REPLICATE_RETRIES = 3;
@@ -360,14 +374,8 @@ export class MissionStates {
 
   private admit(ctx: RequestContext, ref: MissionReference, view: MissionView): void {
     ctx.mission = view;
-    // Joined first: the state of a Mission that is not the caller's is not for the caller to learn
-    // (r19d 4). A Mission Status does not know stays `unknown` (SPEC section 5), joined or not; so
-    // does a state learned from a lifecycle event, which names no subject (its owner must still be
-    // told `mission_terminated` / `mission_suspended`; r19e 1).
-    const named = isHeaderReference(ref);
-    if (named && joinable(view)) this.join(view, ctx.token);
-    assertMissionActive(view, this.now());
-    if (named && !joinable(view)) this.join(view, ctx.token);
+    if (isHeaderReference(ref)) judgeNamed(view, () => this.join(view, ctx.token), this.now());
+    else assertMissionActive(view, this.now());
   }
 
   /** assertMissionJoin with this gateway's token issuers. */
