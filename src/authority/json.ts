@@ -21,21 +21,33 @@ const canonicalize = canonicalizeModule as unknown as (value: unknown) => string
 
 /** RFC 8785 JSON Canonicalization Scheme. Throws on values without a JSON form (NaN, Infinity, undefined). */
 export function jcs(value: unknown): string {
-  const flat = flatJcs(value);
-  if (flat !== null) return flat;
+  const plain = plainJcs(value);
+  if (plain !== null) return plain;
   const out = canonicalize(value);
   if (out === undefined) throw new TypeError('value has no JSON form');
   return out;
 }
 
 /**
- * The common parameter shape (one plain object of strings, finite numbers, booleans and nulls)
- * serialized directly: keys sorted by UTF-16 code units, values as JSON.stringify writes them, which
- * is exactly what RFC 8785 (and the canonicalize package) gives for such an object. Anything else
- * (nesting, arrays, toJSON, undefined members) returns null and goes through canonicalize.
+ * JSON as JSON.parse gives it (plain objects and arrays of strings, finite numbers, booleans and
+ * nulls) serialized directly: object keys sorted by UTF-16 code units, everything else as
+ * JSON.stringify writes it, which is exactly RFC 8785 (and the canonicalize package) for such a
+ * value; an array of primitives in one JSON.stringify. Several times faster than canonicalize on a
+ * large body (r19c 2: 125 ms for 520,000 numbers). Anything else (toJSON, another prototype,
+ * undefined members, non-finite numbers) returns null and goes through canonicalize.
  */
-function flatJcs(value: unknown): string | null {
-  if (value === null || typeof value !== 'object' || Array.isArray(value)) return null;
+function plainJcs(value: unknown): string | null {
+  if (typeof value !== 'object' || value === null) return primitive(value) ? JSON.stringify(value) : null;
+  if (Array.isArray(value)) {
+    if (value.every(primitive)) return JSON.stringify(value);
+    let out = '[';
+    for (let i = 0; i < value.length; i++) {
+      const v = plainJcs(value[i]);
+      if (v === null) return null;
+      out += (i === 0 ? '' : ',') + v;
+    }
+    return out + ']';
+  }
   const proto = Object.getPrototypeOf(value) as unknown;
   if (proto !== Object.prototype && proto !== null) return null;
   const o = value as Record<string, unknown>;
@@ -43,12 +55,16 @@ function flatJcs(value: unknown): string | null {
   let out = '{';
   for (let i = 0; i < keys.length; i++) {
     const k = keys[i]!;
-    const v = o[k];
-    const t = typeof v;
-    if (!(t === 'string' || t === 'boolean' || v === null || (t === 'number' && Number.isFinite(v)))) return null;
-    out += (i === 0 ? '' : ',') + JSON.stringify(k) + ':' + JSON.stringify(v);
+    const v = plainJcs(o[k]);
+    if (v === null) return null;
+    out += (i === 0 ? '' : ',') + JSON.stringify(k) + ':' + v;
   }
   return out + '}';
+}
+
+function primitive(v: unknown): boolean {
+  const t = typeof v;
+  return t === 'string' || t === 'boolean' || v === null || (t === 'number' && Number.isFinite(v));
 }
 
 export class JsonStrictError extends Error {
@@ -144,11 +160,15 @@ function numberLiteralValue(lit: string): string {
  * parses to. `-0` (and `-0.0`, `-0e5`) is exact: zero; `-1e-400`, which also parses to -0, is not.
  */
 export function numberIsExact(lit: string): boolean {
+  // An integer of at most 15 digits is exact in a double (2^53 has 16): no conversion needed.
+  if (lit.length <= 16 && SHORT_INTEGER.test(lit)) return true;
   const n = Number(lit);
   if (!Number.isFinite(n)) return false;
   if (n === 0) return numberLiteralValue(lit) === '0';
   return numberLiteralValue(lit) === numberLiteralValue(String(n));
 }
+
+const SHORT_INTEGER = /^(?:0|-?[1-9][0-9]{0,14})$/;
 
 /** A number at a watched position that a double cannot hold exactly: where it is, and its text. */
 export interface InexactNumber {

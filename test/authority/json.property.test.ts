@@ -111,7 +111,7 @@ describe('strict JSON scan on text JSON.parse would reject', () => {
   });
 });
 
-describe('jcs (RFC 8785): the flat fast path gives what canonicalize gives', () => {
+describe('jcs (RFC 8785): the direct path gives what canonicalize gives', () => {
   const scalar = fc.oneof(fc.string({ unit: 'grapheme' }), fc.string({ unit: 'binary' }), fc.double({ noNaN: true, noDefaultInfinity: true }), fc.integer(), fc.boolean(), fc.constant(null));
   it('flat objects of scalars (any keys, including __proto__-like and unicode ones)', () => {
     fc.assert(
@@ -121,7 +121,7 @@ describe('jcs (RFC 8785): the flat fast path gives what canonicalize gives', () 
       { numRuns: 1000 },
     );
   });
-  it('any JSON value (nested ones take the general path)', () => {
+  it('any JSON value, nested or not', () => {
     fc.assert(
       fc.property(doc, (v) => {
         expect(jcs(v)).toBe(canonicalize(v));
@@ -135,5 +135,14 @@ describe('jcs (RFC 8785): the flat fast path gives what canonicalize gives', () 
     const bare = Object.assign(Object.create(null) as Record<string, unknown>, { z: true, y: -0, x: 1e21 });
     expect(jcs(bare)).toBe('{"x":1e+21,"y":0,"z":true}');
     expect(() => jcs({ a: Number.NaN })).toThrow();
+  });
+  it('a large array of numbers (r19c 2), nested arrays and objects in arrays, and what only canonicalize serializes', () => {
+    const numbers = Array.from({ length: 50_000 }, (_, i) => (i % 3 === 0 ? -i / 7 : i * 1e17));
+    expect(jcs(numbers)).toBe(canonicalize(numbers));
+    const mixed = [1, [2, [3, { b: [null, 'x'], a: true }]], { z: [], y: {} }];
+    expect(jcs(mixed)).toBe(canonicalize(mixed));
+    const odd = [undefined, 1, { a: undefined, b: 2 }, new Date(0)];
+    expect(jcs(odd)).toBe(canonicalize(odd));
+    expect(() => jcs([1, Number.POSITIVE_INFINITY])).toThrow();
   });
 });
