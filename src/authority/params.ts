@@ -247,15 +247,19 @@ function queryAlias(query: URLSearchParams, key: string): boolean {
 }
 
 /**
- * True when the query (`?...`) names `_method` as some server reads names (queryFold): Symfony and
- * Laravel take the method from it, and Express's method-override can (`POST /x?_method=DELETE`
- * runs a DELETE). Only a query mentioning "method" or holding a percent-escape is parsed.
+ * True when the query (`?...`) names a method override as some server reads names (queryFold, `-`
+ * as `_`): Symfony and Laravel take the method from `_method`, Express's method-override can
+ * (`POST /x?_method=DELETE` runs a DELETE), and ASP.NET MVC 5 and ServiceStack from
+ * `X-HTTP-Method-Override` in the query as in the header (r20a 2). Only a query mentioning "method"
+ * or holding a percent-escape is parsed.
  */
 export function overridesMethod(search: string): boolean {
   if (search.length < 8 || (!search.includes('%') && !/method/i.test(search))) return false;
-  for (const k of new URLSearchParams(search).keys()) if (queryFold(k) === '_method') return true;
+  for (const k of new URLSearchParams(search).keys()) if (METHOD_OVERRIDES.has(queryFold(k).replaceAll('-', '_'))) return true;
   return false;
 }
+
+const METHOD_OVERRIDES: ReadonlySet<string> = new Set(['_method', 'x_http_method_override', 'x_http_method', 'x_method_override']);
 
 /**
  * A form or query name as the most lenient servers read it: case-folded (ASP.NET Core, Java's
