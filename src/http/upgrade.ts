@@ -113,7 +113,7 @@ export class WebSocketTunnel {
         this.record(p, 101);
         // Once either side is gone the other goes too, whatever it still holds or never reads.
         socket.once('close', () => proxySocket.destroy());
-        if (p.ticket !== null && this.holds !== null) this.holdTunnel(p.ticket, this.holds, socket, proxySocket);
+        if (p.ticket !== null && this.holds !== null) this.hold(p.ticket, this.holds, socket, proxySocket);
       });
       // The upstream answered with plain HTTP (not a WebSocket endpoint): relayed under the same
       // response policy as any answer, then the connection closes (r19f 3).
@@ -229,6 +229,12 @@ export class WebSocketTunnel {
       socket.end();
       return;
     }
+    // Held under its Mission like any forwarded answer (an event stream, say, answering an upgrade
+    // its upstream does not support), cut when the Mission ends (r20a 1); one cut already is 499.
+    if (p.ticket !== null && this.holds !== null && !this.hold(p.ticket, this.holds, socket, res)) {
+      this.record(p, 499);
+      return;
+    }
     const status = res.statusCode ?? 502;
     this.record(p, status);
     if (!socket.writable) {
@@ -247,23 +253,25 @@ export class WebSocketTunnel {
   }
 
   /**
-   * Holds an open tunnel under its Mission: when the Mission stops being active both sockets close.
-   * One whose Mission ended while the upstream was answering closes now, before the proxy's own
-   * 'upgrade' handler (registered after this one) writes the 101 and starts relaying what the
+   * Holds an open tunnel, or a plain answer to the upgrade, under its Mission until the client
+   * socket closes: when the Mission stops being active both sides are destroyed. False (both
+   * destroyed now) when it ended while the upstream was answering: for a tunnel, before the proxy's
+   * own 'upgrade' handler (registered after this one) writes the 101 and starts relaying what the
    * upstream sent with it; that handler then finds both sockets destroyed and relays nothing.
    */
-  private holdTunnel(ticket: Ticket, holds: MissionHolds, socket: Socket, proxySocket: Socket): void {
+  private hold(ticket: Ticket, holds: MissionHolds, socket: Socket, upstream: { destroy(): unknown }): boolean {
     const holder: Holder = {
       cut: () => {
         socket.destroy();
-        proxySocket.destroy();
+        upstream.destroy();
       },
     };
     if (!holds.hold(ticket, holder)) {
       holder.cut();
-      return;
+      return false;
     }
     socket.once('close', () => holds.release(ticket, holder));
+    return true;
   }
 
   private record(p: Pending, status: number): void {

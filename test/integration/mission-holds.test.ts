@@ -5,6 +5,7 @@
  */
 import { mkdtempSync } from 'node:fs';
 import { request, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -50,14 +51,14 @@ describe('open exchanges end with their Mission', () => {
     return { id: m.id, token: await agent.token(dev, m.id, API) };
   };
 
-  const open = async (path: string, token: string): Promise<Stream> => {
+  const open = async (path: string, token: string, extra: Record<string, string> = {}): Promise<Stream> => {
     const s: Stream = { status: null, events: 0, ended: null, endedAt: 0, close: () => {} };
     const u = new URL(gw.url);
     const req = request({
       host: u.hostname,
       port: u.port,
       path,
-      headers: { authorization: `DPoP ${token}`, dpop: await agent.proof('GET', `${API}${path}`, token) },
+      headers: { authorization: `DPoP ${token}`, dpop: await agent.proof('GET', `${API}${path}`, token), ...extra },
     });
     const end = (how: 'end' | 'cut'): void => {
       if (s.ended !== null) return;
@@ -105,9 +106,22 @@ describe('open exchanges end with their Mission', () => {
       res.end('{}');
     });
     wss = new WebSocketServer({
-      server: upstream.server as Server,
+      noServer: true,
       // /ws-slow: the upgrade is answered only when the test says so.
       verifyClient: (info, done) => (info.req.url === '/ws-slow' ? slowUpgrades.push(() => done(true)) : done(true)),
+    });
+    (upstream.server as Server).on('upgrade', (req: IncomingMessage, socket: Socket, head: Buffer) => {
+      if (req.url !== '/events-upgrade') return wss.handleUpgrade(req, socket, head, (ws) => wss.emit('connection', ws, req));
+      // Not a WebSocket endpoint: it answers the upgrade with its ordinary event stream.
+      socket.on('error', () => undefined);
+      socket.write('HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-store\r\n\r\n');
+      openUpstream++;
+      let n = 0;
+      const tick = setInterval(() => socket.write(`data: ${n++}\n\n`), 25);
+      socket.on('close', () => {
+        clearInterval(tick);
+        openUpstream--;
+      });
     });
     wss.on('connection', (ws, req) => {
       // /ws-slow greets at once: the greeting travels with the 101.
@@ -174,6 +188,19 @@ routes:
     expect(next.status).toBe(403);
     b1.close();
     await eventually(() => openUpstream === 0, 2000);
+  });
+
+  it('an upgrade the upstream answers with its ordinary event stream is held like any stream: the revocation cuts it (r20a 1)', async () => {
+    const m = await mission();
+    const s = await open('/events-upgrade', m.token, { connection: 'Upgrade', upgrade: 'websocket', 'sec-websocket-version': '13', 'sec-websocket-key': 'dGhlIHNhbXBsZSBub25jZQ==' });
+    await eventually(() => s.events >= 2);
+    expect(s.status).toBe(200);
+    expect(await metric('mission_gateway_open_exchanges')).toBe(1);
+    await dev.missions.revoke(m.id);
+    await eventually(() => s.ended !== null, 2000);
+    expect(s.ended).toBe('cut');
+    await eventually(() => openUpstream === 0, 2000);
+    expect(await metric('mission_gateway_open_exchanges')).toBe(0);
   });
 
   it('suspension closes a WebSocket tunnel the Mission authorized', async () => {
