@@ -245,6 +245,8 @@ export class WebSocketTunnel {
     out.writeHead(status, clientHeaders(res.headers));
     out.once('finish', () => socket.end());
     res.once('error', () => socket.destroy());
+    // A client that goes away takes the upstream request with it, as on any forwarded request (r20a 3).
+    socket.once('close', () => res.destroy());
     res.pipe(out);
   }
 

@@ -117,7 +117,11 @@ export class McpSessions {
    */
   use(id: string, ctx: RequestContext, review: Review | null, calls: (key: string) => Review | null): void {
     const holds = this.holds;
-    if (holds === null || ctx.mission === null || ctx.missionRef === null) return;
+    if (holds === null || ctx.mission === null || ctx.missionRef === null) {
+      // Not held under a Mission, but used: a session bound at creation is not idle (r20a 6).
+      if (this.live.has(id)) this.touch(id, principalOf(ctx));
+      return;
+    }
     const during = holds.ticket(ctx, review);
     if (during === null) return;
     const exchange = { session: true, cut: () => this.end(id) };

@@ -277,12 +277,20 @@ export class MissionStates {
     const denialEvicted = deps.metrics.cacheEvictions.labels('mission_denial');
     this.denials = growingLru<MissionRecord>(max, () => denialEvicted.inc());
     this.aliases = growingLru<string>(max, (target, idKey) => {
-      const rec = this.records.peek(target);
+      const cached = this.records.peek(target);
+      const rec = cached ?? this.denials.peek(target);
       if (rec === undefined || rec.alias !== idKey) return;
-      evicted.inc();
-      this.records.delete(target);
+      if (cached !== undefined) {
+        evicted.inc();
+        this.records.delete(target);
+      } else {
+        this.denials.delete(target);
+      }
       // Its next request asks Status, whose answer finds what events taught under the id (store()).
-      if (this.records.peek(idKey) === undefined) this.keepDenial(idKey, rec);
+      rec.alias = null;
+      const byId = this.records.peek(idKey);
+      if (byId === undefined) this.keepDenial(idKey, rec);
+      else adoptNewer(byId, rec);
     });
     const jtiEvicted = deps.metrics.cacheEvictions.labels('set_jti');
     this.seenJti = growingLru<true>(JTI_MEMORY, () => jtiEvicted.inc());
@@ -541,7 +549,6 @@ export class MissionStates {
   private keepDenial(key: string, rec: MissionRecord): void {
     if (!this.denies(rec)) return;
     rec.entries.clear();
-    rec.alias = null;
     this.denials.set(key, rec);
   }
 
@@ -701,6 +708,9 @@ export class MissionStates {
     const aliasKey = this.aliases.get(key);
     const aliased = aliasKey === undefined ? undefined : this.recordAt(aliasKey);
     if (aliased !== undefined) targets.push(aliased);
+    // Reached only through its AAuth form: the id form (a token or header naming it by id) must
+    // not be resurrected by a lagging Status answer either (r20a 4).
+    if (direct === undefined && aliased !== undefined && change.state !== 'active') targets.push(this.record(key, change.issuer));
 
     if (targets.length === 0) {
       if (change.state === 'active') {

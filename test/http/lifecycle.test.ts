@@ -638,12 +638,23 @@ describe('SPEC §6: WebSocket upgrades', () => {
       '/ws/coded': 'HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n',
       '/ws/chunked': 'HTTP/1.1 426 Upgrade Required\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n',
     };
+    let streaming = 0;
     const plain = createNetServer((sock) => {
       let head = '';
       sock.on('data', (c: Buffer) => {
         head += c.toString('latin1');
         if (!head.includes('\r\n\r\n')) return;
-        sock.end(answers[head.split(' ')[1]!] ?? 'HTTP/1.1 500 x\r\nContent-Length: 0\r\n\r\n');
+        const path = head.split(' ')[1]!;
+        if (path === '/ws/stream') {
+          // An event stream that never ends on its own.
+          streaming++;
+          sock.on('close', () => streaming--);
+          sock.write('HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\r\n');
+          const tick = setInterval(() => sock.write('data: x\n\n'), 20);
+          sock.on('close', () => clearInterval(tick));
+          return;
+        }
+        sock.end(answers[path] ?? 'HTTP/1.1 500 x\r\nContent-Length: 0\r\n\r\n');
       });
       sock.on('error', () => undefined);
     });
@@ -673,6 +684,17 @@ describe('SPEC §6: WebSocket upgrades', () => {
       const metrics = await (await fetch(`${gw.adminUrl}/metrics`)).text();
       expect(metrics).toMatch(/^mission_gateway_decision_seconds_count\{kind="route"\} 4$/m);
       expect(metrics).toMatch(/^mission_gateway_upstream_seconds_count 4$/m);
+
+      // A client that leaves during such an answer takes the upstream request with it (r20a 3).
+      const { connect } = await import('node:net');
+      const client = connect(Number(new URL(gw.url).port), '127.0.0.1');
+      client.write('GET /ws/stream HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n');
+      let got = '';
+      client.on('data', (c: Buffer) => (got += c.toString('latin1')));
+      await eventually(() => got.includes('data: x'));
+      expect(streaming).toBe(1);
+      client.destroy();
+      await eventually(() => streaming === 0, 2000);
     } finally {
       await gw.close();
       plain.close();

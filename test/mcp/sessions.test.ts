@@ -73,6 +73,29 @@ describe('McpSessions bounds: a session is ended, never just forgotten', () => {
     expect(sessions.isEnded('b')).toBe(false);
   });
 
+  it('a session bound at a bare initialize and used under no Mission (MAS mode) is not idle (r20a 6)', () => {
+    const { sessions, ended } = make();
+    const bare = (): RequestContext => {
+      const ctx = request();
+      ctx.mission = null;
+      ctx.missionRef = null;
+      return ctx;
+    };
+    sessions.created('s', bare());
+    for (let i = 0; i < 4; i++) {
+      now += IDLE_MS / 2;
+      sessions.use('s', bare(), null, none);
+      sessions.sweep();
+    }
+    expect(ended).toEqual([]);
+    now += IDLE_MS;
+    sessions.sweep();
+    expect(ended).toEqual(['s']);
+    // A session never held here is not made one by such a use.
+    sessions.use('unknown', bare(), null, none);
+    expect(sessions.ownerOf('unknown')).toBeUndefined();
+  });
+
   it('past MAX_PER_PRINCIPAL sessions of one principal, its oldest is ended; another principal keeps its own', () => {
     const { sessions, ended } = make();
     sessions.use('other', request('user_2'), null, none);

@@ -676,4 +676,29 @@ describe('bounded caches keep what events taught (r19g 1, 2)', () => {
     expect(after).toMatchObject({ code: 'mission_terminated', sync: false });
     expect(server.requests.length).toBe(asked + 1);
   });
+
+  it('a revocation that reaches a Mission only through its AAuth form is remembered under its id too: a lagging Status answer does not resurrect the id form (r20a 4)', async () => {
+    server.missions.set(`s256:${s256(0)}`, { state: 'active', version: 1, id: MISSION_ID });
+    expect((await check(ctxFor({ ref: aauth(s256(0)) }))).code).toBeNull();
+    states.applyChange(change({ state: 'revoked', version: 2 }));
+    // Status lags for the id form (`active` version 1).
+    expect((await check(ctxFor({ ref: aauth(s256(0)) }))).code).toBe('mission_terminated');
+    expect((await check()).code).toBe('mission_terminated');
+  });
+
+  it('a suspension kept past eviction keeps its AAuth alias: the resume reaches it (r20a 5)', async () => {
+    server.missions.set(`s256:${s256(0)}`, { state: 'active', version: 1, id: 'msn_paused' });
+    expect((await check(ctxFor({ ref: aauth(s256(0)) }))).code).toBeNull();
+    states.applyChange(change({ id: 'msn_paused', state: 'suspended', version: 2 }));
+    expect((await check(ctxFor({ ref: aauth(s256(0)) }))).code).toBe('mission_suspended');
+    for (let i = 1; i <= 130; i++) {
+      server.missions.set(`s256:${s256(i)}`, { state: 'active', version: 1, id: `msn_aauth_${i}` });
+      expect((await check(ctxFor({ ref: aauth(s256(i)) }))).code).toBeNull();
+    }
+    server.missions.set(`s256:${s256(0)}`, { state: 'suspended', version: 2, id: 'msn_paused' });
+    expect((await check(ctxFor({ ref: aauth(s256(0)) }))).code).toBe('mission_suspended');
+    states.applyChange(change({ id: 'msn_paused', state: 'active', version: 3 }));
+    server.missions.set(`s256:${s256(0)}`, { state: 'active', version: 3, id: 'msn_paused' });
+    expect((await check(ctxFor({ ref: aauth(s256(0)) }))).code).toBeNull();
+  });
 });
