@@ -157,8 +157,7 @@ export class WebSocketTunnel {
       const key = req.headers['sec-websocket-key'];
       if (typeof key !== 'string' || key.length === 0) throw new Denial('request_malformed', { description: 'a WebSocket upgrade carries a Sec-WebSocket-Key' });
       await pipeline.admit(ctx);
-      const decided = performance.now();
-      pipeline.deps.metrics.observeDecision(ctx.kind, (decided - ctx.started) / 1000);
+      const decided = pipeline.decided(ctx);
       // The client went away while it was decided (a Status query, a key fetch): no tunnel, and
       // no slot taken (its 'close' came before any listener here; r19f 2).
       if (socket.destroyed || !socket.readable) {

@@ -102,8 +102,7 @@ export async function relay(ctx: RequestContext, pipeline: Pipeline, plan: Relay
   if (plan.body !== null) setHeader(headers, 'content-length', String(plan.body.length));
   // The answer is read here: ask for it unencoded (a compressed tools/list could not be filtered).
   dropHeader(headers, 'accept-encoding');
-  const decided = performance.now();
-  d.metrics.observeDecision(ctx.kind, (decided - ctx.started) / 1000);
+  const decided = pipeline.decided(ctx);
 
   const abort = new AbortController();
   // Why the connection closed under the request: the client went away, or the gateway cut it at

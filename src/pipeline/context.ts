@@ -151,6 +151,12 @@ export interface RequestContext {
   /** The request body when the gateway had to read it (bounded by max_body_bytes), forwarded as is. */
   body: Buffer | null;
   upstreamStatus: number | null;
+  /**
+   * performance.now() and the wall clock when a permit was decided (the request forwarded): its
+   * record, written when the upstream answers, carries the decision's time (r20d 2). Null before.
+   */
+  decidedAt: number | null;
+  evaluatedAt: string | null;
   /** A fresh DPoP-Nonce to advertise on the response, when nonces are on. */
   dpopNonce: string | null;
   /** The stage that is running, for logs when something throws unexpectedly. */
@@ -194,6 +200,8 @@ export function newRequestContext(init: RequestContextInit): RequestContext {
     parameterDigest: null,
     body: null,
     upstreamStatus: null,
+    decidedAt: null,
+    evaluatedAt: null,
     dpopNonce: null,
     stage: init.stage ?? 'route',
   };

@@ -323,8 +323,7 @@ export class Pipeline {
       body = bodyOpt;
       if (body !== null) setHeader(headers, 'content-length', String(body.length));
     }
-    const decided = performance.now();
-    d.metrics.observeDecision(ctx.kind, (decided - ctx.started) / 1000);
+    const decided = this.decided(ctx);
     d.upstream.send(
       {
         method: ctx.method,
@@ -376,6 +375,18 @@ export class Pipeline {
   }
 
   /** X-Mission-* identity headers (SPEC section 6); values that are not header-safe are percent-encoded. */
+  /**
+   * A permit is decided: the request goes upstream now. Its time is observed and kept for its
+   * record, which is written once the upstream answers. Returns performance.now().
+   */
+  decided(ctx: RequestContext): number {
+    const at = performance.now();
+    ctx.decidedAt = at;
+    ctx.evaluatedAt = isoNow();
+    this.deps.metrics.observeDecision(ctx.kind, (at - ctx.started) / 1000);
+    return at;
+  }
+
   identityHeaders(ctx: RequestContext): [string, string][] {
     const out: [string, string][] = [];
     const m = ctx.mission ?? ctx.missionRef;
@@ -429,7 +440,7 @@ export class Pipeline {
       decision_id: decisionId,
       decision,
       denial_reason: reason,
-      evaluated_at: isoNow(),
+      evaluated_at: ctx.evaluatedAt ?? isoNow(),
       audience: ctx.audience,
       method: ctx.method,
       path: ctx.path,
@@ -442,7 +453,7 @@ export class Pipeline {
       mission,
       parameter_digest: ctx.parameterDigest ?? null,
       upstream_status: ctx.upstreamStatus ?? null,
-      duration_ms: Math.round((performance.now() - ctx.started) * 1000) / 1000,
+      duration_ms: Math.round(((ctx.decidedAt ?? performance.now()) - ctx.started) * 1000) / 1000,
     };
     // Extras land after the fixed members, which is where orderRecord puts them.
     const record: EvidenceRecord = extra === undefined ? base : { ...base, ...extra };

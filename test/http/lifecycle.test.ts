@@ -701,6 +701,26 @@ describe('SPEC §6: WebSocket upgrades', () => {
     }
   });
 
+  it("a permit's record carries the decision's time: evaluated_at and duration_ms exclude the upstream's (r20d 2)", async () => {
+    const slow = await startEcho((_req, res) => void setTimeout(() => res.end('late'), 400));
+    const gw = await startGateway(cfg(slow.url));
+    try {
+      const sent = Date.now();
+      const r = await fetch(`${gw.url}/public/slow`);
+      const answered = Date.now();
+      expect([r.status, await r.text()]).toEqual([200, 'late']);
+      expect(answered - sent).toBeGreaterThanOrEqual(390);
+      await eventually(() => gw.evidence().length === 1);
+      const rec = gw.evidence()[0]!;
+      expect(rec).toMatchObject({ decision: 'permit', upstream_status: 200 });
+      expect(rec['duration_ms'] as number).toBeLessThan(200);
+      expect(Date.parse(rec['evaluated_at'] as string) - sent).toBeLessThan(200);
+    } finally {
+      await gw.close();
+      await slow.close();
+    }
+  });
+
   it('an upgrade to an unreachable upstream is 502 with its decision id, and the record says 502', async () => {
     const gw = await startGateway(`public_base_url: http://localhost:8080\nresource: http://localhost:8080\nupstream: { url: http://127.0.0.1:9 }\nroutes:\n  - match: { path: /ws/** }\n    auth: none\n`);
     try {
