@@ -30,6 +30,7 @@ import type { Metrics } from '../observability/metrics.js';
 import { assertMissionActive, tokenEndpointMissionError } from '../mission/state.js';
 import type { MissionReference, MissionView, RequestContext } from '../pipeline/context.js';
 import type { Handler, Pipeline } from '../pipeline/run.js';
+import { retryAfterValue } from '../pipeline/respond.js';
 import { checkProjection, compileRules, ID_JAG_ERRORS, IdJagRejection, ID_JAG_TYP, type IdJagReason, type Projection, type ProjectionRules } from './projection.js';
 import { classifyTokenRequest, tokenRequestContentType } from './request.js';
 
@@ -68,7 +69,7 @@ function writeGrantError(res: ServerResponse, e: IdJagRejection, decisionId: str
   const body = JSON.stringify({ error: ID_JAG_ERRORS[e.reason], error_description: e.message, denial_reason: e.reason, decision_id: decisionId, ...e.extra });
   const headers: Record<string, string | number> = { pragma: 'no-cache', 'mission-decision': decisionId };
   // A suspended Mission with a known suspend_until (SPEC section 5).
-  if (retryAfter !== undefined) headers['retry-after'] = retryAfter;
+  if (retryAfter !== undefined) headers['retry-after'] = retryAfterValue(retryAfter);
   writeJson(res, 400, body, headers);
 }
 

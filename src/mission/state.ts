@@ -794,6 +794,9 @@ export class MissionStates {
       // and a view naming it is joined before its state is told (joinable; r19e 4).
       const owner = ownerOf(rec);
       rec.denyUntil = now + this.maxStaleMs;
+      // A suspension ends at its suspend_until (resumed or revoked, per its on_expiry): the state
+      // after it is read from Status, not guessed (r20d 1). Versions still rule out a lagging answer.
+      if (change.state === 'suspended' && change.suspendUntil !== null) rec.denyUntil = Math.min(rec.denyUntil, change.suspendUntil * 1000);
       rec.denyView = {
         id: change.id,
         issuer: change.issuer,

@@ -82,7 +82,17 @@ export function writeDenial(
   const headers: Record<string, string> = { 'mission-decision': decisionId };
   const challenge = challenges?.forDenial(denial.spec) ?? null;
   if (challenge !== null) headers['www-authenticate'] = challenge;
-  if (denial.retryAfter !== undefined) headers['retry-after'] = String(Math.max(0, Math.ceil(denial.retryAfter)));
+  if (denial.retryAfter !== undefined) headers['retry-after'] = retryAfterValue(denial.retryAfter);
   if (dpopNonce !== null) headers['dpop-nonce'] = dpopNonce;
   writeJson(res, denial.spec.status, JSON.stringify(denialBody(denial, decisionId)), headers);
 }
+
+/**
+ * RFC 9110 section 10.2.3 delay-seconds (digits only), at most 2^31 as RFC 9111 section 1.2.2
+ * bounds delta-seconds: a `suspend_until` of 1e308 would otherwise be written `1e+308` (r20d 3).
+ */
+export function retryAfterValue(seconds: number): string {
+  return String(Math.min(MAX_DELAY_SECONDS, Math.max(0, Math.ceil(seconds))) || 0);
+}
+
+const MAX_DELAY_SECONDS = 2_147_483_648;

@@ -614,6 +614,26 @@ describe('config reload: adopt()', () => {
 describe('event denials versus Status answers', () => {
   beforeEach(() => setup());
 
+  it('a suspension learned from an event ends at its suspend_until: Status is read then, and a resume it answers is believed (r20d 1)', async () => {
+    expect((await check()).code).toBeNull();
+    states.applyChange(change({ state: 'suspended', version: 2, suspendUntil: Math.floor(t / 1000) + 2 }));
+    const during = await check();
+    expect(during).toMatchObject({ code: 'mission_suspended', sync: true });
+    expect(during.retryAfter).toBeGreaterThanOrEqual(1);
+    server.missions.set(MISSION_ID, { state: 'active', version: 3 });
+    t += 3_000;
+    const asked = server.requests.length;
+    expect(await check()).toMatchObject({ code: null, sync: false });
+    expect(server.requests.length).toBe(asked + 1);
+  });
+
+  it('past suspend_until, a lagging Status answer (version below the suspension) does not resume it', async () => {
+    expect((await check()).code).toBeNull();
+    states.applyChange(change({ state: 'suspended', version: 2, suspendUntil: Math.floor(t / 1000) + 2 }));
+    t += 3_000;
+    expect((await check()).code).toBe('mission_suspended');
+  });
+
   it('a high-consequence request is still denied when Status answers the same version as a revoke event', async () => {
     states.applyChange(change({ state: 'revoked', version: 1 }));
     const r = await check(ctxFor({ route: { actionClass: 'external_commitment' } as Partial<CompiledRoute> }));
