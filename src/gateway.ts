@@ -370,6 +370,7 @@ async function buildRuntime(config: Config, longLived: LongLived, metrics: Metri
           },
     idJag: config.id_jag === undefined || parts.idJag === null ? null : { path: config.id_jag.token_path, handler: parts.idJag },
     pushPath: config.mission.events.push_path,
+    tokenSkewS: config.token.clock_skew_s,
   });
   return {
     config,

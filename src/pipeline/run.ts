@@ -66,6 +66,8 @@ export interface PipelineDeps {
   readonly idJag: { readonly path: string; readonly handler: Handler } | null;
   /** `mission.events.push_path`: answered before the pipeline when asked for as written (gateway.ts). */
   readonly pushPath: string;
+  /** `token.clock_skew_s`: a token's `exp` is checked again with it once a read body is in. */
+  readonly tokenSkewS: number;
 }
 
 const HEADER_SAFE = /^[\x20-\x7e]*$/;
@@ -282,6 +284,10 @@ export class Pipeline {
    * headers. A cache hit, so synchronous, but after a narrowing (whose entries are read again).
    */
   recheckMission(ctx: RequestContext): void | Promise<void> {
+    // The token, too, is still valid: its holder must not choose the parameters after its `exp` (r20d 4).
+    if (ctx.token !== null && Date.now() / 1000 - this.deps.tokenSkewS >= ctx.token.exp) {
+      throw new Denial('token_invalid', { description: 'the access token expired while the request body was arriving' });
+    }
     if (ctx.missionRef === null) return;
     ctx.stage = 'mission_state';
     return this.deps.stages.missionState(ctx);

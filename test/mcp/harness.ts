@@ -126,6 +126,7 @@ export async function startHarness(
     mcp: { path: '/mcp', resource: MCP_RESOURCE, challenges: new Challenges({ algs: 'ES256', resourceMetadata: `${BASE}/.well-known/oauth-protected-resource/mcp`, bearerAllowed: true }), handler },
     idJag: null,
     pushPath: config.mission.events.push_path,
+    tokenSkewS: config.token.clock_skew_s,
   });
   const server: Server = createServer((req, res) => void pipeline.handle(req, res));
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));

@@ -178,6 +178,7 @@ describe('r18a 1: a Mission cut between admission and dispatch refuses the hold,
       mcp: null,
       idJag: null,
       pushPath: '/.well-known/mission-events',
+      tokenSkewS: 30,
     });
     const call = Buffer.from(JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/call', params: { name: 'pay', arguments: { amount: 100 } } }));
     const relays: Promise<void>[] = [];

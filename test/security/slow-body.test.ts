@@ -101,6 +101,18 @@ describe('a slowly sent body is decided on the Mission as it is once the body ha
     ]);
   });
 
+  it('the token expired while the body was arriving: 401 token_invalid, nothing forwarded (r20d 4)', async () => {
+    const t0 = await startTarget('token: { clock_skew_s: 0 }\n');
+    targets.push(t0);
+    const short = await t0.dev.issueAccessToken({ missionId: t0.missionId, resource: API, jkt: t0.agent.jkt, ttlSeconds: 2 });
+    const t = { ...t0, token: short };
+    const req = await halfSent(t, '/payments', PAYMENT);
+    await new Promise((r) => setTimeout(r, 2_800));
+    const answer = await req.finish();
+    expect(answer).toMatch(/^HTTP\/1\.1 401[^]*"denial_reason":"token_invalid"/);
+    expect(t.echo.requests.filter((q) => q.url === '/payments')).toHaveLength(0);
+  });
+
   it('nothing changed while it arrived: the payment is forwarded', async () => {
     const t = await target();
     const req = await halfSent(t, '/payments', PAYMENT);
