@@ -367,8 +367,6 @@ export class MissionStatusClient {
         audience,
         subject: this.clientId ?? '',
         clockTolerance: CLOCK_SKEW_S,
-        // An answer to this query: issued now, give or take the skew (the draft's iat ±30 s).
-        maxTokenAge: CLOCK_SKEW_S,
         currentDate: new Date(this.now()),
         requiredClaims: ['iat', 'exp', 'nonce'],
       }));
@@ -376,7 +374,11 @@ export class MissionStatusClient {
       throw new StatusUnavailable('invalid_response', 'the Status response failed verification', undefined, err);
     }
     if (payload['nonce'] !== nonce) throw invalid('the Status response nonce does not match');
-    if ((payload.iat ?? 0) > this.now() / 1000 + CLOCK_SKEW_S) throw invalid('the Status response is issued in the future');
+    // An answer to this query: issued now, give or take the skew (the draft's iat ±30 s; jose's
+    // maxTokenAge would add its clockTolerance on top, r20d 5).
+    const age = this.now() / 1000 - (payload.iat ?? 0);
+    if (age < -CLOCK_SKEW_S) throw invalid('the Status response is issued in the future');
+    if (age > CLOCK_SKEW_S) throw invalid('the Status response was issued more than 30 s ago');
     const authority = authorityEntries(payload['authorization_details']);
     if (authority === 'invalid') throw invalid('the Status response authorization_details are malformed');
     return { ...readMission(ref, payload['mission'], 'jwt'), authority, maxStaleSeconds: maxStale };

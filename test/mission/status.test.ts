@@ -158,6 +158,7 @@ describe('Mission Status response verification: any failed check counts as the a
     ['expired (beyond the 30 s skew)', (c) => ((c['iat'] = Math.floor(Date.now() / 1000) - 200), (c['exp'] = Math.floor(Date.now() / 1000) - 31))],
     ['issued in the future', (c) => ((c['iat'] = Math.floor(Date.now() / 1000) + 120), (c['exp'] = Math.floor(Date.now() / 1000) + 180))],
     ['issued long before the query (iat beyond the 30 s skew), still unexpired', (c) => ((c['iat'] = Math.floor(Date.now() / 1000) - 3600), (c['exp'] = Math.floor(Date.now() / 1000) + 3600))],
+    ['issued 45 s before the query (jose would add its clock tolerance to a 30 s maxTokenAge; r20d 5)', (c) => ((c['iat'] = Math.floor(Date.now() / 1000) - 45), (c['exp'] = Math.floor(Date.now() / 1000) + 60))],
     ['wrong sub (not our client_id)', (c) => (c['sub'] = 'someone-else')],
     ['wrong iss', (c) => (c['iss'] = 'https://other-as.example.com')],
     ['wrong mission id', (c) => ((c['mission'] as Record<string, unknown>)['id'] = 'msn_other')],
