@@ -327,7 +327,7 @@ function afterSignature(o: ProofPolicy, payload: Record<string, unknown>, jkt: s
   const result: DpopProof = { jkt, jti, iat: iatS };
   // Section 11.1: single use per key. The entry lives as long as this proof would be accepted.
   if (o.replay !== null) {
-    // `now` is whole seconds (floored): one more second covers the rest of the current one.
+    // Whole seconds, rounded up, and one more: the proof is remembered at least as long as it is accepted.
     const ttl = Math.max(1, Math.ceil(iatS + o.maxAgeS + o.clockSkewS - now) + 1);
     let claimed: boolean | Promise<boolean>;
     try {

@@ -281,7 +281,9 @@ export function thumbprintOf(core: PublicJwkCore): string {
 export type Clock = () => number;
 export const systemClock: Clock = () => Date.now();
 export function nowSeconds(clock: Clock): number {
-  return Math.floor(clock() / 1000);
+  // Not floored: a whole second would give every bound up to 1 s more leeway for exp and 1 s less
+  // for iat and nbf, which `clock_skew_s: 0` means to rule out (r20d 6).
+  return clock() / 1000;
 }
 
 /** Returns a finite number claim or undefined. */

@@ -260,6 +260,14 @@ describe('RFC 9449 §4.3 checks, one by one', () => {
     g.close();
   });
 
+  it('with clock_skew_s 0 the clock is read to the millisecond, not the second: a fractional iat just past is accepted, one just ahead refused (r20d 6)', async () => {
+    const T = Math.floor(Date.now() / 1000) + 0.7;
+    const g = await gateway({ dpop: { clock_skew_s: 0 } }, { clock: () => T * 1000 });
+    expect(await outcome(async () => g.run(await dpopHeaders(token, { iat: T - 0.2 })))).toBe('ok');
+    expect(await outcome(async () => g.run(await dpopHeaders(token, { iat: T + 0.2 })))).toBe('dpop_invalid');
+    g.close();
+  });
+
   it('step 11: a proof from the future (iat beyond the skew) is refused', async () => {
     const now = Math.floor(Date.now() / 1000);
     expect(await code(dpopHeaders(token, { iat: now + 60 }))).toBe('dpop_invalid');
