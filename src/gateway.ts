@@ -16,6 +16,7 @@ import { lingeringClose, Upstream } from './http/forward.js';
 import { hostRequired, makeDropSet, soleField, TrustedProxies, type HeaderPolicy } from './http/headers.js';
 import { writeJson } from './http/json.js';
 import { answeredAtProtocolLevel, cutAtShutdown } from './http/shutdown.js';
+import { Cors } from './http/cors.js';
 import { socketResponse, WebSocketTunnel } from './http/upgrade.js';
 import { upstreamEnder } from './mcp/sessions.js';
 import { createLogger, type Logger } from './observability/logger.js';
@@ -39,6 +40,8 @@ interface Runtime {
   readonly tunnel: WebSocketTunnel;
   /** Documents served by the gateway itself (no decision record): path → JSON body. */
   readonly documents: ReadonlyMap<string, string>;
+  /** `cors`: null when not configured. */
+  readonly cors: Cors | null;
 }
 
 export class Gateway {
@@ -134,7 +137,11 @@ export class Gateway {
 
   private onRequest(req: IncomingMessage, res: ServerResponse): void {
     const rt = this.runtime;
-    if (this.draining) res.setHeader('connection', 'close');
+    // Not setHeader('connection'): a field set so makes Node keep only the last of a repeated name
+    // (two Set-Cookie) in the flat list a relayed answer is written with.
+    if (this.draining) res.shouldKeepAlive = false;
+    // A preflight from an allowed origin is answered here, before any document or decision.
+    if (rt.cors !== null && rt.cors.handle(req, res)) return;
     const url = req.url ?? '/';
     const q = url.indexOf('?');
     const rawPath = q === -1 ? url : url.slice(0, q);
@@ -379,6 +386,7 @@ async function buildRuntime(config: Config, longLived: LongLived, metrics: Metri
     upstream,
     tunnel: new WebSocketTunnel(config.upstream.url, logger, config.upstream.timeout_s * 1000, longLived.holds, longLived.tunnels, config.upstream.websocket_tunnels, config.upstream.preserve_host),
     documents: parts.prm.paths,
+    cors: config.cors === undefined ? null : new Cors({ allowedOrigins: config.cors.allowed_origins, maxAgeS: config.cors.max_age_s, exposeHeaders: config.cors.expose_headers }),
   };
 }
 

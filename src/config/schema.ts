@@ -290,6 +290,19 @@ const replayStore = z.discriminatedUnion('type', [
   }),
 ]);
 
+/** A serialized origin (`https://app.example`, `http://localhost:5173`) as a browser sends it, or `*`. */
+const corsOrigin = z.string().refine((v) => {
+  if (v === '*') return true;
+  const u = parseUrl(v);
+  return u !== null && (u.protocol === 'http:' || u.protocol === 'https:') && u.origin === v;
+}, 'must be `*` or an origin as browsers send it: scheme://host[:port], lower case, no default port, no path or trailing slash');
+
+const cors = z.strictObject({
+  allowed_origins: z.array(corsOrigin).min(1),
+  max_age_s: z.number().int().min(0).max(86_400).default(600),
+  expose_headers: z.array(z.string().regex(/^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/, 'must be a header name')).default([]),
+});
+
 const log = z.strictObject({
   level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
 });
@@ -315,6 +328,7 @@ export const configSchema = z
     routes: z.array(route).default([]),
     mcp: mcp.optional(),
     id_jag: idJag.optional(),
+    cors: cors.optional(),
     evidence: evidence.prefault({}),
     replay_store: replayStore.prefault({ type: 'memory' }),
     log: log.prefault({}),

@@ -701,6 +701,37 @@ describe('SPEC §6: WebSocket upgrades', () => {
     }
   });
 
+  it('a request read while the gateway drains is answered with Connection: close and every field of the upstream\'s answer (two Set-Cookie)', async () => {
+    let release: (() => void) | null = null;
+    const up = await startEcho((req, res) => {
+      const answer = (): void => {
+        res.writeHead(200, ['Set-Cookie', 'a=1', 'Set-Cookie', 'b=2', 'Content-Length', '2']);
+        res.end('ok');
+      };
+      if (req.url === '/public/first') release = answer;
+      else answer();
+    });
+    const gw = await startGateway(cfg(up.url));
+    const { connect } = await import('node:net');
+    const socket = connect(Number(new URL(gw.url).port), '127.0.0.1');
+    let got = '';
+    socket.on('data', (c: Buffer) => (got += c.toString('latin1')));
+    socket.write('GET /public/first HTTP/1.1\r\nHost: a\r\n\r\n');
+    await eventually(() => release !== null);
+    const closing = gw.gateway.close(5000);
+    // Read after the drain began (pipelined behind the first, which is still in flight).
+    socket.write('GET /public/second HTTP/1.1\r\nHost: a\r\n\r\n');
+    await new Promise((r) => setTimeout(r, 50));
+    release!();
+    await eventually(() => (got.match(/HTTP\/1\.1 200/g) ?? []).length === 2);
+    const second = got.slice(got.lastIndexOf('HTTP/1.1 200'));
+    expect(second).toMatch(/\r\nconnection: close\r\n/i);
+    expect(second.match(/set-cookie: [ab]=[12]/gi)).toEqual(['Set-Cookie: a=1', 'Set-Cookie: b=2']);
+    socket.destroy();
+    await closing;
+    await up.close();
+  });
+
   it("a permit's record carries the decision's time: evaluated_at and duration_ms exclude the upstream's (r20d 2)", async () => {
     const slow = await startEcho((_req, res) => void setTimeout(() => res.end('late'), 400));
     const gw = await startGateway(cfg(slow.url));
