@@ -107,11 +107,11 @@ describe('cors config', () => {
     const { parseConfigText } = await import('../../src/config/load.js');
     const base = 'public_base_url: https://api.example.com\nresource: https://api.example.com\nupstream: { url: "http://127.0.0.1:3000" }\n';
     for (const bad of ['https://app.example/', 'https://App.example', 'https://app.example:443', 'app.example', 'https://app.example/path', 'null', 'ftp://app.example']) {
-      expect(() => parseConfigText(`${base}cors: { allowed_origins: ["${bad}"] }\n`), bad).toThrow(/cors\.allowed_origins\[0\]: must be `\*` or an origin/);
+      expect(() => parseConfigText(`${base}cors: { allowed_origins: ["${bad}"] }\n`, process.cwd()), bad).toThrow(/cors\.allowed_origins\[0\]: must be `\*` or an origin/);
     }
-    expect(() => parseConfigText(`${base}cors: { allowed_origins: [] }\n`)).toThrow(/cors\.allowed_origins/);
+    expect(() => parseConfigText(`${base}cors: { allowed_origins: [] }\n`, process.cwd())).toThrow(/cors\.allowed_origins/);
     for (const good of ['*', 'https://app.example', 'http://localhost:5173', 'https://[::1]:8443']) {
-      expect(parseConfigText(`${base}cors: { allowed_origins: ["${good}"] }\n`).cors?.allowed_origins).toEqual([good]);
+      expect(parseConfigText(`${base}cors: { allowed_origins: ["${good}"] }\n`, process.cwd()).cors?.allowed_origins).toEqual([good]);
     }
   });
 });
