@@ -157,6 +157,16 @@ function parseYamlStrict(text: string): unknown {
     const at = isNode(node) && node.range ? lines.linePos(node.range[0]) : null;
     return at === null ? '' : ` at line ${at.line}, column ${at.col}`;
   };
+  // Each alias resolved below walks the whole document (yaml's Alias.resolve without a context):
+  // counted first, so a file of thousands of them is refused before it costs seconds of a live
+  // gateway's event loop on SIGHUP (r20b 1). toJS allows no more expansions than this either.
+  let aliases = 0;
+  visit(doc, {
+    Alias() {
+      return ++aliases > MAX_ALIASES ? visit.BREAK : undefined;
+    },
+  });
+  if (aliases > MAX_ALIASES) throw new Error(`more than ${MAX_ALIASES} YAML aliases (*name)`);
   visit(doc, {
     // toJS would throw for it, with the alias's name (the text written there) in its message.
     Alias(_key, alias) {
@@ -189,8 +199,10 @@ function parseYamlStrict(text: string): unknown {
     },
   });
   if (problem !== null) throw new Error(problem);
-  return doc.toJS({ maxAliasCount: 100 });
+  return doc.toJS({ maxAliasCount: MAX_ALIASES });
 }
+
+const MAX_ALIASES = 100;
 
 /** Parses raw text (YAML is a superset of JSON) and validates it. Throws ConfigError with every problem. */
 export function parseConfigText(text: string, folder: string, env: NodeJS.ProcessEnv = process.env): Config {

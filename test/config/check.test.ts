@@ -225,6 +225,13 @@ describe('a config file says what it means, or is refused (r13a)', () => {
     expect(problem).toMatch(/^\(file\): Source contains multiple documents/);
   });
 
+  it('a file of thousands of YAML aliases is refused at once, not after a parse quadratic in them (r20b 1); a few are fine', () => {
+    const many = `${BASE}x_anchor: &a 10.0.0.1\ntrusted_proxies: [${Array(12_000).fill('*a').join(', ')}]\n`;
+    expect(problems(many)[0]).toMatch(/^\(file\): more than 100 YAML aliases/);
+    const few = `${BASE.replace('routes:', 'trusted_proxies: [&p 10.0.0.1, *p]\nroutes:')}`;
+    expect(problems(few)).toEqual([]);
+  });
+
   it('keys that become one property name are duplicates: 1 and "1", true and "true", an alias and its key; a key that is a mapping is refused', () => {
     const mcp = (map: string) => `${BASE}issuers: [{ issuer: https://as.example.com }]\nmcp: { path: /mcp, tool_actions: ${map} }\n`;
     expect(problems(mcp('{ 1: a.b, "1": c.d }'))[0]).toMatch(/^\(file\): Map keys must be unique: "1"/);
