@@ -210,6 +210,9 @@ export class Gateway {
       evidence_sink: this.longLived.evidence.healthy(),
       mission_events: p.missionStates.ready(),
       replay_store: this.longLived.replay.ready(),
+      // A replica that cannot read the bus (Redis down, an ACL without XREAD) learns other
+      // replicas' revocations only from Status, within max_stale_s (r20e 3).
+      replica_bus: this.longLived.bus.ready(),
     };
   }
 

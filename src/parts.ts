@@ -77,6 +77,7 @@ export function switchableBus(inner: MissionBus): MissionBus {
       handler = h;
       onGap = gap ?? null;
     },
+    ready: () => inner.ready(),
     close: () => inner.close(),
   };
 }

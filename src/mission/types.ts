@@ -32,5 +32,7 @@ export interface MissionBus {
    * replica read them (the stream was trimmed past its position), so what it cached may be out of date.
    */
   subscribe(handler: (change: MissionChange) => void, onGap?: () => void): void;
+  /** False while this replica cannot read what the others publish (`/readyz` `replica_bus`). */
+  ready(): boolean;
   close(): Promise<void>;
 }

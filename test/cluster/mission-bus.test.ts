@@ -289,3 +289,22 @@ describe('RedisMissionBus.close', () => {
     expect(performance.now() - started).toBeLessThan(3000);
   });
 });
+
+describe('a replica that cannot read the bus says so (r20e 3)', () => {
+  it('an ACL user without XREAD: the bus is not ready (readyz replica_bus), and the failure is one warning, not one per retry', async () => {
+    const admin = new Redis(redis.url);
+    await admin.call('ACL', 'SETUSER', 'noread', 'on', '>pw', '~*', '+@all', '-xread');
+    await admin.quit();
+    const warnings: string[] = [];
+    const logger = { warn: (_o: unknown, m: string) => warnings.push(m), debug: () => undefined, info: () => undefined, error: () => undefined } as unknown as NonNullable<ConstructorParameters<typeof RedisMissionBus>[0]['logger']>;
+    const u = new URL(redis.url);
+    u.username = 'noread';
+    u.password = 'pw';
+    const bus = fleet()({ url: u.toString(), logger });
+    collect(bus);
+    await eventually(() => warnings.some((w) => w.startsWith('replica bus read failed')), 5000);
+    await sleep(500);
+    expect(bus.ready()).toBe(false);
+    expect(warnings.filter((w) => w.startsWith('replica bus read failed'))).toHaveLength(1);
+  });
+});

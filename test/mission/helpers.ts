@@ -265,6 +265,9 @@ export class RecordingBus implements MissionBus {
   gap(): void {
     this.onGap?.();
   }
+  ready(): boolean {
+    return true;
+  }
   close(): Promise<void> {
     return Promise.resolve();
   }
