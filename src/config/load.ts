@@ -3,6 +3,7 @@
  * the schema with every problem reported by key path, relative file paths resolved against the
  * config file's folder, and the result deeply frozen.
  */
+import { parseClientKey } from '../mission/client-key.js';
 import { createPrivateKey } from 'node:crypto';
 import { readFileSync, statSync } from 'node:fs';
 import { dirname, isAbsolute, resolve } from 'node:path';
@@ -255,7 +256,7 @@ export function loadConfigFile(file: string, env: NodeJS.ProcessEnv = process.en
 }
 
 /** A private key file holds a private JWK (JSON) or a PKCS#8 PEM (SPEC section 2). */
-function keyProblem(file: string): string | null {
+function keyProblem(file: string, usable?: (text: string) => void): string | null {
   let text: string;
   try {
     text = readFileSync(file, 'utf8');
@@ -273,19 +274,26 @@ function keyProblem(file: string): string | null {
   } catch {
     return `${file} is not a private JWK or a PKCS#8 PEM`;
   }
+  try {
+    usable?.(text);
+  } catch (err) {
+    return `${file}: ${(err as Error).message}`;
+  }
   return null;
 }
 
 /** Problems with the key files a config names (checked by `check` and at start). */
 export function keyFileProblems(config: Config): string[] {
   const out: string[] = [];
-  const files: [string, string | undefined][] = [
-    ['mission.client.private_key_file', config.mission.client?.private_key_file],
-    ['evidence.sign.private_key_file', config.evidence.sign?.private_key_file],
+  // The Status client's key as the client signs with it: a key type or JWK `alg` it cannot sign
+  // with would start a gateway that refuses every Mission-bound request (r20b 2).
+  const files: [string, string | undefined, ((text: string) => void) | undefined][] = [
+    ['mission.client.private_key_file', config.mission.client?.private_key_file, parseClientKey],
+    ['evidence.sign.private_key_file', config.evidence.sign?.private_key_file, undefined],
   ];
-  for (const [path, file] of files) {
+  for (const [path, file, usable] of files) {
     if (file === undefined) continue;
-    const problem = keyProblem(file);
+    const problem = keyProblem(file, usable);
     if (problem !== null) out.push(`${path}: ${problem}`);
   }
   return out;

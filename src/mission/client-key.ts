@@ -25,12 +25,15 @@ function algFor(key: KeyObject): string {
     case 'ed25519':
       return 'EdDSA';
     case 'rsa':
-      return 'RS256';
     case 'rsa-pss':
-      return 'PS256';
+      // jose refuses RSA keys under 2048 bits when it signs.
+      if ((key.asymmetricKeyDetails?.modulusLength ?? 0) < 2048) throw new Error('client RSA key is shorter than 2048 bits');
+      return key.asymmetricKeyType === 'rsa' ? 'RS256' : 'PS256';
   }
   throw new Error('unsupported client key type (use EC P-256/384/521, Ed25519 or RSA)');
 }
+
+const RSA_ALGS: ReadonlySet<string> = new Set(['RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512']);
 
 /** Parses key file text. Throws a secret-free Error when it is neither a private JWK nor a PKCS#8 PEM. */
 export function parseClientKey(text: string): ClientKey {
@@ -49,7 +52,11 @@ export function parseClientKey(text: string): ClientKey {
     } catch {
       throw new Error('client key JWK cannot be imported');
     }
-    const alg = typeof jwk['alg'] === 'string' ? jwk['alg'] : algFor(key);
+    const own = algFor(key);
+    const alg = typeof jwk['alg'] === 'string' ? jwk['alg'] : own;
+    if (!(alg === own || (own === 'RS256' && RSA_ALGS.has(alg)) || (own === 'PS256' && alg.startsWith('PS') && RSA_ALGS.has(alg)))) {
+      throw new Error(`client key JWK "alg" ${JSON.stringify(alg).slice(0, 40)} cannot be used with this key (${own} can)`);
+    }
     return { key, alg, kid: typeof jwk['kid'] === 'string' ? jwk['kid'] : undefined };
   }
   let key: KeyObject;

@@ -87,6 +87,31 @@ describe('check catches what makes start fail; start exits 2 with the same messa
     expect(clash('0:0:0:0:0:0:0:0', '127.0.0.1')).toHaveLength(1);
   });
 
+  it('a Mission Status client key the client cannot sign with is refused by check and start alike (r20b 2)', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'mgw-client-'));
+    const key = join(dir, 'client.key');
+    const file = join(dir, 'gw.yaml');
+    writeFileSync(file, `${BASE}listen: { host: 127.0.0.1, port: 0 }\nadmin: { host: 127.0.0.1, port: 0 }\nmission: { client: { client_id: gw, private_key_file: ./client.key } }\n`);
+    const p256 = generateKeyPairSync('ec', { namedCurve: 'P-256' }).privateKey.export({ format: 'jwk' });
+    const cases: [string, RegExp][] = [
+      [generateKeyPairSync('x25519').privateKey.export({ type: 'pkcs8', format: 'pem' }) as string, /unsupported client key type/],
+      [JSON.stringify({ ...p256, alg: 'ES384' }), /JWK "alg" "ES384" cannot be used with this key \(ES256 can\)/],
+      [JSON.stringify({ ...p256, alg: 'HS256' }), /JWK "alg" "HS256" cannot be used/],
+      [generateKeyPairSync('rsa', { modulusLength: 1024 }).privateKey.export({ type: 'pkcs8', format: 'pem' }) as string, /shorter than 2048 bits/],
+    ];
+    for (const [text, message] of cases) {
+      writeFileSync(key, text);
+      const { check, start } = both(file);
+      expect(check.status).toBe(2);
+      expect(check.stderr).toMatch(new RegExp(`^mission\\.client\\.private_key_file: ${key.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}: `));
+      expect(check.stderr).toMatch(message);
+      expect(start.status).toBe(2);
+      expect(start.stderr).toBe(check.stderr);
+    }
+    writeFileSync(key, JSON.stringify({ ...p256, alg: 'ES256' }));
+    expect(spawnSync(process.execPath, [CLI, 'check', '--config', file], { encoding: 'utf8' }).status).toBe(0);
+  });
+
   it('an evidence signing key that is not EC P-256 (an Ed25519 key from keygen --alg EdDSA), named by its path', () => {
     const dir = mkdtempSync(join(tmpdir(), 'mgw-sign-'));
     const key = join(dir, 'ed.jwk');
