@@ -341,9 +341,9 @@ async function buildRuntime(config: Config, longLived: LongLived, metrics: Metri
   const parts = await buildParts(config, longLived, metrics, logger);
   const upstream = new Upstream({
     url: config.upstream.url,
-    timeoutMs: config.upstream.timeout_s * 1000,
+    timeoutMs: Math.round(config.upstream.timeout_s * 1000),
     connections: config.upstream.connections,
-    keepAliveTimeoutMs: config.upstream.keep_alive_timeout_s * 1000,
+    keepAliveTimeoutMs: Math.round(config.upstream.keep_alive_timeout_s * 1000),
     holds: longLived.holds,
     preserveHost: config.upstream.preserve_host,
   });
@@ -387,7 +387,7 @@ async function buildRuntime(config: Config, longLived: LongLived, metrics: Metri
     pipeline,
     parts,
     upstream,
-    tunnel: new WebSocketTunnel(config.upstream.url, logger, config.upstream.timeout_s * 1000, longLived.holds, longLived.tunnels, config.upstream.websocket_tunnels, config.upstream.preserve_host),
+    tunnel: new WebSocketTunnel(config.upstream.url, logger, Math.round(config.upstream.timeout_s * 1000), longLived.holds, longLived.tunnels, config.upstream.websocket_tunnels, config.upstream.preserve_host),
     documents: parts.prm.paths,
     cors: config.cors === undefined ? null : new Cors({ allowedOrigins: config.cors.allowed_origins, maxAgeS: config.cors.max_age_s, exposeHeaders: config.cors.expose_headers }),
   };

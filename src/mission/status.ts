@@ -245,7 +245,7 @@ export class MissionStatusClient {
     this.clientId = client?.client_id ?? null;
     // No client: `check` and start warn when a route needs Mission state (cli.ts), not here, where a
     // config of public routes only would be warned too.
-    this.timeoutMs = deps.config.mission.status_timeout_s * 1000;
+    this.timeoutMs = Math.round(deps.config.mission.status_timeout_s * 1000);
     // At most MAX_STATUS_CONNECTIONS queries in flight per authority; the rest wait their turn
     // within status_timeout_s (then 503 state_unavailable). Each distinct Mission is its own query:
     // clients naming a new Mission-Reference on every request (MAS mode) would otherwise open a

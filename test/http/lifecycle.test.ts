@@ -732,6 +732,18 @@ describe('SPEC §6: WebSocket upgrades', () => {
     await up.close();
   });
 
+  it('timeouts in seconds that are not whole milliseconds as doubles (2.01 s) forward, and ask Mission Status, as any (r20b 3)', async () => {
+    const up = await startEcho();
+    const gw = await startGateway(cfg(up.url).replace('timeout_s: 5', 'timeout_s: 2.01, keep_alive_timeout_s: 4.01') + 'mission: { status_timeout_s: 2.01, max_stale_s: 60.0005 }\n');
+    try {
+      const r = await fetch(`${gw.url}/public/x`);
+      expect(r.status).toBe(200);
+    } finally {
+      await gw.close();
+      await up.close();
+    }
+  });
+
   it("a permit's record carries the decision's time: evaluated_at and duration_ms exclude the upstream's (r20d 2)", async () => {
     const slow = await startEcho((_req, res) => void setTimeout(() => res.end('late'), 400));
     const gw = await startGateway(cfg(slow.url));
