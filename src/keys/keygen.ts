@@ -4,7 +4,7 @@
  * `evidence.sign.private_key_file`, or registering the gateway as a client at an authority.
  */
 import { generateKeyPairSync, createHash } from 'node:crypto';
-import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { parseArgs } from 'node:util';
 
@@ -39,6 +39,9 @@ export function keygenCli(argv: string[]): number {
   const members = alg === 'ES256' ? { crv: pub['crv'], kty: pub['kty'], x: pub['x'], y: pub['y'] } : { crv: pub['crv'], kty: pub['kty'], x: pub['x'] };
   const kid = parsed.values.kid ?? createHash('sha256').update(JSON.stringify(members)).digest('base64url');
   mkdirSync(dirname(file), { recursive: true });
+  // `mode` applies only to a file writeFileSync creates: one replaced (--force) keeps its mode, so
+  // it is made owner-only before the private key goes in (r20b 4).
+  if (existsSync(file)) chmodSync(file, 0o600);
   writeFileSync(file, JSON.stringify({ ...(privateKey.export({ format: 'jwk' }) as object), alg, kid, use: 'sig' }, null, 2) + '\n', { mode: 0o600 });
   process.stdout.write(JSON.stringify({ ...pub, alg, kid, use: 'sig' }) + '\n');
   process.stderr.write(`wrote ${file} (private, mode 0600); its public JWK is above\n`);

@@ -3,7 +3,7 @@
  * endpoints, WebSocket tunnels.
  */
 import { spawnSync, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdtempSync, statSync, writeFileSync } from 'node:fs';
 import { generateKeyPairSync } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
@@ -793,6 +793,10 @@ describe('key files (SPEC §2: a private JWK or a PKCS#8 PEM)', () => {
     expect(pub['d']).toBeUndefined();
     expect(statSync(key).mode & 0o777).toBe(0o600);
     expect(spawnSync(process.execPath, [CLI, 'keygen', key], { encoding: 'utf8' }).status).toBe(2); // never overwrites
+    // --force replaces a world-readable file with an owner-only one (r20b 4).
+    chmodSync(key, 0o644);
+    expect(spawnSync(process.execPath, [CLI, 'keygen', key, '--force'], { encoding: 'utf8' }).status).toBe(0);
+    expect(statSync(key).mode & 0o777).toBe(0o600);
     const pem = join(dir, 'gw.pem');
     writeFileSync(pem, generateKeyPairSync('ec', { namedCurve: 'P-256' }).privateKey.export({ type: 'pkcs8', format: 'pem' }));
     for (const file of [key, pem]) {
