@@ -44,7 +44,8 @@ describe('replay_store: redis dropping and returning', () => {
 
     await redis.start();
     await eventually(async () => (await t.get(m.token)).status === 200, 10_000);
-    expect((await t.admin('/readyz')).status).toBe(200);
+    // Ready again once the replica bus reads too (replica_bus: its reader reconnects on its own backoff).
+    await eventually(async () => (await t.admin('/readyz')).status === 200, 10_000);
     const reasons = t.gw.evidence().map((e) => e['denial_reason']);
     expect(reasons).toContain('replay_store_unavailable');
   });
