@@ -18,6 +18,7 @@ import { writeJson } from './http/json.js';
 import { answeredAtProtocolLevel, cutAtShutdown } from './http/shutdown.js';
 import { Cors } from './http/cors.js';
 import { socketResponse, WebSocketTunnel } from './http/upgrade.js';
+import { wholeMs } from './values.js';
 import { upstreamEnder } from './mcp/sessions.js';
 import { createLogger, type Logger } from './observability/logger.js';
 import { Metrics } from './observability/metrics.js';
@@ -341,9 +342,9 @@ async function buildRuntime(config: Config, longLived: LongLived, metrics: Metri
   const parts = await buildParts(config, longLived, metrics, logger);
   const upstream = new Upstream({
     url: config.upstream.url,
-    timeoutMs: Math.round(config.upstream.timeout_s * 1000),
+    timeoutMs: wholeMs(config.upstream.timeout_s),
     connections: config.upstream.connections,
-    keepAliveTimeoutMs: Math.round(config.upstream.keep_alive_timeout_s * 1000),
+    keepAliveTimeoutMs: wholeMs(config.upstream.keep_alive_timeout_s),
     holds: longLived.holds,
     preserveHost: config.upstream.preserve_host,
   });
@@ -387,20 +388,10 @@ async function buildRuntime(config: Config, longLived: LongLived, metrics: Metri
     pipeline,
     parts,
     upstream,
-    tunnel: new WebSocketTunnel(config.upstream.url, logger, Math.round(config.upstream.timeout_s * 1000), longLived.holds, longLived.tunnels, config.upstream.websocket_tunnels, config.upstream.preserve_host),
+    tunnel: new WebSocketTunnel(config.upstream.url, logger, wholeMs(config.upstream.timeout_s), longLived.holds, longLived.tunnels, config.upstream.websocket_tunnels, config.upstream.preserve_host),
     documents: parts.prm.paths,
     cors: config.cors === undefined ? null : new Cors({ allowedOrigins: config.cors.allowed_origins, maxAgeS: config.cors.max_age_s, exposeHeaders: config.cors.expose_headers }),
   };
-}
-
-/**
- * Seconds from the config as the whole milliseconds Node's server requires (it refuses to start on
- * 2009.9999999999998, which is 2.01 * 1000 as a double). Rounding keeps the order of two values,
- * so the config's headers/request timeout check still holds; a positive value stays at least 1 ms
- * (0 disables a timeout).
- */
-function wholeMs(seconds: number): number {
-  return seconds === 0 ? 0 : Math.max(1, Math.round(seconds * 1000));
 }
 
 /** How long an answer to a protocol error (400, 408, 431) may take to flush before its connection is cut. */

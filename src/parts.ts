@@ -28,6 +28,7 @@ import type { Logger } from './observability/logger.js';
 import type { Metrics } from './observability/metrics.js';
 import type { RequestContext, Stage } from './pipeline/context.js';
 import type { Handler, Stages } from './pipeline/run.js';
+import { wholeMs } from './values.js';
 
 /** Parts that survive a config reload. */
 export interface LongLived {
@@ -90,7 +91,7 @@ export async function buildLongLivedParts(config: Config, metrics: Metrics, logg
     logger,
   });
   const replay = createReplayStore(config.replay_store, { maxEntries: config.dpop.replay_max_entries, logger, metrics });
-  const bus = switchableBus(createMissionBus(config.replay_store, { logger, metrics, catchUpMs: Math.round(config.mission.max_stale_s * 1000) }));
+  const bus = switchableBus(createMissionBus(config.replay_store, { logger, metrics, catchUpMs: wholeMs(config.mission.max_stale_s) }));
   const tunnels = new Set<Socket>();
   const holds = new MissionHolds({ logger, counted: (cause, n) => metrics.exchangesCut.labels(cause).inc(n) });
   const sessions = new McpSessions(holds, logger);
@@ -136,8 +137,8 @@ export async function buildParts(config: Config, longLived: LongLived, metrics: 
     extraIssuers: extraIssuers(config),
     metrics,
     logger,
-    cooldownMs: Math.round(config.token.jwks_cooldown_s * 1000),
-    refreshIntervalMs: Math.round(config.token.jwks_refresh_s * 1000),
+    cooldownMs: wholeMs(config.token.jwks_cooldown_s),
+    refreshIntervalMs: wholeMs(config.token.jwks_refresh_s),
   });
   const missionStates = new MissionStates({ config, keys, metrics, logger, bus: longLived.bus, holds: longLived.holds });
   const nonces = config.dpop.nonce ? new NonceIssuer({ windowSeconds: config.dpop.nonce_window_s, secret: config.dpop.nonce_secret }) : null;

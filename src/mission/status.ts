@@ -22,7 +22,7 @@ import type { Metrics } from '../observability/metrics.js';
 import type { AuthorityEntry, MissionReference } from '../pipeline/context.js';
 import { CLIENT_ASSERTION_TYPE, clientAssertion, loadClientKey, type ClientKey } from './client-key.js';
 import { parseRfc3339 } from '../rfc3339.js';
-import { isObject } from '../values.js';
+import { isObject, wholeMs } from '../values.js';
 
 export const STATUS_JWT_TYPE = 'mission-status-response+jwt';
 const STATUS_CONTENT_TYPE = `application/${STATUS_JWT_TYPE}`;
@@ -245,7 +245,7 @@ export class MissionStatusClient {
     this.clientId = client?.client_id ?? null;
     // No client: `check` and start warn when a route needs Mission state (cli.ts), not here, where a
     // config of public routes only would be warned too.
-    this.timeoutMs = Math.round(deps.config.mission.status_timeout_s * 1000);
+    this.timeoutMs = wholeMs(deps.config.mission.status_timeout_s);
     // At most MAX_STATUS_CONNECTIONS queries in flight per authority; the rest wait their turn
     // within status_timeout_s (then 503 state_unavailable). Each distinct Mission is its own query:
     // clients naming a new Mission-Reference on every request (MAS mode) would otherwise open a
