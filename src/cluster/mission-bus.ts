@@ -138,8 +138,8 @@ export class RedisMissionBus implements MissionBus {
   /** The position a gap was last reported for (each gap is reported once). */
   private gapAt: string | null = null;
   private reading = false;
-  /** The last read failed: the next failure is logged at debug only. */
-  private failing = false;
+  /** Reads failed in a row since the last one that succeeded. */
+  private failures = 0;
 
   constructor(options: RedisMissionBusOptions) {
     const target = typeof options.url === 'string' ? parseRedisUrl(options.url) : options.url;
@@ -223,7 +223,7 @@ export class RedisMissionBus implements MissionBus {
         const reply = (await this.reader.xread('COUNT', READ_COUNT, 'BLOCK', this.blockMs, 'STREAMS', this.stream, from)) as
           | Array<[string, Array<[string, string[]]>]>
           | null;
-        this.failing = false;
+        this.failures = 0;
         if (reply !== null) {
           for (const [, entries] of reply) {
             for (const [id, fields] of entries) {
@@ -238,10 +238,11 @@ export class RedisMissionBus implements MissionBus {
         await this.checkGap(from);
       } catch (err) {
         if (signal.aborted) break;
-        // The first failure of a run is a warning (an ACL without XREAD or TIME fails every time).
-        if (!this.failing) this.logger?.warn({ err: { message: (err as Error).message } }, 'replica bus read failed; revocations from other replicas arrive only through Mission Status until it reads again; retrying');
+        // A failure its retry repeats is a warning, once per run (an ACL without XREAD or TIME fails
+        // every time); a single one (a connection dropped while starting) is not.
+        this.failures++;
+        if (this.failures === 2) this.logger?.warn({ err: { message: (err as Error).message } }, 'replica bus read failed; revocations from other replicas arrive only through Mission Status until it reads again; retrying');
         else this.logger?.debug({ err: { message: (err as Error).message } }, 'replica bus read failed; retrying');
-        this.failing = true;
         this.reading = false;
         await this.pause(100);
       }
