@@ -35,7 +35,7 @@ const httpUrl = z.string().refine((v) => {
  * this schema): https anywhere, http only on localhost, 127.0.0.0/8 or [::1]. The gateway itself
  * checks with the URL parser below; this only lets `helm install` refuse the same values.
  */
-export const TRUSTED_URL_PATTERN = '^(https://[^#]+|http://(localhost|127(\\.[0-9]{1,3}){3}|\\[::1\\])([:/?][^#]*)?)$';
+export const TRUSTED_URL_PATTERN = '^(https://[^/?#@]+([/?][^#]*)?|http://(localhost|127(\\.[0-9]{1,3}){3}|\\[::1\\])(:[0-9]*)?([/?][^#]*)?)$';
 
 /** An issuer or authority URL: https, or http on a loopback host only (SPEC section 2). */
 const trustedUrl = z.string().meta({ pattern: TRUSTED_URL_PATTERN }).superRefine((v, ctx) => {
@@ -46,6 +46,8 @@ const trustedUrl = z.string().meta({ pattern: TRUSTED_URL_PATTERN }).superRefine
     ctx.addIssue({ code: 'custom', message: 'must use https (http is accepted only on loopback hosts)' });
   } else if (u.hash !== '') {
     ctx.addIssue({ code: 'custom', message: 'must not have a fragment' });
+  } else if (u.username !== '' || u.password !== '') {
+    ctx.addIssue({ code: 'custom', message: 'must not carry credentials (user:password@): they are never sent, and would be logged' });
   }
 });
 

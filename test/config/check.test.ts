@@ -43,6 +43,12 @@ describe('check catches what makes start fail; start exits 2 with the same messa
     expect(problems(withCreds)).toEqual(['upstream.url: must not carry credentials (user:password@): they are not sent upstream, and would be logged']);
   });
 
+  it('issuer, JWKS, Status and poll URLs with credentials (r20b 6: they would never be sent)', () => {
+    const text = `${BASE}issuers: [{ issuer: https://as.example.com, jwks_uri: "https://u:pw@as.example.com/jwks" }]\nmission:\n  authorities: [{ issuer: https://mas.example.com, status_endpoint: "https://u@mas.example.com/status" }]\n  events: { poll: { endpoint: "https://u:pw@mas.example.com/poll" } }\n`;
+    const message = 'must not carry credentials (user:password@): they are never sent, and would be logged';
+    expect(problems(text)).toEqual(expect.arrayContaining([`issuers[0].jwks_uri: ${message}`, `mission.authorities[0].status_endpoint: ${message}`, `mission.events.poll.endpoint: ${message}`]));
+  });
+
   it('listen and admin on the same host:port (or a wildcard and any host on one port)', () => {
     for (const [listen, admin, message] of [
       ['{ host: 127.0.0.1, port: 18080 }', '{ host: 127.0.0.1, port: 18080 }', 'admin (127.0.0.1:18080) and listen (127.0.0.1:18080) overlap on port 18080: the same address'],

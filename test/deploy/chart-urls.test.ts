@@ -18,6 +18,7 @@ describe('values.schema.json: issuer and authority URLs (SPEC section 2)', () =>
     ['an http poll endpoint', ['--set', 'config.mission.events.poll.endpoint=http://as.example.com/poll'], /endpoint/],
     ['an http ID-JAG trusted issuer', ['--set', 'config.id_jag.token_path=/token', '--set', 'config.id_jag.trusted_issuers[0]=http://idp.example.com'], /trusted_issuers/],
     ['an http host that only starts like a loopback one', ['--set', 'config.issuers[0].issuer=http://127.0.0.1.example.com'], /issuer/],
+    ['credentials in a jwks_uri (r20b 6)', ['--set', 'config.issuers[0].issuer=https://as.example.com', '--set', 'config.issuers[0].jwks_uri=https://user:pw@as.example.com/jwks'], /jwks_uri/],
   ])('helm refuses %s', async (_what, args, message) => {
     const r = await template(...args);
     expect(r.code).not.toBe(0);
@@ -38,7 +39,7 @@ describe('values.schema.json: issuer and authority URLs (SPEC section 2)', () =>
 
   it('the pattern agrees with the gateway on every URL tried', () => {
     const pattern = new RegExp(TRUSTED_URL_PATTERN);
-    const urls = ['https://as.example.com', 'https://as.example.com/x?y=1', 'http://as.example.com', 'http://127.0.0.1', 'http://127.0.0.1:9400/a', 'http://127.1.2.3', 'http://localhost', 'http://localhost:1/', 'http://[::1]:9', 'http://127.0.0.1.example.com', 'http://localhost.example.com', 'http://10.0.0.1', 'https://as.example.com#frag', 'ftp://as.example.com'];
+    const urls = ['https://as.example.com', 'https://as.example.com/x?y=1', 'http://as.example.com', 'http://127.0.0.1', 'http://127.0.0.1:9400/a', 'http://127.1.2.3', 'http://localhost', 'http://localhost:1/', 'http://[::1]:9', 'http://127.0.0.1.example.com', 'http://localhost.example.com', 'http://10.0.0.1', 'https://as.example.com#frag', 'ftp://as.example.com', 'https://user:pw@as.example.com/jwks', 'https://user@as.example.com', 'http://user:pw@127.0.0.1:9400', 'http://localhost:pw@as.example.com/', 'https://as.example.com/a@b'];
     for (const url of urls) {
       let gateway = true;
       try {
