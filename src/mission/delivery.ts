@@ -49,10 +49,21 @@ interface PushDeps extends DeliveryDeps {
   readonly bodyTimeoutMs?: number;
 }
 
-/** The pushes a receiver has read and not answered yet. */
+/** The pushes a receiver has read and not answered yet, and when it last warned of a deferred one. */
 export interface PushSlots {
   count: number;
+  /** performance.now() of the last deferred push logged at warn (DEFERRED_WARN_EVERY_MS). */
+  deferredWarnedAt?: number;
+  /** Deferred pushes logged at debug since then. */
+  deferredQuiet?: number;
 }
+
+/**
+ * A deferred push (its issuer's key not known yet) is logged at warn at most this often: anyone
+ * who can reach the push path can send SETs naming an unknown `kid`, one warn line each (r20b 5).
+ * The `deferred` count in mission_gateway_events_total still counts every one.
+ */
+const DEFERRED_WARN_EVERY_MS = 60_000;
 
 /**
  * SETs read and not yet answered, at most: a push is unauthenticated until verified, and a SET with
@@ -141,7 +152,21 @@ export function handleSetPush(req: IncomingMessage, res: ServerResponse, deps: P
   });
 }
 
-async function receive(jwt: string, deps: DeliveryDeps): Promise<Outcome> {
+function logDeferred(deps: PushDeps, reason: string): void {
+  const slots = deps.pending;
+  const now = performance.now();
+  if (slots.deferredWarnedAt !== undefined && now - slots.deferredWarnedAt < DEFERRED_WARN_EVERY_MS) {
+    slots.deferredQuiet = (slots.deferredQuiet ?? 0) + 1;
+    deps.logger.debug({ reason }, 'SET not verifiable yet; the transmitter is asked to retry');
+    return;
+  }
+  const quiet = slots.deferredQuiet ?? 0;
+  slots.deferredWarnedAt = now;
+  slots.deferredQuiet = 0;
+  deps.logger.warn(quiet > 0 ? { reason, deferred_since_last_warning: quiet } : { reason }, 'SET not verifiable yet; the transmitter is asked to retry');
+}
+
+async function receive(jwt: string, deps: PushDeps): Promise<Outcome> {
   let set: VerifiedSet;
   try {
     set = await deps.verifier.verify(jwt);
@@ -149,7 +174,7 @@ async function receive(jwt: string, deps: DeliveryDeps): Promise<Outcome> {
     if (err instanceof SetRejected && err.transient) {
       // Not the SET's fault: a 400 would make the transmitter drop it. It retries a 503.
       deps.metrics.events.labels('deferred').inc();
-      deps.logger.warn({ reason: err.message }, 'SET not verifiable yet; the transmitter is asked to retry');
+      logDeferred(deps, err.message);
       return { ok: false, status: 503, err: 'temporarily_unavailable', description: err.message, retryAfter: KEYS_RETRY_AFTER_S };
     }
     deps.metrics.events.labels('rejected').inc();

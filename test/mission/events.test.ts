@@ -400,6 +400,24 @@ describe('what a refused push logs (r18c 3)', () => {
     expect((await push(await lifecycleSet(authKey, { state: 'revoked', version: 2, aud: 'https://other.example.com' }))).status).toBe(400);
     expect(warns()).toEqual([expect.objectContaining({ issuer: ISSUER })]);
   });
+
+  it('pushes whose key is not known yet: one warn line a minute, each counted and 503 (r20b 5)', async () => {
+    const lines: Array<{ level: number; msg: string; deferred_since_last_warning?: number }> = [];
+    const sink = new Writable({
+      write(chunk: Buffer, _enc, done) {
+        for (const l of chunk.toString('utf8').split('\n')) if (l !== '') lines.push(JSON.parse(l) as { level: number; msg: string });
+        done();
+      },
+    });
+    await setup({}, false, createLogger('debug', sink));
+    const rotated = signingKey('k_unknown');
+    keys.add(ISSUER, rotated);
+    keys.pending.add('k_unknown');
+    for (let i = 0; i < 5; i++) expect((await push(await lifecycleSet(rotated, { state: 'revoked', version: 2, jti: `set_${i}` }))).status).toBe(503);
+    const about = lines.filter((l) => l.msg === 'SET not verifiable yet; the transmitter is asked to retry');
+    expect(about.map((l) => l.level)).toEqual([40, 20, 20, 20, 20]);
+    expect(await counter(metrics, 'mission_gateway_events_total', { result: 'deferred' })).toBe(5);
+  });
 });
 
 describe('the replica bus lost changes before this replica read them (r18d 2)', () => {
