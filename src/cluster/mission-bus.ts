@@ -137,6 +137,8 @@ export class RedisMissionBus implements MissionBus {
   private lastId: string | null = null;
   /** The position a gap was last reported for (each gap is reported once). */
   private gapAt: string | null = null;
+  /** The stream existed when last looked at (its deletion is a gap). */
+  private streamSeen = false;
   private reading = false;
   /** Reads failed in a row since the last one that succeeded. */
   private failures = 0;
@@ -255,9 +257,15 @@ export class RedisMissionBus implements MissionBus {
     let info: unknown[];
     try {
       info = (await this.reader.xinfo('STREAM', this.stream)) as unknown[];
-    } catch {
-      return; // no stream yet: nothing was trimmed
+    } catch (err) {
+      // No stream: nothing was trimmed, unless there was one (FLUSHALL, DEL): what this replica had
+      // not read of it is gone (r20e 1).
+      if (!this.streamSeen || !/no such key/i.test((err as Error).message)) return;
+      this.streamSeen = false;
+      this.reportGap(position, null);
+      return;
     }
+    this.streamSeen = true;
     const field = (name: string): unknown => {
       for (let i = 0; i + 1 < info.length; i += 2) if (info[i] === name) return info[i + 1];
       return undefined;
@@ -267,7 +275,18 @@ export class RedisMissionBus implements MissionBus {
     const trimmed = typeof added === 'number' ? added > length : length >= this.maxLength;
     const first = field('first-entry');
     const firstId = Array.isArray(first) && typeof first[0] === 'string' ? first[0] : null;
-    if (!trimmed || firstId === null || compareIds(firstId, position) <= 0) return;
+    if (firstId === null) {
+      // Emptied (XTRIM MAXLEN 0): a gap if it had an entry this replica never read (r20e 1).
+      const newest = field('last-generated-id');
+      const read = this.lastId ?? position;
+      if (trimmed && typeof newest === 'string' && compareIds(newest, read) > 0) this.reportGap(position, null);
+      return;
+    }
+    if (!trimmed || compareIds(firstId, position) <= 0) return;
+    this.reportGap(position, firstId);
+  }
+
+  private reportGap(position: string, firstId: string | null): void {
     this.gapAt = position;
     this.count('gap');
     this.logger?.warn({ position, first: firstId }, 'replica bus: changes may have been trimmed before this replica read them; cached Mission states will be asked again');

@@ -66,21 +66,31 @@ export function isReady(connection: RedisConnection): boolean {
 
 /**
  * Logs one line when the connection is lost and one when it is back, never per reconnect attempt,
- * and never the URL (it may carry a password). The `error` listener also keeps an unreachable Redis
- * from crashing the process with an unhandled 'error' event.
+ * and never the URL (it may carry a password). While it is down, the first error says why at warn
+ * (a Redis that refuses the credentials, or is unreachable from the start, r20e 2), the rest go to
+ * debug. The `error` listener also keeps an unreachable Redis from crashing the process with an
+ * unhandled 'error' event.
  */
 export function watchConnection(connection: RedisConnection, role: string, logger: Logger | undefined, onChange?: (up: boolean) => void): void {
   let up = false;
   let everUp = false;
+  let toldWhy = false;
   connection.on('ready', () => {
     if (!up) logger?.info({ role }, everUp ? 'redis connection restored' : 'redis connected');
     up = true;
     everUp = true;
+    toldWhy = false;
     onChange?.(true);
   });
   connection.on('error', (err: Error) => {
-    if (up) logger?.warn({ role, err: { message: err.message, name: err.name } }, 'redis error');
-    else logger?.debug({ role, err: { message: err.message } }, 'redis still unavailable');
+    if (up) {
+      logger?.warn({ role, err: { message: err.message, name: err.name } }, 'redis error');
+    } else if (!toldWhy) {
+      toldWhy = true;
+      logger?.warn({ role, err: { message: err.message, name: err.name } }, 'redis unavailable; retrying');
+    } else {
+      logger?.debug({ role, err: { message: err.message } }, 'redis still unavailable');
+    }
   });
   connection.on('close', () => {
     if (up) logger?.warn({ role }, 'redis connection lost; reconnecting');

@@ -163,6 +163,34 @@ describe('SPEC §3 a lifecycle change reaches every replica (replica bus over Re
     expect(got.at(-1)?.id).toBe('msn_499');
   });
 
+  it.each([
+    ['trimmed to empty (XTRIM MAXLEN 0)', (tx: ReturnType<Redis['multi']>, stream: string) => tx.xtrim(stream, 'MAXLEN', 0)],
+    ['deleted (DEL, as FLUSHALL or an empty restart leaves it)', (tx: ReturnType<Redis['multi']>, stream: string) => tx.del(stream)],
+  ])('a stream %s before this replica read its last entries is a gap (r20e 1)', async (_what, end) => {
+    const bus = fleet();
+    const a = bus();
+    const b = bus({ catchUpMs: 0, blockMs: 200 });
+    let gaps = 0;
+    const got: MissionChange[] = [];
+    b.subscribe((c) => got.push(c), () => gaps++);
+    await eventually(() => a.ready() && b.ready(), 5000);
+    await a.publish(change('msn_seen', 'revoked', 2));
+    await eventually(() => got.length === 1, 5000);
+    await sleep(300); // B has looked at the stream since, and is blocked at its tail
+    const raw = new Redis(redis.url);
+    try {
+      const tx = raw.multi();
+      tx.xadd(b.stream, '*', 'm', JSON.stringify({ v: 1, from: 'replica-a', change: change('msn_lost', 'revoked', 2) }));
+      end(tx, b.stream);
+      await tx.exec();
+    } finally {
+      raw.disconnect();
+    }
+    await eventually(() => gaps === 1, 5000);
+    expect(b.counts.gap).toBe(1);
+    expect(got.map((c) => c.id)).toEqual(['msn_seen']);
+  });
+
   it('the gap reaches the Mission cache through the bus the gateway builds (switchableBus; r18e 1)', async () => {
     const bus = fleet();
     const a = bus({ maxLength: 10 });
@@ -306,5 +334,29 @@ describe('a replica that cannot read the bus says so (r20e 3)', () => {
     await sleep(500);
     expect(bus.ready()).toBe(false);
     expect(warnings.filter((w) => w.startsWith('replica bus read failed'))).toHaveLength(1);
+  });
+});
+
+describe('a Redis that refuses the credentials is a warning, once (r20e 2)', () => {
+  it('each connection says why at warn the first time, then retries quietly; the bus stays not ready', async () => {
+    const lines: Array<{ msg: string; role: string; err: { message: string } }> = [];
+    const logger = {
+      warn: (o: { role: string; err: { message: string } }, m: string) => lines.push({ msg: m, ...o }),
+      debug: () => undefined,
+      info: () => undefined,
+      error: () => undefined,
+    } as unknown as NonNullable<ConstructorParameters<typeof RedisMissionBus>[0]['logger']>;
+    const u = new URL(redis.url);
+    u.username = 'nobody';
+    u.password = 'wrong';
+    const bus = fleet()({ url: u.toString(), logger });
+    collect(bus);
+    await eventually(() => lines.length >= 2, 5000);
+    await sleep(1500); // several reconnect attempts
+    expect(bus.ready()).toBe(false);
+    const unavailable = lines.filter((l) => l.msg === 'redis unavailable; retrying');
+    expect(unavailable.map((l) => l.role).sort()).toEqual(['bus_publish', 'bus_subscribe']);
+    for (const l of unavailable) expect(l.err.message).toMatch(/WRONGPASS|invalid username-password/);
+    expect(JSON.stringify(lines)).not.toContain('wrong');
   });
 });
