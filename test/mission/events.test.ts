@@ -383,7 +383,8 @@ describe('revocation is applied before the 202 (the latency bar itself is measur
 });
 
 describe('what a refused push logs (r18c 3)', () => {
-  it('junk anyone could send is logged at debug; a SET the issuer signed and the gateway refused, at warn with the issuer', async () => {
+  /** A debug logger and the lines it wrote, parsed. */
+  function logLines(): { log: Logger; lines: Array<{ level: number; msg: string; issuer?: string }> } {
     const lines: Array<{ level: number; msg: string; issuer?: string }> = [];
     const sink = new Writable({
       write(chunk: Buffer, _enc, done) {
@@ -391,7 +392,12 @@ describe('what a refused push logs (r18c 3)', () => {
         done();
       },
     });
-    await setup({}, false, createLogger('debug', sink));
+    return { log: createLogger('debug', sink), lines };
+  }
+
+  it('junk anyone could send is logged at debug; a SET the issuer signed and the gateway refused, at warn with the issuer', async () => {
+    const { log, lines } = logLines();
+    await setup({}, false, log);
     const warns = () => lines.filter((l) => l.level === 40 && l.msg === 'SET rejected');
     expect((await push('not.a.jwt')).status).toBe(400);
     expect((await push(await lifecycleSet(signingKey(), { state: 'revoked', version: 2 }))).status).toBe(400); // not the issuer's key
@@ -402,14 +408,8 @@ describe('what a refused push logs (r18c 3)', () => {
   });
 
   it('pushes whose key is not known yet: one warn line a minute, each counted and 503 (r20b 5)', async () => {
-    const lines: Array<{ level: number; msg: string; deferred_since_last_warning?: number }> = [];
-    const sink = new Writable({
-      write(chunk: Buffer, _enc, done) {
-        for (const l of chunk.toString('utf8').split('\n')) if (l !== '') lines.push(JSON.parse(l) as { level: number; msg: string });
-        done();
-      },
-    });
-    await setup({}, false, createLogger('debug', sink));
+    const { log, lines } = logLines();
+    await setup({}, false, log);
     const rotated = signingKey('k_unknown');
     keys.add(ISSUER, rotated);
     keys.pending.add('k_unknown');
