@@ -427,12 +427,22 @@ export class MissionStates {
       this.cacheMiss.inc();
       return undefined;
     }
-    if (entry.deadline <= now || entry.fetchedAt <= this.busGapAt || this.streamSilent(rec.issuer, entry.fetchedAt, now)) {
+    if (entry.deadline <= now || entry.fetchedAt <= this.busGapAt || this.streamSilent(rec.issuer, entry.fetchedAt, now) || this.behind(rec, entry.view)) {
       this.cacheStale.inc();
       return undefined;
     }
     this.cacheHit.inc();
     return entry.view;
+  }
+
+  /**
+   * True when the record knows a later version, or a terminal state, than an audience's entry: a
+   * Status answer asked for another audience of the Mission (its API and its MCP endpoint) moved
+   * the record on, and only its own entry (r21c 1). The entry is asked for again.
+   */
+  private behind(rec: MissionRecord, view: MissionView): boolean {
+    if (rec.version !== null && view.version !== null && view.version < rec.version) return true;
+    return isTerminal(rec.state) && !isTerminal(view.state);
   }
 
   /** True when the event stream covering `issuer` fell silent after the entry was fetched. */

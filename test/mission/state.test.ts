@@ -127,6 +127,34 @@ describe('SPEC section 3: Mission state from Status, cached', () => {
     expect(server.requests.map((r) => r.form.get('audience'))).toEqual([RESOURCE, 'https://api.example.com/mcp']);
   });
 
+  const mcpCtx = (): RequestContext => {
+    const c = ctxFor();
+    c.audience = 'https://api.example.com/mcp';
+    return c;
+  };
+
+  it.each([
+    ['revoked (a terminal state)', 'revoked', 'mission_terminated'],
+    ['suspended', 'suspended', 'mission_suspended'],
+  ])("a Status answer for one audience later than another audience's entry: that entry is asked again, not served (%s; r21c 1)", async (_what, state, code) => {
+    expect((await check(mcpCtx())).code).toBeNull(); // MCP entry: active v1
+    Object.assign(server.missions.get(MISSION_ID)!, { state, version: 2 });
+    expect((await check()).code).toBe(code); // the API's entry asked: v2
+    const again = await check(mcpCtx());
+    expect(again).toMatchObject({ code, sync: false });
+    expect(again.ctx.mission).toMatchObject({ state, version: 2, source: 'fresh' });
+    expect(server.requests).toHaveLength(3);
+  });
+
+  it('and the other way: a resume learned for one audience ends the suspension cached for another (r21c 1)', async () => {
+    Object.assign(server.missions.get(MISSION_ID)!, { state: 'suspended', version: 2 });
+    expect((await check(mcpCtx())).code).toBe('mission_suspended');
+    Object.assign(server.missions.get(MISSION_ID)!, { state: 'active', version: 3 });
+    expect((await check()).code).toBeNull();
+    expect((await check(mcpCtx())).code).toBeNull();
+    expect(server.requests).toHaveLength(3);
+  });
+
   it('lifetime ends at fresh_until', async () => {
     server.missions.get(MISSION_ID)!.fresh_until = iso(t + 10_000);
     await check();
