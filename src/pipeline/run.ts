@@ -23,7 +23,7 @@ import { normalizeTarget, pathSegments, PathError, validHost } from '../http/pat
 import type { MissionHolds, Review, Ticket } from '../mission/holds.js';
 import type { Logger } from '../observability/logger.js';
 import type { Metrics } from '../observability/metrics.js';
-import { newRequestContext, type RequestContext, type Stage, type StageName } from './context.js';
+import { newRequestContext, type MissionView, type RequestContext, type Stage, type StageName } from './context.js';
 import { writeDenial, type Challenges } from './respond.js';
 
 /** The stages a deployment plugs in (built once per config by gateway.ts). */
@@ -111,6 +111,12 @@ export function isoNow(): string {
     isoText = isoPrefix + (milli < 10 ? '00' : milli < 100 ? '0' : '') + String(milli) + 'Z';
   }
   return isoText;
+}
+
+/** `first`, fetched for this request, again when a re-read found only the cached copy of it. */
+function keepFresh(ctx: RequestContext, first: MissionView): void {
+  const now = ctx.mission;
+  if (now !== null && now.source === 'cached' && now.version === first.version && now.state === first.state && now.authorityHash === first.authorityHash) ctx.mission = first;
 }
 
 export class Pipeline {
@@ -290,7 +296,12 @@ export class Pipeline {
     }
     if (ctx.missionRef === null) return;
     ctx.stage = 'mission_state';
-    return this.deps.stages.missionState(ctx);
+    const first = ctx.mission;
+    const again = this.deps.stages.missionState(ctx);
+    if (first === null || first.source !== 'fresh') return again;
+    // The answer this request fetched, read back from the cache: still `fresh` in its record (r21c 3).
+    if (again === undefined) keepFresh(ctx, first);
+    else return again.then(() => keepFresh(ctx, first));
   }
 
   /** parameters → authority. */

@@ -109,6 +109,19 @@ routes:
     expect(echo.requests.at(-1)!.body.toString()).toBe(JSON.stringify(body));
   });
 
+  it("a Mission's first request, one whose body is read, records the state it fetched as fresh (r21c 3)", async () => {
+    const m = await dev.missions.create({ subject: 'user_1', client_id: 'agent-1', purpose: 'pay one', authorization_details: ENTRIES });
+    const id = (m as unknown as { id: string }).id;
+    const tok = await agent.token(dev, id, API);
+    const r = await call('POST', '/payments', { amount: '1.00', currency: 'USD', to: 'billing@example.com' }, tok);
+    expect(r.status).toBe(200);
+    const record = gw.evidence().findLast((e) => (e['mission'] as { id?: string } | null)?.id === id);
+    expect(record?.['mission']).toMatchObject({ id, state: 'active', source: 'fresh' });
+    // The next one is served from the cache.
+    await call('POST', '/payments', { amount: '1.00', currency: 'USD', to: 'billing@example.com' }, tok);
+    expect(gw.evidence().findLast((e) => (e['mission'] as { id?: string } | null)?.id === id)?.['mission']).toMatchObject({ source: 'cached' });
+  });
+
   it('denies a payment over max_amount: 403 parameter_violation with the authority challenge', async () => {
     const r = await call('POST', '/payments', { amount: '500.01', currency: 'USD', to: 'billing@example.com' });
     expect(r.status).toBe(403);
