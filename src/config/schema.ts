@@ -297,7 +297,10 @@ const corsOrigin = z.string().refine((v) => {
   if (v === '*') return true;
   const u = parseUrl(v);
   return u !== null && (u.protocol === 'http:' || u.protocol === 'https:') && u.origin === v;
-}, 'must be `*` or an origin as browsers send it: scheme://host[:port], lower case, no default port, no path or trailing slash');
+}, 'must be `*` or an origin as browsers send it: scheme://host[:port], lower case, no default port, no path or trailing slash')
+  // The URL parser takes `*` in a host label: `https://*.app.example` would be compared as written
+  // and match nothing (r21a 3).
+  .refine((v) => v === '*' || !v.includes('*'), 'patterns are not supported (no browser sends `*` in an origin): list each origin, or `*` alone');
 
 const cors = z.strictObject({
   allowed_origins: z.array(corsOrigin).min(1),

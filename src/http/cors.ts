@@ -9,10 +9,11 @@
  *  - a preflight (`OPTIONS` with `Access-Control-Request-Method`) is answered 204 here, on any path,
  *    without a decision or a record (like the metadata documents): it asks whether the browser may
  *    send, and the real request is then decided as any;
- *  - every answer, the upstream's included, carries `Access-Control-Allow-Origin` (that origin),
- *    `Access-Control-Expose-Headers` (what a client of this gateway must read) and `Vary: Origin`.
+ *  - every answer, the upstream's included, carries `Access-Control-Allow-Origin` (that origin) and
+ *    `Access-Control-Expose-Headers` (what a client of this gateway must read).
  * With `cors` set, CORS is the gateway's: the upstream's own `Access-Control-*` response fields are
- * dropped (two `Access-Control-Allow-Origin` fields fail in every browser), for any origin.
+ * dropped (two `Access-Control-Allow-Origin` fields fail in every browser), and every answer carries
+ * `Vary: Origin`, for any origin and for requests without one.
  * Credentials mode (cookies) is not offered: no `Access-Control-Allow-Credentials`.
  */
 import type { IncomingMessage, OutgoingHttpHeader, OutgoingHttpHeaders, ServerResponse } from 'node:http';
@@ -53,8 +54,10 @@ export class Cors {
    */
   handle(req: IncomingMessage, res: ServerResponse): boolean {
     const origin = req.headers.origin;
-    if (origin === undefined) return false;
-    const allowed = this.any ? origin !== 'null' : this.origins.has(origin);
+    // A request without Origin gets the policy too: its answer may be cached and served to a page
+    // (Fetch, "CORS protocol and HTTP caches"): no upstream `Access-Control-*`, and `Vary: Origin`
+    // (r21a 1).
+    const allowed = origin !== undefined && (this.any ? origin !== 'null' : this.origins.has(origin));
     if (allowed && req.method === 'OPTIONS' && req.headers['access-control-request-method'] !== undefined) {
       const asked = req.headers['access-control-request-headers'];
       res.writeHead(204, {

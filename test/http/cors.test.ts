@@ -90,9 +90,18 @@ describe('cors', () => {
     expect(pre.status).toBe(403); // no route takes OPTIONS there
     expect(pre.json()).toMatchObject({ denial_reason: 'no_route' });
     expect(pre.headers['access-control-allow-origin']).toBeUndefined();
-    // Without an Origin, nothing changes.
+  });
+
+  it("an answer to a request without Origin has no upstream CORS fields either, and varies on Origin, so no cache serves it to a page (r21a 1)", async () => {
     const plain = await raw(gw.url, { path: '/public/x' });
-    expect(plain.headers['access-control-allow-origin']).toBe('*');
+    expect(plain.status).toBe(200);
+    expect(plain.headers['access-control-allow-origin']).toBeUndefined();
+    expect(plain.headers['access-control-allow-credentials']).toBeUndefined();
+    expect(plain.headers['vary']).toBe('Accept-Encoding, Origin');
+    const prm = await raw(gw.url, { path: '/.well-known/oauth-protected-resource' });
+    expect(prm.status).toBe(200);
+    expect(prm.headers['vary']).toBe('Origin');
+    expect(prm.headers['access-control-allow-origin']).toBeUndefined();
   });
 
   it('a preflight naming headers in a form not worth echoing gets the default list', async () => {
@@ -110,6 +119,8 @@ describe('cors config', () => {
       expect(() => parseConfigText(`${base}cors: { allowed_origins: ["${bad}"] }\n`, process.cwd()), bad).toThrow(/cors\.allowed_origins\[0\]: must be `\*` or an origin/);
     }
     expect(() => parseConfigText(`${base}cors: { allowed_origins: [] }\n`, process.cwd())).toThrow(/cors\.allowed_origins/);
+    // A pattern the URL parser accepts as a host (r21a 3): it would match nothing.
+    expect(() => parseConfigText(`${base}cors: { allowed_origins: ["https://*.app.example"] }\n`, process.cwd())).toThrow(/cors\.allowed_origins\[0\]: patterns are not supported/);
     for (const good of ['*', 'https://app.example', 'http://localhost:5173', 'https://[::1]:8443']) {
       expect(parseConfigText(`${base}cors: { allowed_origins: ["${good}"] }\n`, process.cwd()).cors?.allowed_origins).toEqual([good]);
     }
