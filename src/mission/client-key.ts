@@ -54,7 +54,8 @@ export function parseClientKey(text: string): ClientKey {
     }
     const own = algFor(key);
     const alg = typeof jwk['alg'] === 'string' ? jwk['alg'] : own;
-    if (!(alg === own || (own === 'RS256' && RSA_ALGS.has(alg)) || (own === 'PS256' && alg.startsWith('PS') && RSA_ALGS.has(alg)))) {
+    // Ed25519 is RFC 9864's fully-specified name for what EdDSA names here (r21a 4).
+    if (!(alg === own || (own === 'RS256' && RSA_ALGS.has(alg)) || (own === 'PS256' && alg.startsWith('PS') && RSA_ALGS.has(alg)) || (own === 'EdDSA' && alg === 'Ed25519' && key.asymmetricKeyType === 'ed25519'))) {
       throw new Error(`client key JWK "alg" ${JSON.stringify(alg).slice(0, 40)} cannot be used with this key (${own} can)`);
     }
     return { key, alg, kid: typeof jwk['kid'] === 'string' ? jwk['kid'] : undefined };

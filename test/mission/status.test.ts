@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { parseRetryAfter, MissionStatusClient, StatusUnavailable, MAX_STATUS_BYTES, MAX_STATUS_CONNECTIONS } from '../../src/mission/status.js';
-import { parseClientKey } from '../../src/mission/client-key.js';
+import { clientAssertion, parseClientKey } from '../../src/mission/client-key.js';
 import type { MissionReference } from '../../src/pipeline/context.js';
 import { CLIENT_ID, clientKeyFile, counter, ISSUER, LocalKeys, logger, makeConfig, MISSION_ID, newMetrics, RESOURCE, S256, signingKey, StatusServer } from './helpers.js';
 
@@ -291,6 +291,20 @@ describe('endpoint discovery and client keys', () => {
     const rsa = generateKeyPairSync('rsa', { modulusLength: 2048 }).privateKey;
     const jwk = { ...rsa.export({ format: 'jwk' }), alg: 'PS256', kid: randomUUID() };
     expect(parseClientKey(JSON.stringify(jwk))).toMatchObject({ alg: 'PS256', kid: jwk.kid });
+  });
+
+  it('an Ed25519 JWK may say "alg": "Ed25519" (RFC 9864), and signs assertions with it (r21a 4)', async () => {
+    const { generateKeyPairSync } = await import('node:crypto');
+    const { decodeProtectedHeader, jwtVerify } = await import('jose');
+    const pair = generateKeyPairSync('ed25519');
+    const key = parseClientKey(JSON.stringify({ ...pair.privateKey.export({ format: 'jwk' }), alg: 'Ed25519' }));
+    expect(key.alg).toBe('Ed25519');
+    const jwt = await clientAssertion(key, CLIENT_ID, ISSUER, Date.now());
+    expect(decodeProtectedHeader(jwt).alg).toBe('Ed25519');
+    await jwtVerify(jwt, pair.publicKey, { algorithms: ['Ed25519'], audience: ISSUER });
+    // Not with another key type.
+    const ec = generateKeyPairSync('ec', { namedCurve: 'P-256' }).privateKey;
+    expect(() => parseClientKey(JSON.stringify({ ...ec.export({ format: 'jwk' }), alg: 'Ed25519' }))).toThrow(/cannot be used with this key \(ES256 can\)/);
   });
 
   it('without mission.client no Status query is possible (unreachable, fail closed)', async () => {
