@@ -318,8 +318,8 @@ export const configSchema = z
     admin: admin.prefault({}),
     public_base_url: httpUrl.refine((v) => {
       const u = parseUrl(v);
-      return u !== null && (u.pathname === '/' || u.pathname === '') && u.search === '' && u.hash === '';
-    }, 'must be scheme://host[:port] with no path, query or fragment'),
+      return u !== null && (u.pathname === '/' || u.pathname === '') && u.search === '' && u.hash === '' && u.username === '' && u.password === '';
+    }, 'must be scheme://host[:port] with no credentials, path, query or fragment'),
     resource: z.string().min(1),
     upstream,
     max_body_bytes: z.number().int().min(1).max(1_073_741_824).default(1_048_576),

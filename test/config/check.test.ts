@@ -43,6 +43,15 @@ describe('check catches what makes start fail; start exits 2 with the same messa
     expect(problems(withCreds)).toEqual(['upstream.url: must not carry credentials (user:password@): they are not sent upstream, and would be logged']);
   });
 
+  it('public_base_url with credentials: check refuses it, as start does, with exit 2 (r21a 5)', () => {
+    const { check, start } = both(write(`${BASE.replace('https://api.example.com\n', 'http://admin:s3cret@localhost:8080\n')}evidence: { sink: stdout }\n`));
+    expect(check.status).toBe(2);
+    expect(check.stderr.trim()).toBe('public_base_url: must be scheme://host[:port] with no credentials, path, query or fragment');
+    expect(start.status).toBe(2);
+    expect(start.stderr).toBe(check.stderr);
+    expect(check.stderr + start.stderr).not.toContain('s3cret');
+  });
+
   it('issuer, JWKS, Status and poll URLs with credentials (r20b 6: they would never be sent)', () => {
     const text = `${BASE}issuers: [{ issuer: https://as.example.com, jwks_uri: "https://u:pw@as.example.com/jwks" }]\nmission:\n  authorities: [{ issuer: https://mas.example.com, status_endpoint: "https://u@mas.example.com/status" }]\n  events: { poll: { endpoint: "https://u:pw@mas.example.com/poll" } }\n`;
     const message = 'must not carry credentials (user:password@): they are never sent, and would be logged';
