@@ -139,6 +139,10 @@ export class RedisMissionBus implements MissionBus {
   private gapAt: string | null = null;
   /** The stream existed when last looked at (its deletion is a gap). */
   private streamSeen = false;
+  /** `lastId` is an entry read from the stream (not the clock position a reader starts at). */
+  private positionRead = false;
+  /** The last XINFO was refused by Redis's ACL (NOPERM): gaps go unseen. */
+  private gapCheckDenied = false;
   private reading = false;
   /** Reads failed in a row since the last one that succeeded. */
   private failures = 0;
@@ -189,7 +193,7 @@ export class RedisMissionBus implements MissionBus {
 
   /** True when both connections are up and, once subscribed, the reader has its position in the stream. */
   ready(): boolean {
-    return isReady(this.writer) && isReady(this.reader) && (this.loop === null || this.reading);
+    return isReady(this.writer) && isReady(this.reader) && (this.loop === null || (this.reading && !this.gapCheckDenied));
   }
 
   async close(): Promise<void> {
@@ -222,6 +226,7 @@ export class RedisMissionBus implements MissionBus {
         // The position is fixed: every later entry will be read.
         this.reading = true;
         const from = this.lastId;
+        const fromRead = this.positionRead;
         const reply = (await this.reader.xread('COUNT', READ_COUNT, 'BLOCK', this.blockMs, 'STREAMS', this.stream, from)) as
           | Array<[string, Array<[string, string[]]>]>
           | null;
@@ -230,6 +235,7 @@ export class RedisMissionBus implements MissionBus {
           for (const [, entries] of reply) {
             for (const [id, fields] of entries) {
               this.lastId = id;
+              this.positionRead = true;
               this.deliver(fields);
             }
           }
@@ -237,7 +243,7 @@ export class RedisMissionBus implements MissionBus {
         // After the read, not before: a trim that came before the read (even one while it
         // blocked, by a transaction that added and trimmed at once) is seen, since the stream
         // then starts after `from`. One after it is reported too (harmless: Status is asked again).
-        await this.checkGap(from);
+        await this.checkGap(from, fromRead);
       } catch (err) {
         if (signal.aborted) break;
         // A failure its retry repeats is a warning, once per run (an ACL without XREAD or TIME fails
@@ -251,20 +257,32 @@ export class RedisMissionBus implements MissionBus {
     }
   }
 
-  /** Reports a gap when entries after `position` may have been trimmed before this reader read them. */
-  private async checkGap(position: string): Promise<void> {
+  /**
+   * Reports a gap when entries after `position` may have been trimmed before this reader read them.
+   * `read`: `position` is an entry this reader read (not the clock it started from), so a stream that
+   * now starts after it lost it: trimmed, or deleted and created again by a later XADD (r21a 2).
+   */
+  private async checkGap(position: string, read: boolean): Promise<void> {
     if (position === this.gapAt) return;
     let info: unknown[];
     try {
       info = (await this.reader.xinfo('STREAM', this.stream)) as unknown[];
     } catch (err) {
+      const message = (err as Error).message;
+      if (/^NOPERM/.test(message)) {
+        // A Redis user without XINFO: gaps cannot be seen, so this replica is not ready (r21a 6).
+        if (!this.gapCheckDenied) this.logger?.warn({ err: { message } }, 'replica bus cannot check for gaps (the Redis user needs XINFO); not ready until it can');
+        this.gapCheckDenied = true;
+        return;
+      }
       // No stream: nothing was trimmed, unless there was one (FLUSHALL, DEL): what this replica had
       // not read of it is gone (r20e 1).
-      if (!this.streamSeen || !/no such key/i.test((err as Error).message)) return;
+      if (!this.streamSeen || !/no such key/i.test(message)) return;
       this.streamSeen = false;
       this.reportGap(position, null);
       return;
     }
+    this.gapCheckDenied = false;
     this.streamSeen = true;
     const field = (name: string): unknown => {
       for (let i = 0; i + 1 < info.length; i += 2) if (info[i] === name) return info[i + 1];
@@ -282,7 +300,7 @@ export class RedisMissionBus implements MissionBus {
       if (trimmed && typeof newest === 'string' && compareIds(newest, read) > 0) this.reportGap(position, null);
       return;
     }
-    if (!trimmed || compareIds(firstId, position) <= 0) return;
+    if (!(trimmed || read) || compareIds(firstId, position) <= 0) return;
     this.reportGap(position, firstId);
   }
 

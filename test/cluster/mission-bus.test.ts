@@ -191,6 +191,31 @@ describe('SPEC §3 a lifecycle change reaches every replica (replica bus over Re
     expect(got.map((c) => c.id)).toEqual(['msn_seen']);
   });
 
+  it('a stream deleted and created again by a later publication before this replica looked is a gap (r21a 2)', async () => {
+    const bus = fleet();
+    const a = bus();
+    const b = bus({ catchUpMs: 0, blockMs: 200 });
+    let gaps = 0;
+    const got: MissionChange[] = [];
+    b.subscribe((c) => got.push(c), () => gaps++);
+    await eventually(() => a.ready() && b.ready(), 5000);
+    await a.publish(change('msn_seen', 'revoked', 2));
+    await eventually(() => got.length === 1, 5000);
+    await sleep(300);
+    const raw = new Redis(redis.url);
+    try {
+      const tx = raw.multi();
+      tx.xadd(b.stream, '*', 'm', JSON.stringify({ v: 1, from: 'replica-a', change: change('msn_lost', 'revoked', 2) }));
+      tx.del(b.stream); // an empty restart, a FLUSHALL
+      tx.xadd(b.stream, '*', 'm', JSON.stringify({ v: 1, from: 'replica-a', change: change('msn_after', 'revoked', 2) }));
+      await tx.exec();
+    } finally {
+      raw.disconnect();
+    }
+    await eventually(() => gaps === 1, 5000);
+    expect(got.map((c) => c.id)).toEqual(['msn_seen', 'msn_after']);
+  });
+
   it('the gap reaches the Mission cache through the bus the gateway builds (switchableBus; r18e 1)', async () => {
     const bus = fleet();
     const a = bus({ maxLength: 10 });
@@ -358,5 +383,24 @@ describe('a Redis that refuses the credentials is a warning, once (r20e 2)', () 
     expect(unavailable.map((l) => l.role).sort()).toEqual(['bus_publish', 'bus_subscribe']);
     for (const l of unavailable) expect(l.err.message).toMatch(/WRONGPASS|invalid username-password/);
     expect(JSON.stringify(lines)).not.toContain('wrong');
+  });
+});
+
+describe('a Redis user that may not run XINFO (r21a 6)', () => {
+  it('the bus cannot see gaps, so it is not ready, and says why once', async () => {
+    const admin = new Redis(redis.url);
+    await admin.call('ACL', 'SETUSER', 'noinfo', 'on', '>pw', '~*', '+@all', '-xinfo');
+    await admin.quit();
+    const warnings: string[] = [];
+    const logger = { warn: (_o: unknown, m: string) => warnings.push(m), debug: () => undefined, info: () => undefined, error: () => undefined } as unknown as NonNullable<ConstructorParameters<typeof RedisMissionBus>[0]['logger']>;
+    const u = new URL(redis.url);
+    u.username = 'noinfo';
+    u.password = 'pw';
+    const bus = fleet()({ url: u.toString(), logger, blockMs: 100 });
+    collect(bus);
+    await eventually(() => warnings.some((w) => w.startsWith('replica bus cannot check for gaps')), 5000);
+    await sleep(500);
+    expect(bus.ready()).toBe(false);
+    expect(warnings.filter((w) => w.startsWith('replica bus cannot check for gaps'))).toHaveLength(1);
   });
 });
