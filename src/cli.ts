@@ -11,7 +11,7 @@
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { ConfigError, loadConfigFile } from './config/load.js';
-import { preflightProblems } from './config/preflight.js';
+import { machineProblems, preflightProblems } from './config/preflight.js';
 import type { Config } from './config/schema.js';
 import { Gateway } from './gateway.js';
 
@@ -60,7 +60,15 @@ function configFile(verb: string, argv: string[]): string | 'help' | null {
  * ConfigError with every problem: `check` and start refuse the same configs, both with exit 2.
  */
 function loadForStart(file: string): { config: Config; file: string; folder: string } {
-  const loaded = loadConfigFile(file);
+  let loaded;
+  try {
+    loaded = loadConfigFile(file);
+  } catch (err) {
+    // Every problem at once: what start would refuse on this machine too, for the parts that validated.
+    const more = err instanceof ConfigError && err.needs !== undefined ? machineProblems(err.needs) : [];
+    if (more.length > 0) throw new ConfigError([...(err as ConfigError).problems, ...more]);
+    throw err;
+  }
   const problems = preflightProblems(loaded.config);
   if (problems.length > 0) throw new ConfigError(problems);
   return loaded;

@@ -14,11 +14,50 @@ import { deepFreeze } from '../values.js';
 
 export class ConfigError extends Error {
   readonly problems: readonly string[];
-  constructor(problems: readonly string[]) {
+  /**
+   * What the file asks of the machine (key files, the evidence file), read from the parts that
+   * validated: `check` reports their problems beside the schema's, all at once (r21e 1).
+   */
+  readonly needs: MachineNeeds | undefined;
+  constructor(problems: readonly string[], needs?: MachineNeeds) {
     super(`invalid configuration:\n  ${problems.join('\n  ')}`);
     this.name = 'ConfigError';
     this.problems = problems;
+    this.needs = needs;
   }
+}
+
+/** The files a config names that start reads or writes on this machine, resolved in its folder. */
+export interface MachineNeeds {
+  readonly clientKey?: string | undefined;
+  readonly signKey?: string | undefined;
+  readonly signKid?: string | undefined;
+  readonly sink?: string | undefined;
+}
+
+export function machineNeeds(config: Config): MachineNeeds {
+  return { clientKey: config.mission.client?.private_key_file, signKey: config.evidence.sign?.private_key_file, signKid: config.evidence.sign?.kid, sink: config.evidence.sink };
+}
+
+/** The same from a file the schema refused: only string values at key paths no problem names. */
+function rawNeeds(raw: unknown, folder: string, problems: readonly string[]): MachineNeeds {
+  const at = (path: string): string | undefined => {
+    if (problems.some((p) => p.startsWith(`${path}:`) || p.startsWith(`${path}.`) || path.startsWith(p.slice(0, p.indexOf(': ')) + '.'))) return undefined;
+    let v: unknown = raw;
+    for (const k of path.split('.')) v = v !== null && typeof v === 'object' && !Array.isArray(v) && Object.hasOwn(v, k) ? (v as Record<string, unknown>)[k] : undefined;
+    return typeof v === 'string' && v !== '' ? v : undefined;
+  };
+  const file = (path: string): string | undefined => {
+    const v = at(path);
+    return v === undefined ? undefined : resolveIn(folder, v);
+  };
+  const sink = at('evidence.sink');
+  return {
+    clientKey: file('mission.client.private_key_file'),
+    signKey: file('evidence.sign.private_key_file'),
+    signKid: at('evidence.sign.kid'),
+    sink: sink === undefined || sink === 'stdout' || sink === 'stderr' ? sink : resolveIn(folder, sink),
+  };
 }
 
 /** `routes[2].match.path` from ['routes', 2, 'match', 'path']. */
@@ -221,7 +260,7 @@ export function parseConfigText(text: string, folder: string, env: NodeJS.Proces
   const substituted = substitute(raw, [], env, problems);
   const result = configSchema.safeParse(substituted);
   if (!result.success) problems.push(...formatIssues(result.error.issues, substituted, new Set(problems.map((p) => p.slice(0, p.indexOf(': '))))));
-  if (problems.length > 0 || !result.success) throw new ConfigError(problems.length <= MAX_PROBLEMS ? problems : [...problems.slice(0, MAX_PROBLEMS), `(and ${problems.length - MAX_PROBLEMS} more problems)`]);
+  if (problems.length > 0 || !result.success) throw new ConfigError(problems.length <= MAX_PROBLEMS ? problems : [...problems.slice(0, MAX_PROBLEMS), `(and ${problems.length - MAX_PROBLEMS} more problems)`], rawNeeds(substituted, folder, problems));
   return deepFreeze(resolvePaths(result.data, folder));
 }
 
@@ -283,13 +322,13 @@ function keyProblem(file: string, usable?: (text: string) => void): string | nul
 }
 
 /** Problems with the key files a config names (checked by `check` and at start). */
-export function keyFileProblems(config: Config): string[] {
+export function keyFileProblems(needs: MachineNeeds): string[] {
   const out: string[] = [];
   // The Status client's key as the client signs with it: a key type or JWK `alg` it cannot sign
   // with would start a gateway that refuses every Mission-bound request (r20b 2).
   const files: [string, string | undefined, ((text: string) => void) | undefined][] = [
-    ['mission.client.private_key_file', config.mission.client?.private_key_file, parseClientKey],
-    ['evidence.sign.private_key_file', config.evidence.sign?.private_key_file, undefined],
+    ['mission.client.private_key_file', needs.clientKey, parseClientKey],
+    ['evidence.sign.private_key_file', needs.signKey, undefined],
   ];
   for (const [path, file, usable] of files) {
     if (file === undefined) continue;

@@ -8,21 +8,26 @@
 import { accessSync, constants, readFileSync, statSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { signingKey } from '../evidence/keys.js';
-import { keyFileProblems } from './load.js';
+import { keyFileProblems, machineNeeds, type MachineNeeds } from './load.js';
 import type { Config } from './schema.js';
 
 /** Every problem, each `key.path: message`; empty when the config can start here. */
 export function preflightProblems(config: Config): string[] {
-  const out = keyFileProblems(config);
-  const sign = config.evidence.sign;
-  if (sign !== undefined && !out.some((p) => p.startsWith('evidence.sign.private_key_file:'))) {
+  return machineProblems(machineNeeds(config));
+}
+
+/** The same for what a file names, valid or not (ConfigError.needs). */
+export function machineProblems(needs: MachineNeeds): string[] {
+  const out = keyFileProblems(needs);
+  const signKey = needs.signKey;
+  if (signKey !== undefined && !out.some((p) => p.startsWith('evidence.sign.private_key_file:'))) {
     try {
-      signingKey(readFileSync(sign.private_key_file, 'utf8'), sign.kid);
+      signingKey(readFileSync(signKey, 'utf8'), needs.signKid);
     } catch (err) {
-      out.push(`evidence.sign.private_key_file: ${sign.private_key_file}: ${(err as Error).message}`);
+      out.push(`evidence.sign.private_key_file: ${signKey}: ${(err as Error).message}`);
     }
   }
-  const sink = sinkProblem(config.evidence.sink);
+  const sink = needs.sink === undefined ? null : sinkProblem(needs.sink);
   if (sink !== null) out.push(`evidence.sink: ${sink}`);
   return out;
 }

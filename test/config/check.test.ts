@@ -43,6 +43,24 @@ describe('check catches what makes start fail; start exits 2 with the same messa
     expect(problems(withCreds)).toEqual(['upstream.url: must not carry credentials (user:password@): they are not sent upstream, and would be logged']);
   });
 
+  it("every problem at once: the schema's and what start needs of this machine, for the parts that validated (r21e 1)", () => {
+    const dir = mkdtempSync(join(tmpdir(), 'mgw-check-'));
+    const file = join(dir, 'gw.yaml');
+    writeFileSync(file, `${BASE}bogus: 1\nmission:\n  client: { client_id: gw, private_key_file: keys/missing.jwk }\nevidence: { sink: /nonexistent-mgw/evidence.jsonl }\n`);
+    const { check, start } = both(file);
+    expect(check.status).toBe(2);
+    expect(check.stderr.trim().split('\n')).toEqual([
+      'bogus: unknown key',
+      `mission.client.private_key_file: cannot read ${join(dir, 'keys/missing.jwk')} (ENOENT); create one with \`mission-gateway keygen ${join(dir, 'keys/missing.jwk')}\``,
+      'evidence.sink: folder /nonexistent-mgw does not exist; create it (the gateway does not)',
+    ]);
+    expect(start.status).toBe(2);
+    expect(start.stderr).toBe(check.stderr);
+    // A value the schema refused is not looked for on disk.
+    writeFileSync(file, `${BASE}evidence: { sink: 42 }\n`);
+    expect(both(file).check.stderr.trim()).toBe('evidence.sink: must be string');
+  });
+
   it('public_base_url with credentials: check refuses it, as start does, with exit 2 (r21a 5)', () => {
     const { check, start } = both(write(`${BASE.replace('https://api.example.com\n', 'http://admin:s3cret@localhost:8080\n')}evidence: { sink: stdout }\n`));
     expect(check.status).toBe(2);
