@@ -734,12 +734,14 @@ export class MissionStates {
       }
       // Remember a non-active state even for a Mission we never cached (SPEC section 3), confirmed
       // by Status before it is served unless final (MissionRecord.confirm).
+      // Counted as applied, not `uncached` (which is an event ignored; r21e 2).
       const rec = this.record(key, change.issuer);
-      if (this.applyTo(rec, change, now) !== 'stale') {
+      const applied = this.applyTo(rec, change, now);
+      if (applied !== 'stale') {
         rec.confirm = !isTerminal(change.state);
         this.settleHolds(change.state, key, null);
       }
-      return 'uncached';
+      return applied;
     }
     let result: EventResult = 'stale';
     for (const rec of targets) {

@@ -483,7 +483,7 @@ describe('draft-mcguinness-oauth-mission-signals: applying lifecycle changes', (
   });
 
   it('a non-active state for an uncached Mission is remembered for max_stale_s', async () => {
-    expect(states.applyChange(change({ state: 'revoked', version: 4 }))).toBe('uncached');
+    expect(states.applyChange(change({ state: 'revoked', version: 4 }))).toBe('accepted'); // remembered, not ignored (r21e 2)
     expect(await check()).toMatchObject({ code: 'mission_terminated', sync: true });
     expect(server.requests.length).toBe(0);
     t += 59_000;
@@ -506,7 +506,7 @@ describe('draft-mcguinness-oauth-mission-signals: applying lifecycle changes', (
   it('a suspension that is the first event held for an uncached Mission is confirmed by one Status answer: a newer answer wins, an older or equal one does not (mission-contracts section 3)', async () => {
     // An old SET replayed to a fresh replica: suspended at 2, while the Mission was resumed at 3.
     server.missions.get(MISSION_ID)!.version = 3;
-    expect(states.applyChange(change({ state: 'suspended', version: 2 }))).toBe('uncached');
+    expect(states.applyChange(change({ state: 'suspended', version: 2 }))).toBe('accepted');
     const r = await check();
     expect(r).toMatchObject({ code: null, sync: false });
     expect(r.ctx.mission).toMatchObject({ state: 'active', version: 3 });
