@@ -116,19 +116,22 @@ export async function buildLongLivedParts(config: Config, metrics: Metrics, logg
 /**
  * Issuers whose keys the gateway may need besides token issuers: Mission authorities, ID-JAG
  * issuers. Not configured with algorithms of their own, they may sign with any asymmetric one
- * (docs/id-jag.md, docs/missions.md); never `none` or HS*.
+ * (docs/id-jag.md, docs/missions.md); never `none` or HS*. An ID-JAG issuer's keys are needed for
+ * readiness, as a token issuer's: every grant needs them (r21e 3); an authority's are not (cached
+ * Mission states still serve without them).
  */
 export function extraIssuers(config: Config): TrustedIssuer[] {
   const known = new Set(config.issuers.map((i) => i.issuer));
-  const out: TrustedIssuer[] = [];
-  const add = (issuer: string, jwks?: string): void => {
+  const out = new Map<string, TrustedIssuer>();
+  const add = (issuer: string, required: boolean, jwks?: string): void => {
     if (known.has(issuer)) return;
-    known.add(issuer);
-    out.push({ issuer, jwks_uri: jwks, algorithms: [...ASYMMETRIC_ALGS] });
+    const seen = out.get(issuer);
+    if (seen === undefined) out.set(issuer, { issuer, jwks_uri: jwks, algorithms: [...ASYMMETRIC_ALGS], required });
+    else if (required) out.set(issuer, { ...seen, required });
   };
-  for (const a of config.mission.authorities) add(a.issuer, a.jwks_uri);
-  for (const i of config.id_jag?.trusted_issuers ?? []) add(i);
-  return out;
+  for (const a of config.mission.authorities) add(a.issuer, false, a.jwks_uri);
+  for (const i of config.id_jag?.trusted_issuers ?? []) add(i, true);
+  return [...out.values()];
 }
 
 export async function buildParts(config: Config, longLived: LongLived, metrics: Metrics, logger: Logger): Promise<Parts> {

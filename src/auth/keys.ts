@@ -45,12 +45,14 @@ export interface TrustedIssuer {
   readonly issuer: string;
   readonly jwks_uri?: string | undefined;
   readonly algorithms: readonly string[];
+  /** Among `extraIssuers`: `ready()` waits for this one's keys too (an ID-JAG issuer). */
+  readonly required?: boolean;
 }
 
 export interface IssuerKeysOptions {
   /** Access-token issuers: `ready()` waits for these. */
   readonly issuers: Config['issuers'];
-  /** Other trusted issuers (Mission authorities, ID-JAG issuers): resolvable, not needed for readiness. */
+  /** Other trusted issuers (Mission authorities, ID-JAG issuers): resolvable; needed for readiness when `required`. */
   readonly extraIssuers?: readonly TrustedIssuer[];
   readonly metrics: Metrics;
   readonly logger: Logger;
@@ -72,7 +74,7 @@ interface StoredKey {
 interface IssuerState {
   readonly spec: TrustedIssuer;
   readonly algorithms: ReadonlySet<string>;
-  readonly tokenIssuer: boolean;
+  readonly neededForReady: boolean;
   keys: readonly StoredKey[];
   /** Several keys may share a `kid` (e.g. one EC and one RSA key): all are candidates. */
   byKid: Map<string, StoredKey[]>;
@@ -155,16 +157,16 @@ export class IssuerKeys implements KeyResolver {
     this.clock = opts.clock ?? systemClock;
     this.metrics = opts.metrics;
     this.logger = opts.logger;
-    const add = (spec: TrustedIssuer, tokenIssuer: boolean): void => {
+    const add = (spec: TrustedIssuer, neededForReady: boolean): void => {
       const existing = this.states.get(spec.issuer);
       if (existing !== undefined) {
-        if (tokenIssuer && !existing.tokenIssuer) this.states.set(spec.issuer, { ...existing, tokenIssuer: true });
+        if (neededForReady && !existing.neededForReady) this.states.set(spec.issuer, { ...existing, neededForReady: true });
         return;
       }
       this.states.set(spec.issuer, {
         spec,
         algorithms: new Set(spec.algorithms),
-        tokenIssuer,
+        neededForReady,
         keys: [],
         byKid: new Map(),
         current: new Set(),
@@ -182,7 +184,7 @@ export class IssuerKeys implements KeyResolver {
       });
     };
     for (const i of opts.issuers) add(i, true);
-    for (const i of opts.extraIssuers ?? []) add(i, false);
+    for (const i of opts.extraIssuers ?? []) add(i, i.required === true);
     const every = opts.refreshIntervalMs ?? 300_000;
     this.metadataMaxAgeMs = every > 0 ? every : 300_000;
     this.timer = every > 0 ? setInterval(() => void this.refreshAll(), every) : null;
@@ -199,7 +201,7 @@ export class IssuerKeys implements KeyResolver {
   }
 
   ready(): boolean {
-    for (const s of this.states.values()) if (s.tokenIssuer && !s.loaded) return false;
+    for (const s of this.states.values()) if (s.neededForReady && !s.loaded) return false;
     return true;
   }
 
