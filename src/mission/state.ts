@@ -153,7 +153,11 @@ export function assertMissionActive(view: MissionView, nowMs: number): void {
     throw new Denial('mission_terminated', { extra: { mission_status: 'expired' } });
   }
   if (view.state === 'suspended') {
-    const retryAfter = view.suspendUntil !== null && view.suspendUntil * 1000 > nowMs ? Math.ceil(view.suspendUntil - nowMs / 1000) : undefined;
+    // A suspension does not outlive the Mission: past expires_at it has expired (r21c 2), and its
+    // Retry-After points no later than that.
+    if (view.expiresAt !== null && nowMs >= view.expiresAt * 1000) throw new Denial('mission_terminated', { extra: { mission_status: 'expired' } });
+    const until = view.suspendUntil !== null && view.expiresAt !== null ? Math.min(view.suspendUntil, view.expiresAt) : view.suspendUntil;
+    const retryAfter = until !== null && until * 1000 > nowMs ? Math.ceil(until - nowMs / 1000) : undefined;
     // Named like the terminal states' (docs/decisions.md), so a client reads one member for all.
     throw new Denial('mission_suspended', retryAfter === undefined ? { extra: SUSPENDED } : { extra: SUSPENDED, retryAfter });
   }

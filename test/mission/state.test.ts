@@ -262,6 +262,13 @@ describe('SPEC section 5: denials from state', () => {
     expect(r.retryAfter).toBe(120);
   });
 
+  it('suspended past expires_at -> mission_terminated expired; before it, Retry-After points no later than expires_at (r21c 2)', async () => {
+    server.missions.set(MISSION_ID, { state: 'suspended', version: 2, suspend_until: iso(t + 600_000), expires_at: iso(t + 60_000) });
+    expect(await check()).toMatchObject({ code: 'mission_suspended', retryAfter: 60 });
+    t += 60_000;
+    expect(await check()).toMatchObject({ code: 'mission_terminated', extra: { mission_status: 'expired' } });
+  });
+
   it('active but past expires_at -> mission_terminated expired', async () => {
     server.missions.set(MISSION_ID, { state: 'active', version: 2, expires_at: iso(t - 1000) });
     expect(await check()).toMatchObject({ code: 'mission_terminated', extra: { mission_status: 'expired' } });
