@@ -242,7 +242,12 @@ function dropNamed(out: string[], connection: string): void {
   for (let i = out.length - 2; i >= 0; i -= 2) if (named.has(out[i]!.toLowerCase())) out.splice(i, 2);
 }
 
-const RESPONSE_DROP = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'te', 'trailer', 'upgrade', 'proxy-authenticate', 'http2-settings']);
+/**
+ * Response fields never relayed: the hop-by-hop ones, and `Mission-Decision`, which names the
+ * gateway's own record (set by the gateway only, SPEC section 6): an upstream's copy would point a
+ * client at another decision, or none (r21d 2).
+ */
+const RESPONSE_DROP = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'te', 'trailer', 'upgrade', 'proxy-authenticate', 'http2-settings', 'mission-decision']);
 
 /**
  * Response headers from undici's raw list minus hop-by-hop ones (and those the response's own
@@ -278,6 +283,9 @@ export function relayHeaders(
     if (lower === 'content-length') sized = true;
     else if (lower === 'dpop-nonce') dpopNonce = true;
     else if (lower === 'mcp-session-id') session = value;
+    // A field the gateway sets replaces the upstream's: two DPoP-Nonce fields read as one joined
+    // value, which is no nonce (r21d 1).
+    if (extra !== null && extra[lower] !== undefined) continue;
     out.push(name, value);
   }
   if (connection !== null) dropNamed(out, connection);
@@ -285,8 +293,20 @@ export function relayHeaders(
   return { headers: out, sized, dpopNonce, session, coded, trailer };
 }
 
-/** Not trailers to pass on (RFC 9110 section 6.5.1): the hop-by-hop fields, framing and routing. */
-const TRAILER_DROP: ReadonlySet<string> = new Set([...RESPONSE_DROP, 'content-length', 'host']);
+/**
+ * Not trailers to pass on (RFC 9110 section 6.5.1): the hop-by-hop fields, framing, routing,
+ * authentication, response controls and content description, cookies, and the fields the gateway
+ * answers with (a client that merges trailers into the header section would take them as the
+ * gateway's; r21d 2).
+ */
+const TRAILER_DROP: ReadonlySet<string> = new Set([
+  ...RESPONSE_DROP,
+  'content-length', 'host',
+  'www-authenticate', 'authentication-info', 'set-cookie',
+  'cache-control', 'expires', 'age', 'vary', 'location', 'retry-after', 'date',
+  'content-type', 'content-encoding', 'content-range',
+  'dpop-nonce', 'mcp-session-id',
+]);
 
 /**
  * The trailer fields of undici's raw list to relay, as [name, value] pairs for addTrailers: the

@@ -221,10 +221,16 @@ export class WebSocketTunnel {
    */
   private relayAnswer(p: Pending, socket: Socket, res: IncomingMessage): void {
     this.answered(p);
+    // Node's client parser takes any three digits: one under 200 (a final answer, not 101) or over
+    // 599 is no HTTP status (RFC 9110 section 15), a broken upstream answered as one; writeHead
+    // would throw on one under 100, in a listener, and end the process (r21d 4, 5).
+    const status = res.statusCode ?? 502;
     const te = res.headers['transfer-encoding'];
-    if (te !== undefined && te.toLowerCase() !== 'chunked') {
+    const broken = status < 200 || status > 599 ? `upstream answered the upgrade with status ${status}` : te !== undefined && te.toLowerCase() !== 'chunked' ? 'upstream response in a transfer coding other than chunked' : null;
+    if (broken !== null) {
+      res.on('error', () => undefined);
       res.resume();
-      this.fail(p, socket, new Error('upstream response in a transfer coding other than chunked'));
+      this.fail(p, socket, new Error(broken));
       socket.end();
       return;
     }
@@ -234,15 +240,25 @@ export class WebSocketTunnel {
       this.record(p, 499);
       return;
     }
-    const status = res.statusCode ?? 502;
     this.record(p, status);
     if (!socket.writable) {
       res.resume();
       return;
     }
     const out = socketResponse(p.ctx.req, socket);
-    out.writeHead(status, clientHeaders(res.headers));
     out.once('finish', () => socket.end());
+    if (status === 204 || status === 304) {
+      // No body by definition (RFC 9110 sections 15.3.5, 15.4.5): complete now. One the upstream
+      // sends anyway fails its parser, which must not cut the client's answer (as forward.ts).
+      const headers = clientHeaders(res.headers);
+      delete headers['content-length'];
+      out.writeHead(status, headers);
+      out.end();
+      res.on('error', () => undefined);
+      res.resume();
+      return;
+    }
+    out.writeHead(status, clientHeaders(res.headers));
     res.once('error', () => socket.destroy());
     // A client that goes away takes the upstream request with it, as on any forwarded request (r20a 3).
     socket.once('close', () => res.destroy());

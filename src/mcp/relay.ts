@@ -178,6 +178,10 @@ export async function relay(ctx: RequestContext, pipeline: Pipeline, plan: Relay
     if (encoding !== undefined && encoding !== 'identity') {
       return await refuse(r.body, 'upstream answer is content-encoded');
     }
+    if (ok && !whole && plan.lists !== null && Array.isArray(raw['content-type'])) {
+      // Two Content-Type fields (a singleton, RFC 9110 section 8.3): clients differ on which to read (r21d 6).
+      return await refuse(r.body, 'upstream answered tools/list with two Content-Type fields');
+    }
     if (ok && !whole && plan.lists !== null && type !== 'application/json' && type !== 'text/event-stream') {
       return await refuse(r.body, `upstream answered tools/list as ${type === '' ? 'no media type' : type}`);
     }

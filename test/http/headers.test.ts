@@ -105,6 +105,14 @@ describe('trailers (r18a 6)', () => {
     expect(fields).toEqual([['X-Checksum', 'abc']]);
   });
 
+  it("the fields a client reads as the gateway's, and response controls, are not relayed as trailers either (r21d 2)", () => {
+    const raw = (...pairs: string[]): Buffer[] => pairs.map((p) => Buffer.from(p, 'latin1'));
+    const names = ['Mission-Decision', 'WWW-Authenticate', 'Set-Cookie', 'DPoP-Nonce', 'Mcp-Session-Id', 'Location', 'Cache-Control', 'Content-Type', 'Retry-After'];
+    const fields = relayTrailerFields(raw(...names.flatMap((n) => [n, 'x']), 'X-Checksum', 'abc'));
+    expect(fields).toEqual([['X-Checksum', 'abc']]);
+    expect(relayHeaders(raw('Mission-Decision', 'dec_FORGED', 'X-Kept', '1'), null).headers).toEqual(['X-Kept', '1']);
+  });
+
   it('Proxy-Authenticate is hop-by-hop in the response head too', () => {
     const raw = (...pairs: string[]): Buffer[] => pairs.map((p) => Buffer.from(p, 'latin1'));
     expect(relayHeaders(raw('Proxy-Authenticate', 'Basic', 'X-Kept', '1'), null).headers).toEqual(['X-Kept', '1']);

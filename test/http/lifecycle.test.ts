@@ -701,6 +701,48 @@ describe('SPEC §6: WebSocket upgrades', () => {
     }
   });
 
+  it('an upgrade answered with no HTTP status (099, 600) is 502 and the process lives; a 204 with a body reaches the client as a 204; an upstream Mission-Decision never does (r21d 2, 4, 5)', async () => {
+    const { createServer: createNetServer } = await import('node:net');
+    const answers: Record<string, string> = {
+      '/ws/s099': 'HTTP/1.1 099 Whatever\r\nContent-Length: 0\r\n\r\n',
+      '/ws/s000': 'HTTP/1.1 000 Zero\r\nContent-Length: 0\r\n\r\n',
+      '/ws/s600': 'HTTP/1.1 600 Odd\r\nContent-Length: 2\r\n\r\nno',
+      '/ws/nocontent': 'HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\nhello',
+      '/ws/forged': 'HTTP/1.1 403 Forbidden\r\nMission-Decision: dec_FORGED\r\nContent-Length: 2\r\n\r\nno',
+    };
+    const plain = createNetServer((sock) => {
+      let head = '';
+      sock.on('data', (c: Buffer) => {
+        head += c.toString('latin1');
+        if (head.includes('\r\n\r\n')) sock.end(answers[head.split(' ')[1]!] ?? 'HTTP/1.1 500 x\r\nContent-Length: 0\r\n\r\n');
+      });
+      sock.on('error', () => undefined);
+    });
+    const upstream = await new Promise<string>((r) => plain.listen(0, '127.0.0.1', () => r(`http://127.0.0.1:${(plain.address() as { port: number }).port}`)));
+    const gw = await startGateway(`public_base_url: http://localhost:8080\nresource: http://localhost:8080\nupstream: { url: ${upstream} }\nroutes:\n  - match: { path: /ws/** }\n    auth: none\n`);
+    const upgrade = (path: string): Promise<string> => rawSocket(gw.url, `GET ${path} HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n`);
+    try {
+      for (const path of ['/ws/s099', '/ws/s000', '/ws/s600']) {
+        const out = await upgrade(path);
+        expect(out, path).toMatch(/^HTTP\/1\.1 502 /);
+        expect(out).toContain('"error":"bad_gateway"');
+      }
+      const nocontent = await upgrade('/ws/nocontent');
+      expect(nocontent).toMatch(/^HTTP\/1\.1 204 No Content\r\n/);
+      expect(nocontent).not.toContain('hello');
+      const forged = await upgrade('/ws/forged');
+      expect(forged).toMatch(/^HTTP\/1\.1 403 Forbidden\r\n/);
+      expect(forged.toLowerCase()).not.toContain('mission-decision');
+      await eventually(() => gw.evidence().length === 5);
+      expect(gw.evidence().map((r) => r['upstream_status'])).toEqual([502, 502, 502, 204, 403]);
+      // Still serving.
+      expect((await fetch(`${gw.adminUrl}/healthz`)).status).toBe(200);
+    } finally {
+      await gw.close();
+      plain.close();
+    }
+  });
+
   it('a request read while the gateway drains is answered with Connection: close and every field of the upstream\'s answer (two Set-Cookie)', async () => {
     let release: (() => void) | null = null;
     const up = await startEcho((req, res) => {

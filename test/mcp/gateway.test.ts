@@ -225,8 +225,9 @@ describe('SPEC section 6 on the MCP path: what the upstream receives', () => {
       'an unterminated last event': ['text/event-stream', `data: ${full(9)}\n`],
     };
     let current: [string, string] = ['', ''];
+    let twoTypes = false;
     const up = await recorder((_req, _body, res) => {
-      res.writeHead(200, { 'content-type': current[0] });
+      res.writeHead(200, twoTypes ? ['Content-Type', 'text/event-stream', 'Content-Type', 'application/json'] : { 'content-type': current[0] });
       res.end(current[1]);
     });
     const s = await setup({ upstream: up.url });
@@ -246,6 +247,11 @@ describe('SPEC section 6 on the MCP path: what the upstream receives', () => {
       const text = await res.text();
       expect([type, res.status, text.includes('pay_invoice')]).toEqual([type, 502, false]);
     }
+    // Two Content-Type fields: clients differ on which one they read (r21d 6).
+    twoTypes = true;
+    current = ['', full(9)];
+    const two = await post(s.mcpUrl, token, { jsonrpc: '2.0', id: 9, method: 'tools/list' });
+    expect([two.status, (await two.text()).includes('pay_invoice')]).toEqual([502, false]);
   });
 
   it('upstream unreachable after a permit: 502 bad_gateway, the call\'s record stays a permit with that status', async () => {

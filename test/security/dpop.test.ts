@@ -143,4 +143,24 @@ describe('RFC 9449 §8: server nonces', () => {
       await n.close();
     }
   });
+
+  it("an upstream's own DPoP-Nonce is replaced by the gateway's, and its Mission-Decision dropped: one nonce a client can use (r21d 1, 2)", async () => {
+    const n = await startTarget('dpop: { nonce: true }', (_req, res) => {
+      res.writeHead(200, { 'dpop-nonce': 'up-nonce', 'mission-decision': 'dec_FORGED', 'content-type': 'text/plain' });
+      res.end('ok');
+    });
+    try {
+      const nonce = String((await n.good()).headers['dpop-nonce']);
+      const ok = await n.good('/invoices/1', 'GET', { nonce });
+      expect(ok.status).toBe(200);
+      const next = ok.headers['dpop-nonce'];
+      expect(typeof next).toBe('string');
+      expect(next).not.toContain('up-nonce');
+      expect(ok.headers['mission-decision']).toBeUndefined();
+      // The nonce it was given works.
+      expect((await n.good('/invoices/1', 'GET', { nonce: String(next) })).status).toBe(200);
+    } finally {
+      await n.close();
+    }
+  });
 });

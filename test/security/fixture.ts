@@ -33,11 +33,11 @@ export interface Target {
   close(): Promise<void>;
 }
 
-export async function startTarget(extraConfig = ''): Promise<Target> {
+export async function startTarget(extraConfig = '', upstream?: Parameters<typeof startEcho>[0]): Promise<Target> {
   const folder = mkdtempSync(join(tmpdir(), 'mgw-sec-'));
   const keysDir = join(folder, 'authority-keys');
   const dev = await startDevAuthority({ port: 0, quiet: true, keysDir });
-  const echo = await startEcho();
+  const echo = await startEcho(upstream);
   const keyFile = await gatewayClientKey(dev, folder);
   const gw = await startGateway(
     `
