@@ -1,0 +1,73 @@
+/**
+ * `/readyz` `replica_bus` (r20e 3, r21a 6): a replica that cannot follow the replica bus learns other
+ * replicas' revocations only from Mission Status, so it is not ready, while its replay store works
+ * and its requests are still served. With real redis-server ACL users.
+ */
+import Redis from 'ioredis';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { eventually, startEcho, startGateway, type TestGateway } from '../helpers/gateway.js';
+import { raw } from '../helpers/http.js';
+import { RedisServer } from './redis-server.js';
+
+let redis: RedisServer;
+let echo: Awaited<ReturnType<typeof startEcho>>;
+
+beforeAll(async () => {
+  redis = await RedisServer.start();
+  echo = await startEcho();
+  const admin = new Redis(redis.url);
+  await admin.call('ACL', 'SETUSER', 'noread', 'on', '>pw', '~*', '&*', '+@all', '-xread');
+  await admin.call('ACL', 'SETUSER', 'noinfo', 'on', '>pw', '~*', '&*', '+@all', '-xinfo');
+  await admin.quit();
+});
+
+afterAll(async () => {
+  await echo?.close();
+  await redis?.stop();
+});
+
+const readyz = async (gw: TestGateway): Promise<{ status: number; checks: Record<string, boolean> }> => {
+  const r = await fetch(`${gw.adminUrl}/readyz`);
+  return { status: r.status, checks: ((await r.json()) as { checks: Record<string, boolean> }).checks };
+};
+
+describe('a replica that cannot follow the replica bus is not ready (r21b 12)', () => {
+  it.each([
+    ['XREAD (it cannot read the changes)', 'noread'],
+    ['XINFO (it cannot see a gap; r21a 6)', 'noinfo'],
+  ])('a Redis user without %s: /readyz 503 with replica_bus false, replay_store true; requests still served', async (_what, user) => {
+    const gw = await startGateway(`
+public_base_url: https://api.example.com
+resource: https://api.example.com
+upstream: { url: ${echo.url} }
+replay_store: { type: redis, url: "redis://${user}:pw@127.0.0.1:${redis.port}" }
+routes: [{ match: { path: /public/** }, auth: none }]
+`);
+    try {
+      await eventually(async () => {
+        const r = await readyz(gw);
+        return r.checks['replay_store'] === true && r.checks['replica_bus'] === false;
+      }, 8000);
+      expect(await readyz(gw)).toMatchObject({ status: 503, checks: { replay_store: true, replica_bus: false } });
+      expect((await raw(gw.url, { path: '/public/x' })).status).toBe(200);
+    } finally {
+      await gw.close();
+    }
+  });
+
+  it('a user with every command it needs: ready', async () => {
+    const gw = await startGateway(`
+public_base_url: https://api.example.com
+resource: https://api.example.com
+upstream: { url: ${echo.url} }
+replay_store: { type: redis, url: "${redis.url}" }
+routes: [{ match: { path: /public/** }, auth: none }]
+`);
+    try {
+      await eventually(async () => (await readyz(gw)).status === 200, 8000);
+      expect((await readyz(gw)).checks).toMatchObject({ replay_store: true, replica_bus: true });
+    } finally {
+      await gw.close();
+    }
+  });
+});
