@@ -71,7 +71,7 @@ describe('check catches what makes start fail; start exits 2 with the same messa
   });
 
   it('issuer, JWKS, Status and poll URLs with credentials (r20b 6: they would never be sent)', () => {
-    const text = `${BASE}issuers: [{ issuer: https://as.example.com, jwks_uri: "https://u:pw@as.example.com/jwks" }]\nmission:\n  authorities: [{ issuer: https://mas.example.com, status_endpoint: "https://u@mas.example.com/status" }]\n  events: { poll: { endpoint: "https://u:pw@mas.example.com/poll" } }\n`;
+    const text = `${BASE}issuers: [{ issuer: https://as.example.com, jwks_uri: "https://:pw@as.example.com/jwks" }]\nmission:\n  authorities: [{ issuer: https://mas.example.com, status_endpoint: "https://u@mas.example.com/status" }]\n  events: { poll: { endpoint: "https://u:pw@mas.example.com/poll" } }\n`;
     const message = 'must not carry credentials (user:password@): they are never sent, and would be logged';
     expect(problems(text)).toEqual(expect.arrayContaining([`issuers[0].jwks_uri: ${message}`, `mission.authorities[0].status_endpoint: ${message}`, `mission.events.poll.endpoint: ${message}`]));
   });

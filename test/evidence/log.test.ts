@@ -351,6 +351,10 @@ describe('SPEC §9 signed records: compact JWS, ES256, typ application/mission-r
     }
     writeFileSync(jwks, '{"keys": []}');
     await expect(verifyEvidenceFile(file, { publicKey: jwks })).rejects.toThrow(/without keys/);
+    // Every key of a set is an evidence key: one of another type is refused, not tried (r21b 18).
+    const rsa = generateKeyPairSync('rsa', { modulusLength: 2048 }).publicKey;
+    writeFileSync(jwks, JSON.stringify({ keys: [publicKey.export({ format: 'jwk' }), rsa.export({ format: 'jwk' })] }));
+    await expect(verifyEvidenceFile(file, { publicKey: jwks })).rejects.toThrow(/must be an EC P-256 key/);
   });
 
   it('the gateway says so when it continues a file under another signing key, or unsigned', async () => {

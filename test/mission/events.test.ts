@@ -234,6 +234,7 @@ describe('RFC 8935 push delivery at mission.events.push_path', () => {
     ['an unknown kid', async () => lifecycleSet(signingKey(), { state: 'revoked', version: 2 }), 'invalid_key'],
     ['a wrong aud', async () => lifecycleSet(authKey, { state: 'revoked', version: 2, aud: 'https://other.example.com' }), 'invalid_audience'],
     ['an aud that only prefixes ours', async () => lifecycleSet(authKey, { state: 'revoked', version: 2, aud: `${RESOURCE}/x` }), 'invalid_audience'],
+    ['an aud array naming other receivers only (r21b 15)', async () => lifecycleSet(authKey, { state: 'revoked', version: 2, aud: ['https://other.example.com', `${RESOURCE}/x`] }), 'invalid_audience'],
     ['an untrusted iss', async () => lifecycleSet(authKey, { issuer: 'https://evil.example.com', state: 'revoked', version: 2 }), 'invalid_issuer'],
     ['an issuer speaking for another issuer\'s Mission', async () => lifecycleSet(authKey, { state: 'revoked', version: 2, missionIssuer: 'https://other-as.example.com' }), 'invalid_issuer'],
     ['typ JWT', async () => lifecycleSet(authKey, { state: 'revoked', version: 2, header: { typ: 'JWT' } }), 'invalid_request'],

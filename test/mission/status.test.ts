@@ -98,6 +98,16 @@ describe('Mission Status request (draft-mcguinness-oauth-mission-status, SPEC se
     expect((await failure(client.query(AAUTH_REF, RESOURCE))).outcome).toBe('invalid_response');
   });
 
+  it('a signed answer to an AAuth query that names neither approver nor s256 is not an answer for it (r21b 13)', async () => {
+    server.missions.set(`s256:${S256}`, { state: 'active', version: 2 });
+    server.tamper = (c) => {
+      const m = c['mission'] as Record<string, unknown>;
+      delete m['s256'];
+      delete m['approver'];
+    };
+    expect((await failure(client.query(AAUTH_REF, RESOURCE))).outcome).toBe('invalid_response');
+  });
+
   it('404 means the Mission is unknown (an answer, not a failure)', async () => {
     const r = await client.query({ ...REF, id: 'msn_nope' }, RESOURCE);
     expect(r.state).toBe('unknown');
@@ -305,6 +315,13 @@ describe('endpoint discovery and client keys', () => {
     // Not with another key type.
     const ec = generateKeyPairSync('ec', { namedCurve: 'P-256' }).privateKey;
     expect(() => parseClientKey(JSON.stringify({ ...ec.export({ format: 'jwk' }), alg: 'Ed25519' }))).toThrow(/cannot be used with this key \(ES256 can\)/);
+  });
+
+  it('an RSA JWK whose alg is not an RSA one (ES256, HS256) is refused (r21b 16)', async () => {
+    const { generateKeyPairSync } = await import('node:crypto');
+    const rsa = generateKeyPairSync('rsa', { modulusLength: 2048 }).privateKey.export({ format: 'jwk' });
+    for (const alg of ['ES256', 'HS256', 'EdDSA']) expect(() => parseClientKey(JSON.stringify({ ...rsa, alg })), alg).toThrow(/cannot be used with this key \(RS256 can\)/);
+    expect(parseClientKey(JSON.stringify({ ...rsa, alg: 'PS384' })).alg).toBe('PS384');
   });
 
   it('without mission.client no Status query is possible (unreachable, fail closed)', async () => {
