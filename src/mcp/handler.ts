@@ -57,13 +57,44 @@ interface Scope {
   readonly mission: MissionView | null;
 }
 
+/** What is kept of a tools/call message once decided: not its parsed arguments. */
+type CallHead = Omit<ToolCallMessage, 'args' | 'metaRef'> | InvalidCallMessage;
+
 interface CallState {
-  readonly msg: ToolCallMessage | InvalidCallMessage;
+  readonly msg: CallHead;
   readonly action: string | null;
-  readonly args: Record<string, unknown> | null;
+  /**
+   * The call's arguments, parsed again from the request's body when a review decides it again (an
+   * authority change while it runs): the parsed tree, up to ~35 times the body's size, is not kept
+   * while the upstream answers, so that a few large calls in flight cannot exhaust the heap (r21j 1).
+   */
+  readonly args: () => Record<string, unknown> | null;
   readonly digest: string | null;
   readonly scope: Scope | null;
   readonly denial: Denial | null;
+}
+
+const NO_ARGS = (): null => null;
+
+/** What forwarding needs of a decided request (gate). */
+interface Decided {
+  readonly forwardBody: Buffer;
+  readonly answers: DenialResult[];
+  readonly permitted: readonly CallState[];
+  readonly lists: Map<string, ListFilter>;
+  readonly batch: boolean;
+  /** Whether the request carried a tools/call (else one record for the request). */
+  readonly anyCall: boolean;
+}
+
+/** A call's arguments, parsed again from the body it came in. */
+function argsAt(body: Buffer, index: number): Record<string, unknown> | null {
+  for (const m of parseMcpBody(body).messages) if (m.kind === 'call' && m.index === index) return m.args;
+  return null;
+}
+
+function headOf(m: ToolCallMessage): CallHead {
+  return { kind: m.kind, index: m.index, id: m.id, name: m.name, task: m.task };
 }
 
 const NONE: Visible = () => false;
@@ -183,15 +214,10 @@ class McpHandler implements Handler {
     const body = await readBody(ctx.req, pipeline.deps.maxBodyBytes);
     ctx.body = body;
     await pipeline.recheckMission(ctx);
-    const parsed = parseMcpBody(body);
-    // A task the gateway made for a denied call: the upstream does not know it.
-    const made = parsed.batch ? null : this.deniedTasks.answer(parsed.items[0], principalOf(ctx), Date.now());
-    if (made !== null) {
-      this.recordRequest(ctx, pipeline);
-      answerDirectly(ctx, pipeline, made);
-      return;
-    }
-    if (parsed.calls === 0 && parsed.lists === 0) {
+    // Parsed and decided in a frame of its own: the parse tree (up to ~35 times the body) is not
+    // held by this one while the upstream answers (r21j 1).
+    const next = await this.parseAndGate(ctx, pipeline, body, session);
+    if (next === 'plain') {
       // Notifications, and the client's answers to the server's requests (a confirmation asked
       // for by a call): they go on while the session does.
       this.track(ctx, session);
@@ -200,15 +226,31 @@ class McpHandler implements Handler {
       if (session === undefined && outcome.kind === 'response' && outcome.session !== null && validSessionId(outcome.session)) this.sessions?.created(outcome.session, ctx);
       return;
     }
-    await this.gate(ctx, pipeline, body, parsed, session);
+    if (next !== null) await this.forwardDecided(ctx, pipeline, next);
+  }
+
+  /** The body parsed and gated: what to forward, 'plain' (nothing to gate), or null (answered). */
+  private async parseAndGate(ctx: RequestContext, pipeline: Pipeline, body: Buffer, session: string | undefined): Promise<Decided | 'plain' | null> {
+    const parsed = parseMcpBody(body);
+    // A task the gateway made for a denied call: the upstream does not know it.
+    const made = parsed.batch ? null : this.deniedTasks.answer(parsed.items[0], principalOf(ctx), Date.now());
+    if (made !== null) {
+      this.recordRequest(ctx, pipeline);
+      answerDirectly(ctx, pipeline, made);
+      return null;
+    }
+    if (parsed.calls === 0 && parsed.lists === 0) return 'plain';
+    return this.gate(ctx, pipeline, body, parsed, session);
   }
 
   /**
    * The gate, in four steps: decide every message, answer the denied calls, hold what goes on
-   * under its Missions, forward the rest.
+   * under its Missions, forward the rest. The parsed body is not kept while the upstream answers
+   * (its tree can be ~35 times the body: a few large calls in flight would exhaust the heap, r21j 1):
+   * the decision (decide) returns only what forwarding needs.
    */
-  private async gate(ctx: RequestContext, pipeline: Pipeline, body: Buffer, parsed: McpBody, session: string | undefined): Promise<void> {
-    const { calls, lists, listScopes } = await this.decideAll(ctx, parsed);
+  private async gate(ctx: RequestContext, pipeline: Pipeline, body: Buffer, parsed: McpBody, session: string | undefined): Promise<Decided | null> {
+    const { calls, lists, listScopes } = await this.decideAll(ctx, parsed, body);
     const { answers, permitted, denied } = this.answerDenied(ctx, pipeline, parsed, calls);
 
     const forwardItems = denied === null ? parsed.items : parsed.items.filter((_, i) => !denied.has(i));
@@ -216,25 +258,28 @@ class McpHandler implements Handler {
       // Nothing forwarded, so no record carries the request's own id: the header names the first
       // denial's (SPEC section 5: Mission-Decision is a record's decision_id).
       answerDirectly(ctx, pipeline, parsed.batch ? answers : answers[0], answers[0]?.result.structuredContent.decision_id ?? ctx.id);
-      return;
+      return null;
     }
     this.holdForwarded(ctx, permitted, listScopes, session);
-
     // Nothing removed: the upstream gets the client's bytes. Otherwise the remaining batch elements.
     const forwardBody = denied === null ? body : Buffer.from(batchText(parsed.items, denied), 'utf8');
+    return { forwardBody, answers, permitted, lists, batch: parsed.batch, anyCall: calls.length > 0 };
+  }
+
+  private async forwardDecided(ctx: RequestContext, pipeline: Pipeline, d: Decided): Promise<void> {
     // Permit records carry the upstream status, so they are written once it is known.
     let recorded = false;
     const record = (): void => {
       if (recorded) return;
       recorded = true;
-      for (const c of permitted) this.recordCall(ctx, pipeline, c, 'permit');
-      if (calls.length === 0) this.recordRequest(ctx, pipeline);
+      for (const c of d.permitted) this.recordCall(ctx, pipeline, c, 'permit');
+      if (!d.anyCall) this.recordRequest(ctx, pipeline);
     };
-    if (answers.length === 0 && lists.size === 0) {
-      await pipeline.forward(ctx, { policy: pipeline.deps.headers.strip, body: forwardBody, record: false });
+    if (d.answers.length === 0 && d.lists.size === 0) {
+      await pipeline.forward(ctx, { policy: pipeline.deps.headers.strip, body: d.forwardBody, record: false });
     } else {
-      const listAnswers = lists.size === 0 ? null : new ListAnswers(lists, null, this.observed);
-      await relay(ctx, pipeline, { body: forwardBody, answers, batch: parsed.batch, lists: listAnswers, onOutcome: record }, this.logger);
+      const listAnswers = d.lists.size === 0 ? null : new ListAnswers(d.lists, null, this.observed);
+      await relay(ctx, pipeline, { body: d.forwardBody, answers: d.answers, batch: d.batch, lists: listAnswers, onOutcome: record }, this.logger);
     }
     record();
   }
@@ -243,7 +288,7 @@ class McpHandler implements Handler {
    * Step 1: each tools/call decided (its Mission resolved, its action, parameters and digest), each
    * tools/list given the filter of its Mission. Other messages are not the gate's.
    */
-  private async decideAll(ctx: RequestContext, parsed: McpBody): Promise<{ calls: CallState[]; lists: Map<string, ListFilter>; listScopes: Scope[] }> {
+  private async decideAll(ctx: RequestContext, parsed: McpBody, body: Buffer): Promise<{ calls: CallState[]; lists: Map<string, ListFilter>; listScopes: Scope[] }> {
     const memo = new Map<string, MissionView | Promise<MissionView>>();
     const calls: CallState[] = [];
     const lists = new Map<string, ListFilter>();
@@ -253,7 +298,7 @@ class McpHandler implements Handler {
       if (m.kind === 'other') continue;
       if (m.kind === 'invalid_call') {
         const denial = new Denial('parameter_unparseable', { description: 'the tools/call params are not valid' });
-        calls.push({ msg: m, action: m.name === null ? null : this.actionOf(m.name), args: null, digest: null, scope: null, denial });
+        calls.push({ msg: m, action: m.name === null ? null : this.actionOf(m.name), args: NO_ARGS, digest: null, scope: null, denial });
         continue;
       }
       const resolved = this.resolve(ctx, m.metaRef, memo);
@@ -269,7 +314,8 @@ class McpHandler implements Handler {
       // Decided first (a 1e400 over a max_amount is a parameter_violation); a permit must carry a
       // parameter_digest.
       if (denial === null && digest === null) denial = undigestable();
-      calls.push({ msg: m, action, args: m.args, digest, scope: isDenial(scope) ? null : scope, denial });
+      const index = m.index;
+      calls.push({ msg: headOf(m), action, args: () => argsAt(body, index), digest, scope: isDenial(scope) ? null : scope, denial });
     }
     return { calls, lists, listScopes };
   }
@@ -311,10 +357,7 @@ class McpHandler implements Handler {
   private holdForwarded(ctx: RequestContext, permitted: readonly CallState[], listScopes: readonly Scope[], session: string | undefined): void {
     const actions = [...new Set(permitted.map((c) => c.action).filter((a): a is string => a !== null))];
     ctx.action = actions.length === 0 ? null : actions.join(', ');
-    if (permitted.length === 1) {
-      ctx.params = permitted[0]!.args;
-      ctx.parameterDigest = permitted[0]!.digest;
-    }
+    if (permitted.length === 1) ctx.parameterDigest = permitted[0]!.digest;
     // The answer flows under every Mission a forwarded message runs under, a permitted call's or
     // the one a tools/list answer is filtered for: any of them ending cuts it (holds.ts).
     const held: { ref: MissionReference; view: MissionView }[] = [];
@@ -424,8 +467,10 @@ class McpHandler implements Handler {
   /** A forwarded call decided again under `view` (its Mission, read again): true when still permitted. */
   permitsAgain(asked: Asked, c: CallState, view: MissionView): boolean {
     if (c.action === null || c.msg.kind !== 'call') return false;
+    const args = c.args();
+    if (args === null) return false;
     try {
-      const params = toolParams(this.toolParams, c.msg.name, c.msg.args);
+      const params = toolParams(this.toolParams, c.msg.name, args);
       authorizeAction({ token: asked.token, mission: view, missionRef: c.scope?.ref ?? asked.ref, audience: asked.audience, path: asked.path }, this.origin, c.action, params, c.msg.name);
       return true;
     } catch (err) {
@@ -452,9 +497,8 @@ class McpHandler implements Handler {
   }
 
   private recordCall(ctx: RequestContext, pipeline: Pipeline, c: CallState, decision: 'permit' | 'deny', decisionId = ctx.id): void {
-    const saved = { action: ctx.action, params: ctx.params, digest: ctx.parameterDigest, mission: ctx.mission, ref: ctx.missionRef, status: ctx.upstreamStatus };
+    const saved = { action: ctx.action, digest: ctx.parameterDigest, mission: ctx.mission, ref: ctx.missionRef, status: ctx.upstreamStatus };
     ctx.action = c.action;
-    ctx.params = c.args;
     ctx.parameterDigest = c.digest;
     if (c.scope !== null) {
       ctx.mission = c.scope.mission;
@@ -464,7 +508,6 @@ class McpHandler implements Handler {
     const reason = c.denial === null ? null : c.denial.spec.reason;
     pipeline.record(ctx, decision, reason, { tool: c.msg.name, call_index: c.msg.index, jsonrpc_id: c.msg.id }, decisionId);
     ctx.action = saved.action;
-    ctx.params = saved.params;
     ctx.parameterDigest = saved.digest;
     ctx.mission = saved.mission;
     ctx.missionRef = saved.ref;
