@@ -275,6 +275,14 @@ export class EvidenceLog implements EvidenceSink {
       else this.opts.metrics.evidenceFailures.inc();
       return;
     }
+    if (this.congested && record.decision !== 'permit') {
+      // Behind a reader that does not read (a stuck pipe), the same: a denial is counted, not
+      // queued behind the stream's 32 MiB, which would grow by one record per refused request
+      // without bound (r21j 2). A permit was admitted before: it goes on, bounded by the requests
+      // in flight.
+      this.opts.metrics.evidenceFailures.inc();
+      return;
+    }
     this.queue.push(record);
     this.layouts.push(layout);
     if (!this.scheduled) {

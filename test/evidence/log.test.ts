@@ -487,6 +487,32 @@ describe('fail closed when evidence cannot be written (SPEC §2 /readyz, §9)', 
     reader.destroy();
   });
 
+  it('behind a reader that does not read, denials are counted, not queued; permits admitted before still go out (r21j 2)', async () => {
+    const fifo = join(dir, 'e.fifo');
+    execFileSync('mkfifo', [fifo]);
+    const reader = createReadStream(fifo);
+    reader.pause();
+    const log = await EvidenceLog.open({ sink: fifo, metrics, logger, maxPendingBytes: 1024 });
+    log.write(record(1, { blob: 'x'.repeat(256 * 1024) } as Partial<EvidenceRecord>));
+    await new Promise((r) => setImmediate(r));
+    expect(log.healthy()).toBe(false);
+    const failures = async (): Promise<number> => (await metrics.evidenceFailures.get()).values[0]?.value ?? 0;
+    const before = await failures();
+    for (let i = 0; i < 1000; i++) log.write(record(2, { evidence_id: `evd_deny_${i}`, blob: 'y'.repeat(1024) } as Partial<EvidenceRecord>));
+    log.write(record(3));
+    await new Promise((r) => setImmediate(r));
+    expect(await failures()).toBe(before + 1000);
+    let received = '';
+    reader.on('data', (d) => (received += d));
+    reader.resume();
+    await vi.waitFor(() => expect(log.healthy()).toBe(true), { timeout: 5000, interval: 5 });
+    await log.close();
+    await vi.waitFor(() => expect(received.split('\n').filter(Boolean)).toHaveLength(2), { timeout: 5000, interval: 5 });
+    expect(received.split('\n').filter(Boolean).map((l) => (JSON.parse(l) as { evidence_id: string; sequence: number }).sequence)).toEqual([1, 2]);
+    expect(received).not.toContain('evd_deny_');
+    reader.destroy();
+  });
+
   it('a regular file receives each turn\'s records within that turn (a direct append, nothing pending)', async () => {
     const file = join(dir, 'e.log');
     const log = await EvidenceLog.open({ sink: file, metrics, logger, maxPendingBytes: 1024 });
