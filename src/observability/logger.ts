@@ -23,7 +23,14 @@ export const REDACT_PATHS = [
   '*.d',
 ];
 
+/**
+ * Lines waiting for stderr, at most (bytes): past it new lines are dropped. A collector that stops
+ * reading would otherwise keep every line in memory, one per failing request while the upstream or
+ * the authority is down (r21j 3).
+ */
+export const MAX_PENDING_LOG_BYTES = 16 * 1024 * 1024;
+
 export function createLogger(level: string, destination?: NodeJS.WritableStream): Logger {
   const options = { level, base: { service: 'mission-gateway' }, redact: { paths: REDACT_PATHS, censor: '[redacted]' } };
-  return destination ? pino(options, destination as never) : pino(options, pino.destination({ fd: 2, sync: false }));
+  return destination ? pino(options, destination as never) : pino(options, pino.destination({ fd: 2, sync: false, maxLength: MAX_PENDING_LOG_BYTES }));
 }
