@@ -76,6 +76,12 @@ interface Entry {
   deadline: number;
   /** Epoch ms when the Status query that produced it started. */
   readonly fetchedAt: number;
+  /**
+   * performance.now() past which the entry is stale whatever the wall clock says: `max_stale_s` (or
+   * the issuer's shorter `mission_max_stale_seconds`) from the query's start is a duration, which a
+   * wall clock stepped back would stretch (r21j 4). The absolute bounds stay in `deadline`.
+   */
+  readonly staleAt: number;
 }
 
 /** Everything known about one Mission. */
@@ -431,7 +437,7 @@ export class MissionStates {
       this.cacheMiss.inc();
       return undefined;
     }
-    if (entry.deadline <= now || entry.fetchedAt <= this.busGapAt || this.streamSilent(rec.issuer, entry.fetchedAt, now) || this.behind(rec, entry.view)) {
+    if (entry.deadline <= now || performance.now() >= entry.staleAt || entry.fetchedAt <= this.busGapAt || this.streamSilent(rec.issuer, entry.fetchedAt, now) || this.behind(rec, entry.view)) {
       this.cacheStale.inc();
       return undefined;
     }
@@ -498,6 +504,7 @@ export class MissionStates {
   /** The Status query itself, shared by concurrent misses (`key`) unless `fresh`. */
   private query(ref: MissionReference, audience: string, tokenExp: number | undefined, fresh: boolean, key: string): Promise<MissionView> {
     const started = this.now();
+    const startedMono = performance.now();
     const asked = this.peekRecord(refKey(ref))?.refetches ?? 0;
     const until = this.cooldown.get(ref.issuer);
     if (until !== undefined && until > started) {
@@ -505,7 +512,7 @@ export class MissionStates {
       return Promise.reject(this.unavailable(ref, Math.ceil((until - started) / 1000)));
     }
     const p = this.status.query(ref, audience).then(
-      (result) => this.store(ref, audience, result, started, tokenExp, asked),
+      (result) => this.store(ref, audience, result, started, startedMono, tokenExp, asked),
       (err: unknown) => {
         const retryAfter = err instanceof StatusUnavailable ? err.retryAfter : undefined;
         if (retryAfter !== undefined) this.cooldown.set(ref.issuer, this.now() + retryAfter * 1000);
@@ -567,7 +574,7 @@ export class MissionStates {
   }
 
   /** Merges a verified Status answer into the record; returns the view for the waiting requests. */
-  private store(ref: MissionReference, audience: string, r: StatusResult, started: number, tokenExp: number | undefined, asked: number): MissionView {
+  private store(ref: MissionReference, audience: string, r: StatusResult, started: number, startedMono: number, tokenExp: number | undefined, asked: number): MissionView {
     const key = refKey(ref);
     const rec = this.record(key, ref.issuer);
     // Asked before a change that made the authority unknown (the change landed while this query was
@@ -640,7 +647,8 @@ export class MissionStates {
       const oldest = rec.entries.keys().next().value;
       if (oldest !== undefined) rec.entries.delete(oldest);
     }
-    if (!predates) rec.entries.set(audience, { view: source === 'fresh' ? { ...view, source: 'cached' } : view, deadline, fetchedAt: started });
+    const staleAt = startedMono + (r.maxStaleSeconds === null ? this.maxStaleMs : Math.min(this.maxStaleMs, r.maxStaleSeconds * 1000));
+    if (!predates) rec.entries.set(audience, { view: source === 'fresh' ? { ...view, source: 'cached' } : view, deadline, fetchedAt: started, staleAt });
     // Read now: a remembered denial waiting for this confirmation stands or was superseded above.
     rec.confirm = false;
     // A remembered event denial outlives any answer that is not strictly newer (including an
