@@ -25,7 +25,8 @@
  */
 import { once } from 'node:events';
 import { isatty } from 'node:tty';
-import { createWriteStream, fstatSync, statSync, writeSync, type WriteStream } from 'node:fs';
+import { constants, createWriteStream, fstatSync, openSync, statSync, writeSync, type WriteStream } from 'node:fs';
+import { Socket } from 'node:net';
 import { appendFile, open, stat } from 'node:fs/promises';
 import { sign } from 'node:crypto';
 import type { Writable } from 'node:stream';
@@ -151,7 +152,29 @@ const cancel = globalThis.clearTimeout;
 export const EVIDENCE_FILE_MODE = 0o640;
 
 /** Records of failed writes kept for the reopened file; beyond this they are lost (and counted). */
-export const MAX_UNWRITTEN = 1000;
+export /**
+ * A FIFO (a log shipper's named pipe), written through the event loop as stdout is when it is a
+ * pipe: a WriteStream's write(2) to a full FIFO blocks a thread-pool thread until the reader reads,
+ * which no timeout ends and which keeps the process from exiting at SIGTERM (r21j 5). Opened without
+ * waiting: with no reader yet it throws (ENXIO) and the sink is down, retried every second, as for a
+ * file that cannot be opened (opening it to wait for a reader would hang without a word).
+ */
+function openFifo(path: string): Socket {
+  return new Socket({ fd: openSync(path, constants.O_WRONLY | constants.O_NONBLOCK), readable: false, writable: true });
+}
+
+function isFifo(path: string): boolean {
+  try {
+    return statSync(path).isFIFO();
+  } catch {
+    return false;
+  }
+}
+
+/** How long close() waits for the sink to take what is queued (a reader that stopped reading). */
+const CLOSE_TIMEOUT_MS = 5000;
+
+const MAX_UNWRITTEN = 1000;
 
 /** `fd` when lines can be written to it directly (a regular file, or a device that is not a terminal), else null. */
 function directFd(fd: number): number | null {
@@ -175,7 +198,7 @@ export class EvidenceLog implements EvidenceSink {
   private readonly maxPending: number;
   private readonly retryMs: number;
   private stream: Writable | null = null;
-  private file: WriteStream | null = null;
+  private file: WriteStream | Socket | null = null;
   /**
    * The descriptor lines are written to directly, bypassing the stream: an open regular file, or
    * stdout/stderr when it is a regular file or a device other than a terminal (/dev/null), which
@@ -301,7 +324,19 @@ export class EvidenceLog implements EvidenceSink {
     this.file = null;
     this.stream = null;
     if (f !== null && !f.destroyed) {
-      await new Promise<void>((resolve) => f.end(() => resolve()));
+      // Bounded: a pipe whose reader stopped reading takes nothing more, and shutdown must end
+      // (SPEC section 2); what it did not take is logged (r21j 5).
+      let timer: NodeJS.Timeout | undefined;
+      const ended = await Promise.race([
+        new Promise<boolean>((resolve) => f.end(() => resolve(true))),
+        new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), CLOSE_TIMEOUT_MS))),
+      ]);
+      clearTimeout(timer);
+      if (!ended) {
+        this.opts.metrics.evidenceFailures.inc();
+        this.opts.logger.error({ pending_bytes: f.writableLength }, 'evidence sink took nothing for 5 s at shutdown; its last records are lost');
+        f.destroy();
+      }
     }
     this.unwritten = [];
   }
@@ -428,11 +463,11 @@ export class EvidenceLog implements EvidenceSink {
       }
       // An audit log names subjects and clients: a new file is not world-readable (0640 before the
       // umask: the owner writes, a log shipper in the group may read). An existing file keeps its mode.
-      const file = createWriteStream(path, { flags: 'a', mode: EVIDENCE_FILE_MODE });
-      const [fd] = (await once(file, 'open')) as [number];
-      this.appendFd = fstatSync(fd).isFile() ? fd : null;
+      const file = isFifo(path) ? openFifo(path) : createWriteStream(path, { flags: 'a', mode: EVIDENCE_FILE_MODE });
+      const fd = file instanceof Socket ? null : ((await once(file, 'open')) as [number])[0];
+      this.appendFd = fd !== null && fstatSync(fd).isFile() ? fd : null;
       // A stream replaced by a later reopen must not fail its successor.
-      file.on('error', (err) => {
+      file.on('error', (err: Error) => {
         if (this.file === file) this.fail(err);
       });
       if (this.closed) {
@@ -475,7 +510,7 @@ export class EvidenceLog implements EvidenceSink {
    * then any kept while that write was in flight (permits of requests admitted before the failure,
    * answered since: bounded by the requests then in flight). A failed write keeps them all, in order.
    */
-  private async writeUnwritten(file: WriteStream, tailEvidenceId: string | null): Promise<void> {
+  private async writeUnwritten(file: Writable, tailEvidenceId: string | null): Promise<void> {
     let pending = this.unwritten;
     if (tailEvidenceId !== null) {
       const i = pending.findIndex((r) => r.evidence_id === tailEvidenceId);
