@@ -122,9 +122,12 @@ function keepFresh(ctx: RequestContext, first: MissionView): void {
 export class Pipeline {
   private readonly authentication: readonly (readonly [StageName, Stage])[];
   private readonly authorization: readonly (readonly [StageName, Stage])[];
+  /** The segments of the gateway's own endpoints (SET receiver, MCP, ID-JAG token path). */
+  private readonly ownEndpoints: readonly (readonly string[])[];
 
   constructor(readonly deps: PipelineDeps) {
     const s = deps.stages;
+    this.ownEndpoints = [deps.pushPath, deps.mcp?.path, deps.idJag?.path].filter((p): p is string => p !== undefined).map(pathSegments);
     this.authentication = [
       ['credentials', s.credentials],
       ['token', s.token],
@@ -246,13 +249,26 @@ export class Pipeline {
 
   /** The first route that matches (SPEC section 4), set on the context; no_route when none does. */
   private route(ctx: RequestContext): CompiledRoute {
-    // Another spelling of the SET receiver's path (`//`, `%70`) is never forwarded either.
-    if (ctx.path === this.deps.pushPath) throw new Denial('no_route', { description: `the SET receiver answers only ${this.deps.pushPath} as written` });
-    const route = findRoute(this.deps.routes, ctx.method, pathSegments(ctx.path));
+    const segments = pathSegments(ctx.path);
+    // Another spelling of one of the gateway's own endpoints (`//push`, `/mcp/`, `/mcp/.`, `/%6dcp/`:
+    // the same segments, which routes match and an upstream may read as the same path) is never a
+    // route's: it would reach the MCP server past the gate, or the AS past the guard (r21k 1, 2).
+    if (this.isOwnEndpoint(segments)) throw new Denial('no_route', { description: "another spelling of one of the gateway's own endpoints; use the path as configured" });
+    const route = findRoute(this.deps.routes, ctx.method, segments);
     if (route === null) throw new Denial('no_route');
     ctx.route = route;
     ctx.action = route.action;
     return route;
+  }
+
+  private isOwnEndpoint(segments: readonly string[]): boolean {
+    for (const own of this.ownEndpoints) {
+      if (own.length !== segments.length) continue;
+      let i = 0;
+      while (i < own.length && own[i] === segments[i]) i++;
+      if (i === own.length) return true;
+    }
+    return false;
   }
 
   /**

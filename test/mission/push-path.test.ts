@@ -45,6 +45,14 @@ describe('mission.events.push_path behind a catch-all route', () => {
     },
   );
 
+  it.each(['/.well-known/ssf/push/', '/.well-known/ssf/push//', '/.well-known/ssf/push/.', '/.well-known/ssf/push/x/..'])(
+    '%s (its segments, ending the path): 403 no_route, never the upstream (r21k 2)',
+    async (path) => {
+      expect(await post(path)).toMatch(/^HTTP\/1\.1 403[^]*"denial_reason":"no_route"/);
+      expect(echo.requests).toHaveLength(0);
+    },
+  );
+
   it('other paths under the catch-all still go through', async () => {
     expect(await post('/.well-known/ssf/pushed')).toMatch(/^HTTP\/1\.1 200/);
     expect(echo.requests.map((r) => r.url)).toEqual(['/.well-known/ssf/pushed']);
