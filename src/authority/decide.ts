@@ -66,8 +66,14 @@ const SIDES = new WeakMap<readonly unknown[], readonly CompiledEntry[]>();
 
 const ENTRY_TYPE = 'mission_resource_access';
 
+const UNPLACEABLE = /[\\\x00-\x20\x7f]/;
+
 /** Normalizes a prefix resource like a request URL: origin lowercased, default port dropped, path normalized. */
 function normalizePrefix(resource: string): string | null {
+  // What the URL parser rewrites but a request path never is (`\` read as `/`; tabs, newlines,
+  // spaces and controls dropped or trimmed) makes a prefix no request could be compared with as
+  // written: such an entry places nothing (r21k 3).
+  if (UNPLACEABLE.test(resource)) return null;
   let url: URL;
   try {
     url = new URL(resource);

@@ -70,6 +70,11 @@ describe('SPEC §4 applying entries', () => {
       ['https://api.example.com:8443/a', 'https://api.example.com/a', false],
       ['https://api.example.com/a?x=1', 'https://api.example.com/a', false],
       ['not a url', 'https://api.example.com/a', false],
+      // What the URL parser rewrites and a request path never is places nothing (r21k 3).
+      ['https://api.example.com/public\\..\\admin', 'https://api.example.com/admin/users', false],
+      ['https://api.example.com/files\ttmp', 'https://api.example.com/filestmp/x', false],
+      ['https://api.example.com/a\nb', 'https://api.example.com/ab', false],
+      [' https://api.example.com/a', 'https://api.example.com/a', false],
     ];
     for (const [resource, url, ok] of cases) {
       it(`${resource} ${ok ? 'applies to' : 'does not permit'} ${url}`, () => {
