@@ -27,6 +27,8 @@ export interface ParamsInput {
   /** Raw query with its "?", or "". */
   readonly search: string;
   readonly headers: IncomingHttpHeaders;
+  /** The request's raw header lines: a header parameter given twice is told from one value with a comma. */
+  readonly rawHeaders?: readonly string[];
   readonly body: Buffer | null;
   readonly contentType?: string | undefined;
 }
@@ -221,7 +223,9 @@ export function extractParams(route: CompiledRoute, input: ParamsInput): Record<
       }
       case 'header': {
         const h = input.headers[s.header];
-        if (Array.isArray(h)) throw unparseable('a header parameter is repeated');
+        // Node joins a repeated field (`a, b`), or keeps only the first of some names: two fields
+        // are two values, and the upstream may read either (Go's Header.Get the first; r21k D2).
+        if (Array.isArray(h) || (input.rawHeaders !== undefined && h !== undefined && rawHeaderLines(input.rawHeaders, s.header).length > 1)) throw unparseable('a header parameter is repeated');
         if (headerAlias(input.headers, s.header)) throw unparseable('a header parameter is also given with underscores');
         value = h;
         break;

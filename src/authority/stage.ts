@@ -35,6 +35,7 @@ export function createParametersStage(): Stage {
       get headers() {
         return req.headers;
       },
+      rawHeaders: req.rawHeaders,
       body: ctx.body,
       contentType: ctx.body === null ? undefined : jsonBodyContentType(req.rawHeaders),
     });
