@@ -322,6 +322,22 @@ describe('RFC 9449 §11.1: replay', () => {
     g.close();
   });
 
+  it('a proof first used late in its window is remembered to the window\'s end, whatever the replay store\'s whole seconds: a replay 2.55 s later, 0.25 s before the end, is refused (r21b 11)', async () => {
+    const T = Math.floor(Date.now() / 1000);
+    // The store counts whole seconds from its creation, here half a second off the proof's iat: its
+    // own rounding does not cover for an entry kept shorter than the proof is accepted.
+    let now = T * 1000 + 500;
+    const g = await gateway({}, { clock: () => now, replay: new MemoryReplayStore({ maxEntries: 1000, clock: () => now }) });
+    const h = await dpopHeaders(token, { iat: T });
+    now = (T + 62) * 1000 + 200; // 2.8 s of the proof's window (max_age_s 60 + clock_skew_s 5) left
+    expect(await outcome(() => g.run(h))).toBe('ok');
+    now = (T + 64) * 1000 + 750;
+    expect(await outcome(() => g.run(h))).toBe('dpop_invalid');
+    // Refused as a replay: another proof with the same iat is still accepted then.
+    expect(await outcome(async () => g.run(await dpopHeaders(token, { iat: T })))).toBe('ok');
+    g.close();
+  });
+
   it('replay across keys: jti is scoped by key thumbprint, and a captured proof does not work with another key\'s token', async () => {
     const jti = randomUUID();
     const k2 = await makeKey('ES256');

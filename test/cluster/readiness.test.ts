@@ -3,7 +3,7 @@
  * replicas' revocations only from Mission Status, so it is not ready, while its replay store works
  * and its requests are still served. With real redis-server ACL users.
  */
-import Redis from 'ioredis';
+import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { eventually, startEcho, startGateway, type TestGateway } from '../helpers/gateway.js';
 import { raw } from '../helpers/http.js';

@@ -104,10 +104,48 @@ describe('cors', () => {
     expect(prm.headers['access-control-allow-origin']).toBeUndefined();
   });
 
+  it('origins are compared exactly: a longer host, another port or scheme, a prefix of the allowed one get nothing (r21b 6)', async () => {
+    for (const origin of ['https://app.example.evil.com', 'https://app.examplex', 'https://app.example:8443', 'http://app.example', 'https://app.exampl', 'HTTPS://APP.EXAMPLE']) {
+      const r = await raw(gw.url, { path: '/public/x', headers: { origin } });
+      expect(r.headers['access-control-allow-origin'], origin).toBeUndefined();
+      const pre = await raw(gw.url, { method: 'OPTIONS', path: '/public/x', headers: { origin, 'access-control-request-method': 'GET' } });
+      expect(pre.headers['access-control-allow-origin'], origin).toBeUndefined();
+    }
+  });
+
+  it('an OPTIONS that is not a preflight (no Access-Control-Request-Method) from an allowed origin goes to the upstream (r21b 7)', async () => {
+    const before = echo.requests.length;
+    const r = await raw(gw.url, { method: 'OPTIONS', path: '/public/x', headers: { origin: APP } });
+    expect(r.status).toBe(200);
+    expect(r.body.toString()).toBe('upstream OPTIONS');
+    expect(r.headers['access-control-allow-origin']).toBe(APP);
+    expect(echo.requests.length).toBe(before + 1);
+  });
+
   it('a preflight naming headers in a form not worth echoing gets the default list', async () => {
     const r = await raw(gw.url, { method: 'OPTIONS', path: '/mcp', headers: { origin: APP, 'access-control-request-method': 'POST', 'access-control-request-headers': 'x-a;b' } });
     expect(r.status).toBe(204);
     expect(r.headers['access-control-allow-headers']).toContain('Authorization, DPoP');
+  });
+});
+
+describe('cors: allowed_origins [*]', () => {
+  it('allows any origin but null (sandboxed frames, file: pages: any page can produce it) (r21b 6)', async () => {
+    const any = await startGateway(`
+public_base_url: https://api.example.com
+resource: https://api.example.com
+upstream: { url: ${echo.url} }
+cors: { allowed_origins: ["*"] }
+routes: [{ match: { path: /public/** }, auth: none }]
+`);
+    try {
+      expect((await raw(any.url, { path: '/public/x', headers: { origin: 'https://anything.example' } })).headers['access-control-allow-origin']).toBe('https://anything.example');
+      expect((await raw(any.url, { path: '/public/x', headers: { origin: 'null' } })).headers['access-control-allow-origin']).toBeUndefined();
+      const pre = await raw(any.url, { method: 'OPTIONS', path: '/public/x', headers: { origin: 'null', 'access-control-request-method': 'GET' } });
+      expect(pre.status).not.toBe(204);
+    } finally {
+      await any.close();
+    }
   });
 });
 

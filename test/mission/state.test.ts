@@ -331,6 +331,24 @@ describe('MAS mode joins across issuers and states (r19d 1, 4)', () => {
     const unknown = Object.assign(from(ISSUER), { missionRef: { ...headerRef, id: 'msn_nowhere' } });
     expect(await check(unknown)).toMatchObject({ code: 'mission_terminated', extra: { mission_status: 'unknown' } });
   });
+
+  it("after a lifecycle event, the owner's issuer (subject.iss) is kept: another issuer's same-named subject is still a conflict (r21b 3)", async () => {
+    await setup({ accept_header_references: true });
+    server.missions.set(MISSION_ID, { state: 'active', version: 1, subject: { sub: 'user_1', iss: OTHER }, client_id: 'agent_1' });
+    expect((await check(from(ISSUER))).code).toBe('mission_reference_conflict');
+    states.applyChange(change({ state: 'suspended', version: 2 }));
+    expect((await check(from(ISSUER))).code).toBe('mission_reference_conflict');
+  });
+
+  it('a Status answer naming only the subject, or only the client, still joins before the state is told (r21b 1)', async () => {
+    await setup({ accept_header_references: true });
+    server.missions.set('msn_sub_only', { state: 'suspended', version: 2, subject: { sub: 'user_2' } });
+    server.missions.set('msn_client_only', { state: 'revoked', version: 2, client_id: 'agent_2' });
+    for (const id of ['msn_sub_only', 'msn_client_only']) {
+      const ctx = Object.assign(from(ISSUER), { missionRef: { ...headerRef, id } });
+      expect((await check(ctx)).code, id).toBe('mission_reference_conflict');
+    }
+  });
 });
 
 describe('MAS mode: the owner of a Mission whose end came by event is told its state (r19e 1)', () => {
@@ -527,6 +545,14 @@ describe('draft-mcguinness-oauth-mission-signals: applying lifecycle changes', (
     expect(server.requests.length).toBe(1);
   });
 
+  it('a suspension learned by event for an uncached Mission, with Status down: the event\'s denial, not 503 (r21b 2)', async () => {
+    states.applyChange(change({ state: 'suspended', version: 2 }));
+    server.respond = async () => ({ status: 503, headers: { 'retry-after': '5' }, body: '' });
+    const r = await check();
+    expect(r.code).toBe('mission_suspended');
+    expect(server.requests.length).toBe(1); // it was asked, to confirm, and could not say
+  });
+
   it('an active event for an uncached Mission changes nothing', async () => {
     expect(states.applyChange(change({ state: 'active', version: 9 }))).toBe('uncached');
     expect((await check()).sync).toBe(false);
@@ -584,6 +610,17 @@ describe('draft-mcguinness-oauth-mission-signals: applying lifecycle changes', (
     expect(holds.hold(holds.ticket(plain)!, p)).toBe(true);
     bus.deliver(await signedChange({ state: 'revoked', version: 2 }));
     await eventually(() => p.cuts === 1);
+  });
+
+  it('a replica-bus gap rechecks held exchanges at once: one whose Mission was revoked meanwhile is cut (r21b 5)', async () => {
+    const c = ctxFor({});
+    expect((await check(c)).code).toBeNull();
+    const h: Holder & { cuts: number } = { cuts: 0, cut: () => void h.cuts++ };
+    expect(holds.hold(holds.ticket(c)!, h)).toBe(true);
+    // Revoked at the authority; the event went to another replica, and the bus lost it.
+    server.missions.set(MISSION_ID, { state: 'revoked', version: 2 });
+    bus.gap();
+    await eventually(() => h.cuts === 1, 2000);
   });
 
   it('an AAuth request whose Status answer arrives after a revocation event for the governance id is denied (the event is not forgotten)', async () => {
@@ -690,6 +727,35 @@ describe('bounded caches keep what events taught (r19g 1, 2)', () => {
 
   const aauth = (s256: string): MissionReference => ({ form: 'aauth_claim', issuer: ISSUER, id: null, s256, authorityHash: null });
   const s256 = (i: number): string => `${i}`.padStart(43, 'A');
+
+  /** Fills the cache with 150 other Missions' Status answers: MISSION_ID's record is evicted. */
+  const fill = async (): Promise<void> => {
+    for (let i = 0; i < 150; i++) {
+      server.missions.set(`msn_fill_${i}`, { state: 'active', version: 1 });
+      expect((await check(ctxFor({ ref: { ...REF, id: `msn_fill_${i}` } }))).code).toBeNull();
+    }
+  };
+
+  it('a revocation kept past eviction survives a config reload: a lagging Status answer does not bring the Mission back (r21b 4)', async () => {
+    expect((await check()).code).toBeNull();
+    states.applyChange(change({ state: 'revoked', version: 2 }));
+    await fill();
+    const next = new MissionStates({ config: makeConfig({}, { client: { client_id: CLIENT_ID, private_key_file: ck.file }, authorities: [{ issuer: ISSUER, status_endpoint: server.url }], cache_max_entries: 100 }), keys: new LocalKeys().add(ISSUER, authKey), metrics: newMetrics(), logger, bus: new RecordingBus(), holds, now });
+    next.adopt(states);
+    await states.close();
+    states = next;
+    // Status still answers `active` version 1.
+    expect((await check()).code).toBe('mission_terminated');
+  });
+
+  it("the id form's kept revocation reaches the Mission's first AAuth-form request (r21b 8)", async () => {
+    expect((await check()).code).toBeNull();
+    states.applyChange(change({ state: 'revoked', version: 2 }));
+    await fill();
+    // First asked for by its AAuth form; Status lags (`active` version 1) and names the id.
+    server.missions.set(`s256:${s256(7)}`, { state: 'active', version: 1, id: MISSION_ID });
+    expect((await check(ctxFor({ ref: aauth(s256(7)) }))).code).toBe('mission_terminated');
+  });
 
   it('a revocation is remembered for max_stale_s while records for other Missions fill the cache: a lagging Status answer does not bring the Mission back', async () => {
     expect((await check()).code).toBeNull();

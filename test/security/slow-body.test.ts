@@ -113,6 +113,25 @@ describe('a slowly sent body is decided on the Mission as it is once the body ha
     expect(t.echo.requests.filter((q) => q.url === '/payments')).toHaveLength(0);
   });
 
+  it('with token.clock_skew_s 2 the skew is counted once, after exp: a body finished 2.5 s past exp is refused, one finished 1 s before exp is forwarded (r21b 9)', async () => {
+    const t0 = await startTarget('token: { clock_skew_s: 2 }\n');
+    targets.push(t0);
+    /** Sends all but the body's last bytes, and those when the clock reads the token's exp plus `afterExpS`. */
+    const send = async (ttlSeconds: number, afterExpS: number): Promise<string> => {
+      const token = await t0.dev.issueAccessToken({ missionId: t0.missionId, resource: API, jkt: t0.agent.jkt, ttlSeconds });
+      const { exp } = JSON.parse(Buffer.from(token.split('.')[1]!, 'base64url').toString()) as { exp: number };
+      const req = await halfSent({ ...t0, token }, '/payments', PAYMENT);
+      await new Promise((r) => setTimeout(r, (exp + afterExpS) * 1000 - Date.now()));
+      return req.finish();
+    };
+    // exp is whole seconds and the check fractional: 0.5 s either side of exp + skew, exp + skew + 1
+    // (one more second of leeway) and exp - skew (the skew taken before exp).
+    const [late, early] = await Promise.all([send(1, 2.5), send(3, -1)]);
+    expect(late).toMatch(/^HTTP\/1\.1 401[^]*"denial_reason":"token_invalid"/);
+    expect(early).toMatch(/^HTTP\/1\.1 200/);
+    expect(t0.echo.requests.filter((q) => q.url === '/payments')).toHaveLength(1);
+  });
+
   it('nothing changed while it arrived: the payment is forwarded', async () => {
     const t = await target();
     const req = await halfSent(t, '/payments', PAYMENT);
