@@ -296,8 +296,8 @@ export class RedisMissionBus implements MissionBus {
     if (firstId === null) {
       // Emptied (XTRIM MAXLEN 0): a gap if it had an entry this replica never read (r20e 1).
       const newest = field('last-generated-id');
-      const read = this.lastId ?? position;
-      if (trimmed && typeof newest === 'string' && compareIds(newest, read) > 0) this.reportGap(position, null);
+      const last = this.lastId ?? position;
+      if (trimmed && typeof newest === 'string' && compareIds(newest, last) > 0) this.reportGap(position, null);
       return;
     }
     if (!(trimmed || read) || compareIds(firstId, position) <= 0) return;

@@ -245,9 +245,9 @@ class McpHandler implements Handler {
 
   /**
    * The gate, in four steps: decide every message, answer the denied calls, hold what goes on
-   * under its Missions, forward the rest. The parsed body is not kept while the upstream answers
-   * (its tree can be ~35 times the body: a few large calls in flight would exhaust the heap, r21j 1):
-   * the decision (decide) returns only what forwarding needs.
+   * under its Missions, and return the rest for forwardDecided to forward. The parsed body is not
+   * kept while the upstream answers (its tree can be ~35 times the body: a few large calls in
+   * flight would exhaust the heap, r21j 1): what is returned is only what forwarding needs.
    */
   private async gate(ctx: RequestContext, pipeline: Pipeline, body: Buffer, parsed: McpBody, session: string | undefined): Promise<Decided | null> {
     const { calls, lists, listScopes } = await this.decideAll(ctx, parsed, body);
