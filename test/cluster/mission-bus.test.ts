@@ -347,22 +347,32 @@ describe('RedisMissionBus.close', () => {
   });
 });
 
-describe('a replica that cannot read the bus says so (r20e 3)', () => {
-  it('an ACL user without XREAD: the bus is not ready (readyz replica_bus), and the failure is one warning, not one per retry', async () => {
-    const admin = new Redis(redis.url);
-    await admin.call('ACL', 'SETUSER', 'noread', 'on', '>pw', '~*', '+@all', '-xread');
-    await admin.quit();
-    const warnings: string[] = [];
-    const logger = { warn: (_o: unknown, m: string) => warnings.push(m), debug: () => undefined, info: () => undefined, error: () => undefined } as unknown as NonNullable<ConstructorParameters<typeof RedisMissionBus>[0]['logger']>;
-    const u = new URL(redis.url);
-    u.username = 'noread';
-    u.password = 'pw';
-    const bus = fleet()({ url: u.toString(), logger });
-    collect(bus);
-    await eventually(() => warnings.some((w) => w.startsWith('replica bus read failed')), 5000);
+/** A bus whose Redis user may not run `command`, and the warnings it logs. */
+async function busWithout(command: string, options: Partial<ConstructorParameters<typeof RedisMissionBus>[0]> = {}): Promise<{ bus: RedisMissionBus; warnings: string[] }> {
+  const user = `no_${command}`;
+  const admin = new Redis(redis.url);
+  await admin.call('ACL', 'SETUSER', user, 'on', '>pw', '~*', '+@all', `-${command}`);
+  await admin.quit();
+  const warnings: string[] = [];
+  const logger = { warn: (_o: unknown, m: string) => warnings.push(m), debug: () => undefined, info: () => undefined, error: () => undefined } as unknown as NonNullable<ConstructorParameters<typeof RedisMissionBus>[0]['logger']>;
+  const u = new URL(redis.url);
+  u.username = user;
+  u.password = 'pw';
+  const bus = fleet()({ url: u.toString(), logger, ...options });
+  collect(bus);
+  return { bus, warnings };
+}
+
+describe('a replica that cannot follow the bus says so, once, and is not ready (readyz replica_bus)', () => {
+  it.each([
+    ['XREAD (r20e 3)', 'xread', 'replica bus read failed'],
+    ['XINFO, so it cannot see a gap (r21a 6)', 'xinfo', 'replica bus cannot check for gaps'],
+  ])('an ACL user without %s', async (_what, command, warning) => {
+    const { bus, warnings } = await busWithout(command, { blockMs: 100 });
+    await eventually(() => warnings.some((w) => w.startsWith(warning)), 5000);
     await sleep(500);
     expect(bus.ready()).toBe(false);
-    expect(warnings.filter((w) => w.startsWith('replica bus read failed'))).toHaveLength(1);
+    expect(warnings.filter((w) => w.startsWith(warning))).toHaveLength(1);
   });
 });
 
@@ -387,24 +397,5 @@ describe('a Redis that refuses the credentials is a warning, once (r20e 2)', () 
     expect(unavailable.map((l) => l.role).sort()).toEqual(['bus_publish', 'bus_subscribe']);
     for (const l of unavailable) expect(l.err.message).toMatch(/WRONGPASS|invalid username-password/);
     expect(JSON.stringify(lines)).not.toContain('wrong');
-  });
-});
-
-describe('a Redis user that may not run XINFO (r21a 6)', () => {
-  it('the bus cannot see gaps, so it is not ready, and says why once', async () => {
-    const admin = new Redis(redis.url);
-    await admin.call('ACL', 'SETUSER', 'noinfo', 'on', '>pw', '~*', '+@all', '-xinfo');
-    await admin.quit();
-    const warnings: string[] = [];
-    const logger = { warn: (_o: unknown, m: string) => warnings.push(m), debug: () => undefined, info: () => undefined, error: () => undefined } as unknown as NonNullable<ConstructorParameters<typeof RedisMissionBus>[0]['logger']>;
-    const u = new URL(redis.url);
-    u.username = 'noinfo';
-    u.password = 'pw';
-    const bus = fleet()({ url: u.toString(), logger, blockMs: 100 });
-    collect(bus);
-    await eventually(() => warnings.some((w) => w.startsWith('replica bus cannot check for gaps')), 5000);
-    await sleep(500);
-    expect(bus.ready()).toBe(false);
-    expect(warnings.filter((w) => w.startsWith('replica bus cannot check for gaps'))).toHaveLength(1);
   });
 });

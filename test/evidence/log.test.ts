@@ -466,7 +466,8 @@ describe('fail closed when evidence cannot be written (SPEC §2 /readyz, §9)', 
     expect((await verifyEvidenceFile(file)).ok).toBe(true);
   });
 
-  it('a sink that falls behind (a FIFO whose reader stalls) reports unhealthy until it drains', async () => {
+  /** A FIFO sink (1 KiB allowed to wait) whose reader has stopped: one 256 KiB record puts it behind. */
+  async function behindStalledReader(): Promise<{ log: EvidenceLog; reader: ReturnType<typeof createReadStream> }> {
     const fifo = join(dir, 'e.fifo');
     execFileSync('mkfifo', [fifo]);
     const reader = createReadStream(fifo);
@@ -475,6 +476,11 @@ describe('fail closed when evidence cannot be written (SPEC §2 /readyz, §9)', 
     log.write(record(1, { blob: 'x'.repeat(256 * 1024) } as Partial<EvidenceRecord>));
     await new Promise((r) => setImmediate(r));
     expect(log.healthy()).toBe(false);
+    return { log, reader };
+  }
+
+  it('a sink that falls behind (a FIFO whose reader stalls) reports unhealthy until it drains', async () => {
+    const { log, reader } = await behindStalledReader();
     expect(await gauge()).toBe(0);
     let received = '';
     reader.on('data', (d) => (received += d));
@@ -488,14 +494,7 @@ describe('fail closed when evidence cannot be written (SPEC §2 /readyz, §9)', 
   });
 
   it('behind a reader that does not read, denials are counted, not queued; permits admitted before still go out (r21j 2)', async () => {
-    const fifo = join(dir, 'e.fifo');
-    execFileSync('mkfifo', [fifo]);
-    const reader = createReadStream(fifo);
-    reader.pause();
-    const log = await EvidenceLog.open({ sink: fifo, metrics, logger, maxPendingBytes: 1024 });
-    log.write(record(1, { blob: 'x'.repeat(256 * 1024) } as Partial<EvidenceRecord>));
-    await new Promise((r) => setImmediate(r));
-    expect(log.healthy()).toBe(false);
+    const { log, reader } = await behindStalledReader();
     const failures = async (): Promise<number> => (await metrics.evidenceFailures.get()).values[0]?.value ?? 0;
     const before = await failures();
     for (let i = 0; i < 1000; i++) log.write(record(2, { evidence_id: `evd_deny_${i}`, blob: 'y'.repeat(1024) } as Partial<EvidenceRecord>));

@@ -710,17 +710,25 @@ describe('open MCP streams end with their Mission (mission/holds.ts)', () => {
     expect(await stream.ended).toBe('cut');
   });
 
-  it("a narrowing that still grants the running call keeps its stream: the call is decided again on its arguments, read again from its body (r21j 1)", async () => {
+  /** MAS mode: an export_report call streaming under a Mission granting it and invoices.read. */
+  async function reportRunning(steps: number) {
     const s = await setup({ json: false, mission: 'accept_header_references: true' });
     s.dev.addReceiver({ endpoint: `${new URL(s.mcpUrl).origin}/.well-known/ssf/push`, audience: new URL(s.mcpUrl).origin });
     const entry = { type: 'mission_resource_access', resource: s.mcpUrl, actions: ['export_report', 'invoices.read'] };
     const id = await mission(s, [entry]);
     const token = await s.dev.issueAccessToken({ clientId: 'agent_1', resource: s.mcpUrl });
     const sh = await initialize(s.mcpUrl, token);
-    const call = { jsonrpc: '2.0', id: 2, method: 'tools/call', params: { name: 'export_report', arguments: { steps: 8, delay_ms: 100 }, _meta: { progressToken: 'p1', [META]: { mission_id: id, issuer: s.dev.url } } } };
+    const ref = { mission_id: id, issuer: s.dev.url };
+    const call = { jsonrpc: '2.0', id: 2, method: 'tools/call', params: { name: 'export_report', arguments: { steps, delay_ms: 100 }, _meta: { progressToken: 'p1', [META]: ref } } };
     const res = await post(s.mcpUrl, token, call, sh);
+    expect(res.headers.get('content-type')).toContain('text/event-stream');
     const stream = readEvents(res);
     await eventually(() => stream.events.length >= 1);
+    return { s, entry, id, token, sh, ref, stream };
+  }
+
+  it("a narrowing that still grants the running call keeps its stream: the call is decided again on its arguments, read again from its body (r21j 1)", async () => {
+    const { s, entry, id, stream } = await reportRunning(8);
     await s.dev.missions.changeAuthority(id, [{ ...entry, actions: ['export_report'] }]);
     expect(await stream.ended).toBe('end');
     expect(stream.events.join('\n')).toContain('"id":2');
@@ -729,18 +737,7 @@ describe('open MCP streams end with their Mission (mission/holds.ts)', () => {
   });
 
   it("a tool call's stream is cut when its Mission's authority narrows to exclude the tool (MAS mode: Status alone grants it)", async () => {
-    const s = await setup({ json: false, mission: 'accept_header_references: true' });
-    s.dev.addReceiver({ endpoint: `${new URL(s.mcpUrl).origin}/.well-known/ssf/push`, audience: new URL(s.mcpUrl).origin });
-    const entry = { type: 'mission_resource_access', resource: s.mcpUrl, actions: ['export_report', 'invoices.read'] };
-    const id = await mission(s, [entry]);
-    const token = await s.dev.issueAccessToken({ clientId: 'agent_1', resource: s.mcpUrl });
-    const sh = await initialize(s.mcpUrl, token);
-    const ref = { mission_id: id, issuer: s.dev.url };
-    const call = { jsonrpc: '2.0', id: 2, method: 'tools/call', params: { name: 'export_report', arguments: { steps: 50, delay_ms: 100 }, _meta: { progressToken: 'p1', [META]: ref } } };
-    const res = await post(s.mcpUrl, token, call, sh);
-    expect(res.headers.get('content-type')).toContain('text/event-stream');
-    const stream = readEvents(res);
-    await eventually(() => stream.events.length >= 1);
+    const { s, entry, id, token, sh, ref, stream } = await reportRunning(50);
 
     const changedAt = Date.now();
     await s.dev.missions.changeAuthority(id, [{ ...entry, actions: ['invoices.read'] }]);
