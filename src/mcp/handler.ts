@@ -68,13 +68,16 @@ interface CallState {
    * authority change while it runs): the parsed tree, up to ~35 times the body's size, is not kept
    * while the upstream answers, so that a few large calls in flight cannot exhaust the heap (r21j 1).
    */
-  readonly args: () => Record<string, unknown> | null;
+  readonly args: (parsed: ParsedBodies) => Record<string, unknown> | null;
   readonly digest: string | null;
   readonly scope: Scope | null;
   readonly denial: Denial | null;
 }
 
 const NO_ARGS = (): null => null;
+
+/** Bodies parsed again during one review: each at most once, however many of its calls are decided (r21f 2). */
+type ParsedBodies = Map<Buffer, McpBody>;
 
 /** What forwarding needs of a decided request (gate). */
 interface Decided {
@@ -88,8 +91,10 @@ interface Decided {
 }
 
 /** A call's arguments, parsed again from the body it came in. */
-function argsAt(body: Buffer, index: number): Record<string, unknown> | null {
-  for (const m of parseMcpBody(body).messages) if (m.kind === 'call' && m.index === index) return m.args;
+function argsAt(body: Buffer, index: number, parsed: ParsedBodies): Record<string, unknown> | null {
+  let p = parsed.get(body);
+  if (p === undefined) parsed.set(body, (p = parseMcpBody(body)));
+  for (const m of p.messages) if (m.kind === 'call' && m.index === index) return m.args;
   return null;
 }
 
@@ -131,8 +136,12 @@ function validSessionId(value: string): boolean {
  * request's handling: a closure made there would keep the whole request (its body) alive for as
  * long as a session keeps the review (r16e F2).
  */
-function reviewOver(handler: { permitsAgain(asked: Asked, c: CallState, view: MissionView): boolean }, asked: Asked, calls: readonly CallState[]): Review | null {
-  return calls.length === 0 ? null : (view) => calls.every((c) => handler.permitsAgain(asked, c, view));
+function reviewOver(handler: { permitsAgain(asked: Asked, c: CallState, view: MissionView, parsed: ParsedBodies): boolean }, asked: Asked, calls: readonly CallState[]): Review | null {
+  if (calls.length === 0) return null;
+  return (view) => {
+    const parsed: ParsedBodies = new Map();
+    return calls.every((c) => handler.permitsAgain(asked, c, view, parsed));
+  };
 }
 
 export function createMcpHandler(deps: McpHandlerDeps): Handler {
@@ -315,7 +324,7 @@ class McpHandler implements Handler {
       // parameter_digest.
       if (denial === null && digest === null) denial = undigestable();
       const index = m.index;
-      calls.push({ msg: headOf(m), action, args: () => argsAt(body, index), digest, scope: isDenial(scope) ? null : scope, denial });
+      calls.push({ msg: headOf(m), action, args: (parsed) => argsAt(body, index, parsed), digest, scope: isDenial(scope) ? null : scope, denial });
     }
     return { calls, lists, listScopes };
   }
@@ -465,9 +474,9 @@ class McpHandler implements Handler {
   }
 
   /** A forwarded call decided again under `view` (its Mission, read again): true when still permitted. */
-  permitsAgain(asked: Asked, c: CallState, view: MissionView): boolean {
+  permitsAgain(asked: Asked, c: CallState, view: MissionView, parsed: ParsedBodies): boolean {
     if (c.action === null || c.msg.kind !== 'call') return false;
-    const args = c.args();
+    const args = c.args(parsed);
     if (args === null) return false;
     try {
       const params = toolParams(this.toolParams, c.msg.name, args);

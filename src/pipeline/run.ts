@@ -127,7 +127,7 @@ export class Pipeline {
 
   constructor(readonly deps: PipelineDeps) {
     const s = deps.stages;
-    this.ownEndpoints = [deps.pushPath, deps.mcp?.path, deps.idJag?.path].filter((p): p is string => p !== undefined).map(pathSegments);
+    this.ownEndpoints = [deps.pushPath, deps.mcp?.path, deps.idJag?.path].filter((p): p is string => p !== undefined).map((p) => pathSegments(p.toLowerCase()));
     this.authentication = [
       ['credentials', s.credentials],
       ['token', s.token],
@@ -265,7 +265,8 @@ export class Pipeline {
     for (const own of this.ownEndpoints) {
       if (own.length !== segments.length) continue;
       let i = 0;
-      while (i < own.length && own[i] === segments[i]) i++;
+      // In any case: Express and Spring match paths ignoring case by default (r21f 1).
+      while (i < own.length && own[i] === segments[i]!.toLowerCase()) i++;
       if (i === own.length) return true;
     }
     return false;

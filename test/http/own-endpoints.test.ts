@@ -35,7 +35,7 @@ afterAll(async () => {
 const call = JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/call', params: { name: 'delete_everything', arguments: {} } });
 
 describe("other spellings of the gateway's own endpoints behind a catch-all route", () => {
-  it.each(['/mcp/', '/mcp/.', '/mcp//', '/mcp/x/..', '/%6dcp/', '//mcp/', '/oauth2/token/', '/oauth2//token/', '/oauth2/token/.'])('POST %s: 403 no_route, never the upstream', async (path) => {
+  it.each(['/mcp/', '/mcp/.', '/mcp//', '/mcp/x/..', '/%6dcp/', '//mcp/', '/oauth2/token/', '/oauth2//token/', '/oauth2/token/.', '/MCP', '/Mcp/', '/%4Dcp', '/OAuth2/Token'])('POST %s: 403 no_route, never the upstream', async (path) => {
     const r = await raw(gw.url, { method: 'POST', path, headers: { 'content-type': 'application/json' }, body: call });
     expect(r.status, path).toBe(403);
     expect(r.json()).toMatchObject({ error: 'forbidden', denial_reason: 'no_route' });
