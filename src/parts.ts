@@ -79,6 +79,7 @@ export function switchableBus(inner: MissionBus): MissionBus {
       onGap = gap ?? null;
     },
     ready: () => inner.ready(),
+    opened: () => inner.opened?.() ?? Promise.resolve(),
     close: () => inner.close(),
   };
 }
@@ -92,6 +93,10 @@ export async function buildLongLivedParts(config: Config, metrics: Metrics, logg
   });
   const replay = createReplayStore(config.replay_store, { maxEntries: config.dpop.replay_max_entries, logger, metrics });
   const bus = switchableBus(createMissionBus(config.replay_store, { logger, metrics, catchUpMs: wholeMs(config.mission.max_stale_s) }));
+  // Not listening before the first connection attempts to a shared Redis: a proof (or a pushed
+  // event) arriving the moment a replica starts would otherwise be refused 503 only because the
+  // connection was still being opened. A Redis down at start costs at most the connect timeout.
+  await Promise.all([replay.opened?.(), bus.opened?.()]);
   const tunnels = new Set<Socket>();
   const holds = new MissionHolds({ logger, counted: (cause, n) => metrics.exchangesCut.labels(cause).inc(n) });
   const sessions = new McpSessions(holds, logger);

@@ -50,5 +50,11 @@ export interface ReplayStore {
   release?(key: string): void | Promise<void>;
   /** False while the store is unreachable. */
   ready(): boolean;
+  /**
+   * Resolves once a store behind a connection has first tried to connect (ready, refused, or its
+   * connect timeout): the gateway waits for it before listening, so requests that arrive the moment
+   * it starts are not refused only because the connection was still being opened.
+   */
+  opened?(): Promise<void>;
   close(): Promise<void>;
 }

@@ -22,7 +22,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import client from 'prom-client';
 import type { Logger } from '../observability/logger.js';
 import type { MissionBus, MissionChange } from '../mission/types.js';
-import { closeRedis, isReady, openRedis, watchConnection, type RedisConnection, type RedisTuning } from './redis-client.js';
+import { closeRedis, firstOutcome, isReady, openRedis, watchConnection, type RedisConnection, type RedisTuning } from './redis-client.js';
 import { parseRedisUrl, type RedisTarget } from './redis-url.js';
 
 /** One replica only: nothing to tell anyone. */
@@ -129,6 +129,8 @@ export class RedisMissionBus implements MissionBus {
   private readonly gapHandlers: Array<() => void> = [];
   private readonly maxLength: number;
   private readonly catchUpMs: number;
+  /** Bound on waiting for the first connection attempts (connect timeout plus one command). */
+  private readonly openTimeoutMs: number;
   private readonly blockMs: number;
   private readonly logger: Logger | undefined;
   private readonly metric: client.Counter<'result'> | undefined;
@@ -156,6 +158,7 @@ export class RedisMissionBus implements MissionBus {
     this.blockMs = options.blockMs ?? 5_000;
     this.logger = options.logger;
     this.metric = counter(options.registry);
+    this.openTimeoutMs = (options.connectTimeoutMs ?? 1000) + 500;
     this.writer = openRedis(target, options, { connectionName: 'mgw-bus-publish' });
     // The reader blocks in XREAD, so it gets no command timeout; a dead socket is caught by the
     // blocking-command guard (BLOCK time plus a grace) instead.
@@ -194,6 +197,11 @@ export class RedisMissionBus implements MissionBus {
   /** True when both connections are up and, once subscribed, the reader has its position in the stream. */
   ready(): boolean {
     return isReady(this.writer) && isReady(this.reader) && (this.loop === null || (this.reading && !this.gapCheckDenied));
+  }
+
+  /** Both connections' first connection attempts (see firstOutcome). */
+  async opened(): Promise<void> {
+    await Promise.all([firstOutcome(this.writer, this.openTimeoutMs), firstOutcome(this.reader, this.openTimeoutMs)]);
   }
 
   async close(): Promise<void> {

@@ -65,6 +65,29 @@ export function isReady(connection: RedisConnection): boolean {
 }
 
 /**
+ * Resolves at the connection's first outcome: ready, an error (refused, a failed handshake), the
+ * end, or `timeoutMs`, whichever comes first. Never rejects: a Redis down at start is the
+ * fail-closed case (claims 503, `/readyz` 503), not a reason to refuse to start.
+ */
+export function firstOutcome(connection: RedisConnection, timeoutMs: number): Promise<void> {
+  if (connection.status === 'ready' || connection.status === 'end') return Promise.resolve();
+  return new Promise<void>((resolve) => {
+    const done = (): void => {
+      clearTimeout(timer);
+      connection.off('ready', done);
+      connection.off('error', done);
+      connection.off('end', done);
+      resolve();
+    };
+    const timer = setTimeout(done, timeoutMs);
+    timer.unref();
+    connection.once('ready', done);
+    connection.once('error', done);
+    connection.once('end', done);
+  });
+}
+
+/**
  * Logs one line when the connection is lost and one when it is back, never per reconnect attempt,
  * and never the URL (it may carry a password). While it is down, the first error says why at warn
  * (a Redis that refuses the credentials, or is unreachable from the start, r20e 2), the rest go to

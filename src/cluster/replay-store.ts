@@ -24,7 +24,7 @@ import type { ReplayStore } from '../auth/types.js';
 import type { Logger } from '../observability/logger.js';
 import { Cluster } from 'ioredis';
 import { RedisBreaker, type BreakerTuning } from './breaker.js';
-import { closeRedis, openRedis, watchConnection, type RedisConnection, type RedisTuning } from './redis-client.js';
+import { closeRedis, firstOutcome, openRedis, watchConnection, type RedisConnection, type RedisTuning } from './redis-client.js';
 import { parseRedisUrl, type RedisTarget } from './redis-url.js';
 
 export interface RedisReplayStoreOptions extends RedisTuning, BreakerTuning {
@@ -85,8 +85,10 @@ export class RedisReplayStore implements ReplayStore {
   private readonly logger: Logger | undefined;
   /** Open while Redis is presumed hung: claims fail at once. */
   readonly breaker: RedisBreaker;
+  private readonly openTimeoutMs: number;
 
   constructor(options: RedisReplayStoreOptions) {
+    this.openTimeoutMs = (options.connectTimeoutMs ?? 1000) + (options.commandTimeoutMs ?? 500);
     const prefix = options.keyPrefix ?? 'mgw:';
     this.rawPrefix = `${prefix}r:`;
     this.hashedPrefix = `${prefix}h:`;
@@ -196,6 +198,11 @@ export class RedisReplayStore implements ReplayStore {
   /** False while disconnected, or while the breaker is open (Redis hung). */
   ready(): boolean {
     return this.breaker.ready();
+  }
+
+  /** The first connection attempt's outcome, bounded by the connect timeout plus one command's. */
+  opened(): Promise<void> {
+    return firstOutcome(this.connection, this.openTimeoutMs);
   }
 
   close(): Promise<void> {

@@ -34,5 +34,7 @@ export interface MissionBus {
   subscribe(handler: (change: MissionChange) => void, onGap?: () => void): void;
   /** False while this replica cannot read what the others publish (`/readyz` `replica_bus`). */
   ready(): boolean;
+  /** Resolves once a bus behind connections has first tried to open them (as ReplayStore.opened). */
+  opened?(): Promise<void>;
   close(): Promise<void>;
 }
