@@ -26,6 +26,36 @@ function fleet(): (options?: Partial<ConstructorParameters<typeof RedisMissionBu
   };
 }
 
+/** A publication of replica A's, written into the stream directly. */
+const lost = (id: string): string => JSON.stringify({ v: 1, from: 'replica-a', change: change(id, 'revoked', 2) });
+
+/**
+ * Replica B, subscribed, having read A's publication `msn_seen` and blocked at the stream's tail
+ * since; `rewrite` changes the stream under it in one transaction (as another client would).
+ */
+async function readerAtTail() {
+  const bus = fleet();
+  const a = bus();
+  const b = bus({ catchUpMs: 0, blockMs: 200 });
+  const state = { b, gaps: 0, got: [] as MissionChange[] };
+  b.subscribe((c) => state.got.push(c), () => state.gaps++);
+  await eventually(() => a.ready() && b.ready(), 5000);
+  await a.publish(change('msn_seen', 'revoked', 2));
+  await eventually(() => state.got.length === 1, 5000);
+  await sleep(300); // B has looked at the stream since, and is blocked at its tail
+  const rewrite = async (edit: (tx: ReturnType<Redis['multi']>, stream: string) => void): Promise<void> => {
+    const raw = new Redis(redis.url);
+    try {
+      const tx = raw.multi();
+      edit(tx, b.stream);
+      await tx.exec();
+    } finally {
+      raw.disconnect();
+    }
+  };
+  return Object.assign(state, { rewrite });
+}
+
 function collect(bus: RedisMissionBus): MissionChange[] {
   const got: MissionChange[] = [];
   bus.subscribe((c) => got.push(c));
@@ -167,57 +197,29 @@ describe('SPEC §3 a lifecycle change reaches every replica (replica bus over Re
     ['trimmed to empty (XTRIM MAXLEN 0)', (tx: ReturnType<Redis['multi']>, stream: string) => tx.xtrim(stream, 'MAXLEN', 0)],
     ['deleted (DEL, as FLUSHALL or an empty restart leaves it)', (tx: ReturnType<Redis['multi']>, stream: string) => tx.del(stream)],
   ])('a stream %s before this replica read its last entries is a gap (r20e 1), reported once however often the reader looks again (r21b 10)', async (_what, end) => {
-    const bus = fleet();
-    const a = bus();
-    const b = bus({ catchUpMs: 0, blockMs: 200 });
-    let gaps = 0;
-    const got: MissionChange[] = [];
-    b.subscribe((c) => got.push(c), () => gaps++);
-    await eventually(() => a.ready() && b.ready(), 5000);
-    await a.publish(change('msn_seen', 'revoked', 2));
-    await eventually(() => got.length === 1, 5000);
-    await sleep(300); // B has looked at the stream since, and is blocked at its tail
-    const raw = new Redis(redis.url);
-    try {
-      const tx = raw.multi();
-      tx.xadd(b.stream, '*', 'm', JSON.stringify({ v: 1, from: 'replica-a', change: change('msn_lost', 'revoked', 2) }));
-      end(tx, b.stream);
-      await tx.exec();
-    } finally {
-      raw.disconnect();
-    }
-    await eventually(() => gaps === 1, 5000);
-    expect(b.counts.gap).toBe(1);
-    expect(got.map((c) => c.id)).toEqual(['msn_seen']);
+    const t = await readerAtTail();
+    await t.rewrite((tx, stream) => {
+      tx.xadd(stream, '*', 'm', lost('msn_lost'));
+      end(tx, stream);
+    });
+    await eventually(() => t.gaps === 1, 5000);
+    expect(t.b.counts.gap).toBe(1);
+    expect(t.got.map((c) => c.id)).toEqual(['msn_seen']);
     // Reported once: the reads after it (one each blockMs) find the same position and the same
     // emptied stream; not a gap each, every one throwing the Mission cache away (r21b 10).
     await sleep(700);
-    expect(gaps).toBe(1);
+    expect(t.gaps).toBe(1);
   });
 
   it('a stream deleted and created again by a later publication before this replica looked is a gap (r21a 2)', async () => {
-    const bus = fleet();
-    const a = bus();
-    const b = bus({ catchUpMs: 0, blockMs: 200 });
-    let gaps = 0;
-    const got: MissionChange[] = [];
-    b.subscribe((c) => got.push(c), () => gaps++);
-    await eventually(() => a.ready() && b.ready(), 5000);
-    await a.publish(change('msn_seen', 'revoked', 2));
-    await eventually(() => got.length === 1, 5000);
-    await sleep(300);
-    const raw = new Redis(redis.url);
-    try {
-      const tx = raw.multi();
-      tx.xadd(b.stream, '*', 'm', JSON.stringify({ v: 1, from: 'replica-a', change: change('msn_lost', 'revoked', 2) }));
-      tx.del(b.stream); // an empty restart, a FLUSHALL
-      tx.xadd(b.stream, '*', 'm', JSON.stringify({ v: 1, from: 'replica-a', change: change('msn_after', 'revoked', 2) }));
-      await tx.exec();
-    } finally {
-      raw.disconnect();
-    }
-    await eventually(() => gaps === 1, 5000);
-    expect(got.map((c) => c.id)).toEqual(['msn_seen', 'msn_after']);
+    const t = await readerAtTail();
+    await t.rewrite((tx, stream) => {
+      tx.xadd(stream, '*', 'm', lost('msn_lost'));
+      tx.del(stream); // an empty restart, a FLUSHALL
+      tx.xadd(stream, '*', 'm', lost('msn_after'));
+    });
+    await eventually(() => t.gaps === 1, 5000);
+    expect(t.got.map((c) => c.id)).toEqual(['msn_seen', 'msn_after']);
   });
 
   it('the gap reaches the Mission cache through the bus the gateway builds (switchableBus; r18e 1)', async () => {

@@ -31,18 +31,22 @@ const readyz = async (gw: TestGateway): Promise<{ status: number; checks: Record
   return { status: r.status, checks: ((await r.json()) as { checks: Record<string, boolean> }).checks };
 };
 
+/** A gateway whose replay store (and replica bus) is Redis at `url`, serving /public/** without auth. */
+const replicaAt = (url: string): Promise<TestGateway> =>
+  startGateway(`
+public_base_url: https://api.example.com
+resource: https://api.example.com
+upstream: { url: ${echo.url} }
+replay_store: { type: redis, url: "${url}" }
+routes: [{ match: { path: /public/** }, auth: none }]
+`);
+
 describe('a replica that cannot follow the replica bus is not ready (r21b 12)', () => {
   it.each([
     ['XREAD (it cannot read the changes)', 'noread'],
     ['XINFO (it cannot see a gap; r21a 6)', 'noinfo'],
   ])('a Redis user without %s: /readyz 503 with replica_bus false, replay_store true; requests still served', async (_what, user) => {
-    const gw = await startGateway(`
-public_base_url: https://api.example.com
-resource: https://api.example.com
-upstream: { url: ${echo.url} }
-replay_store: { type: redis, url: "redis://${user}:pw@127.0.0.1:${redis.port}" }
-routes: [{ match: { path: /public/** }, auth: none }]
-`);
+    const gw = await replicaAt(`redis://${user}:pw@127.0.0.1:${redis.port}`);
     try {
       await eventually(async () => {
         const r = await readyz(gw);
@@ -56,13 +60,7 @@ routes: [{ match: { path: /public/** }, auth: none }]
   });
 
   it('a user with every command it needs: ready', async () => {
-    const gw = await startGateway(`
-public_base_url: https://api.example.com
-resource: https://api.example.com
-upstream: { url: ${echo.url} }
-replay_store: { type: redis, url: "${redis.url}" }
-routes: [{ match: { path: /public/** }, auth: none }]
-`);
+    const gw = await replicaAt(redis.url);
     try {
       await eventually(async () => (await readyz(gw)).status === 200, 8000);
       expect((await readyz(gw)).checks).toMatchObject({ replay_store: true, replica_bus: true });
