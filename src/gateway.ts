@@ -13,6 +13,7 @@ import { preflightProblems } from './config/preflight.js';
 import { formatListener, type Config } from './config/schema.js';
 import { Denial, DENIALS } from './errors.js';
 import { lingeringClose, Upstream } from './http/forward.js';
+import { derivedMaxConnections, openFileLimit } from './http/connections.js';
 import { hostRequired, makeDropSet, soleField, TrustedProxies, type HeaderPolicy } from './http/headers.js';
 import { writeJson } from './http/json.js';
 import { answeredAtProtocolLevel, cutAtShutdown } from './http/shutdown.js';
@@ -94,7 +95,7 @@ export class Gateway {
       },
       (req, res) => this.onRequest(req, res),
     );
-    applyLimits(proxy, c.limits);
+    applyLimits(proxy, c);
     // Node keeps the first 1000 fields of a head and drops the rest without an error, Content-Length
     // included: the request would go upstream without its framing or body. No count limit leaves
     // limits.max_header_bytes (431) as the only bound, and a head within it arrives whole.
@@ -103,6 +104,18 @@ export class Gateway {
     proxy.on('connection', (socket: Socket) => {
       connections.add(socket);
       socket.once('close', () => connections.delete(socket));
+    });
+    // Past limits.max_connections Node closes a new connection at once: counted, and said at most every 10 s.
+    let lastDropLog = -Infinity;
+    let droppedSinceLog = 0;
+    proxy.on('drop', () => {
+      this.metrics.connectionsDropped.inc();
+      droppedSinceLog += 1;
+      const now = performance.now();
+      if (now - lastDropLog < 10_000) return;
+      this.logger.warn({ max_connections: proxy.maxConnections, dropped: droppedSinceLog }, 'limits.max_connections client connections are open: new ones are closed as soon as accepted');
+      lastDropLog = now;
+      droppedSinceLog = 0;
     });
     proxy.on('upgrade', (req: IncomingMessage, socket: Socket, head: Buffer) => this.onUpgrade(req, socket, head));
     proxy.on('connect', (req: IncomingMessage, socket: Socket) => this.onConnect(req, socket));
@@ -128,7 +141,7 @@ export class Gateway {
     const bound = { listen: boundAddress(proxy, c.listen.host), admin: boundAddress(admin, c.admin.host) };
     this.listening = { ...bound, requested: { listen: c.listen.port, admin: c.admin.port } };
     // `listen`/`admin`: the addresses bound (0.0.0.0: every interface); `url`/`adminUrl`: where to reach them from this host.
-    this.logger.info({ listen: socketAddress(proxy), admin: socketAddress(admin), url, adminUrl, upstream: c.upstream.url }, 'mission-gateway listening');
+    this.logger.info({ listen: socketAddress(proxy), admin: socketAddress(admin), url, adminUrl, upstream: c.upstream.url, max_connections: proxy.maxConnections === Infinity ? 0 : proxy.maxConnections }, 'mission-gateway listening');
     // A shared replay store means several replicas; nonces signed with a per-process secret work on one only.
     if (c.dpop.nonce && c.dpop.nonce_secret === undefined && c.replay_store.type === 'redis') {
       this.logger.warn('dpop.nonce without dpop.nonce_secret: this process signs nonces with its own random secret, so other replicas refuse them (use_dpop_nonce); set the same nonce_secret on every replica');
@@ -261,7 +274,7 @@ export class Gateway {
       next.parts.keys.adopt(old.parts.keys);
       this.runtime = next;
       next.parts.start();
-      if (this.proxyServer !== null) applyLimits(this.proxyServer, loaded.config.limits);
+      if (this.proxyServer !== null) applyLimits(this.proxyServer, loaded.config);
       this.metrics.configReloads.labels('success').inc();
       this.logger.info({ file: this.file }, 'config reloaded');
       const moved = this.listenersMoved(loaded.config);
@@ -460,12 +473,20 @@ function hostMissing(req: IncomingMessage): boolean {
   return hostRequired(req) && soleField(req.rawHeaders, 'host') === null;
 }
 
+/** `limits.max_connections`, or the cap derived from the open-file limit; Infinity for none. */
+export function maxConnections(config: Config): number {
+  const set = config.limits.max_connections ?? derivedMaxConnections(openFileLimit(), config.upstream.connections, config.upstream.websocket_tunnels);
+  return set === 0 ? Infinity : set;
+}
+
 /**
  * `limits` on the proxy listener, at start and on every reload: the timeouts and the request cap
  * apply to open connections too (Node reads them as it checks), `max_header_bytes` to connections
  * opened from now on (each one's parser takes it when the connection opens).
  */
-function applyLimits(server: Server, limits: Config['limits']): void {
+function applyLimits(server: Server, config: Config): void {
+  const limits = config.limits;
+  server.maxConnections = maxConnections(config);
   // createServer's maxHeaderSize option, kept on the server as this (untyped) property, which
   // Node 20 and 24 read as each connection opens (test/http/lifecycle.test.ts, SIGHUP, runs on both).
   (server as Server & { maxHeaderSize: number }).maxHeaderSize = limits.max_header_bytes;

@@ -123,6 +123,8 @@ const limits = z.strictObject({
   request_timeout_s: z.number().min(0).max(86_400).default(300),
   keep_alive_timeout_s: seconds.default(5),
   max_requests_per_socket: z.number().int().min(0).default(0),
+  /** Open client connections on the proxy listener; 0: no cap. Not set: from the open-file limit (http/connections.ts). */
+  max_connections: z.number().int().min(0).optional(),
 });
 
 export const ALGORITHMS = ['ES256', 'ES384', 'ES512', 'PS256', 'PS384', 'PS512', 'RS256', 'RS384', 'RS512', 'EdDSA', 'Ed25519'] as const;

@@ -118,6 +118,7 @@ export class Metrics {
   readonly evidenceHealthy: client.Gauge<never>;
   readonly replayStoreErrors: client.Counter<never>;
   readonly cacheEvictions: client.Counter<'cache'>;
+  readonly connectionsDropped: client.Counter;
   readonly exchangesCut: client.Counter<'cause'>;
   readonly openExchanges: client.Gauge<never>;
   /** What `mission_gateway_open_exchanges` reads at scrape time (set by the gateway). */
@@ -185,6 +186,11 @@ export class Metrics {
     this.evidenceHealthy = new client.Gauge({ name: 'mission_gateway_evidence_sink_up', help: '1 when the evidence sink is writable', registers });
     this.replayStoreErrors = new client.Counter({ name: 'mission_gateway_replay_store_errors_total', help: 'Replay store operations that failed (requests denied)', registers });
     this.cacheEvictions = new client.Counter({ name: 'mission_gateway_cache_evictions_total', help: 'Entries evicted from bounded caches', labelNames: ['cache'], registers });
+    this.connectionsDropped = new client.Counter({
+      name: 'mission_gateway_connections_dropped_total',
+      help: 'Client connections to the proxy listener closed as soon as accepted: limits.max_connections were open',
+      registers,
+    });
     this.exchangesCut = new client.Counter({
       name: 'mission_gateway_exchanges_cut_total',
       help: 'Open exchanges (requests in flight, response streams, WebSocket tunnels) cut because their Mission stopped being active or no longer permits them, by cause',

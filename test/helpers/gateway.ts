@@ -122,8 +122,10 @@ export interface CliGateway {
  * Starts the compiled CLI as a real process and waits for its "listening" log line (stderr). A
  * process that never prints it in time is killed, not left running past the test.
  */
-export async function startCli(file: string, env?: NodeJS.ProcessEnv): Promise<CliGateway> {
-  const proc = spawn(process.execPath, [CLI, '--config', file], { stdio: ['ignore', 'pipe', 'pipe'], ...(env === undefined ? {} : { env: { ...process.env, ...env } }) });
+/** `under`: a command the CLI runs under (for example `prlimit --nofile=256:256 --`). */
+export async function startCli(file: string, env?: NodeJS.ProcessEnv, under: readonly string[] = []): Promise<CliGateway> {
+  const argv = [...under, process.execPath, CLI, '--config', file];
+  const proc = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'pipe', 'pipe'], ...(env === undefined ? {} : { env: { ...process.env, ...env } }) });
   let err = '';
   proc.stderr!.on('data', (c: Buffer) => (err += c.toString()));
   proc.stdout!.resume();
