@@ -11,10 +11,12 @@
  * Cache lifetime rules (each entry keyed by (issuer, Mission id, audience)):
  *  - an entry lives until the earliest of: the response's `fresh_until`; query start +
  *    `mission.max_stale_s`; query start + the issuer's advertised `mission_max_stale_seconds`; the
- *    `exp` of the token whose request caused the query; for an active Mission its `expires_at`; for a
- *    suspended one its `suspend_until` (so resumption is re-read, not guessed);
- *  - no clock-skew grace is added to any state, and nothing extends a lifetime: an event changes the
- *    state an entry shows but never its deadline; a gap or `authority_changed` ends it at once;
+ *    moment the token whose request caused the query stops being accepted (its `exp` plus
+ *    `token.clock_skew_s`); for an active Mission its `expires_at`; for a suspended one its
+ *    `suspend_until` (so resumption is re-read, not guessed);
+ *  - no clock-skew grace is added to any state (the token's skew is the token's own), and nothing
+ *    extends a lifetime: an event changes the state an entry shows but never its deadline; a gap
+ *    or `authority_changed` ends it at once;
  *  - a non-active state learned from an event is remembered for `mission.max_stale_s` from its
  *    arrival, whether or not the Mission was cached, and wins over any Status answer with a version
  *    that is not higher (the first event held for a Mission never read, unless terminal, is
@@ -219,6 +221,8 @@ export class MissionStates {
   private readonly status: MissionStatusClient;
   private readonly verifier: SetVerifier;
   private readonly maxStaleMs: number;
+  /** token.clock_skew_s: a token is accepted until its exp plus this, and so is what its query learned. */
+  private readonly tokenSkewMs: number;
   /** How many token issuers the gateway trusts (`issuers`), for MAS-mode joins. */
   private readonly tokenIssuers: number;
 
@@ -274,6 +278,7 @@ export class MissionStates {
     this.holds = deps.holds ?? null;
     this.now = deps.now ?? Date.now;
     this.maxStaleMs = deps.config.mission.max_stale_s * 1000;
+    this.tokenSkewMs = deps.config.token.clock_skew_s * 1000;
     this.tokenIssuers = deps.config.issuers.length;
     this.status = new MissionStatusClient({ config: deps.config, keys: deps.keys, metrics: deps.metrics, logger: deps.logger, now: this.now });
     this.verifier = new SetVerifier(deps.config, trustedMissionIssuers(deps.config), deps.keys, this.now);
@@ -639,7 +644,9 @@ export class MissionStates {
     let deadline = started + this.maxStaleMs;
     if (r.freshUntil !== null) deadline = Math.min(deadline, r.freshUntil * 1000);
     if (r.maxStaleSeconds !== null) deadline = Math.min(deadline, started + r.maxStaleSeconds * 1000);
-    if (tokenExp !== undefined) deadline = Math.min(deadline, tokenExp * 1000);
+    // Until the token stops being accepted: its exp plus token.clock_skew_s. At exp itself, a token
+    // still accepted inside the skew would ask Status on every request (r21c 4).
+    if (tokenExp !== undefined) deadline = Math.min(deadline, tokenExp * 1000 + this.tokenSkewMs);
     if (state === 'active' && r.expiresAt !== null) deadline = Math.min(deadline, r.expiresAt * 1000);
     if (state === 'suspended' && suspendUntil !== null) deadline = Math.min(deadline, suspendUntil * 1000);
 

@@ -189,10 +189,19 @@ describe('SPEC section 3: Mission state from Status, cached', () => {
     expect(await check()).toMatchObject({ code: 'mission_terminated', sync: false });
   });
 
-  it("lifetime ends at the token's exp", async () => {
+  it("lifetime ends when the token stops being accepted: its exp plus token.clock_skew_s (30 s)", async () => {
     await check(ctxFor({ exp: Math.floor(t / 1000) + 5 }));
-    t += 5_000;
+    t += 5_000 + 29_000;
+    expect((await check()).sync).toBe(true);
+    t += 1_000;
     expect((await check()).sync).toBe(false);
+  });
+
+  it('a token past its exp, still accepted inside the skew, is served from the cache its query filled (r21c 4)', async () => {
+    const late = ctxFor({ exp: Math.floor(t / 1000) - 10 });
+    expect(await check(late)).toMatchObject({ code: null, sync: false });
+    for (let i = 0; i < 5; i++) expect(await check(ctxFor({ exp: Math.floor(t / 1000) - 10 }))).toMatchObject({ code: null, sync: true });
+    expect(server.requests.length).toBe(1);
   });
 
   it('a fresh_until in the past serves the request but caches nothing', async () => {
