@@ -169,6 +169,7 @@ describe('Mission Status response verification: any failed check counts as the a
     ['issued in the future', (c) => ((c['iat'] = Math.floor(Date.now() / 1000) + 120), (c['exp'] = Math.floor(Date.now() / 1000) + 180))],
     ['issued long before the query (iat beyond the 30 s skew), still unexpired', (c) => ((c['iat'] = Math.floor(Date.now() / 1000) - 3600), (c['exp'] = Math.floor(Date.now() / 1000) + 3600))],
     ['issued 45 s before the query (jose would add its clock tolerance to a 30 s maxTokenAge; r20d 5)', (c) => ((c['iat'] = Math.floor(Date.now() / 1000) - 45), (c['exp'] = Math.floor(Date.now() / 1000) + 60))],
+    ['issued 45 s after the query (beyond the 30 s skew, inside a doubled one; r21b su04)', (c) => ((c['iat'] = Math.floor(Date.now() / 1000) + 45), (c['exp'] = Math.floor(Date.now() / 1000) + 105))],
     ['wrong sub (not our client_id)', (c) => (c['sub'] = 'someone-else')],
     ['wrong iss', (c) => (c['iss'] = 'https://other-as.example.com')],
     ['wrong mission id', (c) => ((c['mission'] as Record<string, unknown>)['id'] = 'msn_other')],
@@ -181,6 +182,11 @@ describe('Mission Status response verification: any failed check counts as the a
   it.each(cases)('%s', async (_name, tamper) => {
     server.tamper = tamper;
     expect((await failure(client.query(REF, RESOURCE))).outcome).toBe('invalid_response');
+  });
+
+  it.each([-25, 25])('issued %i s from the query (inside the 30 s skew) is accepted', async (offset) => {
+    server.tamper = (c) => ((c['iat'] = Math.floor(Date.now() / 1000) + offset), (c['exp'] = Math.floor(Date.now() / 1000) + offset + 60));
+    expect((await client.query(REF, RESOURCE)).state).toBe('active');
   });
 
   it('bad signature (another key under the same kid)', async () => {
