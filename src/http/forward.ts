@@ -7,8 +7,9 @@ import { STATUS_CODES, type IncomingMessage, type ServerResponse } from 'node:ht
 import { isIP, type Socket } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { buildConnector, errors, Pool, type Dispatcher } from 'undici';
-import { CUT_MESSAGE, type Holder, type MissionHolds, type Ticket } from '../mission/holds.js';
-import { dropHeader, relayHeaders, relayTrailerFields } from './headers.js';
+import { CUT_MESSAGE, type CutWhy, type Holder, type MissionHolds, type Ticket } from '../mission/holds.js';
+import { dropHeader, mediaTypeOf, relayHeaders, relayTrailerFields } from './headers.js';
+import { EventBoundary } from './event-boundary.js';
 import { closedReason } from './shutdown.js';
 
 export interface UpstreamOptions {
@@ -65,7 +66,16 @@ export interface ForwardRequest {
   readonly sentAt: number;
   /** The Mission that admitted the request: the exchange is held under it from dispatch to its end. */
   readonly ticket: Ticket | null;
+  /**
+   * The events that end an event-stream answer cut by its Mission, instead of a broken connection
+   * (an MCP tool call's result: the client learns why at once rather than waiting for its timeout).
+   * Written only between two events; otherwise the connection is cut as usual.
+   */
+  readonly lastWords?: LastWords | null;
 }
+
+/** The bytes that end an event-stream answer cut for `why` (null: cut the connection). */
+export type LastWords = (why: CutWhy) => Buffer | null;
 
 export class Upstream {
   readonly pool: Pool;
@@ -170,6 +180,8 @@ class Exchange implements Dispatcher.DispatchHandler, Holder {
   private deadline: NodeJS.Timeout | null = null;
   /** Answered 504 while still waiting for a connection: it leaves the queue when it gets one. */
   private expired = false;
+  /** An event-stream answer with last words to end it when cut: where its events end (else null). */
+  private events: EventBoundary | null = null;
 
   constructor(
     private readonly req: ForwardRequest,
@@ -279,14 +291,25 @@ class Exchange implements Dispatcher.DispatchHandler, Holder {
     return true;
   }
 
-  /** The Mission that authorized this exchange is no longer active: both connections close now. */
-  cut(): void {
+  /**
+   * The Mission that authorized this exchange is no longer active: the upstream request is aborted
+   * and the client's connection closed now, or, for an event stream with last words and between
+   * two events, those words end the answer.
+   */
+  cut(why?: CutWhy): void {
     // Before the answer started: the outcome is the cut, not the abort's 502 below.
     this.settle({ kind: 'aborted', reason: Object.assign(new Error(CUT_MESSAGE), { code: 'mission_cut' }) });
     // Out of every Mission it was held under, so another one ending later does not cut it again.
     this.release();
+    const words = why !== undefined && this.events?.at === true && !this.ended && !this.res.destroyed ? (this.req.lastWords?.(why) ?? null) : null;
+    if (words !== null) {
+      // Ended here: the abort's onError below must not break the answer these words end.
+      this.ended = true;
+      this.res.off('close', this.onClose);
+      this.res.end(words);
+    }
     this.abort?.(new Error(CUT_MESSAGE));
-    this.res.destroy();
+    if (words === null) this.res.destroy();
   }
 
   onConnect(abort: (err?: Error) => void): void {
@@ -320,6 +343,7 @@ class Exchange implements Dispatcher.DispatchHandler, Holder {
     this.started = true;
     this.resume = resume;
     this.onStart(statusCode);
+    if (this.req.lastWords != null && statusCode === 200 && this.req.method !== 'HEAD' && mediaTypeOf(soleValue(headers, 'content-type')) === 'text/event-stream') this.events = new EventBoundary();
     // RFC 9110 section 8.6: no Content-Length in a 204, whatever the upstream sent.
     if (statusCode === 204 && sized) dropHeader(headers, 'content-length');
     // The fields the trailers will carry (RFC 9110 section 6.6.2), on an answer that can have them:
@@ -374,6 +398,7 @@ class Exchange implements Dispatcher.DispatchHandler, Holder {
 
   onData(chunk: Buffer): boolean {
     if (this.ended) return true;
+    this.events?.see(chunk);
     if (this.res.write(chunk)) return true;
     this.res.once('drain', this.onDrain);
     return false;
@@ -420,6 +445,17 @@ class Exchange implements Dispatcher.DispatchHandler, Holder {
     // A 502/504 written while the body was still arriving.
     if (!this.res.destroyed) this.closeIfUnread();
   }
+}
+
+/** The value of the one field `name` (lower case) in a flat [name, value, …] list; undefined when absent or repeated. */
+function soleValue(flat: readonly string[], name: string): string | undefined {
+  let found: string | undefined;
+  for (let i = 0; i < flat.length; i += 2) {
+    if (flat[i]!.length !== name.length || flat[i]!.toLowerCase() !== name) continue;
+    if (found !== undefined) return undefined;
+    found = flat[i + 1];
+  }
+  return found;
 }
 
 /**

@@ -3,7 +3,8 @@
  * call's id, a tool error the model can read rather than a transport failure. The text block carries
  * the structured content serialized, as MCP asks of tools that return structured content.
  */
-import type { Denial } from '../errors.js';
+import { Denial } from '../errors.js';
+import type { CutWhy } from '../mission/holds.js';
 import type { JsonRpcId } from './jsonrpc.js';
 
 export interface DenialResult {
@@ -61,4 +62,22 @@ export function taskDenialResult(denied: DenialResult, now: Date): DenialResult 
   const at = now.toISOString();
   const task: TaskInfo = { taskId: denied.result.structuredContent.decision_id, status: 'completed', ttl: DENIED_TASK_TTL_MS, createdAt: at, lastUpdatedAt: at };
   return { ...denied, result: { ...denied.result, task } };
+}
+
+/**
+ * What a call learns when the stream of its answer is cut (holds.ts): its Mission stopped being
+ * active, or its authority no longer permits the call, or the state could not be established again.
+ */
+export function cutDenial(why: CutWhy): Denial {
+  switch (why.cause) {
+    case 'authority_changed':
+      return new Denial('out_of_authority', { description: "the Mission's authority changed while the call ran, and no longer permits it" });
+    case 'state_unavailable':
+      return new Denial('state_unavailable', { description: "the Mission's state could not be established again while the call ran" });
+    case 'expired':
+      return new Denial('mission_terminated', { description: 'the Mission expired while the call ran', extra: { mission_status: 'expired' } });
+    case 'state_change':
+      if (why.state === 'suspended') return new Denial('mission_suspended', { description: 'the Mission was suspended while the call ran', extra: { mission_status: 'suspended' } });
+      return new Denial('mission_terminated', { description: 'the Mission ended while the call ran', extra: { mission_status: why.state } });
+  }
 }

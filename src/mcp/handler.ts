@@ -20,6 +20,7 @@ import { authorityHashMismatch, authorizeAction } from '../authority/stage.js';
 import type { Config } from '../config/schema.js';
 import { Denial, isDenial } from '../errors.js';
 import { hasBody, readBody } from '../http/body.js';
+import type { LastWords } from '../http/forward.js';
 import { soleField, TWO_FIELDS } from '../http/headers.js';
 import type { Review } from '../mission/holds.js';
 import { refKey, trustedMissionIssuers } from '../mission/key.js';
@@ -28,11 +29,12 @@ import { judgeNamed } from '../mission/state.js';
 import type { Logger } from '../observability/logger.js';
 import { principalOf, type AccessToken, type MissionReference, type MissionView, type RequestContext } from '../pipeline/context.js';
 import type { Handler, Pipeline } from '../pipeline/run.js';
-import { denialResult, taskDenialResult, type DenialResult } from './denial.js';
-import { idKey, parseMcpBody, type InvalidCallMessage, type McpBody, type ToolCallMessage } from './jsonrpc.js';
+import { cutDenial, denialResult, taskDenialResult, type DenialResult } from './denial.js';
+import { idKey, parseMcpBody, type InvalidCallMessage, type JsonRpcId, type McpBody, type ToolCallMessage } from './jsonrpc.js';
 import { compileToolParams, toolParams, type ToolParamMap } from './params.js';
 import { answerDirectly, relay } from './relay.js';
 import { MAX_SESSION_ID_LENGTH, type McpSessions } from './sessions.js';
+import { messageEvent } from './sse.js';
 import { DeniedTasks } from './tasks.js';
 import { combinePins, ListAnswers, MissionPins, ObservedTools, type ListFilter, type Pins, type Visible } from './tools.js';
 
@@ -100,6 +102,30 @@ function argsAt(body: Buffer, index: number, parsed: ParsedBodies): Record<strin
 
 function headOf(m: ToolCallMessage): CallHead {
   return { kind: m.kind, index: m.index, id: m.id, name: m.name, task: m.task };
+}
+
+/**
+ * How a stream answering these calls ends when its Mission cuts it: a tool error for each call
+ * (as a call denied before it ran gets), so that a client waiting for the result learns why at
+ * once instead of at its own timeout (r21c). Task-augmented calls are answered by their task: none.
+ * Calls under different Missions (MAS mode) share a stream one Mission's end cuts: the others'
+ * Missions did not end, so no reason is given and the connection is cut.
+ */
+function lastWordsFor(permitted: readonly CallState[], decisionId: string): LastWords | null {
+  const ids: JsonRpcId[] = [];
+  let mission: string | null = null;
+  for (const c of permitted) {
+    if (c.msg.kind !== 'call' || c.msg.task) continue;
+    const key = c.scope?.ref == null ? '' : refKey(c.scope.ref);
+    if (mission !== null && key !== mission) return null;
+    mission = key;
+    ids.push(c.msg.id);
+  }
+  if (ids.length === 0) return null;
+  return (why) => {
+    const denial = cutDenial(why);
+    return Buffer.concat(ids.map((id) => messageEvent(denialResult(id, denial, decisionId))));
+  };
 }
 
 const NONE: Visible = () => false;
@@ -284,11 +310,12 @@ class McpHandler implements Handler {
       for (const c of d.permitted) this.recordCall(ctx, pipeline, c, 'permit');
       if (!d.anyCall) this.recordRequest(ctx, pipeline);
     };
+    const lastWords = lastWordsFor(d.permitted, ctx.id);
     if (d.answers.length === 0 && d.lists.size === 0) {
-      await pipeline.forward(ctx, { policy: pipeline.deps.headers.strip, body: d.forwardBody, record: false });
+      await pipeline.forward(ctx, { policy: pipeline.deps.headers.strip, body: d.forwardBody, record: false, lastWords });
     } else {
       const listAnswers = d.lists.size === 0 ? null : new ListAnswers(d.lists, null, this.observed);
-      await relay(ctx, pipeline, { body: d.forwardBody, answers: d.answers, batch: d.batch, lists: listAnswers, onOutcome: record }, this.logger);
+      await relay(ctx, pipeline, { body: d.forwardBody, answers: d.answers, batch: d.batch, lists: listAnswers, onOutcome: record, lastWords }, this.logger);
     }
     record();
   }

@@ -29,9 +29,16 @@ import { recordKey, refKey } from './key.js';
 /** Why a held exchange's upstream request is aborted when it is cut. */
 export const CUT_MESSAGE = 'the Mission that authorized this exchange is no longer active';
 
+/** Why an exchange is cut: the cause, and the state its Mission is in now (`unavailable` when unknown). */
+export interface CutWhy {
+  readonly cause: CutCause;
+  readonly state: string;
+}
+
 /** Something that can be ended now: an exchange in flight. */
 export interface Holder {
-  cut(): void;
+  /** `why` is absent when the exchange is refused as it starts (its Mission already cut). */
+  cut(why?: CutWhy): void;
   /**
    * True for what is held under a Mission without being an exchange (an MCP session its requests
    * ran in, src/mcp/sessions.ts): cut like one, but not counted as an open or cut exchange.
@@ -209,11 +216,12 @@ export class MissionHolds {
     const g = this.groups.get(key);
     if (g === undefined) return 0;
     this.groups.delete(key);
+    const why: CutWhy = { cause, state };
     for (const [h, ticket] of g.members) {
       // Out of its other groups first (another of its Missions, its other key), so it is cut once.
       this.release(ticket, h);
       try {
-        h.cut();
+        h.cut(why);
       } catch (err) {
         this.logger.error({ err }, 'cutting an exchange failed');
       }
@@ -245,10 +253,11 @@ export class MissionHolds {
       if (!permitted) (denied ??= []).push([h, root]);
     }
     if (denied === null) return 0;
+    const why: CutWhy = { cause: 'authority_changed', state: view.state };
     for (const [h, root] of denied) {
       this.release(root, h);
       try {
-        h.cut();
+        h.cut(why);
       } catch (err) {
         this.logger.error({ err }, 'cutting an exchange failed');
       }

@@ -17,7 +17,7 @@ import { Denial, isDenial } from '../errors.js';
 import { RESERVED_MEMBERS, type RecordLayout } from '../evidence/format.js';
 import type { EvidenceMission, EvidenceRecord, EvidenceSink } from '../evidence/record.js';
 import { hasBody, hasSmallBody, readBody } from '../http/body.js';
-import type { ForwardOutcome, Upstream } from '../http/forward.js';
+import type { ForwardOutcome, LastWords, Upstream } from '../http/forward.js';
 import { hostRequired, setHeader, soleField, TWO_FIELDS, upstreamHeaders, type HeaderPolicy } from '../http/headers.js';
 import { normalizeTarget, pathSegments, PathError, validHost } from '../http/path.js';
 import type { MissionHolds, Review, Ticket } from '../mission/holds.js';
@@ -332,9 +332,9 @@ export class Pipeline {
    */
   forward(
     ctx: RequestContext,
-    opts: { policy: HeaderPolicy; body: Buffer | 'stream' | null; path?: string; record?: boolean },
+    opts: { policy: HeaderPolicy; body: Buffer | 'stream' | null; path?: string; record?: boolean; lastWords?: LastWords | null },
   ): Promise<ForwardOutcome> {
-    return new Promise<ForwardOutcome>((resolve) => this.send(ctx, opts.policy, opts.body, opts.record !== false, opts.path, resolve));
+    return new Promise<ForwardOutcome>((resolve) => this.send(ctx, opts.policy, opts.body, opts.record !== false, opts.path, resolve, opts.lastWords ?? null));
   }
 
   /** forward without a promise: `done` (if any) gets the outcome once the record is written. */
@@ -345,6 +345,7 @@ export class Pipeline {
     record: boolean,
     path?: string,
     done?: (outcome: ForwardOutcome) => void,
+    lastWords: LastWords | null = null,
   ): void {
     const d = this.deps;
     ctx.stage = 'forward';
@@ -367,6 +368,7 @@ export class Pipeline {
         responseHeaders: ctx.dpopNonce === null ? null : { 'dpop-nonce': ctx.dpopNonce },
         sentAt: decided,
         ticket: this.ticket(ctx),
+        lastWords,
       },
       ctx.res,
       (status) => {

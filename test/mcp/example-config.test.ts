@@ -69,4 +69,48 @@ describe('docs/mcp.md: config/mcp.yaml protecting the example server', () => {
       ['payments.create', 'permit', null],
     ]);
   });
+
+  it('a long tool call whose Mission is suspended mid-way: the stock SDK client gets the tool error at once, not its timeout (r21c)', async () => {
+    const dev = await devAuthority();
+    cleanups.push(() => dev.close());
+    const upstream = await example();
+    cleanups.push(() => upstream.close());
+    const folder = mkdtempSync(join(tmpdir(), 'mgw-mcp-suspend-'));
+    mkdirSync(join(folder, 'keys'));
+    const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+    writeFileSync(join(folder, 'keys', 'gw-mcp.jwk'), JSON.stringify(privateKey.export({ format: 'jwk' })));
+    dev.registerClient('gw-mcp', publicKey.export({ format: 'jwk' }) as jose.JWK);
+    const port = await freePort();
+    const yaml = readFileSync('config/mcp.yaml', 'utf8').replaceAll('localhost:8080', `127.0.0.1:${port}`).replace('port: 8080', `port: ${port}`).replace('port: 9090', 'port: 0');
+    const gw = await startGateway(yaml, { folder, env: { MCP_UPSTREAM_URL: new URL(upstream.url).origin, AUTHORITY_URL: dev.url } });
+    cleanups.push(() => gw.close());
+    const mcpUrl = `http://127.0.0.1:${port}/mcp`;
+    dev.addReceiver({ endpoint: `http://127.0.0.1:${port}/.well-known/ssf/push`, audience: `http://127.0.0.1:${port}` });
+    const m = await dev.missions.create({
+      subject: 'agent_1',
+      client_id: 'agent_1',
+      purpose: 'export the quarter',
+      authorization_details: [{ type: 'mission_resource_access', resource: mcpUrl, actions: ['reports.export'] }],
+    });
+    const { client } = await connectWithDpop(dev.url, mcpUrl, m.id);
+    cleanups.push(() => client.close());
+
+    let progress = 0;
+    const started = performance.now();
+    // 40 steps of 100 ms: four seconds of work, suspended after the second progress notification.
+    const call = client.callTool({ name: 'export_report', arguments: { steps: 40, delay_ms: 100 } }, undefined, {
+      timeout: 10_000,
+      onprogress: () => {
+        progress += 1;
+        if (progress === 2) void dev.missions.suspend(m.id, {});
+      },
+    });
+    const result = await call;
+    expect(result).toMatchObject({ isError: true, structuredContent: { ok: false, error: 'mission_suspended', denial_reason: 'mission_inactive', mission_status: 'suspended' } });
+    expect(performance.now() - started).toBeLessThan(3000);
+    expect(progress).toBeLessThan(40);
+    const metrics = await (await fetch(`${gw.adminUrl}/metrics`)).text();
+    // The call's stream, and the client's GET stream when it had opened it.
+    expect(metrics).toMatch(/^mission_gateway_exchanges_cut_total\{cause="state_change"\} [12]$/m);
+  });
 });

@@ -670,7 +670,18 @@ describe('open MCP streams end with their Mission (mission/holds.ts)', () => {
     return { events, ended };
   }
 
-  it("a tool call's progress stream is cut when its Mission is revoked", async () => {
+  /** The JSON-RPC message of a stream's last event (the tool error the gateway ended a cut stream with). */
+  function lastMessage(events: readonly string[]): { id: unknown; result?: { isError?: boolean; structuredContent?: Record<string, unknown> } } {
+    const data = events
+      .at(-1)!
+      .split('\n')
+      .filter((l) => l.startsWith('data:'))
+      .map((l) => l.slice(5).trim())
+      .join('\n');
+    return JSON.parse(data) as ReturnType<typeof lastMessage>;
+  }
+
+  it("a tool call's progress stream ends when its Mission is revoked, with the call's answer: the tool error saying so (r21c)", async () => {
     const s = await setup({ json: false });
     s.dev.addReceiver({ endpoint: `${new URL(s.mcpUrl).origin}/.well-known/ssf/push`, audience: new URL(s.mcpUrl).origin });
     const id = await mission(s, [{ type: 'mission_resource_access', resource: s.mcpUrl, actions: ['export_report'] }]);
@@ -683,9 +694,33 @@ describe('open MCP streams end with their Mission (mission/holds.ts)', () => {
     await eventually(() => stream.events.length >= 1);
     const revokedAt = Date.now();
     await s.dev.missions.revoke(id);
-    expect(await stream.ended).toBe('cut');
+    expect(await stream.ended).toBe('end');
     expect(Date.now() - revokedAt).toBeLessThan(1000);
-    expect(stream.events.some((e) => e.includes('"id":2'))).toBe(false);
+    // The only answer to call 2 is the gateway's: the upstream's never came.
+    expect(stream.events.filter((e) => e.includes('"id":2'))).toHaveLength(1);
+    expect(lastMessage(stream.events)).toMatchObject({
+      id: 2,
+      result: { isError: true, structuredContent: { ok: false, error: 'mission_terminated', denial_reason: 'mission_inactive', mission_status: 'revoked' } },
+    });
+  });
+
+  it('a stream cut in the middle of an event is cut, not ended: a tool error written there would join the event the client has part of', async () => {
+    const up = await recorder((_req, _b, res) => {
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      res.write(': working\n\n');
+      setTimeout(() => res.write('data: {"jsonrpc":"2.0","method":"notifications/progress",'), 50);
+    });
+    const s = await setup({ upstream: up.url });
+    s.dev.addReceiver({ endpoint: `${new URL(s.mcpUrl).origin}/.well-known/ssf/push`, audience: new URL(s.mcpUrl).origin });
+    const id = await mission(s, [{ type: 'mission_resource_access', resource: s.mcpUrl, actions: ['invoices.read'] }]);
+    const token = await s.dev.issueAccessToken({ missionId: id, resource: s.mcpUrl });
+    const res = await post(s.mcpUrl, token, callMsg(2, 'get_invoice', { invoice_id: 'inv_1' }));
+    const stream = readEvents(res);
+    await eventually(() => stream.events.length === 1);
+    await new Promise((r) => setTimeout(r, 200)); // the partial event has been relayed
+    await s.dev.missions.revoke(id);
+    expect(await stream.ended).toBe('cut');
+    expect(stream.events.some((e) => e.includes('isError'))).toBe(false);
   });
 
   it('a batch whose calls name two Missions (MAS mode) streams under both: revoking the second cuts it', async () => {
@@ -707,6 +742,7 @@ describe('open MCP streams end with their Mission (mission/holds.ts)', () => {
     const stream = readEvents(res);
     await eventually(() => stream.events.length >= 2);
     await s.dev.missions.revoke(b);
+    // Call 1's Mission did not end: no reason is given for it, the connection is cut.
     expect(await stream.ended).toBe('cut');
   });
 
@@ -741,8 +777,9 @@ describe('open MCP streams end with their Mission (mission/holds.ts)', () => {
 
     const changedAt = Date.now();
     await s.dev.missions.changeAuthority(id, [{ ...entry, actions: ['invoices.read'] }]);
-    expect(await stream.ended).toBe('cut');
+    expect(await stream.ended).toBe('end');
     expect(Date.now() - changedAt).toBeLessThan(1000);
+    expect(lastMessage(stream.events)).toMatchObject({ id: 2, result: { isError: true, structuredContent: { error: 'insufficient_scope', denial_reason: 'out_of_authority' } } });
     const metrics = await (await fetch(`${s.gw.adminUrl}/metrics`)).text();
     expect(metrics).toMatch(/^mission_gateway_exchanges_cut_total\{cause="authority_changed"\} 1$/m);
     // The session the cut call ran in is ended (its server may wait in it for the client); the tool
@@ -771,7 +808,8 @@ describe('open MCP streams end with their Mission (mission/holds.ts)', () => {
     const stream = readEvents(res);
     await eventually(() => stream.events.length >= 2);
     await s.dev.missions.changeAuthority(a, [{ ...entry, actions: ['invoices.read'] }]);
-    expect(await stream.ended).toBe('cut');
+    expect(await stream.ended).toBe('end');
+    expect(lastMessage(stream.events)).toMatchObject({ id: 2, result: { isError: true, structuredContent: { denial_reason: 'out_of_authority' } } });
     const metrics = await (await fetch(`${s.gw.adminUrl}/metrics`)).text();
     expect(metrics).toMatch(/^mission_gateway_exchanges_cut_total\{cause="authority_changed"\} 1$/m);
   });
@@ -908,7 +946,11 @@ describe('open MCP streams end with their Mission (mission/holds.ts)', () => {
       if (change === 'constrain') await s.dev.missions.changeAuthority(id, payAuthority(s.mcpUrl, '500.00'));
       if (change === 'revoke') await s.dev.missions.revoke(id);
       if (change === 'suspend') await s.dev.missions.suspend(id, {});
-      expect([change, await stream.ended]).toEqual([change, 'cut']);
+      expect([change, await stream.ended]).toEqual([change, 'end']);
+      // The call's answer is the tool error that says why (r21c), not a broken connection.
+      const reason = change === 'narrow' || change === 'constrain' ? 'out_of_authority' : 'mission_inactive';
+      const error = { narrow: 'insufficient_scope', constrain: 'insufficient_scope', revoke: 'mission_terminated', suspend: 'mission_suspended' }[change];
+      expect([change, lastMessage(stream.events)]).toMatchObject([change, { id: 2, result: { isError: true, structuredContent: { denial_reason: reason, error } } }]);
       if (change === 'suspend') await s.dev.missions.resume(id);
       // The answer, with the same token or (the Mission gone) another Mission's of the same agent.
       const other = await mission(s, payAuthority(s.mcpUrl));
