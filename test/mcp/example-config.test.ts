@@ -16,24 +16,31 @@ afterEach(async () => {
   for (const c of cleanups.splice(0).reverse()) await c();
 });
 
+/**
+ * config/mcp.yaml (only its ports, upstream and authority substituted) in front of the example
+ * server, with the dev authority pushing lifecycle SETs to it.
+ */
+async function exampleStack() {
+  const dev = await devAuthority();
+  cleanups.push(() => dev.close());
+  const upstream = await example();
+  cleanups.push(() => upstream.close());
+  const folder = mkdtempSync(join(tmpdir(), 'mgw-mcp-example-'));
+  mkdirSync(join(folder, 'keys'));
+  const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+  writeFileSync(join(folder, 'keys', 'gw-mcp.jwk'), JSON.stringify(privateKey.export({ format: 'jwk' })));
+  dev.registerClient('gw-mcp', publicKey.export({ format: 'jwk' }) as jose.JWK);
+  const port = await freePort();
+  const yaml = readFileSync('config/mcp.yaml', 'utf8').replaceAll('localhost:8080', `127.0.0.1:${port}`).replace('port: 8080', `port: ${port}`).replace('port: 9090', 'port: 0');
+  const gw = await startGateway(yaml, { folder, env: { MCP_UPSTREAM_URL: new URL(upstream.url).origin, AUTHORITY_URL: dev.url } });
+  cleanups.push(() => gw.close());
+  dev.addReceiver({ endpoint: `http://127.0.0.1:${port}/.well-known/ssf/push`, audience: `http://127.0.0.1:${port}` });
+  return { dev, upstream, folder, gw, mcpUrl: `http://127.0.0.1:${port}/mcp` };
+}
+
 describe('docs/mcp.md: config/mcp.yaml protecting the example server', () => {
   it('list filtered, allowed call, call over its amount bound denied, send_email denied, revocation denies the next call', async () => {
-    const dev = await devAuthority();
-    cleanups.push(() => dev.close());
-    const upstream = await example();
-    cleanups.push(() => upstream.close());
-    const folder = mkdtempSync(join(tmpdir(), 'mgw-mcp-example-'));
-    mkdirSync(join(folder, 'keys'));
-    const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
-    writeFileSync(join(folder, 'keys', 'gw-mcp.jwk'), JSON.stringify(privateKey.export({ format: 'jwk' })));
-    dev.registerClient('gw-mcp', publicKey.export({ format: 'jwk' }) as jose.JWK);
-
-    const port = await freePort();
-    const yaml = readFileSync('config/mcp.yaml', 'utf8').replaceAll('localhost:8080', `127.0.0.1:${port}`).replace('port: 8080', `port: ${port}`).replace('port: 9090', 'port: 0');
-    const gw = await startGateway(yaml, { folder, env: { MCP_UPSTREAM_URL: new URL(upstream.url).origin, AUTHORITY_URL: dev.url } });
-    cleanups.push(() => gw.close());
-    const mcpUrl = `http://127.0.0.1:${port}/mcp`;
-    dev.addReceiver({ endpoint: `http://127.0.0.1:${port}/.well-known/ssf/push`, audience: `http://127.0.0.1:${port}` });
+    const { dev, upstream, folder, mcpUrl } = await exampleStack();
 
     const m = await dev.missions.create({
       subject: 'agent_1',
@@ -71,21 +78,7 @@ describe('docs/mcp.md: config/mcp.yaml protecting the example server', () => {
   });
 
   it('a long tool call whose Mission is suspended mid-way: the stock SDK client gets the tool error at once, not its timeout (r21c)', async () => {
-    const dev = await devAuthority();
-    cleanups.push(() => dev.close());
-    const upstream = await example();
-    cleanups.push(() => upstream.close());
-    const folder = mkdtempSync(join(tmpdir(), 'mgw-mcp-suspend-'));
-    mkdirSync(join(folder, 'keys'));
-    const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
-    writeFileSync(join(folder, 'keys', 'gw-mcp.jwk'), JSON.stringify(privateKey.export({ format: 'jwk' })));
-    dev.registerClient('gw-mcp', publicKey.export({ format: 'jwk' }) as jose.JWK);
-    const port = await freePort();
-    const yaml = readFileSync('config/mcp.yaml', 'utf8').replaceAll('localhost:8080', `127.0.0.1:${port}`).replace('port: 8080', `port: ${port}`).replace('port: 9090', 'port: 0');
-    const gw = await startGateway(yaml, { folder, env: { MCP_UPSTREAM_URL: new URL(upstream.url).origin, AUTHORITY_URL: dev.url } });
-    cleanups.push(() => gw.close());
-    const mcpUrl = `http://127.0.0.1:${port}/mcp`;
-    dev.addReceiver({ endpoint: `http://127.0.0.1:${port}/.well-known/ssf/push`, audience: `http://127.0.0.1:${port}` });
+    const { dev, gw, mcpUrl } = await exampleStack();
     const m = await dev.missions.create({
       subject: 'agent_1',
       client_id: 'agent_1',
