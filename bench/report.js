@@ -256,7 +256,7 @@ else {
     p();
     p('| structure | entries | bytes per entry (heap + external) | when full |');
     p('|---|---:|---:|---|');
-    if (rp) p(`| DPoP jti replay store (memory) | ${rp.entries.toLocaleString('en-US')} | ${f(rp.totalBytesPerEntry, 1)} | ${rp.overfill.evictions.toLocaleString('en-US')} evictions of the entry expiring first, ${rp.overfill.threw} errors, recent replay detected: ${rp.overfill.recentReplayDetected ? 'yes' : 'no'} |`);
+    if (rp) p(`| DPoP jti replay store (memory) | ${rp.entries.toLocaleString('en-US')} | ${f(rp.totalBytesPerEntry, 1)} | ${rp.overfill.refusedFull === undefined ? `${rp.overfill.evictions.toLocaleString('en-US')} evictions of the entry expiring first` : `${rp.overfill.refusedFull.toLocaleString('en-US')} claims refused as full, ${rp.overfill.forgottenSampled} earlier proofs forgotten (sampled)`}, ${rp.overfill.threw} other errors |`);
     if (ms) p(`| Mission state cache | ${ms.entries.toLocaleString('en-US')} | ${f(ms.totalBytesPerEntry, 0)} | ${ms.overfill.evictions ?? '?'} LRU evictions, ${ms.overfill.failed} failures, evicted Mission refetched from Status: ${ms.overfill.oldestRefetched ? 'yes' : 'no'} |`);
   }
 }

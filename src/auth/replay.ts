@@ -9,13 +9,13 @@
  * store to its configured size; the per-process random seeds mean a client cannot aim its own
  * entries at the buckets of somebody else's proof).
  *
- * Expired slots are reused in place. When both candidate buckets are full of live entries, the
- * entry that expires first is evicted and counted in `mission_gateway_cache_evictions_total
- * {cache="replay"}`. Evicting an unexpired entry could let that one proof be replayed, so size
+ * Expired slots are reused in place. When both candidate buckets are full of live entries the
+ * claim is refused (StoreFullError: the request is denied 503 `replay_store_unavailable`): no
+ * unexpired entry is ever forgotten, since that would let its proof be replayed (r19g 3). Size
  * `dpop.replay_max_entries` above (peak proofs per second) x (dpop.max_age_s + 2 x clock_skew_s):
- * with the default 1,000,000 and max_age_s 60 that is about 14,000 proofs per second before any
- * live entry is evicted. A fingerprint collision (about n^2 / 2^65) would only make a fresh proof
- * look replayed (fail closed).
+ * with the default 1,000,000 and max_age_s 60 that is about 14,000 proofs per second before a
+ * claim is refused. A fingerprint collision (about n^2 / 2^65) would only make a fresh proof look
+ * replayed (fail closed).
  */
 import { randomBytes } from 'node:crypto';
 import type { Metrics } from '../observability/metrics.js';
@@ -24,6 +24,14 @@ import type { ReplayStore } from './types.js';
 
 const WAYS = 16;
 const MAX_TTL_S = 366 * 86_400;
+
+/** Both buckets a key may go in hold only live entries: the claim cannot be recorded without forgetting one. */
+export class StoreFullError extends Error {
+  constructor() {
+    super('the in-memory replay store is full of unexpired entries (dpop.replay_max_entries)');
+    this.name = 'StoreFullError';
+  }
+}
 
 export interface MemoryReplayStoreOptions {
   readonly maxEntries?: number;
@@ -41,7 +49,8 @@ export class MemoryReplayStore implements ReplayStore {
   private readonly seed2: number;
   private readonly epochMs: number;
   private readonly clock: Clock;
-  private readonly evictions: { inc(): void } | null;
+  /** Claims refused because the table is full (counted as evictions would be: the cache is full). */
+  private readonly refusals: { inc(): void } | null;
   private size = 0;
 
   constructor(opts: MemoryReplayStoreOptions = {}) {
@@ -57,7 +66,7 @@ export class MemoryReplayStore implements ReplayStore {
     this.seed2 = seeds.readUInt32LE(4);
     this.clock = opts.clock ?? systemClock;
     this.epochMs = this.clock();
-    this.evictions = opts.metrics ? opts.metrics.cacheEvictions.labels('replay') : null;
+    this.refusals = opts.metrics ? opts.metrics.cacheEvictions.labels('replay') : null;
   }
 
   /** Bytes held by the table (for the memory benchmark). */
@@ -123,13 +132,11 @@ export class MemoryReplayStore implements ReplayStore {
     let live1 = 0;
     let free2 = -1;
     let live2 = 0;
-    let oldest = -1;
     for (let i = b1; i < b1 + WAYS; i++) {
       const e = this.exp[i]!;
       if (e > now) {
         if (this.hi[i] === hi && this.lo[i] === lo) return false;
         live1++;
-        if (oldest === -1 || e < this.exp[oldest]!) oldest = i;
       } else if (free1 === -1) free1 = i;
     }
     if (b2 !== b1) {
@@ -138,7 +145,6 @@ export class MemoryReplayStore implements ReplayStore {
         if (e > now) {
           if (this.hi[i] === hi && this.lo[i] === lo) return false;
           live2++;
-          if (e < this.exp[oldest]!) oldest = i;
         } else if (free2 === -1) free2 = i;
       }
     }
@@ -146,8 +152,9 @@ export class MemoryReplayStore implements ReplayStore {
     if (free1 !== -1 && (free2 === -1 || live1 <= live2)) slot = free1;
     else if (free2 !== -1) slot = free2;
     else {
-      slot = oldest;
-      this.evictions?.inc();
+      // Fail closed: forgetting a live entry would let its proof be accepted again.
+      this.refusals?.inc();
+      throw new StoreFullError();
     }
     if (this.exp[slot] === 0) this.size++;
     this.hi[slot] = hi;

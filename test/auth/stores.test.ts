@@ -4,7 +4,7 @@
 import { describe, expect, it } from 'vitest';
 import { NonceIssuer } from '../../src/auth/nonce.js';
 import { createProtectedResourceMetadata, prmPath } from '../../src/auth/prm.js';
-import { MemoryReplayStore } from '../../src/auth/replay.js';
+import { MemoryReplayStore, StoreFullError } from '../../src/auth/replay.js';
 import { makeConfig, newMetrics } from './helpers.js';
 
 describe('MemoryReplayStore (RFC 9449 §11.1 single use)', () => {
@@ -44,18 +44,31 @@ describe('MemoryReplayStore (RFC 9449 §11.1 single use)', () => {
     expect(s.claim('huge', 2 ** 40)).toBe(false);
   });
 
-  it('is bounded: past capacity the soonest-expiring entries are evicted and counted', async () => {
+  it('is bounded: full of unexpired entries, it refuses a claim (counted) rather than forget one whose proof could be replayed (r19g 3)', async () => {
     const metrics = newMetrics();
-    const s = new MemoryReplayStore({ maxEntries: 1000, metrics });
+    let t = 1_000_000;
+    const s = new MemoryReplayStore({ maxEntries: 1000, metrics, clock: () => t });
     const bytes = s.bytes;
-    for (let i = 0; i < 5000; i++) s.claim(`k${i}`, 60 + (i % 7));
+    const accepted: string[] = [];
+    let refused = 0;
+    for (let i = 0; i < 5000; i++) {
+      try {
+        if (s.claim(`k${i}`, 60 + (i % 7))) accepted.push(`k${i}`);
+      } catch (err) {
+        expect(err).toBeInstanceOf(StoreFullError);
+        refused++;
+      }
+    }
     expect(s.bytes).toBe(bytes);
+    expect(accepted.length).toBeGreaterThanOrEqual(1000);
+    expect(accepted.length + refused).toBe(5000);
     const text = await metrics.registry.getSingleMetricAsString('mission_gateway_cache_evictions_total');
-    const evicted = Number(/cache="replay"} (\d+)/.exec(text)?.[1] ?? 0);
-    expect(evicted).toBeGreaterThan(3000);
-    expect(evicted).toBeLessThan(5000);
-    // The most recent claims are still remembered.
-    expect(s.claim('k4999', 60)).toBe(false);
+    expect(Number(/cache="replay"} (\d+)/.exec(text)?.[1] ?? 0)).toBe(refused);
+    // Every claim it accepted is still a replay: none was forgotten to make room.
+    for (const k of accepted) expect(s.claim(k, 60)).toBe(false);
+    // Once they expire, there is room again.
+    t += 70_000;
+    expect(s.claim('k0', 60)).toBe(true);
   });
 
   it('release forgets one key (a claim whose use did not happen) and nothing else', () => {
