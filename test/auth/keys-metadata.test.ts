@@ -7,6 +7,7 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import { IssuerKeys } from '../../src/auth/keys.js';
+import { eventually } from '../helpers/gateway.js';
 import { logger, newMetrics } from './helpers.js';
 
 let server: Server | null = null;
@@ -47,6 +48,8 @@ describe('discovered metadata', () => {
     expect(state.fetches).toBe(1);
     now += 2000; // older than the refresh period: this call still answers from the copy, and fetches anew
     expect((await keys.metadata(url))['mission_status_endpoint']).toBe('https://as.example/status/1');
+    // The background fetch reached the issuer, and its answer was taken (a loaded machine may need longer than one settle).
+    await eventually(() => state.fetches === 2);
     await settle();
     expect(state.fetches).toBe(2);
     expect((await keys.metadata(url))['mission_status_endpoint']).toBe('https://as.example/status/2');
@@ -68,6 +71,7 @@ describe('discovered metadata', () => {
     expect(afterOneTry).toBe(2);
     now += 5000;
     await keys.metadata(url);
+    await eventually(() => state.fetches === afterOneTry + 1);
     await settle();
     expect(state.fetches).toBe(afterOneTry + 1);
     // `fresh` asks at once; with discovery down it still gets the last copy.

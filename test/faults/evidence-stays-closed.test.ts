@@ -4,6 +4,7 @@
  * be written; no request may reach the upstream while its record cannot be kept.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { eventually } from '../helpers/gateway.js';
 import { startFaultTarget, type FaultTarget } from './harness.js';
 
 describe('evidence sink that stays full (ENOSPC on every write)', () => {
@@ -18,7 +19,8 @@ describe('evidence sink that stays full (ENOSPC on every write)', () => {
   it('after the first failed write, no request reaches the upstream and every one is 503 evidence_unavailable, across reopen attempts', async () => {
     const m = await t.mission();
     await t.get(m.token);
-    await new Promise((r) => setTimeout(r, 50));
+    // Its record's write has failed: the sink is down (/readyz says so).
+    await eventually(async () => (await t.admin('/readyz')).status === 503);
     const before = t.echo.requests.length;
     const statuses: number[] = [];
     const end = Date.now() + 3500;

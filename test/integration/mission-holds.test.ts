@@ -171,7 +171,7 @@ routes:
     await dev.missions.revoke(a.id); // resolves once the SET was pushed (and answered 202)
     await eventually(() => a1.ended !== null && a2.ended !== null, 2000);
     expect([a1.ended, a2.ended]).toEqual(['cut', 'cut']);
-    expect(Math.max(a1.endedAt, a2.endedAt) - revokedAt).toBeLessThan(1000);
+    expect(Math.max(a1.endedAt, a2.endedAt) - revokedAt).toBeLessThan(2500);
     // The upstream's side of each cut stream was closed too.
     await eventually(() => openUpstream === 1, 2000);
 
@@ -220,7 +220,7 @@ routes:
 
     const suspendedAt = Date.now();
     await dev.missions.suspend(m.id, {});
-    expect((await closed) - suspendedAt).toBeLessThan(1000);
+    expect((await closed) - suspendedAt).toBeLessThan(2500);
     await eventually(async () => (await metric('mission_gateway_open_exchanges')) === 0, 2000);
   });
 
@@ -247,8 +247,8 @@ routes:
     // The gateway reads the Mission's Status again at once and decides the open exchanges again.
     await eventually(() => stream.ended !== null, 2000);
     expect(stream.ended).toBe('cut');
-    expect(stream.endedAt - changedAt).toBeLessThan(1000);
-    expect((await wsClosed) - changedAt).toBeLessThan(1000);
+    expect(stream.endedAt - changedAt).toBeLessThan(2500);
+    expect((await wsClosed) - changedAt).toBeLessThan(2500);
     expect(await metric('mission_gateway_exchanges_cut_total{cause="authority_changed"}')).toBe(cutBefore + 2);
 
     // A new request with the old token is denied the same way.

@@ -82,14 +82,20 @@ async function send(method: string, path: string, token: string): Promise<{ done
   return { done, cancel: () => req.destroy() };
 }
 
+/** Exchanges the gateway holds under a Mission (the stream, and a request once admitted and queued). */
+async function held(): Promise<number> {
+  const text = await (await fetch(`${gw.adminUrl}/metrics`)).text();
+  return Number(/^mission_gateway_open_exchanges (\S+)$/m.exec(text)?.[1]);
+}
+
 describe('a request waiting for an upstream connection is held under its Mission', () => {
   it('revoked while queued behind its own stream: the revocation frees the connection, and the queued request is never sent', async () => {
     const m = await missionToken();
     const stream = await send('GET', '/events', m.token);
     expect(await stream.done).toBe(200);
     const pay = await send('POST', '/pay-own', m.token);
-    // Queued: the one connection is the stream's.
-    await new Promise((r) => setTimeout(r, 100));
+    // Admitted and queued (held from dispatch): the one connection is the stream's.
+    await eventually(async () => (await held()) === 2);
     expect(seen).not.toContain('/pay-own');
     await dev.missions.revoke(m.id);
     expect(await pay.done).toBe('cut');
@@ -106,7 +112,7 @@ describe('a request waiting for an upstream connection is held under its Mission
     const stream = await send('GET', '/events', other.token);
     expect(await stream.done).toBe(200);
     const pay = await send('POST', '/pay-other', m.token);
-    await new Promise((r) => setTimeout(r, 100));
+    await eventually(async () => (await held()) === 2);
     await dev.missions.revoke(m.id);
     expect(await pay.done).toBe('cut');
     stream.cancel(); // the other Mission's stream ends: its connection frees

@@ -82,7 +82,7 @@ describe('a reload retires the old poller at once', () => {
     // could take an event.
     writeFileSync(gw.configFile, yaml(3600));
     expect(await gw.gateway.reload()).toBe(true);
-    await new Promise((r) => setTimeout(r, 300)); // the new poller's first poll is done
+    await new Promise((r) => setTimeout(r, 1000)); // the new poller's first poll is done (once, at its start)
     const before = await applied();
     await dev.missions.revoke(m.id);
     await new Promise((r) => setTimeout(r, 1000)); // five of the retired poller's intervals

@@ -695,7 +695,7 @@ describe('open MCP streams end with their Mission (mission/holds.ts)', () => {
     const revokedAt = Date.now();
     await s.dev.missions.revoke(id);
     expect(await stream.ended).toBe('end');
-    expect(Date.now() - revokedAt).toBeLessThan(1000);
+    expect(Date.now() - revokedAt).toBeLessThan(2500);
     // The only answer to call 2 is the gateway's: the upstream's never came.
     expect(stream.events.filter((e) => e.includes('"id":2'))).toHaveLength(1);
     expect(lastMessage(stream.events)).toMatchObject({
@@ -778,7 +778,7 @@ describe('open MCP streams end with their Mission (mission/holds.ts)', () => {
     const changedAt = Date.now();
     await s.dev.missions.changeAuthority(id, [{ ...entry, actions: ['invoices.read'] }]);
     expect(await stream.ended).toBe('end');
-    expect(Date.now() - changedAt).toBeLessThan(1000);
+    expect(Date.now() - changedAt).toBeLessThan(2500);
     expect(lastMessage(stream.events)).toMatchObject({ id: 2, result: { isError: true, structuredContent: { error: 'insufficient_scope', denial_reason: 'out_of_authority' } } });
     const metrics = await (await fetch(`${s.gw.adminUrl}/metrics`)).text();
     expect(metrics).toMatch(/^mission_gateway_exchanges_cut_total\{cause="authority_changed"\} 1$/m);

@@ -7,6 +7,7 @@
  */
 import { connect } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
+import { eventually } from '../helpers/gateway.js';
 import { API, startTarget, type Target } from './fixture.js';
 
 const targets: Target[] = [];
@@ -22,6 +23,14 @@ async function target(): Promise<Target> {
 }
 
 /** Sends a request's head and all of its body but the last bytes; `finish` sends those and resolves with the whole answer. */
+/** Mission state lookups the gateway made (mission_gateway_mission_cache_total, every result). */
+async function stateLookups(t: Target): Promise<number> {
+  const text = await (await fetch(`${t.gw.adminUrl}/metrics`)).text();
+  let n = 0;
+  for (const m of text.matchAll(/^mission_gateway_mission_cache_total\{[^}]*\} (\d+)$/gm)) n += Number(m[1]);
+  return n;
+}
+
 async function halfSent(t: Target, path: string, body: string, headers: Record<string, string> = {}, chunked = false): Promise<{ finish(): Promise<string> }> {
   const dpop = await t.agent.proof('POST', `${API}${path}`, t.token);
   const extra = Object.entries(headers).map(([k, v]) => `${k}: ${v}\r\n`).join('');
@@ -35,9 +44,12 @@ async function halfSent(t: Target, path: string, body: string, headers: Record<s
   socket.on('error', () => undefined);
   const closed = new Promise<void>((resolve) => socket.on('close', () => resolve()));
   await new Promise<void>((resolve) => socket.once('connect', () => resolve()));
+  const lookups = await stateLookups(t);
   socket.write(head + body.slice(0, -5));
-  // Let the gateway get past authentication (mission_state included) and start reading the body.
-  await new Promise((r) => setTimeout(r, 300));
+  // Let the gateway get past authentication (mission_state included: it looked the Mission up) and
+  // start reading the body.
+  await eventually(async () => (await stateLookups(t)) > lookups);
+  await new Promise((r) => setTimeout(r, 50));
   return {
     async finish() {
       // Not end(): a client that half-closes loses its answer (Node's server aborts the request).
