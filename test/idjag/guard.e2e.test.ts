@@ -455,9 +455,18 @@ describe('fail closed on the replay store; counted in metrics', () => {
   });
 
   it('SPEC section 9: refusals are counted by denial_reason', async () => {
-    const metrics = await (await fetch(`${s.gw.adminUrl}/metrics`)).text();
-    expect(metrics).toMatch(/mission_gateway_requests_total\{decision="deny",reason="replayed"\} [1-9]/);
-    expect(metrics).toMatch(/mission_gateway_requests_total\{decision="deny",reason="id_jag_audience"\} [1-9]/);
+    const count = async (reason: string): Promise<number> => {
+      const metrics = await (await fetch(`${s.gw.adminUrl}/metrics`)).text();
+      return Number(new RegExp(`^mission_gateway_requests_total\\{decision="deny",reason="${reason}"\\} (\\d+)$`, 'm').exec(metrics)?.[1] ?? 0);
+    };
+    const [replayed, audience] = [await count('replayed'), await count('id_jag_audience')];
+    const other = await mintIdJag(s, { audience: 'https://calendar-as.example.com' });
+    expect((await presentGrant(s, other.idJag)).status).toBe(400);
+    const { idJag } = await mintIdJag(s);
+    expect((await presentGrant(s, idJag)).status).toBe(200);
+    expect((await presentGrant(s, idJag)).status).toBe(400);
+    expect(await count('id_jag_audience')).toBe(audience + 1);
+    expect(await count('replayed')).toBe(replayed + 1);
   });
 });
 
