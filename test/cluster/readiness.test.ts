@@ -5,6 +5,7 @@
  */
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { RedisMissionBus } from '../../src/cluster/index.js';
 import { eventually, startEcho, startGateway, type TestGateway } from '../helpers/gateway.js';
 import { raw } from '../helpers/http.js';
 import { RedisServer } from './redis-server.js';
@@ -66,6 +67,43 @@ describe('a replica that cannot follow the replica bus is not ready (r21b 12)', 
       expect((await readyz(gw)).checks).toMatchObject({ replay_store: true, replica_bus: true });
     } finally {
       await gw.close();
+    }
+  });
+});
+
+describe('a bus that cannot read is never ready, not even between its retries (r22f F1, F2)', () => {
+  it.each([
+    ['XREAD', 'noread'],
+    ['XINFO', 'noinfo'],
+  ])('a Redis user without %s: ready() is false in every 1 ms sample over its first 1.5 s', async (_what, user) => {
+    // The default 5 s BLOCK: a bus that claimed to be reading while its first read blocked was ready for 5 s.
+    const bus = new RedisMissionBus({ url: `redis://${user}:pw@127.0.0.1:${redis.port}`, keyPrefix: `ready-${user}:` });
+    bus.subscribe(() => undefined);
+    try {
+      let samples = 0;
+      let ready = 0;
+      const end = Date.now() + 1500;
+      while (Date.now() < end) {
+        samples++;
+        if (bus.ready()) ready++;
+        await new Promise((r) => setTimeout(r, 1));
+      }
+      expect(samples).toBeGreaterThan(300);
+      expect(ready).toBe(0);
+    } finally {
+      await bus.close();
+    }
+  });
+
+  it('a user with every command it needs is ready at once, not after a BLOCK', async () => {
+    const bus = new RedisMissionBus({ url: redis.url, keyPrefix: 'ready-all:' });
+    bus.subscribe(() => undefined);
+    try {
+      const started = performance.now();
+      await eventually(() => bus.ready(), 4000);
+      expect(performance.now() - started).toBeLessThan(2000);
+    } finally {
+      await bus.close();
     }
   });
 });
