@@ -9,7 +9,6 @@ import { performance } from 'node:perf_hooks';
 import { buildConnector, errors, Pool, type Dispatcher } from 'undici';
 import { CUT_MESSAGE, type CutWhy, type Holder, type MissionHolds, type Ticket } from '../mission/holds.js';
 import { dropHeader, mediaTypeOf, relayHeaders, relayTrailerFields } from './headers.js';
-import { EventBoundary } from './event-boundary.js';
 import { closedReason } from './shutdown.js';
 
 export interface UpstreamOptions {
@@ -67,15 +66,19 @@ export interface ForwardRequest {
   /** The Mission that admitted the request: the exchange is held under it from dispatch to its end. */
   readonly ticket: Ticket | null;
   /**
-   * The events that end an event-stream answer cut by its Mission, instead of a broken connection
-   * (an MCP tool call's result: the client learns why at once rather than waiting for its timeout).
-   * Written only between two events; otherwise the connection is cut as usual.
+   * What ends an unsized event-stream answer cut by its Mission, instead of a broken connection (an
+   * MCP tool call's result: the client learns why at once rather than waiting for its timeout).
    */
   readonly lastWords?: LastWords | null;
 }
 
-/** The bytes that end an event-stream answer cut for `why` (null: cut the connection). */
-export type LastWords = (why: CutWhy) => Buffer | null;
+/** The end of an event-stream answer cut by its Mission (src/mcp/last-words.ts). */
+export interface LastWords {
+  /** The answer's bytes, as they are relayed. */
+  see(chunk: Buffer): void;
+  /** The bytes that end the answer cut for `why`, or null to cut the connection instead. */
+  end(why: CutWhy): Buffer | null;
+}
 
 export class Upstream {
   readonly pool: Pool;
@@ -180,8 +183,8 @@ class Exchange implements Dispatcher.DispatchHandler, Holder {
   private deadline: NodeJS.Timeout | null = null;
   /** Answered 504 while still waiting for a connection: it leaves the queue when it gets one. */
   private expired = false;
-  /** An event-stream answer with last words to end it when cut: where its events end (else null). */
-  private events: EventBoundary | null = null;
+  /** An unsized event-stream answer's last words (the request's, once its answer is such a stream). */
+  private words: LastWords | null = null;
 
   constructor(
     private readonly req: ForwardRequest,
@@ -301,7 +304,7 @@ class Exchange implements Dispatcher.DispatchHandler, Holder {
     this.settle({ kind: 'aborted', reason: Object.assign(new Error(CUT_MESSAGE), { code: 'mission_cut' }) });
     // Out of every Mission it was held under, so another one ending later does not cut it again.
     this.release();
-    const words = why !== undefined && this.events?.at === true && !this.ended && !this.res.destroyed ? (this.req.lastWords?.(why) ?? null) : null;
+    const words = why !== undefined && this.words !== null && !this.ended && !this.res.destroyed ? this.words.end(why) : null;
     if (words !== null) {
       // Ended here: the abort's onError below must not break the answer these words end.
       this.ended = true;
@@ -343,7 +346,8 @@ class Exchange implements Dispatcher.DispatchHandler, Holder {
     this.started = true;
     this.resume = resume;
     this.onStart(statusCode);
-    if (this.req.lastWords != null && statusCode === 200 && this.req.method !== 'HEAD' && mediaTypeOf(soleValue(headers, 'content-type')) === 'text/event-stream') this.events = new EventBoundary();
+    // Only an answer without a length can be ended early with more bytes: a sized one is cut (r22a 3).
+    if (this.req.lastWords != null && statusCode === 200 && !sized && this.req.method !== 'HEAD' && mediaTypeOf(soleValue(headers, 'content-type')) === 'text/event-stream') this.words = this.req.lastWords;
     // RFC 9110 section 8.6: no Content-Length in a 204, whatever the upstream sent.
     if (statusCode === 204 && sized) dropHeader(headers, 'content-length');
     // The fields the trailers will carry (RFC 9110 section 6.6.2), on an answer that can have them:
@@ -398,7 +402,7 @@ class Exchange implements Dispatcher.DispatchHandler, Holder {
 
   onData(chunk: Buffer): boolean {
     if (this.ended) return true;
-    this.events?.see(chunk);
+    this.words?.see(chunk);
     if (this.res.write(chunk)) return true;
     this.res.once('drain', this.onDrain);
     return false;

@@ -29,12 +29,12 @@ import { judgeNamed } from '../mission/state.js';
 import type { Logger } from '../observability/logger.js';
 import { principalOf, type AccessToken, type MissionReference, type MissionView, type RequestContext } from '../pipeline/context.js';
 import type { Handler, Pipeline } from '../pipeline/run.js';
-import { cutDenial, denialResult, taskDenialResult, type DenialResult } from './denial.js';
+import { denialResult, taskDenialResult, type DenialResult } from './denial.js';
+import { CallLastWords } from './last-words.js';
 import { idKey, parseMcpBody, type InvalidCallMessage, type JsonRpcId, type McpBody, type ToolCallMessage } from './jsonrpc.js';
 import { compileToolParams, toolParams, type ToolParamMap } from './params.js';
 import { answerDirectly, relay } from './relay.js';
 import { MAX_SESSION_ID_LENGTH, type McpSessions } from './sessions.js';
-import { messageEvent } from './sse.js';
 import { DeniedTasks } from './tasks.js';
 import { combinePins, ListAnswers, MissionPins, ObservedTools, type ListFilter, type Pins, type Visible } from './tools.js';
 
@@ -121,11 +121,7 @@ function lastWordsFor(permitted: readonly CallState[], decisionId: string): Last
     mission = key;
     ids.push(c.msg.id);
   }
-  if (ids.length === 0) return null;
-  return (why) => {
-    const denial = cutDenial(why);
-    return Buffer.concat(ids.map((id) => messageEvent(denialResult(id, denial, decisionId))));
-  };
+  return ids.length === 0 ? null : new CallLastWords(ids, decisionId);
 }
 
 const NONE: Visible = () => false;

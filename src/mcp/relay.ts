@@ -14,7 +14,6 @@ import { performance } from 'node:perf_hooks';
 import type { Readable } from 'node:stream';
 import { errors } from 'undici';
 import { Denial } from '../errors.js';
-import { EventBoundary } from '../http/event-boundary.js';
 import { flushHead, type LastWords } from '../http/forward.js';
 import { clientHeaders, dropHeader, mediaTypeOf, setHeader, upstreamHeaders } from '../http/headers.js';
 import { writeJson } from '../http/json.js';
@@ -131,13 +130,13 @@ export async function relay(ctx: RequestContext, pipeline: Pipeline, plan: Relay
   // the request waits for a connection or the upstream works cuts it, unsent or unanswered (r17a 1).
   const holds = d.holds;
   const ticket = pipeline.ticket(ctx);
-  /** An event-stream answer being relayed: where its events end (null otherwise). */
-  let events: EventBoundary | null = null;
+  /** An event-stream answer being relayed (chunked, its Content-Length dropped): its last words. */
+  let lastWords: LastWords | null = null;
   /** Ended by the last words of a cut: nothing may break the answer after them. */
   let endedByCut = false;
   const holder: Holder = {
     cut: (why) => {
-      const words = why !== undefined && events?.at === true && !res.destroyed && !res.writableEnded ? (plan.lastWords?.(why) ?? null) : null;
+      const words = why !== undefined && lastWords !== null && !res.destroyed && !res.writableEnded ? lastWords.end(why) : null;
       if (words !== null) {
         endedByCut = true;
         res.end(words);
@@ -217,11 +216,11 @@ export async function relay(ctx: RequestContext, pipeline: Pipeline, plan: Relay
       delete out['content-length'];
       res.writeHead(status, out);
       flushHead(res);
-      if (plan.lastWords != null) events = new EventBoundary();
+      lastWords = plan.lastWords ?? null;
       for (const a of plan.answers) res.write(messageEvent(a));
       // After the gateway's own events, an upstream byte order mark would sit mid-stream, where a
       // client reads it as part of a field name and loses the upstream's first event.
-      await pipe(r.body, res, rewriter, abort.signal, plan.answers.length > 0, events);
+      await pipe(r.body, res, rewriter, abort.signal, plan.answers.length > 0, lastWords);
       return;
     }
     // Errors, and other media types where nothing is filtered, pass through as they are.
@@ -317,12 +316,12 @@ const BOM = Buffer.from([0xef, 0xbb, 0xbf]);
  * Streams the upstream body to the client with backpressure, through the rewriter when given;
  * with `dropBom`, without a byte order mark at the body's start (however the chunks cut it).
  */
-async function pipe(body: Readable, res: RequestContext['res'], rewriter: SseRewriter | null, signal: AbortSignal, dropBom = false, events: EventBoundary | null = null): Promise<void> {
+async function pipe(body: Readable, res: RequestContext['res'], rewriter: SseRewriter | null, signal: AbortSignal, dropBom = false, lastWords: LastWords | null = null): Promise<void> {
   /** The body's first bytes, held while they may still be a byte order mark. */
   let head: Buffer | null = dropBom ? Buffer.alloc(0) : null;
   const send = async (chunk: Buffer): Promise<void> => {
     const bytes = rewriter === null ? chunk : rewriter.push(chunk);
-    events?.see(bytes);
+    lastWords?.see(bytes);
     if (bytes.length > 0 && !res.write(bytes)) await once(res, 'drain', { signal });
   };
   for await (let chunk of body as AsyncIterable<Buffer>) {

@@ -66,12 +66,18 @@ describe('limits.max_connections', () => {
       }),
     ).toBeNull();
     expect(FIXED_RESERVE).toBe(128);
-    // What the dependencies need comes off the top...
+    // The reserve, and one upstream socket per client connection up to the pool and the tunnels...
     expect(derivedMaxConnections(1_048_576, 128, 1024)).toBe(1_048_576 - 128 - 128 - 1024);
-    // ...but never more than half of the limit.
-    expect(derivedMaxConnections(1024, 128, 1024)).toBe(512);
-    expect(derivedMaxConnections(256, 128, 1024)).toBe(128);
+    // ...or, when those are more than what is left, half of what is left (each client with its upstream socket).
+    expect(derivedMaxConnections(1024, 128, 1024)).toBe(448);
+    expect(derivedMaxConnections(256, 128, 1024)).toBe(64);
+    expect(derivedMaxConnections(100, 128, 1024)).toBe(16);
     expect(derivedMaxConnections(null, 128, 1024)).toBe(0);
+    // Whatever the limit, the reserve and every client's upstream socket fit in it.
+    for (const n of [256, 1000, 1024, 2000, 2560, 4096, 20_000]) {
+      const c = derivedMaxConnections(n, 128, 1024);
+      expect(FIXED_RESERVE + c + Math.min(c, 128 + 1024)).toBeLessThanOrEqual(n);
+    }
   });
 
   it('past the cap a new connection is closed at once (counted); /healthz and the connections open are served; room again once some close', async () => {
@@ -114,15 +120,15 @@ describe('limits.max_connections', () => {
     writeFileSync(file, `listen: { host: 127.0.0.1, port: 0 }\nadmin: { host: 127.0.0.1, port: 0 }\nevidence: { sink: ${join(folder, 'evidence.jsonl')} }\n${CONFIG(echo.url)}`);
     const gw = await startCli(file, undefined, ['prlimit', '--nofile=256:256', '--']);
     cleanups.push(() => void gw.proc.kill('SIGKILL'));
-    expect(JSON.parse(gw.logs().split('\n').find((l) => l.includes('mission-gateway listening'))!)).toMatchObject({ max_connections: 128 });
+    expect(JSON.parse(gw.logs().split('\n').find((l) => l.includes('mission-gateway listening'))!)).toMatchObject({ max_connections: 64 });
     const flood = await idle(gw.url, 400);
-    await eventually(() => flood.closed() >= 400 - 128, 5000);
+    await eventually(() => flood.closed() >= 400 - 64, 5000);
     for (let i = 0; i < 10; i++) expect((await raw(gw.adminUrl, { path: '/healthz' })).status).toBe(200);
     // The admin port and the upstream pool have descriptors: a request on a held connection is forwarded.
     const s = flood.sockets.find((x) => !x.destroyed && x.readyState === 'open')!;
     const answer = new Promise<string>((r) => s.once('data', (d: Buffer) => r(d.toString())));
     s.write('GET /public/x HTTP/1.1\r\nHost: api.example.com\r\n\r\n');
     expect(await answer).toMatch(/^HTTP\/1\.1 200 /);
-    expect(await metric(gw.adminUrl, 'mission_gateway_connections_dropped_total')).toBeGreaterThanOrEqual(400 - 128);
+    expect(await metric(gw.adminUrl, 'mission_gateway_connections_dropped_total')).toBeGreaterThanOrEqual(400 - 64);
   });
 });

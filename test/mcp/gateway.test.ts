@@ -723,6 +723,57 @@ describe('open MCP streams end with their Mission (mission/holds.ts)', () => {
     expect(stream.events.some((e) => e.includes('isError'))).toBe(false);
   });
 
+  /** A gateway in front of `answer`, with a Mission granting invoices.read and SETs pushed to it. */
+  async function readingStack(answer: Parameters<typeof recorder>[0]) {
+    const up = await recorder(answer);
+    const s = await setup({ upstream: up.url });
+    s.dev.addReceiver({ endpoint: `${new URL(s.mcpUrl).origin}/.well-known/ssf/push`, audience: new URL(s.mcpUrl).origin });
+    const id = await mission(s, [{ type: 'mission_resource_access', resource: s.mcpUrl, actions: ['invoices.read'] }]);
+    return { s, id, token: await s.dev.issueAccessToken({ missionId: id, resource: s.mcpUrl }) };
+  }
+
+  it('a call the upstream already answered gets no second answer when its stream is cut; one not yet answered gets the tool error (r22a 1)', async () => {
+    const { s, id, token } = await readingStack((_req, _b, res) => {
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      res.write(`event: message\ndata: ${JSON.stringify({ jsonrpc: '2.0', id: 2, result: { content: [{ type: 'text', text: 'inv_1' }] } })}\n\n`);
+    });
+    const res = await post(s.mcpUrl, token, [callMsg(2, 'get_invoice', { invoice_id: 'inv_1' }), callMsg(3, 'get_invoice', { invoice_id: 'inv_2' })]);
+    const stream = readEvents(res);
+    await eventually(() => stream.events.length === 1);
+    await s.dev.missions.revoke(id);
+    expect(await stream.ended).toBe('end');
+    expect(stream.events.filter((e) => e.includes('"id":2'))).toHaveLength(1);
+    expect(stream.events[0]).not.toContain('isError');
+    expect(lastMessage(stream.events)).toMatchObject({ id: 3, result: { isError: true, structuredContent: { denial_reason: 'mission_inactive' } } });
+  });
+
+  it('a stream whose every call is answered is cut as before, with nothing added (r22a 1)', async () => {
+    const { s, id, token } = await readingStack((_req, _b, res) => {
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      res.write(`data: ${JSON.stringify({ jsonrpc: '2.0', id: 2, result: { content: [] } })}\n\n`);
+    });
+    const res = await post(s.mcpUrl, token, callMsg(2, 'get_invoice', { invoice_id: 'inv_1' }));
+    const stream = readEvents(res);
+    await eventually(() => stream.events.length === 1);
+    await s.dev.missions.revoke(id);
+    expect(await stream.ended).toBe('cut');
+    expect(stream.events).toHaveLength(1);
+  });
+
+  it('an event stream with a Content-Length is cut, never ended with more bytes than it declared (r22a 3)', async () => {
+    const { s, id, token } = await readingStack((_req, _b, res) => {
+      const first = ': working\n\n';
+      res.writeHead(200, { 'content-type': 'text/event-stream', 'content-length': String(first.length + 200) });
+      res.write(first);
+    });
+    const res = await post(s.mcpUrl, token, callMsg(2, 'get_invoice', { invoice_id: 'inv_1' }));
+    const stream = readEvents(res);
+    await eventually(() => stream.events.length === 1);
+    await s.dev.missions.revoke(id);
+    expect(await stream.ended).toBe('cut');
+    expect(stream.events.some((e) => e.includes('isError'))).toBe(false);
+  });
+
   it('a batch whose calls name two Missions (MAS mode) streams under both: revoking the second cuts it', async () => {
     const s = await setup({ json: false, mission: 'accept_header_references: true' });
     s.dev.addReceiver({ endpoint: `${new URL(s.mcpUrl).origin}/.well-known/ssf/push`, audience: new URL(s.mcpUrl).origin });
