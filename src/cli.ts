@@ -115,7 +115,36 @@ async function run(argv: string[]): Promise<number> {
     process.stdout.write(USAGE);
     return 0;
   }
-  let gateway: Gateway;
+  // The handlers are in place before the gateway is built (it may wait up to a Redis connect
+  // timeout: replay_store) and before the listeners open (and "listening" is logged): a SIGTERM at
+  // any point is a graceful stop (exit 0), never the default kill. One that comes while the gateway
+  // is built stops it before it listens; one while the listeners open, once they are open.
+  let gateway: Gateway | null = null;
+  let listening = false;
+  let early: string | null = null;
+  let stopping = false;
+  let resolveStopped: (code: number) => void = () => undefined;
+  const stopped = new Promise<number>((resolve) => (resolveStopped = resolve));
+  const stop = (signal: string): void => {
+    if (!listening || gateway === null) {
+      early ??= signal;
+      return;
+    }
+    if (stopping) return;
+    stopping = true;
+    const running = gateway;
+    running.logger.info({ signal }, 'stopping: draining in-flight requests');
+    running.close().then(
+      () => resolveStopped(0),
+      (err: unknown) => {
+        running.logger.error({ err }, 'error while stopping');
+        resolveStopped(1);
+      },
+    );
+  };
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  process.on('SIGINT', () => stop('SIGINT'));
+  process.on('SIGHUP', () => void (listening && gateway?.reload()));
   try {
     const loaded = loadForStart(file);
     printProblems(warnings(loaded.config));
@@ -123,33 +152,11 @@ async function run(argv: string[]): Promise<number> {
   } catch (err) {
     return startFailed(err);
   }
-  // The handlers are in place before the listeners open (and "listening" is logged): a SIGTERM
-  // that follows that line at once is a graceful stop (exit 0), never the default kill. One that
-  // comes while the listeners open is acted on once they are open.
-  let listening = false;
-  let early: string | null = null;
-  let stopping = false;
-  let resolveStopped: (code: number) => void = () => undefined;
-  const stopped = new Promise<number>((resolve) => (resolveStopped = resolve));
-  const stop = (signal: string): void => {
-    if (!listening) {
-      early ??= signal;
-      return;
-    }
-    if (stopping) return;
-    stopping = true;
-    gateway.logger.info({ signal }, 'stopping: draining in-flight requests');
-    gateway.close().then(
-      () => resolveStopped(0),
-      (err: unknown) => {
-        gateway.logger.error({ err }, 'error while stopping');
-        resolveStopped(1);
-      },
-    );
-  };
-  process.on('SIGTERM', () => stop('SIGTERM'));
-  process.on('SIGINT', () => stop('SIGINT'));
-  process.on('SIGHUP', () => void (listening && gateway.reload()));
+  if (early !== null) {
+    gateway.logger.info({ signal: early }, 'stopped while starting');
+    await gateway.close(0);
+    return 0;
+  }
   try {
     await gateway.listen();
   } catch (err) {
