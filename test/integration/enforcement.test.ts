@@ -163,15 +163,18 @@ routes:
   });
 
   it('suspension denies mission_suspended, resumption allows again, revocation denies the very next request', async () => {
-    expect((await call('GET', '/invoices/7')).status).toBe(200);
-    await dev.missions.suspend(missionId, {});
-    const suspended = await call('GET', '/invoices/7');
+    // A Mission of its own: the file's shared one stays active for the other tests, in any order.
+    const own = ((await dev.missions.create({ subject: 'user_1', client_id: 'agent-1', purpose: 'reconcile', authorization_details: ENTRIES })) as unknown as { id: string }).id;
+    const tok = await agent.token(dev, own, API);
+    expect((await call('GET', '/invoices/7', undefined, tok)).status).toBe(200);
+    await dev.missions.suspend(own, {});
+    const suspended = await call('GET', '/invoices/7', undefined, tok);
     expect(suspended.status).toBe(403);
     expect(suspended.json()).toMatchObject({ error: 'mission_suspended', denial_reason: 'mission_inactive', mission_status: 'suspended' });
-    await dev.missions.resume(missionId);
-    expect((await call('GET', '/invoices/7')).status).toBe(200);
-    await dev.missions.revoke(missionId);
-    const revoked = await call('GET', '/invoices/7');
+    await dev.missions.resume(own);
+    expect((await call('GET', '/invoices/7', undefined, tok)).status).toBe(200);
+    await dev.missions.revoke(own);
+    const revoked = await call('GET', '/invoices/7', undefined, tok);
     expect(revoked.status).toBe(403);
     expect(revoked.json()).toMatchObject({ error: 'mission_terminated', denial_reason: 'mission_inactive', mission_status: 'revoked' });
   });

@@ -130,13 +130,19 @@ describe('lifecycle events (RFC 8935 push, SPEC §3)', () => {
   });
 
   it('after a revocation, a replayed older "active" SET (version regression) is accepted 202 but changes nothing', async () => {
-    await t.dev.missions.revoke(t.missionId);
-    expect((await t.good()).status).toBe(403);
-    const regress = await t.dev.signJwt(setPayload(t, {}, { state: 'active', prior_state: 'suspended', version: 1 }), 'secevent+jwt');
-    expect((await push(t, regress)).status).toBe(202);
-    const r = await t.good();
-    expect(r.status).toBe(403);
-    expect(r.json()).toMatchObject({ error: 'mission_terminated' });
+    // A target of its own: the revocation must not reach the other tests' Mission, in any order.
+    const own = await startTarget();
+    try {
+      await own.dev.missions.revoke(own.missionId);
+      expect((await own.good()).status).toBe(403);
+      const regress = await own.dev.signJwt(setPayload(own, {}, { state: 'active', prior_state: 'suspended', version: 1 }), 'secevent+jwt');
+      expect((await push(own, regress)).status).toBe(202);
+      const r = await own.good();
+      expect(r.status).toBe(403);
+      expect(r.json()).toMatchObject({ error: 'mission_terminated' });
+    } finally {
+      await own.close();
+    }
   });
 });
 
