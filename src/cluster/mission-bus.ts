@@ -145,11 +145,13 @@ export class RedisMissionBus implements MissionBus {
   private positionRead = false;
   /** The last XINFO was refused by Redis's ACL (NOPERM): gaps go unseen. */
   private gapCheckDenied = false;
+  /**
+   * A read and its gap check have succeeded since the reader (re)connected or a read last failed:
+   * every later entry will be read. Until then the bus is not ready and its reads do not block.
+   */
   private reading = false;
   /** Reads failed in a row since the last one that succeeded. */
   private failures = 0;
-  /** An XREAD has succeeded on this connection since it (re)connected or a read last failed. */
-  private proven = false;
 
   constructor(options: RedisMissionBusOptions) {
     const target = typeof options.url === 'string' ? parseRedisUrl(options.url) : options.url;
@@ -223,7 +225,6 @@ export class RedisMissionBus implements MissionBus {
     while (!signal.aborted) {
       if (!isReady(this.reader)) {
         this.reading = false;
-        this.proven = false;
         await this.pause(50);
         continue;
       }
@@ -236,12 +237,10 @@ export class RedisMissionBus implements MissionBus {
         }
         const from = this.lastId;
         const fromRead = this.positionRead;
-        // The position is fixed: every later entry will be read, once reading is known to work. Until
-        // a read and its gap check have succeeded (at start, after a reconnect or a failed read) the
-        // read does not block and the bus does not say it is reading: a retry that fails again (a
-        // Redis user without XREAD or XINFO) must never show ready, not even for one round trip.
-        if (this.proven) this.reading = true;
-        const reply = (await (this.proven
+        // Until a read and its gap check have succeeded (at start, after a reconnect or a failed
+        // read) the read does not block and the bus does not say it is reading: a retry that fails
+        // again (a Redis user without XREAD or XINFO) must never show ready, not even for one round trip.
+        const reply = (await (this.reading
           ? this.reader.xread('COUNT', READ_COUNT, 'BLOCK', this.blockMs, 'STREAMS', this.stream, from)
           : this.reader.xread('COUNT', READ_COUNT, 'STREAMS', this.stream, from))) as
           | Array<[string, Array<[string, string[]]>]>
@@ -260,7 +259,6 @@ export class RedisMissionBus implements MissionBus {
         // blocked, by a transaction that added and trimmed at once) is seen, since the stream
         // then starts after `from`. One after it is reported too (harmless: Status is asked again).
         await this.checkGap(from, fromRead);
-        this.proven = true;
         this.reading = true;
       } catch (err) {
         if (signal.aborted) break;
@@ -270,7 +268,6 @@ export class RedisMissionBus implements MissionBus {
         if (this.failures === 2) this.logger?.warn({ err: { message: (err as Error).message } }, 'replica bus read failed; revocations from other replicas arrive only through Mission Status until it reads again; retrying');
         else this.logger?.debug({ err: { message: (err as Error).message } }, 'replica bus read failed; retrying');
         this.reading = false;
-        this.proven = false;
         await this.pause(100);
       }
     }
