@@ -474,7 +474,7 @@ function hostMissing(req: IncomingMessage): boolean {
 }
 
 /** `limits.max_connections`, or the cap derived from the open-file limit; Infinity for none. */
-export function maxConnections(config: Config): number {
+function maxConnections(config: Config): number {
   const set = config.limits.max_connections ?? derivedMaxConnections(openFileLimit(), config.upstream.connections, config.upstream.websocket_tunnels);
   return set === 0 ? Infinity : set;
 }

@@ -152,7 +152,9 @@ const cancel = globalThis.clearTimeout;
 export const EVIDENCE_FILE_MODE = 0o640;
 
 /** Records of failed writes kept for the reopened file; beyond this they are lost (and counted). */
-export /**
+export const MAX_UNWRITTEN = 1000;
+
+/**
  * A FIFO (a log shipper's named pipe), written through the event loop as stdout is when it is a
  * pipe: a WriteStream's write(2) to a full FIFO blocks a thread-pool thread until the reader reads,
  * which no timeout ends and which keeps the process from exiting at SIGTERM (r21j 5). Opened without
@@ -173,8 +175,6 @@ function isFifo(path: string): boolean {
 
 /** How long close() waits for the sink to take what is queued (a reader that stopped reading). */
 const CLOSE_TIMEOUT_MS = 5000;
-
-const MAX_UNWRITTEN = 1000;
 
 /** `fd` when lines can be written to it directly (a regular file, or a device that is not a terminal), else null. */
 function directFd(fd: number): number | null {
