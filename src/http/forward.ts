@@ -8,7 +8,7 @@ import { isIP, type Socket } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { buildConnector, errors, Pool, type Dispatcher } from 'undici';
 import { CUT_MESSAGE, type CutWhy, type Holder, type MissionHolds, type Ticket } from '../mission/holds.js';
-import { dropHeader, mediaTypeOf, relayHeaders, relayTrailerFields } from './headers.js';
+import { dropHeader, mediaTypeOf, relayHeaders, relayTrailerFields, soleField } from './headers.js';
 import { closedReason } from './shutdown.js';
 
 export interface UpstreamOptions {
@@ -78,6 +78,18 @@ export interface LastWords {
   see(chunk: Buffer): void;
   /** The bytes that end the answer cut for `why`, or null to cut the connection instead. */
   end(why: CutWhy): Buffer | null;
+}
+
+/**
+ * Ends `res`, an answer cut for `why`, with `words`' last bytes when they have some: true. False
+ * when there is nothing to say (or nothing to say it on), and the caller cuts the connection.
+ */
+export function endWithLastWords(res: ServerResponse, words: LastWords | null, why: CutWhy | undefined): boolean {
+  if (why === undefined || words === null || res.destroyed || res.writableEnded) return false;
+  const bytes = words.end(why);
+  if (bytes === null) return false;
+  res.end(bytes);
+  return true;
 }
 
 export class Upstream {
@@ -304,15 +316,14 @@ class Exchange implements Dispatcher.DispatchHandler, Holder {
     this.settle({ kind: 'aborted', reason: Object.assign(new Error(CUT_MESSAGE), { code: 'mission_cut' }) });
     // Out of every Mission it was held under, so another one ending later does not cut it again.
     this.release();
-    const words = why !== undefined && this.words !== null && !this.ended && !this.res.destroyed ? this.words.end(why) : null;
-    if (words !== null) {
+    const spoke = !this.ended && endWithLastWords(this.res, this.words, why);
+    if (spoke) {
       // Ended here: the abort's onError below must not break the answer these words end.
       this.ended = true;
       this.res.off('close', this.onClose);
-      this.res.end(words);
     }
     this.abort?.(new Error(CUT_MESSAGE));
-    if (words === null) this.res.destroy();
+    if (!spoke) this.res.destroy();
   }
 
   onConnect(abort: (err?: Error) => void): void {
@@ -347,7 +358,7 @@ class Exchange implements Dispatcher.DispatchHandler, Holder {
     this.resume = resume;
     this.onStart(statusCode);
     // Only an answer without a length can be ended early with more bytes: a sized one is cut (r22a 3).
-    if (this.req.lastWords != null && statusCode === 200 && !sized && this.req.method !== 'HEAD' && mediaTypeOf(soleValue(headers, 'content-type')) === 'text/event-stream') this.words = this.req.lastWords;
+    if (this.req.lastWords != null && statusCode === 200 && !sized && this.req.method !== 'HEAD' && eventStream(headers)) this.words = this.req.lastWords;
     // RFC 9110 section 8.6: no Content-Length in a 204, whatever the upstream sent.
     if (statusCode === 204 && sized) dropHeader(headers, 'content-length');
     // The fields the trailers will carry (RFC 9110 section 6.6.2), on an answer that can have them:
@@ -451,15 +462,10 @@ class Exchange implements Dispatcher.DispatchHandler, Holder {
   }
 }
 
-/** The value of the one field `name` (lower case) in a flat [name, value, …] list; undefined when absent or repeated. */
-function soleValue(flat: readonly string[], name: string): string | undefined {
-  let found: string | undefined;
-  for (let i = 0; i < flat.length; i += 2) {
-    if (flat[i]!.length !== name.length || flat[i]!.toLowerCase() !== name) continue;
-    if (found !== undefined) return undefined;
-    found = flat[i + 1];
-  }
-  return found;
+/** An answer whose one Content-Type field is text/event-stream (two fields: not known to be one). */
+function eventStream(headers: readonly string[]): boolean {
+  const type = soleField(headers, 'content-type');
+  return typeof type === 'string' && mediaTypeOf(type) === 'text/event-stream';
 }
 
 /**

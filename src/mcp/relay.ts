@@ -14,7 +14,7 @@ import { performance } from 'node:perf_hooks';
 import type { Readable } from 'node:stream';
 import { errors } from 'undici';
 import { Denial } from '../errors.js';
-import { flushHead, type LastWords } from '../http/forward.js';
+import { endWithLastWords, flushHead, type LastWords } from '../http/forward.js';
 import { clientHeaders, dropHeader, mediaTypeOf, setHeader, upstreamHeaders } from '../http/headers.js';
 import { writeJson } from '../http/json.js';
 import { closedReason } from '../http/shutdown.js';
@@ -136,13 +136,9 @@ export async function relay(ctx: RequestContext, pipeline: Pipeline, plan: Relay
   let endedByCut = false;
   const holder: Holder = {
     cut: (why) => {
-      const words = why !== undefined && lastWords !== null && !res.destroyed && !res.writableEnded ? lastWords.end(why) : null;
-      if (words !== null) {
-        endedByCut = true;
-        res.end(words);
-      }
+      endedByCut = endWithLastWords(res, lastWords, why);
       abort.abort(new Error(CUT_MESSAGE));
-      if (words === null) res.destroy();
+      if (!endedByCut) res.destroy();
     },
   };
   let held = false;
