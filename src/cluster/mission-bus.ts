@@ -22,7 +22,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import client from 'prom-client';
 import type { Logger } from '../observability/logger.js';
 import type { MissionBus, MissionChange } from '../mission/types.js';
-import { closeRedis, firstOutcome, isReady, openRedis, watchConnection, type RedisConnection, type RedisTuning } from './redis-client.js';
+import { closeRedis, firstAttemptMs, firstOutcome, isReady, openRedis, watchConnection, type RedisConnection, type RedisTuning } from './redis-client.js';
 import { parseRedisUrl, type RedisTarget } from './redis-url.js';
 
 /** One replica only: nothing to tell anyone. */
@@ -162,7 +162,7 @@ export class RedisMissionBus implements MissionBus {
     this.blockMs = options.blockMs ?? 5_000;
     this.logger = options.logger;
     this.metric = counter(options.registry);
-    this.openTimeoutMs = (options.connectTimeoutMs ?? 1000) + 500;
+    this.openTimeoutMs = firstAttemptMs(options);
     this.writer = openRedis(target, options, { connectionName: 'mgw-bus-publish' });
     // The reader blocks in XREAD, so it gets no command timeout; a dead socket is caught by the
     // blocking-command guard (BLOCK time plus a grace) instead.

@@ -25,9 +25,17 @@ export function backoff(maxMs: number): (times: number) => number {
   return (times) => Math.min(100 * 2 ** Math.min(times - 1, 10), maxMs);
 }
 
+const DEFAULT_CONNECT_TIMEOUT_MS = 1000;
+const DEFAULT_COMMAND_TIMEOUT_MS = 500;
+
+/** How long a first connection attempt may take: the connect timeout, then one command (the ready check). */
+export function firstAttemptMs(tuning: RedisTuning): number {
+  return (tuning.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS) + (tuning.commandTimeoutMs ?? DEFAULT_COMMAND_TIMEOUT_MS);
+}
+
 function common(tuning: RedisTuning): RedisOptions {
   const options: RedisOptions = {
-    connectTimeout: tuning.connectTimeoutMs ?? 1000,
+    connectTimeout: tuning.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS,
     // Fail closed at once while disconnected: a queued claim would answer after the request ended.
     maxRetriesPerRequest: 0,
     enableOfflineQueue: false,
@@ -35,7 +43,7 @@ function common(tuning: RedisTuning): RedisOptions {
     // Redis reachable but not accepting writes (a replica after failover): reconnect to the new master.
     reconnectOnError: (err) => err.message.startsWith('READONLY'),
   };
-  const commandTimeout = tuning.commandTimeoutMs === undefined ? 500 : tuning.commandTimeoutMs;
+  const commandTimeout = tuning.commandTimeoutMs === undefined ? DEFAULT_COMMAND_TIMEOUT_MS : tuning.commandTimeoutMs;
   if (commandTimeout !== null) options.commandTimeout = commandTimeout;
   return options;
 }

@@ -24,7 +24,7 @@ import type { ReplayStore } from '../auth/types.js';
 import type { Logger } from '../observability/logger.js';
 import { Cluster } from 'ioredis';
 import { RedisBreaker, type BreakerTuning } from './breaker.js';
-import { closeRedis, firstOutcome, openRedis, watchConnection, type RedisConnection, type RedisTuning } from './redis-client.js';
+import { closeRedis, firstAttemptMs, firstOutcome, openRedis, watchConnection, type RedisConnection, type RedisTuning } from './redis-client.js';
 import { parseRedisUrl, type RedisTarget } from './redis-url.js';
 
 export interface RedisReplayStoreOptions extends RedisTuning, BreakerTuning {
@@ -88,7 +88,7 @@ export class RedisReplayStore implements ReplayStore {
   private readonly openTimeoutMs: number;
 
   constructor(options: RedisReplayStoreOptions) {
-    this.openTimeoutMs = (options.connectTimeoutMs ?? 1000) + (options.commandTimeoutMs ?? 500);
+    this.openTimeoutMs = firstAttemptMs(options);
     const prefix = options.keyPrefix ?? 'mgw:';
     this.rawPrefix = `${prefix}r:`;
     this.hashedPrefix = `${prefix}h:`;
