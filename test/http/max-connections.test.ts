@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { derivedMaxConnections, FIXED_RESERVE, openFileLimit } from '../../src/http/connections.js';
-import { eventually, startCli, startEcho, startGateway } from '../helpers/gateway.js';
+import { eventually, startCli, startEcho, startGateway, type TestGateway } from '../helpers/gateway.js';
 import { raw } from '../helpers/http.js';
 
 const cleanups: (() => Promise<void> | void)[] = [];
@@ -48,6 +48,22 @@ async function idle(url: string, n: number): Promise<{ sockets: Socket[]; closed
   return { sockets, closed: () => closed };
 }
 
+/** An in-process gateway with `limits` in front of an echo upstream. */
+async function gatewayWith(limits: string): Promise<TestGateway> {
+  const echo = await startEcho();
+  cleanups.push(() => echo.close());
+  const gw = await startGateway(CONFIG(echo.url, `limits: ${limits}`));
+  cleanups.push(() => gw.close());
+  return gw;
+}
+
+/** The head of the answer to a GET of /public/x sent on the connection `s` already holds. */
+function getOn(s: Socket): Promise<string> {
+  const answer = new Promise<string>((r) => s.once('data', (d: Buffer) => r(d.toString())));
+  s.write('GET /public/x HTTP/1.1\r\nHost: api.example.com\r\n\r\n');
+  return answer;
+}
+
 const metric = async (adminUrl: string, name: string): Promise<number> => {
   const text = (await raw(adminUrl, { path: '/metrics' })).text();
   const m = new RegExp(`^${name} (\\d+)$`, 'm').exec(text);
@@ -81,10 +97,7 @@ describe('limits.max_connections', () => {
   });
 
   it('past the cap a new connection is closed at once (counted); /healthz and the connections open are served; room again once some close', async () => {
-    const echo = await startEcho();
-    cleanups.push(() => echo.close());
-    const gw = await startGateway(CONFIG(echo.url, 'limits: { max_connections: 20 }'));
-    cleanups.push(() => gw.close());
+    const gw = await gatewayWith('{ max_connections: 20 }');
     const held = await idle(gw.url, 20);
     expect(held.closed()).toBe(0);
     const over = await idle(gw.url, 5);
@@ -93,19 +106,13 @@ describe('limits.max_connections', () => {
     expect(await metric(gw.adminUrl, 'mission_gateway_connections_dropped_total')).toBe(5);
     expect((await raw(gw.adminUrl, { path: '/healthz' })).status).toBe(200);
     // A held connection still carries a request.
-    const s = held.sockets[0]!;
-    const answer = new Promise<string>((r) => s.once('data', (d: Buffer) => r(d.toString())));
-    s.write('GET /public/x HTTP/1.1\r\nHost: api.example.com\r\n\r\n');
-    expect(await answer).toMatch(/^HTTP\/1\.1 200 /);
+    expect(await getOn(held.sockets[0]!)).toMatch(/^HTTP\/1\.1 200 /);
     for (const c of held.sockets.slice(0, 3)) c.destroy();
     await eventually(async () => (await raw(gw.url, { path: '/public/x' })).status === 200, 3000);
   });
 
   it('0: no cap', async () => {
-    const echo = await startEcho();
-    cleanups.push(() => echo.close());
-    const gw = await startGateway(CONFIG(echo.url, 'limits: { max_connections: 0 }'));
-    cleanups.push(() => gw.close());
+    const gw = await gatewayWith('{ max_connections: 0 }');
     const held = await idle(gw.url, 300);
     await new Promise((r) => setTimeout(r, 200));
     expect(held.closed()).toBe(0);
@@ -125,10 +132,7 @@ describe('limits.max_connections', () => {
     await eventually(() => flood.closed() >= 400 - 64, 5000);
     for (let i = 0; i < 10; i++) expect((await raw(gw.adminUrl, { path: '/healthz' })).status).toBe(200);
     // The admin port and the upstream pool have descriptors: a request on a held connection is forwarded.
-    const s = flood.sockets.find((x) => !x.destroyed && x.readyState === 'open')!;
-    const answer = new Promise<string>((r) => s.once('data', (d: Buffer) => r(d.toString())));
-    s.write('GET /public/x HTTP/1.1\r\nHost: api.example.com\r\n\r\n');
-    expect(await answer).toMatch(/^HTTP\/1\.1 200 /);
+    expect(await getOn(flood.sockets.find((x) => !x.destroyed && x.readyState === 'open')!)).toMatch(/^HTTP\/1\.1 200 /);
     expect(await metric(gw.adminUrl, 'mission_gateway_connections_dropped_total')).toBeGreaterThanOrEqual(400 - 64);
   });
 });
